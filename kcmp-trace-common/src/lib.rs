@@ -1,0 +1,22 @@
+//! Types and pure logic shared by kcmp-trace's eBPF programs and its userspace.
+//!
+//! Everything here is `no_std` and allocation-free so the eBPF side can use it; the
+//! layouts of `#[repr(C)]` types are the contract between the two sides.
+#![no_std]
+
+pub mod event;
+pub mod hist;
+pub mod kcmp;
+pub mod maps;
+pub mod outcome;
+pub mod result;
+pub mod snapshot;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: these types are `#[repr(C)]`, `Copy`, hold only integers and byte arrays, and
+    // have no padding the kernel could leave uninitialised in a way that matters to readers.
+    unsafe impl aya::Pod for crate::event::Event {}
+    unsafe impl aya::Pod for crate::maps::ProcStats {}
+    unsafe impl aya::Pod for crate::snapshot::Counters {}
+}

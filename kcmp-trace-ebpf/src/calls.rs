@@ -1,0 +1,219 @@
+//! Per-call bookkeeping shared by every attach mode: filter at entry, account at exit.
+
+use aya_ebpf::{
+    EbpfContext, Global,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use aya_log_ebpf::warn;
+use kcmp_trace_common::{
+    event::{COMM_LEN, Event},
+    hist::log2_slot,
+    kcmp::type_slot,
+    maps::{MAX_PROCS, MAX_TGID_FILTER, MAX_THREADS, ProcStats, misc},
+    outcome::Outcome,
+    result::{result_slot, result_slot_is_error},
+    snapshot::Counters,
+};
+
+#[unsafe(no_mangle)]
+static FILTER_TGID: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+static FILTER_COMM: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+static FILTER_COMM_NAME: Global<[u8; COMM_LEN]> = Global::new([0; COMM_LEN]);
+#[unsafe(no_mangle)]
+static EMIT_EVENTS: Global<u8> = Global::new(0);
+#[unsafe(no_mangle)]
+static PER_PROCESS: Global<u8> = Global::new(0);
+
+#[map]
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+/// Sized by userspace at load time (`--ring-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static TGID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TGID_FILTER, 0);
+#[map]
+static PROCS: PerCpuHashMap<u32, ProcStats> = PerCpuHashMap::with_max_entries(MAX_PROCS, 0);
+/// A thread's call in flight. Entries are reused across calls (no insert/delete per call);
+/// LRU bounds the map when threads come and go.
+#[map]
+static THREADS: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+pub struct KcmpArgs {
+    pub pid1: i32,
+    pub pid2: i32,
+    pub raw_type: i64,
+    pub idx1: u64,
+    pub idx2: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InFlight {
+    start_ns: u64,
+    idx1: u64,
+    idx2: u64,
+    raw_type: i64,
+    pid1: i32,
+    pid2: i32,
+    /// 1 between entry and exit; an exit that finds 0 did not see its entry.
+    active: u32,
+    _pad: u32,
+}
+
+#[inline(always)]
+fn traced(tgid: u32) -> bool {
+    if FILTER_TGID.load() != 0 && unsafe { TGID_FILTER.get(&tgid) }.is_none() {
+        return false;
+    }
+    if FILTER_COMM.load() != 0 {
+        match bpf_get_current_comm() {
+            Ok(comm) if comm == FILTER_COMM_NAME.load() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[inline(always)]
+pub fn on_enter(args: &KcmpArgs) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if !traced(tgid) {
+        return;
+    }
+    let call = InFlight {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        idx1: args.idx1,
+        idx2: args.idx2,
+        raw_type: args.raw_type,
+        pid1: args.pid1,
+        pid2: args.pid2,
+        active: 1,
+        _pad: 0,
+    };
+    match THREADS.get_ptr_mut(&tid) {
+        // SAFETY: only this thread writes its own entry.
+        Some(slot) => unsafe { *slot = call },
+        None => {
+            let _ = THREADS.insert(&tid, &call, 0);
+        }
+    }
+}
+
+#[inline(always)]
+pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, outcome: Outcome) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU value is only touched by this CPU with preemption off.
+    let counters = unsafe { &mut *counters };
+    let call = match THREADS.get_ptr_mut(&tid) {
+        // SAFETY: only this thread writes its own entry.
+        Some(call) if unsafe { (*call).active } != 0 => unsafe { &mut *call },
+        _ => {
+            // Filtered-out callers have no entry either; only a traced one is unpaired.
+            if traced(tgid) {
+                bump(&mut counters.misc, misc::UNPAIRED_EXITS);
+            }
+            return;
+        }
+    };
+    call.active = 0;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let latency = now.wrapping_sub(call.start_ns);
+    let type_slot = type_slot(call.raw_type as u64) as usize;
+    let result_slot = result_slot(ret);
+
+    if let Some(by_type) = counters.calls.get_mut(outcome as usize) {
+        if let Some(by_result) = by_type.get_mut(type_slot) {
+            if let Some(n) = by_result.get_mut(result_slot as usize) {
+                *n += 1;
+            }
+        }
+    }
+    if let Some(hist) = counters.latency.get_mut(outcome as usize) {
+        if let Some(n) = hist.get_mut(log2_slot(latency) as usize) {
+            *n += 1;
+        }
+    }
+
+    if PER_PROCESS.load() != 0
+        && !account_process(ctx, tgid, result_slot_is_error(result_slot), latency)
+    {
+        bump(&mut counters.misc, misc::PROCS_FULL);
+    }
+
+    if EMIT_EVENTS.load() != 0 {
+        match EVENTS.reserve::<Event>(0) {
+            Some(mut entry) => {
+                entry.write(Event {
+                    ts_ns: now,
+                    latency_ns: latency,
+                    lock_wait_ns: 0,
+                    idx1: call.idx1,
+                    idx2: call.idx2,
+                    ret,
+                    raw_type: call.raw_type,
+                    tgid,
+                    tid,
+                    pid1: call.pid1,
+                    pid2: call.pid2,
+                    writer_tgid: 0,
+                    outcome: outcome as u8,
+                    _pad: [0; 3],
+                    comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+                    writer_comm: [0; COMM_LEN],
+                });
+                entry.submit(0);
+                bump(&mut counters.misc, misc::EVENTS_SENT);
+            }
+            None => bump(&mut counters.misc, misc::EVENTS_DROPPED),
+        }
+    }
+}
+
+#[inline(always)]
+fn bump(misc: &mut [u64; misc::SLOTS], index: usize) {
+    if let Some(n) = misc.get_mut(index) {
+        *n += 1;
+    }
+}
+
+/// Adds one call to its process's totals; false when the table is full.
+#[inline(always)]
+fn account_process<C: EbpfContext>(ctx: &C, tgid: u32, error: bool, latency: u64) -> bool {
+    for _ in 0..2 {
+        if let Some(stats) = PROCS.get_ptr_mut(&tgid) {
+            // SAFETY: this CPU's copy of a live map value, preemption off.
+            let stats = unsafe { &mut *stats };
+            stats.calls += 1;
+            stats.latency_sum_ns += latency;
+            stats.errors += error as u64;
+            return true;
+        }
+        let fresh = ProcStats {
+            calls: 0,
+            errors: 0,
+            latency_sum_ns: 0,
+            comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        };
+        // NOEXIST: when another CPU inserted first, the second round adds to this CPU's copy.
+        if PROCS.insert(&tgid, &fresh, BPF_NOEXIST as u64).is_err()
+            && PROCS.get_ptr_mut(&tgid).is_none()
+        {
+            warn!(
+                ctx,
+                "process table full: tgid {} not kept per process", tgid
+            );
+            return false;
+        }
+    }
+    false
+}

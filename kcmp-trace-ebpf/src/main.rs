@@ -1,0 +1,109 @@
+//! kcmp-trace's in-kernel half: the programs attached to kcmp's syscall boundary.
+//!
+//! Everything runs on every kcmp call of every process, so each program filters first,
+//! touches one per-thread entry and one per-CPU counter block, and does anything costlier
+//! (comm, per-process table, ring buffer) only when userspace switched it on at load time.
+#![no_std]
+#![no_main]
+
+mod calls;
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::bpf_probe_read_kernel,
+    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use kcmp_trace_common::outcome::Outcome;
+
+use calls::KcmpArgs;
+
+// Field offsets of syscalls/sys_{enter,exit}_kcmp (see their `format` in tracefs): the
+// common header and __syscall_nr, then one 8-byte slot per argument.
+const TP_ARG0: usize = 16;
+const TP_RET: usize = 16;
+
+#[tracepoint]
+pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets are within the fixed sys_enter record; read_at uses a checked probe read.
+    let read = |n: usize| unsafe { ctx.read_at::<u64>(TP_ARG0 + 8 * n) }.unwrap_or(0);
+    calls::on_enter(&KcmpArgs {
+        pid1: read(0) as i32,
+        pid2: read(1) as i32,
+        raw_type: read(2) as i32 as i64,
+        idx1: read(3),
+        idx2: read(4),
+    });
+    0
+}
+
+#[tracepoint]
+pub fn kcmp_tp_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above, `ret` is the first field after __syscall_nr.
+    let ret = unsafe { ctx.read_at::<i64>(TP_RET) }.unwrap_or(0);
+    calls::on_exit(&ctx, ret, Outcome::Unknown);
+    0
+}
+
+/// kcmp's arguments from the `struct pt_regs *` that x86-64 syscall wrappers
+/// (`__x64_sys_kcmp`) receive: rdi, rsi, rdx, r10, r8.
+#[inline(always)]
+fn args_from_regs(regs: *const pt_regs) -> KcmpArgs {
+    // SAFETY: bpf_probe_read_kernel checks the address; a failed read yields 0.
+    let read = |field: *const u64| unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0);
+    // SAFETY: only field addresses are computed here, nothing is dereferenced.
+    let (rdi, rsi, rdx, r10, r8) = unsafe {
+        (
+            read(&raw const (*regs).rdi),
+            read(&raw const (*regs).rsi),
+            read(&raw const (*regs).rdx),
+            read(&raw const (*regs).r10),
+            read(&raw const (*regs).r8),
+        )
+    };
+    KcmpArgs {
+        pid1: rdi as i32,
+        pid2: rsi as i32,
+        raw_type: rdx as i32 as i64,
+        idx1: r10,
+        idx2: r8,
+    }
+}
+
+#[fentry]
+pub fn kcmp_fentry(ctx: FEntryContext) -> u32 {
+    calls::on_enter(&args_from_regs(ctx.arg(0)));
+    0
+}
+
+#[fexit]
+pub fn kcmp_fexit(ctx: FExitContext) -> u32 {
+    let ret = ctx.ret::<i64>().unwrap_or(0);
+    calls::on_exit(&ctx, ret, Outcome::Unknown);
+    0
+}
+
+#[kprobe]
+pub fn kcmp_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(regs) = ctx.arg::<*const pt_regs>(0) {
+        calls::on_enter(&args_from_regs(regs));
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kcmp_kretprobe(ctx: RetProbeContext) -> u32 {
+    let ret = ctx.ret::<i64>();
+    calls::on_exit(&ctx, ret, Outcome::Unknown);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

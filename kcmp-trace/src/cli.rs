@@ -1,0 +1,223 @@
+//! Command-line interface.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plan::AttachRequest;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (also after Ctrl-C or SIGTERM)
+  1  other failure
+  2  bad arguments
+  3  not root and without CAP_BPF + CAP_PERFMON
+  4  tracefs unavailable
+  5  a needed hook (tracepoint or kernel function) does not exist
+  6  the kernel refused to load or attach a BPF program
+  7  serve: cannot listen on the address";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kcmp-trace",
+    version,
+    about = "Trace kcmp(2): which path every call takes, its latency, lock waits and errors",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Log more (repeat for debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Counters, rates and latency percentiles every interval (the default).
+    Watch(WatchArgs),
+    /// One line per kcmp call.
+    Events(EventsArgs),
+    /// What this kernel allows and what the tracer will use.
+    Doctor(DoctorArgs),
+    /// Generate kcmp calls with an exact count of its own.
+    Stress(StressArgs),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        _ => (s, 1),
+    };
+    let bytes = num
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64K, 4M)"))?
+        * mult;
+    u32::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
+}
+
+fn parse_kcmp_type(s: &str) -> Result<u32, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(u32::MAX);
+    }
+    kcmp_trace_common::kcmp::parse_type(s)
+        .filter(|&t| t < kcmp_trace_common::kcmp::KCMP_TYPES as u32)
+        .ok_or_else(|| {
+            format!("{s:?} is not a kcmp type (file, vm, files, fs, sighand, io, sysvsem, epoll_tfd, all)")
+        })
+}
+
+/// What to trace; shared by every tracing command.
+#[derive(Debug, Args, Clone)]
+pub struct TraceArgs {
+    /// Trace only this process (tgid); repeat for more.
+    #[arg(short = 'p', long = "pid", value_name = "TGID")]
+    pub pids: Vec<u32>,
+    /// Trace only callers with this comm (at most 15 bytes, as the kernel keeps it).
+    #[arg(short = 'c', long)]
+    pub comm: Option<String>,
+    /// How to attach: fentry, kprobe, tracepoint, or the best that works.
+    #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
+    pub attach: AttachRequest,
+    /// Let the eBPF programs log their diagnostics (aya-log).
+    #[arg(long)]
+    pub bpf_log: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Time between reports.
+    #[arg(short, long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Stop after this long.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many reports.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+    /// Print the latency histogram with every report, not only at exit.
+    #[arg(long)]
+    pub hist: bool,
+    /// One JSON object per report instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Processes shown per report.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// NDJSON: one JSON object per call.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this long.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many events.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+    /// Ring buffer size (power of two, at least 4K); a larger one drops less under bursts.
+    #[arg(long, value_parser = parse_size, default_value = "4M")]
+    pub ring_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StressArgs {
+    /// Threads making calls.
+    #[arg(short, long, default_value_t = 2)]
+    pub threads: usize,
+    /// kcmp types of the valid calls, comma-separated, or `all`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_kcmp_type, default_value = "file")]
+    pub types: Vec<u32>,
+    /// Make exactly this many calls in all (invalid ones included).
+    #[arg(short = 'n', long, conflicts_with = "duration")]
+    pub calls: Option<u64>,
+    /// Make valid calls for this long.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Calls with a fd that is not open (-EBADF).
+    #[arg(long, default_value_t = 0)]
+    pub bad_fd: u64,
+    /// Calls naming a pid that does not exist (-ESRCH).
+    #[arg(long, default_value_t = 0)]
+    pub dead_pid: u64,
+    /// Calls with an out-of-range type (-EINVAL).
+    #[arg(long, default_value_t = 0)]
+    pub bad_type: u64,
+    /// Processes that exec() themselves in a loop; valid calls compare against them.
+    #[arg(long, default_value_t = 0)]
+    pub exec_racers: usize,
+    /// Wait until this file exists before starting (lets a tracer attach first).
+    #[arg(long, value_name = "PATH")]
+    pub wait_for: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl WatchArgs {
+    /// `kcmp-trace` with no subcommand: watch with every default.
+    pub fn default_from_cli() -> WatchArgs {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            watch: WatchArgs,
+        }
+        Defaults::parse_from(["kcmp-trace"]).watch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3d").is_err());
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

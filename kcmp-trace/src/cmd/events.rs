@@ -1,0 +1,119 @@
+//! `kcmp-trace events`: one line per kcmp call.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use kcmp_trace_common::{event::Event, maps::misc};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    cli::EventsArgs,
+    loader::{TraceConfig, Tracer},
+    sinks::event::{EventRecord, TEXT_HEADER, text_line},
+};
+
+pub fn run(args: EventsArgs) -> anyhow::Result<()> {
+    let config = TraceConfig {
+        events: true,
+        per_process: false,
+        ring_bytes: args.ring_size,
+        ..args.trace.config()
+    };
+    let mut tracer = Tracer::start(&config)?;
+    crate::cmd::announce(&tracer.plan);
+    let ring = tracer.take_events().context("event ring buffer missing")?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !args.json {
+        writeln!(out, "{TEXT_HEADER}")?;
+        out.flush()?;
+    }
+    let mut delivered = 0u64;
+    let mut reported_drops = 0u64;
+    let limit = args.count.unwrap_or(u64::MAX);
+
+    let rt = crate::cmd::runtime()?;
+    let result: anyhow::Result<()> = rt.block_on(async {
+        // SAFETY: the ring buffer owns its fd and outlives the registration (both are
+        // dropped together with `ring`).
+        let mut ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::Error::from(e.into_parts().1))
+            .context("polling the ring buffer")?;
+        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(until_deadline);
+        let signal = crate::cmd::shutdown_signal();
+        tokio::pin!(signal);
+        let mut drop_check = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut(), if !stopping => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &mut out, args.json, &mut delivered, limit)?;
+                    guard.clear_ready();
+                }
+                _ = drop_check.tick() => {
+                    let dropped = tracer.counters()?.misc[misc::EVENTS_DROPPED];
+                    if dropped > reported_drops {
+                        eprintln!("kcmp-trace: {} events dropped (ring buffer full)", dropped - reported_drops);
+                        reported_drops = dropped;
+                    }
+                }
+                _ = &mut until_deadline => stopping = true,
+                r = &mut signal => { r?; stopping = true }
+            }
+            if stopping || delivered >= limit {
+                // Whatever the kernel already wrote is still ours to show.
+                drain(ring.get_mut(), &mut out, args.json, &mut delivered, limit)?;
+                break;
+            }
+        }
+        Ok(())
+    });
+    out.flush()?;
+    result?;
+    let counters = tracer.counters()?;
+    let dropped = counters.misc[misc::EVENTS_DROPPED];
+    drop(tracer);
+    if args.json {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "events_delivered": delivered, "events_dropped": dropped })
+        );
+    } else {
+        eprintln!("kcmp-trace: {delivered} events delivered, {dropped} dropped");
+    }
+    Ok(())
+}
+
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    out: &mut impl std::io::Write,
+    json: bool,
+    delivered: &mut u64,
+    limit: u64,
+) -> anyhow::Result<()> {
+    while *delivered < limit {
+        let Some(item) = ring.next() else { break };
+        if item.len() < size_of::<Event>() {
+            continue;
+        }
+        // SAFETY: the eBPF side writes whole `Event`s; read_unaligned copes with alignment.
+        let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        let record = EventRecord::from(&event);
+        if json {
+            serde_json::to_writer(&mut *out, &record)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", text_line(&record))?;
+        }
+        *delivered += 1;
+    }
+    out.flush()?;
+    Ok(())
+}

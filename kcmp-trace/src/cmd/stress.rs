@@ -1,0 +1,52 @@
+//! `kcmp-trace stress`: a kcmp workload with its own exact count.
+
+use crate::{
+    cli::StressArgs,
+    stress::{ALL_TYPES, StressConfig},
+};
+
+pub fn run(args: StressArgs) -> anyhow::Result<()> {
+    let types = if args.types.contains(&u32::MAX) {
+        ALL_TYPES.to_vec()
+    } else {
+        args.types.clone()
+    };
+    if let Some(path) = &args.wait_for {
+        while !path.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let report = crate::stress::run(&StressConfig {
+        threads: args.threads,
+        types,
+        calls: args.calls,
+        duration: args.duration,
+        bad_fd: args.bad_fd,
+        dead_pid: args.dead_pid,
+        bad_type: args.bad_type,
+        exec_racers: args.exec_racers,
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "stress: pid {} made {} kcmp calls in {:.2}s ({:.0}/s) on {} threads, {} exec racers",
+            report.pid,
+            report.calls,
+            report.elapsed_s,
+            report.calls_per_s,
+            report.threads,
+            report.exec_racers
+        );
+        let fmt = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("  by type:   {}", fmt(&report.by_type));
+        println!("  by result: {}", fmt(&report.by_result));
+        println!("  reached the comparison: {}", report.reached_comparison);
+    }
+    Ok(())
+}

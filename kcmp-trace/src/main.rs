@@ -1,0 +1,42 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use kcmp_trace::{
+    cli::{Cli, Command, WatchArgs},
+    cmd, error, stress,
+};
+
+fn main() -> ExitCode {
+    // Exec racers re-exec themselves thousands of times a second: skip everything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == stress::EXEC_RACER_ARG)
+    {
+        stress::exec_racer_loop();
+    }
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(match cli.verbose {
+            0 => log::LevelFilter::Warn,
+            1 => log::LevelFilter::Info,
+            _ => log::LevelFilter::Debug,
+        })
+        .parse_env("KCMP_TRACE_LOG")
+        .init();
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Watch(WatchArgs::default_from_cli()));
+    let result = match command {
+        Command::Watch(args) => cmd::watch::run(args),
+        Command::Events(args) => cmd::events::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Stress(args) => cmd::stress::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kcmp-trace: {}", error::one_line(&err));
+            error::exit_code_of(&err)
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Text output in the shapes kernel engineers know: interval tables and log2 histograms.
+
+use std::fmt::Write as _;
+
+use kcmp_trace_common::hist::HIST_SLOTS;
+
+use crate::report::{Quantiles, Report, hist_rows};
+
+fn ns(v: Option<u64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v >= 10_000_000 => format!("{}ms", v / 1_000_000),
+        Some(v) if v >= 10_000 => format!("{}us", v / 1_000),
+        Some(v) => format!("{v}ns"),
+    }
+}
+
+fn breakdown(map: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    if map.is_empty() {
+        return "-".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quantiles(q: &Quantiles) -> String {
+    format!(
+        "p50={} p90={} p99={} max<={}",
+        ns(q.p50),
+        ns(q.p90),
+        ns(q.p99),
+        ns(q.max)
+    )
+}
+
+/// One interval as a compact block, the first line a timestamped summary.
+pub fn interval(clock: &str, r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{clock}  calls={:<8} rate={:<10.0}/s errors={:<6} dropped={}",
+        r.calls, r.calls_per_s, r.errors, r.events_dropped
+    );
+    if r.calls == 0 {
+        return out;
+    }
+    let _ = writeln!(out, "  type:    {}", breakdown(&r.by_type));
+    let _ = writeln!(out, "  result:  {}", breakdown(&r.by_result));
+    let _ = writeln!(out, "  outcome: {}", breakdown(&r.by_outcome));
+    let _ = writeln!(out, "  latency: {}", quantiles(&r.latency_ns));
+    if r.lock_wait_ns.count > 0 {
+        let _ = writeln!(out, "  lock wait: {}", quantiles(&r.lock_wait_ns));
+    }
+    if r.exec_hold_ns.count > 0 {
+        let _ = writeln!(
+            out,
+            "  exec write sections: {} {}",
+            r.exec_hold_ns.count,
+            quantiles(&r.exec_hold_ns)
+        );
+    }
+    if r.unpaired_exits > 0 || r.procs_full > 0 {
+        let _ = writeln!(
+            out,
+            "  lost: unpaired_exits={} procs_full={}",
+            r.unpaired_exits, r.procs_full
+        );
+    }
+    if !r.top_processes.is_empty() {
+        let procs = r
+            .top_processes
+            .iter()
+            .map(|p| format!("{}[{}]={}", p.comm, p.tgid, p.calls))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(out, "  top:     {procs}");
+    }
+    out
+}
+
+/// A log2 histogram in the layout of bcc's print_log2_hist.
+pub fn log2_hist(title: &str, unit: &str, h: &[u64; HIST_SLOTS]) -> String {
+    const WIDTH: usize = 40;
+    let rows = hist_rows(h);
+    let mut out = String::new();
+    if rows.is_empty() {
+        let _ = writeln!(out, "{title}: no samples");
+        return out;
+    }
+    let peak = rows.iter().map(|r| r.2).max().unwrap_or(1).max(1);
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(
+        out,
+        "{:>24} : count     distribution",
+        format!("{unit:>10}")
+    );
+    for (lo, hi, count) in rows {
+        let stars = (count as u128 * WIDTH as u128).div_ceil(peak as u128) as usize;
+        let _ = writeln!(
+            out,
+            "{lo:>10} -> {hi:<10} : {count:<9} |{:<WIDTH$}|",
+            "*".repeat(stars)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_looks_like_bcc() {
+        let mut h = [0u64; HIST_SLOTS];
+        h[11] = 40;
+        h[12] = 10;
+        let text = log2_hist("latency", "nsecs", &h);
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines[0], "latency");
+        assert!(lines[1].contains("nsecs") && lines[1].contains("distribution"));
+        assert!(lines[2].contains("1024 -> 2047") && lines[2].contains(&"*".repeat(40)));
+        assert!(lines[3].contains("2048 -> 4095") && lines[3].contains("|**********"));
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(ns(Some(999)), "999ns");
+        assert_eq!(ns(Some(12_345)), "12us");
+        assert_eq!(ns(Some(12_345_678)), "12ms");
+        assert_eq!(ns(None), "-");
+    }
+}

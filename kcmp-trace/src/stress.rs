@@ -1,0 +1,400 @@
+//! A kcmp workload that keeps its own exact count, so the tracer can be held to it.
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    os::fd::{AsRawFd, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use kcmp_trace_common::kcmp::{
+    KCMP_EPOLL_TFD, KCMP_FILE, KCMP_FILES, KCMP_FS, KCMP_IO, KCMP_SIGHAND, KCMP_SYSVSEM, KCMP_VM,
+    type_slot, type_slot_name,
+};
+use serde::Serialize;
+
+use crate::sinks::event::result_name;
+
+/// argv[1] of a process that only exec()s itself, forever: the write side of exec_update_lock.
+pub const EXEC_RACER_ARG: &str = "__exec-racer";
+
+/// A pid no kernel hands out (pid_max is at most 2^22).
+const DEAD_PID: i32 = i32::MAX;
+/// A fd number that is never open here.
+const BAD_FD: u64 = 1 << 20;
+const BAD_TYPE: u64 = 99;
+
+#[derive(Clone, Debug)]
+pub struct StressConfig {
+    pub threads: usize,
+    pub types: Vec<u32>,
+    /// Stop after this many calls in all (exact), or
+    pub calls: Option<u64>,
+    /// after this long.
+    pub duration: Option<Duration>,
+    pub bad_fd: u64,
+    pub dead_pid: u64,
+    pub bad_type: u64,
+    /// Processes that exec() themselves in a loop; valid calls then compare against them.
+    pub exec_racers: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct StressReport {
+    pub pid: u32,
+    pub threads: usize,
+    pub exec_racers: usize,
+    pub racer_pids: Vec<i32>,
+    pub calls: u64,
+    pub elapsed_s: f64,
+    pub calls_per_s: f64,
+    pub by_type: BTreeMap<String, u64>,
+    pub by_result: BTreeMap<String, u64>,
+    /// Calls that found both tasks (not ESRCH) and so reached the permission check and comparison.
+    pub reached_comparison: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Call {
+    Valid,
+    BadFd,
+    DeadPid,
+    BadType,
+}
+
+/// What each thread must do: its share of the fixed counts.
+fn shares(total: u64, threads: usize) -> Vec<u64> {
+    let n = threads as u64;
+    (0..n)
+        .map(|i| total / n + u64::from(i < total % n))
+        .collect()
+}
+
+/// Resources the valid calls compare, kept open for the whole run.
+struct Fixture {
+    pid: i32,
+    file: OwnedFd,
+    epoll: OwnedFd,
+    _pipe_write: OwnedFd,
+}
+
+impl Fixture {
+    fn new() -> anyhow::Result<Fixture> {
+        let mut fds = [0i32; 2];
+        // SAFETY: fds is a valid 2-element array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("pipe2");
+        }
+        // SAFETY: pipe2 returned two fresh fds that we now own.
+        let (read, write) = unsafe {
+            use std::os::fd::FromRawFd;
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        };
+        // SAFETY: plain syscall.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_create1");
+        }
+        // SAFETY: fresh fd we own.
+        let epoll = unsafe {
+            use std::os::fd::FromRawFd;
+            OwnedFd::from_raw_fd(epfd)
+        };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 0,
+        };
+        // SAFETY: valid fds and event.
+        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, read.as_raw_fd(), &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_ctl");
+        }
+        Ok(Fixture {
+            pid: std::process::id() as i32,
+            file: read,
+            epoll,
+            _pipe_write: write,
+        })
+    }
+}
+
+/// struct kcmp_epoll_slot from include/uapi/linux/kcmp.h.
+#[repr(C)]
+struct EpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+fn kcmp(pid1: i32, pid2: i32, ty: u64, idx1: u64, idx2: u64) -> i64 {
+    // SAFETY: kcmp only reads its integer arguments (and, for KCMP_EPOLL_TFD, the slot
+    // idx2 points to, which callers keep alive across the call).
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, ty, idx1, idx2) };
+    if ret < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+    } else {
+        ret
+    }
+}
+
+/// Counts by (raw type, ret).
+type Tally = BTreeMap<(u64, i64), u64>;
+
+struct Worker<'a> {
+    fixture: &'a Fixture,
+    types: &'a [u32],
+    racers: &'a [i32],
+    slot: EpollSlot,
+    next: usize,
+    tally: Tally,
+}
+
+impl Worker<'_> {
+    fn call(&mut self, kind: Call) {
+        let me = self.fixture.pid;
+        let fd = self.fixture.file.as_raw_fd() as u64;
+        let (pid1, pid2, ty, idx1, idx2) = match kind {
+            Call::BadFd => (me, me, u64::from(KCMP_FILE), BAD_FD, BAD_FD),
+            Call::DeadPid => (me, DEAD_PID, u64::from(KCMP_VM), 0, 0),
+            Call::BadType => (me, me, BAD_TYPE, 0, 0),
+            Call::Valid => {
+                let ty = self.types[self.next % self.types.len()];
+                let other = if self.racers.is_empty() {
+                    me
+                } else {
+                    self.racers[self.next % self.racers.len()]
+                };
+                self.next += 1;
+                match ty {
+                    // Against a racer, compare its stdin with ours: both exist across exec.
+                    KCMP_FILE if other != me => (me, other, u64::from(ty), 0, 0),
+                    KCMP_FILE => (me, me, u64::from(ty), fd, fd),
+                    KCMP_EPOLL_TFD => (me, me, u64::from(ty), fd, &raw const self.slot as u64),
+                    _ => (me, other, u64::from(ty), 0, 0),
+                }
+            }
+        };
+        let ret = kcmp(pid1, pid2, ty, idx1, idx2);
+        *self.tally.entry((ty, ret)).or_default() += 1;
+    }
+}
+
+fn run_thread(
+    fixture: &Fixture,
+    config: &StressConfig,
+    racers: &[i32],
+    valid: Option<u64>,
+    invalid: [(Call, u64); 3],
+    stop: &AtomicBool,
+) -> Tally {
+    let mut w = Worker {
+        fixture,
+        types: &config.types,
+        racers,
+        slot: EpollSlot {
+            efd: fixture.epoll.as_raw_fd() as u32,
+            tfd: fixture.file.as_raw_fd() as u32,
+            toff: 0,
+        },
+        next: 0,
+        tally: Tally::new(),
+    };
+    let mut invalid = invalid;
+    let mut done_valid = 0u64;
+    loop {
+        let more_valid = match valid {
+            Some(n) => done_valid < n,
+            None => !stop.load(Ordering::Relaxed),
+        };
+        let mut did = false;
+        if more_valid {
+            w.call(Call::Valid);
+            done_valid += 1;
+            did = true;
+        }
+        // Spread the invalid calls among the valid ones.
+        for (kind, left) in invalid.iter_mut() {
+            if *left > 0 {
+                w.call(*kind);
+                *left -= 1;
+                did = true;
+            }
+        }
+        if !did {
+            return w.tally;
+        }
+    }
+}
+
+/// Starts `n` processes that exec() themselves until killed.
+fn spawn_racers(n: usize) -> anyhow::Result<Vec<std::process::Child>> {
+    let exe = std::env::current_exe().context("locating our own binary")?;
+    (0..n)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .arg(EXEC_RACER_ARG)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .context("spawning an exec racer")
+        })
+        .collect()
+}
+
+/// The body of an exec racer: replace ourselves with ourselves, forever.
+pub fn exec_racer_loop() -> ! {
+    let exe = CString::new("/proc/self/exe").expect("no NUL");
+    let arg0 = CString::new("kcmp-racer").expect("no NUL");
+    let arg1 = CString::new(EXEC_RACER_ARG).expect("no NUL");
+    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: NUL-terminated strings and arrays that outlive the call.
+    unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    eprintln!(
+        "exec racer: execve failed: {}",
+        std::io::Error::last_os_error()
+    );
+    std::process::exit(1)
+}
+
+pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
+    if config.threads == 0 {
+        bail!(crate::error::Error::Usage(
+            "--threads must be at least 1".into()
+        ));
+    }
+    if config.types.is_empty() {
+        bail!(crate::error::Error::Usage(
+            "--types must name at least one type".into()
+        ));
+    }
+    let invalid_total = config.bad_fd + config.dead_pid + config.bad_type;
+    let valid_total = match (config.calls, config.duration) {
+        (Some(calls), _) if calls < invalid_total => bail!(crate::error::Error::Usage(format!(
+            "--calls {calls} is less than the {invalid_total} invalid calls asked for"
+        ))),
+        (Some(calls), _) => Some(calls - invalid_total),
+        (None, Some(_)) => None,
+        (None, None) => bail!(crate::error::Error::Usage(
+            "give --calls or --duration".into()
+        )),
+    };
+
+    let fixture = Fixture::new()?;
+    let mut racer_children = spawn_racers(config.exec_racers)?;
+    let racers: Vec<i32> = racer_children.iter().map(|c| c.id() as i32).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+
+    let valid_shares = valid_total.map(|v| shares(v, config.threads));
+    let share_of = |total: u64| shares(total, config.threads);
+    let (bad_fd, dead_pid, bad_type) = (
+        share_of(config.bad_fd),
+        share_of(config.dead_pid),
+        share_of(config.bad_type),
+    );
+
+    let result = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..config.threads)
+            .map(|t| {
+                let (fixture, racers, stop) = (&fixture, &racers, &*stop);
+                let valid = valid_shares.as_ref().map(|s| s[t]);
+                let invalid = [
+                    (Call::BadFd, bad_fd[t]),
+                    (Call::DeadPid, dead_pid[t]),
+                    (Call::BadType, bad_type[t]),
+                ];
+                scope.spawn(move || run_thread(fixture, config, racers, valid, invalid, stop))
+            })
+            .collect();
+        if let Some(d) = config.duration.filter(|_| valid_total.is_none()) {
+            std::thread::sleep(d);
+            stop.store(true, Ordering::Relaxed);
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a stress thread panicked"))
+            })
+            .collect::<anyhow::Result<Vec<Tally>>>()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    for child in &mut racer_children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let tallies = result?;
+
+    let mut report = StressReport {
+        pid: std::process::id(),
+        threads: config.threads,
+        exec_racers: config.exec_racers,
+        racer_pids: racers,
+        elapsed_s: elapsed,
+        ..Default::default()
+    };
+    for ((ty, ret), n) in tallies.iter().flatten() {
+        report.calls += n;
+        *report
+            .by_type
+            .entry(type_slot_name(type_slot(*ty)).to_owned())
+            .or_default() += n;
+        *report.by_result.entry(result_name(*ret)).or_default() += n;
+        if *ret != -(libc::ESRCH as i64) {
+            report.reached_comparison += n;
+        }
+    }
+    report.calls_per_s = report.calls as f64 / elapsed.max(1e-9);
+    Ok(report)
+}
+
+/// Every kcmp type, for `--types all`.
+pub const ALL_TYPES: [u32; 8] = [
+    KCMP_FILE,
+    KCMP_VM,
+    KCMP_FILES,
+    KCMP_FS,
+    KCMP_SIGHAND,
+    KCMP_IO,
+    KCMP_SYSVSEM,
+    KCMP_EPOLL_TFD,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        assert_eq!(shares(10, 3), vec![4, 3, 3]);
+        assert_eq!(shares(2, 4), vec![1, 1, 0, 0]);
+        assert_eq!(shares(20_000, 7).iter().sum::<u64>(), 20_000);
+    }
+
+    #[test]
+    fn counts_are_exact_and_results_as_expected() {
+        let report = run(&StressConfig {
+            threads: 3,
+            types: ALL_TYPES.to_vec(),
+            calls: Some(1_000),
+            duration: None,
+            bad_fd: 50,
+            dead_pid: 20,
+            bad_type: 10,
+            exec_racers: 0,
+        })
+        .expect("stress");
+        assert_eq!(report.calls, 1_000);
+        assert_eq!(report.by_result.get("EBADF"), Some(&50));
+        assert_eq!(report.by_result.get("ESRCH"), Some(&20));
+        assert_eq!(report.by_result.get("EINVAL"), Some(&10));
+        // Every valid self-comparison is equal, whatever the type.
+        assert_eq!(report.by_result.get("equal"), Some(&920));
+        assert_eq!(report.by_type.get("invalid"), Some(&10));
+        assert_eq!(report.reached_comparison, 980);
+    }
+}
