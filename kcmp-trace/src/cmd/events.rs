@@ -20,6 +20,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         ..args.trace.config()
     };
     let mut tracer = Tracer::start(&config)?;
+    let rt = crate::cmd::runtime()?;
+    let mut shutdown = {
+        let _rt = rt.enter();
+        crate::cmd::Shutdown::install()?
+    };
     crate::cmd::announce(&tracer.plan);
     let ring = tracer.take_events().context("event ring buffer missing")?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -31,7 +36,6 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let mut reported_drops = 0u64;
     let limit = args.count.unwrap_or(u64::MAX);
 
-    let rt = crate::cmd::runtime()?;
     let result: anyhow::Result<()> = rt.block_on(async {
         // SAFETY: the ring buffer owns its fd and outlives the registration (both are
         // dropped together with `ring`).
@@ -46,8 +50,6 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
             }
         };
         tokio::pin!(until_deadline);
-        let signal = crate::cmd::shutdown_signal();
-        tokio::pin!(signal);
         let mut drop_check = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut stopping = false;
         loop {
@@ -65,7 +67,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
                     }
                 }
                 _ = &mut until_deadline => stopping = true,
-                r = &mut signal => { r?; stopping = true }
+                _ = shutdown.wait() => stopping = true,
             }
             if stopping || delivered >= limit {
                 // Whatever the kernel already wrote is still ours to show.

@@ -26,6 +26,11 @@ struct JsonLine<'a> {
 
 pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let tracer = Tracer::start(&args.trace.config())?;
+    let rt = crate::cmd::runtime()?;
+    let mut shutdown = {
+        let _rt = rt.enter();
+        crate::cmd::Shutdown::install()?
+    };
     crate::cmd::announce(&tracer.plan);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -43,7 +48,6 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let (mut prev, mut prev_procs, mut prev_at) = (first, first_procs.clone(), started);
     let mut reports = 0u64;
 
-    let rt = crate::cmd::runtime()?;
     rt.block_on(async {
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
@@ -55,13 +59,11 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
         };
         tokio::pin!(until_deadline);
-        let signal = crate::cmd::shutdown_signal();
-        tokio::pin!(signal);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = &mut until_deadline => break,
-                r = &mut signal => { r?; break }
+                _ = shutdown.wait() => break,
             }
             let now = tracer.counters()?;
             let procs = tracer.processes()?;

@@ -1,0 +1,277 @@
+//! The syscall-boundary tracer on this machine's kernel, held to stress's own counts and to
+//! bpftrace's.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Gated, Proc, require_root, run, total_line};
+
+const MIX: &[&str] = &[
+    "-n",
+    "20000",
+    "--threads",
+    "2",
+    "--types",
+    "file",
+    "--bad-fd",
+    "500",
+    "--dead-pid",
+    "200",
+    "--bad-type",
+    "100",
+];
+
+#[test]
+fn watch_counts_equal_the_workload_by_type_and_result() {
+    if !require_root() {
+        return;
+    }
+    let stress = Gated::new(MIX);
+    let pid = stress.pid().to_string();
+    let mut watch = Proc::spawn(&["watch", "--json", "-p", &pid, "-i", "500ms"]);
+    watch.wait_attached();
+    let workload = stress.run();
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{err}");
+    let total = total_line(&out);
+
+    assert_eq!(workload["calls"], 20000);
+    assert_eq!(total["calls"], workload["calls"]);
+    assert_eq!(total["by_result"], workload["by_result"], "{out}");
+    assert_eq!(total["by_type"], workload["by_type"], "{out}");
+    assert_eq!(total["by_result"]["EBADF"], 500);
+    assert_eq!(total["by_result"]["ESRCH"], 200);
+    assert_eq!(total["by_result"]["EINVAL"], 100);
+    assert_eq!(total["errors"], 800);
+    assert_eq!(total["by_outcome"]["unknown"], 20000);
+    assert_eq!(total["latency_ns"]["count"], 20000);
+    assert_eq!(total["unpaired_exits"], 0);
+    let top = &total["top_processes"][0];
+    assert_eq!(top["tgid"].as_u64(), Some(stress_pid(&workload)));
+    assert_eq!(top["calls"], 20000);
+}
+
+fn stress_pid(workload: &serde_json::Value) -> u64 {
+    workload["pid"].as_u64().expect("pid")
+}
+
+#[test]
+fn pid_filter_leaves_out_other_processes() {
+    if !require_root() {
+        return;
+    }
+    let traced = Gated::new(&["-n", "3000", "--types", "vm"]);
+    let other = Gated::new(&["-n", "5000", "--types", "file"]);
+    let pid = traced.pid().to_string();
+    let mut watch = Proc::spawn(&["watch", "--json", "-p", &pid]);
+    watch.wait_attached();
+    let other_thread = std::thread::spawn(move || other.run());
+    let workload = traced.run();
+    let other_workload = other_thread.join().expect("other stress");
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(other_workload["calls"], 5000);
+    let total = total_line(&out);
+    assert_eq!(total["calls"], 3000);
+    assert_eq!(total["by_type"], workload["by_type"]);
+    assert!(total["by_type"].get("KCMP_FILE").is_none(), "{out}");
+}
+
+#[test]
+fn comm_filter_matches_only_that_comm() {
+    if !require_root() {
+        return;
+    }
+    let mut watch = Proc::spawn(&["watch", "--json", "-c", "no-such-comm"]);
+    watch.wait_attached();
+    let workload = Gated::new(&["-n", "1000"]).run();
+    assert_eq!(workload["calls"], 1000);
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(total_line(&out)["calls"], 0);
+}
+
+fn event_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
+        .collect()
+}
+
+fn events_summary(err: &str) -> serde_json::Value {
+    err.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("events_delivered").is_some())
+        .unwrap_or_else(|| panic!("no events summary in {err}"))
+}
+
+#[test]
+fn events_json_has_one_line_per_call() {
+    if !require_root() {
+        return;
+    }
+    let stress = Gated::new(&["-n", "5000", "--types", "all", "--bad-fd", "50"]);
+    let pid = stress.pid().to_string();
+    let mut events = Proc::spawn(&["events", "--json", "-p", &pid]);
+    events.wait_attached();
+    let workload = stress.run();
+    let (code, out, err) = events.stop();
+    assert_eq!(code, 0, "{err}");
+    let lines = event_lines(&out);
+    let summary = events_summary(&err);
+    assert_eq!(summary["events_dropped"], 0);
+    assert_eq!(lines.len() as u64, 5000);
+    assert_eq!(summary["events_delivered"], 5000);
+    let ebadf = lines.iter().filter(|e| e["result"] == "EBADF").count();
+    assert_eq!(ebadf, 50);
+    assert_eq!(workload["by_result"]["EBADF"], 50);
+    for e in &lines {
+        assert_eq!(e["tgid"].as_u64(), Some(stress_pid(&workload)));
+        assert!(e["latency_ns"].as_u64().is_some_and(|l| l > 0));
+        assert_eq!(e["outcome"], "unknown");
+    }
+}
+
+#[test]
+fn a_tiny_ring_buffer_drops_and_says_how_many() {
+    if !require_root() {
+        return;
+    }
+    let stress = Gated::new(&["-n", "20000", "--threads", "2"]);
+    let pid = stress.pid().to_string();
+    let mut events = Proc::spawn(&["events", "--json", "-p", &pid, "--ring-size", "4K"]);
+    events.wait_attached();
+    // Stop the reader so the burst overflows the ring deterministically.
+    events.signal(libc::SIGSTOP);
+    let workload = stress.run();
+    events.signal(libc::SIGCONT);
+    let (code, out, err) = events.stop();
+    assert_eq!(code, 0, "{err}");
+    let delivered = event_lines(&out).len() as u64;
+    let summary = events_summary(&err);
+    let dropped = summary["events_dropped"].as_u64().expect("dropped");
+    assert_eq!(summary["events_delivered"].as_u64(), Some(delivered));
+    assert!(dropped > 0, "no drops with a 4K ring: {summary}");
+    assert_eq!(
+        delivered + dropped,
+        workload["calls"].as_u64().expect("calls")
+    );
+}
+
+#[test]
+fn bpftrace_counts_the_same_calls() {
+    if !require_root() {
+        return;
+    }
+    let stress = Gated::new(&["-n", "12345", "--types", "vm,file", "--dead-pid", "45"]);
+    let pid = stress.pid().to_string();
+    let script =
+        format!("tracepoint:syscalls:sys_exit_kcmp /pid == {pid}/ {{ @calls = count(); }}");
+    let mut bpftrace = Command::new("bpftrace")
+        .args(["-e", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bpftrace must be installed (cargo xtask setup installs it)");
+    let mut reader = BufReader::new(bpftrace.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !line.contains("Attaching") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "bpftrace exited"
+        );
+        assert!(Instant::now() < deadline, "bpftrace did not attach");
+    }
+    let mut watch = Proc::spawn(&["watch", "--json", "-p", &pid]);
+    watch.wait_attached();
+    let workload = stress.run();
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{err}");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(bpftrace.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).expect("read bpftrace");
+    let _ = bpftrace.wait();
+    let peer: u64 = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("@calls: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no @calls in bpftrace output {rest:?}"));
+    let ours = total_line(&out)["calls"].as_u64().expect("calls");
+    assert_eq!(workload["calls"], 12345);
+    assert_eq!(peer, 12345);
+    assert_eq!(ours, peer);
+}
+
+#[test]
+fn doctor_reports_what_this_kernel_allows() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run(&["doctor", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).expect("doctor JSON");
+    assert_eq!(d["kcmp_tracepoints"], true);
+    assert_eq!(d["privileged"], true);
+    let plan = &d["plan"]["Ok"];
+    assert!(plan["mode"].is_string(), "{out}");
+    let symbols = d["symbols"].as_array().expect("symbols");
+    assert!(symbols.iter().any(|s| s["name"] == "__x64_sys_kcmp"));
+    // Whatever the mode, the kcmp syscall itself must be a known symbol here.
+    let sys = symbols
+        .iter()
+        .find(|s| s["name"] == "__x64_sys_kcmp")
+        .expect("sym");
+    assert_eq!(sys["kallsyms"], true);
+}
+
+#[test]
+fn bad_input_gets_one_line_and_its_own_exit_code() {
+    let (code, _, err) = run(&["events", "--ring-size", "1000"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("power of two"), "{err}");
+
+    let (code, _, err) = run(&["watch", "-c", "a-comm-longer-than-fifteen"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("comm filter"), "{err}");
+
+    let (code, _, err) = run(&["stress", "--types", "bogus", "-n", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a kcmp type"), "{err}");
+
+    let (code, _, err) = run(&["stress", "-n", "5", "--bad-fd", "10"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let (code, _, err) = run(&["watch", "--interval", "soon"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn an_unprivileged_user_is_told_to_use_root() {
+    if !require_root() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(common::BIN)
+        .args(["watch", "-d", "1s"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("root"), "{err}");
+}

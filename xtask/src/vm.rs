@@ -1,0 +1,725 @@
+//! Runs one shell command as root inside a qemu guest (TCG, so it works without KVM).
+//!
+//! The guest boots `spec.kernel` with a generated initramfs: busybox, the given files
+//! (ELF binaries bring their shared libraries and loader) and an `/init` that mounts
+//! proc, sysfs, devtmpfs, tracefs, debugfs and bpffs, runs the command and powers off.
+//!
+//! Two serial ports keep kernel messages and data apart:
+//! * ttyS0 is the console (kernel log plus `@@KCMP-TRACE-VM@@` markers from /init),
+//!   written to `<log_dir>/<name>-<timestamp>.log` and scanned for panics and splats;
+//! * ttyS1, in raw mode, carries one framed gzip tar with the command's output, its
+//!   exit status and (if requested) everything it wrote under `/results`, checked by
+//!   length and sha256 on the host, so results arrive byte-exact.
+//!
+//! Serial transfer is slow under TCG (roughly 1 MB/s): keep `/results` to a few MB.
+
+use std::{
+    collections::BTreeMap,
+    env,
+    fmt::Write as _,
+    fs::{self, File},
+    io::{self, Read, Write},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest, Sha256};
+
+use crate::kernel::{self, KernelKind};
+
+/// Printed by /init on the console; nothing in the kernel prints this.
+const MARKER: &str = "@@KCMP-TRACE-VM@@";
+/// Host-side allowance on top of the command's timeout for boot, transfer and reboot.
+const HOST_GRACE: Duration = Duration::from_secs(60);
+const CONSOLE_TAIL_LINES: usize = 60;
+const BUSYBOX: &str = "/bin/busybox";
+const HOST_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "gzip", "tar"];
+
+/// Console lines that mean the kernel is broken, whatever the command's exit status.
+const KERNEL_PROBLEMS: &[&str] = &[
+    "Kernel panic",
+    "BUG:",
+    "kernel BUG at",
+    "Oops",
+    "WARNING: CPU",
+    "WARNING: possible",
+    "WARNING: suspicious",
+    "general protection fault",
+    "Unable to handle kernel",
+    "detected stalls",
+    "verifier bug",
+    "verifier internal error",
+];
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// Names the console log: `<log_dir>/<name>-<timestamp>.log`.
+    pub name: String,
+    /// bzImage/vmlinuz to boot (see [`kernel::ensure_kernel`]).
+    pub kernel: PathBuf,
+    /// (host path, absolute guest path) pairs; directories are copied recursively.
+    pub files: Vec<(PathBuf, String)>,
+    /// Run by `/bin/sh` in the guest, as root, with `/` as working directory. Its
+    /// guest-side directories are on PATH; `/results` is where to leave result files.
+    pub command: String,
+    /// Limit for the command; the host kills qemu [`HOST_GRACE`] later if still running.
+    pub timeout: Duration,
+    pub smp: u32,
+    pub memory_mb: u32,
+    /// If set, the guest's `/results` tree is copied here after the command.
+    pub results_dir: Option<PathBuf>,
+    /// Where console logs go (`target/vm` by default).
+    pub log_dir: PathBuf,
+}
+
+impl VmSpec {
+    /// A spec with defaults: 2 CPUs, 1 GiB, 300 s, no extra files, logs in target/vm.
+    pub fn new(name: impl Into<String>, kernel: PathBuf, command: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kernel,
+            files: Vec::new(),
+            command: command.into(),
+            timeout: Duration::from_secs(300),
+            smp: 2,
+            memory_mb: 1024,
+            results_dir: None,
+            log_dir: target_dir().join("vm"),
+        }
+    }
+}
+
+/// A finished run. A kernel problem, a timeout or a lost result is an `Err` instead.
+#[derive(Clone, Debug)]
+pub struct VmOutcome {
+    /// The command's exit status (128 + signal number if a signal ended it).
+    pub exit_code: i32,
+    /// The command's stdout and stderr, interleaved as written (lossy UTF-8).
+    pub output: String,
+    /// The serial console log of the whole boot.
+    pub console_log: PathBuf,
+    /// From starting qemu to /init starting the command.
+    pub boot_time: Option<Duration>,
+    /// From starting qemu to qemu exiting.
+    pub elapsed: Duration,
+}
+
+/// `cargo xtask vm`: run a command in a guest and exit with its status.
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    /// Kernel to boot.
+    #[arg(long, value_enum, default_value = "fastpath")]
+    pub kernel: KernelKind,
+    /// Seconds the command may run in the guest.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Host directory receiving what the command wrote under /results in the guest.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Extra file or directory to put into the guest (repeatable).
+    #[arg(long = "file", value_name = "HOST:GUEST", value_parser = parse_file_arg)]
+    pub files: Vec<(PathBuf, String)>,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+    /// Shell command run in the guest (words are joined with spaces).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once(':') {
+        Some((host, guest)) if !host.is_empty() && guest.starts_with('/') => {
+            Ok((PathBuf::from(host), guest.to_string()))
+        }
+        _ => Err(format!("expected HOST:GUEST with an absolute GUEST path, got {s:?}")),
+    }
+}
+
+/// Runs `cargo xtask vm`; returns the guest command's exit status.
+///
+/// The release kcmp-trace binary goes to /usr/bin/kcmp-trace when it has been built;
+/// a command naming kcmp-trace without it fails early.
+pub fn cli(args: VmArgs) -> Result<i32> {
+    let command = args.command.join(" ");
+    let root = kernel::workspace_root();
+    let mut files = match default_files(&root) {
+        Ok(files) => files,
+        Err(e) if command.contains("kcmp-trace") => return Err(e),
+        Err(_) => Vec::new(),
+    };
+    files.extend(args.files);
+
+    let kernel_image = kernel::ensure_kernel(args.kernel)?;
+    let name = format!("{:?}", args.kernel).to_lowercase();
+    let mut spec = VmSpec::new(name, kernel_image, command);
+    spec.files = files;
+    spec.timeout = Duration::from_secs(args.timeout);
+    spec.smp = args.smp;
+    spec.memory_mb = args.memory;
+    spec.results_dir = args.results;
+
+    let outcome = run(&spec)?;
+    io::stdout()
+        .write_all(outcome.output.as_bytes())
+        .context("writing the guest output")?;
+    eprintln!(
+        "vm: exit status {} after {:.1} s (boot {}); console: {}",
+        outcome.exit_code,
+        outcome.elapsed.as_secs_f64(),
+        outcome
+            .boot_time
+            .map_or_else(|| "?".to_string(), |t| format!("{:.1} s", t.as_secs_f64())),
+        outcome.console_log.display()
+    );
+    Ok(outcome.exit_code)
+}
+
+/// The files every test guest gets: the release tracer as /usr/bin/kcmp-trace.
+pub fn default_files(workspace_root: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root.join("target"), PathBuf::from);
+    let tracer = target.join("release/kcmp-trace");
+    ensure!(
+        tracer.is_file(),
+        "{} does not exist: run cargo build --release -p kcmp-trace first",
+        tracer.display()
+    );
+    Ok(vec![(tracer, "/usr/bin/kcmp-trace".to_string())])
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| kernel::workspace_root().join("target"), PathBuf::from)
+}
+
+/// Boots the guest, runs the command and collects its output and results.
+pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
+    kernel::ensure_packages(HOST_PACKAGES)?;
+    ensure!(spec.kernel.is_file(), "no kernel image at {}", spec.kernel.display());
+    fs::create_dir_all(&spec.log_dir)
+        .with_context(|| format!("creating {}", spec.log_dir.display()))?;
+    let stem = format!("{}-{}", spec.name, timestamp());
+    let sidecar = |suffix: &str| spec.log_dir.join(format!("{stem}.{suffix}"));
+    let console_log = sidecar("log");
+    let channel = sidecar("channel");
+    let initramfs = sidecar("initramfs.gz");
+    let qemu_log = sidecar("qemu.log");
+    let archive = sidecar("tgz");
+    let unpacked = sidecar("d");
+    let nonce = nonce()?;
+
+    build_initramfs(spec, &nonce, &initramfs)?;
+    let append = "console=ttyS0 quiet panic=-1 rdinit=/init";
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-nographic", "-nodefaults"])
+        .args(["-no-reboot", "-monitor", "none"])
+        .arg("-smp")
+        .arg(spec.smp.to_string())
+        .arg("-m")
+        .arg(spec.memory_mb.to_string())
+        .arg("-serial")
+        .arg(format!("file:{}", console_log.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", channel.display()))
+        .arg("-kernel")
+        .arg(&spec.kernel)
+        .arg("-initrd")
+        .arg(&initramfs)
+        .arg("-append")
+        .arg(append)
+        .stdin(Stdio::null())
+        .stdout(File::create(&qemu_log)?)
+        .stderr(File::create(&qemu_log)?);
+    // qemu's file backend appends to whatever is there.
+    File::create(&console_log)?;
+    File::create(&channel)?;
+
+    let started = Instant::now();
+    let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
+    let deadline = spec.timeout + HOST_GRACE;
+    let mut boot_time = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for qemu")? {
+            break status;
+        }
+        if boot_time.is_none() && file_contains(&console_log, &format!("{MARKER} start"))? {
+            boot_time = Some(started.elapsed());
+        }
+        if started.elapsed() > deadline {
+            // Already exiting is fine; the error below is what matters.
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "guest did not finish within {} s (command timeout {} s + {} s); \
+                 console {}:\n{}",
+                deadline.as_secs(),
+                spec.timeout.as_secs(),
+                HOST_GRACE.as_secs(),
+                console_log.display(),
+                kernel::tail(&console_log, CONSOLE_TAIL_LINES)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let elapsed = started.elapsed();
+    if boot_time.is_none() && file_contains(&console_log, &format!("{MARKER} start"))? {
+        boot_time = Some(elapsed);
+    }
+    let console = fs::read(&console_log)
+        .with_context(|| format!("reading {}", console_log.display()))?;
+    let console = String::from_utf8_lossy(&console);
+    let with_tail = |what: String| {
+        anyhow::anyhow!(
+            "{what}\nconsole {}:\n{}",
+            console_log.display(),
+            kernel::tail(&console_log, CONSOLE_TAIL_LINES)
+        )
+    };
+
+    if !status.success() {
+        return Err(with_tail(format!(
+            "qemu exited with {status}; its messages ({}):\n{}",
+            qemu_log.display(),
+            kernel::tail(&qemu_log, 20)
+        )));
+    }
+    if let Some(line) = console
+        .lines()
+        .find(|l| KERNEL_PROBLEMS.iter().any(|p| l.contains(p)))
+    {
+        return Err(with_tail(format!("the kernel reported a problem: {}", line.trim_end())));
+    }
+    let exit_marker = console
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix(&format!("{MARKER} exit=")))
+        .next_back()
+        .map(str::to_string);
+    let Some(exit_marker) = exit_marker else {
+        return Err(with_tail("the guest stopped without reporting the command's exit".into()));
+    };
+
+    let data = read_channel(&channel, &nonce).map_err(|e| with_tail(format!("{e:#}")))?;
+    fresh_dir(&unpacked)?;
+    fs::write(&archive, &data)?;
+    untar(&archive, &unpacked, &[])?;
+    let output = String::from_utf8_lossy(
+        &fs::read(unpacked.join("output")).context("the guest sent no output file")?,
+    )
+    .into_owned();
+    let status_text = fs::read_to_string(unpacked.join("status"))
+        .context("the guest sent no status file")?;
+    let exit_code: i32 = status_text
+        .trim()
+        .parse()
+        .with_context(|| format!("bad status {status_text:?} from the guest"))?;
+    ensure!(
+        exit_marker == status_text.trim(),
+        "console says exit={exit_marker} but the data channel says {}",
+        status_text.trim()
+    );
+    if unpacked.join("timed-out").exists() {
+        let out_tail: Vec<&str> = output.lines().collect();
+        let out_tail = out_tail[out_tail.len().saturating_sub(30)..].join("\n");
+        return Err(with_tail(format!(
+            "the command timed out after {} s and was killed; its output ends with:\n{out_tail}",
+            spec.timeout.as_secs()
+        )));
+    }
+    if let Some(dir) = &spec.results_dir {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        untar(&archive, dir, &["--strip-components=1", "results"])?;
+    }
+
+    // Keep the console log; the rest only matters while debugging a failed run.
+    for path in [&channel, &initramfs, &archive] {
+        let _ = fs::remove_file(path);
+    }
+    let _ = fs::remove_dir_all(&unpacked);
+    if fs::metadata(&qemu_log).is_ok_and(|m| m.len() == 0) {
+        let _ = fs::remove_file(&qemu_log);
+    }
+
+    Ok(VmOutcome {
+        exit_code,
+        output,
+        console_log,
+        boot_time,
+        elapsed,
+    })
+}
+
+/// Extracts the frame `<nonce> DATA <len> <sha256>\n<bytes><nonce> END\n` from ttyS1.
+fn read_channel(channel: &Path, nonce: &str) -> Result<Vec<u8>> {
+    let raw = fs::read(channel).with_context(|| format!("reading {}", channel.display()))?;
+    let head = format!("{nonce} DATA ");
+    let start = find(&raw, head.as_bytes())
+        .with_context(|| format!("no data frame from the guest in {}", channel.display()))?;
+    let rest = &raw[start + head.len()..];
+    let eol = find(rest, b"\n").context("truncated data frame header")?;
+    let header = String::from_utf8_lossy(&rest[..eol]).into_owned();
+    let (len, sum) = header
+        .split_once(' ')
+        .with_context(|| format!("bad data frame header {header:?}"))?;
+    let len: usize = len
+        .parse()
+        .with_context(|| format!("bad data frame length in {header:?}"))?;
+    let body = &rest[eol + 1..];
+    ensure!(
+        body.len() >= len,
+        "data frame truncated: {} of {len} bytes arrived",
+        body.len()
+    );
+    let (data, trailer) = body.split_at(len);
+    ensure!(
+        trailer.starts_with(format!("{nonce} END\n").as_bytes()),
+        "data frame has no end marker"
+    );
+    let actual = hex(&Sha256::digest(data));
+    ensure!(actual == sum.trim(), "data frame sha256 mismatch: {actual} != {sum}");
+    Ok(data.to_vec())
+}
+
+fn untar(archive: &Path, dest: &Path, extra: &[&str]) -> Result<()> {
+    let out = Command::new("tar")
+        .args(["--no-same-owner", "-xzf"])
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .context("running tar")?;
+    ensure!(
+        out.status.success(),
+        "extracting {} failed: {}",
+        archive.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Initramfs
+
+/// One node of the guest's root file system.
+enum Node {
+    Dir,
+    File { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+    CharDev { major: u32, minor: u32 },
+}
+
+#[derive(Default)]
+struct Tree(BTreeMap<String, Node>);
+
+impl Tree {
+    fn insert(&mut self, path: &str, node: Node) {
+        // Parents first: BTreeMap order puts "/a" before "/a/b" when emitting.
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| *p != Path::new("/")) {
+            self.0.entry(p.to_string_lossy().into_owned()).or_insert(Node::Dir);
+            parent = p.parent();
+        }
+        self.0.insert(path.to_string(), node);
+    }
+
+    fn add_host_file(&mut self, host: &Path, guest: &str) -> Result<()> {
+        let data = fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+        let mode = fs::metadata(host)?.permissions().mode() & 0o7777;
+        let is_elf = data.starts_with(b"\x7fELF");
+        self.insert(guest, Node::File { data, mode });
+        if is_elf {
+            for lib in shared_libraries(host)? {
+                if !self.0.contains_key(&lib) {
+                    let data =
+                        fs::read(&lib).with_context(|| format!("reading library {lib}"))?;
+                    self.insert(&lib, Node::File { data, mode: 0o755 });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_host_path(&mut self, host: &Path, guest: &str) -> Result<()> {
+        let meta = fs::metadata(host).with_context(|| format!("no such file {}", host.display()))?;
+        if meta.is_dir() {
+            self.insert(guest, Node::Dir);
+            for entry in fs::read_dir(host)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let child = format!("{}/{}", guest.trim_end_matches('/'), name.to_string_lossy());
+                self.add_host_path(&entry.path(), &child)?;
+            }
+            Ok(())
+        } else {
+            self.add_host_file(host, guest)
+        }
+    }
+
+    /// cpio "newc", the format the kernel unpacks; owned by root, mtime 0.
+    fn write_newc(&self, w: &mut impl Write) -> io::Result<()> {
+        for (ino, (path, node)) in (1..).zip(&self.0) {
+            let name = path.trim_start_matches('/');
+            let (mode, data, rdev): (u32, &[u8], (u32, u32)) = match node {
+                Node::Dir => (0o040755, &[], (0, 0)),
+                Node::File { data, mode } => (0o100000 | mode, data, (0, 0)),
+                Node::Symlink(target) => (0o120777, target.as_bytes(), (0, 0)),
+                Node::CharDev { major, minor } => (0o020600, &[], (*major, *minor)),
+            };
+            newc_entry(w, ino, mode, name, data, rdev)?;
+        }
+        newc_entry(w, 0, 0, "TRAILER!!!", &[], (0, 0))
+    }
+}
+
+fn newc_entry(
+    w: &mut impl Write,
+    ino: u32,
+    mode: u32,
+    name: &str,
+    data: &[u8],
+    (rdev_major, rdev_minor): (u32, u32),
+) -> io::Result<()> {
+    let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+    let namesize = name.len() + 1;
+    let mut header = String::with_capacity(110);
+    header.push_str("070701");
+    for field in [
+        ino,
+        mode,
+        0, // uid
+        0, // gid
+        nlink,
+        0, // mtime
+        u32::try_from(data.len()).map_err(|_| io::Error::other("file too large for cpio"))?,
+        0, // dev major
+        0, // dev minor
+        rdev_major,
+        rdev_minor,
+        u32::try_from(namesize).map_err(|_| io::Error::other("name too long"))?,
+        0, // check
+    ] {
+        let _ = write!(header, "{field:08X}");
+    }
+    w.write_all(header.as_bytes())?;
+    w.write_all(name.as_bytes())?;
+    w.write_all(&[0])?;
+    w.write_all(&[0; 3][..pad4(110 + namesize)])?;
+    w.write_all(data)?;
+    w.write_all(&[0; 3][..pad4(data.len())])
+}
+
+fn pad4(n: usize) -> usize {
+    (4 - n % 4) % 4
+}
+
+/// Libraries and loader an ELF binary needs, as absolute host paths (same in the guest).
+fn shared_libraries(binary: &Path) -> Result<Vec<String>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // Static binaries: "not a dynamic executable" (and a failure status).
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let path = match line.split_once("=>") {
+            Some((name, rest)) => {
+                let rest = rest.trim();
+                if rest.starts_with("not found") {
+                    bail!("{}: shared library {} not found", binary.display(), name.trim());
+                }
+                rest.split(" (").next().unwrap_or_default()
+            }
+            None => line.split(" (").next().unwrap_or_default(),
+        };
+        if path.starts_with('/') {
+            libs.push(path.to_string());
+        }
+    }
+    Ok(libs)
+}
+
+fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
+    let mut tree = Tree::default();
+    tree.add_host_file(Path::new(BUSYBOX), BUSYBOX)
+        .context("busybox-static provides /bin/busybox")?;
+    for dir in ["/proc", "/sys", "/dev", "/tmp", "/root", "/run", "/kcmp-vm/out/results"] {
+        tree.insert(dir, Node::Dir);
+    }
+    // The kernel opens /dev/console for init before devtmpfs is mounted.
+    tree.insert("/dev/console", Node::CharDev { major: 5, minor: 1 });
+    tree.insert("/results", Node::Symlink("/kcmp-vm/out/results".into()));
+    for (host, guest) in &spec.files {
+        ensure!(guest.starts_with('/'), "guest path {guest:?} must be absolute");
+        tree.add_host_path(host, guest)?;
+    }
+    tree.insert(
+        "/kcmp-vm/command.sh",
+        Node::File {
+            data: format!("{}\n", spec.command).into_bytes(),
+            mode: 0o755,
+        },
+    );
+    tree.insert(
+        "/init",
+        Node::File {
+            data: init_script(spec, nonce).into_bytes(),
+            mode: 0o755,
+        },
+    );
+
+    let mut gzip = Command::new("gzip")
+        .args(["-1", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(File::create(dest).with_context(|| format!("creating {}", dest.display()))?)
+        .spawn()
+        .context("running gzip")?;
+    {
+        let stdin = gzip.stdin.take().context("gzip stdin")?;
+        let mut w = io::BufWriter::new(stdin);
+        tree.write_newc(&mut w).context("writing the initramfs")?;
+        w.flush()?;
+    }
+    let status = gzip.wait()?;
+    ensure!(status.success(), "gzip failed: {status}");
+    Ok(())
+}
+
+fn init_script(spec: &VmSpec, nonce: &str) -> String {
+    let mut path: Vec<String> = Vec::new();
+    for (_, guest) in &spec.files {
+        if let Some(dir) = Path::new(guest).parent().and_then(Path::to_str)
+            && dir != "/"
+            && !path.iter().any(|p| p == dir)
+        {
+            path.push(dir.to_string());
+        }
+    }
+    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        if !path.iter().any(|p| p == dir) {
+            path.push(dir.to_string());
+        }
+    }
+    let results = if spec.results_dir.is_some() { " results" } else { "" };
+    format!(
+        r#"#!/bin/busybox sh
+# PID 1 of a test guest, generated by xtask vm.
+export PATH={path}
+export HOME=/root TMPDIR=/tmp
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for fs in tracefs:/sys/kernel/tracing debugfs:/sys/kernel/debug bpf:/sys/fs/bpf; do
+    mount -t "${{fs%%:*}}" "${{fs%%:*}}" "${{fs#*:}}" ||
+        echo "{MARKER} warning: cannot mount $fs"
+done
+ip link set lo up 2>/dev/null
+# Raw, so that the data channel is byte-exact (no newline translation, no echo).
+stty -F /dev/ttyS1 raw -echo || echo "{MARKER} warning: stty ttyS1 failed"
+
+echo "{MARKER} start"
+cd /
+sh /kcmp-vm/command.sh </dev/null >/kcmp-vm/out/output 2>&1 &
+cmd=$!
+( sleep {timeout}; echo >/kcmp-vm/out/timed-out; kill -KILL $cmd ) 2>/dev/null &
+watchdog=$!
+wait $cmd
+status=$?
+kill $watchdog 2>/dev/null
+echo "$status" >/kcmp-vm/out/status
+
+cd /kcmp-vm/out
+tar -czf /kcmp-vm/data.tgz output status $(ls timed-out 2>/dev/null){results}
+size=$(wc -c </kcmp-vm/data.tgz)
+sum=$(sha256sum /kcmp-vm/data.tgz)
+# Closing ttyS1 waits until the UART has sent everything.
+{{
+    printf '%s DATA %s %s\n' {nonce} "$size" "${{sum%% *}}"
+    cat /kcmp-vm/data.tgz
+    printf '%s END\n' {nonce}
+}} >/dev/ttyS1
+echo "{MARKER} exit=$status"
+# With qemu's -no-reboot a reboot ends qemu; poweroff -f would leave it running.
+reboot -f
+"#,
+        path = path.join(":"),
+        timeout = spec.timeout.as_secs().max(1),
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers
+
+fn file_contains(path: &Path, needle: &str) -> Result<bool> {
+    let mut buf = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(find(&buf, needle.as_bytes()).is_some())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn fresh_dir(path: &Path) -> Result<()> {
+    if path.exists() {
+        fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn nonce() -> Result<String> {
+    let mut bytes = [0u8; 12];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(format!("kcmpvm-{}", hex(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// UTC `YYYYMMDD-HHMMSS.mmm`, so that logs sort by time.
+fn timestamp() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}.{:03}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
