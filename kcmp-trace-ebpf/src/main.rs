@@ -9,6 +9,7 @@
 mod calls;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::pt_regs,
     helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
@@ -25,8 +26,13 @@ const TP_RET: usize = 16;
 
 #[tracepoint]
 pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
-    // SAFETY: offsets are within the fixed sys_enter record; read_at uses a checked probe read.
-    let read = |n: usize| unsafe { ctx.read_at::<u64>(TP_ARG0 + 8 * n) }.unwrap_or(0);
+    // SAFETY: tracepoint programs may read their record directly (no probe-read helper call
+    // per argument); the offsets are within the fixed sys_enter_kcmp record.
+    let read = |n: usize| unsafe {
+        *(ctx.as_ptr() as *const u8)
+            .add(TP_ARG0 + 8 * n)
+            .cast::<u64>()
+    };
     calls::on_enter(&KcmpArgs {
         pid1: read(0) as i32,
         pid2: read(1) as i32,
@@ -40,7 +46,7 @@ pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn kcmp_tp_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: as above, `ret` is the first field after __syscall_nr.
-    let ret = unsafe { ctx.read_at::<i64>(TP_RET) }.unwrap_or(0);
+    let ret = unsafe { *(ctx.as_ptr() as *const u8).add(TP_RET).cast::<i64>() };
     calls::on_exit(&ctx, ret, Outcome::Unknown);
     0
 }
@@ -95,6 +101,34 @@ pub fn kcmp_kprobe(ctx: ProbeContext) -> u32 {
 pub fn kcmp_kretprobe(ctx: RetProbeContext) -> u32 {
     let ret = ctx.ret::<i64>();
     calls::on_exit(&ctx, ret, Outcome::Unknown);
+    0
+}
+
+// Programs that do nothing, attached to the same hooks by `kcmp-trace bench`: the floor of
+// what any tracer on these hooks costs, against which our own cost is measured.
+
+#[tracepoint]
+pub fn noop_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[kprobe]
+pub fn noop_kprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[kretprobe]
+pub fn noop_kretprobe(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
+#[fentry]
+pub fn noop_fentry(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[fexit]
+pub fn noop_fexit(_ctx: FExitContext) -> u32 {
     0
 }
 

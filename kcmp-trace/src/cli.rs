@@ -42,6 +42,10 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Generate kcmp calls with an exact count of its own.
     Stress(StressArgs),
+    /// Measure tracing overhead here: no tracer vs empty programs vs kcmp-trace.
+    Bench(BenchArgs),
+    /// Run as a daemon: Prometheus /metrics, /events stream, JSON snapshot.
+    Serve(ServeArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -127,6 +131,9 @@ pub struct WatchArgs {
     /// Processes shown per report.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "bpf_log"])]
+    pub connect: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +191,61 @@ pub struct StressArgs {
     pub wait_for: Option<std::path::PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Attach mode to measure.
+    #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
+    pub attach: AttachRequest,
+    /// Interleaved rounds; medians are reported.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
+    /// Length of each measurement.
+    #[arg(long, value_parser = parse_duration, default_value = "400ms")]
+    pub round: Duration,
+    /// Also write the results as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub json_out: Option<std::path::PathBuf>,
+}
+
+/// Where `serve` listens unless told otherwise: loopback only. The Prometheus exporter port
+/// range (9100-9999) is fully allocated, so the port is outside it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:10470";
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.strip_prefix("0o").unwrap_or(s), 8)
+        .ok()
+        .filter(|&m| m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not a permission mode (octal, e.g. 0660)"))
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// TCP address to serve on. The default port, 10470, is outside the fully allocated
+    /// Prometheus exporter range 9100-9999.
+    #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_LISTEN, conflicts_with = "unix")]
+    pub listen: std::net::SocketAddr,
+    /// Serve on this Unix socket instead of TCP (no port opened).
+    #[arg(long, value_name = "PATH")]
+    pub unix: Option<std::path::PathBuf>,
+    /// Permissions of the Unix socket, octal.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode, default_value = "0660")]
+    pub unix_mode: u32,
+    /// Comms with their own series in /metrics (the busiest; the rest are comm="other").
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top_comms: usize,
+    /// Collect no per-call events (/events answers 404; less overhead per call).
+    #[arg(long)]
+    pub no_events: bool,
+    /// Ring buffer size for per-call events (power of two, at least 4K).
+    #[arg(long, value_parser = parse_size, default_value = "4M")]
+    pub ring_size: u32,
+    /// Most /events clients at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_event_clients: usize,
 }
 
 impl WatchArgs {

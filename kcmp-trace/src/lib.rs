@@ -4,6 +4,7 @@
 //! counters into numbers, [`sinks`] print them; [`stress`] is the workload that keeps its own
 //! count.
 
+pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod error;
@@ -11,5 +12,6 @@ pub mod loader;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod serve;
 pub mod sinks;
 pub mod stress;

@@ -6,7 +6,6 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{FEntry, FExit, KProbe, TracePoint},
 };
 use kcmp_trace_common::{
     event::{COMM_LEN, comm_bytes, comm_key},
@@ -295,41 +294,70 @@ fn bpf_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) 
             }
             None => full,
         };
+        // aya repeats the syscall's error in its own message; say it once.
+        let mut parts: Vec<&str> = short.split(": ").collect();
+        parts.dedup();
         Error::Bpf {
             what,
-            source: anyhow::anyhow!(short),
+            source: anyhow::anyhow!(parts.join(": ")),
         }
     }
 }
 
-fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<Vec<Hook>> {
-    let hook = |target: &str, program: &'static str| Hook {
-        target: target.to_owned(),
+/// A program and where it goes.
+struct HookSpec {
+    program: &'static str,
+    /// The do-nothing program of the same kind, for the benchmark floor.
+    noop: &'static str,
+    /// `category/name` for tracepoints, a kernel function otherwise.
+    target: &'static str,
+}
+
+const fn spec(program: &'static str, noop: &'static str, target: &'static str) -> HookSpec {
+    HookSpec {
         program,
-        mode,
-    };
+        noop,
+        target,
+    }
+}
+
+const TRACEPOINT_HOOKS: [HookSpec; 2] = [
+    spec("kcmp_tp_enter", "noop_tp", "syscalls/sys_enter_kcmp"),
+    spec("kcmp_tp_exit", "noop_tp", "syscalls/sys_exit_kcmp"),
+];
+const KPROBE_HOOKS: [HookSpec; 2] = [
+    spec("kcmp_kprobe", "noop_kprobe", SYSCALL_FN),
+    spec("kcmp_kretprobe", "noop_kretprobe", SYSCALL_FN),
+];
+const FENTRY_HOOKS: [HookSpec; 2] = [
+    spec("kcmp_fentry", "noop_fentry", SYSCALL_FN),
+    spec("kcmp_fexit", "noop_fexit", SYSCALL_FN),
+];
+
+/// The hooks of each mode.
+fn hooks_of(mode: AttachMode) -> &'static [HookSpec] {
+    match mode {
+        AttachMode::Tracepoint => &TRACEPOINT_HOOKS,
+        AttachMode::Kprobe => &KPROBE_HOOKS,
+        AttachMode::Fentry => &FENTRY_HOOKS,
+    }
+}
+
+/// Checks what a mode needs before trying it, for a clearer reason than the kernel's.
+fn preflight(mode: AttachMode) -> anyhow::Result<()> {
     match mode {
         AttachMode::Tracepoint => {
             probe::ensure_tracefs()?;
-            let mut hooks = Vec::new();
-            for (program, tp) in [
-                ("kcmp_tp_enter", "sys_enter_kcmp"),
-                ("kcmp_tp_exit", "sys_exit_kcmp"),
-            ] {
-                let path = format!("{}/events/syscalls/{tp}", probe::TRACEFS);
+            for spec in hooks_of(mode) {
+                let path = format!("{}/events/{}", probe::TRACEFS, spec.target);
                 if !std::path::Path::new(&path).exists() {
                     return Err(Error::NoHook(format!(
-                        "tracepoint syscalls/{tp} does not exist (kernel without CONFIG_FTRACE_SYSCALLS or kcmp)"
+                        "tracepoint {} does not exist (kernel without CONFIG_FTRACE_SYSCALLS?)",
+                        spec.target
                     ))
                     .into());
                 }
-                let prog: &mut TracePoint = program_mut(ebpf, program)?;
-                prog.load().map_err(bpf_err(format!("loading {program}")))?;
-                prog.attach("syscalls", tp)
-                    .map_err(bpf_err(format!("attaching {program} to syscalls/{tp}")))?;
-                hooks.push(hook(&format!("syscalls/{tp}"), program));
             }
-            Ok(hooks)
         }
         AttachMode::Kprobe => {
             if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
@@ -338,45 +366,75 @@ fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<Vec<Hook>> {
                 )
                 .into());
             }
-            for (program, _) in [("kcmp_kprobe", false), ("kcmp_kretprobe", true)] {
-                let prog: &mut KProbe = program_mut(ebpf, program)?;
-                prog.load().map_err(bpf_err(format!("loading {program}")))?;
-                prog.attach(SYSCALL_FN, 0)
-                    .map_err(bpf_err(format!("attaching {program} to {SYSCALL_FN}")))?;
-            }
-            Ok(vec![
-                hook(SYSCALL_FN, "kcmp_kprobe"),
-                hook(SYSCALL_FN, "kcmp_kretprobe"),
-            ])
         }
-        AttachMode::Fentry => {
-            let btf = Btf::from_sys_fs().context("no kernel BTF for fentry")?;
-            let entry: &mut FEntry = program_mut(ebpf, "kcmp_fentry")?;
-            entry
-                .load(SYSCALL_FN, &btf)
-                .map_err(bpf_err("loading kcmp_fentry"))?;
-            entry.attach().map_err(bpf_err("attaching kcmp_fentry"))?;
-            let exit: &mut FExit = program_mut(ebpf, "kcmp_fexit")?;
-            exit.load(SYSCALL_FN, &btf)
-                .map_err(bpf_err("loading kcmp_fexit"))?;
-            exit.attach().map_err(bpf_err("attaching kcmp_fexit"))?;
-            Ok(vec![
-                hook(SYSCALL_FN, "kcmp_fentry"),
-                hook(SYSCALL_FN, "kcmp_fexit"),
-            ])
-        }
+        AttachMode::Fentry => {}
     }
+    Ok(())
+}
+
+/// Loads (once) and attaches one program to one target.
+fn attach_program(ebpf: &mut Ebpf, name: &str, target: &str) -> anyhow::Result<()> {
+    use aya::programs::Program;
+    let loaded = |fd: Result<_, _>| fd.is_ok();
+    match ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+    {
+        Program::TracePoint(p) => {
+            let (category, tp) = target
+                .split_once('/')
+                .with_context(|| format!("bad tracepoint {target}"))?;
+            if !loaded(p.fd()) {
+                p.load().map_err(bpf_err(format!("loading {name}")))?;
+            }
+            p.attach(category, tp)
+                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
+        }
+        Program::KProbe(p) => {
+            if !loaded(p.fd()) {
+                p.load().map_err(bpf_err(format!("loading {name}")))?;
+            }
+            p.attach(target, 0)
+                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
+        }
+        Program::FEntry(p) => {
+            let btf = Btf::from_sys_fs().context("no kernel BTF for fentry")?;
+            p.load(target, &btf)
+                .map_err(bpf_err(format!("loading {name} for {target}")))?;
+            p.attach()
+                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
+        }
+        Program::FExit(p) => {
+            let btf = Btf::from_sys_fs().context("no kernel BTF for fexit")?;
+            p.load(target, &btf)
+                .map_err(bpf_err(format!("loading {name} for {target}")))?;
+            p.attach()
+                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
+        }
+        _ => anyhow::bail!("program {name} is of a kind the planner does not attach"),
+    }
+    Ok(())
+}
+
+fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<Vec<Hook>> {
+    preflight(mode)?;
+    hooks_of(mode)
+        .iter()
+        .map(|spec| {
+            attach_program(ebpf, spec.program, spec.target)?;
+            Ok(Hook {
+                target: spec.target.to_owned(),
+                program: spec.program,
+                mode,
+            })
+        })
+        .collect()
 }
 
 fn unload_mode(ebpf: &mut Ebpf, mode: AttachMode) {
-    let programs: &[&str] = match mode {
-        AttachMode::Tracepoint => &["kcmp_tp_enter", "kcmp_tp_exit"],
-        AttachMode::Kprobe => &["kcmp_kprobe", "kcmp_kretprobe"],
-        AttachMode::Fentry => &["kcmp_fentry", "kcmp_fexit"],
-    };
-    for name in programs {
+    for spec in hooks_of(mode) {
         // Unloading a program that never loaded is an error we do not care about.
-        let _ = match ebpf.program_mut(name) {
+        let _ = match ebpf.program_mut(spec.program) {
             Some(aya::programs::Program::TracePoint(p)) => p.unload(),
             Some(aya::programs::Program::KProbe(p)) => p.unload(),
             Some(aya::programs::Program::FEntry(p)) => p.unload(),
@@ -386,12 +444,26 @@ fn unload_mode(ebpf: &mut Ebpf, mode: AttachMode) {
     }
 }
 
-fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let prog = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?;
-    Ok(prog.try_into()?)
+/// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
+pub struct Floor {
+    _objects: Vec<Ebpf>,
+}
+
+impl Floor {
+    pub fn attach(plan: &Plan) -> anyhow::Result<Floor> {
+        let specs = hooks_of(plan.mode);
+        // One object per hook: an fentry program is bound to a single target at load time.
+        let objects = specs
+            .iter()
+            .map(|spec| {
+                let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
+                    what: "the kcmp-trace eBPF object".into(),
+                    source: e.into(),
+                })?;
+                attach_program(&mut ebpf, spec.noop, spec.target)?;
+                Ok(ebpf)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Floor { _objects: objects })
+    }
 }

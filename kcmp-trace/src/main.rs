@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         Command::Events(args) => cmd::events::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Stress(args) => cmd::stress::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Serve(args) => kcmp_trace::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,9 +76,10 @@ pub fn ensure_kernel(kind: KernelKind) -> Result<PathBuf> {
     let root = cache_root();
     match kind {
         KernelKind::Stock => ensure_stock(&root.join("stock")),
-        KernelKind::Fastpath => {
-            ensure_fastpath(&root.join("fastpath"), &workspace_root().join("testing/kernel"))
-        }
+        KernelKind::Fastpath => ensure_fastpath(
+            &root.join("fastpath"),
+            &workspace_root().join("testing/kernel"),
+        ),
     }
     .with_context(|| format!("preparing the {kind:?} kernel (cache: {})", root.display()))
 }
@@ -264,7 +265,10 @@ fn ensure_fastpath(dir: &Path, patch_dir: &Path) -> Result<PathBuf> {
     File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let started = Instant::now();
 
-    step(format!("extracting {SOURCE_TARBALL} (linux-source-6.1 {})", inputs.source_version));
+    step(format!(
+        "extracting {SOURCE_TARBALL} (linux-source-6.1 {})",
+        inputs.source_version
+    ));
     logged(
         Command::new("tar")
             .arg("-xf")
@@ -309,15 +313,17 @@ fn ensure_fastpath(dir: &Path, patch_dir: &Path) -> Result<PathBuf> {
     let symbols = fs::read_to_string(&system_map)
         .with_context(|| format!("reading {}", system_map.display()))?;
     for sym in PATCH_SYMBOLS {
-        if !symbols.lines().any(|l| l.split_whitespace().nth(2) == Some(sym)) {
+        if !symbols
+            .lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(sym))
+        {
             bail!("the built kernel lacks {sym} (System.map); the patch series did not take");
         }
     }
 
     let out = tmp.join("out");
     fs::create_dir(&out)?;
-    fs::copy(src.join("arch/x86/boot/bzImage"), out.join("bzImage"))
-        .context("copying bzImage")?;
+    fs::copy(src.join("arch/x86/boot/bzImage"), out.join("bzImage")).context("copying bzImage")?;
     fs::copy(src.join(".config"), out.join("config")).context("copying .config")?;
     fs::copy(&system_map, out.join("System.map")).context("copying System.map")?;
     fs::write(out.join("inputs"), inputs.describe())?;
@@ -345,8 +351,8 @@ struct FastpathInputs {
 impl FastpathInputs {
     fn read(patch_dir: &Path) -> Result<Self> {
         let mut patches = Vec::new();
-        for entry in fs::read_dir(patch_dir)
-            .with_context(|| format!("reading {}", patch_dir.display()))?
+        for entry in
+            fs::read_dir(patch_dir).with_context(|| format!("reading {}", patch_dir.display()))?
         {
             let path = entry?.path();
             if path.extension() == Some(OsStr::new("patch")) {
@@ -425,7 +431,8 @@ fn build_jobs() -> usize {
 /// Fails unless every option of the fragment survived olddefconfig (dependencies
 /// can silently drop an option, and the tests rely on each one).
 fn check_config(config: &Path, fragment: &Path) -> Result<()> {
-    let have = fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let have =
+        fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let want = fs::read_to_string(fragment)?;
     let lines: Vec<&str> = have.lines().collect();
     let mut dropped = Vec::new();
@@ -437,7 +444,10 @@ fn check_config(config: &Path, fragment: &Path) -> Result<()> {
             let set = lines.iter().any(|l| l.starts_with(&format!("{off}=")));
             (off, !set)
         } else if line.starts_with("CONFIG_") {
-            (line.split('=').next().unwrap_or(line), lines.contains(&line))
+            (
+                line.split('=').next().unwrap_or(line),
+                lines.contains(&line),
+            )
         } else {
             continue;
         };
@@ -529,7 +539,10 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
 fn lock(path: &Path) -> Result<File> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     if file.try_lock().is_err() {
-        step(format!("waiting for another run holding {}", path.display()));
+        step(format!(
+            "waiting for another run holding {}",
+            path.display()
+        ));
         file.lock()
             .with_context(|| format!("locking {}", path.display()))?;
     }
@@ -568,8 +581,10 @@ fn find_file(dir: &Path, pred: impl Fn(&str) -> bool) -> Result<PathBuf> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,1 +1,107 @@
-fn main() {}
+//! Automation: setup, build, tests, benchmarks, VMs.
+
+mod bench;
+mod kernel;
+mod setup;
+mod test;
+mod vm;
+mod vmtest;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "kcmp-trace automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup {
+        /// Only list the packages and why.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Set up, build the release binary and run it: `cargo xtask run -- watch`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test: unit, host (real BPF), VM.
+    Test(test::TestArgs),
+    /// Measure tracing overhead side by side and write JSON.
+    Bench(bench::BenchArgs),
+    /// Boot a real kernel under qemu and run a command in it.
+    Vm(vm::VmArgs),
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// A cargo command in the workspace with bpf-linker on PATH.
+pub fn cargo(path: &str) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root()).env("PATH", path);
+    cmd
+}
+
+pub fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Builds the release binary and returns its path.
+pub fn build_release(path: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("xtask: building the release binary");
+    run_checked(cargo(path).args(["build", "--release", "-p", "kcmp-trace"]))?;
+    Ok(workspace_root().join("target/release/kcmp-trace"))
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Task::Setup { list: true } => {
+            setup::describe().for_each(|l| println!("{l}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::Setup { list: false } => setup::ensure().map(|_| ExitCode::SUCCESS),
+        Task::Run { args } => {
+            let path = setup::ensure()?;
+            let bin = build_release(&path)?;
+            let status = Command::new(bin).args(args).status()?;
+            Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+        }
+        Task::Test(args) => test::run(args),
+        Task::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        Task::Vm(args) => {
+            let path = setup::ensure()?;
+            build_release(&path)?;
+            let code = vm::cli(args)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+    }
+}

@@ -140,7 +140,9 @@ fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
         Some((host, guest)) if !host.is_empty() && guest.starts_with('/') => {
             Ok((PathBuf::from(host), guest.to_string()))
         }
-        _ => Err(format!("expected HOST:GUEST with an absolute GUEST path, got {s:?}")),
+        _ => Err(format!(
+            "expected HOST:GUEST with an absolute GUEST path, got {s:?}"
+        )),
     }
 }
 
@@ -204,7 +206,11 @@ fn target_dir() -> PathBuf {
 /// Boots the guest, runs the command and collects its output and results.
 pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
     kernel::ensure_packages(HOST_PACKAGES)?;
-    ensure!(spec.kernel.is_file(), "no kernel image at {}", spec.kernel.display());
+    ensure!(
+        spec.kernel.is_file(),
+        "no kernel image at {}",
+        spec.kernel.display()
+    );
     fs::create_dir_all(&spec.log_dir)
         .with_context(|| format!("creating {}", spec.log_dir.display()))?;
     let stem = format!("{}-{}", spec.name, timestamp());
@@ -274,8 +280,8 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
     if boot_time.is_none() && file_contains(&console_log, &format!("{MARKER} start"))? {
         boot_time = Some(elapsed);
     }
-    let console = fs::read(&console_log)
-        .with_context(|| format!("reading {}", console_log.display()))?;
+    let console =
+        fs::read(&console_log).with_context(|| format!("reading {}", console_log.display()))?;
     let console = String::from_utf8_lossy(&console);
     let with_tail = |what: String| {
         anyhow::anyhow!(
@@ -296,7 +302,10 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         .lines()
         .find(|l| KERNEL_PROBLEMS.iter().any(|p| l.contains(p)))
     {
-        return Err(with_tail(format!("the kernel reported a problem: {}", line.trim_end())));
+        return Err(with_tail(format!(
+            "the kernel reported a problem: {}",
+            line.trim_end()
+        )));
     }
     let exit_marker = console
         .lines()
@@ -304,7 +313,9 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         .next_back()
         .map(str::to_string);
     let Some(exit_marker) = exit_marker else {
-        return Err(with_tail("the guest stopped without reporting the command's exit".into()));
+        return Err(with_tail(
+            "the guest stopped without reporting the command's exit".into(),
+        ));
     };
 
     let data = read_channel(&channel, &nonce).map_err(|e| with_tail(format!("{e:#}")))?;
@@ -315,8 +326,8 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         &fs::read(unpacked.join("output")).context("the guest sent no output file")?,
     )
     .into_owned();
-    let status_text = fs::read_to_string(unpacked.join("status"))
-        .context("the guest sent no status file")?;
+    let status_text =
+        fs::read_to_string(unpacked.join("status")).context("the guest sent no status file")?;
     let exit_code: i32 = status_text
         .trim()
         .parse()
@@ -384,7 +395,10 @@ fn read_channel(channel: &Path, nonce: &str) -> Result<Vec<u8>> {
         "data frame has no end marker"
     );
     let actual = hex(&Sha256::digest(data));
-    ensure!(actual == sum.trim(), "data frame sha256 mismatch: {actual} != {sum}");
+    ensure!(
+        actual == sum.trim(),
+        "data frame sha256 mismatch: {actual} != {sum}"
+    );
     Ok(data.to_vec())
 }
 
@@ -426,7 +440,9 @@ impl Tree {
         // Parents first: BTreeMap order puts "/a" before "/a/b" when emitting.
         let mut parent = Path::new(path).parent();
         while let Some(p) = parent.filter(|p| *p != Path::new("/")) {
-            self.0.entry(p.to_string_lossy().into_owned()).or_insert(Node::Dir);
+            self.0
+                .entry(p.to_string_lossy().into_owned())
+                .or_insert(Node::Dir);
             parent = p.parent();
         }
         self.0.insert(path.to_string(), node);
@@ -440,8 +456,7 @@ impl Tree {
         if is_elf {
             for lib in shared_libraries(host)? {
                 if !self.0.contains_key(&lib) {
-                    let data =
-                        fs::read(&lib).with_context(|| format!("reading library {lib}"))?;
+                    let data = fs::read(&lib).with_context(|| format!("reading library {lib}"))?;
                     self.insert(&lib, Node::File { data, mode: 0o755 });
                 }
             }
@@ -450,7 +465,8 @@ impl Tree {
     }
 
     fn add_host_path(&mut self, host: &Path, guest: &str) -> Result<()> {
-        let meta = fs::metadata(host).with_context(|| format!("no such file {}", host.display()))?;
+        let meta =
+            fs::metadata(host).with_context(|| format!("no such file {}", host.display()))?;
         if meta.is_dir() {
             self.insert(guest, Node::Dir);
             for entry in fs::read_dir(host)? {
@@ -541,7 +557,11 @@ fn shared_libraries(binary: &Path) -> Result<Vec<String>> {
             Some((name, rest)) => {
                 let rest = rest.trim();
                 if rest.starts_with("not found") {
-                    bail!("{}: shared library {} not found", binary.display(), name.trim());
+                    bail!(
+                        "{}: shared library {} not found",
+                        binary.display(),
+                        name.trim()
+                    );
                 }
                 rest.split(" (").next().unwrap_or_default()
             }
@@ -558,14 +578,28 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
     let mut tree = Tree::default();
     tree.add_host_file(Path::new(BUSYBOX), BUSYBOX)
         .context("busybox-static provides /bin/busybox")?;
-    for dir in ["/proc", "/sys", "/dev", "/tmp", "/root", "/run", "/kcmp-vm/out/results"] {
+    for dir in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/root",
+        "/run",
+        "/sbin",
+        "/usr/bin",
+        "/usr/sbin",
+        "/kcmp-vm/out/results",
+    ] {
         tree.insert(dir, Node::Dir);
     }
     // The kernel opens /dev/console for init before devtmpfs is mounted.
     tree.insert("/dev/console", Node::CharDev { major: 5, minor: 1 });
     tree.insert("/results", Node::Symlink("/kcmp-vm/out/results".into()));
     for (host, guest) in &spec.files {
-        ensure!(guest.starts_with('/'), "guest path {guest:?} must be absolute");
+        ensure!(
+            guest.starts_with('/'),
+            "guest path {guest:?} must be absolute"
+        );
         tree.add_host_path(host, guest)?;
     }
     tree.insert(
@@ -610,12 +644,23 @@ fn init_script(spec: &VmSpec, nonce: &str) -> String {
             path.push(dir.to_string());
         }
     }
-    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+    for dir in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
         if !path.iter().any(|p| p == dir) {
             path.push(dir.to_string());
         }
     }
-    let results = if spec.results_dir.is_some() { " results" } else { "" };
+    let results = if spec.results_dir.is_some() {
+        " results"
+    } else {
+        ""
+    };
     format!(
         r#"#!/bin/busybox sh
 # PID 1 of a test guest, generated by xtask vm.
@@ -702,7 +747,9 @@ fn hex(bytes: &[u8]) -> String {
 
 /// UTC `YYYYMMDD-HHMMSS.mmm`, so that logs sort by time.
 fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod bench;
 pub mod doctor;
 pub mod events;
 pub mod stress;

@@ -1,0 +1,436 @@
+//! `/events`: per-call events fanned out to HTTP clients, each with its own filter and a
+//! bounded queue. One task drains the ring buffer; it never waits for a client: when a
+//! client's queue is full its events are dropped, counted, and the client is told.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use kcmp_trace_common::{
+    event::{COMM_LEN, Event, comm_bytes},
+    kcmp::{TYPE_SLOT_INVALID, parse_type, type_slot},
+    maps::misc,
+    outcome::Outcome,
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::{Notify, mpsc, watch},
+};
+
+use crate::{loader::Tracer, sinks::event::EventRecord};
+
+/// Events a client may have queued before further ones are dropped for it.
+const CLIENT_QUEUE: usize = 1024;
+/// Events read from the ring buffer before they are handed out under one lock.
+const BATCH: usize = 256;
+
+/// Which events a client wants; every given key must match, any of a key's values may.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    pids: Vec<u32>,
+    comms: Vec<Vec<u8>>,
+    types: Vec<u32>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Filter {
+    /// Parses `pid`, `comm`, `type` and `outcome` (repeated or comma-separated); the error is
+    /// one line for an HTTP 400.
+    pub fn parse(query: Option<&str>) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        for (key, values) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            for value in values.split(',') {
+                if value.is_empty() {
+                    return Err(format!("{key}: empty value"));
+                }
+                match &*key {
+                    "pid" => f.pids.push(
+                        value
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|&p| p > 0)
+                            .ok_or_else(|| format!("pid: {value:?} is not a process id"))?,
+                    ),
+                    "comm" => {
+                        if value.len() >= COMM_LEN {
+                            return Err(format!(
+                                "comm: {value:?} is longer than the kernel's {} bytes",
+                                COMM_LEN - 1
+                            ));
+                        }
+                        f.comms.push(value.as_bytes().to_vec());
+                    }
+                    "type" => f.types.push(if value.eq_ignore_ascii_case("invalid") {
+                        TYPE_SLOT_INVALID
+                    } else {
+                        type_slot(u64::from(parse_type(value).ok_or_else(|| {
+                            format!("type: {value:?} is not a kcmp type (e.g. KCMP_FILE, vm, 7, invalid)")
+                        })?))
+                    }),
+                    "outcome" => f.outcomes.push(Outcome::parse(value).ok_or_else(|| {
+                        let names: Vec<_> = Outcome::ALL.iter().map(|o| o.name()).collect();
+                        format!("outcome: {value:?} is not one of {}", names.join(", "))
+                    })?),
+                    _ => {
+                        return Err(format!(
+                            "unknown parameter {key:?} (filters: pid, comm, type, outcome)"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    pub fn matches(&self, e: &Event) -> bool {
+        (self.pids.is_empty() || self.pids.contains(&e.tgid))
+            && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm_bytes(&e.comm)))
+            && (self.types.is_empty() || self.types.contains(&type_slot(e.raw_type as u64)))
+            && (self.outcomes.is_empty() || self.outcomes.contains(&e.outcome()))
+    }
+}
+
+/// Drops one client has not been told about yet.
+#[derive(Debug, Default)]
+struct Pending {
+    slow_client: AtomicU64,
+    ring_buffer: AtomicU64,
+    wake: Notify,
+}
+
+struct Client {
+    filter: Filter,
+    tx: mpsc::Sender<Bytes>,
+    pending: Arc<Pending>,
+}
+
+/// The connected clients and what was dropped for them.
+pub struct Hub {
+    clients: Mutex<Vec<Client>>,
+    max_clients: usize,
+    slow_drops: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// How a client reads the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// One JSON object per line.
+    Ndjson,
+    /// Server-sent events, for browsers' EventSource.
+    Sse,
+}
+
+impl Hub {
+    pub fn new(max_clients: usize) -> Hub {
+        Hub {
+            clients: Mutex::new(Vec::new()),
+            max_clients,
+            slow_drops: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+        // A panic elsewhere must not take the event stream down with it.
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn clients(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Events dropped because a client read too slowly, over all clients ever connected.
+    pub fn slow_drops(&self) -> u64 {
+        self.slow_drops.load(Ordering::Relaxed)
+    }
+
+    /// A new client's stream, or None when the hub is full or shutting down.
+    pub fn subscribe(
+        &self,
+        filter: Filter,
+        framing: Framing,
+    ) -> Option<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static> {
+        let mut clients = self.lock();
+        if clients.len() >= self.max_clients || self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let pending = Arc::new(Pending::default());
+        clients.push(Client {
+            filter,
+            tx,
+            pending: pending.clone(),
+        });
+        Some(client_stream(rx, pending, framing))
+    }
+
+    /// Hands a batch of events to every client that wants them.
+    fn publish(&self, events: &[Event]) {
+        let mut clients = self.lock();
+        if clients.is_empty() {
+            return;
+        }
+        for event in events {
+            // Serialized once, and only if someone wants it.
+            let mut line: Option<Bytes> = None;
+            for client in clients.iter() {
+                if !client.filter.matches(event) {
+                    continue;
+                }
+                let line = line.get_or_insert_with(|| {
+                    let mut buf = serde_json::to_vec(&EventRecord::from(event)).unwrap_or_default();
+                    buf.push(b'\n');
+                    Bytes::from(buf)
+                });
+                if let Err(mpsc::error::TrySendError::Full(_)) = client.tx.try_send(line.clone()) {
+                    client.pending.slow_client.fetch_add(1, Ordering::Relaxed);
+                    self.slow_drops.fetch_add(1, Ordering::Relaxed);
+                    client.pending.wake.notify_one();
+                }
+            }
+        }
+        clients.retain(|c| !c.tx.is_closed());
+    }
+
+    /// Tells every client the kernel dropped `n` events (of any process) on a full ring.
+    fn ring_dropped(&self, n: u64) {
+        let mut clients = self.lock();
+        clients.retain(|c| !c.tx.is_closed());
+        for client in clients.iter() {
+            client.pending.ring_buffer.fetch_add(n, Ordering::Relaxed);
+            client.pending.wake.notify_one();
+        }
+    }
+
+    /// Ends every stream once its queued events are sent; refuses new clients.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.lock().clear();
+    }
+}
+
+fn frame(framing: Framing, kind: &str, json: &[u8], out: &mut BytesMut) {
+    match framing {
+        Framing::Ndjson => out.extend_from_slice(json),
+        Framing::Sse => {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(kind.as_bytes());
+            out.extend_from_slice(b"\ndata: ");
+            out.extend_from_slice(json.strip_suffix(b"\n").unwrap_or(json));
+            out.extend_from_slice(b"\n\n");
+        }
+    }
+}
+
+/// Drop notices owed to the client, as stream lines.
+fn drop_notices(pending: &Pending, framing: Framing, out: &mut BytesMut) {
+    for (counter, reason) in [
+        (&pending.ring_buffer, "ring_buffer"),
+        (&pending.slow_client, "slow_client"),
+    ] {
+        let n = counter.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            let line = format!("{{\"dropped\":{n},\"reason\":\"{reason}\"}}\n");
+            frame(framing, "dropped", line.as_bytes(), out);
+        }
+    }
+}
+
+fn client_stream(
+    rx: mpsc::Receiver<Bytes>,
+    pending: Arc<Pending>,
+    framing: Framing,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    futures_util::stream::unfold(Some((rx, pending)), move |state| async move {
+        let (mut rx, pending) = state?;
+        loop {
+            let mut out = BytesMut::new();
+            let first = tokio::select! {
+                line = rx.recv() => match line {
+                    Some(line) => Some(line),
+                    None => {
+                        // The hub closed: last notices, then the end of the stream.
+                        drop_notices(&pending, framing, &mut out);
+                        return (!out.is_empty()).then(|| (Ok(out.freeze()), None));
+                    }
+                },
+                _ = pending.wake.notified() => None,
+            };
+            drop_notices(&pending, framing, &mut out);
+            if let Some(line) = first {
+                frame(framing, "call", &line, &mut out);
+                // Whatever else is queued goes out in the same write.
+                for _ in 0..63 {
+                    match rx.try_recv() {
+                        Ok(line) => frame(framing, "call", &line, &mut out),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok(out.freeze()), Some((rx, pending))));
+            }
+        }
+    })
+}
+
+/// Drains the ring buffer into the hub until `stop` turns true, then closes the hub.
+pub async fn pump(
+    ring: RingBuf<MapData>,
+    hub: Arc<Hub>,
+    tracer: Arc<Tracer>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer, so the fd
+    // stays open and the same for the registration's whole life.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::Error::from(e.into_parts().1))
+        .context("polling the event ring buffer")?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut ring_drops = 0u64;
+    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    let report_ring_drops = |seen: &mut u64| {
+        if let Ok(c) = tracer.counters() {
+            let now = c.misc[misc::EVENTS_DROPPED];
+            if now > *seen {
+                hub.ring_dropped(now - *seen);
+                *seen = now;
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let drained = drain(guard.get_inner_mut(), &mut batch, &hub);
+                if drained {
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => report_ring_drops(&mut ring_drops),
+            _ = stop.changed() => break,
+        }
+        // Yield between batches so a flood of events cannot starve HTTP on this worker.
+        tokio::task::yield_now().await;
+    }
+    while !drain(ring.get_mut(), &mut batch, &hub) {}
+    report_ring_drops(&mut ring_drops);
+    hub.close();
+    Ok(())
+}
+
+/// Reads up to one batch; true when the ring is empty.
+fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Event>, hub: &Hub) -> bool {
+    batch.clear();
+    let mut empty = false;
+    while batch.len() < BATCH {
+        let Some(item) = ring.next() else {
+            empty = true;
+            break;
+        };
+        if item.len() >= size_of::<Event>() {
+            // SAFETY: the eBPF side writes whole `Event`s; read_unaligned copes with alignment.
+            batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+        }
+    }
+    hub.publish(batch);
+    empty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt as _;
+    use kcmp_trace_common::event::comm_key;
+
+    fn event(tgid: u32, comm: &str, raw_type: i64, outcome: Outcome) -> Event {
+        Event {
+            ts_ns: 1,
+            latency_ns: 2,
+            lock_wait_ns: 0,
+            idx1: 0,
+            idx2: 0,
+            ret: 0,
+            raw_type,
+            tgid,
+            tid: tgid,
+            pid1: 1,
+            pid2: 1,
+            writer_tgid: 0,
+            outcome: outcome as u8,
+            _pad: [0; 3],
+            comm: comm_key(comm.as_bytes()),
+            writer_comm: [0; COMM_LEN],
+        }
+    }
+
+    #[test]
+    fn filters_parse_and_match() {
+        let f = Filter::parse(Some("pid=10,11&type=vm&outcome=unknown")).unwrap();
+        assert!(f.matches(&event(10, "a", 1, Outcome::Unknown)));
+        assert!(f.matches(&event(11, "a", 1, Outcome::Unknown)));
+        assert!(!f.matches(&event(12, "a", 1, Outcome::Unknown)));
+        assert!(!f.matches(&event(10, "a", 0, Outcome::Unknown)));
+        assert!(!f.matches(&event(10, "a", 1, Outcome::Fast)));
+        let f = Filter::parse(Some("comm=kcmp%2Dtrace&type=KCMP_FILE&type=invalid")).unwrap();
+        assert!(f.matches(&event(1, "kcmp-trace", 0, Outcome::Fast)));
+        assert!(f.matches(&event(1, "kcmp-trace", 99, Outcome::Fast)));
+        assert!(!f.matches(&event(1, "kcmp", 0, Outcome::Fast)));
+        assert_eq!(Filter::parse(None), Ok(Filter::default()));
+        for bad in [
+            "pid=x",
+            "pid=0",
+            "pid=",
+            "type=bogus",
+            "outcome=slow",
+            "comm=aaaaaaaaaaaaaaaaaaaa",
+            "color=red",
+        ] {
+            let err = Filter::parse(Some(bad)).unwrap_err();
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_is_told_what_it_missed() {
+        let hub = Hub::new(2);
+        let stream = hub
+            .subscribe(Filter::parse(Some("pid=1")).unwrap(), Framing::Ndjson)
+            .unwrap();
+        let _other = hub.subscribe(Filter::default(), Framing::Sse).unwrap();
+        assert!(hub.subscribe(Filter::default(), Framing::Ndjson).is_none());
+        let events: Vec<Event> = (0..CLIENT_QUEUE + 10)
+            .map(|_| event(1, "a", 0, Outcome::Unknown))
+            .chain([event(2, "b", 0, Outcome::Unknown)])
+            .collect();
+        hub.publish(&events);
+        hub.ring_dropped(3);
+        hub.close();
+        let body: Vec<u8> = stream
+            .map(|b| b.unwrap().to_vec())
+            .collect::<Vec<_>>()
+            .await
+            .concat();
+        let text = String::from_utf8(body).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let calls = lines.iter().filter(|l| l.contains("\"tgid\":1")).count();
+        assert_eq!(calls, CLIENT_QUEUE);
+        assert!(!text.contains("\"tgid\":2"));
+        assert!(
+            lines.contains(&r#"{"dropped":10,"reason":"slow_client"}"#),
+            "{text}"
+        );
+        assert!(lines.contains(&r#"{"dropped":3,"reason":"ring_buffer"}"#));
+        assert_eq!(hub.slow_drops(), 10 + 11);
+    }
+}

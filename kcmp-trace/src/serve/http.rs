@@ -1,0 +1,209 @@
+//! Routes: `/metrics`, `/events`, `/api/v1/snapshot`, `/healthz`.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use super::{
+    AppState,
+    events::{Filter, Framing},
+    metrics::{self, Format, Sample},
+    snapshot::{SnapshotOut, WireCounters, WireProcess},
+};
+use crate::report::Report;
+
+pub const INDEX: &str = "kcmp-trace: /metrics (Prometheus/OpenMetrics), /events (NDJSON or SSE; filters pid, comm, type, outcome), /api/v1/snapshot (JSON; top=N), /healthz\n";
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { text(StatusCode::OK, INDEX.to_owned()) }),
+        )
+        .route("/metrics", get(metrics_handler))
+        .route("/events", get(events_handler))
+        .route("/api/v1/snapshot", get(snapshot_handler))
+        .route("/healthz", get(healthz_handler))
+        .fallback(|uri: Uri| async move {
+            text(
+                StatusCode::NOT_FOUND,
+                format!("not found: {}\n", uri.path()),
+            )
+        })
+        .with_state(state)
+}
+
+/// A plain-text answer; errors are one line.
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn bad_request(reason: impl std::fmt::Display) -> Response {
+    text(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"))
+}
+
+fn unavailable(what: &str, err: &anyhow::Error) -> Response {
+    log::warn!("{what}: {}", crate::error::one_line(err));
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{what}: {}\n", crate::error::one_line(err)),
+    )
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let counters = match state.tracer.counters() {
+        Ok(c) => c,
+        Err(e) => return unavailable("reading the counters", &e),
+    };
+    let sample = Sample {
+        counters,
+        plan: state.plan.clone(),
+        comms: state.comm_series(),
+        programs: state.programs.stats(),
+        bpf_stats_enabled: metrics::bpf_stats_enabled(),
+        client_drops: state.hub.as_ref().map_or(0, |h| h.slow_drops()),
+        event_clients: state.hub.as_ref().map_or(0, |h| h.clients()),
+        start_time_s: state.start_time_s,
+        kernel: state.kernel.clone(),
+    };
+    match metrics::encode(sample, format) {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed\n".into(),
+        ),
+    }
+}
+
+async fn events_handler(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let filter = match Filter::parse(query.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    let Some(hub) = &state.hub else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: /events is off (serve --no-events)\n".into(),
+        );
+    };
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let framing = if sse { Framing::Sse } else { Framing::Ndjson };
+    let Some(stream) = hub.subscribe(filter, framing) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many /events clients (at most {}) or shutting down\n",
+                state.max_event_clients
+            ),
+        );
+    };
+    log::debug!(
+        "events client connected, query={:?}",
+        query.unwrap_or_default()
+    );
+    let content_type = match framing {
+        Framing::Ndjson => "application/x-ndjson",
+        Framing::Sse => "text/event-stream",
+    };
+    let mut response = Response::new(Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies must pass events on as they come.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// `top=N`: processes in the report (default 5, at most 1000).
+fn parse_top(query: Option<&str>) -> Result<usize, String> {
+    let mut top = 5;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*key {
+            "top" => {
+                top = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n <= 1000)
+                    .ok_or_else(|| format!("top: {value:?} is not a number from 0 to 1000"))?;
+            }
+            _ => return Err(format!("unknown parameter {key:?} (use top)")),
+        }
+    }
+    Ok(top)
+}
+
+async fn snapshot_handler(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let top = match parse_top(query.as_deref()) {
+        Ok(n) => n,
+        Err(e) => return bad_request(e),
+    };
+    let elapsed_s = state.started.elapsed().as_secs_f64();
+    let read = state
+        .tracer
+        .counters()
+        .and_then(|c| Ok((c, state.tracer.processes()?)));
+    let (counters, processes) = match read {
+        Ok(r) => r,
+        Err(e) => return unavailable("reading the counters", &e),
+    };
+    let snapshot = SnapshotOut {
+        version: env!("CARGO_PKG_VERSION"),
+        elapsed_s,
+        plan: &state.plan,
+        report: Report::new(
+            &counters,
+            elapsed_s,
+            processes.iter().take(top).cloned().collect(),
+        ),
+        counters: WireCounters::from(&counters),
+        processes: processes.iter().map(WireProcess::from).collect(),
+    };
+    match serde_json::to_vec(&snapshot) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn healthz_handler(State(state): State<Arc<AppState>>) -> Response {
+    match state.tracer.counters() {
+        Ok(_) => text(StatusCode::OK, "ok\n".into()),
+        Err(e) => unavailable("unhealthy", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_parameter() {
+        assert_eq!(parse_top(None), Ok(5));
+        assert_eq!(parse_top(Some("top=0")), Ok(0));
+        assert!(parse_top(Some("top=-1")).is_err());
+        assert!(parse_top(Some("top=1001")).is_err());
+        assert!(parse_top(Some("limit=3")).is_err());
+    }
+}

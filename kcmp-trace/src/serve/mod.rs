@@ -1,0 +1,291 @@
+//! `kcmp-trace serve`: attach once, aggregate continuously, answer over HTTP.
+//!
+//! [`metrics`] encodes `/metrics`, [`events`] fans per-call events out to `/events` clients,
+//! [`snapshot`] is `/api/v1/snapshot` and the client `watch --connect` uses, [`http`] routes.
+
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod snapshot;
+
+use std::{
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    cli::ServeArgs,
+    error::Error,
+    loader::{TraceConfig, Tracer},
+    plan::Plan,
+};
+use events::Hub;
+use metrics::{CommCounts, CommTable, Programs};
+
+/// How long in-flight responses may take to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_millis(1500);
+/// How often per-process totals are folded into the per-comm series.
+const COMM_REFRESH: Duration = Duration::from_secs(1);
+
+/// What every request handler sees.
+pub struct AppState {
+    pub tracer: Arc<Tracer>,
+    pub plan: Arc<Plan>,
+    pub started: Instant,
+    pub start_time_s: f64,
+    pub hub: Option<Arc<Hub>>,
+    pub max_event_clients: usize,
+    comms: Mutex<CommTable>,
+    pub programs: Programs,
+    pub kernel: String,
+}
+
+impl AppState {
+    pub fn comm_series(&self) -> Vec<(String, CommCounts)> {
+        self.comms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .series()
+    }
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl Listener {
+    async fn bind(args: &ServeArgs) -> Result<Listener, Error> {
+        match &args.unix {
+            None => tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map(Listener::Tcp)
+                .map_err(|source| Error::Listen {
+                    addr: args.listen.to_string(),
+                    source,
+                }),
+            Some(path) => bind_unix(path, args.unix_mode)
+                .map(|l| Listener::Unix(l, path.clone()))
+                .map_err(|source| Error::Listen {
+                    addr: format!("unix:{}", path.display()),
+                    source,
+                }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp".into(), |a| format!("http://{a}")),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+fn bind_unix(path: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
+    use std::io::{Error as IoError, ErrorKind};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(IoError::new(
+                    ErrorKind::AddrInUse,
+                    "another process is serving on this socket",
+                ));
+            }
+            // Left behind by a daemon that did not exit cleanly.
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(IoError::new(
+                ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
+        Err(_) => {}
+    }
+    // Created owner-only, then opened up to the requested mode: never wider in between.
+    // SAFETY: umask only swaps the process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Two workers: scrapes and event streams stay answered while one is busy.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve(args));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM during startup must still end in a clean exit.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    // Fails before anything is attached when the address is taken.
+    let listener = Listener::bind(&args).await?;
+    let where_ = listener.describe();
+
+    let config = TraceConfig {
+        events: !args.no_events,
+        per_process: true,
+        ring_bytes: args.ring_size,
+        ..args.trace.config()
+    };
+    let result = attach_and_serve(&args, config, listener, &mut term, &mut int, &where_).await;
+    if let Some(path) = &args.unix {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn attach_and_serve(
+    args: &ServeArgs,
+    config: TraceConfig,
+    listener: Listener,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+    where_: &str,
+) -> anyhow::Result<()> {
+    let mut tracer = Tracer::start(&config)?;
+    let started = Instant::now();
+    let ring = tracer.take_events();
+    let plan = Arc::new(tracer.plan.clone());
+    let tracer = Arc::new(tracer);
+    let hub = ring
+        .as_ref()
+        .map(|_| Arc::new(Hub::new(args.max_event_clients)));
+    let state = Arc::new(AppState {
+        tracer: tracer.clone(),
+        plan,
+        started,
+        start_time_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        hub: hub.clone(),
+        max_event_clients: args.max_event_clients,
+        comms: Mutex::new(CommTable::new(args.top_comms)),
+        programs: Programs::discover(),
+        kernel: kernel_release(),
+    });
+    crate::cmd::announce(&tracer.plan);
+    eprintln!("kcmp-trace: serving {where_} (/metrics /events /api/v1/snapshot /healthz)");
+    log::info!("listening on {where_}, mode {}", tracer.plan.mode.name());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let pump = match (ring, &hub) {
+        (Some(ring), Some(hub)) => Some(tokio::spawn(events::pump(
+            ring,
+            hub.clone(),
+            tracer.clone(),
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
+    let refresher = tokio::spawn(refresh_comms(state.clone(), stop_rx.clone()));
+
+    let app = http::router(state.clone());
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|&s| s).await;
+        }
+    };
+    let mut server = match listener {
+        Listener::Tcp(l) => tokio::spawn(
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        Listener::Unix(l, _) => tokio::spawn(
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
+
+    let early = tokio::select! {
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+        r = &mut server => Some(r),
+    };
+    log::info!("stopping");
+    let _ = stop_tx.send(true);
+    let served = match early {
+        Some(r) => r,
+        // In-flight responses finish; event streams end as the hub closes.
+        None => match tokio::time::timeout(DRAIN, &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                log::warn!("responses still in flight after {DRAIN:?}; closing them");
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    if let Some(pump) = pump {
+        match tokio::time::timeout(DRAIN, pump).await {
+            Ok(Ok(Err(e))) => log::warn!("event stream: {}", crate::error::one_line(&e)),
+            Ok(_) => {}
+            Err(_) => log::warn!("event stream did not stop in time"),
+        }
+    }
+    let _ = refresher.await;
+    drop(state);
+    // The last reference detaches the programs.
+    drop(tracer);
+    served
+        .map_err(|e| anyhow::anyhow!("server task: {e}"))?
+        .map_err(|e| anyhow::anyhow!("serving: {e}"))
+}
+
+/// Folds per-process totals into the per-comm series, off the request path.
+async fn refresh_comms(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(COMM_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let tracer = state.tracer.clone();
+        // Walking the process table is one syscall per process: keep it off the workers.
+        let rows = match tokio::task::spawn_blocking(move || tracer.processes()).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                log::warn!("reading per-process totals: {}", crate::error::one_line(&e));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        state
+            .comms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(&rows, now - last, now);
+        last = now;
+    }
+}

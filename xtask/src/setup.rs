@@ -1,0 +1,158 @@
+//! Everything a fresh machine needs, installed idempotently: each step says what it does and
+//! skips what is already there.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages, with why we need them.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    (
+        "llvm-22-dev",
+        "bpf-linker links against LLVM 22 (the nightly's LLVM)",
+    ),
+    ("libpolly-22-dev", "bpf-linker's LLVM link line"),
+    ("libzstd-dev", "bpf-linker's LLVM link line"),
+    ("zlib1g-dev", "bpf-linker's LLVM link line"),
+    ("bpftrace", "peer tool the tests cross-check counts with"),
+    ("bpftool", "tests check no program is left loaded"),
+    (
+        "prometheus",
+        "the daemon tests scrape with a real Prometheus server",
+    ),
+    ("qemu-system-x86", "VM tests boot real kernels"),
+    ("busybox-static", "the VM initramfs"),
+    ("cpio", "the VM initramfs"),
+    ("util-linux", "setpriv, for the unprivileged-user test"),
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_MAJOR: &str = "22";
+
+/// The cache for expensive artefacts (bpf-linker, kernels), kept across runs.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("KCMP_TRACE_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/kcmp-trace"), PathBuf::from)
+}
+
+fn step(msg: &str) {
+    eprintln!("setup: {msg}");
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("apt-get install {}", missing.join(" ")));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("installing {}", missing.join(" ")))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let toolchains = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("rustup is needed to build the eBPF programs")?;
+    if !String::from_utf8_lossy(&toolchains.stdout)
+        .lines()
+        .any(|l| l.starts_with("nightly"))
+    {
+        bail!(
+            "the `nightly` Rust toolchain is missing (needed for -Z build-std=core on the BPF target)"
+        );
+    }
+    let comps = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("rustup component list")?;
+    if String::from_utf8_lossy(&comps.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        return Ok(());
+    }
+    step("rustup component add rust-src --toolchain nightly");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// bpf-linker built against LLVM 22, cached by version and LLVM major.
+fn bpf_linker() -> anyhow::Result<PathBuf> {
+    let root = cache_root().join(format!("bpf-linker-{BPF_LINKER_VERSION}-llvm{LLVM_MAJOR}"));
+    let bin = root.join("bin");
+    if bin.join("bpf-linker").is_file() {
+        return Ok(bin);
+    }
+    step(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} into {} (about 2 min, once)",
+        root.display()
+    ));
+    let llvm = format!("/usr/lib/llvm-{LLVM_MAJOR}");
+    let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{LLVM_MAJOR}"),
+        ])
+        .arg("--root")
+        .arg(&root)
+        .env("PATH", path)
+        .env(format!("LLVM_SYS_{LLVM_MAJOR}1_PREFIX"), &llvm))
+    .context("building bpf-linker")?;
+    Ok(bin)
+}
+
+fn tracefs() -> anyhow::Result<()> {
+    if Path::new("/sys/kernel/tracing/events").is_dir() {
+        return Ok(());
+    }
+    step("mount -t tracefs nodev /sys/kernel/tracing");
+    run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+        .context("mounting tracefs")
+}
+
+/// Runs every step; returns the PATH that builds must use (bpf-linker first).
+pub fn ensure() -> anyhow::Result<String> {
+    let packages: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
+    apt_install(&packages)?;
+    rust_src()?;
+    let linker = bpf_linker()?;
+    tracefs()?;
+    let path = format!(
+        "{}:{}",
+        linker.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    step("ready");
+    Ok(path)
+}
+
+/// Why each package is installed, for `cargo xtask setup --list`.
+pub fn describe() -> impl Iterator<Item = String> {
+    APT_PACKAGES.iter().map(|(p, why)| format!("{p:<18} {why}"))
+}

@@ -1,0 +1,44 @@
+//! `cargo xtask test`: the whole suite, from a fresh machine.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::{cargo, setup};
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Skip the VM tests (they boot real kernels under TCG).
+    #[arg(long)]
+    pub no_vm: bool,
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let path = setup::ensure()?;
+    let mut failed = Vec::new();
+
+    eprintln!("xtask: unit and host tests (real BPF on this kernel)");
+    let status = cargo(&path)
+        .args(["test", "--workspace", "--exclude", "kcmp-trace-ebpf"])
+        .status()?;
+    if !status.success() {
+        failed.push("cargo test");
+    }
+    if !args.no_vm {
+        eprintln!("xtask: VM tests (stock and fastpath kernels under qemu)");
+        crate::build_release(&path)?;
+        let (passed, vm_failed) = crate::vmtest::run();
+        if !vm_failed.is_empty() {
+            failed.push("vm tests");
+        }
+        println!("vm: {passed} passed, {} failed", vm_failed.len());
+    }
+
+    if failed.is_empty() {
+        eprintln!("xtask: all test stages passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("xtask: failed stages: {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}
