@@ -23,12 +23,18 @@ pub mod globals {
     pub const EMIT_EVENTS: &str = "EMIT_EVENTS";
     /// u8: 1 to keep per-process aggregates.
     pub const PER_PROCESS: &str = "PER_PROCESS";
+    /// u8: `classify::Strategy` of the attached plan.
+    pub const STRATEGY: &str = "STRATEGY";
+    /// u8: 1 when the kernel has the exec_update_seq series.
+    pub const SERIES: &str = "SERIES";
 }
 
 pub const MAX_TGID_FILTER: u32 = 1024;
 pub const MAX_PROCS: u32 = 4096;
 /// Threads in flight or recently in kcmp; LRU so a thread that vanishes cannot leak an entry.
 pub const MAX_THREADS: u32 = 16384;
+/// Processes whose last exec (write section) is remembered, to name the writer of a retry.
+pub const MAX_WRITERS: u32 = 4096;
 
 /// Miscellaneous counters, by index in `Counters::misc`.
 pub mod misc {
@@ -40,12 +46,15 @@ pub mod misc {
     pub const UNPAIRED_EXITS: usize = 2;
     /// Calls not kept per process because the process table was full.
     pub const PROCS_FULL: usize = 3;
+    /// Calls whose trail fit no path (a probe missed, or an unexpected kernel path).
+    pub const UNCLASSIFIED: usize = 4;
     pub const SLOTS: usize = 8;
-    pub const NAMES: [&str; 4] = [
+    pub const NAMES: [&str; 5] = [
         "events_sent",
         "events_dropped",
         "unpaired_exits",
         "procs_full",
+        "unclassified",
     ];
 }
 

@@ -9,10 +9,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use kcmp_trace_common::{
+    classify::{
+        LOCK, PERM_BEFORE_LOCK, SPEC_BEGIN_FAILED, SPEC_BEGIN_OK, SPEC_RETRY, Strategy, Trail,
+        classify,
+    },
     event::{COMM_LEN, Event},
     hist::log2_slot,
     kcmp::type_slot,
-    maps::{MAX_PROCS, MAX_TGID_FILTER, MAX_THREADS, ProcStats, misc},
+    maps::{MAX_PROCS, MAX_TGID_FILTER, MAX_THREADS, MAX_WRITERS, ProcStats, misc},
     outcome::Outcome,
     result::{result_slot, result_slot_is_error},
     snapshot::Counters,
@@ -28,6 +32,12 @@ static FILTER_COMM_NAME: Global<[u8; COMM_LEN]> = Global::new([0; COMM_LEN]);
 static EMIT_EVENTS: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 static PER_PROCESS: Global<u8> = Global::new(0);
+/// How the path of a call is observed (`classify::Strategy`).
+#[unsafe(no_mangle)]
+static STRATEGY: Global<u8> = Global::new(0);
+/// 1 when the kernel has the exec_update_seq series (a lock taken first means busy).
+#[unsafe(no_mangle)]
+static SERIES: Global<u8> = Global::new(0);
 
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
@@ -60,10 +70,28 @@ pub struct InFlight {
     raw_type: i64,
     pid1: i32,
     pid2: i32,
+    /// When the current exec_update_lock wait began (0: not waiting).
+    lock_start_ns: u64,
+    /// Time spent waiting for exec_update_locks in this call.
+    lock_wait_ns: u64,
     /// 1 between entry and exit; an exit that finds 0 did not see its entry.
     active: u32,
-    _pad: u32,
+    /// What the probes saw (`classify::Trail` bits).
+    trail: Trail,
 }
+
+/// The open or last exec_update_lock write section of a process (an exec).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WriteSection {
+    start_ns: u64,
+    /// 0 while the section is open.
+    end_ns: u64,
+    comm: [u8; COMM_LEN],
+}
+
+#[map]
+static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries(MAX_WRITERS, 0);
 
 #[inline(always)]
 fn traced(tgid: u32) -> bool {
@@ -93,8 +121,10 @@ pub fn on_enter(args: &KcmpArgs) {
         raw_type: args.raw_type,
         pid1: args.pid1,
         pid2: args.pid2,
+        lock_start_ns: 0,
+        lock_wait_ns: 0,
         active: 1,
-        _pad: 0,
+        trail: 0,
     };
     match THREADS.get_ptr_mut(&tid) {
         // SAFETY: only this thread writes its own entry.
@@ -105,8 +135,121 @@ pub fn on_enter(args: &KcmpArgs) {
     }
 }
 
+/// The calling thread's call in flight, if it is inside a traced kcmp. Hooks on functions
+/// every process calls ask this first and return at once when it is None.
 #[inline(always)]
-pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, outcome: Outcome) {
+fn in_kcmp() -> Option<&'static mut InFlight> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let call = THREADS.get_ptr_mut(&tid)?;
+    // SAFETY: only this thread writes its own entry.
+    let call = unsafe { &mut *call };
+    (call.active != 0).then_some(call)
+}
+
+/// exec_update_speculate_try_begin() returned.
+#[inline(always)]
+pub fn on_spec_begin(ok: bool) {
+    if let Some(call) = in_kcmp() {
+        call.trail |= if ok { SPEC_BEGIN_OK } else { SPEC_BEGIN_FAILED };
+    }
+}
+
+/// exec_update_speculate_retry() returned.
+#[inline(always)]
+pub fn on_spec_retry(retry: bool) {
+    if let Some(call) = in_kcmp() {
+        if retry {
+            call.trail |= SPEC_RETRY;
+        }
+    }
+}
+
+/// ptrace_may_access() was called.
+#[inline(always)]
+pub fn on_perm_check() {
+    if let Some(call) = in_kcmp() {
+        if call.trail & LOCK == 0 {
+            call.trail |= PERM_BEFORE_LOCK;
+        }
+    }
+}
+
+/// down_read_killable() was called: inside kcmp that is an exec_update_lock.
+#[inline(always)]
+pub fn on_lock_enter() {
+    if let Some(call) = in_kcmp() {
+        call.trail |= LOCK;
+        call.lock_start_ns = unsafe { bpf_ktime_get_ns() };
+    }
+}
+
+/// down_read_killable() returned.
+#[inline(always)]
+pub fn on_lock_exit() {
+    if let Some(call) = in_kcmp() {
+        if call.lock_start_ns != 0 {
+            let now = unsafe { bpf_ktime_get_ns() };
+            call.lock_wait_ns += now.wrapping_sub(call.lock_start_ns);
+            call.lock_start_ns = 0;
+        }
+    }
+}
+
+/// begin_new_exec() was entered: the exec_update_lock write section is about to open.
+#[inline(always)]
+pub fn on_exec_begin() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let section = WriteSection {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        end_ns: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    };
+    let _ = WRITERS.insert(&tgid, &section, 0);
+}
+
+/// The write section closed: setup_new_exec() returned, or begin_new_exec() failed.
+#[inline(always)]
+pub fn on_exec_end() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(section) = WRITERS.get_ptr_mut(&tgid) else {
+        return;
+    };
+    // SAFETY: a live map value; only this process's exec touches it.
+    let section = unsafe { &mut *section };
+    if section.end_ns != 0 {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    section.end_ns = now;
+    if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's counters, preemption off.
+        let counters = unsafe { &mut *counters };
+        if let Some(n) = counters
+            .exec_hold
+            .get_mut(log2_slot(now.wrapping_sub(section.start_ns)) as usize)
+        {
+            *n += 1;
+        }
+    }
+}
+
+/// The process (pid2 first, then pid1) whose exec overlapped the call, if any.
+#[inline(always)]
+fn writer_of(call: &InFlight, now: u64) -> Option<(u32, [u8; COMM_LEN])> {
+    for pid in [call.pid2, call.pid1] {
+        let tgid = pid as u32;
+        // SAFETY: read-only copy of a map value.
+        if let Some(s) = unsafe { WRITERS.get(&tgid) } {
+            if s.start_ns <= now && (s.end_ns == 0 || s.end_ns >= call.start_ns) {
+                return Some((tgid, s.comm));
+            }
+        }
+    }
+    None
+}
+
+#[inline(always)]
+pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let Some(counters) = COUNTERS.get_ptr_mut(0) else {
@@ -127,6 +270,23 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, outcome: Outcome) {
     };
     call.active = 0;
     let now = unsafe { bpf_ktime_get_ns() };
+    let outcome = classify(
+        Strategy::from_u8(STRATEGY.load()),
+        SERIES.load() != 0,
+        call.trail,
+        ret,
+    );
+    if outcome == Outcome::Unknown && STRATEGY.load() != Strategy::Boundary as u8 {
+        bump(&mut counters.misc, misc::UNCLASSIFIED);
+    }
+    if call.trail & LOCK != 0 {
+        if let Some(n) = counters
+            .lock_wait
+            .get_mut(log2_slot(call.lock_wait_ns) as usize)
+        {
+            *n += 1;
+        }
+    }
     let latency = now.wrapping_sub(call.start_ns);
     let type_slot = type_slot(call.raw_type as u64) as usize;
     let result_slot = result_slot(ret);
@@ -153,10 +313,15 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, outcome: Outcome) {
     if EMIT_EVENTS.load() != 0 {
         match EVENTS.reserve::<Event>(0) {
             Some(mut entry) => {
+                let (writer_tgid, writer_comm) = match outcome {
+                    Outcome::Retry | Outcome::Busy => writer_of(call, now),
+                    _ => None,
+                }
+                .unwrap_or((0, [0; COMM_LEN]));
                 entry.write(Event {
                     ts_ns: now,
                     latency_ns: latency,
-                    lock_wait_ns: 0,
+                    lock_wait_ns: call.lock_wait_ns,
                     idx1: call.idx1,
                     idx2: call.idx2,
                     ret,
@@ -165,11 +330,11 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64, outcome: Outcome) {
                     tid,
                     pid1: call.pid1,
                     pid2: call.pid2,
-                    writer_tgid: 0,
+                    writer_tgid,
                     outcome: outcome as u8,
                     _pad: [0; 3],
                     comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-                    writer_comm: [0; COMM_LEN],
+                    writer_comm,
                 });
                 entry.submit(0);
                 bump(&mut counters.misc, misc::EVENTS_SENT);

@@ -15,8 +15,6 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use kcmp_trace_common::outcome::Outcome;
-
 use calls::KcmpArgs;
 
 // Field offsets of syscalls/sys_{enter,exit}_kcmp (see their `format` in tracefs): the
@@ -47,7 +45,7 @@ pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
 pub fn kcmp_tp_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: as above, `ret` is the first field after __syscall_nr.
     let ret = unsafe { *(ctx.as_ptr() as *const u8).add(TP_RET).cast::<i64>() };
-    calls::on_exit(&ctx, ret, Outcome::Unknown);
+    calls::on_exit(&ctx, ret);
     0
 }
 
@@ -85,7 +83,7 @@ pub fn kcmp_fentry(ctx: FEntryContext) -> u32 {
 #[fexit]
 pub fn kcmp_fexit(ctx: FExitContext) -> u32 {
     let ret = ctx.ret::<i64>().unwrap_or(0);
-    calls::on_exit(&ctx, ret, Outcome::Unknown);
+    calls::on_exit(&ctx, ret);
     0
 }
 
@@ -100,9 +98,84 @@ pub fn kcmp_kprobe(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kcmp_kretprobe(ctx: RetProbeContext) -> u32 {
     let ret = ctx.ret::<i64>();
-    calls::on_exit(&ctx, ret, Outcome::Unknown);
+    calls::on_exit(&ctx, ret);
     0
 }
+
+/// A kernel function's entry, as an fentry and a kprobe program sharing one handler.
+macro_rules! entry_hook {
+    ($fentry:ident, $kprobe:ident, $handler:expr) => {
+        #[fentry]
+        pub fn $fentry(_ctx: FEntryContext) -> u32 {
+            $handler;
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(_ctx: ProbeContext) -> u32 {
+            $handler;
+            0
+        }
+    };
+}
+
+/// A kernel function's return, as an fexit and a kretprobe program; the handler gets the
+/// raw return register.
+macro_rules! return_hook {
+    ($fexit:ident, $kretprobe:ident, $handler:expr) => {
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            ($handler)(ctx.ret::<u64>().unwrap_or(0));
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            ($handler)(ctx.ret::<u64>());
+            0
+        }
+    };
+}
+
+/// A C `bool` lives in the low byte of the return register; the rest is undefined.
+#[inline(always)]
+fn c_bool(ret: u64) -> bool {
+    ret & 0xff != 0
+}
+
+// The exec_update_seq helpers' verdicts (direct strategy).
+return_hook!(spec_begin_fexit, spec_begin_kretprobe, |r| {
+    calls::on_spec_begin(c_bool(r))
+});
+return_hook!(spec_retry_fexit, spec_retry_kretprobe, |r| {
+    calls::on_spec_retry(c_bool(r))
+});
+
+// Permission checks and exec_update_lock waits inside kcmp (infer strategy, lock wait).
+entry_hook!(perm_fentry, perm_kprobe, calls::on_perm_check());
+entry_hook!(lock_fentry, lock_kprobe, calls::on_lock_enter());
+return_hook!(lock_fexit, lock_kretprobe, |_| calls::on_lock_exit());
+// An fentry program is bound to one function: lockdep kernels' nested variant needs its own.
+entry_hook!(
+    lock_nested_fentry,
+    lock_nested_kprobe,
+    calls::on_lock_enter()
+);
+return_hook!(lock_nested_fexit, lock_nested_kretprobe, |_| {
+    calls::on_lock_exit()
+});
+
+// The write side: an exec holds exec_update_lock from exec_mmap() (inside begin_new_exec())
+// until setup_new_exec(), or until begin_new_exec() fails.
+entry_hook!(exec_begin_fentry, exec_begin_kprobe, calls::on_exec_begin());
+return_hook!(exec_begin_fexit, exec_begin_kretprobe, |r: u64| {
+    if r as i32 != 0 {
+        calls::on_exec_end()
+    }
+});
+return_hook!(exec_setup_fexit, exec_setup_kretprobe, |_| {
+    calls::on_exec_end()
+});
 
 // Programs that do nothing, attached to the same hooks by `kcmp-trace bench`: the floor of
 // what any tracer on these hooks costs, against which our own cost is measured.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::plan::AttachRequest;
+use crate::plan::{AttachRequest, StrategyRequest};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -104,6 +104,10 @@ pub struct TraceArgs {
     /// How to attach: fentry, kprobe, tracepoint, or the best that works.
     #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
     pub attach: AttachRequest,
+    /// How to tell a call's path: the speculation helpers' return values (direct), or the
+    /// order of permission checks and lock waits (infer, for kernels that inline them).
+    #[arg(long, value_enum, default_value_t = StrategyRequest::Auto)]
+    pub strategy: StrategyRequest,
     /// Let the eBPF programs log their diagnostics (aya-log).
     #[arg(long)]
     pub bpf_log: bool,

@@ -71,8 +71,16 @@ pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
 
 /// One line: the error and its causes, for stderr.
 pub fn one_line(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut line = String::new();
+    for cause in err.chain().map(|e| e.to_string()) {
+        // Our errors already include their source in their message.
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
 }

@@ -8,6 +8,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use kcmp_trace_common::{
+    classify::Strategy,
     event::{COMM_LEN, comm_bytes, comm_key},
     maps::{self, ProcStats, globals},
     snapshot::Counters,
@@ -15,7 +16,7 @@ use kcmp_trace_common::{
 
 use crate::{
     error::Error,
-    plan::{AttachMode, AttachRequest, Hook, Plan},
+    plan::{AttachMode, AttachRequest, Hook, Plan, StrategyRequest, candidates},
     probe,
 };
 
@@ -31,6 +32,7 @@ pub struct TraceConfig {
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_bytes: u32,
     pub attach: AttachRequest,
+    pub strategy: StrategyRequest,
     /// Let the eBPF side log its rare diagnostics through aya-log.
     pub bpf_log: bool,
 }
@@ -44,6 +46,7 @@ impl Default for TraceConfig {
             per_process: true,
             ring_bytes: 1 << 22,
             attach: AttachRequest::Auto,
+            strategy: StrategyRequest::Auto,
             bpf_log: false,
         }
     }
@@ -87,50 +90,34 @@ impl Tracer {
         // SAFETY: plain syscall with a valid struct.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 
-        let comm_name = config
-            .comm
-            .as_deref()
-            .map_or([0; COMM_LEN], |c| comm_key(c.as_bytes()));
-        let mut ebpf = EbpfLoader::new()
-            .override_global(
-                globals::FILTER_TGID,
-                &u8::from(!config.tgids.is_empty()),
-                true,
-            )
-            .override_global(globals::FILTER_COMM, &u8::from(config.comm.is_some()), true)
-            .override_global(globals::FILTER_COMM_NAME, &comm_name, true)
-            .override_global(globals::EMIT_EVENTS, &u8::from(config.events), true)
-            .override_global(globals::PER_PROCESS, &u8::from(config.per_process), true)
-            .override_global(
-                "AYA_LOG_LEVEL",
-                &if config.bpf_log { 0xffu8 } else { 0 },
-                false,
-            )
-            .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
-            .load(object())
-            .map_err(|e| Error::Bpf {
-                what: "the kcmp-trace eBPF object".into(),
-                source: e.into(),
-            })?;
-        if config.bpf_log {
-            if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
-                log::warn!("eBPF logging unavailable: {e}");
+        let caps = probe::Capabilities::detect();
+        let mut rejected = Vec::new();
+        let tried = candidates(config.attach, config.strategy);
+        let mut attached = None;
+        for &(mode, strategy) in &tried {
+            match load_and_attach(config, &caps, mode, strategy) {
+                Ok(found) => {
+                    attached = Some(found);
+                    break;
+                }
+                Err(e) if tried.len() == 1 => return Err(e),
+                Err(e) => rejected.push((
+                    format!("{} + {}", mode.name(), strategy.name()),
+                    crate::error::one_line(&e),
+                )),
             }
         }
-
-        if !config.tgids.is_empty() {
-            let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
-                ebpf.map_mut(maps::TGID_FILTER_MAP)
-                    .context("TGID_FILTER map missing")?,
-            )?;
-            for tgid in &config.tgids {
-                filter
-                    .insert(tgid, 1, 0)
-                    .context("filling the tgid filter")?;
-            }
-        }
-
-        let plan = attach(&mut ebpf, config.attach)?;
+        let Some((mut ebpf, mut plan)) = attached else {
+            let why = rejected
+                .iter()
+                .map(|(what, why)| format!("{what}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(
+                Error::NoHook(format!("no way to attach to kcmp on this kernel ({why})")).into(),
+            );
+        };
+        plan.rejected = rejected;
 
         let counters = PerCpuArray::try_from(
             ebpf.take_map(maps::COUNTERS_MAP)
@@ -218,51 +205,247 @@ fn validate(config: &TraceConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// Attaches the kcmp entry/exit pair in the best mode that works, recording why better
-/// modes did not.
-fn attach(ebpf: &mut Ebpf, request: AttachRequest) -> anyhow::Result<Plan> {
-    let mut rejected = Vec::new();
-    let candidates = AttachMode::candidates(request);
-    for &mode in candidates {
-        match attach_mode(ebpf, mode) {
-            Ok(hooks) => {
-                return Ok(Plan {
-                    mode,
-                    hooks,
-                    rejected,
-                    accuracy: accuracy(mode),
-                });
-            }
-            Err(e) => {
-                // A half-attached mode would count calls twice alongside the next one.
-                unload_mode(ebpf, mode);
-                if candidates.len() == 1 {
-                    return Err(e);
-                }
-                rejected.push((mode, crate::error::one_line(&e)));
-            }
+fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Result<Ebpf> {
+    let comm_name = config
+        .comm
+        .as_deref()
+        .map_or([0; COMM_LEN], |c| comm_key(c.as_bytes()));
+    let mut ebpf = EbpfLoader::new()
+        .override_global(
+            globals::FILTER_TGID,
+            &u8::from(!config.tgids.is_empty()),
+            true,
+        )
+        .override_global(globals::FILTER_COMM, &u8::from(config.comm.is_some()), true)
+        .override_global(globals::FILTER_COMM_NAME, &comm_name, true)
+        .override_global(globals::EMIT_EVENTS, &u8::from(config.events), true)
+        .override_global(globals::PER_PROCESS, &u8::from(config.per_process), true)
+        .override_global(globals::STRATEGY, &(strategy as u8), true)
+        .override_global(globals::SERIES, &u8::from(series), true)
+        .override_global(
+            "AYA_LOG_LEVEL",
+            &if config.bpf_log { 0xffu8 } else { 0 },
+            false,
+        )
+        .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
+        .load(object())
+        .map_err(|e| Error::Bpf {
+            what: "the kcmp-trace eBPF object".into(),
+            source: e.into(),
+        })?;
+    if config.bpf_log {
+        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
+            log::warn!("eBPF logging unavailable: {e}");
         }
     }
-    let why = rejected
-        .iter()
-        .map(|(m, why)| format!("{}: {why}", m.name()))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(Error::NoHook(format!("no way to attach to kcmp on this kernel ({why})")).into())
+    if !config.tgids.is_empty() {
+        let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
+            ebpf.map_mut(maps::TGID_FILTER_MAP)
+                .context("TGID_FILTER map missing")?,
+        )?;
+        for tgid in &config.tgids {
+            filter
+                .insert(tgid, 1, 0)
+                .context("filling the tgid filter")?;
+        }
+    }
+    Ok(ebpf)
 }
 
-fn accuracy(mode: AttachMode) -> Vec<(&'static str, &'static str)> {
-    let calls = ("calls, types, results, latency", "exact");
-    match mode {
-        AttachMode::Tracepoint => vec![
-            calls,
-            (
-                "outcome",
-                "unknown: only the syscall boundary is visible; path classification needs kprobes or fentry",
-            ),
-        ],
-        AttachMode::Fentry | AttachMode::Kprobe => vec![calls],
+/// What a hook observes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    KcmpEntry,
+    KcmpExit,
+    SpecBegin,
+    SpecRetry,
+    PermCheck,
+    LockEnter,
+    LockExit,
+    LockNestedEnter,
+    LockNestedExit,
+    ExecBegin,
+    ExecBeginExit,
+    ExecSetupExit,
+}
+
+impl Role {
+    /// (program base name, target function, runs at return)
+    fn spec(self) -> (&'static str, &'static str, bool) {
+        match self {
+            Role::KcmpEntry => ("kcmp", SYSCALL_FN, false),
+            Role::KcmpExit => ("kcmp", SYSCALL_FN, true),
+            Role::SpecBegin => ("spec_begin", "exec_update_speculate_try_begin", true),
+            Role::SpecRetry => ("spec_retry", "exec_update_speculate_retry", true),
+            Role::PermCheck => ("perm", "ptrace_may_access", false),
+            Role::LockEnter => ("lock", "down_read_killable", false),
+            Role::LockExit => ("lock", "down_read_killable", true),
+            Role::LockNestedEnter => ("lock_nested", "down_read_killable_nested", false),
+            Role::LockNestedExit => ("lock_nested", "down_read_killable_nested", true),
+            Role::ExecBegin => ("exec_begin", "begin_new_exec", false),
+            Role::ExecBeginExit => ("exec_begin", "begin_new_exec", true),
+            Role::ExecSetupExit => ("exec_setup", "setup_new_exec", true),
+        }
     }
+}
+
+/// The hooks of a strategy: (role, required). Optional hooks add lock wait and the exec
+/// side; without them the outcomes stay right.
+fn roles(strategy: Strategy) -> Vec<(Role, bool)> {
+    let mut roles = vec![(Role::KcmpEntry, true), (Role::KcmpExit, true)];
+    match strategy {
+        Strategy::Boundary => return roles,
+        Strategy::Direct => roles.extend([
+            (Role::SpecBegin, true),
+            (Role::SpecRetry, true),
+            (Role::LockEnter, false),
+        ]),
+        Strategy::Infer => roles.extend([(Role::PermCheck, true), (Role::LockEnter, true)]),
+    }
+    roles.extend([
+        (Role::LockExit, false),
+        (Role::LockNestedEnter, false),
+        (Role::LockNestedExit, false),
+        (Role::ExecBegin, false),
+        (Role::ExecBeginExit, false),
+        (Role::ExecSetupExit, false),
+    ]);
+    roles
+}
+
+/// (program, its do-nothing twin, target) of a role in a mode.
+fn program_for(mode: AttachMode, role: Role) -> (String, &'static str, String) {
+    let (base, target, at_return) = role.spec();
+    let (program, noop, target) = match (mode, at_return) {
+        (AttachMode::Tracepoint, false) => {
+            ("kcmp_tp_enter".into(), "noop_tp", "syscalls/sys_enter_kcmp")
+        }
+        (AttachMode::Tracepoint, true) => {
+            ("kcmp_tp_exit".into(), "noop_tp", "syscalls/sys_exit_kcmp")
+        }
+        (AttachMode::Kprobe, false) => (format!("{base}_kprobe"), "noop_kprobe", target),
+        (AttachMode::Kprobe, true) => (format!("{base}_kretprobe"), "noop_kretprobe", target),
+        (AttachMode::Fentry, false) => (format!("{base}_fentry"), "noop_fentry", target),
+        (AttachMode::Fentry, true) => (format!("{base}_fexit"), "noop_fexit", target),
+    };
+    (program, noop, target.to_owned())
+}
+
+/// Loads the object for one (mode, strategy) and attaches every hook it needs.
+fn load_and_attach(
+    config: &TraceConfig,
+    caps: &probe::Capabilities,
+    mode: AttachMode,
+    strategy: Strategy,
+) -> anyhow::Result<(Ebpf, Plan)> {
+    preflight(mode)?;
+    if strategy == Strategy::Direct && !caps.series.helpers_out_of_line {
+        return Err(Error::NoHook(
+            "the exec_update_speculate_* helpers are not real functions here (absent or inlined)"
+                .into(),
+        )
+        .into());
+    }
+    let series = caps.series.present();
+    let mut ebpf = load(config, strategy, series)?;
+    let mut hooks = Vec::new();
+    let mut skipped = Vec::new();
+    for (role, required) in roles(strategy) {
+        let (program, noop, target) = program_for(mode, role);
+        // A function that is not a real symbol here (absent or inlined) cannot be hooked.
+        let function = role.spec().1;
+        if mode != AttachMode::Tracepoint && !caps.symbol(function).is_some_and(|s| s.kallsyms) {
+            let why = "not a function in this kernel (absent or inlined)".to_owned();
+            if required {
+                return Err(Error::NoHook(format!("{target}: {why}")).into());
+            }
+            skipped.push((target, why));
+            continue;
+        }
+        match attach_program(&mut ebpf, &program, &target) {
+            Ok(()) => hooks.push(Hook {
+                target,
+                program,
+                noop,
+            }),
+            Err(e) if !required => skipped.push((target, crate::error::one_line(&e))),
+            Err(e) => return Err(e),
+        }
+    }
+    let attached = |f: &str| hooks.iter().any(|h: &Hook| h.target == f);
+    let accuracy = accuracy(
+        mode,
+        strategy,
+        series,
+        attached("down_read_killable"),
+        attached("setup_new_exec"),
+    );
+    Ok((
+        ebpf,
+        Plan {
+            mode,
+            strategy,
+            series,
+            hooks,
+            skipped,
+            rejected: Vec::new(),
+            accuracy,
+        },
+    ))
+}
+
+fn accuracy(
+    mode: AttachMode,
+    strategy: Strategy,
+    series: bool,
+    lock_hooked: bool,
+    exec_hooked: bool,
+) -> Vec<(&'static str, String)> {
+    let mut lines = vec![("calls, types, results, latency", "exact".to_owned())];
+    match strategy {
+        Strategy::Boundary => {
+            lines.push((
+                "outcome",
+                format!(
+                    "unknown: {} shows only the syscall boundary; path classification needs kprobes or fentry",
+                    mode.name()
+                ),
+            ));
+            return lines;
+        }
+        Strategy::Direct => lines.push((
+            "fast, retry, busy",
+            "exact (return values of exec_update_speculate_try_begin/retry)".to_owned(),
+        )),
+        Strategy::Infer => lines.push((
+            if series {
+                "fast, retry, busy"
+            } else {
+                "locked"
+            },
+            "inferred per thread from the order of ptrace_may_access() and down_read_killable()"
+                .to_owned(),
+        )),
+    }
+    lines.push((
+        "lock wait",
+        if lock_hooked {
+            "exact (down_read_killable entry to return)"
+        } else {
+            "unavailable"
+        }
+        .to_owned(),
+    ));
+    lines.push((
+        "exec write sections",
+        if exec_hooked {
+            "approximate: begin_new_exec() entry to setup_new_exec() return, which encloses the exec_update_lock write section"
+        } else {
+            "unavailable"
+        }
+        .to_owned(),
+    ));
+    lines
 }
 
 /// A refusal in one line: the verifier's log can run to thousands of lines, and its verdict
@@ -304,56 +487,16 @@ fn bpf_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) 
     }
 }
 
-/// A program and where it goes.
-struct HookSpec {
-    program: &'static str,
-    /// The do-nothing program of the same kind, for the benchmark floor.
-    noop: &'static str,
-    /// `category/name` for tracepoints, a kernel function otherwise.
-    target: &'static str,
-}
-
-const fn spec(program: &'static str, noop: &'static str, target: &'static str) -> HookSpec {
-    HookSpec {
-        program,
-        noop,
-        target,
-    }
-}
-
-const TRACEPOINT_HOOKS: [HookSpec; 2] = [
-    spec("kcmp_tp_enter", "noop_tp", "syscalls/sys_enter_kcmp"),
-    spec("kcmp_tp_exit", "noop_tp", "syscalls/sys_exit_kcmp"),
-];
-const KPROBE_HOOKS: [HookSpec; 2] = [
-    spec("kcmp_kprobe", "noop_kprobe", SYSCALL_FN),
-    spec("kcmp_kretprobe", "noop_kretprobe", SYSCALL_FN),
-];
-const FENTRY_HOOKS: [HookSpec; 2] = [
-    spec("kcmp_fentry", "noop_fentry", SYSCALL_FN),
-    spec("kcmp_fexit", "noop_fexit", SYSCALL_FN),
-];
-
-/// The hooks of each mode.
-fn hooks_of(mode: AttachMode) -> &'static [HookSpec] {
-    match mode {
-        AttachMode::Tracepoint => &TRACEPOINT_HOOKS,
-        AttachMode::Kprobe => &KPROBE_HOOKS,
-        AttachMode::Fentry => &FENTRY_HOOKS,
-    }
-}
-
 /// Checks what a mode needs before trying it, for a clearer reason than the kernel's.
 fn preflight(mode: AttachMode) -> anyhow::Result<()> {
     match mode {
         AttachMode::Tracepoint => {
             probe::ensure_tracefs()?;
-            for spec in hooks_of(mode) {
-                let path = format!("{}/events/{}", probe::TRACEFS, spec.target);
+            for tp in ["syscalls/sys_enter_kcmp", "syscalls/sys_exit_kcmp"] {
+                let path = format!("{}/events/{tp}", probe::TRACEFS);
                 if !std::path::Path::new(&path).exists() {
                     return Err(Error::NoHook(format!(
-                        "tracepoint {} does not exist (kernel without CONFIG_FTRACE_SYSCALLS?)",
-                        spec.target
+                        "tracepoint {tp} does not exist (kernel without CONFIG_FTRACE_SYSCALLS?)"
                     ))
                     .into());
                 }
@@ -416,34 +559,6 @@ fn attach_program(ebpf: &mut Ebpf, name: &str, target: &str) -> anyhow::Result<(
     Ok(())
 }
 
-fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<Vec<Hook>> {
-    preflight(mode)?;
-    hooks_of(mode)
-        .iter()
-        .map(|spec| {
-            attach_program(ebpf, spec.program, spec.target)?;
-            Ok(Hook {
-                target: spec.target.to_owned(),
-                program: spec.program,
-                mode,
-            })
-        })
-        .collect()
-}
-
-fn unload_mode(ebpf: &mut Ebpf, mode: AttachMode) {
-    for spec in hooks_of(mode) {
-        // Unloading a program that never loaded is an error we do not care about.
-        let _ = match ebpf.program_mut(spec.program) {
-            Some(aya::programs::Program::TracePoint(p)) => p.unload(),
-            Some(aya::programs::Program::KProbe(p)) => p.unload(),
-            Some(aya::programs::Program::FEntry(p)) => p.unload(),
-            Some(aya::programs::Program::FExit(p)) => p.unload(),
-            _ => Ok(()),
-        };
-    }
-}
-
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
     _objects: Vec<Ebpf>,
@@ -451,16 +566,16 @@ pub struct Floor {
 
 impl Floor {
     pub fn attach(plan: &Plan) -> anyhow::Result<Floor> {
-        let specs = hooks_of(plan.mode);
         // One object per hook: an fentry program is bound to a single target at load time.
-        let objects = specs
+        let objects = plan
+            .hooks
             .iter()
-            .map(|spec| {
+            .map(|hook| {
                 let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
                     what: "the kcmp-trace eBPF object".into(),
                     source: e.into(),
                 })?;
-                attach_program(&mut ebpf, spec.noop, spec.target)?;
+                attach_program(&mut ebpf, hook.noop, &hook.target)?;
                 Ok(ebpf)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

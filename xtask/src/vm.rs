@@ -307,9 +307,14 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
             line.trim_end()
         )));
     }
+    // Firmware escape sequences may share a line with a marker, so search within lines.
+    let exit_tag = format!("{MARKER} exit=");
     let exit_marker = console
         .lines()
-        .filter_map(|l| l.trim_end().strip_prefix(&format!("{MARKER} exit=")))
+        .filter_map(|l| {
+            l.find(&exit_tag)
+                .map(|i| l[i + exit_tag.len()..].trim_end())
+        })
         .next_back()
         .map(str::to_string);
     let Some(exit_marker) = exit_marker else {

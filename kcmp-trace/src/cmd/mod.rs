@@ -14,6 +14,7 @@ impl TraceArgs {
             tgids: self.pids.clone(),
             comm: self.comm.clone(),
             attach: self.attach,
+            strategy: self.strategy,
             bpf_log: self.bpf_log,
             ..TraceConfig::default()
         }

@@ -25,6 +25,9 @@ struct JsonLine<'a> {
 }
 
 pub fn run(args: WatchArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.connect {
+        return run_connected(&args, url);
+    }
     let tracer = Tracer::start(&args.trace.config())?;
     let rt = crate::cmd::runtime()?;
     let mut shutdown = {
@@ -152,4 +155,93 @@ fn print_report(
 fn round_to(d: Duration, step: Duration) -> Duration {
     let steps = (d.as_nanos() + step.as_nanos() / 2) / step.as_nanos();
     step * steps as u32
+}
+
+/// `watch --connect`: the same reports, from a daemon's snapshots instead of our own tracer.
+fn run_connected(args: &WatchArgs, url: &str) -> anyhow::Result<()> {
+    use crate::serve::snapshot::{self, Target};
+    let target = Target::parse(url).map_err(crate::error::Error::Usage)?;
+    let rt = crate::cmd::runtime()?;
+    let mut shutdown = {
+        let _rt = rt.enter();
+        crate::cmd::Shutdown::install()?
+    };
+    let rows = |s: &mut snapshot::SnapshotIn| -> Vec<crate::loader::ProcessRow> {
+        std::mem::take(&mut s.processes)
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    };
+    let mut first = rt.block_on(snapshot::fetch(&target))?;
+    eprintln!("kcmp-trace: connected to {target}; Ctrl-C to stop");
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let line = serde_json::json!({ "plan": &first.plan, "connect": target.to_string() });
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(out, "daemon: {target}")?;
+        let mode = first.plan["mode"].as_str().unwrap_or("?");
+        writeln!(out, "attach: {mode}")?;
+    }
+    out.flush()?;
+
+    let started = Instant::now();
+    let first_counters = first.counters.to_counters()?;
+    let first_procs = rows(&mut first);
+    let (mut prev, mut prev_procs, mut prev_at) =
+        (first_counters, first_procs.clone(), first.elapsed_s);
+    let mut reports = 0u64;
+    rt.block_on(async {
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
+        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(until_deadline);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = &mut until_deadline => break,
+                _ = shutdown.wait() => break,
+            }
+            let mut snap = snapshot::fetch(&target).await?;
+            let now = snap.counters.to_counters()?;
+            let procs = rows(&mut snap);
+            // The daemon's clock, so intervals match what it counted.
+            let delta = now.since(&prev);
+            let report = Report::new(
+                &delta,
+                (snap.elapsed_s - prev_at).max(0.0),
+                process_deltas(&procs, &prev_procs, args.top),
+            );
+            print_report(&mut out, args, "interval", started, &report, &delta)?;
+            (prev, prev_procs, prev_at) = (now, procs, snap.elapsed_s);
+            reports += 1;
+            if args.count.is_some_and(|c| reports >= c) {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    let total = prev.since(&first_counters);
+    let report = Report::new(
+        &total,
+        (prev_at - first.elapsed_s).max(0.0),
+        process_deltas(&prev_procs, &first_procs, args.top),
+    );
+    print_report(&mut out, args, "total", started, &report, &total)?;
+    if !args.json {
+        writeln!(
+            out,
+            "{}",
+            table::log2_hist("kcmp latency", "nsecs", &total.latency_all())
+        )?;
+    }
+    out.flush()?;
+    Ok(())
 }

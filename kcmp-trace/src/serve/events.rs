@@ -219,13 +219,17 @@ impl Hub {
     }
 }
 
-fn frame(framing: Framing, kind: &str, json: &[u8], out: &mut BytesMut) {
+fn frame(framing: Framing, kind: Option<&str>, json: &[u8], out: &mut BytesMut) {
     match framing {
         Framing::Ndjson => out.extend_from_slice(json),
         Framing::Sse => {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(kind.as_bytes());
-            out.extend_from_slice(b"\ndata: ");
+            // Calls are plain messages (EventSource.onmessage); notices have their own type.
+            if let Some(kind) = kind {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(kind.as_bytes());
+                out.extend_from_slice(b"\n");
+            }
+            out.extend_from_slice(b"data: ");
             out.extend_from_slice(json.strip_suffix(b"\n").unwrap_or(json));
             out.extend_from_slice(b"\n\n");
         }
@@ -241,7 +245,7 @@ fn drop_notices(pending: &Pending, framing: Framing, out: &mut BytesMut) {
         let n = counter.swap(0, Ordering::Relaxed);
         if n > 0 {
             let line = format!("{{\"dropped\":{n},\"reason\":\"{reason}\"}}\n");
-            frame(framing, "dropped", line.as_bytes(), out);
+            frame(framing, Some("dropped"), line.as_bytes(), out);
         }
     }
 }
@@ -268,11 +272,11 @@ fn client_stream(
             };
             drop_notices(&pending, framing, &mut out);
             if let Some(line) = first {
-                frame(framing, "call", &line, &mut out);
+                frame(framing, None, &line, &mut out);
                 // Whatever else is queued goes out in the same write.
                 for _ in 0..63 {
                     match rx.try_recv() {
-                        Ok(line) => frame(framing, "call", &line, &mut out),
+                        Ok(line) => frame(framing, None, &line, &mut out),
                         Err(_) => break,
                     }
                 }

@@ -365,7 +365,8 @@ fn encode_hist(m: &mut MetricEncoder, h: &[u64; HIST_SLOTS]) -> fmt::Result {
         .enumerate()
         .filter(|&(_, &n)| n != 0)
         .map(|(s, &n)| n as f64 * (slot_lower_bound(s) as f64 + slot_upper_bound(s) as f64) / 2.0)
-        .sum();
+        // Not .sum(): an empty float sum is -0.0, which reads oddly in an exposition.
+        .fold(0.0, |a, x| a + x);
     m.encode_histogram::<NoLabelSet>(sum_ns / 1e9, count, &buckets, None)
 }
 
@@ -551,7 +552,7 @@ impl Collector for Sample {
                 MetricType::Gauge,
             )?;
             for (mode, _) in &self.plan.rejected {
-                gauge(&mut m, &[("mode", mode.name())], 1i64)?;
+                gauge(&mut m, &[("mode", mode.as_str())], 1i64)?;
             }
         }
         {
@@ -563,9 +564,9 @@ impl Collector for Sample {
             )?;
             for hook in &self.plan.hooks {
                 let labels = [
-                    ("program", hook.program),
+                    ("program", hook.program.as_str()),
                     ("target", hook.target.as_str()),
-                    ("mode", hook.mode.name()),
+                    ("mode", self.plan.mode.name()),
                 ];
                 gauge(&mut m, &labels, 1i64)?;
             }
@@ -707,10 +708,10 @@ mod tests {
                 ),
             )
         };
-        assert_eq!(b("0.0"), Some(1.0), "{text}");
+        assert_eq!(b("0"), Some(1.0), "{text}");
         // 2^10 - 1 = 1023 ns holds nothing above slot 0; 2047 ns holds slot 11 too.
-        assert_eq!(b(&format!("{}", 1023.0 / 1e9)), Some(1.0));
-        assert_eq!(b(&format!("{}", 2047.0 / 1e9)), Some(3.0));
+        assert_eq!(b("1.023e-06"), Some(1.0));
+        assert_eq!(b("2.047e-06"), Some(3.0));
         assert_eq!(b("+Inf"), Some(4.0));
         assert_eq!(
             value(

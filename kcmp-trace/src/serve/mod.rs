@@ -15,10 +15,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::watch,
-};
+use tokio::sync::watch;
 
 use crate::{
     cli::ServeArgs,
@@ -141,8 +138,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM during startup must still end in a clean exit.
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut shutdown = crate::cmd::Shutdown::install()?;
     // Fails before anything is attached when the address is taken.
     let listener = Listener::bind(&args).await?;
     let where_ = listener.describe();
@@ -153,7 +149,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ring_bytes: args.ring_size,
         ..args.trace.config()
     };
-    let result = attach_and_serve(&args, config, listener, &mut term, &mut int, &where_).await;
+    let result = attach_and_serve(&args, config, listener, &mut shutdown, &where_).await;
     if let Some(path) = &args.unix {
         let _ = std::fs::remove_file(path);
     }
@@ -164,8 +160,7 @@ async fn attach_and_serve(
     args: &ServeArgs,
     config: TraceConfig,
     listener: Listener,
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
+    shutdown: &mut crate::cmd::Shutdown,
     where_: &str,
 ) -> anyhow::Result<()> {
     let mut tracer = Tracer::start(&config)?;
@@ -226,8 +221,7 @@ async fn attach_and_serve(
     };
 
     let early = tokio::select! {
-        _ = term.recv() => None,
-        _ = int.recv() => None,
+        _ = shutdown.wait() => None,
         r = &mut server => Some(r),
     };
     log::info!("stopping");

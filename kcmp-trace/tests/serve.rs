@@ -1,0 +1,988 @@
+//! `kcmp-trace serve` end to end: a real Prometheus scrapes it, event streams are counted
+//! against the workload, and shutdown leaves nothing loaded.
+//!
+//! Needs root (CI runs as root and must not skip), and `prometheus` and `promtool` on PATH
+//! (Debian's `prometheus` package) for the scrape test.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kcmp-trace");
+
+/// True when the test can run; panics under CI without root.
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("the serve tests need root and CI runs as root");
+    }
+    eprintln!("skipped: the serve tests need root");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+fn tool(name: &str) -> PathBuf {
+    which(name).unwrap_or_else(|| {
+        panic!(
+            "{name} is not on PATH: install Debian's `prometheus` package (cargo xtask setup does)"
+        )
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "kcmp-trace-serve-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ rand_ish()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+fn rand_ish() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Children killed on drop, so a failing test leaves nothing running.
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Procs {
+    fn add(&mut self, child: Child) -> usize {
+        self.0.push(child);
+        self.0.len() - 1
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running daemon and what it printed to stderr.
+struct Daemon {
+    port: u16,
+    index: usize,
+    pid: u32,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(procs: &mut Procs, args: &[&str]) -> Daemon {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", &listen])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kcmp-trace serve");
+        let pid = child.id();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr");
+        let log = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains("kcmp-trace: serving") {
+                    let _ = ready_tx.send(());
+                }
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let index = procs.add(child);
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("serve did not start:\n{}", stderr.lock().unwrap());
+        }
+        Daemon {
+            port,
+            index,
+            pid,
+            stderr,
+        }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        http_get(self.port, path, &[])
+    }
+
+    /// SIGTERM, then the exit status and how long it took.
+    fn terminate(&self, procs: &mut Procs) -> (ExitStatus, Duration) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        let child = &mut procs.0[self.index];
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "serve did not exit after SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A one-shot HTTP/1.1 GET with `Connection: close`.
+fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let (_, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    let chunked = headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers: headers.replace("\r\n", "\n"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..eol]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// Sample values of `/metrics` (Prometheus text), by series as written.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum_of(samples: &BTreeMap<String, f64>, metric: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| s.split('{').next() == Some(metric))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `stress` held at the starting line until `go` is called.
+struct Stress {
+    index: usize,
+    pid: u32,
+    gate: PathBuf,
+}
+
+impl Stress {
+    fn spawn(procs: &mut Procs, dir: &Path, args: &[&str]) -> Stress {
+        let gate = dir.join("go");
+        let child = Command::new(BIN)
+            .arg("stress")
+            .args(args)
+            .arg("--json")
+            .arg("--wait-for")
+            .arg(&gate)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn stress");
+        let pid = child.id();
+        Stress {
+            index: procs.add(child),
+            pid,
+            gate,
+        }
+    }
+
+    fn go(&self) {
+        std::fs::write(&self.gate, b"").expect("open the gate");
+    }
+
+    /// Waits for the workload; its own report.
+    fn finish(&self, procs: &mut Procs) -> serde_json::Value {
+        let child = &mut procs.0[self.index];
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .expect("stress stdout")
+            .read_to_string(&mut out)
+            .expect("stress output");
+        assert!(child.wait().expect("wait").success(), "stress failed");
+        serde_json::from_str(out.trim()).expect("stress JSON")
+    }
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One number from Prometheus' query API, None while it has no answer.
+fn prom_query(port: u16, query: &str) -> Option<f64> {
+    let r = http_get(
+        port,
+        &format!("/api/v1/query?query={}", urlencode(query)),
+        &[],
+    );
+    if r.status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn prometheus_scrapes_exact_counts() {
+    if !privileged() {
+        return;
+    }
+    let (prometheus, promtool) = (tool("prometheus"), tool("promtool"));
+    let dir = TempDir::new("prom");
+    let mut procs = Procs::default();
+    let stress = Stress::spawn(
+        &mut procs,
+        &dir.0,
+        &[
+            "-n",
+            "20000",
+            "--types",
+            "all",
+            "--bad-fd",
+            "300",
+            "--dead-pid",
+            "200",
+            "--bad-type",
+            "100",
+        ],
+    );
+    let pid = stress.pid.to_string();
+    let daemon = Daemon::start(&mut procs, &["-p", &pid]);
+
+    let prom_port = free_port();
+    let config = dir.0.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+             scrape_configs:\n  - job_name: kcmp-trace\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            daemon.port
+        ),
+    )
+    .expect("prometheus config");
+    procs.add(
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn prometheus"),
+    );
+    wait_until(
+        "prometheus to scrape the daemon",
+        Duration::from_secs(60),
+        || prom_query(prom_port, "up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
+    );
+
+    stress.go();
+    let report = stress.finish(&mut procs);
+    let calls = report["calls"].as_u64().expect("calls") as f64;
+    assert_eq!(calls, 20000.0);
+    let ebadf = report["by_result"]["EBADF"].as_u64().unwrap_or(0) as f64;
+    let vm = report["by_type"]["KCMP_VM"].as_u64().unwrap_or(0) as f64;
+
+    // Prometheus itself saw every call of the workload, no more, no less.
+    let seen = wait_until(
+        "Prometheus to see all calls",
+        Duration::from_secs(30),
+        || prom_query(prom_port, "sum(kcmp_trace_calls_total)").filter(|&n| n >= calls),
+    );
+    assert_eq!(seen, calls);
+    assert_eq!(
+        prom_query(prom_port, "sum(kcmp_trace_calls_total{result=\"EBADF\"})"),
+        Some(ebadf)
+    );
+    assert_eq!(
+        prom_query(prom_port, "sum(kcmp_trace_calls_total{type=\"KCMP_VM\"})"),
+        Some(vm)
+    );
+    assert_eq!(
+        prom_query(prom_port, "sum(kcmp_trace_call_duration_seconds_count)"),
+        Some(calls)
+    );
+    // +Inf holds every observation.
+    assert_eq!(
+        prom_query(
+            prom_port,
+            "sum(kcmp_trace_call_duration_seconds_bucket{le=\"+Inf\"})"
+        ),
+        Some(calls)
+    );
+    let p99 = prom_query(
+        prom_port,
+        "histogram_quantile(0.99, sum by (le) (kcmp_trace_call_duration_seconds_bucket))",
+    )
+    .expect("a p99");
+    assert!(p99 > 0.0 && p99 < 1.0, "p99 {p99}s");
+
+    // The exposition passes promtool's checks, and OpenMetrics is there for those who ask.
+    let text = daemon.get("/metrics");
+    assert_eq!(text.status, 200);
+    assert!(
+        text.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
+    );
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.body.as_bytes())
+        .expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let om = http_get(
+        daemon.port,
+        "/metrics",
+        &[(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )],
+    );
+    assert!(
+        om.header("content-type")
+            .is_some_and(|c| c.starts_with("application/openmetrics-text"))
+    );
+    assert!(om.body.ends_with("# EOF\n"));
+
+    // The snapshot has the same numbers as `watch --json`.
+    let snap: serde_json::Value =
+        serde_json::from_str(&daemon.get("/api/v1/snapshot").body).expect("snapshot");
+    assert_eq!(snap["report"]["calls"].as_f64(), Some(calls));
+    assert_eq!(snap["report"]["by_result"]["EBADF"].as_f64(), Some(ebadf));
+
+    // And `watch --connect` shows them.
+    let watch = Command::new(BIN)
+        .args(["watch", "--json", "-n", "1", "-i", "300ms", "--connect"])
+        .arg(format!("http://127.0.0.1:{}", daemon.port))
+        .output()
+        .expect("watch --connect");
+    assert!(
+        watch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watch.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&watch.stdout);
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("\"plan\"")),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("\"scope\"")).count(),
+        2,
+        "{stdout}"
+    );
+}
+
+/// Reads an NDJSON stream until it ends.
+fn read_stream(port: u16, query: &str) -> (thread::JoinHandle<Vec<String>>, TcpStream) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // HTTP/1.0: the body runs until the daemon closes it.
+    write!(stream, "GET /events{query} HTTP/1.0\r\n\r\n").expect("send");
+    let handle = stream.try_clone().expect("clone");
+    let reader = thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut body = false;
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if body {
+                lines.push(line);
+            } else if line.is_empty() {
+                body = true;
+            } else if line.starts_with("HTTP/") {
+                assert!(line.contains(" 200 "), "{line}");
+            }
+        }
+        lines
+    });
+    (reader, handle)
+}
+
+fn count(lines: &[String]) -> (u64, u64) {
+    let mut calls = 0;
+    let mut dropped = 0;
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("an NDJSON line");
+        match v["dropped"].as_u64() {
+            Some(n) => dropped += n,
+            None => calls += 1,
+        }
+    }
+    (calls, dropped)
+}
+
+#[test]
+fn events_stream_every_call_and_filter() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("events");
+    let mut procs = Procs::default();
+    let stress = Stress::spawn(
+        &mut procs,
+        &dir.0,
+        &["-n", "6000", "--types", "file,vm", "--bad-fd", "100"],
+    );
+    let pid = stress.pid.to_string();
+    let daemon = Daemon::start(&mut procs, &["-p", &pid]);
+
+    for bad in [
+        "?pid=abc",
+        "?type=bogus",
+        "?outcome=sideways",
+        "?colour=red",
+        "?comm=far-too-long-a-name",
+    ] {
+        let r = daemon.get(&format!("/events{bad}"));
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.body.trim_end().lines().count(), 1, "{bad}: {}", r.body);
+    }
+
+    let (all, _h1) = read_stream(daemon.port, "");
+    let (vm, _h2) = read_stream(daemon.port, "?type=KCMP_VM");
+    let (mine, _h3) = read_stream(
+        daemon.port,
+        &format!("?pid={pid}&outcome=unknown&comm=kcmp-trace"),
+    );
+    let (other_pid, _h4) = read_stream(daemon.port, "?pid=1");
+    wait_until("the streams to connect", Duration::from_secs(10), || {
+        let s = samples(&daemon.get("/metrics").body);
+        (s.get("kcmp_trace_event_clients") == Some(&4.0)).then_some(())
+    });
+    stress.go();
+    let report = stress.finish(&mut procs);
+    let calls = report["calls"].as_u64().expect("calls");
+    let vm_calls = report["by_type"]["KCMP_VM"].as_u64().expect("vm calls");
+    // Every event is out of the ring before the daemon is told to stop.
+    wait_until("events to be delivered", Duration::from_secs(10), || {
+        let s = samples(&daemon.get("/metrics").body);
+        let sent = s
+            .get("kcmp_trace_events_sent_total")
+            .copied()
+            .unwrap_or(0.0);
+        let dropped = sum_of(&s, "kcmp_trace_events_dropped_total");
+        (sent + dropped >= calls as f64).then_some(())
+    });
+    thread::sleep(Duration::from_millis(500));
+    let (status, took) = daemon.terminate(&mut procs);
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+
+    let all = all.join().expect("reader");
+    let (n, dropped) = count(&all);
+    assert_eq!(
+        n + dropped,
+        calls,
+        "lines {n} + dropped {dropped} != calls {calls}"
+    );
+    let vm = vm.join().expect("reader");
+    let (n_vm, dropped_vm) = count(&vm);
+    assert!(
+        n_vm <= vm_calls && n_vm + dropped_vm >= vm_calls,
+        "{n_vm} {dropped_vm} {vm_calls}"
+    );
+    for line in vm.iter().filter(|l| !l.contains("dropped")) {
+        assert!(line.contains("\"type_name\":\"KCMP_VM\""), "{line}");
+    }
+    let (n_mine, dropped_mine) = count(&mine.join().expect("reader"));
+    assert_eq!(n_mine + dropped_mine, calls);
+    let (n_other, _) = count(&other_pid.join().expect("reader"));
+    assert_eq!(n_other, 0);
+    assert!(daemon.stderr.lock().unwrap().contains("attached"));
+}
+
+/// Metric names a PromQL expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'"' {
+            // Skip label values.
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+            {
+                i += 1;
+            }
+            let word = &expr[start..i];
+            if word.starts_with("kcmp_trace_") {
+                names.push(word.to_owned());
+            }
+            continue;
+        }
+        i += 1;
+    }
+    names
+}
+
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query" | "definition", serde_json::Value::String(s)) => {
+                        out.push(s.clone())
+                    }
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn dashboard_queries_only_served_metrics() {
+    if !privileged() {
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard"))
+            .expect("dashboard JSON");
+    let mut all = Vec::new();
+    exprs(&dashboard, &mut all);
+    let mut wanted: Vec<String> = all.iter().flat_map(|e| metric_names(e)).collect();
+    wanted.sort();
+    wanted.dedup();
+    assert!(wanted.len() >= 10, "{wanted:?}");
+
+    let dir = TempDir::new("dash");
+    let mut procs = Procs::default();
+    let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "500"]);
+    let daemon = Daemon::start(&mut procs, &["-p", &stress.pid.to_string()]);
+    stress.go();
+    stress.finish(&mut procs);
+    let text = daemon.get("/metrics").body;
+    let served: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|m| !served.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics lacks: {missing:?}"
+    );
+}
+
+/// Program ids this process holds, from its fdinfo.
+fn prog_ids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("prog_tag:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Whether any process still holds a program.
+fn prog_held_anywhere(id: u32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        std::fs::read_dir(p.path().join("fdinfo")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_to_string(fd.path()).is_ok_and(|i| {
+                    i.lines().any(|l| {
+                        l.strip_prefix("prog_id:")
+                            .is_some_and(|v| v.trim() == id.to_string())
+                    })
+                })
+            })
+        })
+    })
+}
+
+#[test]
+fn sigterm_exits_promptly_and_unloads() {
+    if !privileged() {
+        return;
+    }
+    let mut procs = Procs::default();
+    let daemon = Daemon::start(&mut procs, &[]);
+    let ids = prog_ids(daemon.pid);
+    assert!(!ids.is_empty(), "no BPF programs found in the daemon");
+    // A streaming client and an idle keep-alive connection must not hold shutdown up.
+    let (events, _stream) = read_stream(daemon.port, "");
+    let mut idle = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    thread::sleep(Duration::from_millis(300));
+
+    let (status, took) = daemon.terminate(&mut procs);
+    assert!(status.success(), "exit {status}");
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    events.join().expect("the event stream ends");
+
+    wait_until(
+        "the programs to be released",
+        Duration::from_secs(5),
+        || ids.iter().all(|&id| !prog_held_anywhere(id)).then_some(()),
+    );
+    if which("bpftool").is_some() {
+        for id in &ids {
+            wait_until(
+                "bpftool to stop listing the program",
+                Duration::from_secs(5),
+                || {
+                    let out = Command::new("bpftool")
+                        .args(["prog", "show", "id", &id.to_string()])
+                        .output()
+                        .expect("bpftool");
+                    (!out.status.success()).then_some(())
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_requests_and_busy_addresses() {
+    if !privileged() {
+        return;
+    }
+    let mut procs = Procs::default();
+    let daemon = Daemon::start(&mut procs, &["--no-events", "-c", "nobody-calls"]);
+    let r = daemon.get("/no/such/path");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body.lines().count(), 1);
+    let r = daemon.get("/api/v1/snapshot?top=lots");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+    assert_eq!(daemon.get("/events").status, 404);
+    assert_eq!(daemon.get("/healthz").body, "ok\n");
+
+    // The port is taken: exit code 7 and one line, before anything is attached.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &addr])
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&addr) && !stderr.contains("attached"),
+        "{stderr}"
+    );
+
+    // A Unix socket with the asked-for mode, and nothing served over TCP.
+    let dir = TempDir::new("unix");
+    let socket = dir.0.join("kcmp-trace.sock");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--no-events", "--unix-mode", "0600", "--unix"])
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve --unix");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    procs.add(child);
+    let mut lines = BufReader::new(stderr).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("serving unix:"))));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    assert_eq!(parse_response(&raw).body, "ok\n");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    wait_until("the socket to be removed", Duration::from_secs(5), || {
+        (!socket.exists()).then_some(())
+    });
+}
+
+#[test]
+fn many_scrapers_and_readers_under_load() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("load");
+    let mut procs = Procs::default();
+    let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "200000", "--types", "all"]);
+    let daemon = Daemon::start(&mut procs, &["-p", &stress.pid.to_string()]);
+    let readers: Vec<_> = (0..20)
+        .map(|i| read_stream(daemon.port, if i % 2 == 0 { "" } else { "?type=KCMP_FS" }))
+        .collect();
+    stress.go();
+    let port = daemon.port;
+    // 200 scrapers at once, a few rounds each, while the workload runs.
+    let scrapers: Vec<_> = (0..200)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut last = 0.0;
+                for _ in 0..3 {
+                    let r = http_get(port, "/metrics", &[]);
+                    assert_eq!(r.status, 200);
+                    let calls = sum_of(&samples(&r.body), "kcmp_trace_calls_total");
+                    assert!(calls >= last, "calls went backwards: {last} -> {calls}");
+                    last = calls;
+                }
+                last
+            })
+        })
+        .collect();
+    for s in scrapers {
+        s.join().expect("every scrape answered");
+    }
+    let calls = stress.finish(&mut procs)["calls"].as_u64().expect("calls") as f64;
+    let total = wait_until("the final count", Duration::from_secs(5), || {
+        let n = sum_of(
+            &samples(&daemon.get("/metrics").body),
+            "kcmp_trace_calls_total",
+        );
+        (n >= calls).then_some(n)
+    });
+    assert_eq!(total, calls);
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .expect("VmRSS");
+    eprintln!("daemon RSS after load: {} KiB", rss_kib);
+    assert!(rss_kib < 64 * 1024, "RSS {rss_kib} KiB");
+    let (status, _) = daemon.terminate(&mut procs);
+    assert!(status.success());
+    for (reader, _) in readers {
+        let (n, dropped) = count(&reader.join().expect("reader"));
+        assert!(n + dropped > 0);
+    }
+}
+
+/// Scrape latency under load and memory after it, for the benchmark record:
+/// `cargo test -p kcmp-trace --test serve -- --ignored --nocapture scrape_benchmark`.
+/// KCMP_TRACE_BENCH_SECS sets the load's length (default 20).
+#[test]
+#[ignore]
+fn scrape_benchmark() {
+    if !privileged() {
+        return;
+    }
+    let secs: u64 = std::env::var("KCMP_TRACE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let dir = TempDir::new("bench");
+    let mut procs = Procs::default();
+    let duration = format!("{secs}s");
+    let stress = Stress::spawn(&mut procs, &dir.0, &["-d", &duration, "--types", "all"]);
+    let daemon = Daemon::start(&mut procs, &[]);
+    let (reader, _h) = read_stream(daemon.port, "");
+    stress.go();
+    let started = Instant::now();
+    let mut lat = Vec::new();
+    while lat.len() < 1000 || started.elapsed() < Duration::from_secs(secs) {
+        let t = Instant::now();
+        let r = http_get(daemon.port, "/metrics", &[]);
+        lat.push(t.elapsed());
+        assert_eq!(r.status, 200);
+        if lat.len() >= 1000 {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let report = stress.finish(&mut procs);
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid)).expect("status");
+    let vmrss = rss
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("")
+        .to_owned();
+    let vmhwm = rss
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("")
+        .to_owned();
+    lat.sort();
+    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    let (status, _) = daemon.terminate(&mut procs);
+    assert!(status.success());
+    let (events, dropped) = count(&reader.join().expect("reader"));
+    println!(
+        "{}",
+        serde_json::json!({
+            "load_s": secs,
+            "workload_calls": report["calls"],
+            "scrapes": lat.len(),
+            "scrape_p50_ms": pct(0.50).as_secs_f64() * 1e3,
+            "scrape_p99_ms": pct(0.99).as_secs_f64() * 1e3,
+            "scrape_max_ms": lat[lat.len() - 1].as_secs_f64() * 1e3,
+            "rss": vmrss,
+            "rss_peak": vmhwm,
+            "events_streamed": events,
+            "events_dropped": dropped,
+        })
+    );
+}
