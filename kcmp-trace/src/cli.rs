@@ -136,7 +136,7 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 5)]
     pub top: usize,
     /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "bpf_log"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log"])]
     pub connect: Option<String>,
 }
 
@@ -187,6 +187,9 @@ pub struct StressArgs {
     /// Calls with an out-of-range type (-EINVAL).
     #[arg(long, default_value_t = 0)]
     pub bad_type: u64,
+    /// Calls from a thread that dropped to nobody, comparing init (-EPERM; needs root).
+    #[arg(long, default_value_t = 0)]
+    pub eperm: u64,
     /// Processes that exec() themselves in a loop; valid calls compare against them.
     #[arg(long, default_value_t = 0)]
     pub exec_racers: usize,

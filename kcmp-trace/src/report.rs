@@ -46,6 +46,8 @@ pub struct Report {
     pub by_type: BTreeMap<&'static str, u64>,
     pub by_result: BTreeMap<&'static str, u64>,
     pub by_outcome: BTreeMap<&'static str, u64>,
+    /// Outcome, then result: where each kind of result went.
+    pub by_outcome_result: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     pub latency_ns: Quantiles,
     pub latency_by_outcome_ns: BTreeMap<&'static str, Quantiles>,
     pub lock_wait_ns: Quantiles,
@@ -89,6 +91,22 @@ impl Report {
                     .map(|&o| (o.name(), delta.calls_by_outcome(o)))
                     .collect(),
             ),
+            by_outcome_result: Outcome::ALL
+                .iter()
+                .map(|&o| {
+                    let by_result = nonzero(
+                        (0..RESULT_SLOTS)
+                            .map(|r| {
+                                let n =
+                                    (0..TYPE_SLOTS).map(|t| delta.calls[o as usize][t][r]).sum();
+                                (result_slot_name(r as u32), n)
+                            })
+                            .collect(),
+                    );
+                    (o.name(), by_result)
+                })
+                .filter(|(_, m)| !m.is_empty())
+                .collect(),
             latency_ns: Quantiles::of(&delta.latency_all()),
             latency_by_outcome_ns: Outcome::ALL
                 .iter()
@@ -173,6 +191,8 @@ mod tests {
         assert_eq!(r.by_result.get("EBADF"), Some(&10));
         assert_eq!(r.by_result.get("equal"), Some(&90));
         assert_eq!(r.by_outcome.get("unknown"), Some(&100));
+        assert_eq!(r.by_outcome_result["unknown"].get("EBADF"), Some(&10));
+        assert_eq!(r.by_outcome_result.len(), 1);
         assert_eq!(r.latency_ns.count, 100);
         assert_eq!(r.latency_ns.max, Some(2047));
         assert_eq!(r.events_dropped, 3);

@@ -40,6 +40,8 @@ pub struct StressConfig {
     pub bad_fd: u64,
     pub dead_pid: u64,
     pub bad_type: u64,
+    /// Calls made by a thread that dropped its privileges, against init (-EPERM).
+    pub eperm: u64,
     /// Processes that exec() themselves in a loop; valid calls then compare against them.
     pub exec_racers: usize,
 }
@@ -230,6 +232,28 @@ fn run_thread(
     }
 }
 
+/// Makes `n` calls that ptrace_may_access() refuses: this thread alone drops to nobody
+/// (the raw syscall changes only the calling thread's credentials) and compares init.
+fn run_unprivileged(me: i32, n: u64) -> anyhow::Result<Tally> {
+    const NOBODY: libc::uid_t = 65534;
+    // SAFETY: plain syscalls; only this thread's credentials change.
+    let dropped = unsafe {
+        libc::syscall(libc::SYS_setresgid, NOBODY, NOBODY, NOBODY) == 0
+            && libc::syscall(libc::SYS_setresuid, NOBODY, NOBODY, NOBODY) == 0
+    };
+    if !dropped {
+        bail!(crate::error::Error::Usage(
+            "--eperm needs root (to drop to nobody)".into()
+        ));
+    }
+    let mut tally = Tally::new();
+    for _ in 0..n {
+        let ret = kcmp(me, 1, u64::from(KCMP_VM), 0, 0);
+        *tally.entry((u64::from(KCMP_VM), ret)).or_default() += 1;
+    }
+    Ok(tally)
+}
+
 /// Starts `n` processes that exec() themselves until killed.
 fn spawn_racers(n: usize) -> anyhow::Result<Vec<std::process::Child>> {
     let exe = std::env::current_exe().context("locating our own binary")?;
@@ -271,7 +295,7 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
             "--types must name at least one type".into()
         ));
     }
-    let invalid_total = config.bad_fd + config.dead_pid + config.bad_type;
+    let invalid_total = config.bad_fd + config.dead_pid + config.bad_type + config.eperm;
     let valid_total = match (config.calls, config.duration) {
         (Some(calls), _) if calls < invalid_total => bail!(crate::error::Error::Usage(format!(
             "--calls {calls} is less than the {invalid_total} invalid calls asked for"
@@ -298,6 +322,10 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
     );
 
     let result = std::thread::scope(|scope| {
+        let unprivileged = (config.eperm > 0).then(|| {
+            let me = fixture.pid;
+            scope.spawn(move || run_unprivileged(me, config.eperm))
+        });
         let handles: Vec<_> = (0..config.threads)
             .map(|t| {
                 let (fixture, racers, stop) = (&fixture, &racers, &*stop);
@@ -314,13 +342,20 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
             std::thread::sleep(d);
             stop.store(true, Ordering::Relaxed);
         }
-        handles
+        let mut tallies = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .map_err(|_| anyhow::anyhow!("a stress thread panicked"))
             })
-            .collect::<anyhow::Result<Vec<Tally>>>()
+            .collect::<anyhow::Result<Vec<Tally>>>()?;
+        if let Some(h) = unprivileged {
+            let tally = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the unprivileged thread panicked"))??;
+            tallies.push(tally);
+        }
+        anyhow::Ok(tallies)
     });
     let elapsed = started.elapsed().as_secs_f64();
     for child in &mut racer_children {
@@ -385,6 +420,7 @@ mod tests {
             bad_fd: 50,
             dead_pid: 20,
             bad_type: 10,
+            eperm: 0,
             exec_racers: 0,
         })
         .expect("stress");

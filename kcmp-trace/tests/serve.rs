@@ -185,20 +185,22 @@ impl Response {
 
 /// A one-shot HTTP/1.1 GET with `Connection: close`.
 fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    try_http_get(port, path, headers).expect("HTTP GET")
+}
+
+fn try_http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut request =
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
-    parse_response(&raw)
+    stream.read_to_end(&mut raw)?;
+    Ok(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {
@@ -332,11 +334,8 @@ fn urlencode(s: &str) -> String {
 
 /// One number from Prometheus' query API, None while it has no answer.
 fn prom_query(port: u16, query: &str) -> Option<f64> {
-    let r = http_get(
-        port,
-        &format!("/api/v1/query?query={}", urlencode(query)),
-        &[],
-    );
+    let query = format!("/api/v1/query?query={}", urlencode(query));
+    let r = try_http_get(port, &query, &[]).ok()?;
     if r.status != 200 {
         return None;
     }

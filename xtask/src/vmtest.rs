@@ -17,47 +17,62 @@ use crate::{
 /// counted call is the workload's. `$1` names the run, the rest are stress arguments.
 const GUEST_LIB: &str = r#"
 mkdir -p /tmp
+oracle() { cat /sys/kernel/debug/kcmp_fastpath > /results/$1.oracle 2>/dev/null || true; }
+reset_oracle() { echo 0 > /sys/kernel/debug/kcmp_fastpath 2>/dev/null || true; }
 traced_stress() {
     name=$1; shift
     rm -f /tmp/go
     kcmp-trace stress --json --wait-for /tmp/go "$@" > /results/$name.stress.json &
     sp=$!
-    kcmp-trace watch --json --attach tracepoint -p $sp > /results/$name.tp.json 2> /results/$name.tp.err &
-    tp=$!
-    kcmp-trace watch --json --attach auto -p $sp > /results/$name.auto.json 2> /results/$name.auto.err &
-    ap=$!
-    for f in tp auto; do
+    kcmp-trace watch --json $T1 -p $sp > /results/$name.t1.json 2> /results/$name.t1.err &
+    p1=$!
+    kcmp-trace watch --json $T2 -p $sp > /results/$name.t2.json 2> /results/$name.t2.err &
+    p2=$!
+    for t in t1 t2; do
         n=0
-        until grep -q attached /results/$name.$f.err; do
-            sleep 0.2; n=$((n+1)); [ $n -lt 300 ] || { cat /results/$name.$f.err; return 1; }
+        until grep -q attached /results/$name.$t.err; do
+            sleep 0.2; n=$((n+1))
+            [ $n -lt 300 ] || { cat /results/$name.$t.err; return 1; }
         done
     done
+    reset_oracle
     touch /tmp/go
     wait $sp
-    kill -INT $tp $ap
-    wait $tp $ap
+    kill -INT $p1 $p2
+    wait $p1 $p2
+    oracle $name
 }
-oracle() { cat /sys/kernel/debug/kcmp_fastpath > /results/$1.oracle; }
-reset_oracle() { echo 0 > /sys/kernel/debug/kcmp_fastpath; }
 "#;
 
-const FASTPATH_SCRIPT: &str = r#"
-set -e
-kcmp-trace doctor --json > /results/doctor.json
-reset_oracle
-kcmp-trace stress --json -n 20000 --threads 2 --types vm,files,file > /results/calm.stress.json
-oracle calm
-reset_oracle
-traced_stress race --duration 4s --threads 2 --exec-racers 2 --types vm,files,sighand
-oracle race
-traced_stress mix -n 5000 --threads 2 --types all --bad-fd 100 --dead-pid 50 --bad-type 20
-"#;
+/// Invalid calls of every kind, next to valid ones.
+const ERROR_MIX: &str =
+    "-n 3000 --threads 2 --types all --eperm 100 --dead-pid 50 --bad-fd 60 --bad-type 40";
+const RACE: &str = "--duration 4s --threads 2 --exec-racers 2 --types vm,files,sighand";
 
-const STOCK_SCRIPT: &str = r#"
+fn fastpath_script() -> String {
+    format!(
+        r#"
 set -e
 kcmp-trace doctor --json > /results/doctor.json
-traced_stress mix -n 5000 --threads 2 --types all --bad-fd 100 --dead-pid 50 --bad-type 20
-"#;
+T1="--attach fentry --strategy direct" T2="--attach kprobe --strategy infer" traced_stress calm -n 20000 --threads 2 --types vm,files,file
+T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress race_fentry {RACE}
+T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress race_kprobe {RACE}
+T1="--attach fentry --strategy direct" T2="--attach kprobe --strategy infer" traced_stress errors {ERROR_MIX}
+T1="--attach tracepoint" T2="--attach auto" traced_stress boundary {ERROR_MIX}
+"#
+    )
+}
+
+fn stock_script() -> String {
+    format!(
+        r#"
+set -e
+kcmp-trace doctor --json > /results/doctor.json
+T1="--attach fentry" T2="--attach kprobe" traced_stress errors {ERROR_MIX}
+T1="--attach tracepoint" T2="--attach auto" traced_stress boundary {ERROR_MIX}
+"#
+    )
+}
 
 struct Checks {
     passed: usize,
@@ -109,7 +124,7 @@ fn oracle(dir: &Path, name: &str) -> anyhow::Result<BTreeMap<String, u64>> {
 /// Both tracers (tracepoint, and the best mode the guest allows) saw exactly the workload.
 fn tracers_match_workload(dir: &Path, name: &str) -> anyhow::Result<()> {
     let stress = read_json(dir, &format!("{name}.stress.json"))?;
-    for tracer in ["tp", "auto"] {
+    for tracer in ["t1", "t2"] {
         let total = total_of(dir, &format!("{name}.{tracer}.json"))?;
         ensure!(
             total["calls"] == stress["calls"],
@@ -157,6 +172,89 @@ fn boot(kind: KernelKind, script: &str, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn outcome(total: &Value, name: &str) -> u64 {
+    total["by_outcome"][name].as_u64().unwrap_or(0)
+}
+
+fn outcome_result(total: &Value, outcome: &str, result: &str) -> u64 {
+    total["by_outcome_result"][outcome][result]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Both tracers' fast/retry/busy equal the kernel's own counts, and add up to the calls
+/// that reached the comparison.
+fn outcomes_match_oracle(dir: &Path, name: &str, want_races: bool) -> anyhow::Result<()> {
+    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    let o = oracle(dir, name)?;
+    let reached = stress["reached_comparison"].as_u64().context("reached")?;
+    eprintln!(
+        "vm: {name}: {} calls; oracle fast={} retry={} busy={} locked={} interrupted={}",
+        stress["calls"], o["fast"], o["retry"], o["busy"], o["locked"], o["interrupted"]
+    );
+    ensure!(
+        o["fast"] + o["retry"] + o["busy"] == reached,
+        "oracle {o:?} vs {reached} calls"
+    );
+    ensure!(
+        o["locked"] + o["interrupted"] == o["retry"] + o["busy"],
+        "oracle {o:?}"
+    );
+    if want_races {
+        ensure!(o["retry"] + o["busy"] > 0, "no races provoked: {o:?}");
+    }
+    for tracer in ["t1", "t2"] {
+        let total = total_of(dir, &format!("{name}.{tracer}.json"))?;
+        for path in ["fast", "retry", "busy", "interrupted"] {
+            ensure!(
+                outcome(&total, path) == o[path],
+                "{tracer}: {path}={} but the kernel counted {} ({})",
+                outcome(&total, path),
+                o[path],
+                total["by_outcome"]
+            );
+        }
+        ensure!(
+            outcome(&total, "locked") == 0,
+            "{tracer}: locked on a fast-path kernel"
+        );
+        ensure!(
+            outcome(&total, "unknown") == 0,
+            "{tracer}: unclassified calls {}",
+            total["by_outcome"]
+        );
+    }
+    Ok(())
+}
+
+/// Where each invalid call of ERROR_MIX lands: `path` for everything that found its tasks.
+fn errors_land_right(dir: &Path, name: &str, path: &str) -> anyhow::Result<()> {
+    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    let reached = stress["reached_comparison"].as_u64().context("reached")?;
+    for tracer in ["t1", "t2"] {
+        let t = total_of(dir, &format!("{name}.{tracer}.json"))?;
+        for (outcome_name, result, want) in [
+            (path, "EPERM", 100),
+            (path, "EBADF", 60),
+            (path, "EINVAL", 40),
+            ("no_task", "ESRCH", 50),
+        ] {
+            let got = outcome_result(&t, outcome_name, result);
+            ensure!(
+                got == want,
+                "{tracer}: {outcome_name}/{result}={got}, want {want}: {}",
+                t["by_outcome_result"]
+            );
+        }
+        ensure!(
+            outcome(&t, path) == reached,
+            "{tracer}: {path}={} of {reached}",
+            outcome(&t, path)
+        );
+    }
+    Ok(())
+}
+
 /// Runs every VM test; returns (passed, failed names).
 pub fn run() -> (usize, Vec<String>) {
     let mut checks = Checks {
@@ -166,7 +264,7 @@ pub fn run() -> (usize, Vec<String>) {
     let base = workspace_root().join("target/vm-results");
 
     let fast = base.join("fastpath");
-    let booted = boot(KernelKind::Fastpath, FASTPATH_SCRIPT, &fast);
+    let booted = boot(KernelKind::Fastpath, &fastpath_script(), &fast);
     let fast_ok = booted.is_ok();
     checks.check("fastpath_guest_runs", booted);
     if fast_ok {
@@ -180,49 +278,49 @@ pub fn run() -> (usize, Vec<String>) {
                     "series: {}",
                     d["series"]
                 );
+                ensure!(
+                    d["plan"]["Ok"]["strategy"] == "direct",
+                    "plan: {}",
+                    d["plan"]
+                );
                 Ok(())
             })(),
         );
         checks.check(
             "fastpath_calm_calls_all_fast",
             (|| {
-                let stress = read_json(&fast, "calm.stress.json")?;
+                outcomes_match_oracle(&fast, "calm", false)?;
                 let o = oracle(&fast, "calm")?;
-                let reached = stress["reached_comparison"].as_u64().context("reached")?;
-                ensure!(reached == 20000, "workload reached {reached}");
-                ensure!(o["fast"] == reached, "oracle {o:?} vs {reached} calls");
-                ensure!(
-                    o["retry"] + o["busy"] + o["locked"] + o["interrupted"] == 0,
-                    "oracle {o:?}"
-                );
+                ensure!(o["fast"] == 20000, "oracle {o:?}");
                 Ok(())
             })(),
         );
-        checks.check("fastpath_racers_provoke_retries_and_busy", (|| {
-            let stress = read_json(&fast, "race.stress.json")?;
-            let o = oracle(&fast, "race")?;
-            let reached = stress["reached_comparison"].as_u64().context("reached")?;
-            eprintln!(
-                "vm: race mix: {} calls, oracle fast={} retry={} busy={} locked={} interrupted={}",
-                stress["calls"], o["fast"], o["retry"], o["busy"], o["locked"], o["interrupted"]
+        for name in ["race_fentry", "race_kprobe"] {
+            checks.check(
+                &format!("fastpath_{name}_direct_and_infer_equal_oracle"),
+                outcomes_match_oracle(&fast, name, true),
             );
-            ensure!(o["fast"] + o["retry"] + o["busy"] == reached, "oracle {o:?} vs {reached}");
-            ensure!(o["locked"] + o["interrupted"] == o["retry"] + o["busy"], "oracle {o:?}");
-            ensure!(o["retry"] + o["busy"] > 0, "no races provoked: {o:?}");
-            Ok(())
-        })());
+            checks.check(
+                &format!("fastpath_{name}_counts_exact"),
+                tracers_match_workload(&fast, name),
+            );
+        }
         checks.check(
-            "fastpath_tracers_count_race_exactly",
-            tracers_match_workload(&fast, "race"),
+            "fastpath_errors_land_right",
+            errors_land_right(&fast, "errors", "fast"),
         );
         checks.check(
-            "fastpath_tracers_count_mix_exactly",
-            tracers_match_workload(&fast, "mix"),
+            "fastpath_errors_match_oracle",
+            outcomes_match_oracle(&fast, "errors", false),
+        );
+        checks.check(
+            "fastpath_boundary_tracers_count_exactly",
+            tracers_match_workload(&fast, "boundary"),
         );
     }
 
     let stock = base.join("stock");
-    let booted = boot(KernelKind::Stock, STOCK_SCRIPT, &stock);
+    let booted = boot(KernelKind::Stock, &stock_script(), &stock);
     let stock_ok = booted.is_ok();
     checks.check("stock_guest_runs", booted);
     if stock_ok {
@@ -241,16 +339,31 @@ pub fn run() -> (usize, Vec<String>) {
                     d["series"]
                 );
                 ensure!(
-                    d["plan"]["Ok"]["mode"].is_string(),
-                    "no plan: {}",
+                    d["plan"]["Ok"]["strategy"] == "infer",
+                    "plan: {}",
                     d["plan"]
                 );
                 Ok(())
             })(),
         );
         checks.check(
-            "stock_tracers_count_mix_exactly",
-            tracers_match_workload(&stock, "mix"),
+            "stock_every_call_locked",
+            (|| {
+                errors_land_right(&stock, "errors", "locked")?;
+                for tracer in ["t1", "t2"] {
+                    let t = total_of(&stock, &format!("errors.{tracer}.json"))?;
+                    ensure!(outcome(&t, "fast") == 0, "{tracer}: fast on a stock kernel");
+                }
+                Ok(())
+            })(),
+        );
+        checks.check(
+            "stock_counts_exact",
+            tracers_match_workload(&stock, "errors"),
+        );
+        checks.check(
+            "stock_boundary_tracers_count_exactly",
+            tracers_match_workload(&stock, "boundary"),
         );
     }
     (checks.passed, checks.failed)

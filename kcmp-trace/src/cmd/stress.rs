@@ -24,6 +24,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         bad_fd: args.bad_fd,
         dead_pid: args.dead_pid,
         bad_type: args.bad_type,
+        eperm: args.eperm,
         exec_racers: args.exec_racers,
     })?;
     if args.json {

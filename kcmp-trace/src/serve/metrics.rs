@@ -506,6 +506,16 @@ impl Collector for Sample {
             &[],
             c.misc[misc::PROCS_FULL],
         )?;
+        counter(
+            &mut enc.encode_descriptor(
+                "unclassified",
+                "Calls whose probe trail fit no kernel path (they count as outcome=\"unknown\").",
+                None,
+                MetricType::Counter,
+            )?,
+            &[],
+            c.misc[misc::UNCLASSIFIED],
+        )?;
         {
             let mut m = enc.encode_descriptor(
                 "comm_calls",
@@ -544,15 +554,29 @@ impl Collector for Sample {
                 gauge(&mut m, &[("mode", mode.name())], on)?;
             }
         }
+        enc.encode_descriptor(
+            "plan",
+            "How calls are classified: attach mode, strategy, and whether the kernel has the exec_update_seq series.",
+            None,
+            MetricType::Info,
+        )?
+        .encode_info(&[
+            ("mode", self.plan.mode.name()),
+            ("strategy", self.plan.strategy.name()),
+            (
+                "exec_update_seq",
+                if self.plan.series { "present" } else { "absent" },
+            ),
+        ])?;
         {
             let mut m = enc.encode_descriptor(
                 "attach_rejected",
-                "Attach modes tried before the one in use and refused (reason in /api/v1/snapshot).",
+                "Attach mode/strategy pairs tried before the one in use and refused (reasons in /api/v1/snapshot).",
                 None,
                 MetricType::Gauge,
             )?;
-            for (mode, _) in &self.plan.rejected {
-                gauge(&mut m, &[("mode", mode.as_str())], 1i64)?;
+            for (candidate, _) in &self.plan.rejected {
+                gauge(&mut m, &[("candidate", candidate.as_str())], 1i64)?;
             }
         }
         {
@@ -569,6 +593,17 @@ impl Collector for Sample {
                     ("mode", self.plan.mode.name()),
                 ];
                 gauge(&mut m, &labels, 1i64)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "probe_skipped",
+                "Optional hooks that did not attach (reasons in /api/v1/snapshot).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (target, _) in &self.plan.skipped {
+                gauge(&mut m, &[("target", target.as_str())], 1i64)?;
             }
         }
         if let Some(on) = self.bpf_stats_enabled {
@@ -653,12 +688,15 @@ mod tests {
     fn plan() -> std::sync::Arc<Plan> {
         std::sync::Arc::new(Plan {
             mode: AttachMode::Tracepoint,
+            strategy: kcmp_trace_common::classify::Strategy::Boundary,
+            series: false,
             hooks: vec![Hook {
                 target: "syscalls/sys_enter_kcmp".into(),
-                program: "kcmp_tp_enter",
-                mode: AttachMode::Tracepoint,
+                program: "kcmp_tp_enter".into(),
+                noop: "noop_tp",
             }],
-            rejected: vec![(AttachMode::Fentry, "no".into())],
+            skipped: Vec::new(),
+            rejected: vec![("fentry/direct".into(), "no".into())],
             accuracy: Vec::new(),
         })
     }
