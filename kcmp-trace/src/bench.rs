@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::{
     loader::{Floor, TraceConfig, Tracer},
-    plan::AttachRequest,
+    plan::{AttachRequest, StrategyRequest},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,11 +46,16 @@ pub struct Row {
     pub kcmp_added_ns: f64,
     pub getpid_ns: f64,
     pub getpid_added_ns: f64,
+    /// An mmap+munmap pair: takes mm locks through the same rwsem code kcmp's hooks sit on.
+    pub mmap_ns: f64,
+    /// mmap+munmap slowdown over no tracer, in percent.
+    pub mmap_slowdown_pct: f64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub attach_mode: String,
+    pub strategy: String,
     pub rounds: usize,
     pub round_ms: u64,
     pub rows: Vec<Row>,
@@ -123,14 +128,19 @@ impl EventDrain {
     }
 }
 
-pub fn run(attach: AttachRequest, rounds: usize, round: Duration) -> anyhow::Result<BenchReport> {
-    // The plan the tracer picks decides where the floor goes.
-    let plan = Tracer::start(&TraceConfig {
+pub fn run(
+    attach: AttachRequest,
+    strategy: StrategyRequest,
+    rounds: usize,
+    round: Duration,
+) -> anyhow::Result<BenchReport> {
+    let config = TraceConfig {
         attach,
+        strategy,
         ..TraceConfig::default()
-    })?
-    .plan
-    .clone();
+    };
+    // The plan the tracer picks decides where the floor goes.
+    let plan = Tracer::start(&config)?.plan.clone();
 
     let file = std::fs::File::open("/dev/null").context("opening /dev/null")?;
     let fd = file.as_raw_fd() as u64;
@@ -143,9 +153,26 @@ pub fn run(attach: AttachRequest, rounds: usize, round: Duration) -> anyhow::Res
         // SAFETY: no arguments.
         unsafe { libc::syscall(libc::SYS_getpid) };
     };
+    let mmap = || {
+        // SAFETY: an anonymous private page, unmapped at once.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                libc::munmap(p, 4096);
+            }
+        }
+    };
 
     let mut kcmp_ns = vec![Vec::new(); SETUPS.len()];
     let mut getpid_ns = vec![Vec::new(); SETUPS.len()];
+    let mut mmap_ns = vec![Vec::new(); SETUPS.len()];
     let (mut delivered, mut dropped) = (0u64, 0u64);
     for r in 0..rounds {
         // Rotate the order so no setup always runs first or last in a round.
@@ -154,18 +181,11 @@ pub fn run(attach: AttachRequest, rounds: usize, round: Duration) -> anyhow::Res
             let attached = match SETUPS[i] {
                 Setup::NoTracer => Attached::None,
                 Setup::EmptyPrograms => Attached::Floor(Floor::attach(&plan)?),
-                Setup::Counters => Attached::Tracer(
-                    Tracer::start(&TraceConfig {
-                        attach,
-                        ..TraceConfig::default()
-                    })?,
-                    None,
-                ),
+                Setup::Counters => Attached::Tracer(Tracer::start(&config)?, None),
                 Setup::Events => {
                     let mut t = Tracer::start(&TraceConfig {
-                        attach,
                         events: true,
-                        ..TraceConfig::default()
+                        ..config.clone()
                     })?;
                     let drain = t.take_events().map(EventDrain::start);
                     Attached::Tracer(t, drain)
@@ -174,6 +194,7 @@ pub fn run(attach: AttachRequest, rounds: usize, round: Duration) -> anyhow::Res
             time_loop(round / 10, kcmp); // warm caches and the JIT'd path
             kcmp_ns[i].push(time_loop(round, kcmp));
             getpid_ns[i].push(time_loop(round, getpid));
+            mmap_ns[i].push(time_loop(round, mmap));
             if let Attached::Tracer(t, Some(drain)) = attached {
                 let counters = t.counters()?;
                 dropped += counters.misc[kcmp_trace_common::maps::misc::EVENTS_DROPPED];
@@ -185,6 +206,7 @@ pub fn run(attach: AttachRequest, rounds: usize, round: Duration) -> anyhow::Res
 
     let k: Vec<f64> = kcmp_ns.into_iter().map(median).collect();
     let g: Vec<f64> = getpid_ns.into_iter().map(median).collect();
+    let m: Vec<f64> = mmap_ns.into_iter().map(median).collect();
     let rows: Vec<Row> = SETUPS
         .iter()
         .enumerate()
@@ -195,11 +217,14 @@ pub fn run(attach: AttachRequest, rounds: usize, round: Duration) -> anyhow::Res
             kcmp_added_ns: k[i] - k[0],
             getpid_ns: g[i],
             getpid_added_ns: g[i] - g[0],
+            mmap_ns: m[i],
+            mmap_slowdown_pct: (m[i] / m[0] - 1.0) * 100.0,
         })
         .collect();
     let floor = rows[1].kcmp_added_ns;
     Ok(BenchReport {
         attach_mode: plan.mode.name().to_owned(),
+        strategy: plan.strategy.name().to_owned(),
         rounds,
         round_ms: round.as_millis() as u64,
         counters_vs_empty: rows[2].kcmp_added_ns / floor,
@@ -212,12 +237,19 @@ pub fn run(attach: AttachRequest, rounds: usize, round: Duration) -> anyhow::Res
 
 pub fn table(r: &BenchReport) -> String {
     let mut out = format!(
-        "kcmp-trace overhead, attach mode {}, {} interleaved rounds of {} ms, medians\n",
-        r.attach_mode, r.rounds, r.round_ms
+        "kcmp-trace overhead, attach mode {} (strategy {}), {} interleaved rounds of {} ms, medians\n",
+        r.attach_mode, r.strategy, r.rounds, r.round_ms
     );
     out.push_str(&format!(
-        "{:<16} {:>12} {:>14} {:>12} {:>14} {:>12}\n",
-        "setup", "kcmp ns", "kcmp calls/s", "kcmp +ns", "getpid ns", "getpid +ns"
+        "{:<16} {:>10} {:>13} {:>10} {:>10} {:>10} {:>10} {:>9}\n",
+        "setup",
+        "kcmp ns",
+        "kcmp calls/s",
+        "kcmp +ns",
+        "getpid ns",
+        "getpid +ns",
+        "mmap ns",
+        "mmap +%"
     ));
     for row in &r.rows {
         let name = serde_json::to_value(row.setup)
@@ -225,13 +257,15 @@ pub fn table(r: &BenchReport) -> String {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         out.push_str(&format!(
-            "{:<16} {:>12.1} {:>14.0} {:>12.1} {:>14.1} {:>12.1}\n",
+            "{:<16} {:>10.1} {:>13.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2}\n",
             name,
             row.kcmp_ns,
             row.kcmp_calls_per_s,
             row.kcmp_added_ns,
             row.getpid_ns,
-            row.getpid_added_ns
+            row.getpid_added_ns,
+            row.mmap_ns,
+            row.mmap_slowdown_pct
         ));
     }
     out.push_str(&format!(

@@ -205,6 +205,9 @@ pub struct BenchArgs {
     /// Attach mode to measure.
     #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
     pub attach: AttachRequest,
+    /// Strategy to measure.
+    #[arg(long, value_enum, default_value_t = StrategyRequest::Auto)]
+    pub strategy: StrategyRequest,
     /// Interleaved rounds; medians are reported.
     #[arg(long, default_value_t = 7)]
     pub rounds: usize,
@@ -247,8 +250,9 @@ pub struct ServeArgs {
     /// Collect no per-call events (/events answers 404; less overhead per call).
     #[arg(long)]
     pub no_events: bool,
-    /// Ring buffer size for per-call events (power of two, at least 4K).
-    #[arg(long, value_parser = parse_size, default_value = "4M")]
+    /// Ring buffer size for per-call events (power of two, at least 4K); the daemon drains it
+    /// continuously, and a small one keeps its memory small (it is mapped twice).
+    #[arg(long, value_parser = parse_size, default_value = "1M")]
     pub ring_size: u32,
     /// Most /events clients at once.
     #[arg(long, value_name = "N", default_value_t = 64)]

@@ -922,8 +922,10 @@ fn many_scrapers_and_readers_under_load() {
 }
 
 /// Scrape latency under load and memory after it, for the benchmark record:
-/// `cargo test -p kcmp-trace --test serve -- --ignored --nocapture scrape_benchmark`.
-/// KCMP_TRACE_BENCH_SECS sets the load's length (default 20).
+/// `cargo test --release -p kcmp-trace --test serve -- --ignored --nocapture scrape_benchmark`
+/// prints one JSON line. KCMP_TRACE_BENCH_SECS: the load's length (default 20);
+/// KCMP_TRACE_BENCH_THREADS: stress threads (default 1, leaving a core to the rest);
+/// KCMP_TRACE_BENCH_EVENTS=0: no /events client.
 #[test]
 #[ignore]
 fn scrape_benchmark() {
@@ -936,10 +938,16 @@ fn scrape_benchmark() {
         .unwrap_or(20);
     let dir = TempDir::new("bench");
     let mut procs = Procs::default();
+    let threads = std::env::var("KCMP_TRACE_BENCH_THREADS").unwrap_or_else(|_| "1".into());
+    let with_events = std::env::var("KCMP_TRACE_BENCH_EVENTS").map_or(true, |v| v != "0");
     let duration = format!("{secs}s");
-    let stress = Stress::spawn(&mut procs, &dir.0, &["-d", &duration, "--types", "all"]);
+    let stress = Stress::spawn(
+        &mut procs,
+        &dir.0,
+        &["-d", &duration, "--types", "all", "--threads", &threads],
+    );
     let daemon = Daemon::start(&mut procs, &[]);
-    let (reader, _h) = read_stream(daemon.port, "");
+    let reader = with_events.then(|| read_stream(daemon.port, ""));
     stress.go();
     let started = Instant::now();
     let mut lat = Vec::new();
@@ -968,11 +976,13 @@ fn scrape_benchmark() {
     let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
     let (status, _) = daemon.terminate(&mut procs);
     assert!(status.success());
-    let (events, dropped) = count(&reader.join().expect("reader"));
+    let (events, dropped) = reader.map_or((0, 0), |(r, _)| count(&r.join().expect("reader")));
     println!(
         "{}",
         serde_json::json!({
             "load_s": secs,
+            "stress_threads": threads,
+            "event_client": with_events,
             "workload_calls": report["calls"],
             "scrapes": lat.len(),
             "scrape_p50_ms": pct(0.50).as_secs_f64() * 1e3,

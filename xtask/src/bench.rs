@@ -1,9 +1,19 @@
 //! `cargo xtask bench`: builds the release binary and measures tracing overhead side by side
-//! (`kcmp-trace bench`), writing JSON under target/bench/.
+//! (`kcmp-trace bench`) on this machine and in the fast-path kernel under qemu for each attach
+//! mode, writing JSON under target/bench/.
 
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
 use clap::Args;
 
-use crate::{build_release, run_checked, setup, workspace_root};
+use crate::{
+    build_release,
+    kernel::{KernelKind, ensure_kernel},
+    run_checked, setup,
+    vm::{VmSpec, default_files, run as run_vm},
+    workspace_root,
+};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -13,6 +23,9 @@ pub struct BenchArgs {
     /// Length of each measurement, e.g. 400ms.
     #[arg(long, default_value = "400ms")]
     round: String,
+    /// Only this machine's kernel, no VM.
+    #[arg(long)]
+    no_vm: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -20,17 +33,46 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = build_release(&path)?;
     let out_dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
-    let json = out_dir.join("host.json");
+    let rounds = args.rounds.to_string();
+
+    eprintln!("bench: this machine");
     run_checked(
         std::process::Command::new(bin)
-            .args([
-                "bench",
-                "--rounds",
-                &args.rounds.to_string(),
-                "--round",
-                &args.round,
-            ])
+            .args(["bench", "--rounds", &rounds, "--round", &args.round])
             .arg("--json-out")
-            .arg(&json),
-    )
+            .arg(out_dir.join("host.json")),
+    )?;
+    if args.no_vm {
+        return Ok(());
+    }
+
+    eprintln!(
+        "bench: fast-path kernel under qemu (TCG: absolute numbers are emulated; compare ratios)"
+    );
+    let script: String = ["fentry", "kprobe", "tracepoint"]
+        .iter()
+        .map(|mode| {
+            format!(
+                "kcmp-trace bench --attach {mode} --rounds {rounds} --round {} --json-out /results/{mode}.json\n",
+                args.round
+            )
+        })
+        .collect();
+    let mut spec = VmSpec::new(
+        "bench",
+        ensure_kernel(KernelKind::Fastpath)?,
+        format!("set -e\n{script}"),
+    );
+    spec.files = default_files(&workspace_root())?;
+    spec.timeout = Duration::from_secs(900);
+    spec.results_dir = Some(out_dir.join("vm"));
+    let outcome = run_vm(&spec).context("benchmark guest")?;
+    print!("{}", outcome.output);
+    ensure!(
+        outcome.exit_code == 0,
+        "benchmark guest failed ({})",
+        outcome.console_log.display()
+    );
+    eprintln!("bench: JSON in {}", out_dir.display());
+    Ok(())
 }

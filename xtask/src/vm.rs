@@ -298,14 +298,22 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
             kernel::tail(&qemu_log, 20)
         )));
     }
-    if let Some(line) = console
-        .lines()
-        .find(|l| KERNEL_PROBLEMS.iter().any(|p| l.contains(p)))
+    let lines: Vec<&str> = console.lines().map(str::trim_end).collect();
+    if let Some(at) = lines
+        .iter()
+        .position(|l| KERNEL_PROBLEMS.iter().any(|p| l.contains(p)))
     {
-        return Err(with_tail(format!(
-            "the kernel reported a problem: {}",
-            line.trim_end()
-        )));
+        // The start of the splat says more than the console's tail.
+        let from = at.saturating_sub(5);
+        let to = (at + CONSOLE_TAIL_LINES).min(lines.len());
+        bail!(
+            "the kernel reported a problem: {}\nconsole {} (lines {}-{}):\n{}",
+            lines[at],
+            console_log.display(),
+            from + 1,
+            to,
+            lines[from..to].join("\n")
+        );
     }
     // Firmware escape sequences may share a line with a marker, so search within lines.
     let exit_tag = format!("{MARKER} exit=");

@@ -288,6 +288,42 @@ fn client_stream(
     })
 }
 
+/// Runs [`pump`] on a thread of its own at lower priority: under load the kernel then runs
+/// the HTTP workers first, so scrapes stay fast while event fan-out takes what is left.
+/// The receiver gets the pump's result when it ends.
+pub fn spawn_pump(
+    ring: RingBuf<MapData>,
+    hub: Arc<Hub>,
+    tracer: Arc<Tracer>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("kcmp-events".into())
+        .spawn(move || {
+            // Whatever happens, even a panic, streams must end so shutdown is not held up.
+            let _close = CloseOnDrop(hub.clone());
+            // SAFETY: plain syscalls on this thread's own id.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(pump(ring, hub, tracer, stop)));
+            let _ = done_tx.send(result);
+        })
+        .context("starting the event thread")?;
+    Ok(done_rx)
+}
+
+struct CloseOnDrop(Arc<Hub>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Drains the ring buffer into the hub until `stop` turns true, then closes the hub.
 pub async fn pump(
     ring: RingBuf<MapData>,

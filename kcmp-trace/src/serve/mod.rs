@@ -129,6 +129,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Two workers: scrapes and event streams stay answered while one is busy.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(2)
         .enable_all()
         .build()?;
     let result = rt.block_on(serve(args));
@@ -164,6 +165,9 @@ async fn attach_and_serve(
     where_: &str,
 ) -> anyhow::Result<()> {
     let mut tracer = Tracer::start(&config)?;
+    // Loading parsed the kernel's BTF: hand that memory back, the daemon runs for long.
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe { libc::malloc_trim(0) };
     let started = Instant::now();
     let ring = tracer.take_events();
     let plan = Arc::new(tracer.plan.clone());
@@ -190,12 +194,12 @@ async fn attach_and_serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pump = match (ring, &hub) {
-        (Some(ring), Some(hub)) => Some(tokio::spawn(events::pump(
+        (Some(ring), Some(hub)) => Some(events::spawn_pump(
             ring,
             hub.clone(),
             tracer.clone(),
             stop_rx.clone(),
-        ))),
+        )?),
         _ => None,
     };
     let refresher = tokio::spawn(refresh_comms(state.clone(), stop_rx.clone()));
@@ -241,6 +245,7 @@ async fn attach_and_serve(
     if let Some(pump) = pump {
         match tokio::time::timeout(DRAIN, pump).await {
             Ok(Ok(Err(e))) => log::warn!("event stream: {}", crate::error::one_line(&e)),
+            // The thread ended without a word: it panicked, and the hub is closed.
             Ok(_) => {}
             Err(_) => log::warn!("event stream did not stop in time"),
         }
