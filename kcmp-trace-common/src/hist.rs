@@ -112,7 +112,7 @@ mod tests {
         assert_eq!(quantile(&h, 0.5), None);
         // 100 values in [1024, 2047].
         h[11] = 100;
-        assert_eq!(quantile(&h, 0.0), Some(1024 + (1023 * 1) / 100));
+        assert_eq!(quantile(&h, 0.0), Some(1024 + 1023 / 100));
         assert_eq!(quantile(&h, 0.5), Some(1024 + 1023 / 2));
         assert_eq!(quantile(&h, 1.0), Some(2047));
         assert_eq!(max_bound(&h), Some(2047));

@@ -95,7 +95,7 @@ static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries(MAX
 
 #[inline(always)]
 fn traced(tgid: u32) -> bool {
-    if FILTER_TGID.load() != 0 && unsafe { TGID_FILTER.get(&tgid) }.is_none() {
+    if FILTER_TGID.load() != 0 && unsafe { TGID_FILTER.get(tgid) }.is_none() {
         return false;
     }
     if FILTER_COMM.load() != 0 {
@@ -126,11 +126,11 @@ pub fn on_enter(args: &KcmpArgs) {
         active: 1,
         trail: 0,
     };
-    match THREADS.get_ptr_mut(&tid) {
+    match THREADS.get_ptr_mut(tid) {
         // SAFETY: only this thread writes its own entry.
         Some(slot) => unsafe { *slot = call },
         None => {
-            let _ = THREADS.insert(&tid, &call, 0);
+            let _ = THREADS.insert(tid, call, 0);
         }
     }
 }
@@ -140,7 +140,7 @@ pub fn on_enter(args: &KcmpArgs) {
 #[inline(always)]
 fn in_kcmp() -> Option<&'static mut InFlight> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let call = THREADS.get_ptr_mut(&tid)?;
+    let call = THREADS.get_ptr_mut(tid)?;
     // SAFETY: only this thread writes its own entry.
     let call = unsafe { &mut *call };
     (call.active != 0).then_some(call)
@@ -157,20 +157,20 @@ pub fn on_spec_begin(ok: bool) {
 /// exec_update_speculate_retry() returned.
 #[inline(always)]
 pub fn on_spec_retry(retry: bool) {
-    if let Some(call) = in_kcmp() {
-        if retry {
-            call.trail |= SPEC_RETRY;
-        }
+    if let Some(call) = in_kcmp()
+        && retry
+    {
+        call.trail |= SPEC_RETRY;
     }
 }
 
 /// ptrace_may_access() was called.
 #[inline(always)]
 pub fn on_perm_check() {
-    if let Some(call) = in_kcmp() {
-        if call.trail & LOCK == 0 {
-            call.trail |= PERM_BEFORE_LOCK;
-        }
+    if let Some(call) = in_kcmp()
+        && call.trail & LOCK == 0
+    {
+        call.trail |= PERM_BEFORE_LOCK;
     }
 }
 
@@ -186,12 +186,12 @@ pub fn on_lock_enter() {
 /// down_read_killable() returned.
 #[inline(always)]
 pub fn on_lock_exit() {
-    if let Some(call) = in_kcmp() {
-        if call.lock_start_ns != 0 {
-            let now = unsafe { bpf_ktime_get_ns() };
-            call.lock_wait_ns += now.wrapping_sub(call.lock_start_ns);
-            call.lock_start_ns = 0;
-        }
+    if let Some(call) = in_kcmp()
+        && call.lock_start_ns != 0
+    {
+        let now = unsafe { bpf_ktime_get_ns() };
+        call.lock_wait_ns += now.wrapping_sub(call.lock_start_ns);
+        call.lock_start_ns = 0;
     }
 }
 
@@ -204,14 +204,14 @@ pub fn on_exec_begin() {
         end_ns: 0,
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
     };
-    let _ = WRITERS.insert(&tgid, &section, 0);
+    let _ = WRITERS.insert(tgid, section, 0);
 }
 
 /// The write section closed: setup_new_exec() returned, or begin_new_exec() failed.
 #[inline(always)]
 pub fn on_exec_end() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(section) = WRITERS.get_ptr_mut(&tgid) else {
+    let Some(section) = WRITERS.get_ptr_mut(tgid) else {
         return;
     };
     // SAFETY: a live map value; only this process's exec touches it.
@@ -239,10 +239,11 @@ fn writer_of(call: &InFlight, now: u64) -> Option<(u32, [u8; COMM_LEN])> {
     for pid in [call.pid2, call.pid1] {
         let tgid = pid as u32;
         // SAFETY: read-only copy of a map value.
-        if let Some(s) = unsafe { WRITERS.get(&tgid) } {
-            if s.start_ns <= now && (s.end_ns == 0 || s.end_ns >= call.start_ns) {
-                return Some((tgid, s.comm));
-            }
+        if let Some(s) = unsafe { WRITERS.get(tgid) }
+            && s.start_ns <= now
+            && (s.end_ns == 0 || s.end_ns >= call.start_ns)
+        {
+            return Some((tgid, s.comm));
         }
     }
     None
@@ -257,7 +258,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     };
     // SAFETY: the per-CPU value is only touched by this CPU with preemption off.
     let counters = unsafe { &mut *counters };
-    let call = match THREADS.get_ptr_mut(&tid) {
+    let call = match THREADS.get_ptr_mut(tid) {
         // SAFETY: only this thread writes its own entry.
         Some(call) if unsafe { (*call).active } != 0 => unsafe { &mut *call },
         _ => {
@@ -279,29 +280,27 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     if outcome == Outcome::Unknown && STRATEGY.load() != Strategy::Boundary as u8 {
         bump(&mut counters.misc, misc::UNCLASSIFIED);
     }
-    if call.trail & LOCK != 0 {
-        if let Some(n) = counters
+    if call.trail & LOCK != 0
+        && let Some(n) = counters
             .lock_wait
             .get_mut(log2_slot(call.lock_wait_ns) as usize)
-        {
-            *n += 1;
-        }
+    {
+        *n += 1;
     }
     let latency = now.wrapping_sub(call.start_ns);
     let type_slot = type_slot(call.raw_type as u64) as usize;
     let result_slot = result_slot(ret);
 
-    if let Some(by_type) = counters.calls.get_mut(outcome as usize) {
-        if let Some(by_result) = by_type.get_mut(type_slot) {
-            if let Some(n) = by_result.get_mut(result_slot as usize) {
-                *n += 1;
-            }
-        }
+    if let Some(by_type) = counters.calls.get_mut(outcome as usize)
+        && let Some(by_result) = by_type.get_mut(type_slot)
+        && let Some(n) = by_result.get_mut(result_slot as usize)
+    {
+        *n += 1;
     }
-    if let Some(hist) = counters.latency.get_mut(outcome as usize) {
-        if let Some(n) = hist.get_mut(log2_slot(latency) as usize) {
-            *n += 1;
-        }
+    if let Some(hist) = counters.latency.get_mut(outcome as usize)
+        && let Some(n) = hist.get_mut(log2_slot(latency) as usize)
+    {
+        *n += 1;
     }
 
     if PER_PROCESS.load() != 0
@@ -355,7 +354,7 @@ fn bump(misc: &mut [u64; misc::SLOTS], index: usize) {
 #[inline(always)]
 fn account_process<C: EbpfContext>(ctx: &C, tgid: u32, error: bool, latency: u64) -> bool {
     for _ in 0..2 {
-        if let Some(stats) = PROCS.get_ptr_mut(&tgid) {
+        if let Some(stats) = PROCS.get_ptr_mut(tgid) {
             // SAFETY: this CPU's copy of a live map value, preemption off.
             let stats = unsafe { &mut *stats };
             stats.calls += 1;
@@ -370,8 +369,8 @@ fn account_process<C: EbpfContext>(ctx: &C, tgid: u32, error: bool, latency: u64
             comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
         };
         // NOEXIST: when another CPU inserted first, the second round adds to this CPU's copy.
-        if PROCS.insert(&tgid, &fresh, BPF_NOEXIST as u64).is_err()
-            && PROCS.get_ptr_mut(&tgid).is_none()
+        if PROCS.insert(tgid, fresh, BPF_NOEXIST as u64).is_err()
+            && PROCS.get_ptr_mut(tgid).is_none()
         {
             warn!(
                 ctx,

@@ -93,7 +93,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 enum Attached {
     None,
     Floor(#[allow(dead_code)] Floor),
-    Tracer(Tracer, Option<EventDrain>),
+    Tracer(Box<Tracer>, Option<EventDrain>),
 }
 
 /// Reads the event ring as a real consumer would, so events mode is measured delivering.
@@ -181,14 +181,14 @@ pub fn run(
             let attached = match SETUPS[i] {
                 Setup::NoTracer => Attached::None,
                 Setup::EmptyPrograms => Attached::Floor(Floor::attach(&plan)?),
-                Setup::Counters => Attached::Tracer(Tracer::start(&config)?, None),
+                Setup::Counters => Attached::Tracer(Box::new(Tracer::start(&config)?), None),
                 Setup::Events => {
                     let mut t = Tracer::start(&TraceConfig {
                         events: true,
                         ..config.clone()
                     })?;
                     let drain = t.take_events().map(EventDrain::start);
-                    Attached::Tracer(t, drain)
+                    Attached::Tracer(Box::new(t), drain)
                 }
             };
             time_loop(round / 10, kcmp); // warm caches and the JIT'd path

@@ -45,6 +45,17 @@ pub enum Command {
     /// Measure tracing overhead here: no tracer vs empty programs vs kcmp-trace.
     Bench(BenchArgs),
     /// Run as a daemon: Prometheus /metrics, /events stream, JSON snapshot.
+    ///
+    /// /metrics: Prometheus text, or OpenMetrics when the Accept header prefers it.
+    ///
+    /// /events: one JSON object per call (server-sent events for Accept: text/event-stream),
+    /// filtered by ?pid=, comm=, type=, outcome=; a client too slow to keep up gets
+    /// {"dropped":N,"reason":"slow_client"} in place of what it missed.
+    ///
+    /// /api/v1/snapshot: everything since attach as JSON (what `watch --connect` reads).
+    /// /healthz: "ok" while the counters can be read.
+    ///
+    /// SIGTERM or Ctrl-C: stop accepting, finish responses, detach, exit 0.
     Serve(ServeArgs),
 }
 

@@ -194,13 +194,13 @@ fn validate(config: &TraceConfig) -> Result<(), Error> {
             config.ring_bytes
         )));
     }
-    if let Some(comm) = &config.comm {
-        if comm.is_empty() || comm.len() >= COMM_LEN {
-            return Err(Error::Usage(format!(
-                "comm filter must be 1 to {} bytes (the kernel's comm length), got {comm:?}",
-                COMM_LEN - 1
-            )));
-        }
+    if let Some(comm) = &config.comm
+        && (comm.is_empty() || comm.len() >= COMM_LEN)
+    {
+        return Err(Error::Usage(format!(
+            "comm filter must be 1 to {} bytes (the kernel's comm length), got {comm:?}",
+            COMM_LEN - 1
+        )));
     }
     Ok(())
 }
@@ -233,10 +233,10 @@ fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Resul
             what: "the kcmp-trace eBPF object".into(),
             source: e.into(),
         })?;
-    if config.bpf_log {
-        if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
-            log::warn!("eBPF logging unavailable: {e}");
-        }
+    if config.bpf_log
+        && let Err(e) = aya_log::EbpfLogger::init(&mut ebpf)
+    {
+        log::warn!("eBPF logging unavailable: {e}");
     }
     if !config.tgids.is_empty() {
         let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
@@ -460,13 +460,12 @@ fn bpf_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) 
                 let verdict = log
                     .lines()
                     .map(str::trim)
-                    .filter(|l| {
+                    .rfind(|l| {
                         !l.is_empty()
                             && !l.starts_with("verification time")
                             && !l.starts_with("processed ")
                             && !l.starts_with("stack depth")
                     })
-                    .last()
                     .unwrap_or("");
                 let head = head.trim_end_matches(['.', ' ']);
                 if verdict.is_empty() || verdict.starts_with(": ") {

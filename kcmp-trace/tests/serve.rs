@@ -912,7 +912,7 @@ fn many_scrapers_and_readers_under_load() {
         })
         .expect("VmRSS");
     eprintln!("daemon RSS after load: {} KiB", rss_kib);
-    assert!(rss_kib < 64 * 1024, "RSS {rss_kib} KiB");
+    assert!(rss_kib < 40 * 1024, "RSS {rss_kib} KiB");
     let (status, _) = daemon.terminate(&mut procs);
     assert!(status.success());
     for (reader, _) in readers {

@@ -35,6 +35,8 @@ use crate::kernel::{self, KernelKind};
 const MARKER: &str = "@@KCMP-TRACE-VM@@";
 /// Host-side allowance on top of the command's timeout for boot, transfer and reboot.
 const HOST_GRACE: Duration = Duration::from_secs(60);
+/// A TCG boot takes seconds; a guest silent this long is hung, not slow.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CONSOLE_TAIL_LINES: usize = 60;
 const BUSYBOX: &str = "/bin/busybox";
 const HOST_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "gzip", "tar"];
@@ -245,7 +247,7 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         .stdin(Stdio::null())
         .stdout(File::create(&qemu_log)?)
         .stderr(File::create(&qemu_log)?);
-    // qemu's file backend appends to whatever is there.
+    // Exist before qemu starts, so that polling the console never races its creation.
     File::create(&console_log)?;
     File::create(&channel)?;
 
@@ -259,6 +261,16 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         }
         if boot_time.is_none() && file_contains(&console_log, &format!("{MARKER} start"))? {
             boot_time = Some(started.elapsed());
+        }
+        if boot_time.is_none() && started.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "guest did not start the command within {} s; console {}:\n{}",
+                BOOT_TIMEOUT.as_secs(),
+                console_log.display(),
+                kernel::tail(&console_log, CONSOLE_TAIL_LINES)
+            );
         }
         if started.elapsed() > deadline {
             // Already exiting is fine; the error below is what matters.

@@ -270,10 +270,12 @@ impl CommTable {
         let mut challengers: Vec<(&String, f64)> = self
             .rate
             .iter()
-            // A process named like the catch-all series stays in it.
+            // A process named like the catch-all series stays in it, and so does an empty
+            // comm (an empty label value is no label at all to Prometheus).
             .filter(|(c, r)| {
                 **r > 0.0
                     && c.as_str() != OTHER_COMM
+                    && !c.is_empty()
                     && !self.selected.iter().any(|s| &s.comm == *c)
             })
             .map(|(c, r)| (c, *r))

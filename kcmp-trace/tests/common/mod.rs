@@ -75,7 +75,7 @@ impl Proc {
     }
 
     /// Stops with SIGINT and returns (exit code, stdout, remaining stderr).
-    pub fn stop(mut self) -> (i32, String, String) {
+    pub fn stop(self) -> (i32, String, String) {
         self.signal(libc::SIGINT);
         self.finish()
     }
