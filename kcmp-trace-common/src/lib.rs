@@ -18,6 +18,6 @@ mod pod {
     // SAFETY: these types are `#[repr(C)]`, `Copy`, hold only integers and byte arrays, and
     // have no padding the kernel could leave uninitialised in a way that matters to readers.
     unsafe impl aya::Pod for crate::event::Event {}
-    unsafe impl aya::Pod for crate::maps::ProcStats {}
+    unsafe impl aya::Pod for crate::maps::ThreadState {}
     unsafe impl aya::Pod for crate::snapshot::Counters {}
 }

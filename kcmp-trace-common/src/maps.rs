@@ -8,8 +8,9 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Tgids to trace when the tgid filter is on (value unused).
 pub const TGID_FILTER_MAP: &str = "TGID_FILTER";
-/// Per-process aggregates, keyed by tgid.
-pub const PROCS_MAP: &str = "PROCS";
+/// Per-thread state: the call in flight and the thread's totals (userspace sums them per
+/// process).
+pub const THREADS_MAP: &str = "THREADS";
 
 /// Read-only globals set at load time (the verifier prunes what they switch off).
 pub mod globals {
@@ -21,8 +22,6 @@ pub mod globals {
     pub const FILTER_COMM_NAME: &str = "FILTER_COMM_NAME";
     /// u8: 1 to send per-call events.
     pub const EMIT_EVENTS: &str = "EMIT_EVENTS";
-    /// u8: 1 to keep per-process aggregates.
-    pub const PER_PROCESS: &str = "PER_PROCESS";
     /// u8: `classify::Strategy` of the attached plan.
     pub const STRATEGY: &str = "STRATEGY";
     /// u8: 1 when the kernel has the exec_update_seq series.
@@ -30,7 +29,6 @@ pub mod globals {
 }
 
 pub const MAX_TGID_FILTER: u32 = 1024;
-pub const MAX_PROCS: u32 = 4096;
 /// Threads in flight or recently in kcmp; LRU so a thread that vanishes cannot leak an entry.
 pub const MAX_THREADS: u32 = 16384;
 /// Processes whose last exec (write section) is remembered, to name the writer of a retry.
@@ -44,26 +42,42 @@ pub mod misc {
     pub const EVENTS_DROPPED: usize = 1;
     /// Syscall exits with no recorded entry (the call began before attach, or its state was evicted).
     pub const UNPAIRED_EXITS: usize = 2;
-    /// Calls not kept per process because the process table was full.
-    pub const PROCS_FULL: usize = 3;
     /// Calls whose trail fit no path (a probe missed, or an unexpected kernel path).
-    pub const UNCLASSIFIED: usize = 4;
+    pub const UNCLASSIFIED: usize = 3;
     pub const SLOTS: usize = 8;
-    pub const NAMES: [&str; 5] = [
+    pub const NAMES: [&str; 4] = [
         "events_sent",
         "events_dropped",
         "unpaired_exits",
-        "procs_full",
         "unclassified",
     ];
 }
 
-/// Per-process aggregates.
+/// One thread's kcmp state, kept across its calls (the entry is reused, never deleted: LRU
+/// bounds the map). The per-call part is rewritten at each entry; the totals only grow, and
+/// userspace sums them per process, so per-process numbers cost no extra map operation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ProcStats {
+pub struct ThreadState {
+    pub start_ns: u64,
+    pub idx1: u64,
+    pub idx2: u64,
+    pub raw_type: i64,
+    /// When the current exec_update_lock wait began (0: not waiting).
+    pub lock_start_ns: u64,
+    /// Time spent waiting for exec_update_locks in this call.
+    pub lock_wait_ns: u64,
     pub calls: u64,
     pub errors: u64,
     pub latency_sum_ns: u64,
+    pub pid1: i32,
+    pub pid2: i32,
+    pub tgid: u32,
+    /// 1 between entry and exit; an exit that finds 0 did not see its entry.
+    pub active: u32,
+    /// What the probes saw (`classify::Trail` bits).
+    pub trail: u32,
+    pub _pad: u32,
+    /// The thread's comm when it first called kcmp.
     pub comm: [u8; COMM_LEN],
 }

@@ -2,21 +2,19 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use aya_log_ebpf::warn;
 use kcmp_trace_common::{
     classify::{
-        LOCK, PERM_BEFORE_LOCK, SPEC_BEGIN_FAILED, SPEC_BEGIN_OK, SPEC_RETRY, Strategy, Trail,
-        classify,
+        LOCK, PERM_BEFORE_LOCK, SPEC_BEGIN_FAILED, SPEC_BEGIN_OK, SPEC_RETRY, Strategy, classify,
     },
     event::{COMM_LEN, Event},
     hist::log2_slot,
     kcmp::type_slot,
-    maps::{MAX_PROCS, MAX_TGID_FILTER, MAX_THREADS, MAX_WRITERS, ProcStats, misc},
+    maps::{MAX_TGID_FILTER, MAX_THREADS, MAX_WRITERS, ThreadState, misc},
     outcome::Outcome,
     result::{result_slot, result_slot_is_error},
     snapshot::Counters,
@@ -30,8 +28,6 @@ static FILTER_COMM: Global<u8> = Global::new(0);
 static FILTER_COMM_NAME: Global<[u8; COMM_LEN]> = Global::new([0; COMM_LEN]);
 #[unsafe(no_mangle)]
 static EMIT_EVENTS: Global<u8> = Global::new(0);
-#[unsafe(no_mangle)]
-static PER_PROCESS: Global<u8> = Global::new(0);
 /// How the path of a call is observed (`classify::Strategy`).
 #[unsafe(no_mangle)]
 static STRATEGY: Global<u8> = Global::new(0);
@@ -46,12 +42,10 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static TGID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TGID_FILTER, 0);
-#[map]
-static PROCS: PerCpuHashMap<u32, ProcStats> = PerCpuHashMap::with_max_entries(MAX_PROCS, 0);
 /// A thread's call in flight. Entries are reused across calls (no insert/delete per call);
 /// LRU bounds the map when threads come and go.
 #[map]
-static THREADS: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(MAX_THREADS, 0);
 
 pub struct KcmpArgs {
     pub pid1: i32,
@@ -59,25 +53,6 @@ pub struct KcmpArgs {
     pub raw_type: i64,
     pub idx1: u64,
     pub idx2: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct InFlight {
-    start_ns: u64,
-    idx1: u64,
-    idx2: u64,
-    raw_type: i64,
-    pid1: i32,
-    pid2: i32,
-    /// When the current exec_update_lock wait began (0: not waiting).
-    lock_start_ns: u64,
-    /// Time spent waiting for exec_update_locks in this call.
-    lock_wait_ns: u64,
-    /// 1 between entry and exit; an exit that finds 0 did not see its entry.
-    active: u32,
-    /// What the probes saw (`classify::Trail` bits).
-    trail: Trail,
 }
 
 /// The open or last exec_update_lock write section of a process (an exec).
@@ -114,23 +89,43 @@ pub fn on_enter(args: &KcmpArgs) {
     if !traced(tgid) {
         return;
     }
-    let call = InFlight {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        idx1: args.idx1,
-        idx2: args.idx2,
-        raw_type: args.raw_type,
-        pid1: args.pid1,
-        pid2: args.pid2,
-        lock_start_ns: 0,
-        lock_wait_ns: 0,
-        active: 1,
-        trail: 0,
-    };
+    let start_ns = unsafe { bpf_ktime_get_ns() };
     match THREADS.get_ptr_mut(tid) {
-        // SAFETY: only this thread writes its own entry.
-        Some(slot) => unsafe { *slot = call },
+        Some(call) => {
+            // SAFETY: only this thread writes its own entry.
+            let call = unsafe { &mut *call };
+            call.start_ns = start_ns;
+            call.idx1 = args.idx1;
+            call.idx2 = args.idx2;
+            call.raw_type = args.raw_type;
+            call.pid1 = args.pid1;
+            call.pid2 = args.pid2;
+            call.lock_start_ns = 0;
+            call.lock_wait_ns = 0;
+            call.trail = 0;
+            call.active = 1;
+        }
         None => {
-            let _ = THREADS.insert(tid, call, 0);
+            // A thread's first call: the only time its comm is read.
+            let fresh = ThreadState {
+                start_ns,
+                idx1: args.idx1,
+                idx2: args.idx2,
+                raw_type: args.raw_type,
+                lock_start_ns: 0,
+                lock_wait_ns: 0,
+                calls: 0,
+                errors: 0,
+                latency_sum_ns: 0,
+                pid1: args.pid1,
+                pid2: args.pid2,
+                tgid,
+                active: 1,
+                trail: 0,
+                _pad: 0,
+                comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+            };
+            let _ = THREADS.insert(tid, fresh, 0);
         }
     }
 }
@@ -138,7 +133,7 @@ pub fn on_enter(args: &KcmpArgs) {
 /// The calling thread's call in flight, if it is inside a traced kcmp. Hooks on functions
 /// every process calls ask this first and return at once when it is None.
 #[inline(always)]
-fn in_kcmp() -> Option<&'static mut InFlight> {
+fn in_kcmp() -> Option<&'static mut ThreadState> {
     let tid = bpf_get_current_pid_tgid() as u32;
     let call = THREADS.get_ptr_mut(tid)?;
     // SAFETY: only this thread writes its own entry.
@@ -235,7 +230,7 @@ pub fn on_exec_end() {
 
 /// The process (pid2 first, then pid1) whose exec overlapped the call, if any.
 #[inline(always)]
-fn writer_of(call: &InFlight, now: u64) -> Option<(u32, [u8; COMM_LEN])> {
+fn writer_of(call: &ThreadState, now: u64) -> Option<(u32, [u8; COMM_LEN])> {
     for pid in [call.pid2, call.pid1] {
         let tgid = pid as u32;
         // SAFETY: read-only copy of a map value.
@@ -279,6 +274,10 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     );
     if outcome == Outcome::Unknown && STRATEGY.load() != Strategy::Boundary as u8 {
         bump(&mut counters.misc, misc::UNCLASSIFIED);
+        warn!(
+            ctx,
+            "unclassified kcmp call: trail {:x}, ret {}", call.trail, ret
+        );
     }
     if call.trail & LOCK != 0
         && let Some(n) = counters
@@ -303,11 +302,9 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         *n += 1;
     }
 
-    if PER_PROCESS.load() != 0
-        && !account_process(ctx, tgid, result_slot_is_error(result_slot), latency)
-    {
-        bump(&mut counters.misc, misc::PROCS_FULL);
-    }
+    call.calls += 1;
+    call.errors += u64::from(result_slot_is_error(result_slot));
+    call.latency_sum_ns += latency;
 
     if EMIT_EVENTS.load() != 0 {
         match EVENTS.reserve::<Event>(0) {
@@ -348,36 +345,4 @@ fn bump(misc: &mut [u64; misc::SLOTS], index: usize) {
     if let Some(n) = misc.get_mut(index) {
         *n += 1;
     }
-}
-
-/// Adds one call to its process's totals; false when the table is full.
-#[inline(always)]
-fn account_process<C: EbpfContext>(ctx: &C, tgid: u32, error: bool, latency: u64) -> bool {
-    for _ in 0..2 {
-        if let Some(stats) = PROCS.get_ptr_mut(tgid) {
-            // SAFETY: this CPU's copy of a live map value, preemption off.
-            let stats = unsafe { &mut *stats };
-            stats.calls += 1;
-            stats.latency_sum_ns += latency;
-            stats.errors += error as u64;
-            return true;
-        }
-        let fresh = ProcStats {
-            calls: 0,
-            errors: 0,
-            latency_sum_ns: 0,
-            comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-        };
-        // NOEXIST: when another CPU inserted first, the second round adds to this CPU's copy.
-        if PROCS.insert(tgid, fresh, BPF_NOEXIST as u64).is_err()
-            && PROCS.get_ptr_mut(tgid).is_none()
-        {
-            warn!(
-                ctx,
-                "process table full: tgid {} not kept per process", tgid
-            );
-            return false;
-        }
-    }
-    false
 }

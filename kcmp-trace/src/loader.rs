@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
 };
 use kcmp_trace_common::{
     classify::Strategy,
     event::{COMM_LEN, comm_bytes, comm_key},
-    maps::{self, ProcStats, globals},
+    maps::{self, ThreadState, globals},
     snapshot::Counters,
 };
 
@@ -28,7 +28,6 @@ pub struct TraceConfig {
     pub tgids: Vec<u32>,
     pub comm: Option<String>,
     pub events: bool,
-    pub per_process: bool,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_bytes: u32,
     pub attach: AttachRequest,
@@ -43,7 +42,6 @@ impl Default for TraceConfig {
             tgids: Vec::new(),
             comm: None,
             events: false,
-            per_process: true,
             ring_bytes: 1 << 22,
             attach: AttachRequest::Auto,
             strategy: StrategyRequest::Auto,
@@ -66,7 +64,7 @@ pub struct ProcessRow {
 pub struct Tracer {
     pub plan: Plan,
     counters: PerCpuArray<MapData, Counters>,
-    procs: PerCpuHashMap<MapData, u32, ProcStats>,
+    threads: HashMap<MapData, u32, ThreadState>,
     events: Option<RingBuf<MapData>>,
     // Keeps programs and links alive; declared last so maps are read before teardown.
     _ebpf: Ebpf,
@@ -123,9 +121,9 @@ impl Tracer {
             ebpf.take_map(maps::COUNTERS_MAP)
                 .context("COUNTERS map missing")?,
         )?;
-        let procs = PerCpuHashMap::try_from(
-            ebpf.take_map(maps::PROCS_MAP)
-                .context("PROCS map missing")?,
+        let threads = HashMap::try_from(
+            ebpf.take_map(maps::THREADS_MAP)
+                .context("THREADS map missing")?,
         )?;
         let events = if config.events {
             Some(RingBuf::try_from(
@@ -138,7 +136,7 @@ impl Tracer {
         Ok(Tracer {
             plan,
             counters,
-            procs,
+            threads,
             events,
             _ebpf: ebpf,
         })
@@ -154,28 +152,23 @@ impl Tracer {
         Ok(sum)
     }
 
-    /// Per-process totals, all CPUs summed, busiest first.
+    /// Per-process totals (the sum of their threads'), busiest first.
     pub fn processes(&self) -> anyhow::Result<Vec<ProcessRow>> {
         let mut rows: BTreeMap<u32, ProcessRow> = BTreeMap::new();
-        for entry in self.procs.iter() {
-            let (tgid, per_cpu) = entry.context("reading PROCS")?;
-            let row = rows.entry(tgid).or_insert_with(|| ProcessRow {
-                tgid,
-                comm: String::new(),
+        for entry in self.threads.iter() {
+            let (_tid, t) = entry.context("reading THREADS")?;
+            let row = rows.entry(t.tgid).or_insert_with(|| ProcessRow {
+                tgid: t.tgid,
+                comm: String::from_utf8_lossy(comm_bytes(&t.comm)).into_owned(),
                 calls: 0,
                 errors: 0,
                 latency_sum_ns: 0,
             });
-            for cpu in per_cpu.iter() {
-                row.calls += cpu.calls;
-                row.errors += cpu.errors;
-                row.latency_sum_ns += cpu.latency_sum_ns;
-                if row.comm.is_empty() && cpu.comm[0] != 0 {
-                    row.comm = String::from_utf8_lossy(comm_bytes(&cpu.comm)).into_owned();
-                }
-            }
+            row.calls += t.calls;
+            row.errors += t.errors;
+            row.latency_sum_ns += t.latency_sum_ns;
         }
-        let mut rows: Vec<_> = rows.into_values().collect();
+        let mut rows: Vec<_> = rows.into_values().filter(|r| r.calls > 0).collect();
         rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
         Ok(rows)
     }
@@ -219,7 +212,6 @@ fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Resul
         .override_global(globals::FILTER_COMM, &u8::from(config.comm.is_some()), true)
         .override_global(globals::FILTER_COMM_NAME, &comm_name, true)
         .override_global(globals::EMIT_EVENTS, &u8::from(config.events), true)
-        .override_global(globals::PER_PROCESS, &u8::from(config.per_process), true)
         .override_global(globals::STRATEGY, &(strategy as u8), true)
         .override_global(globals::SERIES, &u8::from(series), true)
         .override_global(

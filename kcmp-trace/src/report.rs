@@ -55,7 +55,8 @@ pub struct Report {
     pub events_sent: u64,
     pub events_dropped: u64,
     pub unpaired_exits: u64,
-    pub procs_full: u64,
+    /// Calls whose probe trail fit no kernel path (counted as `unknown`).
+    pub unclassified: u64,
     pub top_processes: Vec<ProcessRow>,
 }
 
@@ -118,7 +119,7 @@ impl Report {
             events_sent: delta.misc[misc::EVENTS_SENT],
             events_dropped: delta.misc[misc::EVENTS_DROPPED],
             unpaired_exits: delta.misc[misc::UNPAIRED_EXITS],
-            procs_full: delta.misc[misc::PROCS_FULL],
+            unclassified: delta.misc[misc::UNCLASSIFIED],
             top_processes,
         }
     }

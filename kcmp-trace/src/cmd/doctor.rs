@@ -22,7 +22,6 @@ struct Doctor {
 fn try_plan(attach: crate::plan::AttachRequest) -> Result<Plan, String> {
     Tracer::start(&TraceConfig {
         attach,
-        per_process: false,
         ..TraceConfig::default()
     })
     .map(|t| t.plan.clone())

@@ -15,7 +15,6 @@ use crate::{
 pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let config = TraceConfig {
         events: true,
-        per_process: false,
         ring_bytes: args.ring_size,
         ..args.trace.config()
     };

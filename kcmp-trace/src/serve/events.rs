@@ -6,7 +6,7 @@ use std::{
     convert::Infallible,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -116,6 +116,8 @@ struct Client {
 /// The connected clients and what was dropped for them.
 pub struct Hub {
     clients: Mutex<Vec<Client>>,
+    /// The length of `clients`, readable without the lock the event thread holds.
+    connected: AtomicUsize,
     max_clients: usize,
     slow_drops: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
@@ -134,6 +136,7 @@ impl Hub {
     pub fn new(max_clients: usize) -> Hub {
         Hub {
             clients: Mutex::new(Vec::new()),
+            connected: AtomicUsize::new(0),
             max_clients,
             slow_drops: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -145,8 +148,9 @@ impl Hub {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Connected clients; never waits for the event thread (scrapes read it).
     pub fn clients(&self) -> usize {
-        self.lock().len()
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Events dropped because a client read too slowly, over all clients ever connected.
@@ -171,6 +175,7 @@ impl Hub {
             tx,
             pending: pending.clone(),
         });
+        self.connected.store(clients.len(), Ordering::Relaxed);
         Some(client_stream(rx, pending, framing))
     }
 
@@ -200,12 +205,14 @@ impl Hub {
             }
         }
         clients.retain(|c| !c.tx.is_closed());
+        self.connected.store(clients.len(), Ordering::Relaxed);
     }
 
     /// Tells every client the kernel dropped `n` events (of any process) on a full ring.
     fn ring_dropped(&self, n: u64) {
         let mut clients = self.lock();
         clients.retain(|c| !c.tx.is_closed());
+        self.connected.store(clients.len(), Ordering::Relaxed);
         for client in clients.iter() {
             client.pending.ring_buffer.fetch_add(n, Ordering::Relaxed);
             client.pending.wake.notify_one();
@@ -216,6 +223,7 @@ impl Hub {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.lock().clear();
+        self.connected.store(0, Ordering::Relaxed);
     }
 }
 

@@ -500,16 +500,6 @@ impl Collector for Sample {
         )?;
         counter(
             &mut enc.encode_descriptor(
-                "process_table_full",
-                "Calls not counted per process because the process table was full.",
-                None,
-                MetricType::Counter,
-            )?,
-            &[],
-            c.misc[misc::PROCS_FULL],
-        )?;
-        counter(
-            &mut enc.encode_descriptor(
                 "unclassified",
                 "Calls whose probe trail fit no kernel path (they count as outcome=\"unknown\").",
                 None,

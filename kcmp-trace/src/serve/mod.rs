@@ -146,7 +146,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let config = TraceConfig {
         events: !args.no_events,
-        per_process: true,
         ring_bytes: args.ring_size,
         ..args.trace.config()
     };

@@ -61,11 +61,11 @@ pub fn interval(clock: &str, r: &Report) -> String {
             quantiles(&r.exec_hold_ns)
         );
     }
-    if r.unpaired_exits > 0 || r.procs_full > 0 {
+    if r.unpaired_exits > 0 || r.unclassified > 0 {
         let _ = writeln!(
             out,
-            "  lost: unpaired_exits={} procs_full={}",
-            r.unpaired_exits, r.procs_full
+            "  lost: unpaired_exits={} unclassified={}",
+            r.unpaired_exits, r.unclassified
         );
     }
     if !r.top_processes.is_empty() {
