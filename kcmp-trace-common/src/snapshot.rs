@@ -21,6 +21,10 @@ pub struct Counters {
     pub lock_wait: [u64; HIST_SLOTS],
     /// Duration of exec_update_lock write sections (execs).
     pub exec_hold: [u64; HIST_SLOTS],
+    /// Exact sums of what the histograms above count, in ns.
+    pub latency_sum_ns: [u64; OUTCOMES],
+    pub lock_wait_sum_ns: u64,
+    pub exec_hold_sum_ns: u64,
     pub misc: [u64; misc::SLOTS],
 }
 
@@ -36,6 +40,9 @@ impl Counters {
         latency: [[0; HIST_SLOTS]; OUTCOMES],
         lock_wait: [0; HIST_SLOTS],
         exec_hold: [0; HIST_SLOTS],
+        latency_sum_ns: [0; OUTCOMES],
+        lock_wait_sum_ns: 0,
+        exec_hold_sum_ns: 0,
         misc: [0; misc::SLOTS],
     };
 
@@ -47,6 +54,8 @@ impl Counters {
             .chain(self.latency.as_flattened_mut())
             .chain(self.lock_wait.iter_mut())
             .chain(self.exec_hold.iter_mut())
+            .chain(self.latency_sum_ns.iter_mut())
+            .chain([&mut self.lock_wait_sum_ns, &mut self.exec_hold_sum_ns])
             .chain(self.misc.iter_mut())
     }
 
@@ -58,6 +67,8 @@ impl Counters {
             .chain(self.latency.as_flattened())
             .chain(self.lock_wait.iter())
             .chain(self.exec_hold.iter())
+            .chain(self.latency_sum_ns.iter())
+            .chain([&self.lock_wait_sum_ns, &self.exec_hold_sum_ns])
             .chain(self.misc.iter())
     }
 
@@ -134,6 +145,8 @@ mod tests {
         cpu1.calls[Outcome::Unknown as usize][0][result_slot(-9) as usize] = 2;
         cpu1.latency[Outcome::Fast as usize][10] = 3;
         cpu1.misc[misc::EVENTS_DROPPED] = 4;
+        cpu1.latency_sum_ns[Outcome::Fast as usize] = 3000;
+        cpu0.lock_wait_sum_ns = 9;
 
         let mut sum = Counters::ZERO;
         sum.accumulate(&cpu0);
@@ -144,6 +157,8 @@ mod tests {
         assert_eq!(sum.calls_by_result(result_slot(-9) as usize), 2);
         assert_eq!(sum.errors(), 2);
         assert_eq!(sum.latency_all()[10], 3);
+        assert_eq!(sum.latency_sum_ns[Outcome::Fast as usize], 3000);
+        assert_eq!(sum.lock_wait_sum_ns, 9);
 
         let mut later = sum;
         later.calls[Outcome::Fast as usize][KCMP_VM as usize][0] += 100;

@@ -219,10 +219,9 @@ pub fn on_exec_end() {
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: this CPU's counters, preemption off.
         let counters = unsafe { &mut *counters };
-        if let Some(n) = counters
-            .exec_hold
-            .get_mut(log2_slot(now.wrapping_sub(section.start_ns)) as usize)
-        {
+        let held = now.wrapping_sub(section.start_ns);
+        counters.exec_hold_sum_ns += held;
+        if let Some(n) = counters.exec_hold.get_mut(log2_slot(held) as usize) {
             *n += 1;
         }
     }
@@ -279,12 +278,14 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             "unclassified kcmp call: trail {:x}, ret {}", call.trail, ret
         );
     }
-    if call.trail & LOCK != 0
-        && let Some(n) = counters
+    if call.trail & LOCK != 0 {
+        counters.lock_wait_sum_ns += call.lock_wait_ns;
+        if let Some(n) = counters
             .lock_wait
             .get_mut(log2_slot(call.lock_wait_ns) as usize)
-    {
-        *n += 1;
+        {
+            *n += 1;
+        }
     }
     let latency = now.wrapping_sub(call.start_ns);
     let type_slot = type_slot(call.raw_type as u64) as usize;
@@ -295,6 +296,9 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         && let Some(n) = by_result.get_mut(result_slot as usize)
     {
         *n += 1;
+    }
+    if let Some(sum) = counters.latency_sum_ns.get_mut(outcome as usize) {
+        *sum += latency;
     }
     if let Some(hist) = counters.latency.get_mut(outcome as usize)
         && let Some(n) = hist.get_mut(log2_slot(latency) as usize)

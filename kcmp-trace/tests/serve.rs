@@ -434,6 +434,18 @@ fn prometheus_scrapes_exact_counts() {
         ),
         Some(calls)
     );
+    // Per-comm series: bounded, and together they hold every call.
+    let by_comm = wait_until("the per-comm series", Duration::from_secs(30), || {
+        prom_query(prom_port, "sum(kcmp_trace_comm_calls_total)").filter(|&n| n >= calls)
+    });
+    assert_eq!(by_comm, calls);
+    assert_eq!(
+        prom_query(
+            prom_port,
+            "kcmp_trace_comm_calls_total{comm=\"kcmp-trace\"}"
+        ),
+        Some(calls)
+    );
     let p99 = prom_query(
         prom_port,
         "histogram_quantile(0.99, sum by (le) (kcmp_trace_call_duration_seconds_bucket))",

@@ -12,7 +12,7 @@ use std::{
 };
 
 use kcmp_trace_common::{
-    hist::{HIST_SLOTS, slot_lower_bound, slot_upper_bound},
+    hist::{HIST_SLOTS, slot_upper_bound},
     kcmp::{TYPE_SLOTS, type_slot_name},
     maps::misc,
     outcome::Outcome,
@@ -356,20 +356,12 @@ fn bucket_bounds() -> &'static [f64; HIST_SLOTS - 1] {
 }
 
 /// Encodes one log2 ns histogram with a bucket per slot.
-fn encode_hist(m: &mut MetricEncoder, h: &[u64; HIST_SLOTS]) -> fmt::Result {
+fn encode_hist(m: &mut MetricEncoder, h: &[u64; HIST_SLOTS], sum_ns: u64) -> fmt::Result {
     let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(HIST_SLOTS);
     buckets.extend(bucket_bounds().iter().copied().zip(h.iter().copied()));
     buckets.push((f64::INFINITY, h[HIST_SLOTS - 1]));
     let count: u64 = h.iter().sum();
-    // The kernel keeps slot counts only: the sum is estimated from slot midpoints.
-    let sum_ns: f64 = h
-        .iter()
-        .enumerate()
-        .filter(|&(_, &n)| n != 0)
-        .map(|(s, &n)| n as f64 * (slot_lower_bound(s) as f64 + slot_upper_bound(s) as f64) / 2.0)
-        // Not .sum(): an empty float sum is -0.0, which reads oddly in an exposition.
-        .fold(0.0, |a, x| a + x);
-    m.encode_histogram::<NoLabelSet>(sum_ns / 1e9, count, &buckets, None)
+    m.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &buckets, None)
 }
 
 fn counter(m: &mut MetricEncoder, labels: &[(&str, &str)], v: u64) -> fmt::Result {
@@ -432,7 +424,11 @@ impl Collector for Sample {
                 let h = &c.latency[o as usize];
                 if h.iter().any(|&n| n != 0) {
                     let labels = [("outcome", o.name())];
-                    encode_hist(&mut m.encode_family(&labels)?, h)?;
+                    encode_hist(
+                        &mut m.encode_family(&labels)?,
+                        h,
+                        c.latency_sum_ns[o as usize],
+                    )?;
                 }
             }
         }
@@ -444,6 +440,7 @@ impl Collector for Sample {
                 MetricType::Histogram,
             )?,
             &c.lock_wait,
+            c.lock_wait_sum_ns,
         )?;
         encode_hist(
             &mut enc.encode_descriptor(
@@ -453,6 +450,7 @@ impl Collector for Sample {
                 MetricType::Histogram,
             )?,
             &c.exec_hold,
+            c.exec_hold_sum_ns,
         )?;
         counter(
             &mut enc.encode_descriptor(

@@ -126,7 +126,7 @@ fn kernel_release() -> String {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // Two workers: scrapes and event streams stay answered while one is busy.
+    // Two HTTP workers, so one slow response never holds up a scrape; events run apart.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(2)
@@ -244,7 +244,7 @@ async fn attach_and_serve(
     if let Some(pump) = pump {
         match tokio::time::timeout(DRAIN, pump).await {
             Ok(Ok(Err(e))) => log::warn!("event stream: {}", crate::error::one_line(&e)),
-            // The thread ended without a word: it panicked, and the hub is closed.
+            // Done, or the thread panicked (and closed the hub all the same).
             Ok(_) => {}
             Err(_) => log::warn!("event stream did not stop in time"),
         }
@@ -269,7 +269,7 @@ async fn refresh_comms(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let tracer = state.tracer.clone();
-        // Walking the process table is one syscall per process: keep it off the workers.
+        // Walking the per-thread table is a syscall per entry: keep it off the workers.
         let rows = match tokio::task::spawn_blocking(move || tracer.processes()).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
