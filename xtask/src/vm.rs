@@ -362,6 +362,11 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         "console says exit={exit_marker} but the data channel says {}",
         status_text.trim()
     );
+    // Results first: after a timeout they help to see how far the command got.
+    if let Some(dir) = &spec.results_dir {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        untar(&archive, dir, &["--strip-components=1", "results"])?;
+    }
     if unpacked.join("timed-out").exists() {
         let out_tail: Vec<&str> = output.lines().collect();
         let out_tail = out_tail[out_tail.len().saturating_sub(30)..].join("\n");
@@ -369,10 +374,6 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
             "the command timed out after {} s and was killed; its output ends with:\n{out_tail}",
             spec.timeout.as_secs()
         )));
-    }
-    if let Some(dir) = &spec.results_dir {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        untar(&archive, dir, &["--strip-components=1", "results"])?;
     }
 
     // Keep the console log; the rest only matters while debugging a failed run.
