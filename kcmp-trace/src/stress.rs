@@ -254,16 +254,38 @@ fn run_unprivileged(me: i32, n: u64) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
+/// Pins a thread (0: the caller) or process to one CPU. With exec racers, kcmp threads and
+/// the racers they compare run on different CPUs: on a non-preemptive kernel the scheduler
+/// otherwise keeps a caller and its target on one CPU, and their critical sections never
+/// overlap.
+fn pin(pid: libc::pid_t, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it for any cpu below
+    // CPU_SETSIZE, and sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
+        // Best effort: a CPU outside the cgroup's set just leaves the thread unpinned.
+        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Starts `n` processes that exec() themselves until killed.
 fn spawn_racers(n: usize) -> anyhow::Result<Vec<std::process::Child>> {
     let exe = std::env::current_exe().context("locating our own binary")?;
     (0..n)
-        .map(|_| {
-            std::process::Command::new(&exe)
+        .map(|j| {
+            let child = std::process::Command::new(&exe)
                 .arg(EXEC_RACER_ARG)
                 .stdin(std::process::Stdio::null())
                 .spawn()
-                .context("spawning an exec racer")
+                .context("spawning an exec racer")?;
+            // Affinity survives exec; racer j shares a CPU with no kcmp thread of its index.
+            pin(child.id() as libc::pid_t, (j + 1) % cpus());
+            Ok(child)
         })
         .collect()
 }
@@ -335,7 +357,12 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
                     (Call::DeadPid, dead_pid[t]),
                     (Call::BadType, bad_type[t]),
                 ];
-                scope.spawn(move || run_thread(fixture, config, racers, valid, invalid, stop))
+                scope.spawn(move || {
+                    if !racers.is_empty() {
+                        pin(0, t % cpus());
+                    }
+                    run_thread(fixture, config, racers, valid, invalid, stop)
+                })
             })
             .collect();
         if let Some(d) = config.duration.filter(|_| valid_total.is_none()) {

@@ -1,6 +1,7 @@
 //! Automation: setup, build, tests, benchmarks, VMs.
 
 mod bench;
+mod demo;
 mod kernel;
 mod setup;
 mod test;
@@ -41,6 +42,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Boot a real kernel under qemu and run a command in it.
     Vm(vm::VmArgs),
+    /// Watch fast-path hits, retries and busy fallbacks live in the fast-path kernel.
+    Demo(demo::DemoArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -97,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Task::Test(args) => test::run(args),
         Task::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        Task::Demo(args) => demo::run(args).map(|_| ExitCode::SUCCESS),
         Task::Vm(args) => {
             let path = setup::ensure()?;
             build_release(&path)?;

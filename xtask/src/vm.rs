@@ -77,6 +77,8 @@ pub struct VmSpec {
     pub results_dir: Option<PathBuf>,
     /// Where console logs go (`target/vm` by default).
     pub log_dir: PathBuf,
+    /// Echo the command's output to the host's stdout while it runs (for people watching).
+    pub live: bool,
 }
 
 impl VmSpec {
@@ -92,6 +94,7 @@ impl VmSpec {
             memory_mb: 1024,
             results_dir: None,
             log_dir: target_dir().join("vm"),
+            live: false,
         }
     }
 }
@@ -255,9 +258,13 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
     let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
     let deadline = spec.timeout + HOST_GRACE;
     let mut boot_time = None;
+    let mut echoed = 0;
     let status = loop {
         if let Some(status) = child.try_wait().context("waiting for qemu")? {
             break status;
+        }
+        if spec.live && boot_time.is_some() {
+            echoed = echo_new_console(&console_log, echoed)?;
         }
         if boot_time.is_none() && file_contains(&console_log, &format!("{MARKER} start"))? {
             boot_time = Some(started.elapsed());
@@ -707,12 +714,12 @@ stty -F /dev/ttyS1 raw -echo || echo "{MARKER} warning: stty ttyS1 failed"
 echo "{MARKER} start"
 cd /
 sh /kcmp-vm/command.sh </dev/null >/kcmp-vm/out/output 2>&1 &
-cmd=$!
+cmd=$!{live_start}
 ( sleep {timeout}; echo >/kcmp-vm/out/timed-out; kill -KILL $cmd ) 2>/dev/null &
 watchdog=$!
 wait $cmd
 status=$?
-kill $watchdog 2>/dev/null
+kill $watchdog 2>/dev/null{live_stop}
 echo "$status" >/kcmp-vm/out/status
 
 cd /kcmp-vm/out
@@ -731,11 +738,46 @@ reboot -f
 "#,
         path = path.join(":"),
         timeout = spec.timeout.as_secs().max(1),
+        // The console is what the host can read while the guest runs.
+        live_start = if spec.live {
+            "\ntail -f /kcmp-vm/out/output >/dev/console 2>/dev/null &\nlive=$!"
+        } else {
+            ""
+        },
+        live_stop = if spec.live {
+            "\nsleep 1; kill $live 2>/dev/null"
+        } else {
+            ""
+        },
     )
 }
 
 // ---------------------------------------------------------------------------------
 // Helpers
+
+/// Prints the console lines after the start marker that arrived since `from` (a byte
+/// offset); returns the new offset. Only whole lines, and not /init's own markers.
+fn echo_new_console(path: &Path, from: usize) -> Result<usize> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&data);
+    let start = match text.find(&format!("{MARKER} start")) {
+        Some(at) if from == 0 => text[at..].find('\n').map_or(at, |nl| at + nl + 1),
+        Some(_) => from,
+        None => return Ok(from),
+    };
+    let Some(end) = text[start..].rfind('\n').map(|nl| start + nl + 1) else {
+        return Ok(start);
+    };
+    let mut out = io::stdout().lock();
+    for line in text[start..end].lines() {
+        let line = line.trim_end_matches('\r');
+        if !line.starts_with(MARKER) {
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(end)
+}
 
 fn file_contains(path: &Path, needle: &str) -> Result<bool> {
     let mut buf = Vec::new();
