@@ -15,20 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_kcmp-trace");
+mod common;
 
-/// True when the test can run; panics under CI without root.
-fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("the serve tests need root and CI runs as root");
-    }
-    eprintln!("skipped: the serve tests need root");
-    false
-}
+use common::{BIN, require_root as privileged};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

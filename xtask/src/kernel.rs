@@ -64,12 +64,6 @@ pub fn cache_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("/var/cache/kcmp-trace"), PathBuf::from)
 }
 
-/// The workspace this xtask was built from.
-pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
 /// Returns the path of a bootable kernel image of `kind`, downloading or building it
 /// on first use. `config` and `System.map` sit next to the image.
 pub fn ensure_kernel(kind: KernelKind) -> Result<PathBuf> {
@@ -78,7 +72,7 @@ pub fn ensure_kernel(kind: KernelKind) -> Result<PathBuf> {
         KernelKind::Stock => ensure_stock(&root.join("stock")),
         KernelKind::Fastpath => ensure_fastpath(
             &root.join("fastpath"),
-            &workspace_root().join("testing/kernel"),
+            &crate::workspace_root().join("testing/kernel"),
         ),
     }
     .with_context(|| format!("preparing the {kind:?} kernel (cache: {})", root.display()))

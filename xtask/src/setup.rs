@@ -8,6 +8,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use crate::kernel::{cache_root, ensure_packages};
+
 /// Debian packages, with why we need them.
 const APT_PACKAGES: &[(&str, &str)] = &[
     (
@@ -32,35 +34,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 
-/// The cache for expensive artefacts (bpf-linker, kernels), kept across runs.
-pub fn cache_root() -> PathBuf {
-    std::env::var_os("KCMP_TRACE_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/kcmp-trace"), PathBuf::from)
-}
-
 fn step(msg: &str) {
     eprintln!("setup: {msg}");
-}
-
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
-pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    step(&format!("apt-get install {}", missing.join(" ")));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .with_context(|| format!("installing {}", missing.join(" ")))
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -139,7 +114,7 @@ fn tracefs() -> anyhow::Result<()> {
 /// Runs every step; returns the PATH that builds must use (bpf-linker first).
 pub fn ensure() -> anyhow::Result<String> {
     let packages: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
-    apt_install(&packages)?;
+    ensure_packages(&packages)?;
     rust_src()?;
     let linker = bpf_linker()?;
     tracefs()?;

@@ -157,7 +157,7 @@ fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
 /// a command naming kcmp-trace without it fails early.
 pub fn cli(args: VmArgs) -> Result<i32> {
     let command = args.command.join(" ");
-    let root = kernel::workspace_root();
+    let root = crate::workspace_root();
     let mut files = match default_files(&root) {
         Ok(files) => files,
         Err(e) if command.contains("kcmp-trace") => return Err(e),
@@ -205,7 +205,7 @@ pub fn default_files(workspace_root: &Path) -> Result<Vec<(PathBuf, String)>> {
 
 fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| kernel::workspace_root().join("target"), PathBuf::from)
+        .map_or_else(|| crate::workspace_root().join("target"), PathBuf::from)
 }
 
 /// Boots the guest, runs the command and collects its output and results.

@@ -41,13 +41,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         let mut ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::Error::from(e.into_parts().1))
             .context("polling the ring buffer")?;
-        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let until_deadline = crate::cmd::deadline(args.duration);
         tokio::pin!(until_deadline);
         let mut drop_check = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut stopping = false;

@@ -47,6 +47,14 @@ impl Shutdown {
     }
 }
 
+/// Resolves after `duration`, or never.
+pub async fn deadline(duration: Option<std::time::Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A runtime for one command; tracing needs little, so keep it to one thread.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()

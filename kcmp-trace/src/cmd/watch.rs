@@ -7,9 +7,11 @@ use std::{
 
 use serde::Serialize;
 
+use kcmp_trace_common::snapshot::Counters;
+
 use crate::{
     cli::WatchArgs,
-    loader::Tracer,
+    loader::{ProcessRow, Tracer},
     report::{Report, process_deltas},
     sinks::table,
 };
@@ -24,43 +26,101 @@ struct JsonLine<'a> {
     report: &'a Report,
 }
 
-pub fn run(args: WatchArgs) -> anyhow::Result<()> {
-    if let Some(url) = &args.connect {
-        return run_connected(&args, url);
+/// Where the numbers come from: our own tracer, or a running daemon.
+enum Source {
+    Local(Box<Tracer>, Instant),
+    Daemon(crate::serve::snapshot::Target),
+}
+
+/// One read of cumulative counters, stamped on the source's clock.
+#[derive(Clone)]
+struct Reading {
+    counters: Counters,
+    procs: Vec<ProcessRow>,
+    at_s: f64,
+}
+
+impl Source {
+    /// What reports count from: attach for our own tracer (its counters start at zero, so
+    /// calls between attach and the first read count too), the first snapshot for a daemon.
+    async fn baseline(&self) -> anyhow::Result<Reading> {
+        match self {
+            Source::Local(..) => Ok(Reading {
+                counters: Counters::ZERO,
+                procs: Vec::new(),
+                at_s: 0.0,
+            }),
+            Source::Daemon(_) => self.read().await,
+        }
     }
-    let tracer = Tracer::start(&args.trace.config())?;
+
+    async fn read(&self) -> anyhow::Result<Reading> {
+        match self {
+            Source::Local(tracer, started) => Ok(Reading {
+                counters: tracer.counters()?,
+                procs: tracer.processes()?,
+                at_s: started.elapsed().as_secs_f64(),
+            }),
+            Source::Daemon(target) => {
+                let snap = crate::serve::snapshot::fetch(target).await?;
+                Ok(Reading {
+                    counters: snap.counters.to_counters()?,
+                    procs: snap.processes.into_iter().map(Into::into).collect(),
+                    // The daemon's clock, so intervals match what it counted.
+                    at_s: snap.elapsed_s,
+                })
+            }
+        }
+    }
+}
+
+pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let rt = crate::cmd::runtime()?;
     let mut shutdown = {
         let _rt = rt.enter();
         crate::cmd::Shutdown::install()?
     };
-    crate::cmd::announce(&tracer.plan);
     let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::json!({ "plan": &tracer.plan }))?;
-    } else {
-        for line in tracer.plan.describe() {
-            writeln!(out, "{line}")?;
+    let source = match &args.connect {
+        Some(url) => {
+            let target =
+                crate::serve::snapshot::Target::parse(url).map_err(crate::error::Error::Usage)?;
+            let first = rt.block_on(crate::serve::snapshot::fetch(&target))?;
+            eprintln!("kcmp-trace: connected to {target}; Ctrl-C to stop");
+            if args.json {
+                let line =
+                    serde_json::json!({ "plan": &first.plan, "connect": target.to_string() });
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "daemon: {target}")?;
+                let mode = first.plan["mode"].as_str().unwrap_or("?");
+                writeln!(out, "attach: {mode}")?;
+            }
+            Source::Daemon(target)
         }
-    }
+        None => {
+            let tracer = Tracer::start(&args.trace.config())?;
+            crate::cmd::announce(&tracer.plan);
+            if args.json {
+                writeln!(out, "{}", serde_json::json!({ "plan": &tracer.plan }))?;
+            } else {
+                for line in tracer.plan.describe() {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            Source::Local(Box::new(tracer), Instant::now())
+        }
+    };
     out.flush()?;
 
     let started = Instant::now();
-    let first = tracer.counters()?;
-    let first_procs = tracer.processes()?;
-    let (mut prev, mut prev_procs, mut prev_at) = (first, first_procs.clone(), started);
-    let mut reports = 0u64;
-
-    rt.block_on(async {
+    let (first, last) = rt.block_on(async {
+        let first = source.baseline().await?;
+        let mut prev = first.clone();
+        let mut reports = 0u64;
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
-        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let until_deadline = crate::cmd::deadline(args.duration);
         tokio::pin!(until_deadline);
         loop {
             tokio::select! {
@@ -68,34 +128,32 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                 _ = &mut until_deadline => break,
                 _ = shutdown.wait() => break,
             }
-            let now = tracer.counters()?;
-            let procs = tracer.processes()?;
-            let at = Instant::now();
-            let delta = now.since(&prev);
+            let now = source.read().await?;
+            let delta = now.counters.since(&prev.counters);
             let report = Report::new(
                 &delta,
-                at.duration_since(prev_at).as_secs_f64(),
-                process_deltas(&procs, &prev_procs, args.top),
+                (now.at_s - prev.at_s).max(0.0),
+                process_deltas(&now.procs, &prev.procs, args.top),
             );
             print_report(&mut out, &args, "interval", started, &report, &delta)?;
-            (prev, prev_procs, prev_at) = (now, procs, at);
+            prev = now;
             reports += 1;
             if args.count.is_some_and(|c| reports >= c) {
                 break;
             }
         }
-        anyhow::Ok(())
+        // The summary covers everything since the first read.
+        let last = source.read().await?;
+        anyhow::Ok((first, last))
     })?;
+    drop(source);
 
-    // The summary covers everything since attach.
-    let last = tracer.counters()?;
-    let total = last.since(&first);
+    let total = last.counters.since(&first.counters);
     let report = Report::new(
         &total,
-        started.elapsed().as_secs_f64(),
-        process_deltas(&tracer.processes()?, &first_procs, args.top),
+        (last.at_s - first.at_s).max(0.0),
+        process_deltas(&last.procs, &first.procs, args.top),
     );
-    drop(tracer);
     print_report(&mut out, &args, "total", started, &report, &total)?;
     if !args.json {
         writeln!(
@@ -121,7 +179,7 @@ fn print_report(
     scope: &'static str,
     started: Instant,
     report: &Report,
-    counters: &kcmp_trace_common::snapshot::Counters,
+    counters: &Counters,
 ) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     if args.json {
@@ -155,93 +213,4 @@ fn print_report(
 fn round_to(d: Duration, step: Duration) -> Duration {
     let steps = (d.as_nanos() + step.as_nanos() / 2) / step.as_nanos();
     step * steps as u32
-}
-
-/// `watch --connect`: the same reports, from a daemon's snapshots instead of our own tracer.
-fn run_connected(args: &WatchArgs, url: &str) -> anyhow::Result<()> {
-    use crate::serve::snapshot::{self, Target};
-    let target = Target::parse(url).map_err(crate::error::Error::Usage)?;
-    let rt = crate::cmd::runtime()?;
-    let mut shutdown = {
-        let _rt = rt.enter();
-        crate::cmd::Shutdown::install()?
-    };
-    let rows = |s: &mut snapshot::SnapshotIn| -> Vec<crate::loader::ProcessRow> {
-        std::mem::take(&mut s.processes)
-            .into_iter()
-            .map(Into::into)
-            .collect()
-    };
-    let mut first = rt.block_on(snapshot::fetch(&target))?;
-    eprintln!("kcmp-trace: connected to {target}; Ctrl-C to stop");
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let line = serde_json::json!({ "plan": &first.plan, "connect": target.to_string() });
-        writeln!(out, "{line}")?;
-    } else {
-        writeln!(out, "daemon: {target}")?;
-        let mode = first.plan["mode"].as_str().unwrap_or("?");
-        writeln!(out, "attach: {mode}")?;
-    }
-    out.flush()?;
-
-    let started = Instant::now();
-    let first_counters = first.counters.to_counters()?;
-    let first_procs = rows(&mut first);
-    let (mut prev, mut prev_procs, mut prev_at) =
-        (first_counters, first_procs.clone(), first.elapsed_s);
-    let mut reports = 0u64;
-    rt.block_on(async {
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
-        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(until_deadline);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = &mut until_deadline => break,
-                _ = shutdown.wait() => break,
-            }
-            let mut snap = snapshot::fetch(&target).await?;
-            let now = snap.counters.to_counters()?;
-            let procs = rows(&mut snap);
-            // The daemon's clock, so intervals match what it counted.
-            let delta = now.since(&prev);
-            let report = Report::new(
-                &delta,
-                (snap.elapsed_s - prev_at).max(0.0),
-                process_deltas(&procs, &prev_procs, args.top),
-            );
-            print_report(&mut out, args, "interval", started, &report, &delta)?;
-            (prev, prev_procs, prev_at) = (now, procs, snap.elapsed_s);
-            reports += 1;
-            if args.count.is_some_and(|c| reports >= c) {
-                break;
-            }
-        }
-        anyhow::Ok(())
-    })?;
-
-    let total = prev.since(&first_counters);
-    let report = Report::new(
-        &total,
-        (prev_at - first.elapsed_s).max(0.0),
-        process_deltas(&prev_procs, &first_procs, args.top),
-    );
-    print_report(&mut out, args, "total", started, &report, &total)?;
-    if !args.json {
-        writeln!(
-            out,
-            "{}",
-            table::log2_hist("kcmp latency", "nsecs", &total.latency_all())
-        )?;
-    }
-    out.flush()?;
-    Ok(())
 }
