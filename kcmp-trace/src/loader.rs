@@ -550,6 +550,19 @@ fn attach_program(ebpf: &mut Ebpf, name: &str, target: &str) -> anyhow::Result<(
     Ok(())
 }
 
+/// Whether fentry can attach here: tried on kcmp itself, as the planner would.
+pub fn probe_fentry() -> anyhow::Result<()> {
+    if !probe::privileged() {
+        return Err(Error::Permission.into());
+    }
+    let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
+        what: "the kcmp-trace eBPF object".into(),
+        source: e.into(),
+    })?;
+    let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
+    attach_program(&mut ebpf, &program, &target)
+}
+
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
     _objects: Vec<Ebpf>,

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
     {
         stress::exec_racer_loop();
     }
+    // Die quietly on a closed pipe (`kcmp-trace events | head`), as C tools do.
+    // SAFETY: restoring the default disposition of a signal has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     env_logger::Builder::new()
         .filter_level(match cli.verbose {

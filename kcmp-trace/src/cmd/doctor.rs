@@ -19,19 +19,16 @@ struct Doctor {
     plan: Result<Plan, String>,
 }
 
-fn try_plan(attach: crate::plan::AttachRequest) -> Result<Plan, String> {
-    Tracer::start(&TraceConfig {
-        attach,
-        ..TraceConfig::default()
-    })
-    .map(|t| t.plan.clone())
-    .map_err(|e| crate::error::one_line(&e))
+fn try_plan() -> Result<Plan, String> {
+    Tracer::start(&TraceConfig::default())
+        .map(|t| t.plan.clone())
+        .map_err(|e| crate::error::one_line(&e))
 }
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let capabilities = Capabilities::detect();
-    let fentry = try_plan(crate::plan::AttachRequest::Fentry).map(|_| ());
-    let plan = try_plan(crate::plan::AttachRequest::Auto);
+    let fentry = crate::loader::probe_fentry().map_err(|e| crate::error::one_line(&e));
+    let plan = try_plan();
     let doctor = Doctor {
         capabilities,
         fentry,
