@@ -59,6 +59,16 @@ T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" tra
 T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress race_kprobe {RACE}
 T1="--attach fentry --strategy direct" T2="--attach kprobe --strategy infer" traced_stress errors {ERROR_MIX}
 T1="--attach tracepoint" T2="--attach auto" traced_stress boundary {ERROR_MIX}
+rm -f /tmp/go
+kcmp-trace stress --json --wait-for /tmp/go {RACE} > /results/writers.stress.json &
+sp=$!
+kcmp-trace events --json --ring-size 64M -p $sp > /results/writers.events.json 2> /results/writers.events.err &
+ep=$!
+until grep -q attached /results/writers.events.err; do sleep 0.2; done
+touch /tmp/go
+wait $sp
+kill -INT $ep
+wait $ep
 "#
     )
 }
@@ -255,6 +265,78 @@ fn errors_land_right(dir: &Path, name: &str, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Events of retries and busy fallbacks name the exec'ing writer, and it is one of the racers.
+fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
+    let stress = read_json(dir, "writers.stress.json")?;
+    let racers: Vec<u64> = stress["racer_pids"]
+        .as_array()
+        .context("racer_pids")?
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let text = std::fs::read_to_string(dir.join("writers.events.json"))?;
+    let events: Vec<Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("parsing the NDJSON events")?;
+    let err = std::fs::read_to_string(dir.join("writers.events.err"))?;
+    let summary: Value = err
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .context("no events summary")?;
+    let dropped = summary["events_dropped"].as_u64().context("dropped")?;
+    ensure!(
+        events.len() as u64 + dropped == stress["calls"].as_u64().context("calls")?,
+        "{} events + {dropped} dropped != {} calls",
+        events.len(),
+        stress["calls"]
+    );
+    let slow: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["outcome"] == "retry" || e["outcome"] == "busy")
+        .collect();
+    let named: Vec<u64> = slow
+        .iter()
+        .filter_map(|e| e["writer_tgid"].as_u64())
+        .collect();
+    eprintln!(
+        "vm: writers: {} events, {} retry/busy, {} name their writer",
+        events.len(),
+        slow.len(),
+        named.len()
+    );
+    ensure!(!slow.is_empty(), "no retry or busy events");
+    ensure!(!named.is_empty(), "no retry/busy event names a writer");
+    ensure!(
+        named.iter().all(|w| racers.contains(w)),
+        "writers {named:?} not among the racers {racers:?}"
+    );
+    Ok(())
+}
+
+/// A guest command that hangs fails the run with what it printed, not a silent wait.
+fn a_hang_is_reported() -> anyhow::Result<()> {
+    let mut spec = VmSpec::new(
+        "test-hang",
+        ensure_kernel(KernelKind::Fastpath)?,
+        "echo about to hang; sleep 600",
+    );
+    spec.timeout = Duration::from_secs(5);
+    match run_vm(&spec) {
+        Ok(outcome) => bail!("a hung command returned {}", outcome.exit_code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            ensure!(msg.contains("timed out"), "unexpected error: {msg}");
+            ensure!(
+                msg.contains("about to hang"),
+                "the output is missing: {msg}"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Runs every VM test; returns (passed, failed names).
 pub fn run() -> (usize, Vec<String>) {
     let mut checks = Checks {
@@ -317,7 +399,13 @@ pub fn run() -> (usize, Vec<String>) {
             "fastpath_boundary_tracers_count_exactly",
             tracers_match_workload(&fast, "boundary"),
         );
+        checks.check(
+            "fastpath_events_name_the_writers",
+            events_name_the_writers(&fast),
+        );
     }
+
+    checks.check("runner_reports_a_hang", a_hang_is_reported());
 
     let stock = base.join("stock");
     let booted = boot(KernelKind::Stock, &stock_script(), &stock);
