@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Only this machine's kernel, no VM.
     #[arg(long)]
     no_vm: bool,
+    /// Seconds of stress for the daemon's scrape-latency and memory benchmark (0: skip).
+    #[arg(long, default_value_t = 60)]
+    serve_secs: u64,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -42,6 +45,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .arg("--json-out")
             .arg(out_dir.join("host.json")),
     )?;
+    if args.serve_secs > 0 {
+        eprintln!(
+            "bench: the daemon: /metrics scrape latency and RSS over {} s of stress with an /events client",
+            args.serve_secs
+        );
+        run_checked(
+            crate::cargo(&path)
+                .args(["test", "--release", "-p", "kcmp-trace", "--test", "serve"])
+                .args(["--", "--ignored", "--nocapture", "scrape_benchmark"])
+                .env("KCMP_TRACE_BENCH_SECS", args.serve_secs.to_string()),
+        )?;
+    }
     if args.no_vm {
         return Ok(());
     }
