@@ -45,12 +45,6 @@ pub mod misc {
     /// Calls whose trail fit no path (a probe missed, or an unexpected kernel path).
     pub const UNCLASSIFIED: usize = 3;
     pub const SLOTS: usize = 8;
-    pub const NAMES: [&str; 4] = [
-        "events_sent",
-        "events_dropped",
-        "unpaired_exits",
-        "unclassified",
-    ];
 }
 
 /// One thread's kcmp state, kept across its calls (the entry is reused, never deleted: LRU

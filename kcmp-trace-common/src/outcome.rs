@@ -57,14 +57,6 @@ impl Outcome {
             .into_iter()
             .find(|o| o.name().eq_ignore_ascii_case(name))
     }
-
-    /// Whether calls with this outcome waited for exec_update_locks.
-    pub fn took_locks(self) -> bool {
-        matches!(
-            self,
-            Outcome::Retry | Outcome::Busy | Outcome::Locked | Outcome::Interrupted
-        )
-    }
 }
 
 #[cfg(test)]
@@ -78,7 +70,5 @@ mod tests {
             assert_eq!(Outcome::parse(o.name()), Some(o));
         }
         assert_eq!(Outcome::from_u8(200), Outcome::Unknown);
-        assert!(Outcome::Busy.took_locks());
-        assert!(!Outcome::Fast.took_locks());
     }
 }

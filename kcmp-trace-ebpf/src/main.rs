@@ -1,8 +1,11 @@
-//! kcmp-trace's in-kernel half: the programs attached to kcmp's syscall boundary.
+//! kcmp-trace's in-kernel half: programs on kcmp's entry and exit (syscall tracepoints,
+//! kprobes or fentry), on the exec_update_seq helpers, the permission checks and lock waits
+//! inside kcmp, and on the exec side.
 //!
-//! Everything runs on every kcmp call of every process, so each program filters first,
-//! touches one per-thread entry and one per-CPU counter block, and does anything costlier
-//! (comm, per-process table, ring buffer) only when userspace switched it on at load time.
+//! Everything runs on every kcmp call of every process (and the lock and permission hooks on
+//! every call of those functions), so each program filters first, touches one per-thread
+//! entry and one per-CPU counter block, and does anything costlier (comm, ring buffer) only
+//! when it must.
 #![no_std]
 #![no_main]
 
