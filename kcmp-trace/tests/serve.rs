@@ -516,26 +516,45 @@ fn prometheus_scrapes_exact_counts() {
 }
 
 /// Reads an NDJSON stream until it ends.
-fn read_stream(port: u16, query: &str) -> (thread::JoinHandle<Vec<String>>, TcpStream) {
+/// Reads /events, handing each body line to `each`; the thread returns what `each` built.
+fn stream_events<T: Send + 'static>(
+    port: u16,
+    query: &str,
+    mut acc: T,
+    each: impl Fn(&mut T, String) + Send + 'static,
+) -> (thread::JoinHandle<T>, TcpStream) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     // HTTP/1.0: the body runs until the daemon closes it.
     write!(stream, "GET /events{query} HTTP/1.0\r\n\r\n").expect("send");
     let handle = stream.try_clone().expect("clone");
     let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
         let mut body = false;
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if body {
-                lines.push(line);
+                each(&mut acc, line);
             } else if line.is_empty() {
                 body = true;
             } else if line.starts_with("HTTP/") {
                 assert!(line.contains(" 200 "), "{line}");
             }
         }
-        lines
+        acc
     });
     (reader, handle)
+}
+
+fn read_stream(port: u16, query: &str) -> (thread::JoinHandle<Vec<String>>, TcpStream) {
+    stream_events(port, query, Vec::new(), |lines, line| lines.push(line))
+}
+
+/// Counts (events, reported drops) as they arrive, keeping nothing: long runs stream
+/// millions of events.
+fn count_stream(port: u16, query: &str) -> (thread::JoinHandle<(u64, u64)>, TcpStream) {
+    stream_events(port, query, (0u64, 0u64), |(calls, dropped), line| {
+        let (c, d) = count(std::slice::from_ref(&line));
+        *calls += c;
+        *dropped += d;
+    })
 }
 
 fn count(lines: &[String]) -> (u64, u64) {
@@ -948,7 +967,7 @@ fn scrape_benchmark() {
         &["-d", &duration, "--types", "all", "--threads", &threads],
     );
     let daemon = Daemon::start(&mut procs, &[]);
-    let reader = with_events.then(|| read_stream(daemon.port, ""));
+    let reader = with_events.then(|| count_stream(daemon.port, ""));
     stress.go();
     let started = Instant::now();
     let mut lat = Vec::new();
@@ -977,7 +996,7 @@ fn scrape_benchmark() {
     let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
     let (status, _) = daemon.terminate(&mut procs);
     assert!(status.success());
-    let (events, dropped) = reader.map_or((0, 0), |(r, _)| count(&r.join().expect("reader")));
+    let (events, dropped) = reader.map_or((0, 0), |(r, _)| r.join().expect("reader"));
     println!(
         "{}",
         serde_json::json!({
