@@ -17,7 +17,7 @@ use std::{
 
 mod common;
 
-use common::{BIN, require_root as privileged};
+use common::{kcmp_trace, require_root as privileged};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -101,7 +101,7 @@ impl Daemon {
     fn start(procs: &mut Procs, args: &[&str]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(BIN)
+        let mut child = kcmp_trace()
             .arg("serve")
             .args(["--listen", &listen])
             .args(args)
@@ -262,7 +262,7 @@ struct Stress {
 impl Stress {
     fn spawn(procs: &mut Procs, dir: &Path, args: &[&str]) -> Stress {
         let gate = dir.join("go");
-        let child = Command::new(BIN)
+        let child = kcmp_trace()
             .arg("stress")
             .args(args)
             .arg("--json")
@@ -490,7 +490,7 @@ fn prometheus_scrapes_exact_counts() {
     assert_eq!(snap["report"]["by_result"]["EBADF"].as_f64(), Some(ebadf));
 
     // And `watch --connect` shows them.
-    let watch = Command::new(BIN)
+    let watch = kcmp_trace()
         .args(["watch", "--json", "-n", "1", "-i", "300ms", "--connect"])
         .arg(format!("http://127.0.0.1:{}", daemon.port))
         .output()
@@ -836,7 +836,7 @@ fn bad_requests_and_busy_addresses() {
     // The port is taken: exit code 7 and one line, before anything is attached.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(BIN)
+    let out = kcmp_trace()
         .args(["serve", "--listen", &addr])
         .output()
         .expect("serve");
@@ -851,7 +851,7 @@ fn bad_requests_and_busy_addresses() {
     // A Unix socket with the asked-for mode, and nothing served over TCP.
     let dir = TempDir::new("unix");
     let socket = dir.0.join("kcmp-trace.sock");
-    let mut child = Command::new(BIN)
+    let mut child = kcmp_trace()
         .args(["serve", "--no-events", "--unix-mode", "0600", "--unix"])
         .arg(&socket)
         .stderr(Stdio::piped())

@@ -10,6 +10,21 @@ use std::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kcmp-trace");
 
+/// A command for the binary that dies with the test process, so a test killed midway
+/// (timeout, OOM) leaves no tracer attached.
+pub fn kcmp_trace() -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(BIN);
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Privileged tests need root. In CI a missing privilege is a failure, never a skip.
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -32,7 +47,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
+        let mut child = kcmp_trace()
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -156,7 +171,7 @@ fn rand_suffix() -> u64 {
 
 /// Runs kcmp-trace to completion.
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = kcmp_trace()
         .args(args)
         .output()
         .expect("run kcmp-trace");
