@@ -171,10 +171,7 @@ fn rand_suffix() -> u64 {
 
 /// Runs kcmp-trace to completion.
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = kcmp_trace()
-        .args(args)
-        .output()
-        .expect("run kcmp-trace");
+    let out = kcmp_trace().args(args).output().expect("run kcmp-trace");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
