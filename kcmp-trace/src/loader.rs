@@ -341,6 +341,7 @@ fn load_and_attach(
     let series = caps.series.present();
     let mut ebpf = load(config, strategy, series)?;
     let mut hooks = Vec::new();
+    let mut btf = KernelBtf::default();
     let mut skipped = Vec::new();
     for (role, required) in roles(strategy) {
         let (program, noop, target) = program_for(mode, role);
@@ -354,7 +355,7 @@ fn load_and_attach(
             skipped.push((target, why));
             continue;
         }
-        match attach_program(&mut ebpf, &program, &target) {
+        match attach_program(&mut ebpf, &mut btf, &program, &target) {
             Ok(()) => hooks.push(Hook {
                 target,
                 program,
@@ -506,8 +507,27 @@ fn preflight(mode: AttachMode) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kernel BTF, parsed on first need and then shared: fentry/fexit programs need it at load
+/// time, and parsing it costs tens of milliseconds and megabytes each time.
+#[derive(Default)]
+struct KernelBtf(Option<Btf>);
+
+impl KernelBtf {
+    fn get(&mut self) -> anyhow::Result<&Btf> {
+        if self.0.is_none() {
+            self.0 = Some(Btf::from_sys_fs().context("no kernel BTF for fentry/fexit")?);
+        }
+        self.0.as_ref().context("kernel BTF")
+    }
+}
+
 /// Loads (once) and attaches one program to one target.
-fn attach_program(ebpf: &mut Ebpf, name: &str, target: &str) -> anyhow::Result<()> {
+fn attach_program(
+    ebpf: &mut Ebpf,
+    btf: &mut KernelBtf,
+    name: &str,
+    target: &str,
+) -> anyhow::Result<()> {
     use aya::programs::Program;
     let loaded = |fd: Result<_, _>| fd.is_ok();
     match ebpf
@@ -531,16 +551,15 @@ fn attach_program(ebpf: &mut Ebpf, name: &str, target: &str) -> anyhow::Result<(
             p.attach(target, 0)
                 .map_err(bpf_err(format!("attaching {name} to {target}")))?;
         }
+        // FEntry and FExit are distinct types with the same load/attach shape.
         Program::FEntry(p) => {
-            let btf = Btf::from_sys_fs().context("no kernel BTF for fentry")?;
-            p.load(target, &btf)
+            p.load(target, btf.get()?)
                 .map_err(bpf_err(format!("loading {name} for {target}")))?;
             p.attach()
                 .map_err(bpf_err(format!("attaching {name} to {target}")))?;
         }
         Program::FExit(p) => {
-            let btf = Btf::from_sys_fs().context("no kernel BTF for fexit")?;
-            p.load(target, &btf)
+            p.load(target, btf.get()?)
                 .map_err(bpf_err(format!("loading {name} for {target}")))?;
             p.attach()
                 .map_err(bpf_err(format!("attaching {name} to {target}")))?;
@@ -560,7 +579,7 @@ pub fn probe_fentry() -> anyhow::Result<()> {
         source: e.into(),
     })?;
     let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
-    attach_program(&mut ebpf, &program, &target)
+    attach_program(&mut ebpf, &mut KernelBtf::default(), &program, &target)
 }
 
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
@@ -571,6 +590,7 @@ pub struct Floor {
 impl Floor {
     pub fn attach(plan: &Plan) -> anyhow::Result<Floor> {
         // One object per hook: an fentry program is bound to a single target at load time.
+        let mut btf = KernelBtf::default();
         let objects = plan
             .hooks
             .iter()
@@ -579,7 +599,7 @@ impl Floor {
                     what: "the kcmp-trace eBPF object".into(),
                     source: e.into(),
                 })?;
-                attach_program(&mut ebpf, hook.noop, &hook.target)?;
+                attach_program(&mut ebpf, &mut btf, hook.noop, &hook.target)?;
                 Ok(ebpf)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
