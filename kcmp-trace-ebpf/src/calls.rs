@@ -247,22 +247,25 @@ fn writer_of(call: &ThreadState, now: u64) -> Option<(u32, [u8; COMM_LEN])> {
 pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: the per-CPU value is only touched by this CPU with preemption off.
-    let counters = unsafe { &mut *counters };
     let call = match THREADS.get_ptr_mut(tid) {
         // SAFETY: only this thread writes its own entry.
         Some(call) if unsafe { (*call).active } != 0 => unsafe { &mut *call },
         _ => {
             // Filtered-out callers have no entry either; only a traced one is unpaired.
-            if traced(tgid) {
-                bump(&mut counters.misc, misc::UNPAIRED_EXITS);
+            if traced(tgid)
+                && let Some(counters) = COUNTERS.get_ptr_mut(0)
+            {
+                // SAFETY: this CPU's counters, preemption off.
+                bump(unsafe { &mut (*counters).misc }, misc::UNPAIRED_EXITS);
             }
             return;
         }
     };
+    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU value is only touched by this CPU with preemption off.
+    let counters = unsafe { &mut *counters };
     call.active = 0;
     let now = unsafe { bpf_ktime_get_ns() };
     let outcome = classify(
