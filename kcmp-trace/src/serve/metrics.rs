@@ -486,26 +486,24 @@ impl Collector for Sample {
             &[],
             self.event_clients as i64,
         )?;
-        counter(
-            &mut enc.encode_descriptor(
+        for (name, help, value) in [
+            (
                 "unpaired_exits",
                 "Syscall exits without a recorded entry (call began before attach, or its state was evicted).",
-                None,
-                MetricType::Counter,
-            )?,
-            &[],
-            c.misc[misc::UNPAIRED_EXITS],
-        )?;
-        counter(
-            &mut enc.encode_descriptor(
+                c.misc[misc::UNPAIRED_EXITS],
+            ),
+            (
                 "unclassified",
                 "Calls whose probe trail fit no kernel path (they count as outcome=\"unknown\").",
-                None,
-                MetricType::Counter,
-            )?,
-            &[],
-            c.misc[misc::UNCLASSIFIED],
-        )?;
+                c.misc[misc::UNCLASSIFIED],
+            ),
+        ] {
+            counter(
+                &mut enc.encode_descriptor(name, help, None, MetricType::Counter)?,
+                &[],
+                value,
+            )?;
+        }
         {
             let mut m = enc.encode_descriptor(
                 "comm_calls",
