@@ -16,6 +16,12 @@
 //! ```
 //!
 //! Without the series (6.1 and earlier) kcmp_lock() comes first, then kcmp_access(): locked.
+//!
+//! The kernel may skip a probe's run (a preempted fentry program, a kretprobe out of
+//! instances): a trail can lack a bit it should have. The rules never read an absence as
+//! `fast` when what was seen contradicts it: a lock on a call whose helpers say it
+//! validated, or checks without a lock on a kernel that always locks first, leave the call
+//! `unknown` (counted as unclassified) rather than invent a path.
 
 use crate::outcome::Outcome;
 
@@ -30,7 +36,8 @@ pub const SPEC_BEGIN_FAILED: Trail = 1 << 1;
 pub const SPEC_RETRY: Trail = 1 << 2;
 /// ptrace_may_access() ran before any exec_update_lock was requested: speculation ran.
 pub const PERM_BEFORE_LOCK: Trail = 1 << 3;
-/// down_read_killable() (an exec_update_lock) was requested.
+/// down_read_killable() (an exec_update_lock) was requested, or returned: either probe
+/// sets it, so one skipped run does not hide the lock.
 pub const LOCK: Trail = 1 << 4;
 
 /// How the trail was gathered.
@@ -84,8 +91,12 @@ pub fn classify(strategy: Strategy, series: bool, trail: Trail, ret: i64) -> Out
                 locked_path(Outcome::Busy)
             } else if trail & SPEC_RETRY != 0 {
                 locked_path(Outcome::Retry)
-            } else if trail & SPEC_BEGIN_OK != 0 {
+            } else if trail & SPEC_BEGIN_OK != 0 && trail & LOCK == 0 {
                 Outcome::Fast
+            } else if trail & SPEC_BEGIN_OK != 0 {
+                // Validated speculation never locks: a failed try_begin or a true retry
+                // was skipped.
+                Outcome::Unknown
             } else if trail & LOCK != 0 {
                 locked_path(Outcome::Locked)
             } else if ret == -ESRCH {
@@ -98,7 +109,10 @@ pub fn classify(strategy: Strategy, series: bool, trail: Trail, ret: i64) -> Out
             let speculated = trail & PERM_BEFORE_LOCK != 0;
             let locked = trail & LOCK != 0;
             match (speculated, locked) {
-                (true, false) => Outcome::Fast,
+                (true, false) if series => Outcome::Fast,
+                // Without the series every call that reaches the checks locked first: the
+                // lock's probes were skipped.
+                (true, false) => Outcome::Unknown,
                 (true, true) => locked_path(Outcome::Retry),
                 (false, true) if series => locked_path(Outcome::Busy),
                 (false, true) => locked_path(Outcome::Locked),
@@ -138,6 +152,16 @@ mod tests {
         );
         assert_eq!(classify(Direct, true, 0, -ESRCH), NoTask);
         assert_eq!(classify(Direct, false, LOCK, 0), Locked);
+        assert_eq!(classify(Direct, true, 0, 0), Unknown);
+    }
+
+    #[test]
+    fn a_skipped_probe_never_makes_a_call_fast() {
+        // A retry whose true retry() was skipped: validated speculation, yet a lock.
+        assert_eq!(classify(Direct, true, SPEC_BEGIN_OK | LOCK, 0), Unknown);
+        // Checks without a lock on a kernel that always locks first.
+        assert_eq!(classify(Infer, false, PERM_BEFORE_LOCK, 0), Unknown);
+        // Both try_begin runs skipped on a fast call: nothing to go by.
         assert_eq!(classify(Direct, true, 0, 0), Unknown);
     }
 

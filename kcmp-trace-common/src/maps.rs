@@ -34,16 +34,24 @@ pub const MAX_THREADS: u32 = 16384;
 /// Processes whose last exec (write section) is remembered, to name the writer of a retry.
 pub const MAX_WRITERS: u32 = 4096;
 
-/// Miscellaneous counters, by index in `Counters::misc`.
+/// Miscellaneous counters, by index in `Counters::misc`. Each is written by one program:
+/// the kcmp entry program writes `LOST_EXITS`, the exit program all the others.
 pub mod misc {
     /// Events delivered to the ring buffer.
     pub const EVENTS_SENT: usize = 0;
     /// Events lost because the ring buffer was full.
     pub const EVENTS_DROPPED: usize = 1;
-    /// Syscall exits with no recorded entry (the call began before attach, or its state was evicted).
+    /// Syscall exits with no recorded entry: the call began before attach, its state was
+    /// evicted, or the entry program's run was skipped.
     pub const UNPAIRED_EXITS: usize = 2;
-    /// Calls whose trail fit no path (a probe missed, or an unexpected kernel path).
+    /// Calls whose trail fit no path (a probe's run was skipped, or an unexpected kernel path).
     pub const UNCLASSIFIED: usize = 3;
+    /// Entries that found the thread's previous call still open: its exit was never seen
+    /// (the exit program's run was skipped), so that call is not counted.
+    pub const LOST_EXITS: usize = 4;
+    /// Calls that entered an exec_update_lock wait whose return was never seen: their lock
+    /// wait is left out of the histogram.
+    pub const LOCK_WAITS_UNFINISHED: usize = 5;
     pub const SLOTS: usize = 8;
 }
 

@@ -1,4 +1,14 @@
 //! Per-call bookkeeping shared by every attach mode: filter at entry, account at exit.
+//!
+//! Who may write what, so no update is lost: fentry/fexit programs run with only migration
+//! disabled and can be preempted mid-run, but the kernel never starts a second run of the
+//! same program on a CPU before the first ends (it skips it and counts a recursion miss).
+//! So a per-CPU cell written by a single program is a plain read-modify-write; a cell two
+//! programs write (the exec write sections: begin_new_exec()'s failure exit and
+//! setup_new_exec()'s exit) is updated atomically. Per-thread state is written only by the
+//! thread itself, whose probes run one after another.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext, Global,
@@ -94,6 +104,13 @@ pub fn on_enter(args: &KcmpArgs) {
         Some(call) => {
             // SAFETY: only this thread writes its own entry.
             let call = unsafe { &mut *call };
+            if call.active != 0 {
+                // The previous call's exit was never seen: it goes uncounted, and says so.
+                if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+                    // SAFETY: this CPU's counters; this program is the cell's only writer.
+                    bump(unsafe { &mut (*counters).misc }, misc::LOST_EXITS);
+                }
+            }
             call.start_ns = start_ns;
             call.idx1 = args.idx1;
             call.idx2 = args.idx2;
@@ -178,15 +195,16 @@ pub fn on_lock_enter() {
     }
 }
 
-/// down_read_killable() returned.
+/// down_read_killable() returned. Marks the lock too, in case its entry was skipped.
 #[inline(always)]
 pub fn on_lock_exit() {
-    if let Some(call) = in_kcmp()
-        && call.lock_start_ns != 0
-    {
-        let now = unsafe { bpf_ktime_get_ns() };
-        call.lock_wait_ns += now.wrapping_sub(call.lock_start_ns);
-        call.lock_start_ns = 0;
+    if let Some(call) = in_kcmp() {
+        call.trail |= LOCK;
+        if call.lock_start_ns != 0 {
+            let now = unsafe { bpf_ktime_get_ns() };
+            call.lock_wait_ns += now.wrapping_sub(call.lock_start_ns);
+            call.lock_start_ns = 0;
+        }
     }
 }
 
@@ -217,14 +235,23 @@ pub fn on_exec_end() {
     let now = unsafe { bpf_ktime_get_ns() };
     section.end_ns = now;
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
-        // SAFETY: this CPU's counters, preemption off.
+        // SAFETY: this CPU's counters; two programs write these cells, hence the atomics.
         let counters = unsafe { &mut *counters };
         let held = now.wrapping_sub(section.start_ns);
-        counters.exec_hold_sum_ns += held;
+        add_shared(&mut counters.exec_hold_sum_ns, held);
         if let Some(n) = counters.exec_hold.get_mut(log2_slot(held) as usize) {
-            *n += 1;
+            add_shared(n, 1);
         }
     }
+}
+
+/// Adds to a per-CPU cell that more than one program writes: one of them may have been
+/// preempted between its read and its write. (The BPF target has no compare-and-swap, so
+/// core's atomic types lack fetch_add; the intrinsic compiles to BPF's atomic add.)
+#[inline(always)]
+fn add_shared(cell: &mut u64, n: u64) {
+    // SAFETY: a valid, aligned u64 in a map value; all its writers use atomics.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(cell, n) };
 }
 
 /// The process (pid2 first, then pid1) whose exec overlapped the call, if any.
@@ -255,7 +282,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             if traced(tgid)
                 && let Some(counters) = COUNTERS.get_ptr_mut(0)
             {
-                // SAFETY: this CPU's counters, preemption off.
+                // SAFETY: this CPU's counters; this program is the cell's only writer.
                 bump(unsafe { &mut (*counters).misc }, misc::UNPAIRED_EXITS);
             }
             return;
@@ -264,7 +291,9 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let Some(counters) = COUNTERS.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: the per-CPU value is only touched by this CPU with preemption off.
+    // SAFETY: this CPU's counters (migration is disabled). This program is the only writer
+    // of the cells it touches, and no second run of it starts on this CPU before this one
+    // ends, even if this one is preempted.
     let counters = unsafe { &mut *counters };
     call.active = 0;
     let now = unsafe { bpf_ktime_get_ns() };
@@ -281,7 +310,10 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             "unclassified kcmp call: trail {:x}, ret {}", call.trail, ret
         );
     }
-    if call.trail & LOCK != 0 {
+    if call.lock_start_ns != 0 {
+        // A lock wait began and its return was never seen: its length is unknown.
+        bump(&mut counters.misc, misc::LOCK_WAITS_UNFINISHED);
+    } else if call.trail & LOCK != 0 {
         counters.lock_wait_sum_ns += call.lock_wait_ns;
         if let Some(n) = counters
             .lock_wait

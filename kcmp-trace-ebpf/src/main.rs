@@ -8,6 +8,9 @@
 //! when it must.
 #![no_std]
 #![no_main]
+// Atomic adds (calls.rs): the BPF target has no compare-and-swap, so no core atomics.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod calls;
 

@@ -5,6 +5,7 @@
 //! count.
 
 pub mod bench;
+pub mod bpf_info;
 pub mod cli;
 pub mod cmd;
 pub mod error;

@@ -1,6 +1,6 @@
 //! Loading the eBPF object, attaching it by plan, and reading what it aggregates.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, os::fd::AsFd as _};
 
 use anyhow::Context as _;
 use aya::{
@@ -15,12 +15,14 @@ use kcmp_trace_common::{
 };
 
 use crate::{
+    bpf_info,
     error::Error,
-    plan::{AttachMode, AttachRequest, Hook, Plan, StrategyRequest, candidates},
+    plan::{
+        Affects, AttachMode, AttachRequest, Hook, Plan, Role, StrategyRequest, accuracy,
+        candidates, program_for, roles,
+    },
     probe,
 };
-
-const SYSCALL_FN: &str = "__x64_sys_kcmp";
 
 /// What to trace and what to collect.
 #[derive(Clone, Debug)]
@@ -66,8 +68,23 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, Counters>,
     threads: HashMap<MapData, u32, ThreadState>,
     events: Option<RingBuf<MapData>>,
+    /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
+    /// misses the kernel reports; empty where it does not (before 6.7) or for other modes.
+    probe_links: Vec<(usize, u32)>,
     // Keeps programs and links alive; declared last so maps are read before teardown.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+}
+
+/// What the kernel counted for one attached program since it was loaded.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct HookCounters {
+    pub program: String,
+    pub target: String,
+    pub affects: Vec<Affects>,
+    /// Runs the kernel skipped: recursion misses, plus the probe's own misses for kprobes.
+    pub misses: u64,
+    pub run_time_ns: u64,
+    pub run_count: u64,
 }
 
 fn object() -> &'static [u8] {
@@ -90,7 +107,7 @@ impl Tracer {
 
         let caps = probe::Capabilities::detect();
         let mut rejected = Vec::new();
-        let tried = candidates(config.attach, config.strategy);
+        let (tried, why) = candidates(config.attach, config.strategy, &caps.preemption);
         let mut attached = None;
         for &(mode, strategy) in &tried {
             match load_and_attach(config, &caps, mode, strategy) {
@@ -116,7 +133,13 @@ impl Tracer {
             );
         };
         plan.rejected = rejected;
+        plan.why = why;
 
+        let probe_links = if plan.mode == AttachMode::Kprobe && caps.probe_misses_readable {
+            probe_links(&ebpf, &plan)?
+        } else {
+            Vec::new()
+        };
         let counters = PerCpuArray::try_from(
             ebpf.take_map(maps::COUNTERS_MAP)
                 .context("COUNTERS map missing")?,
@@ -138,12 +161,14 @@ impl Tracer {
             counters,
             threads,
             events,
-            _ebpf: ebpf,
+            probe_links,
+            ebpf,
         })
     }
 
     /// All CPUs' counters, summed.
     pub fn counters(&self) -> anyhow::Result<Counters> {
+        let _fifo = UnpreemptedReads::enter();
         let per_cpu = self.counters.get(&0, 0).context("reading COUNTERS")?;
         let mut sum = Counters::ZERO;
         for cpu in per_cpu.iter() {
@@ -152,8 +177,40 @@ impl Tracer {
         Ok(sum)
     }
 
+    /// What the kernel counted for each attached program, in plan order.
+    pub fn hook_counters(&self) -> anyhow::Result<Vec<HookCounters>> {
+        self.plan
+            .hooks
+            .iter()
+            .enumerate()
+            .map(|(i, hook)| {
+                let program = self
+                    .ebpf
+                    .program(&hook.program)
+                    .with_context(|| format!("program {} missing", hook.program))?;
+                let fd = program.fd().context("program descriptor")?;
+                let kernel = bpf_info::program_counters(fd.as_fd())
+                    .with_context(|| format!("reading {}'s counters", hook.program))?;
+                let mut probe_misses = 0;
+                for &(_, link) in self.probe_links.iter().filter(|(h, _)| *h == i) {
+                    probe_misses += bpf_info::kprobe_link_missed(link)
+                        .with_context(|| format!("reading {}'s link", hook.program))?;
+                }
+                Ok(HookCounters {
+                    program: hook.program.clone(),
+                    target: hook.target.clone(),
+                    affects: hook.affects.to_vec(),
+                    misses: kernel.recursion_misses + probe_misses,
+                    run_time_ns: kernel.run_time_ns,
+                    run_count: kernel.run_count,
+                })
+            })
+            .collect()
+    }
+
     /// Per-process totals (the sum of their threads'), busiest first.
     pub fn processes(&self) -> anyhow::Result<Vec<ProcessRow>> {
+        let _fifo = UnpreemptedReads::enter();
         let mut rows: BTreeMap<u32, ProcessRow> = BTreeMap::new();
         for entry in self.threads.iter() {
             let (_tid, t) = entry.context("reading THREADS")?;
@@ -177,6 +234,75 @@ impl Tracer {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
+}
+
+/// Keeps ordinary tasks off this thread's CPU while it reads maps.
+///
+/// A map lookup from userspace disables BPF instrumentation on its CPU (the kernel's
+/// bpf_prog_active) until it returns; on a preemptible kernel a reader preempted there
+/// makes every kprobe and tracepoint program on that CPU skip its runs, kcmp's included,
+/// until the reader runs again. At SCHED_FIFO priority 1 the reader can only be preempted
+/// by real-time tasks, never by a kcmp caller of an ordinary class. Without the privilege
+/// to change policy the reads go ahead as they are (and skipped runs are still counted).
+struct UnpreemptedReads(Option<(libc::c_int, libc::sched_param)>);
+
+impl UnpreemptedReads {
+    fn enter() -> UnpreemptedReads {
+        // SAFETY: plain syscalls on the calling thread (pid 0) with valid structs.
+        unsafe {
+            let policy = libc::sched_getscheduler(0);
+            let mut old = libc::sched_param { sched_priority: 0 };
+            if policy < 0 || policy == libc::SCHED_FIFO || libc::sched_getparam(0, &mut old) != 0
+            {
+                return UnpreemptedReads(None);
+            }
+            let fifo = libc::sched_param { sched_priority: 1 };
+            if libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) != 0 {
+                return UnpreemptedReads(None);
+            }
+            UnpreemptedReads(Some((policy, old)))
+        }
+    }
+}
+
+impl Drop for UnpreemptedReads {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.0 {
+            // SAFETY: restores what `enter` read, on the same thread.
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        }
+    }
+}
+
+/// The perf link each kprobe hook is attached through, found by program id.
+fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
+    let mut ids = Vec::new();
+    for (i, hook) in plan.hooks.iter().enumerate() {
+        let program = ebpf
+            .program(&hook.program)
+            .with_context(|| format!("program {} missing", hook.program))?;
+        let info = program
+            .info()
+            .with_context(|| format!("reading {}'s info", hook.program))?;
+        ids.push((i, info.id()));
+    }
+    // Links other tracers are creating or tearing down right now cannot be opened (EAGAIN,
+    // ENOENT); ours are all established, so those are skipped.
+    let links: Vec<(usize, u32)> = aya::programs::loaded_links()
+        .flatten()
+        .filter_map(|link| {
+            ids.iter()
+                .find(|(_, id)| *id == link.program_id())
+                .map(|&(hook, _)| (hook, link.id()))
+        })
+        .collect();
+    if let Some(&(hook, _)) = ids.iter().find(|(h, _)| !links.iter().any(|(l, _)| l == h)) {
+        anyhow::bail!(
+            "no BPF link found for {}: its kprobe misses could not be read",
+            plan.hooks[hook].program
+        );
+    }
+    Ok(links)
 }
 
 fn validate(config: &TraceConfig) -> Result<(), Error> {
@@ -244,85 +370,6 @@ fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Resul
     Ok(ebpf)
 }
 
-/// What a hook observes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    KcmpEntry,
-    KcmpExit,
-    SpecBegin,
-    SpecRetry,
-    PermCheck,
-    LockEnter,
-    LockExit,
-    LockNestedEnter,
-    LockNestedExit,
-    ExecBegin,
-    ExecBeginExit,
-    ExecSetupExit,
-}
-
-impl Role {
-    /// (program base name, target function, runs at return)
-    fn spec(self) -> (&'static str, &'static str, bool) {
-        match self {
-            Role::KcmpEntry => ("kcmp", SYSCALL_FN, false),
-            Role::KcmpExit => ("kcmp", SYSCALL_FN, true),
-            Role::SpecBegin => ("spec_begin", "exec_update_speculate_try_begin", true),
-            Role::SpecRetry => ("spec_retry", "exec_update_speculate_retry", true),
-            Role::PermCheck => ("perm", "ptrace_may_access", false),
-            Role::LockEnter => ("lock", "down_read_killable", false),
-            Role::LockExit => ("lock", "down_read_killable", true),
-            Role::LockNestedEnter => ("lock_nested", "down_read_killable_nested", false),
-            Role::LockNestedExit => ("lock_nested", "down_read_killable_nested", true),
-            Role::ExecBegin => ("exec_begin", "begin_new_exec", false),
-            Role::ExecBeginExit => ("exec_begin", "begin_new_exec", true),
-            Role::ExecSetupExit => ("exec_setup", "setup_new_exec", true),
-        }
-    }
-}
-
-/// The hooks of a strategy: (role, required). Optional hooks add lock wait and the exec
-/// side; without them the outcomes stay right.
-fn roles(strategy: Strategy) -> Vec<(Role, bool)> {
-    let mut roles = vec![(Role::KcmpEntry, true), (Role::KcmpExit, true)];
-    match strategy {
-        Strategy::Boundary => return roles,
-        Strategy::Direct => roles.extend([
-            (Role::SpecBegin, true),
-            (Role::SpecRetry, true),
-            (Role::LockEnter, false),
-        ]),
-        Strategy::Infer => roles.extend([(Role::PermCheck, true), (Role::LockEnter, true)]),
-    }
-    roles.extend([
-        (Role::LockExit, false),
-        (Role::LockNestedEnter, false),
-        (Role::LockNestedExit, false),
-        (Role::ExecBegin, false),
-        (Role::ExecBeginExit, false),
-        (Role::ExecSetupExit, false),
-    ]);
-    roles
-}
-
-/// (program, its do-nothing twin, target) of a role in a mode.
-fn program_for(mode: AttachMode, role: Role) -> (String, &'static str, String) {
-    let (base, target, at_return) = role.spec();
-    let (program, noop, target) = match (mode, at_return) {
-        (AttachMode::Tracepoint, false) => {
-            ("kcmp_tp_enter".into(), "noop_tp", "syscalls/sys_enter_kcmp")
-        }
-        (AttachMode::Tracepoint, true) => {
-            ("kcmp_tp_exit".into(), "noop_tp", "syscalls/sys_exit_kcmp")
-        }
-        (AttachMode::Kprobe, false) => (format!("{base}_kprobe"), "noop_kprobe", target),
-        (AttachMode::Kprobe, true) => (format!("{base}_kretprobe"), "noop_kretprobe", target),
-        (AttachMode::Fentry, false) => (format!("{base}_fentry"), "noop_fentry", target),
-        (AttachMode::Fentry, true) => (format!("{base}_fexit"), "noop_fexit", target),
-    };
-    (program, noop, target.to_owned())
-}
-
 /// Loads the object for one (mode, strategy) and attaches every hook it needs.
 fn load_and_attach(
     config: &TraceConfig,
@@ -342,11 +389,15 @@ fn load_and_attach(
     let mut ebpf = load(config, strategy, series)?;
     let mut hooks = Vec::new();
     let mut btf = KernelBtf::default();
-    let mut skipped = Vec::new();
+    let mut skipped: Vec<(String, String)> = Vec::new();
     for (role, required) in roles(strategy) {
         let (program, noop, target) = program_for(mode, role);
+        // Entry and return hooks of one function share the verdict; say it once.
+        if skipped.iter().any(|(t, _)| *t == target) {
+            continue;
+        }
         // A function that is not a real symbol here (absent or inlined) cannot be hooked.
-        let function = role.spec().1;
+        let function = role.function();
         if mode != AttachMode::Tracepoint && !caps.symbol(function).is_some_and(|s| s.kallsyms) {
             let why = "not a function in this kernel (absent or inlined)".to_owned();
             if required {
@@ -359,19 +410,21 @@ fn load_and_attach(
             Ok(()) => hooks.push(Hook {
                 target,
                 program,
+                affects: role.affects(),
                 noop,
             }),
             Err(e) if !required => skipped.push((target, crate::error::one_line(&e))),
             Err(e) => return Err(e),
         }
     }
-    let attached = |f: &str| hooks.iter().any(|h: &Hook| h.target == f);
+    let attached = |role: Role| hooks.iter().any(|h: &Hook| h.target == role.function());
     let accuracy = accuracy(
         mode,
         strategy,
         series,
-        attached("down_read_killable"),
-        attached("setup_new_exec"),
+        attached(Role::LockEnter),
+        attached(Role::ExecSetupExit),
+        caps,
     );
     Ok((
         ebpf,
@@ -379,66 +432,14 @@ fn load_and_attach(
             mode,
             strategy,
             series,
+            preemption: caps.preemption.clone(),
+            why: String::new(),
             hooks,
             skipped,
             rejected: Vec::new(),
             accuracy,
         },
     ))
-}
-
-fn accuracy(
-    mode: AttachMode,
-    strategy: Strategy,
-    series: bool,
-    lock_hooked: bool,
-    exec_hooked: bool,
-) -> Vec<(&'static str, String)> {
-    let mut lines = vec![("calls, types, results, latency", "exact".to_owned())];
-    match strategy {
-        Strategy::Boundary => {
-            lines.push((
-                "outcome",
-                format!(
-                    "unknown: {} shows only the syscall boundary; path classification needs kprobes or fentry",
-                    mode.name()
-                ),
-            ));
-            return lines;
-        }
-        Strategy::Direct => lines.push((
-            "fast, retry, busy",
-            "exact (return values of exec_update_speculate_try_begin/retry)".to_owned(),
-        )),
-        Strategy::Infer => lines.push((
-            if series {
-                "fast, retry, busy"
-            } else {
-                "locked"
-            },
-            "inferred per thread from the order of ptrace_may_access() and down_read_killable()"
-                .to_owned(),
-        )),
-    }
-    lines.push((
-        "lock wait",
-        if lock_hooked {
-            "exact (down_read_killable entry to return)"
-        } else {
-            "unavailable"
-        }
-        .to_owned(),
-    ));
-    lines.push((
-        "exec write sections",
-        if exec_hooked {
-            "approximate: begin_new_exec() entry to setup_new_exec() return, which encloses the exec_update_lock write section"
-        } else {
-            "unavailable"
-        }
-        .to_owned(),
-    ));
-    lines
 }
 
 /// A refusal in one line: the verifier's log can run to thousands of lines, and its verdict

@@ -1,8 +1,17 @@
-//! Which hooks to use on this kernel, chosen by trying: fentry if it attaches, else kprobe,
-//! else the syscall tracepoints.
+//! Which hooks to use on this kernel: the attach modes to try and in which order, the
+//! programs each strategy needs, and what the chosen plan means for every number.
+//!
+//! Order: on a kernel whose code can be preempted anywhere (preempt=full, lazy, PREEMPT_RT)
+//! kprobes come first, because a preempted trampoline (fentry/fexit) program makes the kernel
+//! skip that program's other runs on the CPU; elsewhere fentry comes first (cheapest), then
+//! kprobes, then the syscall tracepoints. Each is tried in turn until one attaches.
 
 use kcmp_trace_common::classify::Strategy;
 use serde::Serialize;
+
+use crate::probe::preempt::Preemption;
+
+const SYSCALL_FN: &str = "__x64_sys_kcmp";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -40,31 +49,58 @@ impl AttachMode {
             AttachMode::Tracepoint => "tracepoint",
         }
     }
+}
 
-    /// Modes to try, best first.
-    pub fn candidates(request: AttachRequest) -> &'static [AttachMode] {
-        match request {
-            AttachRequest::Auto => &[
-                AttachMode::Fentry,
-                AttachMode::Kprobe,
-                AttachMode::Tracepoint,
-            ],
-            AttachRequest::Fentry => &[AttachMode::Fentry],
-            AttachRequest::Kprobe => &[AttachMode::Kprobe],
-            AttachRequest::Tracepoint => &[AttachMode::Tracepoint],
-        }
+/// Modes to try, best first, and why in that order.
+pub fn mode_order(
+    request: AttachRequest,
+    preemption: &Preemption,
+) -> (&'static [AttachMode], String) {
+    use AttachMode::*;
+    let model = preemption.describe();
+    match request {
+        AttachRequest::Auto if preemption.trampolines_preemptible() => (
+            &[Kprobe, Fentry, Tracepoint],
+            format!(
+                "kprobes first: under preemption {model} fentry/fexit programs can be preempted \
+                 mid-run (assumed when unknown), and the kernel then skips their other runs on \
+                 that CPU"
+            ),
+        ),
+        AttachRequest::Auto => (
+            &[Fentry, Kprobe, Tracepoint],
+            format!(
+                "fentry first: preemption {model} does not preempt kernel code, so trampoline \
+                 programs run to completion"
+            ),
+        ),
+        AttachRequest::Fentry if preemption.trampolines_preemptible() => (
+            &[Fentry],
+            format!(
+                "fentry as asked, on preemption {model}: runs the kernel skips are counted and \
+                 shown (prefer --attach kprobe or auto for exact counts)"
+            ),
+        ),
+        AttachRequest::Fentry => (&[Fentry], "fentry as asked".into()),
+        AttachRequest::Kprobe => (&[Kprobe], "kprobe as asked".into()),
+        AttachRequest::Tracepoint => (&[Tracepoint], "tracepoint as asked".into()),
     }
 }
 
-/// Candidate (mode, strategy) pairs, best first.
-pub fn candidates(attach: AttachRequest, strategy: StrategyRequest) -> Vec<(AttachMode, Strategy)> {
+/// Candidate (mode, strategy) pairs, best first, and why the modes are in that order.
+pub fn candidates(
+    attach: AttachRequest,
+    strategy: StrategyRequest,
+    preemption: &Preemption,
+) -> (Vec<(AttachMode, Strategy)>, String) {
     let strategies: &[Strategy] = match strategy {
         StrategyRequest::Auto => &[Strategy::Direct, Strategy::Infer],
         StrategyRequest::Direct => &[Strategy::Direct],
         StrategyRequest::Infer => &[Strategy::Infer],
     };
+    let (modes, why) = mode_order(attach, preemption);
     let mut out = Vec::new();
-    for &mode in AttachMode::candidates(attach) {
+    for &mode in modes {
         if mode == AttachMode::Tracepoint {
             // The syscall boundary shows no path; only offer it when no strategy was forced.
             if strategy == StrategyRequest::Auto {
@@ -74,7 +110,120 @@ pub fn candidates(attach: AttachRequest, strategy: StrategyRequest) -> Vec<(Atta
             out.extend(strategies.iter().map(|&s| (mode, s)));
         }
     }
-    out
+    (out, why)
+}
+
+/// What a hook observes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    KcmpEntry,
+    KcmpExit,
+    SpecBegin,
+    SpecRetry,
+    PermCheck,
+    LockEnter,
+    LockExit,
+    LockNestedEnter,
+    LockNestedExit,
+    ExecBegin,
+    ExecBeginExit,
+    ExecSetupExit,
+}
+
+/// The numbers a skipped run of a hook's program can leave incomplete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affects {
+    /// A skipped entry: the call's exit finds no entry (counted as unpaired).
+    CallEntry,
+    /// A skipped exit: the call is never counted.
+    CallExit,
+    /// The call's path may be misread.
+    Outcome,
+    LockWait,
+    ExecSections,
+}
+
+impl Role {
+    /// (program base name, target function, runs at return)
+    fn spec(self) -> (&'static str, &'static str, bool) {
+        match self {
+            Role::KcmpEntry => ("kcmp", SYSCALL_FN, false),
+            Role::KcmpExit => ("kcmp", SYSCALL_FN, true),
+            Role::SpecBegin => ("spec_begin", "exec_update_speculate_try_begin", true),
+            Role::SpecRetry => ("spec_retry", "exec_update_speculate_retry", true),
+            Role::PermCheck => ("perm", "ptrace_may_access", false),
+            Role::LockEnter => ("lock", "down_read_killable", false),
+            Role::LockExit => ("lock", "down_read_killable", true),
+            Role::LockNestedEnter => ("lock_nested", "down_read_killable_nested", false),
+            Role::LockNestedExit => ("lock_nested", "down_read_killable_nested", true),
+            Role::ExecBegin => ("exec_begin", "begin_new_exec", false),
+            Role::ExecBeginExit => ("exec_begin", "begin_new_exec", true),
+            Role::ExecSetupExit => ("exec_setup", "setup_new_exec", true),
+        }
+    }
+
+    /// The kernel function this role hooks (for modes other than tracepoint).
+    pub fn function(self) -> &'static str {
+        self.spec().1
+    }
+
+    pub fn affects(self) -> &'static [Affects] {
+        match self {
+            Role::KcmpEntry => &[Affects::CallEntry],
+            Role::KcmpExit => &[Affects::CallExit],
+            Role::SpecBegin | Role::SpecRetry | Role::PermCheck => &[Affects::Outcome],
+            // Either end of a lock wait marks the lock (classify.rs); both time it.
+            Role::LockEnter | Role::LockExit | Role::LockNestedEnter | Role::LockNestedExit => {
+                &[Affects::Outcome, Affects::LockWait]
+            }
+            Role::ExecBegin | Role::ExecBeginExit | Role::ExecSetupExit => {
+                &[Affects::ExecSections]
+            }
+        }
+    }
+}
+
+/// The hooks of a strategy: (role, required). Optional hooks add lock wait and the exec
+/// side; without them the outcomes stay right.
+pub fn roles(strategy: Strategy) -> Vec<(Role, bool)> {
+    let mut roles = vec![(Role::KcmpEntry, true), (Role::KcmpExit, true)];
+    match strategy {
+        Strategy::Boundary => return roles,
+        Strategy::Direct => roles.extend([
+            (Role::SpecBegin, true),
+            (Role::SpecRetry, true),
+            (Role::LockEnter, false),
+        ]),
+        Strategy::Infer => roles.extend([(Role::PermCheck, true), (Role::LockEnter, true)]),
+    }
+    roles.extend([
+        (Role::LockExit, false),
+        (Role::LockNestedEnter, false),
+        (Role::LockNestedExit, false),
+        (Role::ExecBegin, false),
+        (Role::ExecBeginExit, false),
+        (Role::ExecSetupExit, false),
+    ]);
+    roles
+}
+
+/// (program, its do-nothing twin, target) of a role in a mode.
+pub fn program_for(mode: AttachMode, role: Role) -> (String, &'static str, String) {
+    let (base, target, at_return) = role.spec();
+    let (program, noop, target) = match (mode, at_return) {
+        (AttachMode::Tracepoint, false) => {
+            ("kcmp_tp_enter".into(), "noop_tp", "syscalls/sys_enter_kcmp")
+        }
+        (AttachMode::Tracepoint, true) => {
+            ("kcmp_tp_exit".into(), "noop_tp", "syscalls/sys_exit_kcmp")
+        }
+        (AttachMode::Kprobe, false) => (format!("{base}_kprobe"), "noop_kprobe", target),
+        (AttachMode::Kprobe, true) => (format!("{base}_kretprobe"), "noop_kretprobe", target),
+        (AttachMode::Fentry, false) => (format!("{base}_fentry"), "noop_fentry", target),
+        (AttachMode::Fentry, true) => (format!("{base}_fexit"), "noop_fexit", target),
+    };
+    (program, noop, target.to_owned())
 }
 
 /// One attached program.
@@ -83,6 +232,8 @@ pub struct Hook {
     /// Kernel function or tracepoint.
     pub target: String,
     pub program: String,
+    /// What a skipped run of this program leaves incomplete.
+    pub affects: &'static [Affects],
     /// The do-nothing program of the same kind, for the benchmark floor.
     #[serde(skip)]
     pub noop: &'static str,
@@ -96,6 +247,9 @@ pub struct Plan {
     pub strategy: Strategy,
     /// The kernel has the exec_update_seq series.
     pub series: bool,
+    pub preemption: Preemption,
+    /// Why the modes were tried in the order they were.
+    pub why: String,
     pub hooks: Vec<Hook>,
     /// Optional hooks that did not attach, and why.
     pub skipped: Vec<(String, String)>,
@@ -111,12 +265,15 @@ fn strategy_name<S: serde::Serializer>(s: &Strategy, ser: S) -> Result<S::Ok, S:
 
 impl Plan {
     pub fn describe(&self) -> Vec<String> {
-        let mut lines = vec![format!(
-            "attach: {}, strategy {}, exec_update_seq series {}",
-            self.mode.name(),
-            self.strategy.name(),
-            if self.series { "present" } else { "absent" }
-        )];
+        let mut lines = vec![
+            format!(
+                "attach: {}, strategy {}, exec_update_seq series {}",
+                self.mode.name(),
+                self.strategy.name(),
+                if self.series { "present" } else { "absent" }
+            ),
+            format!("  why: {}", self.why),
+        ];
         for h in &self.hooks {
             lines.push(format!("  {:<22} {}", h.program, h.target));
         }
@@ -130,5 +287,155 @@ impl Plan {
             lines.push(format!("  {counter}: {how}"));
         }
         lines
+    }
+}
+
+/// What each number means on a plan: exact, inferred, approximate or unavailable.
+pub fn accuracy(
+    mode: AttachMode,
+    strategy: Strategy,
+    series: bool,
+    lock_hooked: bool,
+    exec_hooked: bool,
+    caps: &crate::probe::Capabilities,
+) -> Vec<(&'static str, String)> {
+    let mut lines = vec![(
+        "calls, types, results, latency",
+        "exact while no program run is skipped (skipped runs are counted and shown)".to_owned(),
+    )];
+    if mode == AttachMode::Kprobe {
+        lines.push((
+            "kretprobes",
+            format!(
+                "{} instances each: with more kcmp calls in flight at once (threads waiting \
+                 for exec_update_lock), exits are lost, counted and shown",
+                caps.kretprobe_instances
+            ),
+        ));
+    }
+    if mode == AttachMode::Kprobe && !caps.probe_misses_readable {
+        lines.push((
+            "kprobe misses",
+            "not reported by kernels before 6.7 (a kretprobe out of instances); exits that \
+             never arrive are still counted as lost_exits at the thread's next call"
+                .to_owned(),
+        ));
+    }
+    match strategy {
+        Strategy::Boundary => {
+            lines.push((
+                "outcome",
+                format!(
+                    "unknown: {} shows only the syscall boundary; path classification needs kprobes or fentry",
+                    mode.name()
+                ),
+            ));
+            return lines;
+        }
+        Strategy::Direct => lines.push((
+            "fast, retry, busy",
+            "exact (return values of exec_update_speculate_try_begin/retry)".to_owned(),
+        )),
+        Strategy::Infer => lines.push((
+            if series {
+                "fast, retry, busy"
+            } else {
+                "locked"
+            },
+            "inferred per thread from the order of ptrace_may_access() and down_read_killable()"
+                .to_owned(),
+        )),
+    }
+    lines.push((
+        "lock wait",
+        if lock_hooked {
+            "exact (down_read_killable entry to return)"
+        } else {
+            "unavailable"
+        }
+        .to_owned(),
+    ));
+    lines.push((
+        "exec write sections",
+        if exec_hooked {
+            "approximate: begin_new_exec() entry to setup_new_exec() return, which encloses the exec_update_lock write section"
+        } else {
+            "unavailable"
+        }
+        .to_owned(),
+    ));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::preempt::{Model, Preemption};
+
+    fn preemption(model: Option<Model>) -> Preemption {
+        Preemption {
+            model,
+            dynamic: true,
+            source: "test",
+        }
+    }
+
+    #[test]
+    fn preemptible_kernels_try_kprobes_first() {
+        for model in [Some(Model::Full), Some(Model::Lazy), Some(Model::Rt), None] {
+            let (order, why) = candidates(
+                AttachRequest::Auto,
+                StrategyRequest::Auto,
+                &preemption(model),
+            );
+            assert_eq!(order[0], (AttachMode::Kprobe, Strategy::Direct), "{model:?}");
+            assert!(why.starts_with("kprobes first"), "{why}");
+            assert_eq!(
+                order.last(),
+                Some(&(AttachMode::Tracepoint, Strategy::Boundary))
+            );
+        }
+        for model in [Model::None, Model::Voluntary] {
+            let (order, why) = candidates(
+                AttachRequest::Auto,
+                StrategyRequest::Infer,
+                &preemption(Some(model)),
+            );
+            assert_eq!(
+                order,
+                vec![
+                    (AttachMode::Fentry, Strategy::Infer),
+                    (AttachMode::Kprobe, Strategy::Infer)
+                ]
+            );
+            assert!(why.starts_with("fentry first"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_forced_fentry_on_a_preemptible_kernel_says_so() {
+        let (order, why) = candidates(
+            AttachRequest::Fentry,
+            StrategyRequest::Direct,
+            &preemption(Some(Model::Full)),
+        );
+        assert_eq!(order, vec![(AttachMode::Fentry, Strategy::Direct)]);
+        assert!(why.contains("skips are counted"), "{why}");
+    }
+
+    #[test]
+    fn every_role_says_what_a_skipped_run_costs() {
+        for strategy in [Strategy::Boundary, Strategy::Direct, Strategy::Infer] {
+            let roles = roles(strategy);
+            assert!(roles.contains(&(Role::KcmpEntry, true)));
+            assert!(roles.contains(&(Role::KcmpExit, true)));
+            for (role, _) in roles {
+                assert!(!role.affects().is_empty());
+            }
+        }
+        assert_eq!(
+            program_for(AttachMode::Kprobe, Role::LockExit).0,
+            "lock_kretprobe"
+        );
     }
 }

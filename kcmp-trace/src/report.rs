@@ -12,7 +12,10 @@ use kcmp_trace_common::{
 };
 use serde::Serialize;
 
-use crate::loader::ProcessRow;
+use crate::{
+    loader::{HookCounters, ProcessRow},
+    plan::Affects,
+};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Quantiles {
@@ -54,15 +57,101 @@ pub struct Report {
     pub exec_hold_ns: Quantiles,
     pub events_sent: u64,
     pub events_dropped: u64,
+    /// Exits without their entry (not counted as calls).
     pub unpaired_exits: u64,
+    /// Entries whose call's exit was never seen (that call is not counted).
+    pub lost_exits: u64,
     /// Calls whose probe trail fit no kernel path (counted as `unknown`).
     pub unclassified: u64,
+    /// Lock waits whose end was never seen (left out of lock_wait_ns).
+    pub lock_waits_unfinished: u64,
+    /// Runs of each program the kernel skipped in this interval (programs with none left
+    /// out).
+    pub missed_runs: BTreeMap<String, u64>,
+    /// How far the numbers may fall short of the truth; all zero when `exact`.
+    pub incomplete: Incomplete,
+    /// Nothing was skipped or left unpaired: every number is complete.
+    pub exact: bool,
     pub top_processes: Vec<ProcessRow>,
 }
 
+/// Upper bounds on what skipped program runs and unpaired calls leave out of a report.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Incomplete {
+    /// Calls that may be missing from `calls` (and every breakdown of it).
+    pub calls: u64,
+    /// Counted calls whose outcome may be wrong.
+    pub outcomes: u64,
+    /// Lock waits that may be missing from lock_wait_ns.
+    pub lock_wait: u64,
+    /// Exec write sections that may be missing from exec_hold_ns.
+    pub exec_write_sections: u64,
+}
+
+impl Incomplete {
+    /// The bounds for an interval with these counters and skipped runs.
+    ///
+    /// A call goes uncounted when its exit is never seen (a skipped exit run, which the
+    /// thread's next entry may also report as a lost exit) or when its exit finds no entry
+    /// (unpaired: a skipped entry run, or a call that began before attach). A skipped run
+    /// of a path probe can misread at most one call's path; of a lock probe, one lock wait.
+    pub fn of(delta: &Counters, missed: &[Missed]) -> Incomplete {
+        let skipped = |what: Affects| -> u64 {
+            missed
+                .iter()
+                .filter(|m| m.affects.contains(&what))
+                .map(|m| m.runs)
+                .sum()
+        };
+        Incomplete {
+            calls: delta.misc[misc::UNPAIRED_EXITS]
+                + delta.misc[misc::LOST_EXITS].max(skipped(Affects::CallExit)),
+            outcomes: skipped(Affects::Outcome),
+            lock_wait: delta.misc[misc::LOCK_WAITS_UNFINISHED] + skipped(Affects::LockWait),
+            exec_write_sections: skipped(Affects::ExecSections),
+        }
+    }
+
+    pub fn is_exact(&self) -> bool {
+        *self == Incomplete::default()
+    }
+}
+
+/// Runs of one program the kernel skipped over an interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missed {
+    pub program: String,
+    pub affects: Vec<Affects>,
+    pub runs: u64,
+}
+
+/// Skipped runs per program between two reads of the same programs.
+pub fn missed_since(now: &[HookCounters], before: &[HookCounters]) -> Vec<Missed> {
+    now.iter()
+        .map(|h| {
+            let earlier = before
+                .iter()
+                .find(|b| b.program == h.program)
+                .map_or(0, |b| b.misses);
+            Missed {
+                program: h.program.clone(),
+                affects: h.affects.clone(),
+                runs: h.misses.saturating_sub(earlier),
+            }
+        })
+        .collect()
+}
+
 impl Report {
-    /// The report of `delta` (counters over `interval_s` seconds).
-    pub fn new(delta: &Counters, interval_s: f64, top_processes: Vec<ProcessRow>) -> Report {
+    /// The report of `delta` (counters over `interval_s` seconds) with the program runs the
+    /// kernel skipped meanwhile.
+    pub fn new(
+        delta: &Counters,
+        interval_s: f64,
+        top_processes: Vec<ProcessRow>,
+        missed: &[Missed],
+    ) -> Report {
+        let incomplete = Incomplete::of(delta, missed);
         let nonzero = |pairs: Vec<(&'static str, u64)>| -> BTreeMap<&'static str, u64> {
             pairs.into_iter().filter(|&(_, n)| n != 0).collect()
         };
@@ -119,7 +208,16 @@ impl Report {
             events_sent: delta.misc[misc::EVENTS_SENT],
             events_dropped: delta.misc[misc::EVENTS_DROPPED],
             unpaired_exits: delta.misc[misc::UNPAIRED_EXITS],
+            lost_exits: delta.misc[misc::LOST_EXITS],
             unclassified: delta.misc[misc::UNCLASSIFIED],
+            lock_waits_unfinished: delta.misc[misc::LOCK_WAITS_UNFINISHED],
+            missed_runs: missed
+                .iter()
+                .filter(|m| m.runs != 0)
+                .map(|m| (m.program.clone(), m.runs))
+                .collect(),
+            exact: incomplete.is_exact() && delta.misc[misc::UNCLASSIFIED] == 0,
+            incomplete,
             top_processes,
         }
     }
@@ -184,7 +282,7 @@ mod tests {
         c.calls[Outcome::Unknown as usize][0][result_slot(-9) as usize] = 10;
         c.latency[Outcome::Unknown as usize][11] = 100;
         c.misc[misc::EVENTS_DROPPED] = 3;
-        let r = Report::new(&c, 2.0, Vec::new());
+        let r = Report::new(&c, 2.0, Vec::new(), &[]);
         assert_eq!(r.calls, 100);
         assert_eq!(r.calls_per_s, 50.0);
         assert_eq!(r.errors, 10);
@@ -197,6 +295,66 @@ mod tests {
         assert_eq!(r.latency_ns.count, 100);
         assert_eq!(r.latency_ns.max, Some(2047));
         assert_eq!(r.events_dropped, 3);
+        assert!(r.exact && r.missed_runs.is_empty());
+    }
+
+    fn missed(program: &str, affects: &[Affects], runs: u64) -> Missed {
+        Missed {
+            program: program.into(),
+            affects: affects.to_vec(),
+            runs,
+        }
+    }
+
+    #[test]
+    fn skipped_runs_bound_what_is_missing() {
+        let mut c = Counters::ZERO;
+        c.calls[Outcome::Locked as usize][0][0] = 1000;
+        c.misc[misc::UNPAIRED_EXITS] = 7;
+        c.misc[misc::LOST_EXITS] = 2;
+        c.misc[misc::LOCK_WAITS_UNFINISHED] = 1;
+        let skipped = [
+            missed("kcmp_fentry", &[Affects::CallEntry], 9),
+            missed("kcmp_fexit", &[Affects::CallExit], 5),
+            missed("lock_fentry", &[Affects::Outcome, Affects::LockWait], 3),
+            missed("perm_fentry", &[Affects::Outcome], 4),
+            missed("exec_setup_fexit", &[Affects::ExecSections], 0),
+        ];
+        let r = Report::new(&c, 1.0, Vec::new(), &skipped);
+        assert_eq!(
+            r.incomplete,
+            Incomplete {
+                // 7 exits without entry, and at most 5 exits skipped (2 of them seen as lost).
+                calls: 7 + 5,
+                outcomes: 3 + 4,
+                lock_wait: 1 + 3,
+                exec_write_sections: 0,
+            }
+        );
+        assert!(!r.exact);
+        assert_eq!(r.missed_runs.len(), 4);
+        assert_eq!(r.missed_runs["kcmp_fexit"], 5);
+
+        // Lost exits the kernel did not report as skipped runs (a kprobe before 6.7) still
+        // count.
+        c.misc[misc::LOST_EXITS] = 8;
+        assert_eq!(Incomplete::of(&c, &skipped).calls, 7 + 8);
+    }
+
+    #[test]
+    fn missed_runs_are_per_interval() {
+        let hook = |misses| HookCounters {
+            program: "kcmp_fexit".into(),
+            target: "__x64_sys_kcmp".into(),
+            affects: vec![Affects::CallExit],
+            misses,
+            run_time_ns: 0,
+            run_count: 0,
+        };
+        let d = missed_since(&[hook(12)], &[hook(5)]);
+        assert_eq!(d, vec![missed("kcmp_fexit", &[Affects::CallExit], 7)]);
+        // A program first seen counts from zero.
+        assert_eq!(missed_since(&[hook(3)], &[])[0].runs, 3);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::{
     build_release,
-    kernel::{KernelKind, ensure_kernel},
+    kernel::{Flavour, Kernel, Version, ensure_kernel},
     run_checked, setup,
     vm::{VmSpec, default_files, run as run_vm},
     workspace_root,
@@ -75,7 +75,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .collect();
     let mut spec = VmSpec::new(
         "bench",
-        ensure_kernel(KernelKind::Fastpath)?,
+        ensure_kernel(Kernel::new(Flavour::Fastpath, Version::V6_1))?,
         format!("set -e\n{script}"),
     );
     spec.files = default_files(&workspace_root())?;

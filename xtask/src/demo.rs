@@ -8,9 +8,9 @@ use clap::Args;
 
 use crate::{
     build_release,
-    kernel::{KernelKind, ensure_kernel},
+    kernel::{Flavour, Kernel, Version, ensure_kernel},
     setup,
-    vm::{VmSpec, default_files, run as run_vm},
+    vm::{Preempt, VmSpec, default_files, run as run_vm},
     workspace_root,
 };
 
@@ -21,7 +21,12 @@ pub struct DemoArgs {
     seconds: u64,
     /// Kernel to boot: fastpath shows fast/retry/busy, stock shows locked.
     #[arg(long, value_enum, default_value = "fastpath")]
-    kernel: KernelKind,
+    kernel: Flavour,
+    #[arg(long, value_enum, default_value = "6.12")]
+    kernel_version: Version,
+    /// Preemption model (PREEMPT_DYNAMIC kernels).
+    #[arg(long, value_enum)]
+    preempt: Option<Preempt>,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -32,7 +37,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         r#"
 mkdir -p /tmp
 echo "== kcmp-trace doctor"
-kcmp-trace doctor | grep -E "^(kernel|kprobes|fentry|exec_update_seq)"
+kcmp-trace doctor | grep -E "^(kernel|preemption|kprobes|fentry|exec_update_seq)"
 echo "== stress: 2 kcmp threads against 2 processes that exec() themselves, {secs} s"
 kcmp-trace stress --duration {secs}s --threads 2 --exec-racers 2 --types vm,files --wait-for /tmp/go > /tmp/stress.txt &
 sp=$!
@@ -49,14 +54,13 @@ echo "== the kernel's own count (test-only oracle)"
 cat /sys/kernel/debug/kcmp_fastpath 2>/dev/null || echo "(no oracle in this kernel)"
 "#
     );
-    let mut spec = VmSpec::new("demo", ensure_kernel(args.kernel)?, script);
+    let kernel = Kernel::new(args.kernel, args.kernel_version);
+    let mut spec = VmSpec::new("demo", ensure_kernel(kernel)?, script);
+    spec.cmdline.extend(args.preempt.map(Preempt::cmdline));
     spec.files = default_files(&workspace_root())?;
     spec.timeout = Duration::from_secs(secs + 120);
     spec.live = true;
-    eprintln!(
-        "demo: booting the {:?} kernel under qemu (TCG)",
-        args.kernel
-    );
+    eprintln!("demo: booting the {kernel} kernel under qemu (TCG)");
     let outcome = run_vm(&spec)?;
     ensure!(
         outcome.exit_code == 0,

@@ -1,19 +1,25 @@
-//! Kernels for the VM tests.
+//! Kernels for the VM tests, by flavour and version (see [`Kernel`]):
 //!
-//! * [`KernelKind::Stock`]: Debian's newest `linux-image-6.1.0-*-cloud-amd64-unsigned`,
-//!   the kernel users actually run (no fast path: kcmp() takes both locks).
-//! * [`KernelKind::Fastpath`]: `linux-source-6.1` with `testing/kernel/*.patch` applied
+//! * stock: Debian's newest `linux-image-*-cloud-amd64-unsigned` of the version, the kernel
+//!   users actually run (no fast path: kcmp() takes both locks). On 6.12 it is built with
+//!   PREEMPT_DYNAMIC, so `preempt=none|voluntary|full` on the command line picks the model.
+//! * stock-rt: Debian's `linux-image-*-rt-amd64-unsigned` (PREEMPT_RT).
+//! * fastpath: `linux-source-<version>` with `testing/kernel/<version>/*.patch` applied
 //!   (exec_update_seq fast path plus the test-only `kcmp_fastpath` debugfs oracle),
-//!   configured from `make tinyconfig` and `testing/kernel/config.fragment`.
+//!   configured from `make tinyconfig`, `testing/kernel/config.fragment` and, on 6.12,
+//!   `preempt-dynamic.fragment`.
+//! * fastpath-rt: the same with `preempt-rt.fragment` (6.12 and later: PREEMPT_RT is mainline).
 //!
-//! Both are cached under [`cache_root`]. Each cache entry is a directory holding the
+//! All are cached under [`cache_root`]. Each cache entry is a directory holding the
 //! image (`vmlinuz` or `bzImage`), `config` and `System.map`; it is assembled in a
 //! temporary directory next to it and renamed into place, so an interrupted download
-//! or build is never mistaken for a finished one.
+//! or build is never mistaken for a finished one. Built kernels are keyed by a hash of
+//! everything they are built from.
 
 use std::{
     env,
     ffi::OsStr,
+    fmt,
     fs::{self, File},
     io::{Read, Seek, SeekFrom},
     os::unix::fs::MetadataExt,
@@ -25,20 +31,90 @@ use std::{
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-/// Which kernel to boot.
+/// Which kind of kernel to boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum KernelKind {
+pub enum Flavour {
     /// Debian's stock cloud kernel (kcmp() always takes both exec_update_locks).
     Stock,
-    /// linux-source-6.1 with the exec_update_seq fast path and the kcmp_fastpath oracle.
+    /// Debian's stock PREEMPT_RT kernel.
+    StockRt,
+    /// linux-source with the exec_update_seq fast path and the kcmp_fastpath oracle.
     Fastpath,
+    /// The fast-path kernel built with PREEMPT_RT (6.12 and later).
+    FastpathRt,
 }
 
-const SOURCE_PACKAGE: &str = "linux-source-6.1";
-const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
-const SOURCE_DIR: &str = "linux-source-6.1";
+impl Flavour {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Stock => "stock",
+            Flavour::StockRt => "stock-rt",
+            Flavour::Fastpath => "fastpath",
+            Flavour::FastpathRt => "fastpath-rt",
+        }
+    }
+
+    /// The kernel carries the series and its oracle.
+    pub fn has_series(self) -> bool {
+        matches!(self, Flavour::Fastpath | Flavour::FastpathRt)
+    }
+
+    pub fn is_rt(self) -> bool {
+        matches!(self, Flavour::StockRt | Flavour::FastpathRt)
+    }
+}
+
+/// Kernel versions with both a Debian image and a `linux-source-<version>` package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Version {
+    #[value(name = "6.1")]
+    V6_1,
+    #[value(name = "6.12")]
+    V6_12,
+}
+
+impl Version {
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V6_1 => "6.1",
+            Version::V6_12 => "6.12",
+        }
+    }
+
+    /// Image package names of this version: the pattern after `linux-image-` and before
+    /// `-<variant>-amd64-unsigned`, and how to read its ordering number.
+    fn image_abi(self, name: &str) -> Option<u32> {
+        match self {
+            // linux-image-6.1.0-<abi>-cloud-amd64-unsigned
+            Version::V6_1 => name.strip_prefix("6.1.0-")?.parse().ok(),
+            // linux-image-6.12.<sublevel>+deb12-cloud-amd64-unsigned
+            Version::V6_12 => name.strip_prefix("6.12.")?.strip_suffix("+deb12")?.parse().ok(),
+        }
+    }
+}
+
+/// A kernel to boot: flavour and version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    pub flavour: Flavour,
+    pub version: Version,
+}
+
+impl Kernel {
+    pub const fn new(flavour: Flavour, version: Version) -> Kernel {
+        Kernel { flavour, version }
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.flavour.name(), self.version.name())
+    }
+}
+
+/// Changing how the kernel is built must not reuse kernels built the old way.
+const RECIPE: &str = "kcmp-trace fastpath kernel recipe 1";
 const BUILD_PACKAGES: &[&str] = &[
-    SOURCE_PACKAGE,
     "build-essential",
     "bc",
     "bison",
@@ -48,8 +124,6 @@ const BUILD_PACKAGES: &[&str] = &[
     "dwarves",
     "xz-utils",
 ];
-/// Changing how the kernel is built must not reuse kernels built the old way.
-const RECIPE: &str = "kcmp-trace fastpath kernel recipe 1";
 /// Symbols the patch series must add; a build without them is not the kernel we want.
 const PATCH_SYMBOLS: &[&str] = &[
     "exec_update_speculate_try_begin",
@@ -64,18 +138,17 @@ pub fn cache_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("/var/cache/kcmp-trace"), PathBuf::from)
 }
 
-/// Returns the path of a bootable kernel image of `kind`, downloading or building it
-/// on first use. `config` and `System.map` sit next to the image.
-pub fn ensure_kernel(kind: KernelKind) -> Result<PathBuf> {
+/// Returns the path of a bootable image of `kernel`, downloading or building it on first
+/// use. `config` and `System.map` sit next to the image.
+pub fn ensure_kernel(kernel: Kernel) -> Result<PathBuf> {
     let root = cache_root();
-    match kind {
-        KernelKind::Stock => ensure_stock(&root.join("stock")),
-        KernelKind::Fastpath => ensure_fastpath(
-            &root.join("fastpath"),
-            &crate::workspace_root().join("testing/kernel"),
-        ),
+    match kernel.flavour {
+        Flavour::Stock | Flavour::StockRt => ensure_stock(&root.join("stock"), kernel),
+        Flavour::Fastpath | Flavour::FastpathRt => {
+            ensure_fastpath(&root.join("fastpath"), kernel)
+        }
     }
-    .with_context(|| format!("preparing the {kind:?} kernel (cache: {})", root.display()))
+    .with_context(|| format!("preparing the {kernel} kernel (cache: {})", root.display()))
 }
 
 fn step(msg: impl AsRef<str>) {
@@ -143,16 +216,23 @@ fn is_root() -> bool {
 // ---------------------------------------------------------------------------------
 // Stock kernel
 
-fn ensure_stock(dir: &Path) -> Result<PathBuf> {
-    let package = match newest_cloud_image()? {
+fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
+    let variant = if kernel.flavour.is_rt() { "rt" } else { "cloud" };
+    let package = match newest_image(kernel.version, variant)? {
         Some(p) => p,
         None => {
-            step("apt-get update (no linux-image-6.1.0-*-cloud-amd64-unsigned known)");
+            step(format!(
+                "apt-get update (no {variant} image of Linux {} known)",
+                kernel.version.name()
+            ));
             apt_get(&["update"])?;
-            newest_cloud_image()?.context(
-                "no linux-image-6.1.0-*-cloud-amd64-unsigned package in the apt sources \
-                 (needs Debian bookworm with bookworm-updates/security)",
-            )?
+            newest_image(kernel.version, variant)?.with_context(|| {
+                format!(
+                    "no linux-image-{}*-{variant}-amd64-unsigned package in the apt sources \
+                     (needs Debian bookworm with bookworm-updates/security)",
+                    kernel.version.name()
+                )
+            })?
         }
     };
     let version = candidate_version(&package)?;
@@ -201,21 +281,24 @@ fn ensure_stock(dir: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// The `linux-image-6.1.0-<abi>-cloud-amd64-unsigned` with the highest ABI number.
-fn newest_cloud_image() -> Result<Option<String>> {
+/// The `linux-image-<version>...-<variant>-amd64-unsigned` package with the highest ABI
+/// (6.1) or sublevel (6.12) number.
+fn newest_image(version: Version, variant: &str) -> Result<Option<String>> {
+    let suffix = format!("-{variant}-amd64-unsigned");
     let out = capture(Command::new("apt-cache").args([
         "search",
         "--names-only",
-        r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
+        &format!(
+            r"^linux-image-{}\..*{suffix}$",
+            version.name().replace('.', r"\.")
+        ),
     ]))?;
     Ok(out
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .filter_map(|name| {
-            let abi = name
-                .strip_prefix("linux-image-6.1.0-")?
-                .strip_suffix("-cloud-amd64-unsigned")?;
-            Some((abi.parse::<u32>().ok()?, name.to_string()))
+            let middle = name.strip_prefix("linux-image-")?.strip_suffix(&suffix)?;
+            Some((version.image_abi(middle)?, name.to_string()))
         })
         .max()
         .map(|(_, name)| name))
@@ -233,10 +316,11 @@ fn candidate_version(package: &str) -> Result<String> {
 // ---------------------------------------------------------------------------------
 // Fast-path kernel
 
-fn ensure_fastpath(dir: &Path, patch_dir: &Path) -> Result<PathBuf> {
+fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
+    let source = SourceTree::of(kernel.version);
     // The source version is part of the cache key, so it must be installed first.
-    ensure_packages(&[SOURCE_PACKAGE])?;
-    let inputs = FastpathInputs::read(patch_dir)?;
+    ensure_packages(&[&source.package])?;
+    let inputs = FastpathInputs::read(kernel, &source)?;
     let key = inputs.key();
     let entry = dir.join(&key);
     let image = entry.join("bzImage");
@@ -260,45 +344,48 @@ fn ensure_fastpath(dir: &Path, patch_dir: &Path) -> Result<PathBuf> {
     let started = Instant::now();
 
     step(format!(
-        "extracting {SOURCE_TARBALL} (linux-source-6.1 {})",
-        inputs.source_version
+        "{kernel}: extracting {} ({} {})",
+        source.tarball, source.package, inputs.source_version
     ));
     logged(
         Command::new("tar")
             .arg("-xf")
-            .arg(SOURCE_TARBALL)
+            .arg(&source.tarball)
             .arg("-C")
             .arg(&tmp),
         &log,
     )?;
-    let src = tmp.join(SOURCE_DIR);
+    let src = tmp.join(&source.package);
 
     for patch in &inputs.patches {
         step(format!("applying {}", file_name(patch)));
         logged(
             Command::new("patch")
-                .args(["-p1", "--forward", "--batch", "-i"])
+                .args(["-p1", "--forward", "--batch", "--fuzz=0", "-i"])
                 .arg(patch)
                 .current_dir(&src),
             &log,
         )?;
     }
 
-    step("configuring: make tinyconfig + config.fragment");
+    let names: Vec<String> = inputs.fragments.iter().map(|f| file_name(f)).collect();
+    step(format!("configuring: make tinyconfig + {}", names.join(" + ")));
     logged(make(&src).arg("tinyconfig"), &log)?;
     logged(
         Command::new("scripts/kconfig/merge_config.sh")
             .args(["-m", ".config"])
-            .arg(&inputs.fragment)
+            .args(&inputs.fragments)
             .current_dir(&src),
         &log,
     )?;
     logged(make(&src).arg("olddefconfig"), &log)?;
-    check_config(&src.join(".config"), &inputs.fragment)?;
+    for fragment in &inputs.fragments {
+        check_config(&src.join(".config"), fragment)?;
+    }
 
     let jobs = build_jobs();
     step(format!(
-        "building kernel (about 8 min on 2 cores, make -j{jobs}) ... log: {}",
+        "building {kernel} (about 5 to 10 min on 2 cores, make -j{jobs}) ... log: {}",
         log.display()
     ));
     logged(make(&src).arg(format!("-j{jobs}")).arg("bzImage"), &log)?;
@@ -333,20 +420,40 @@ fn ensure_fastpath(dir: &Path, patch_dir: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// Debian's `linux-source-<version>` package: the tarball it installs, which unpacks into a
+/// directory named like the package.
+struct SourceTree {
+    package: String,
+    tarball: String,
+}
+
+impl SourceTree {
+    fn of(version: Version) -> SourceTree {
+        let package = format!("linux-source-{}", version.name());
+        SourceTree {
+            tarball: format!("/usr/src/{package}.tar.xz"),
+            package,
+        }
+    }
+}
+
 /// Everything the fast-path kernel is built from, hashed into its cache key.
 struct FastpathInputs {
+    source_package: String,
     source_version: String,
     patches: Vec<PathBuf>,
-    fragment: PathBuf,
-    /// (file name, contents) of every patch, then of the fragment.
+    fragments: Vec<PathBuf>,
+    /// (file name, contents) of every patch, then of every fragment.
     contents: Vec<(String, Vec<u8>)>,
 }
 
 impl FastpathInputs {
-    fn read(patch_dir: &Path) -> Result<Self> {
+    fn read(kernel: Kernel, source: &SourceTree) -> Result<Self> {
+        let base = crate::workspace_root().join("testing/kernel");
+        let patch_dir = base.join(kernel.version.name());
         let mut patches = Vec::new();
         for entry in
-            fs::read_dir(patch_dir).with_context(|| format!("reading {}", patch_dir.display()))?
+            fs::read_dir(&patch_dir).with_context(|| format!("reading {}", patch_dir.display()))?
         {
             let path = entry?.path();
             if path.extension() == Some(OsStr::new("patch")) {
@@ -358,27 +465,34 @@ impl FastpathInputs {
         if patches.is_empty() {
             bail!("no *.patch in {}", patch_dir.display());
         }
-        let fragment = patch_dir.join("config.fragment");
-        if !fragment.is_file() {
-            bail!("missing {}", fragment.display());
+        let mut fragments = vec![base.join("config.fragment")];
+        match (kernel.flavour.is_rt(), kernel.version) {
+            (true, Version::V6_1) => {
+                bail!("PREEMPT_RT is mainline from 6.12 on: no fastpath-rt build of 6.1")
+            }
+            (true, _) => fragments.push(base.join("preempt-rt.fragment")),
+            // The 6.1 kernel keeps tinyconfig's model (none), as its tests always had it.
+            (false, Version::V6_1) => {}
+            (false, _) => fragments.push(base.join("preempt-dynamic.fragment")),
         }
         let contents = patches
             .iter()
-            .chain([&fragment])
+            .chain(&fragments)
             .map(|p| {
                 let bytes = fs::read(p).with_context(|| format!("reading {}", p.display()))?;
                 Ok((file_name(p), bytes))
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            source_version: installed_version(SOURCE_PACKAGE)?,
+            source_version: installed_version(&source.package)?,
+            source_package: source.package.clone(),
             patches,
-            fragment,
+            fragments,
             contents,
         })
     }
 
-    /// sha256 over the recipe, the source version, every patch and the fragment.
+    /// sha256 over the recipe, the source version, every patch and every fragment.
     fn key(&self) -> String {
         let mut h = Sha256::new();
         let mut field = |bytes: &[u8]| {
@@ -396,7 +510,7 @@ impl FastpathInputs {
     }
 
     fn describe(&self) -> String {
-        let mut s = format!("{RECIPE}\n{SOURCE_PACKAGE} {}\n", self.source_version);
+        let mut s = format!("{RECIPE}\n{} {}\n", self.source_package, self.source_version);
         for (name, bytes) in &self.contents {
             s += &format!("{}  {name}\n", hex(&Sha256::digest(bytes)));
         }
@@ -544,7 +658,7 @@ fn lock(path: &Path) -> Result<File> {
 }
 
 /// Creates `path` empty, removing leftovers of an interrupted run.
-fn fresh_dir(path: &Path) -> Result<PathBuf> {
+pub(crate) fn fresh_dir(path: &Path) -> Result<PathBuf> {
     if path.exists() {
         fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
     }
@@ -581,6 +695,6 @@ fn file_name(path: &Path) -> String {
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,6 +14,13 @@ pub struct TestArgs {
     /// Only the VM tests.
     #[arg(long)]
     pub vm_only: bool,
+    /// The whole kernel matrix: also the PREEMPT_RT fast-path kernel (an extra kernel
+    /// build), preempt=none, and Debian's 6.1 PREEMPT_RT image.
+    #[arg(long)]
+    pub full: bool,
+    /// Only the guests whose name contains this (e.g. `6.12-full`, `stock-rt`).
+    #[arg(long, value_name = "NAME")]
+    pub guest: Option<String>,
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -30,9 +37,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !args.no_vm {
-        eprintln!("xtask: VM tests (stock and fastpath kernels under qemu)");
+        eprintln!(
+            "xtask: VM tests under qemu: {}",
+            crate::vmtest::guests(args.full).join(", ")
+        );
         crate::build_release(&path)?;
-        let (passed, vm_failed) = crate::vmtest::run();
+        let (passed, vm_failed) = crate::vmtest::run(args.full, args.guest.as_deref());
         if !vm_failed.is_empty() {
             failed.push("vm tests");
         }

@@ -23,13 +23,13 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
-use crate::kernel::{self, KernelKind};
+use crate::kernel::{self, Flavour, Kernel, Version, fresh_dir, hex};
 
 /// Printed by /init on the console; nothing in the kernel prints this.
 const MARKER: &str = "@@KCMP-TRACE-VM@@";
@@ -64,6 +64,8 @@ pub struct VmSpec {
     pub name: String,
     /// bzImage/vmlinuz to boot (see [`kernel::ensure_kernel`]).
     pub kernel: PathBuf,
+    /// Kernel command-line parameters added to the runner's own (e.g. `preempt=full`).
+    pub cmdline: Vec<String>,
     /// (host path, absolute guest path) pairs; directories are copied recursively.
     pub files: Vec<(PathBuf, String)>,
     /// Run by `/bin/sh` in the guest, as root, with `/` as working directory. Its
@@ -87,6 +89,7 @@ impl VmSpec {
         Self {
             name: name.into(),
             kernel,
+            cmdline: Vec::new(),
             files: Vec::new(),
             command: command.into(),
             timeout: Duration::from_secs(300),
@@ -119,7 +122,14 @@ pub struct VmOutcome {
 pub struct VmArgs {
     /// Kernel to boot.
     #[arg(long, value_enum, default_value = "fastpath")]
-    pub kernel: KernelKind,
+    pub kernel: Flavour,
+    /// Its version (Debian's images and linux-source packages).
+    #[arg(long, value_enum, default_value = "6.12")]
+    pub kernel_version: Version,
+    /// Preemption model to boot a PREEMPT_DYNAMIC kernel with (`preempt=` on the command
+    /// line); the kernel's default when absent.
+    #[arg(long, value_enum)]
+    pub preempt: Option<Preempt>,
     /// Seconds the command may run in the guest.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -138,6 +148,28 @@ pub struct VmArgs {
     /// Shell command run in the guest (words are joined with spaces).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// The models a PREEMPT_DYNAMIC kernel accepts on its command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preempt {
+    None,
+    Voluntary,
+    Full,
+}
+
+impl Preempt {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preempt::None => "none",
+            Preempt::Voluntary => "voluntary",
+            Preempt::Full => "full",
+        }
+    }
+
+    pub fn cmdline(self) -> String {
+        format!("preempt={}", self.name())
+    }
 }
 
 fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
@@ -165,9 +197,10 @@ pub fn cli(args: VmArgs) -> Result<i32> {
     };
     files.extend(args.files);
 
-    let kernel_image = kernel::ensure_kernel(args.kernel)?;
-    let name = format!("{:?}", args.kernel).to_lowercase();
-    let mut spec = VmSpec::new(name, kernel_image, command);
+    let kernel = Kernel::new(args.kernel, args.kernel_version);
+    let kernel_image = kernel::ensure_kernel(kernel)?;
+    let mut spec = VmSpec::new(kernel.to_string(), kernel_image, command);
+    spec.cmdline.extend(args.preempt.map(Preempt::cmdline));
     spec.files = files;
     spec.timeout = Duration::from_secs(args.timeout);
     spec.smp = args.smp;
@@ -229,7 +262,11 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
     let nonce = nonce()?;
 
     build_initramfs(spec, &nonce, &initramfs)?;
-    let append = "console=ttyS0 quiet panic=-1 rdinit=/init";
+    let mut append = "console=ttyS0 quiet panic=-1 rdinit=/init".to_owned();
+    for param in &spec.cmdline {
+        append.push(' ');
+        append.push_str(param);
+    }
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-nographic", "-nodefaults"])
         .args(["-no-reboot", "-monitor", "none"])
@@ -246,7 +283,7 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         .arg("-initrd")
         .arg(&initramfs)
         .arg("-append")
-        .arg(append)
+        .arg(&append)
         .stdin(Stdio::null())
         .stdout(File::create(&qemu_log)?)
         .stderr(File::create(&qemu_log)?);
@@ -791,13 +828,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn fresh_dir(path: &Path) -> Result<()> {
-    if path.exists() {
-        fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
-}
-
 fn nonce() -> Result<String> {
     let mut bytes = [0u8; 12];
     File::open("/dev/urandom")
@@ -806,35 +836,9 @@ fn nonce() -> Result<String> {
     Ok(format!("kcmpvm-{}", hex(&bytes)))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// UTC `YYYYMMDD-HHMMSS.mmm`, so that logs sort by time.
 fn timestamp() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}.{:03}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        now.subsec_millis()
-    )
+    jiff::Timestamp::now()
+        .strftime("%Y%m%d-%H%M%S%.3f")
+        .to_string()
 }

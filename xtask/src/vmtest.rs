@@ -1,6 +1,14 @@
-//! Tests in real kernels under qemu: the stock Debian 6.1 kernel and the project's
-//! exec_update_seq kernel, whose test-only oracle (/sys/kernel/debug/kcmp_fastpath) counts
-//! each kcmp call's path as the kernel decides it.
+//! Tests in real kernels under qemu, across kernel versions and preemption models.
+//!
+//! Each guest boots one kernel (Debian's stock images, or the project's exec_update_seq
+//! kernels, whose test-only oracle /sys/kernel/debug/kcmp_fastpath counts each kcmp call's
+//! path as the kernel decides it) under one preemption model and runs a suite: workloads
+//! with their own exact count, two tracers attached at once, then the tracers' numbers are
+//! held to the workload's and the kernel's counts.
+//!
+//! A tracer passes when its numbers are exact, or when they say they are not: a report that
+//! claims to be exact must equal the truth, and one that is incomplete must fall short by
+//! no more than it says. The default plan (no --attach) must be exact everywhere.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -8,13 +16,14 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
 use crate::{
-    kernel::{KernelKind, ensure_kernel},
-    vm::{VmSpec, default_files, run as run_vm},
+    kernel::{Flavour, Kernel, Version, ensure_kernel},
+    vm::{Preempt, VmSpec, default_files, run as run_vm},
     workspace_root,
 };
 
 /// Runs a stress workload gated on a file while tracers attach to its pid first, so every
-/// counted call is the workload's. `$1` names the run, the rest are stress arguments.
+/// counted call is the workload's. `$1` names the run, the rest are stress arguments; `$T1`
+/// and `$T2` are the two tracers' options (empty: the default plan).
 const GUEST_LIB: &str = r#"
 mkdir -p /tmp
 oracle() { cat /sys/kernel/debug/kcmp_fastpath > /results/$1.oracle 2>/dev/null || true; }
@@ -48,17 +57,101 @@ traced_stress() {
 const ERROR_MIX: &str =
     "-n 3000 --threads 2 --types all --eperm 100 --dead-pid 50 --bad-fd 60 --bad-type 40";
 const RACE: &str = "--duration 4s --threads 2 --exec-racers 2 --types vm,files,sighand";
+/// Far more runnable threads than vCPUs: on a preemptible kernel trampoline programs get
+/// preempted mid-run, and the kernel skips their runs.
+const CROWD: &str = "--duration 4s --threads 12 --exec-racers 4 --types vm,files";
+/// Rounds of CROWD before giving up on seeing a skipped run.
+const CROWD_ROUNDS: usize = 4;
 
-fn fastpath_script() -> String {
-    format!(
+/// What a guest runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Suite {
+    /// Kernels with the series and the oracle.
+    Fastpath,
+    /// Debian's kernels: every call that finds its tasks takes the locks.
+    Stock,
+}
+
+/// One boot: a kernel, a preemption model, a suite.
+struct Guest {
+    kernel: Kernel,
+    /// `preempt=` on the command line (PREEMPT_DYNAMIC kernels); None: the kernel's default.
+    preempt: Option<Preempt>,
+    /// The model `doctor` must report.
+    model: &'static str,
+    /// Provoke skipped runs with a forced fentry tracer.
+    crowd: bool,
+    /// Only under `cargo xtask test --full`.
+    full_only: bool,
+}
+
+impl Guest {
+    fn name(&self) -> String {
+        match self.preempt {
+            Some(p) => format!("{}-{}", self.kernel, p.name()),
+            None => self.kernel.to_string(),
+        }
+    }
+
+    fn suite(&self) -> Suite {
+        if self.kernel.flavour.has_series() {
+            Suite::Fastpath
+        } else {
+            Suite::Stock
+        }
+    }
+
+    /// Whether the default plan must pick kprobes (the model preempts kernel code).
+    fn preemptible(&self) -> bool {
+        matches!(self.model, "full" | "lazy" | "rt")
+    }
+}
+
+/// Every guest, the default matrix first. The 6.1 fast-path kernel is built without
+/// PREEMPT_DYNAMIC (tinyconfig's "none"); the 6.12 one with it, so one image boots with
+/// every model; Debian's images boot voluntary unless told.
+fn matrix() -> Vec<Guest> {
+    use Flavour::*;
+    use Version::*;
+    let guest = |flavour, version, preempt, model, crowd, full_only| Guest {
+        kernel: Kernel::new(flavour, version),
+        preempt,
+        model,
+        crowd,
+        full_only,
+    };
+    vec![
+        guest(Fastpath, V6_1, None, "none", false, false),
+        guest(Stock, V6_1, None, "voluntary", false, false),
+        guest(Fastpath, V6_12, Some(Preempt::Voluntary), "voluntary", false, false),
+        guest(Fastpath, V6_12, Some(Preempt::Full), "full", true, false),
+        guest(Stock, V6_12, None, "voluntary", false, false),
+        guest(Stock, V6_12, Some(Preempt::Full), "full", false, false),
+        guest(StockRt, V6_12, None, "rt", false, false),
+        guest(FastpathRt, V6_12, None, "rt", true, true),
+        guest(Fastpath, V6_12, Some(Preempt::None), "none", false, true),
+        guest(Stock, V6_12, Some(Preempt::None), "none", false, true),
+        guest(StockRt, V6_1, None, "rt", false, true),
+    ]
+}
+
+// Two tracers run at once, always of one attach mode (or one with the syscall tracepoints):
+// Debian's 6.12 kernel booted preempt=full oopses in its text patching (an unclaimed int3
+// at a function's ftrace site) when fentry and kprobe programs on the same functions are
+// attached and detached together, whatever programs they run.
+
+fn fastpath_script(crowd: bool) -> String {
+    let mut script = format!(
         r#"
 set -e
 kcmp-trace doctor --json > /results/doctor.json
-T1="--attach fentry --strategy direct" T2="--attach kprobe --strategy infer" traced_stress calm -n 20000 --threads 2 --types vm,files,file
+T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress calm -n 20000 --threads 2 --types vm,files,file
 T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress race_fentry {RACE}
 T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress race_kprobe {RACE}
-T1="--attach fentry --strategy direct" T2="--attach kprobe --strategy infer" traced_stress errors {ERROR_MIX}
-T1="--attach tracepoint" T2="--attach auto" traced_stress boundary {ERROR_MIX}
+T1="" T2="--attach tracepoint" traced_stress race_default {RACE}
+T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress errors_fentry {ERROR_MIX}
+T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress errors_kprobe {ERROR_MIX}
+T1="--attach tracepoint" T2="" traced_stress boundary {ERROR_MIX}
 rm -f /tmp/go
 kcmp-trace stress --json --wait-for /tmp/go {RACE} > /results/writers.stress.json &
 sp=$!
@@ -70,16 +163,46 @@ wait $sp
 kill -INT $ep
 wait $ep
 "#
-    )
+    );
+    if crowd {
+        script += &crowd_script();
+    }
+    script
 }
 
-fn stock_script() -> String {
-    format!(
+fn stock_script(crowd: bool) -> String {
+    let mut script = format!(
         r#"
 set -e
 kcmp-trace doctor --json > /results/doctor.json
-T1="--attach fentry" T2="--attach kprobe" traced_stress errors {ERROR_MIX}
-T1="--attach tracepoint" T2="--attach auto" traced_stress boundary {ERROR_MIX}
+T1="--attach fentry" T2="--attach fentry" traced_stress errors_fentry {ERROR_MIX}
+T1="--attach kprobe" T2="--attach kprobe" traced_stress errors_kprobe {ERROR_MIX}
+T1="--attach tracepoint" T2="" traced_stress boundary {ERROR_MIX}
+T1="--attach fentry" T2="--attach fentry" traced_stress race_fentry {RACE}
+T1="--attach kprobe" T2="--attach kprobe" traced_stress race_kprobe {RACE}
+T1="" T2="--attach tracepoint" traced_stress race_default {RACE}
+"#
+    );
+    if crowd {
+        script += &crowd_script();
+    }
+    script
+}
+
+/// Forced fentry tracers under a crowd of threads, repeated until the kernel has skipped
+/// a run of theirs (or CROWD_ROUNDS rounds); then the default plan under the same crowd.
+fn crowd_script() -> String {
+    format!(
+        r#"
+round=1
+while :; do
+    T1="--attach fentry --strategy infer" T2="--attach fentry" traced_stress crowd {CROWD}
+    grep -q '"missed_runs":{{"' /results/crowd.t1.json && break
+    [ $round -lt {CROWD_ROUNDS} ] || break
+    round=$((round+1))
+done
+echo $round > /results/crowd.rounds
+T1="" T2="--attach tracepoint" traced_stress crowd_default {CROWD}
 "#
     )
 }
@@ -131,55 +254,30 @@ fn oracle(dir: &Path, name: &str) -> anyhow::Result<BTreeMap<String, u64>> {
         .collect()
 }
 
-/// Both tracers (tracepoint, and the best mode the guest allows) saw exactly the workload.
-fn tracers_match_workload(dir: &Path, name: &str) -> anyhow::Result<()> {
-    let stress = read_json(dir, &format!("{name}.stress.json"))?;
-    for tracer in ["t1", "t2"] {
-        let total = total_of(dir, &format!("{name}.{tracer}.json"))?;
-        ensure!(
-            total["calls"] == stress["calls"],
-            "{tracer}: {} calls, workload {}",
-            total["calls"],
-            stress["calls"]
-        );
-        ensure!(
-            total["by_result"] == stress["by_result"],
-            "{tracer}: by result {} vs workload {}",
-            total["by_result"],
-            stress["by_result"]
-        );
-        ensure!(
-            total["by_type"] == stress["by_type"],
-            "{tracer}: by type {} vs workload {}",
-            total["by_type"],
-            stress["by_type"]
-        );
-    }
+/// The strategy of a tracer's plan (the first line `watch --json` prints).
+fn strategy_of(dir: &Path, file: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))?;
+    let first: Value = serde_json::from_str(text.lines().next().unwrap_or_default())
+        .with_context(|| format!("no plan line in {file}"))?;
+    first["plan"]["strategy"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no plan strategy in {file}"))
+}
+
+/// The syscall boundary shows no path: every counted call is `unknown`.
+fn boundary_paths(tracer: &str, total: &Value) -> anyhow::Result<()> {
+    ensure!(
+        outcome(total, "unknown") == count(total, "calls"),
+        "{tracer}: a boundary tracer classified calls: {}",
+        total["by_outcome"]
+    );
     Ok(())
 }
 
-fn boot(kind: KernelKind, script: &str, dir: &Path) -> anyhow::Result<()> {
-    let kernel = ensure_kernel(kind)?;
-    let _ = std::fs::remove_dir_all(dir);
-    let name = format!("test-{kind:?}").to_lowercase();
-    let mut spec = VmSpec::new(name, kernel, format!("{GUEST_LIB}\n{script}"));
-    spec.files = default_files(&workspace_root())?;
-    spec.timeout = Duration::from_secs(240);
-    spec.results_dir = Some(dir.to_path_buf());
-    let outcome = run_vm(&spec)?;
-    if outcome.exit_code != 0 {
-        bail!(
-            "guest script failed with {} (console: {}):\n{}",
-            outcome.exit_code,
-            outcome.console_log.display(),
-            outcome.output
-        );
-    }
-    eprintln!(
-        "vm: {kind:?} guest done in {:.1} s",
-        outcome.elapsed.as_secs_f64()
-    );
-    Ok(())
+fn count(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
 }
 
 fn outcome(total: &Value, name: &str) -> u64 {
@@ -192,12 +290,72 @@ fn outcome_result(total: &Value, outcome: &str, result: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Both tracers' fast/retry/busy equal the kernel's own counts, and add up to the calls
-/// that reached the comparison.
-fn outcomes_match_oracle(dir: &Path, name: &str, want_races: bool) -> anyhow::Result<()> {
+/// One tracer's total against the truth: exact when it says so, short by no more than it
+/// says otherwise. Returns how many calls it may be missing (0 when exact).
+fn honest_count(tracer: &str, total: &Value, stress: &Value) -> anyhow::Result<u64> {
+    let calls = count(total, "calls");
+    let truth = count(stress, "calls");
+    let slack = count(&total["incomplete"], "calls");
+    ensure!(
+        calls <= truth,
+        "{tracer}: {calls} calls, more than the workload's {truth}"
+    );
+    if total["exact"] == true {
+        ensure!(
+            calls == truth,
+            "{tracer}: claims exact, counted {calls} of {truth} calls"
+        );
+        for key in ["by_result", "by_type"] {
+            ensure!(
+                total[key] == stress[key],
+                "{tracer}: claims exact, {key} {} vs workload {}",
+                total[key],
+                stress[key]
+            );
+        }
+    } else {
+        ensure!(
+            truth - calls <= slack,
+            "{tracer}: {calls} of {truth} calls, but says it may be short by only {slack} ({})",
+            total["incomplete"]
+        );
+    }
+    Ok(truth - calls)
+}
+
+/// The paths counted by a tracer against the kernel's oracle, allowing for what it says it
+/// may have missed (an uncounted call, a misread path: each moves the sums by at most 2).
+fn honest_paths(tracer: &str, total: &Value, o: &BTreeMap<String, u64>) -> anyhow::Result<()> {
+    let paths = ["fast", "retry", "busy", "interrupted"];
+    let off: u64 = paths
+        .iter()
+        .map(|p| outcome(total, p).abs_diff(o[*p]))
+        .sum::<u64>()
+        + outcome(total, "locked")
+        + outcome(total, "unknown");
+    if total["exact"] == true {
+        ensure!(
+            off == 0,
+            "{tracer}: claims exact, outcomes {} vs the kernel's {o:?}",
+            total["by_outcome"]
+        );
+    } else {
+        let inc = &total["incomplete"];
+        let slack = count(inc, "calls") + 2 * count(inc, "outcomes") + count(total, "unclassified");
+        ensure!(
+            off <= slack,
+            "{tracer}: outcomes {} are {off} off the kernel's {o:?}, but it allows for {slack} ({inc})",
+            total["by_outcome"]
+        );
+    }
+    Ok(())
+}
+
+/// The workload's calls and the kernel's own paths, against both tracers of a run.
+fn run_matches_oracle(dir: &Path, name: &str, want_races: bool) -> anyhow::Result<()> {
     let stress = read_json(dir, &format!("{name}.stress.json"))?;
     let o = oracle(dir, name)?;
-    let reached = stress["reached_comparison"].as_u64().context("reached")?;
+    let reached = count(&stress, "reached_comparison");
     eprintln!(
         "vm: {name}: {} calls; oracle fast={} retry={} busy={} locked={} interrupted={}",
         stress["calls"], o["fast"], o["retry"], o["busy"], o["locked"], o["interrupted"]
@@ -214,35 +372,84 @@ fn outcomes_match_oracle(dir: &Path, name: &str, want_races: bool) -> anyhow::Re
         ensure!(o["retry"] + o["busy"] > 0, "no races provoked: {o:?}");
     }
     for tracer in ["t1", "t2"] {
-        let total = total_of(dir, &format!("{name}.{tracer}.json"))?;
-        for path in ["fast", "retry", "busy", "interrupted"] {
+        let file = format!("{name}.{tracer}.json");
+        let total = total_of(dir, &file)?;
+        honest_count(tracer, &total, &stress)?;
+        if strategy_of(dir, &file)? == "boundary" {
+            boundary_paths(tracer, &total)?;
+        } else {
+            honest_paths(tracer, &total, &o)?;
+        }
+    }
+    Ok(())
+}
+
+/// Both tracers of a run on a kernel without the series: counts honest, every counted call
+/// that found its tasks `locked`, none `fast`.
+fn run_all_locked(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    let reached = count(&stress, "reached_comparison");
+    for tracer in ["t1", "t2"] {
+        let file = format!("{name}.{tracer}.json");
+        let total = total_of(dir, &file)?;
+        let short = honest_count(tracer, &total, &stress)?;
+        if strategy_of(dir, &file)? == "boundary" {
+            boundary_paths(tracer, &total)?;
+            continue;
+        }
+        let locked = outcome(&total, "locked") + outcome(&total, "interrupted");
+        ensure!(
+            outcome(&total, "fast") + outcome(&total, "retry") + outcome(&total, "busy") == 0,
+            "{tracer}: a fast path on a kernel without one: {}",
+            total["by_outcome"]
+        );
+        if total["exact"] == true {
             ensure!(
-                outcome(&total, path) == o[path],
-                "{tracer}: {path}={} but the kernel counted {} ({})",
-                outcome(&total, path),
-                o[path],
+                locked == reached,
+                "{tracer}: claims exact, locked={locked} of {reached}: {}",
+                total["by_outcome"]
+            );
+        } else {
+            ensure!(
+                locked + outcome(&total, "unknown") + short >= reached,
+                "{tracer}: locked={locked} of {reached}, short by {short}: {}",
                 total["by_outcome"]
             );
         }
-        ensure!(
-            outcome(&total, "locked") == 0,
-            "{tracer}: locked on a fast-path kernel"
-        );
-        ensure!(
-            outcome(&total, "unknown") == 0,
-            "{tracer}: unclassified calls {}",
-            total["by_outcome"]
-        );
     }
+    Ok(())
+}
+
+/// A tracer's report is exact: no skipped run, nothing unpaired, the workload's count of
+/// calls.
+fn exact_report(dir: &Path, name: &str, tracer: &str) -> anyhow::Result<()> {
+    let total = total_of(dir, &format!("{name}.{tracer}.json"))?;
+    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    ensure!(
+        total["exact"] == true,
+        "{tracer} is not exact: missed {} incomplete {}",
+        total["missed_runs"],
+        total["incomplete"]
+    );
+    ensure!(
+        total["calls"] == stress["calls"],
+        "{} calls, workload {}",
+        total["calls"],
+        stress["calls"]
+    );
     Ok(())
 }
 
 /// Where each invalid call of ERROR_MIX lands: `path` for everything that found its tasks.
 fn errors_land_right(dir: &Path, name: &str, path: &str) -> anyhow::Result<()> {
     let stress = read_json(dir, &format!("{name}.stress.json"))?;
-    let reached = stress["reached_comparison"].as_u64().context("reached")?;
+    let reached = count(&stress, "reached_comparison");
     for tracer in ["t1", "t2"] {
         let t = total_of(dir, &format!("{name}.{tracer}.json"))?;
+        if honest_count(tracer, &t, &stress)? != 0 {
+            // Said so; the breakdown below cannot be held to the workload's.
+            continue;
+        }
         for (outcome_name, result, want) in [
             (path, "EPERM", 100),
             (path, "EBADF", 60),
@@ -251,16 +458,31 @@ fn errors_land_right(dir: &Path, name: &str, path: &str) -> anyhow::Result<()> {
         ] {
             let got = outcome_result(&t, outcome_name, result);
             ensure!(
-                got == want,
+                got == want || t["exact"] != true,
                 "{tracer}: {outcome_name}/{result}={got}, want {want}: {}",
                 t["by_outcome_result"]
             );
         }
         ensure!(
-            outcome(&t, path) == reached,
+            outcome(&t, path) == reached || t["exact"] != true,
             "{tracer}: {path}={} of {reached}",
             outcome(&t, path)
         );
+    }
+    Ok(())
+}
+
+/// Both tracers (tracepoint, and the default plan) counted the workload exactly.
+fn boundary_counts_exactly(dir: &Path) -> anyhow::Result<()> {
+    let stress = read_json(dir, "boundary.stress.json")?;
+    for tracer in ["t1", "t2"] {
+        let total = total_of(dir, &format!("boundary.{tracer}.json"))?;
+        ensure!(
+            total["exact"] == true,
+            "{tracer}: not exact: {}",
+            total["incomplete"]
+        );
+        honest_count(tracer, &total, &stress)?;
     }
     Ok(())
 }
@@ -285,12 +507,13 @@ fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
         .lines()
         .find_map(|l| serde_json::from_str(l).ok())
         .context("no events summary")?;
-    let dropped = summary["events_dropped"].as_u64().context("dropped")?;
+    let dropped = count(&summary, "events_dropped");
+    let missing = count(&summary["incomplete"], "calls");
+    let calls = count(&stress, "calls");
     ensure!(
-        events.len() as u64 + dropped == stress["calls"].as_u64().context("calls")?,
-        "{} events + {dropped} dropped != {} calls",
+        events.len() as u64 + dropped <= calls && events.len() as u64 + dropped + missing >= calls,
+        "{} events + {dropped} dropped (+ up to {missing} missing) != {calls} calls",
         events.len(),
-        stress["calls"]
     );
     let slow: Vec<&Value> = events
         .iter()
@@ -315,11 +538,187 @@ fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The crowd run: the forced fentry tracer saw the kernel skip runs and says by how much;
+/// both tracers stay honest.
+fn skipped_runs_are_reported(dir: &Path, suite: Suite) -> anyhow::Result<()> {
+    let rounds = std::fs::read_to_string(dir.join("crowd.rounds")).unwrap_or_default();
+    let fentry = total_of(dir, "crowd.t1.json")?;
+    let missed: u64 = fentry["missed_runs"]
+        .as_object()
+        .context("missed_runs")?
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    eprintln!(
+        "vm: crowd: fentry tracer: {missed} skipped runs {} after {} round(s); incomplete {}",
+        fentry["missed_runs"],
+        rounds.trim(),
+        fentry["incomplete"]
+    );
+    ensure!(
+        missed > 0,
+        "no skipped run in {CROWD_ROUNDS} rounds: nothing was provoked"
+    );
+    ensure!(
+        fentry["exact"] == false,
+        "skipped runs, yet the report claims to be exact"
+    );
+    match suite {
+        Suite::Fastpath => run_matches_oracle(dir, "crowd", false),
+        Suite::Stock => run_all_locked(dir, "crowd"),
+    }
+}
+
+fn doctor_matches(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
+    let d = read_json(dir, "doctor.json")?;
+    let series = guest.suite() == Suite::Fastpath;
+    ensure!(
+        d["series"]["btf_member"] == series && d["series"]["helpers_out_of_line"] == series,
+        "series: {}",
+        d["series"]
+    );
+    ensure!(
+        d["preemption"]["model"] == guest.model,
+        "preemption {} (want {})",
+        d["preemption"],
+        guest.model
+    );
+    let plan = &d["plan"]["Ok"];
+    let strategy = if series { "direct" } else { "infer" };
+    let mode = if guest.preemptible() {
+        "kprobe"
+    } else {
+        "fentry"
+    };
+    ensure!(
+        plan["strategy"] == strategy && plan["mode"] == mode,
+        "plan {} + {} (want {mode} + {strategy}): {}",
+        plan["mode"],
+        plan["strategy"],
+        plan["why"]
+    );
+    Ok(())
+}
+
+fn boot(guest: &Guest, dir: &Path) -> anyhow::Result<()> {
+    let kernel = ensure_kernel(guest.kernel)?;
+    let _ = std::fs::remove_dir_all(dir);
+    let script = match guest.suite() {
+        Suite::Fastpath => fastpath_script(guest.crowd),
+        Suite::Stock => stock_script(guest.crowd),
+    };
+    let mut spec = VmSpec::new(
+        format!("test-{}", guest.name()),
+        kernel,
+        format!("{GUEST_LIB}\n{script}"),
+    );
+    spec.cmdline.extend(guest.preempt.map(Preempt::cmdline));
+    spec.files = default_files(&workspace_root())?;
+    spec.timeout = Duration::from_secs(480);
+    spec.results_dir = Some(dir.to_path_buf());
+    let outcome = run_vm(&spec)?;
+    if outcome.exit_code != 0 {
+        bail!(
+            "guest script failed with {} (console: {}):\n{}",
+            outcome.exit_code,
+            outcome.console_log.display(),
+            outcome.output
+        );
+    }
+    eprintln!(
+        "vm: {} guest done in {:.1} s",
+        guest.name(),
+        outcome.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
+    let name = guest.name();
+    let booted = boot(guest, dir);
+    let ok = booted.is_ok();
+    checks.check(&format!("{name}_guest_runs"), booted);
+    if !ok {
+        return;
+    }
+    let test = |what: &str| format!("{name}_{what}");
+    checks.check(&test("doctor"), doctor_matches(dir, guest));
+    match guest.suite() {
+        Suite::Fastpath => {
+            checks.check(
+                &test("calm_calls_all_fast"),
+                (|| {
+                    run_matches_oracle(dir, "calm", false)?;
+                    let o = oracle(dir, "calm")?;
+                    ensure!(o["fast"] == 20000, "oracle {o:?}");
+                    Ok(())
+                })(),
+            );
+            for run in ["race_fentry", "race_kprobe", "race_default"] {
+                checks.check(
+                    &test(&format!("{run}_direct_and_infer_equal_oracle")),
+                    run_matches_oracle(dir, run, true),
+                );
+            }
+            for run in ["errors_fentry", "errors_kprobe"] {
+                checks.check(
+                    &test(&format!("{run}_land_right")),
+                    errors_land_right(dir, run, "fast")
+                        .and_then(|()| run_matches_oracle(dir, run, false)),
+                );
+            }
+            checks.check(
+                &test("events_name_the_writers"),
+                events_name_the_writers(dir),
+            );
+        }
+        Suite::Stock => {
+            for run in ["errors_fentry", "errors_kprobe"] {
+                checks.check(
+                    &test(&format!("{run}_land_right")),
+                    errors_land_right(dir, run, "locked"),
+                );
+            }
+            for run in ["race_fentry", "race_kprobe", "race_default"] {
+                checks.check(
+                    &test(&format!("{run}_every_call_locked")),
+                    run_all_locked(dir, run),
+                );
+            }
+        }
+    }
+    checks.check(
+        &test("default_plan_exact"),
+        exact_report(dir, "race_default", "t1")
+            .and_then(|()| exact_report(dir, "boundary", "t2")),
+    );
+    checks.check(
+        &test("boundary_counts_exactly"),
+        boundary_counts_exactly(dir),
+    );
+    if guest.crowd {
+        checks.check(
+            &test("skipped_runs_are_reported"),
+            skipped_runs_are_reported(dir, guest.suite()),
+        );
+        // More kcmp calls in flight than a kretprobe has instances lose exits: the default
+        // plan (kprobes here) must say so; the syscall tracepoints have no such limit.
+        checks.check(
+            &test("crowd_default_honest_tracepoint_exact"),
+            (match guest.suite() {
+                Suite::Fastpath => run_matches_oracle(dir, "crowd_default", false),
+                Suite::Stock => run_all_locked(dir, "crowd_default"),
+            })
+            .and_then(|()| exact_report(dir, "crowd_default", "t2")),
+        );
+    }
+}
+
 /// A guest command that hangs fails the run with what it printed, not a silent wait.
 fn a_hang_is_reported() -> anyhow::Result<()> {
     let mut spec = VmSpec::new(
         "test-hang",
-        ensure_kernel(KernelKind::Fastpath)?,
+        ensure_kernel(Kernel::new(Flavour::Fastpath, Version::V6_1))?,
         "echo about to hang; sleep 600",
     );
     spec.timeout = Duration::from_secs(5);
@@ -337,122 +736,32 @@ fn a_hang_is_reported() -> anyhow::Result<()> {
     }
 }
 
-/// Runs every VM test; returns (passed, failed names).
-pub fn run() -> (usize, Vec<String>) {
+/// The guests `cargo xtask test` boots: the default matrix, or all of it with `full`.
+pub fn guests(full: bool) -> Vec<String> {
+    matrix()
+        .iter()
+        .filter(|g| full || !g.full_only)
+        .map(Guest::name)
+        .collect()
+}
+
+/// Runs the VM tests; returns (passed, failed names). `only` limits them to guests whose
+/// name contains it.
+pub fn run(full: bool, only: Option<&str>) -> (usize, Vec<String>) {
     let mut checks = Checks {
         passed: 0,
         failed: Vec::new(),
     };
     let base = workspace_root().join("target/vm-results");
-
-    let fast = base.join("fastpath");
-    let booted = boot(KernelKind::Fastpath, &fastpath_script(), &fast);
-    let fast_ok = booted.is_ok();
-    checks.check("fastpath_guest_runs", booted);
-    if fast_ok {
-        checks.check(
-            "fastpath_doctor_sees_series",
-            (|| {
-                let d = read_json(&fast, "doctor.json")?;
-                ensure!(d["series"]["btf_member"] == true, "series: {}", d["series"]);
-                ensure!(
-                    d["series"]["helpers_out_of_line"] == true,
-                    "series: {}",
-                    d["series"]
-                );
-                ensure!(
-                    d["plan"]["Ok"]["strategy"] == "direct",
-                    "plan: {}",
-                    d["plan"]
-                );
-                Ok(())
-            })(),
-        );
-        checks.check(
-            "fastpath_calm_calls_all_fast",
-            (|| {
-                outcomes_match_oracle(&fast, "calm", false)?;
-                let o = oracle(&fast, "calm")?;
-                ensure!(o["fast"] == 20000, "oracle {o:?}");
-                Ok(())
-            })(),
-        );
-        for name in ["race_fentry", "race_kprobe"] {
-            checks.check(
-                &format!("fastpath_{name}_direct_and_infer_equal_oracle"),
-                outcomes_match_oracle(&fast, name, true),
-            );
-            checks.check(
-                &format!("fastpath_{name}_counts_exact"),
-                tracers_match_workload(&fast, name),
-            );
-        }
-        checks.check(
-            "fastpath_errors_land_right",
-            errors_land_right(&fast, "errors", "fast"),
-        );
-        checks.check(
-            "fastpath_errors_match_oracle",
-            outcomes_match_oracle(&fast, "errors", false),
-        );
-        checks.check(
-            "fastpath_boundary_tracers_count_exactly",
-            tracers_match_workload(&fast, "boundary"),
-        );
-        checks.check(
-            "fastpath_events_name_the_writers",
-            events_name_the_writers(&fast),
-        );
+    for guest in matrix()
+        .iter()
+        .filter(|g| full || !g.full_only)
+        .filter(|g| only.is_none_or(|o| g.name().contains(o)))
+    {
+        check_guest(&mut checks, guest, &base.join(guest.name()));
     }
-
-    checks.check("runner_reports_a_hang", a_hang_is_reported());
-
-    let stock = base.join("stock");
-    let booted = boot(KernelKind::Stock, &stock_script(), &stock);
-    let stock_ok = booted.is_ok();
-    checks.check("stock_guest_runs", booted);
-    if stock_ok {
-        checks.check(
-            "stock_doctor_sees_no_series",
-            (|| {
-                let d = read_json(&stock, "doctor.json")?;
-                ensure!(
-                    d["series"]["btf_member"] == false,
-                    "series: {}",
-                    d["series"]
-                );
-                ensure!(
-                    d["series"]["helpers_out_of_line"] == false,
-                    "series: {}",
-                    d["series"]
-                );
-                ensure!(
-                    d["plan"]["Ok"]["strategy"] == "infer",
-                    "plan: {}",
-                    d["plan"]
-                );
-                Ok(())
-            })(),
-        );
-        checks.check(
-            "stock_every_call_locked",
-            (|| {
-                errors_land_right(&stock, "errors", "locked")?;
-                for tracer in ["t1", "t2"] {
-                    let t = total_of(&stock, &format!("errors.{tracer}.json"))?;
-                    ensure!(outcome(&t, "fast") == 0, "{tracer}: fast on a stock kernel");
-                }
-                Ok(())
-            })(),
-        );
-        checks.check(
-            "stock_counts_exact",
-            tracers_match_workload(&stock, "errors"),
-        );
-        checks.check(
-            "stock_boundary_tracers_count_exactly",
-            tracers_match_workload(&stock, "boundary"),
-        );
+    if only.is_none() {
+        checks.check("runner_reports_a_hang", a_hang_is_reported());
     }
     (checks.passed, checks.failed)
 }

@@ -51,6 +51,16 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     );
     println!("kcmp tracepoints  {}", yes(c.kcmp_tracepoints));
     println!("kprobes           {}", yes(c.kprobes));
+    println!("preemption        {}", c.preemption.describe());
+    println!(
+        "skipped runs      {}",
+        match (c.recursion_misses_readable, c.probe_misses_readable) {
+            (true, true) => "counted per program and per kprobe",
+            (true, false) =>
+                "counted per program; a kprobe's own misses are not reported before Linux 6.7",
+            _ => "not reported before Linux 5.12",
+        }
+    );
     match &doctor.fentry {
         Ok(()) => println!("fentry            yes"),
         Err(why) => println!("fentry            no ({why})"),

@@ -9,7 +9,11 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     cli::EventsArgs,
     loader::{TraceConfig, Tracer},
-    sinks::event::{EventRecord, TEXT_HEADER, text_line},
+    report::{Missed, Report, missed_since},
+    sinks::{
+        event::{EventRecord, TEXT_HEADER, text_line},
+        table,
+    },
 };
 
 pub fn run(args: EventsArgs) -> anyhow::Result<()> {
@@ -33,6 +37,8 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     }
     let mut delivered = 0u64;
     let mut reported_drops = 0u64;
+    let mut reported_misses = Vec::new();
+    let started = std::time::Instant::now();
     let limit = args.count.unwrap_or(u64::MAX);
 
     let result: anyhow::Result<()> = rt.block_on(async {
@@ -58,6 +64,15 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
                         eprintln!("kcmp-trace: {} events dropped (ring buffer full)", dropped - reported_drops);
                         reported_drops = dropped;
                     }
+                    let hooks = tracer.hook_counters()?;
+                    let missed = missed_since(&hooks, &reported_misses);
+                    if missed.iter().any(|m| m.runs != 0) {
+                        eprintln!(
+                            "kcmp-trace: the kernel skipped program runs ({}): calls may be missing",
+                            missed_list(&missed)
+                        );
+                        reported_misses = hooks;
+                    }
                 }
                 _ = &mut until_deadline => stopping = true,
                 _ = shutdown.wait() => stopping = true,
@@ -73,17 +88,53 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     out.flush()?;
     result?;
     let counters = tracer.counters()?;
-    let dropped = counters.misc[misc::EVENTS_DROPPED];
+    let hooks = tracer.hook_counters()?;
     drop(tracer);
+    let summary = Report::new(
+        &counters,
+        started.elapsed().as_secs_f64(),
+        Vec::new(),
+        &missed_since(&hooks, &[]),
+    );
+    let dropped = summary.events_dropped;
     if args.json {
         eprintln!(
             "{}",
-            serde_json::json!({ "events_delivered": delivered, "events_dropped": dropped })
+            serde_json::json!({
+                "events_delivered": delivered,
+                "events_dropped": dropped,
+                "calls": summary.calls,
+                "unpaired_exits": summary.unpaired_exits,
+                "lost_exits": summary.lost_exits,
+                "missed_runs": summary.missed_runs,
+                "incomplete": summary.incomplete,
+                "exact": summary.exact,
+            })
         );
     } else {
         eprintln!("kcmp-trace: {delivered} events delivered, {dropped} dropped");
+        if let Some(line) = table::incomplete(&summary.incomplete) {
+            eprintln!(
+                "kcmp-trace: INCOMPLETE: {line} (skipped program runs: {})",
+                missed_list(&missed_since(&hooks, &[]))
+            );
+        }
     }
     Ok(())
+}
+
+/// "kcmp_fexit=3 lock_fentry=1": programs with skipped runs.
+fn missed_list(missed: &[Missed]) -> String {
+    let list: Vec<String> = missed
+        .iter()
+        .filter(|m| m.runs != 0)
+        .map(|m| format!("{}={}", m.program, m.runs))
+        .collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(" ")
+    }
 }
 
 fn drain(

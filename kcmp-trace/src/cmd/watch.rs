@@ -11,8 +11,8 @@ use kcmp_trace_common::snapshot::Counters;
 
 use crate::{
     cli::WatchArgs,
-    loader::{ProcessRow, Tracer},
-    report::{Report, process_deltas},
+    loader::{HookCounters, ProcessRow, Tracer},
+    report::{Report, missed_since, process_deltas},
     sinks::table,
 };
 
@@ -37,7 +37,23 @@ enum Source {
 struct Reading {
     counters: Counters,
     procs: Vec<ProcessRow>,
+    /// What the kernel counted for each attached program (skipped runs among it).
+    hooks: Vec<HookCounters>,
     at_s: f64,
+}
+
+impl Reading {
+    /// The report of what happened between `earlier` and this reading.
+    fn report_since(&self, earlier: &Reading, top: usize) -> (Report, Counters) {
+        let delta = self.counters.since(&earlier.counters);
+        let report = Report::new(
+            &delta,
+            (self.at_s - earlier.at_s).max(0.0),
+            process_deltas(&self.procs, &earlier.procs, top),
+            &missed_since(&self.hooks, &earlier.hooks),
+        );
+        (report, delta)
+    }
 }
 
 impl Source {
@@ -48,6 +64,7 @@ impl Source {
             Source::Local(..) => Ok(Reading {
                 counters: Counters::ZERO,
                 procs: Vec::new(),
+                hooks: Vec::new(),
                 at_s: 0.0,
             }),
             Source::Daemon(_) => self.read().await,
@@ -59,6 +76,7 @@ impl Source {
             Source::Local(tracer, started) => Ok(Reading {
                 counters: tracer.counters()?,
                 procs: tracer.processes()?,
+                hooks: tracer.hook_counters()?,
                 at_s: started.elapsed().as_secs_f64(),
             }),
             Source::Daemon(target) => {
@@ -66,6 +84,7 @@ impl Source {
                 Ok(Reading {
                     counters: snap.counters.to_counters()?,
                     procs: snap.processes.into_iter().map(Into::into).collect(),
+                    hooks: snap.programs,
                     // The daemon's clock, so intervals match what it counted.
                     at_s: snap.elapsed_s,
                 })
@@ -129,12 +148,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                 _ = shutdown.wait() => break,
             }
             let now = source.read().await?;
-            let delta = now.counters.since(&prev.counters);
-            let report = Report::new(
-                &delta,
-                (now.at_s - prev.at_s).max(0.0),
-                process_deltas(&now.procs, &prev.procs, args.top),
-            );
+            let (report, delta) = now.report_since(&prev, args.top);
             print_report(&mut out, &args, "interval", started, &report, &delta)?;
             prev = now;
             reports += 1;
@@ -148,12 +162,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     })?;
     drop(source);
 
-    let total = last.counters.since(&first.counters);
-    let report = Report::new(
-        &total,
-        (last.at_s - first.at_s).max(0.0),
-        process_deltas(&last.procs, &first.procs, args.top),
-    );
+    let (report, total) = last.report_since(&first, args.top);
     print_report(&mut out, &args, "total", started, &report, &total)?;
     if !args.json {
         writeln!(

@@ -2,14 +2,16 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod preempt;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use self::{btf::BtfIndex, kallsyms::Kallsyms};
+use self::{btf::BtfIndex, kallsyms::Kallsyms, preempt::Preemption};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS: &str = "/sys/kernel/debug";
 const BTF_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// Kernel functions kcmp-trace may hook, reported by `doctor`.
@@ -68,6 +70,14 @@ pub struct Capabilities {
     pub series: Series,
     /// kernel.bpf_stats_enabled: per-program run time and count are kept.
     pub bpf_stats_enabled: bool,
+    pub preemption: Preemption,
+    /// The kernel counts each program's skipped runs (recursion_misses, 5.12 and later).
+    pub recursion_misses_readable: bool,
+    /// Perf links report a kprobe's own misses (6.7 and later).
+    pub probe_misses_readable: bool,
+    /// Calls a kretprobe can follow at once: the kernel's default, max(10, 2 x possible
+    /// CPUs), since perf kprobes cannot ask for more.
+    pub kretprobe_instances: u32,
 }
 
 impl Capabilities {
@@ -97,6 +107,10 @@ impl Capabilities {
                 .is_some_and(|b| b.has_member("signal_struct", "exec_update_seq")),
             helpers_out_of_line: SERIES_HELPERS.iter().all(|h| kallsyms.contains(h)),
         };
+        let at_least = |major, minor| {
+            aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(major, minor, 0))
+        };
         Capabilities {
             kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
             privileged: privileged(),
@@ -108,12 +122,36 @@ impl Capabilities {
             series,
             bpf_stats_enabled: read_trimmed("/proc/sys/kernel/bpf_stats_enabled")
                 .is_some_and(|v| v == "1"),
+            preemption: {
+                // Best effort: without it the model comes from the command line or config.
+                let _ = ensure_debugfs();
+                Preemption::detect()
+            },
+            recursion_misses_readable: at_least(5, 12),
+            probe_misses_readable: at_least(6, 7),
+            kretprobe_instances: 10.max(2 * possible_cpus()),
         }
     }
 
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
         self.symbols.iter().find(|s| s.name == name)
     }
+}
+
+/// CPUs the kernel could bring up (/sys/devices/system/cpu/possible, e.g. "0-3,8").
+fn possible_cpus() -> u32 {
+    read_trimmed("/sys/devices/system/cpu/possible")
+        .map(|list| cpu_count(&list))
+        .unwrap_or(1)
+}
+
+fn cpu_count(list: &str) -> u32 {
+    list.split(',')
+        .filter_map(|range| match range.split_once('-') {
+            Some((a, b)) => Some(b.trim().parse::<u32>().ok()? + 1 - a.trim().parse::<u32>().ok()?),
+            None => range.trim().parse::<u32>().ok().map(|_| 1),
+        })
+        .sum()
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -140,19 +178,41 @@ pub fn privileged() -> bool {
 
 /// tracefs at /sys/kernel/tracing, mounted if needed.
 pub fn ensure_tracefs() -> Result<PathBuf, crate::error::Error> {
-    let root = PathBuf::from(TRACEFS);
-    if root.join("events").is_dir() {
+    mount_if_needed("tracefs", TRACEFS, "events").map_err(crate::error::Error::NoTracefs)
+}
+
+/// debugfs at /sys/kernel/debug (where a PREEMPT_DYNAMIC kernel tells its current
+/// preemption mode), mounted if needed; systemd mounts it on most machines.
+pub fn ensure_debugfs() -> Result<PathBuf, String> {
+    mount_if_needed("debugfs", DEBUGFS, "sched")
+}
+
+/// `root`, once `witness` exists under it, mounting `fstype` there if it does not.
+fn mount_if_needed(fstype: &str, root: &str, witness: &str) -> Result<PathBuf, String> {
+    let root = PathBuf::from(root);
+    if root.join(witness).exists() {
         return Ok(root);
     }
     let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev", TRACEFS])
+        .args(["-t", fstype, "nodev"])
+        .arg(&root)
         .stderr(std::process::Stdio::piped())
         .output();
     match status {
-        Ok(out) if out.status.success() && root.join("events").is_dir() => Ok(root),
-        Ok(out) => Err(crate::error::Error::NoTracefs(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        )),
-        Err(e) => Err(crate::error::Error::NoTracefs(e.to_string())),
+        Ok(out) if out.status.success() && root.join(witness).exists() => Ok(root),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_count("0"), 1);
+        assert_eq!(cpu_count("0-1"), 2);
+        assert_eq!(cpu_count("0-3,8,10-11"), 7);
     }
 }

@@ -17,7 +17,7 @@ use super::{
     metrics::{self, Format, Sample},
     snapshot::{SnapshotOut, WireCounters, WireProcess},
 };
-use crate::report::Report;
+use crate::report::{Report, missed_since};
 
 pub const INDEX: &str = "kcmp-trace: /metrics (Prometheus/OpenMetrics), /events (NDJSON or SSE; filters pid, comm, type, outcome), /api/v1/snapshot (JSON; top=N), /healthz\n";
 
@@ -64,15 +64,19 @@ fn unavailable(what: &str, err: &anyhow::Error) -> Response {
 
 async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let counters = match state.tracer.counters() {
-        Ok(c) => c,
+    let read = state
+        .tracer
+        .counters()
+        .and_then(|c| Ok((c, state.tracer.hook_counters()?)));
+    let (counters, programs) = match read {
+        Ok(r) => r,
         Err(e) => return unavailable("reading the counters", &e),
     };
     let sample = Sample {
         counters,
         plan: state.plan.clone(),
         comms: state.comm_series(),
-        programs: state.programs.stats(),
+        programs,
         bpf_stats_enabled: metrics::bpf_stats_enabled(),
         client_drops: state.hub.as_ref().map_or(0, |h| h.slow_drops()),
         event_clients: state.hub.as_ref().map_or(0, |h| h.clients()),
@@ -161,11 +165,14 @@ async fn snapshot_handler(
         Err(e) => return bad_request(e),
     };
     let elapsed_s = state.started.elapsed().as_secs_f64();
-    let read = state
-        .tracer
-        .counters()
-        .and_then(|c| Ok((c, state.tracer.processes()?)));
-    let (counters, processes) = match read {
+    let read = state.tracer.counters().and_then(|c| {
+        Ok((
+            c,
+            state.tracer.processes()?,
+            state.tracer.hook_counters()?,
+        ))
+    });
+    let (counters, processes, programs) = match read {
         Ok(r) => r,
         Err(e) => return unavailable("reading the counters", &e),
     };
@@ -177,9 +184,11 @@ async fn snapshot_handler(
             &counters,
             elapsed_s,
             processes.iter().take(top).cloned().collect(),
+            &missed_since(&programs, &[]),
         ),
         counters: WireCounters::from(&counters),
         processes: processes.iter().map(WireProcess::from).collect(),
+        programs,
     };
     match serde_json::to_vec(&snapshot) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

@@ -27,8 +27,9 @@ use prometheus_client::{
 };
 
 use crate::{
-    loader::ProcessRow,
+    loader::{HookCounters, ProcessRow},
     plan::{AttachMode, Plan},
+    report::{Incomplete, missed_since},
 };
 
 /// Label value of the series that sums every comm without its own.
@@ -77,90 +78,6 @@ impl Format {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
         }
     }
-}
-
-/// One BPF program's run statistics, kept by the kernel while `kernel.bpf_stats_enabled`.
-#[derive(Clone, Debug)]
-pub struct ProgramStats {
-    pub name: String,
-    pub run_time_ns: u64,
-    pub run_count: u64,
-}
-
-/// Our own BPF programs, found once through the file descriptors that hold them.
-#[derive(Debug, Default)]
-pub struct Programs {
-    /// (fd, program name).
-    fds: Vec<(i32, String)>,
-}
-
-impl Programs {
-    /// Looks for bpf-prog descriptors of this process; the tracer holds exactly its own.
-    pub fn discover() -> Programs {
-        let mut by_id: Vec<(i32, u32)> = Vec::new();
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            for entry in dir.flatten() {
-                let Some(fd) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<i32>().ok())
-                else {
-                    continue;
-                };
-                let is_prog = std::fs::read_link(entry.path())
-                    .is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-prog");
-                if !is_prog {
-                    continue;
-                }
-                if let Some(id) = fdinfo_field(fd, "prog_id") {
-                    by_id.push((fd, id as u32));
-                }
-            }
-        }
-        let mut names: HashMap<u32, String> = HashMap::new();
-        if !by_id.is_empty() {
-            for info in aya::programs::loaded_programs().flatten() {
-                if by_id.iter().any(|&(_, id)| id == info.id()) {
-                    names.insert(info.id(), String::from_utf8_lossy(info.name()).into_owned());
-                }
-            }
-        }
-        let mut fds: Vec<(i32, String)> = by_id
-            .into_iter()
-            .map(|(fd, id)| (fd, names.remove(&id).unwrap_or_else(|| format!("id{id}"))))
-            .collect();
-        fds.sort_by(|a, b| a.1.cmp(&b.1));
-        fds.dedup_by(|a, b| a.1 == b.1);
-        Programs { fds }
-    }
-
-    /// Current run time and count of each program (zeros while the kernel does not count).
-    pub fn stats(&self) -> Vec<ProgramStats> {
-        self.fds
-            .iter()
-            .map(|(fd, name)| {
-                let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok();
-                let field = |key: &str| text.as_deref().and_then(|t| parse_field(t, key));
-                ProgramStats {
-                    name: name.clone(),
-                    run_time_ns: field("run_time_ns").unwrap_or(0),
-                    run_count: field("run_cnt").unwrap_or(0),
-                }
-            })
-            .collect()
-    }
-}
-
-fn fdinfo_field(fd: i32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-    parse_field(&text, key)
-}
-
-fn parse_field(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().parse().ok())?
-    })
 }
 
 /// Whether the kernel keeps per-program run time and count; None when unreadable.
@@ -338,7 +255,8 @@ pub struct Sample {
     pub counters: Counters,
     pub plan: std::sync::Arc<Plan>,
     pub comms: Vec<(String, CommCounts)>,
-    pub programs: Vec<ProgramStats>,
+    /// What the kernel counted for each attached program.
+    pub programs: Vec<HookCounters>,
     pub bpf_stats_enabled: Option<bool>,
     /// Events not delivered to /events clients that read too slowly.
     pub client_drops: u64,
@@ -489,13 +407,23 @@ impl Collector for Sample {
         for (name, help, value) in [
             (
                 "unpaired_exits",
-                "Syscall exits without a recorded entry (call began before attach, or its state was evicted).",
+                "Syscall exits without a recorded entry (call began before attach, its state was evicted, or the entry program's run was skipped); not counted as calls.",
                 c.misc[misc::UNPAIRED_EXITS],
+            ),
+            (
+                "lost_exits",
+                "Calls whose exit was never seen (the exit program's run was skipped), found at the thread's next call; not counted as calls.",
+                c.misc[misc::LOST_EXITS],
             ),
             (
                 "unclassified",
                 "Calls whose probe trail fit no kernel path (they count as outcome=\"unknown\").",
                 c.misc[misc::UNCLASSIFIED],
+            ),
+            (
+                "lock_waits_unfinished",
+                "exec_update_lock waits whose end was never seen; left out of lock_wait.",
+                c.misc[misc::LOCK_WAITS_UNFINISHED],
             ),
         ] {
             counter(
@@ -503,6 +431,35 @@ impl Collector for Sample {
                 &[],
                 value,
             )?;
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "program_misses",
+                "Runs of each attached program the kernel skipped (recursion misses; for kprobes also the probe's own misses, reported from Linux 6.7 on).",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in &self.programs {
+                let labels = [("program", p.program.as_str()), ("target", p.target.as_str())];
+                counter(&mut m, &labels, p.misses)?;
+            }
+        }
+        {
+            let incomplete = Incomplete::of(c, &missed_since(&self.programs, &[]));
+            let mut m = enc.encode_descriptor(
+                "incomplete",
+                "Upper bound, since attach, on what skipped program runs and unpaired calls left out of the other series: calls missing from calls_total, counted calls whose outcome may be wrong, lock waits and exec write sections missing from their histograms. All 0 when the numbers are exact.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (numbers, n) in [
+                ("calls", incomplete.calls),
+                ("outcomes", incomplete.outcomes),
+                ("lock_wait", incomplete.lock_wait),
+                ("exec_write_sections", incomplete.exec_write_sections),
+            ] {
+                counter(&mut m, &[("numbers", numbers)], n)?;
+            }
         }
         {
             let mut m = enc.encode_descriptor(
@@ -614,7 +571,7 @@ impl Collector for Sample {
                 MetricType::Counter,
             )?;
             for p in &self.programs {
-                m.encode_family(&[("program", p.name.as_str())])?
+                m.encode_family(&[("program", p.program.as_str())])?
                     .encode_counter::<NoLabelSet, _, u64>(&(p.run_time_ns as f64 / 1e9), None)?;
             }
         }
@@ -626,7 +583,7 @@ impl Collector for Sample {
                 MetricType::Counter,
             )?;
             for p in &self.programs {
-                counter(&mut m, &[("program", p.name.as_str())], p.run_count)?;
+                counter(&mut m, &[("program", p.program.as_str())], p.run_count)?;
             }
         }
         gauge(
@@ -670,7 +627,7 @@ pub fn encode(sample: Sample, format: Format) -> Result<String, fmt::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Hook;
+    use crate::plan::{Affects, Hook};
     use kcmp_trace_common::{kcmp::KCMP_VM, result::result_slot};
 
     fn plan() -> std::sync::Arc<Plan> {
@@ -678,9 +635,16 @@ mod tests {
             mode: AttachMode::Tracepoint,
             strategy: kcmp_trace_common::classify::Strategy::Boundary,
             series: false,
+            preemption: crate::probe::preempt::Preemption {
+                model: Some(crate::probe::preempt::Model::Full),
+                dynamic: true,
+                source: "test",
+            },
+            why: "test".into(),
             hooks: vec![Hook {
                 target: "syscalls/sys_enter_kcmp".into(),
                 program: "kcmp_tp_enter".into(),
+                affects: &[Affects::CallEntry],
                 noop: "noop_tp",
             }],
             skipped: Vec::new(),
@@ -700,8 +664,11 @@ mod tests {
                     errors: 1,
                 },
             )],
-            programs: vec![ProgramStats {
-                name: "kcmp_tp_exit".into(),
+            programs: vec![HookCounters {
+                program: "kcmp_tp_exit".into(),
+                target: "syscalls/sys_exit_kcmp".into(),
+                affects: vec![Affects::CallExit],
+                misses: 4,
                 run_time_ns: 1_500_000_000,
                 run_count: 7,
             }],
@@ -768,6 +735,22 @@ mod tests {
                 "kcmp_trace_bpf_program_run_seconds_total{program=\"kcmp_tp_exit\"}"
             ),
             Some(1.5)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "kcmp_trace_program_misses_total{program=\"kcmp_tp_exit\",target=\"syscalls/sys_exit_kcmp\"}"
+            ),
+            Some(4.0)
+        );
+        // Four skipped exits: up to four calls missing, nothing else.
+        assert_eq!(
+            value(&text, "kcmp_trace_incomplete_total{numbers=\"calls\"}"),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&text, "kcmp_trace_incomplete_total{numbers=\"outcomes\"}"),
+            Some(0.0)
         );
         assert_eq!(
             value(&text, "kcmp_trace_attach_mode{mode=\"tracepoint\"}"),

@@ -24,7 +24,7 @@ use crate::{
     plan::Plan,
 };
 use events::Hub;
-use metrics::{CommCounts, CommTable, Programs};
+use metrics::{CommCounts, CommTable};
 
 /// How long in-flight responses may take to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
@@ -40,7 +40,6 @@ pub struct AppState {
     pub hub: Option<Arc<Hub>>,
     pub max_event_clients: usize,
     comms: Mutex<CommTable>,
-    pub programs: Programs,
     pub kernel: String,
 }
 
@@ -184,7 +183,6 @@ async fn attach_and_serve(
         hub: hub.clone(),
         max_event_clients: args.max_event_clients,
         comms: Mutex::new(CommTable::new(args.top_comms)),
-        programs: Programs::discover(),
         kernel: kernel_release(),
     });
     crate::cmd::announce(&tracer.plan);

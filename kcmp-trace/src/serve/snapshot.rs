@@ -11,7 +11,11 @@ use kcmp_trace_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{loader::ProcessRow, plan::Plan, report::Report};
+use crate::{
+    loader::{HookCounters, ProcessRow},
+    plan::Plan,
+    report::Report,
+};
 
 /// `Counters` flattened, with its shape so a mismatched client notices.
 #[derive(Debug, Serialize, Deserialize)]
@@ -121,6 +125,8 @@ pub struct SnapshotOut<'a> {
     pub counters: WireCounters,
     /// Every process seen, busiest first.
     pub processes: Vec<WireProcess>,
+    /// What the kernel counted for each attached program (skipped runs, run time).
+    pub programs: Vec<HookCounters>,
 }
 
 /// What a client reads back.
@@ -130,6 +136,7 @@ pub struct SnapshotIn {
     pub plan: serde_json::Value,
     pub counters: WireCounters,
     pub processes: Vec<WireProcess>,
+    pub programs: Vec<HookCounters>,
 }
 
 /// Where a daemon listens: `http://HOST:PORT[/PREFIX]` or `unix:PATH`.

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use kcmp_trace_common::hist::HIST_SLOTS;
 
-use crate::report::{Quantiles, Report, hist_rows};
+use crate::report::{Incomplete, Quantiles, Report, hist_rows};
 
 fn ns(v: Option<u64>) -> String {
     match v {
@@ -35,7 +35,8 @@ fn quantiles(q: &Quantiles) -> String {
     )
 }
 
-/// One interval as a compact block, the first line a timestamped summary.
+/// One interval as a compact block, the first line a timestamped summary. Whatever makes
+/// the numbers incomplete is shown even when no call was counted.
 pub fn interval(clock: &str, r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -43,13 +44,12 @@ pub fn interval(clock: &str, r: &Report) -> String {
         "{clock}  calls={:<8} rate={:<10.0}/s errors={:<6} dropped={}",
         r.calls, r.calls_per_s, r.errors, r.events_dropped
     );
-    if r.calls == 0 {
-        return out;
+    if r.calls != 0 {
+        let _ = writeln!(out, "  type:    {}", breakdown(&r.by_type));
+        let _ = writeln!(out, "  result:  {}", breakdown(&r.by_result));
+        let _ = writeln!(out, "  outcome: {}", breakdown(&r.by_outcome));
+        let _ = writeln!(out, "  latency: {}", quantiles(&r.latency_ns));
     }
-    let _ = writeln!(out, "  type:    {}", breakdown(&r.by_type));
-    let _ = writeln!(out, "  result:  {}", breakdown(&r.by_result));
-    let _ = writeln!(out, "  outcome: {}", breakdown(&r.by_outcome));
-    let _ = writeln!(out, "  latency: {}", quantiles(&r.latency_ns));
     if r.lock_wait_ns.count > 0 {
         let _ = writeln!(out, "  lock wait: {}", quantiles(&r.lock_wait_ns));
     }
@@ -61,12 +61,27 @@ pub fn interval(clock: &str, r: &Report) -> String {
             quantiles(&r.exec_hold_ns)
         );
     }
-    if r.unpaired_exits > 0 || r.unclassified > 0 {
-        let _ = writeln!(
-            out,
-            "  lost: unpaired_exits={} unclassified={}",
-            r.unpaired_exits, r.unclassified
-        );
+    let lost = [
+        ("unpaired_exits", r.unpaired_exits),
+        ("lost_exits", r.lost_exits),
+        ("unclassified", r.unclassified),
+        ("lock_waits_unfinished", r.lock_waits_unfinished),
+    ];
+    if lost.iter().any(|&(_, n)| n != 0) {
+        let lost: std::collections::BTreeMap<&str, u64> = lost.into_iter().collect();
+        let _ = writeln!(out, "  lost:    {}", breakdown(&lost));
+    }
+    if !r.missed_runs.is_empty() {
+        let missed = r
+            .missed_runs
+            .iter()
+            .map(|(p, n)| format!("{p}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(out, "  missed:  {missed} (program runs the kernel skipped)");
+    }
+    if let Some(line) = incomplete(&r.incomplete) {
+        let _ = writeln!(out, "  INCOMPLETE: {line}");
     }
     if !r.top_processes.is_empty() {
         let procs = r
@@ -78,6 +93,21 @@ pub fn interval(clock: &str, r: &Report) -> String {
         let _ = writeln!(out, "  top:     {procs}");
     }
     out
+}
+
+/// "calls short by up to 12; outcome of up to 3 calls uncertain", or None when exact.
+pub fn incomplete(i: &Incomplete) -> Option<String> {
+    let parts: Vec<String> = [
+        (i.calls, "calls short by up to"),
+        (i.outcomes, "outcome uncertain for up to"),
+        (i.lock_wait, "lock waits missing up to"),
+        (i.exec_write_sections, "exec write sections missing up to"),
+    ]
+    .into_iter()
+    .filter(|&(n, _)| n != 0)
+    .map(|(n, what)| format!("{what} {n}"))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// A log2 histogram in the layout of bcc's print_log2_hist.
@@ -123,6 +153,20 @@ mod tests {
         assert!(lines[2].contains("1024 -> 2047") && lines[2].contains(&"*".repeat(40)));
         assert!(lines[3].contains("2048 -> 4095") && lines[3].contains("|**********"));
         assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn incompleteness_is_spelled_out() {
+        assert_eq!(incomplete(&Incomplete::default()), None);
+        let i = Incomplete {
+            calls: 12,
+            outcomes: 3,
+            ..Incomplete::default()
+        };
+        assert_eq!(
+            incomplete(&i).as_deref(),
+            Some("calls short by up to 12; outcome uncertain for up to 3")
+        );
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! What the kernel counts about our programs and links: runs it skipped, run time.
+//!
+//! aya's `ProgramInfo` has run time and count but not `recursion_misses`, and its
+//! `LinkInfo` does not expose a kprobe's `missed`; both come from the same
+//! `BPF_OBJ_GET_INFO_BY_FD` call, made here with aya-obj's bindings of the kernel structs.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+};
+
+use aya_obj::generated::{
+    bpf_cmd, bpf_link_info, bpf_link_type, bpf_perf_event_type, bpf_prog_info,
+};
+
+/// The `info` member of `union bpf_attr` (BPF_OBJ_GET_INFO_BY_FD).
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The `*_GET_FD_BY_ID` member of `union bpf_attr`.
+#[repr(C)]
+struct IdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+fn bpf<A>(cmd: bpf_cmd, attr: &mut A) -> io::Result<i64> {
+    // SAFETY: `attr` is a valid, fully initialised prefix of union bpf_attr for `cmd`, and
+    // its size is passed along.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_int,
+            attr as *mut A,
+            size_of::<A>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Fills a zeroed info struct of type `T` for the object behind `fd`.
+fn object_info<T>(fd: BorrowedFd<'_>) -> io::Result<T> {
+    // SAFETY: the kernel's info structs are plain integers and zero is valid for all of
+    // them (a zero pointer field asks for nothing to be copied out).
+    let mut info: T = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<T>() as u32,
+        info: &raw mut info as u64,
+    };
+    bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info)
+}
+
+/// A program's counters as the kernel keeps them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCounters {
+    /// Runs the kernel skipped because a run of the same program was already in progress
+    /// on that CPU (bpf_prog_info.recursion_misses, Linux 5.12 and later).
+    pub recursion_misses: u64,
+    /// Time spent running and runs, counted while kernel.bpf_stats_enabled=1.
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+pub fn program_counters(fd: BorrowedFd<'_>) -> io::Result<ProgramCounters> {
+    let info: bpf_prog_info = object_info(fd)?;
+    Ok(ProgramCounters {
+        recursion_misses: info.recursion_misses,
+        run_time_ns: info.run_time_ns,
+        run_count: info.run_cnt,
+    })
+}
+
+/// The probe-level misses of a kprobe or kretprobe attached through a perf link: hits it
+/// could not handle (reentered, or a kretprobe out of instances). The kernel reports them
+/// from Linux 6.7 on; before that the field stays 0.
+pub fn kprobe_link_missed(link_id: u32) -> io::Result<u64> {
+    let mut attr = IdAttr {
+        id: link_id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    let raw = bpf(bpf_cmd::BPF_LINK_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    let info: bpf_link_info = object_info(std::os::fd::AsFd::as_fd(&fd))?;
+    if info.type_ != bpf_link_type::BPF_LINK_TYPE_PERF_EVENT as u32 {
+        return Ok(0);
+    }
+    // SAFETY: a perf-event link's info is the perf_event member.
+    let event = unsafe { info.__bindgen_anon_1.perf_event };
+    let probe = [
+        bpf_perf_event_type::BPF_PERF_EVENT_KPROBE as u32,
+        bpf_perf_event_type::BPF_PERF_EVENT_KRETPROBE as u32,
+    ];
+    if !probe.contains(&event.type_) {
+        return Ok(0);
+    }
+    // SAFETY: kprobe and kretprobe events fill the kprobe member.
+    Ok(unsafe { event.__bindgen_anon_1.kprobe.missed })
+}
