@@ -56,6 +56,8 @@ pub struct Row {
 pub struct BenchReport {
     pub attach_mode: String,
     pub strategy: String,
+    /// The kernel's preemption model, which decides the default attach mode.
+    pub preemption: String,
     pub rounds: usize,
     pub round_ms: u64,
     pub rows: Vec<Row>,
@@ -64,6 +66,8 @@ pub struct BenchReport {
     pub events_vs_empty: f64,
     pub events_delivered: u64,
     pub events_dropped: u64,
+    /// Runs of kcmp-trace's programs the kernel skipped while they were measured.
+    pub missed_runs: u64,
 }
 
 /// ns per call of `f`, run for `len`.
@@ -173,7 +177,7 @@ pub fn run(
     let mut kcmp_ns = vec![Vec::new(); SETUPS.len()];
     let mut getpid_ns = vec![Vec::new(); SETUPS.len()];
     let mut mmap_ns = vec![Vec::new(); SETUPS.len()];
-    let (mut delivered, mut dropped) = (0u64, 0u64);
+    let (mut delivered, mut dropped, mut missed) = (0u64, 0u64, 0u64);
     for r in 0..rounds {
         // Rotate the order so no setup always runs first or last in a round.
         for k in 0..SETUPS.len() {
@@ -195,11 +199,14 @@ pub fn run(
             kcmp_ns[i].push(time_loop(round, kcmp));
             getpid_ns[i].push(time_loop(round, getpid));
             mmap_ns[i].push(time_loop(round, mmap));
-            if let Attached::Tracer(t, Some(drain)) = attached {
-                let counters = t.counters()?;
-                dropped += counters.misc[kcmp_trace_common::maps::misc::EVENTS_DROPPED];
-                drop(t);
-                delivered += drain.finish();
+            if let Attached::Tracer(t, drain) = attached {
+                missed += t.hook_counters()?.iter().map(|h| h.misses).sum::<u64>();
+                if let Some(drain) = drain {
+                    let counters = t.counters()?;
+                    dropped += counters.misc[kcmp_trace_common::maps::misc::EVENTS_DROPPED];
+                    drop(t);
+                    delivered += drain.finish();
+                }
             }
         }
     }
@@ -225,6 +232,7 @@ pub fn run(
     Ok(BenchReport {
         attach_mode: plan.mode.name().to_owned(),
         strategy: plan.strategy.name().to_owned(),
+        preemption: plan.preemption.describe(),
         rounds,
         round_ms: round.as_millis() as u64,
         counters_vs_empty: rows[2].kcmp_added_ns / floor,
@@ -232,13 +240,14 @@ pub fn run(
         rows,
         events_delivered: delivered,
         events_dropped: dropped,
+        missed_runs: missed,
     })
 }
 
 pub fn table(r: &BenchReport) -> String {
     let mut out = format!(
-        "kcmp-trace overhead, attach mode {} (strategy {}), {} interleaved rounds of {} ms, medians\n",
-        r.attach_mode, r.strategy, r.rounds, r.round_ms
+        "kcmp-trace overhead, attach mode {} (strategy {}), preemption {}, {} interleaved rounds of {} ms, medians\n",
+        r.attach_mode, r.strategy, r.preemption, r.rounds, r.round_ms
     );
     out.push_str(&format!(
         "{:<16} {:>10} {:>13} {:>10} {:>10} {:>10} {:>10} {:>9}\n",
@@ -273,8 +282,8 @@ pub fn table(r: &BenchReport) -> String {
         r.counters_vs_empty, r.events_vs_empty
     ));
     out.push_str(&format!(
-        "events mode: {} delivered, {} dropped\n",
-        r.events_delivered, r.events_dropped
+        "events mode: {} delivered, {} dropped; program runs the kernel skipped while measured: {}\n",
+        r.events_delivered, r.events_dropped, r.missed_runs
     ));
     out
 }

@@ -252,8 +252,7 @@ impl UnpreemptedReads {
         unsafe {
             let policy = libc::sched_getscheduler(0);
             let mut old = libc::sched_param { sched_priority: 0 };
-            if policy < 0 || policy == libc::SCHED_FIFO || libc::sched_getparam(0, &mut old) != 0
-            {
+            if policy < 0 || policy == libc::SCHED_FIFO || libc::sched_getparam(0, &mut old) != 0 {
                 return UnpreemptedReads(None);
             }
             let fifo = libc::sched_param { sched_priority: 1 };

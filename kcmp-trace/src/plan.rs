@@ -177,9 +177,7 @@ impl Role {
             Role::LockEnter | Role::LockExit | Role::LockNestedEnter | Role::LockNestedExit => {
                 &[Affects::Outcome, Affects::LockWait]
             }
-            Role::ExecBegin | Role::ExecBeginExit | Role::ExecSetupExit => {
-                &[Affects::ExecSections]
-            }
+            Role::ExecBegin | Role::ExecBeginExit | Role::ExecSetupExit => &[Affects::ExecSections],
         }
     }
 }
@@ -224,6 +222,30 @@ pub fn program_for(mode: AttachMode, role: Role) -> (String, &'static str, Strin
         (AttachMode::Fentry, true) => (format!("{base}_fexit"), "noop_fexit", target),
     };
     (program, noop, target.to_owned())
+}
+
+/// Every program name a plan can attach, as the kernel keeps it (15 bytes at most).
+pub fn program_names() -> Vec<String> {
+    const KERNEL_NAME_LEN: usize = 15;
+    let mut names: Vec<String> = [Strategy::Boundary, Strategy::Direct, Strategy::Infer]
+        .into_iter()
+        .flat_map(roles)
+        .flat_map(|(role, _)| {
+            [
+                AttachMode::Fentry,
+                AttachMode::Kprobe,
+                AttachMode::Tracepoint,
+            ]
+            .map(|mode| program_for(mode, role).0)
+        })
+        .map(|mut name| {
+            name.truncate(KERNEL_NAME_LEN);
+            name
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// One attached program.
@@ -388,7 +410,11 @@ mod tests {
                 StrategyRequest::Auto,
                 &preemption(model),
             );
-            assert_eq!(order[0], (AttachMode::Kprobe, Strategy::Direct), "{model:?}");
+            assert_eq!(
+                order[0],
+                (AttachMode::Kprobe, Strategy::Direct),
+                "{model:?}"
+            );
             assert!(why.starts_with("kprobes first"), "{why}");
             assert_eq!(
                 order.last(),

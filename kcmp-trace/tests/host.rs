@@ -50,6 +50,10 @@ fn watch_counts_equal_the_workload_by_type_and_result() {
     assert_eq!(total["errors"], 800);
     assert_eq!(total["latency_ns"]["count"], 20000);
     assert_eq!(total["unpaired_exits"], 0);
+    // Nothing skipped, nothing unpaired: the report says it is complete.
+    assert_eq!(total["exact"], true, "{out}");
+    assert_eq!(total["missed_runs"], serde_json::json!({}), "{out}");
+    assert_eq!(total["incomplete"]["calls"], 0, "{out}");
     // Where only the syscall boundary is visible, the plan says so and every call is
     // `unknown`, still counted exactly.
     let plan: serde_json::Value = out
@@ -61,6 +65,12 @@ fn watch_counts_equal_the_workload_by_type_and_result() {
         })
         .map(|v| v["plan"].clone())
         .expect("plan line");
+    // The plan says which preemption model it saw and why it chose its mode.
+    assert!(plan["preemption"]["source"].is_string(), "{plan}");
+    assert!(
+        plan["why"].as_str().is_some_and(|w| !w.is_empty()),
+        "{plan}"
+    );
     if plan["mode"] == "tracepoint" {
         let said = plan["accuracy"].to_string();
         assert!(said.contains("needs kprobes or fentry"), "{said}");

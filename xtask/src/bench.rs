@@ -11,9 +11,42 @@ use crate::{
     build_release,
     kernel::{Flavour, Kernel, Version, ensure_kernel},
     run_checked, setup,
-    vm::{VmSpec, default_files, run as run_vm},
+    vm::{Preempt, VmSpec, default_files, run as run_vm},
     workspace_root,
 };
+
+/// Per preemption model and attach mode: what counting adds per kcmp call, as a ratio to
+/// the empty programs and to fentry on the same model, and the runs the kernel skipped.
+fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
+    let added = |r: &serde_json::Value, setup: &str| {
+        r["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|row| row["setup"] == setup))
+            .and_then(|row| row["kcmp_added_ns"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let mut out = format!(
+        "{:<10} {:<11} {:>14} {:>13} {:>13} {:>12} {:>8}\n",
+        "preempt", "mode", "counters +ns", "vs empty", "events/empty", "vs fentry", "skipped"
+    );
+    for (model, mode, r) in rows {
+        let fentry = rows
+            .iter()
+            .find(|(m, md, _)| m == model && *md == "fentry")
+            .map_or(f64::NAN, |(_, _, f)| added(f, "counters"));
+        out += &format!(
+            "{:<10} {:<11} {:>14.1} {:>12.2}x {:>12.2}x {:>11.2}x {:>8}\n",
+            model,
+            mode,
+            added(r, "counters"),
+            r["counters_vs_empty"].as_f64().unwrap_or(f64::NAN),
+            r["events_vs_empty"].as_f64().unwrap_or(f64::NAN),
+            added(r, "counters") / fentry,
+            r["missed_runs"]
+        );
+    }
+    out
+}
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -61,33 +94,52 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    eprintln!(
-        "bench: fast-path kernel under qemu (TCG: absolute numbers are emulated; compare ratios)"
-    );
-    let script: String = ["fentry", "kprobe", "tracepoint"]
-        .iter()
-        .map(|mode| {
-            format!(
-                "kcmp-trace bench --attach {mode} --rounds {rounds} --round {} --json-out /results/{mode}.json\n",
-                args.round
-            )
-        })
-        .collect();
-    let mut spec = VmSpec::new(
-        "bench",
-        ensure_kernel(Kernel::new(Flavour::Fastpath, Version::V6_1))?,
-        format!("set -e\n{script}"),
-    );
-    spec.files = default_files(&workspace_root())?;
-    spec.timeout = Duration::from_secs(900);
-    spec.results_dir = Some(out_dir.join("vm"));
-    let outcome = run_vm(&spec).context("benchmark guest")?;
-    print!("{}", outcome.output);
-    ensure!(
-        outcome.exit_code == 0,
-        "benchmark guest failed ({})",
-        outcome.console_log.display()
-    );
+    // The price of each attach mode under each preemption model the 6.12 kernel boots
+    // with: auto picks fentry where kernel code is not preempted, kprobes where it is.
+    let modes = ["fentry", "kprobe", "tracepoint"];
+    let mut summary = Vec::new();
+    for preempt in [Preempt::Voluntary, Preempt::Full] {
+        eprintln!(
+            "bench: fast-path 6.12 kernel, preempt={} (TCG: absolute numbers are emulated; compare ratios)",
+            preempt.name()
+        );
+        let script: String = modes
+            .iter()
+            .map(|mode| {
+                format!(
+                    "kcmp-trace bench --attach {mode} --rounds {rounds} --round {} --json-out /results/{mode}.json\n",
+                    args.round
+                )
+            })
+            .collect();
+        let kernel = Kernel::new(Flavour::Fastpath, Version::V6_12);
+        let mut spec = VmSpec::new(
+            format!("bench-{}", preempt.name()),
+            ensure_kernel(kernel)?,
+            format!("set -e\n{script}"),
+        );
+        spec.cmdline.push(preempt.cmdline());
+        spec.files = default_files(&workspace_root())?;
+        spec.timeout = Duration::from_secs(900);
+        let dir = out_dir.join(format!("vm-{kernel}-{}", preempt.name()));
+        spec.results_dir = Some(dir.clone());
+        let outcome = run_vm(&spec).context("benchmark guest")?;
+        print!("{}", outcome.output);
+        ensure!(
+            outcome.exit_code == 0,
+            "benchmark guest failed ({})",
+            outcome.console_log.display()
+        );
+        for mode in modes {
+            let path = dir.join(format!("{mode}.json"));
+            let report: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )?;
+            summary.push((preempt.name(), mode, report));
+        }
+    }
+    println!("{}", price_table(&summary));
     eprintln!("bench: JSON in {}", out_dir.display());
     Ok(())
 }

@@ -88,7 +88,11 @@ impl Version {
             // linux-image-6.1.0-<abi>-cloud-amd64-unsigned
             Version::V6_1 => name.strip_prefix("6.1.0-")?.parse().ok(),
             // linux-image-6.12.<sublevel>+deb12-cloud-amd64-unsigned
-            Version::V6_12 => name.strip_prefix("6.12.")?.strip_suffix("+deb12")?.parse().ok(),
+            Version::V6_12 => name
+                .strip_prefix("6.12.")?
+                .strip_suffix("+deb12")?
+                .parse()
+                .ok(),
         }
     }
 }
@@ -144,9 +148,7 @@ pub fn ensure_kernel(kernel: Kernel) -> Result<PathBuf> {
     let root = cache_root();
     match kernel.flavour {
         Flavour::Stock | Flavour::StockRt => ensure_stock(&root.join("stock"), kernel),
-        Flavour::Fastpath | Flavour::FastpathRt => {
-            ensure_fastpath(&root.join("fastpath"), kernel)
-        }
+        Flavour::Fastpath | Flavour::FastpathRt => ensure_fastpath(&root.join("fastpath"), kernel),
     }
     .with_context(|| format!("preparing the {kernel} kernel (cache: {})", root.display()))
 }
@@ -217,7 +219,11 @@ fn is_root() -> bool {
 // Stock kernel
 
 fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
-    let variant = if kernel.flavour.is_rt() { "rt" } else { "cloud" };
+    let variant = if kernel.flavour.is_rt() {
+        "rt"
+    } else {
+        "cloud"
+    };
     let package = match newest_image(kernel.version, variant)? {
         Some(p) => p,
         None => {
@@ -369,7 +375,10 @@ fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
     }
 
     let names: Vec<String> = inputs.fragments.iter().map(|f| file_name(f)).collect();
-    step(format!("configuring: make tinyconfig + {}", names.join(" + ")));
+    step(format!(
+        "configuring: make tinyconfig + {}",
+        names.join(" + ")
+    ));
     logged(make(&src).arg("tinyconfig"), &log)?;
     logged(
         Command::new("scripts/kconfig/merge_config.sh")
@@ -510,7 +519,10 @@ impl FastpathInputs {
     }
 
     fn describe(&self) -> String {
-        let mut s = format!("{RECIPE}\n{} {}\n", self.source_package, self.source_version);
+        let mut s = format!(
+            "{RECIPE}\n{} {}\n",
+            self.source_package, self.source_version
+        );
         for (name, bytes) in &self.contents {
             s += &format!("{}  {name}\n", hex(&Sha256::digest(bytes)));
         }

@@ -28,6 +28,33 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut failed = Vec::new();
 
     if !args.vm_only {
+        eprintln!(
+            "xtask: lint (rustfmt, clippy on the host crates and on the eBPF crate's target)"
+        );
+        let mut fmt = cargo(&path);
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        let mut clippy = cargo(&path);
+        clippy.args(["clippy", "--workspace", "--exclude", "kcmp-trace-ebpf"]);
+        clippy.args(["--all-targets", "--", "-D", "warnings"]);
+        // The eBPF crate only builds for its own target, with the nightly toolchain.
+        let mut clippy_ebpf = std::process::Command::new("rustup");
+        clippy_ebpf
+            .current_dir(crate::workspace_root().join("kcmp-trace-ebpf"))
+            .env("PATH", &path)
+            .env_remove("RUSTC")
+            .env_remove("CARGO")
+            .args(["run", "nightly", "cargo", "clippy", "--release"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--", "-D", "warnings"]);
+        for (name, mut lint) in [
+            ("cargo fmt", fmt),
+            ("clippy", clippy),
+            ("clippy (eBPF)", clippy_ebpf),
+        ] {
+            if !lint.status()?.success() {
+                failed.push(name);
+            }
+        }
         eprintln!("xtask: unit and host tests (real BPF on this kernel)");
         let status = cargo(&path)
             .args(["test", "--workspace", "--exclude", "kcmp-trace-ebpf"])

@@ -1,5 +1,7 @@
 //! `kcmp-trace doctor`: what this kernel allows and what the tracer will use.
 
+use std::os::fd::AsFd as _;
+
 use serde::Serialize;
 
 use crate::{
@@ -17,6 +19,51 @@ struct Doctor {
     fentry: Result<(), String>,
     /// The plan `watch` would use, or why none works.
     plan: Result<Plan, String>,
+    /// kcmp-trace programs loaded on this system now (a running daemon, another watch).
+    loaded: Vec<LoadedProgram>,
+}
+
+/// A kcmp-trace program some process has loaded, and what the kernel counted for it.
+#[derive(Serialize)]
+struct LoadedProgram {
+    id: u32,
+    name: String,
+    /// Runs the kernel skipped: recursion misses, plus its kprobe's own misses.
+    misses: u64,
+    /// Runs (counted while kernel.bpf_stats_enabled=1).
+    run_count: u64,
+}
+
+/// Our programs among those loaded, by name; the do-nothing ones of `bench` are left out.
+fn loaded_programs() -> anyhow::Result<Vec<LoadedProgram>> {
+    let ours = crate::plan::program_names();
+    let link_misses: Vec<(u32, u64)> = aya::programs::loaded_links()
+        .flatten()
+        .map(|l| {
+            let missed = crate::bpf_info::kprobe_link_missed(l.id()).unwrap_or(0);
+            (l.program_id(), missed)
+        })
+        .collect();
+    let mut loaded = Vec::new();
+    for info in aya::programs::loaded_programs() {
+        let info = info?;
+        let Some(name) = info.name_as_str().filter(|n| ours.iter().any(|o| o == n)) else {
+            continue;
+        };
+        let counters = crate::bpf_info::program_counters(info.fd()?.as_fd())?;
+        let probe: u64 = link_misses
+            .iter()
+            .filter(|(prog, _)| *prog == info.id())
+            .map(|(_, n)| n)
+            .sum();
+        loaded.push(LoadedProgram {
+            id: info.id(),
+            name: name.to_owned(),
+            misses: counters.recursion_misses + probe,
+            run_count: counters.run_count,
+        });
+    }
+    Ok(loaded)
 }
 
 fn try_plan() -> Result<Plan, String> {
@@ -27,12 +74,15 @@ fn try_plan() -> Result<Plan, String> {
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let capabilities = Capabilities::detect();
+    // Before trying anything ourselves, so only other processes' programs are listed.
+    let loaded = loaded_programs()?;
     let fentry = crate::loader::probe_fentry().map_err(|e| crate::error::one_line(&e));
     let plan = try_plan();
     let doctor = Doctor {
         capabilities,
         fentry,
         plan,
+        loaded,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doctor)?);
@@ -95,6 +145,18 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             }
         }
         Err(why) => println!("plan              none: {why}"),
+    }
+    if doctor.loaded.is_empty() {
+        println!("loaded            no kcmp-trace programs loaded by other processes");
+    } else {
+        let skipped: u64 = doctor.loaded.iter().map(|p| p.misses).sum();
+        println!(
+            "loaded            {} kcmp-trace programs, {skipped} runs skipped by the kernel",
+            doctor.loaded.len()
+        );
+        for p in &doctor.loaded {
+            println!("  {:<6} {:<16} skipped {}", p.id, p.name, p.misses);
+        }
     }
     Ok(())
 }

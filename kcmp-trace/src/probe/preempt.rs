@@ -162,7 +162,11 @@ impl Preemption {
     /// "full (PREEMPT_DYNAMIC, from debugfs sched/preempt)".
     pub fn describe(&self) -> String {
         let model = self.model.map_or("unknown", Model::name);
-        let dynamic = if self.dynamic { "PREEMPT_DYNAMIC, " } else { "" };
+        let dynamic = if self.dynamic {
+            "PREEMPT_DYNAMIC, "
+        } else {
+            ""
+        };
         format!("{model} ({dynamic}{})", self.source)
     }
 }
@@ -232,6 +236,9 @@ mod tests {
         let p = Preemption::from_sources(&sources("#1 SMP Debian 6.1.170-1"));
         assert_eq!(p.model, Some(Model::None));
         assert!(!p.trampolines_preemptible());
-        assert_eq!(p.describe(), "none (kernel version string (no PREEMPT flag))");
+        assert_eq!(
+            p.describe(),
+            "none (kernel version string (no PREEMPT flag))"
+        );
     }
 }

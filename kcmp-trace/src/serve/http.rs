@@ -165,13 +165,10 @@ async fn snapshot_handler(
         Err(e) => return bad_request(e),
     };
     let elapsed_s = state.started.elapsed().as_secs_f64();
-    let read = state.tracer.counters().and_then(|c| {
-        Ok((
-            c,
-            state.tracer.processes()?,
-            state.tracer.hook_counters()?,
-        ))
-    });
+    let read = state
+        .tracer
+        .counters()
+        .and_then(|c| Ok((c, state.tracer.processes()?, state.tracer.hook_counters()?)));
     let (counters, processes, programs) = match read {
         Ok(r) => r,
         Err(e) => return unavailable("reading the counters", &e),

@@ -440,7 +440,10 @@ impl Collector for Sample {
                 MetricType::Counter,
             )?;
             for p in &self.programs {
-                let labels = [("program", p.program.as_str()), ("target", p.target.as_str())];
+                let labels = [
+                    ("program", p.program.as_str()),
+                    ("target", p.target.as_str()),
+                ];
                 counter(&mut m, &labels, p.misses)?;
             }
         }
