@@ -151,6 +151,9 @@ fn events_json_has_one_line_per_call() {
     assert_eq!(summary["events_dropped"], 0);
     assert_eq!(lines.len() as u64, 5000);
     assert_eq!(summary["events_delivered"], 5000);
+    // The summary says whether any call went unseen: here none did.
+    assert_eq!(summary["calls"], 5000, "{err}");
+    assert_eq!(summary["exact"], true, "{err}");
     let ebadf = lines.iter().filter(|e| e["result"] == "EBADF").count();
     assert_eq!(ebadf, 50);
     assert_eq!(workload["by_result"]["EBADF"], 50);
