@@ -4,6 +4,19 @@ use crate::outcome::Outcome;
 
 pub const COMM_LEN: usize = 16;
 
+/// `struct kcmp_epoll_slot` (include/uapi/linux/kcmp.h): what a KCMP_EPOLL_TFD call's idx2
+/// points to in the caller's memory, read at entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpollSlot {
+    pub efd: u32,
+    pub tfd: u32,
+    pub toff: u32,
+    /// 1 when the slot was read from the caller's memory; 0 otherwise (another type, or an
+    /// unreadable pointer, which kcmp answers with EFAULT).
+    pub read: u32,
+}
+
 /// One kcmp call. Laid out without implicit padding: u64s, then u32s, then bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +39,7 @@ pub struct Event {
     pub writer_tgid: u32,
     pub outcome: u8,
     pub _pad: [u8; 3],
+    pub epoll: EpollSlot,
     pub comm: [u8; COMM_LEN],
     pub writer_comm: [u8; COMM_LEN],
 }
@@ -58,7 +72,7 @@ mod tests {
     fn layout_has_no_hidden_padding() {
         assert_eq!(
             core::mem::size_of::<Event>(),
-            7 * 8 + 5 * 4 + 4 + 2 * COMM_LEN
+            7 * 8 + 5 * 4 + 4 + 4 * 4 + 2 * COMM_LEN
         );
         assert_eq!(core::mem::align_of::<Event>(), 8);
     }

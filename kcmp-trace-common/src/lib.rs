@@ -15,9 +15,12 @@ pub mod snapshot;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: these types are `#[repr(C)]`, `Copy`, hold only integers and byte arrays, and
-    // have no padding the kernel could leave uninitialised in a way that matters to readers.
+    // These types are `#[repr(C)]`, `Copy`, only integers and byte arrays, with no padding
+    // the kernel could leave uninitialised in a way that matters to readers.
+    // SAFETY: as said above.
     unsafe impl aya::Pod for crate::event::Event {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for crate::maps::ThreadState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for crate::snapshot::Counters {}
 }

@@ -1,6 +1,6 @@
 //! Names and layouts of the maps and globals both sides use.
 
-use crate::event::COMM_LEN;
+use crate::event::{COMM_LEN, EpollSlot};
 
 /// Per-CPU aggregate counters (one `Counters` per CPU, index 0).
 pub const COUNTERS_MAP: &str = "COUNTERS";
@@ -80,6 +80,8 @@ pub struct ThreadState {
     /// What the probes saw (`classify::Trail` bits).
     pub trail: u32,
     pub _pad: u32,
+    /// KCMP_EPOLL_TFD's slot, read at entry.
+    pub epoll: EpollSlot,
     /// The thread's comm when it first called kcmp.
     pub comm: [u8; COMM_LEN],
 }

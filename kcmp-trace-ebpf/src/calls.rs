@@ -12,18 +12,20 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext, Global,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use aya_log_ebpf::warn;
+use aya_log_ebpf::{info, warn};
 use kcmp_trace_common::{
     classify::{
         LOCK, PERM_BEFORE_LOCK, SPEC_BEGIN_FAILED, SPEC_BEGIN_OK, SPEC_RETRY, Strategy, classify,
     },
-    event::{COMM_LEN, Event},
+    event::{COMM_LEN, EpollSlot, Event},
     hist::log2_slot,
-    kcmp::type_slot,
+    kcmp::{KCMP_EPOLL_TFD, type_slot},
     maps::{MAX_TGID_FILTER, MAX_THREADS, MAX_WRITERS, ThreadState, misc},
     outcome::Outcome,
     result::{result_slot, result_slot_is_error},
@@ -78,8 +80,16 @@ pub struct WriteSection {
 #[map]
 static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries(MAX_WRITERS, 0);
 
+/// CLOCK_MONOTONIC in ns.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: the helper takes no arguments and only reads the clock.
+    unsafe { bpf_ktime_get_ns() }
+}
+
 #[inline(always)]
 fn traced(tgid: u32) -> bool {
+    // SAFETY: a read-only lookup whose value is not kept.
     if FILTER_TGID.load() != 0 && unsafe { TGID_FILTER.get(tgid) }.is_none() {
         return false;
     }
@@ -92,14 +102,43 @@ fn traced(tgid: u32) -> bool {
     true
 }
 
+/// `struct kcmp_epoll_slot` as the caller laid it out.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UserEpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+/// KCMP_EPOLL_TFD's idx2 points to a slot in the caller's memory: read it while the call
+/// is entering (strace shows it the same way). Other types carry no slot.
 #[inline(always)]
-pub fn on_enter(args: &KcmpArgs) {
+fn epoll_slot(args: &KcmpArgs) -> EpollSlot {
+    if args.raw_type != KCMP_EPOLL_TFD as i64 {
+        return EpollSlot::default();
+    }
+    // SAFETY: bpf_probe_read_user checks the address; an unreadable slot reads as absent.
+    match unsafe { bpf_probe_read_user(args.idx2 as *const UserEpollSlot) } {
+        Ok(slot) => EpollSlot {
+            efd: slot.efd,
+            tfd: slot.tfd,
+            toff: slot.toff,
+            read: 1,
+        },
+        Err(_) => EpollSlot::default(),
+    }
+}
+
+#[inline(always)]
+pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if !traced(tgid) {
         return;
     }
-    let start_ns = unsafe { bpf_ktime_get_ns() };
+    let start_ns = now_ns();
+    let epoll = epoll_slot(args);
     match THREADS.get_ptr_mut(tid) {
         Some(call) => {
             // SAFETY: only this thread writes its own entry.
@@ -117,6 +156,7 @@ pub fn on_enter(args: &KcmpArgs) {
             call.raw_type = args.raw_type;
             call.pid1 = args.pid1;
             call.pid2 = args.pid2;
+            call.epoll = epoll;
             call.lock_start_ns = 0;
             call.lock_wait_ns = 0;
             call.trail = 0;
@@ -124,6 +164,10 @@ pub fn on_enter(args: &KcmpArgs) {
         }
         None => {
             // A thread's first call: the only time its comm is read.
+            info!(
+                ctx,
+                "tid {} of tgid {} makes its first traced kcmp call", tid, tgid
+            );
             let fresh = ThreadState {
                 start_ns,
                 idx1: args.idx1,
@@ -140,6 +184,7 @@ pub fn on_enter(args: &KcmpArgs) {
                 active: 1,
                 trail: 0,
                 _pad: 0,
+                epoll,
                 comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
             };
             let _ = THREADS.insert(tid, fresh, 0);
@@ -191,7 +236,7 @@ pub fn on_perm_check() {
 pub fn on_lock_enter() {
     if let Some(call) = in_kcmp() {
         call.trail |= LOCK;
-        call.lock_start_ns = unsafe { bpf_ktime_get_ns() };
+        call.lock_start_ns = now_ns();
     }
 }
 
@@ -201,7 +246,7 @@ pub fn on_lock_exit() {
     if let Some(call) = in_kcmp() {
         call.trail |= LOCK;
         if call.lock_start_ns != 0 {
-            let now = unsafe { bpf_ktime_get_ns() };
+            let now = now_ns();
             call.lock_wait_ns += now.wrapping_sub(call.lock_start_ns);
             call.lock_start_ns = 0;
         }
@@ -213,7 +258,7 @@ pub fn on_lock_exit() {
 pub fn on_exec_begin() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let section = WriteSection {
-        start_ns: unsafe { bpf_ktime_get_ns() },
+        start_ns: now_ns(),
         end_ns: 0,
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
     };
@@ -232,7 +277,7 @@ pub fn on_exec_end() {
     if section.end_ns != 0 {
         return;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     section.end_ns = now;
     if let Some(counters) = COUNTERS.get_ptr_mut(0) {
         // SAFETY: this CPU's counters; two programs write these cells, hence the atomics.
@@ -296,7 +341,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     // ends, even if this one is preempted.
     let counters = unsafe { &mut *counters };
     call.active = 0;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     let outcome = classify(
         Strategy::from_u8(STRATEGY.load()),
         SERIES.load() != 0,
@@ -368,6 +413,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
                     writer_tgid,
                     outcome: outcome as u8,
                     _pad: [0; 3],
+                    epoll: call.epoll,
                     comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
                     writer_comm,
                 });

@@ -37,13 +37,16 @@ pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
             .add(TP_ARG0 + 8 * n)
             .cast::<u64>()
     };
-    calls::on_enter(&KcmpArgs {
-        pid1: read(0) as i32,
-        pid2: read(1) as i32,
-        raw_type: read(2) as i32 as i64,
-        idx1: read(3),
-        idx2: read(4),
-    });
+    calls::on_enter(
+        &ctx,
+        &KcmpArgs {
+            pid1: read(0) as i32,
+            pid2: read(1) as i32,
+            raw_type: read(2) as i32 as i64,
+            idx1: read(3),
+            idx2: read(4),
+        },
+    );
     0
 }
 
@@ -82,7 +85,7 @@ fn args_from_regs(regs: *const pt_regs) -> KcmpArgs {
 
 #[fentry]
 pub fn kcmp_fentry(ctx: FEntryContext) -> u32 {
-    calls::on_enter(&args_from_regs(ctx.arg(0)));
+    calls::on_enter(&ctx, &args_from_regs(ctx.arg(0)));
     0
 }
 
@@ -96,7 +99,7 @@ pub fn kcmp_fexit(ctx: FExitContext) -> u32 {
 #[kprobe]
 pub fn kcmp_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(regs) = ctx.arg::<*const pt_regs>(0) {
-        calls::on_enter(&args_from_regs(regs));
+        calls::on_enter(&ctx, &args_from_regs(regs));
     }
     0
 }

@@ -143,8 +143,9 @@ pub fn run(
         strategy,
         ..TraceConfig::default()
     };
+    let caps = crate::probe::Capabilities::detect();
     // The plan the tracer picks decides where the floor goes.
-    let plan = Tracer::start(&config)?.plan.clone();
+    let plan = Tracer::start_with(&config, &caps)?.plan.clone();
 
     let file = std::fs::File::open("/dev/null").context("opening /dev/null")?;
     let fd = file.as_raw_fd() as u64;
@@ -184,13 +185,18 @@ pub fn run(
             let i = (k + r) % SETUPS.len();
             let attached = match SETUPS[i] {
                 Setup::NoTracer => Attached::None,
-                Setup::EmptyPrograms => Attached::Floor(Floor::attach(&plan)?),
-                Setup::Counters => Attached::Tracer(Box::new(Tracer::start(&config)?), None),
+                Setup::EmptyPrograms => Attached::Floor(Floor::attach(&plan, &caps)?),
+                Setup::Counters => {
+                    Attached::Tracer(Box::new(Tracer::start_with(&config, &caps)?), None)
+                }
                 Setup::Events => {
-                    let mut t = Tracer::start(&TraceConfig {
-                        events: true,
-                        ..config.clone()
-                    })?;
+                    let mut t = Tracer::start_with(
+                        &TraceConfig {
+                            events: true,
+                            ..config.clone()
+                        },
+                        &caps,
+                    )?;
                     let drain = t.take_events().map(EventDrain::start);
                     Attached::Tracer(Box::new(t), drain)
                 }

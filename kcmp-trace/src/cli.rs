@@ -32,6 +32,18 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Whether the command asked for the eBPF programs' diagnostics.
+    pub fn bpf_log(&self) -> bool {
+        match &self.command {
+            Some(Command::Watch(a)) => a.trace.bpf_log,
+            Some(Command::Events(a)) => a.trace.bpf_log,
+            Some(Command::Serve(a)) => a.trace.bpf_log,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Counters, rates and latency percentiles every interval (the default).
@@ -59,24 +71,38 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
+/// Shortest and longest durations taken: finer than a millisecond means nothing for
+/// reports, and timers cannot run past a year.
+const DURATION_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(365 * 86_400));
+
+/// A duration as people write it: `500ms`, `2s`, `1m30s`, or seconds (`2.5`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m)"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    let bare_seconds = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let text = if bare_seconds {
+        format!("{s}s")
+    } else {
+        s.to_owned()
     };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{s:?} must be positive"));
+    let parsed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m30s)"))?;
+    let d = Duration::try_from(parsed).map_err(|_| format!("{s:?} must be positive"))?;
+    let (min, max) = DURATION_RANGE;
+    if d < min || d > max {
+        return Err(format!("{s:?} is outside 1ms to 365 days"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() >= kcmp_trace_common::event::COMM_LEN || s.contains('\0') {
+        return Err(format!(
+            "{s:?}: a comm is 1 to {} bytes without NUL",
+            kcmp_trace_common::event::COMM_LEN - 1
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
@@ -204,6 +230,9 @@ pub struct StressArgs {
     /// Processes that exec() themselves in a loop; valid calls compare against them.
     #[arg(long, default_value_t = 0)]
     pub exec_racers: usize,
+    /// Run under this comm (at most 15 bytes), so `-c` can pick this workload out.
+    #[arg(long, value_parser = parse_comm)]
+    pub comm: Option<String>,
     /// Wait until this file exists before starting (lets a tracer attach first).
     #[arg(long, value_name = "PATH")]
     pub wait_for: Option<std::path::PathBuf>,
@@ -268,6 +297,11 @@ pub struct ServeArgs {
     /// Most /events clients at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_event_clients: usize,
+    /// Have the kernel keep every BPF program's run time and run count while serving
+    /// (BPF_ENABLE_STATS; it costs two clock reads per program run), for
+    /// kcmp_trace_bpf_program_run_seconds_total.
+    #[arg(long)]
+    pub bpf_stats: bool,
 }
 
 impl WatchArgs {
@@ -291,9 +325,16 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-2s").is_err());
+        // Out of range: would stop a timer dead or overflow it.
+        assert!(parse_duration("0.0000000001").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+        assert!(parse_duration("400d").is_err());
         assert_eq!(parse_size("4K"), Ok(4096));
         assert_eq!(parse_size("4M"), Ok(4 << 20));
         assert!(parse_size("lots").is_err());

@@ -1,12 +1,16 @@
 //! kcmp-trace: which path every kcmp(2) call takes, measured with eBPF.
 //!
-//! Roles: [`probe`] looks at the kernel, [`plan`] and [`loader`] attach, [`report`] turns
-//! counters into numbers, [`sinks`] print them; [`stress`] is the workload that keeps its own
-//! count.
+//! Roles: [`probe`] looks at the kernel, [`plan`] chooses the hooks and [`loader`] attaches
+//! them ([`bpf_info`] reads what the kernel counts for them, [`bpf_log`] forwards their
+//! diagnostics), [`report`] turns counters into numbers, [`sinks`] print them, [`serve`]
+//! serves them over HTTP in the shapes of [`wire`] that [`client`] reads back; [`stress`] is
+//! the workload that keeps its own count.
 
 pub mod bench;
 pub mod bpf_info;
+pub mod bpf_log;
 pub mod cli;
+pub mod client;
 pub mod cmd;
 pub mod error;
 pub mod loader;
@@ -16,3 +20,4 @@ pub mod report;
 pub mod serve;
 pub mod sinks;
 pub mod stress;
+pub mod wire;

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::ProgramError,
 };
 use kcmp_trace_common::{
     classify::Strategy,
@@ -16,6 +17,7 @@ use kcmp_trace_common::{
 
 use crate::{
     bpf_info,
+    bpf_log::BpfLog,
     error::Error,
     plan::{
         Affects, AttachMode, AttachRequest, Hook, Plan, Role, StrategyRequest, accuracy,
@@ -53,7 +55,7 @@ impl Default for TraceConfig {
 }
 
 /// One process's kcmp calls.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProcessRow {
     pub tgid: u32,
     pub comm: String,
@@ -71,6 +73,8 @@ pub struct Tracer {
     /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
     /// misses the kernel reports; empty where it does not (before 6.7) or for other modes.
     probe_links: Vec<(usize, u32)>,
+    /// Forwards the programs' diagnostics (`--bpf-log`).
+    _bpf_log: Option<BpfLog>,
     // Keeps programs and links alive; declared last so maps are read before teardown.
     ebpf: Ebpf,
 }
@@ -92,11 +96,21 @@ fn object() -> &'static [u8] {
 }
 
 impl Tracer {
+    /// Looks at the kernel and attaches the best plan for it.
     pub fn start(config: &TraceConfig) -> anyhow::Result<Tracer> {
+        validate(config)?;
         if !probe::privileged() {
             return Err(Error::Permission.into());
         }
+        Tracer::start_with(config, &probe::Capabilities::detect())
+    }
+
+    /// Attaches the best plan for a kernel already looked at.
+    pub fn start_with(config: &TraceConfig, caps: &probe::Capabilities) -> anyhow::Result<Tracer> {
         validate(config)?;
+        if !probe::privileged() {
+            return Err(Error::Permission.into());
+        }
         // Locked memory accounting is per-cgroup on 5.11+, but older kernels need the limit.
         let unlimited = libc::rlimit {
             rlim_cur: libc::RLIM_INFINITY,
@@ -105,12 +119,11 @@ impl Tracer {
         // SAFETY: plain syscall with a valid struct.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 
-        let caps = probe::Capabilities::detect();
         let mut rejected = Vec::new();
         let (tried, why) = candidates(config.attach, config.strategy, &caps.preemption);
         let mut attached = None;
         for &(mode, strategy) in &tried {
-            match load_and_attach(config, &caps, mode, strategy) {
+            match load_and_attach(config, caps, mode, strategy) {
                 Ok(found) => {
                     attached = Some(found);
                     break;
@@ -156,12 +169,19 @@ impl Tracer {
         } else {
             None
         };
+        let bpf_log = if config.bpf_log {
+            let logger = aya_log::EbpfLogger::init(&mut ebpf).context("eBPF logging")?;
+            Some(BpfLog::start(logger)?)
+        } else {
+            None
+        };
         Ok(Tracer {
             plan,
             counters,
             threads,
             events,
             probe_links,
+            _bpf_log: bpf_log,
             ebpf,
         })
     }
@@ -350,11 +370,6 @@ fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Resul
             what: "the kcmp-trace eBPF object".into(),
             source: e.into(),
         })?;
-    if config.bpf_log
-        && let Err(e) = aya_log::EbpfLogger::init(&mut ebpf)
-    {
-        log::warn!("eBPF logging unavailable: {e}");
-    }
     if !config.tgids.is_empty() {
         let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
             ebpf.map_mut(maps::TGID_FILTER_MAP)
@@ -387,7 +402,7 @@ fn load_and_attach(
     let series = caps.series.present();
     let mut ebpf = load(config, strategy, series)?;
     let mut hooks = Vec::new();
-    let mut btf = KernelBtf::default();
+    let btf = caps.kernel_btf.as_deref();
     let mut skipped: Vec<(String, String)> = Vec::new();
     for (role, required) in roles(strategy) {
         let (program, noop, target) = program_for(mode, role);
@@ -405,7 +420,7 @@ fn load_and_attach(
             skipped.push((target, why));
             continue;
         }
-        match attach_program(&mut ebpf, &mut btf, &program, &target) {
+        match attach_program(&mut ebpf, btf, &program, &target) {
             Ok(()) => hooks.push(Hook {
                 target,
                 program,
@@ -443,40 +458,40 @@ fn load_and_attach(
 
 /// A refusal in one line: the verifier's log can run to thousands of lines, and its verdict
 /// is at the end. The whole log is kept at debug level (-vv).
-fn bpf_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> Error {
+fn bpf_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> Error {
     let what = what.into();
     move |e| {
-        let full = e.to_string();
-        log::debug!("{what}: {full}");
-        let short = match full.split_once("Verifier output:") {
-            Some((head, log)) => {
-                let verdict = log
-                    .lines()
-                    .map(str::trim)
-                    .rfind(|l| {
-                        !l.is_empty()
-                            && !l.starts_with("verification time")
-                            && !l.starts_with("processed ")
-                            && !l.starts_with("stack depth")
-                    })
-                    .unwrap_or("");
-                let head = head.trim_end_matches(['.', ' ']);
-                if verdict.is_empty() || verdict.starts_with(": ") {
-                    head.to_owned()
-                } else {
-                    format!("{head}; verifier: {verdict}")
+        log::debug!("{what}: {e}");
+        let why = match e {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                match verdict(&log) {
+                    Some(v) => {
+                        format!("the BPF_PROG_LOAD syscall returned {io_error}; verifier: {v}")
+                    }
+                    None => format!("the BPF_PROG_LOAD syscall returned {io_error}"),
                 }
             }
-            None => full,
+            other => crate::error::one_line(&anyhow::Error::new(other)),
         };
-        // aya repeats the syscall's error in its own message; say it once.
-        let mut parts: Vec<&str> = short.split(": ").collect();
-        parts.dedup();
         Error::Bpf {
             what,
-            source: anyhow::anyhow!(parts.join(": ")),
+            source: anyhow::anyhow!(why),
         }
     }
+}
+
+/// The verifier's verdict: the last line of its log that is not a statistic.
+fn verdict(log: &str) -> Option<&str> {
+    log.lines().map(str::trim).rfind(|l| {
+        !l.is_empty()
+            && !l.starts_with("verification time")
+            && !l.starts_with("processed ")
+            && !l.starts_with("stack depth")
+    })
 }
 
 /// Checks what a mode needs before trying it, for a clearer reason than the kernel's.
@@ -507,27 +522,14 @@ fn preflight(mode: AttachMode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kernel BTF, parsed on first need and then shared: fentry/fexit programs need it at load
-/// time, and parsing it costs tens of milliseconds and megabytes each time.
-#[derive(Default)]
-struct KernelBtf(Option<Btf>);
-
-impl KernelBtf {
-    fn get(&mut self) -> anyhow::Result<&Btf> {
-        if self.0.is_none() {
-            self.0 = Some(Btf::from_sys_fs().context("no kernel BTF for fentry/fexit")?);
-        }
-        self.0.as_ref().context("kernel BTF")
-    }
-}
-
 /// Loads (once) and attaches one program to one target.
 fn attach_program(
     ebpf: &mut Ebpf,
-    btf: &mut KernelBtf,
+    btf: Option<&Btf>,
     name: &str,
     target: &str,
 ) -> anyhow::Result<()> {
+    let btf = || btf.context("no kernel BTF for fentry/fexit");
     use aya::programs::Program;
     let loaded = |fd: Result<_, _>| fd.is_ok();
     match ebpf
@@ -553,13 +555,13 @@ fn attach_program(
         }
         // FEntry and FExit are distinct types with the same load/attach shape.
         Program::FEntry(p) => {
-            p.load(target, btf.get()?)
+            p.load(target, btf()?)
                 .map_err(bpf_err(format!("loading {name} for {target}")))?;
             p.attach()
                 .map_err(bpf_err(format!("attaching {name} to {target}")))?;
         }
         Program::FExit(p) => {
-            p.load(target, btf.get()?)
+            p.load(target, btf()?)
                 .map_err(bpf_err(format!("loading {name} for {target}")))?;
             p.attach()
                 .map_err(bpf_err(format!("attaching {name} to {target}")))?;
@@ -570,7 +572,7 @@ fn attach_program(
 }
 
 /// Whether fentry can attach here: tried on kcmp itself, as the planner would.
-pub fn probe_fentry() -> anyhow::Result<()> {
+pub fn probe_fentry(caps: &probe::Capabilities) -> anyhow::Result<()> {
     if !probe::privileged() {
         return Err(Error::Permission.into());
     }
@@ -579,7 +581,7 @@ pub fn probe_fentry() -> anyhow::Result<()> {
         source: e.into(),
     })?;
     let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
-    attach_program(&mut ebpf, &mut KernelBtf::default(), &program, &target)
+    attach_program(&mut ebpf, caps.kernel_btf.as_deref(), &program, &target)
 }
 
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
@@ -588,9 +590,9 @@ pub struct Floor {
 }
 
 impl Floor {
-    pub fn attach(plan: &Plan) -> anyhow::Result<Floor> {
+    pub fn attach(plan: &Plan, caps: &probe::Capabilities) -> anyhow::Result<Floor> {
         // One object per hook: an fentry program is bound to a single target at load time.
-        let mut btf = KernelBtf::default();
+        let btf = caps.kernel_btf.as_deref();
         let objects = plan
             .hooks
             .iter()
@@ -599,7 +601,7 @@ impl Floor {
                     what: "the kcmp-trace eBPF object".into(),
                     source: e.into(),
                 })?;
-                attach_program(&mut ebpf, &mut btf, hook.noop, &hook.target)?;
+                attach_program(&mut ebpf, btf, hook.noop, &hook.target)?;
                 Ok(ebpf)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

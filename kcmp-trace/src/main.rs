@@ -18,14 +18,17 @@ fn main() -> ExitCode {
     // SAFETY: restoring the default disposition of a signal has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    env_logger::Builder::new()
-        .filter_level(match cli.verbose {
-            0 => log::LevelFilter::Warn,
-            1 => log::LevelFilter::Info,
-            _ => log::LevelFilter::Debug,
-        })
-        .parse_env("KCMP_TRACE_LOG")
-        .init();
+    let mut logger = env_logger::Builder::new();
+    logger.filter_level(match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    });
+    if cli.bpf_log() {
+        // Asked for by name: the programs' diagnostics show whatever -v says.
+        logger.filter_module(kcmp_trace::bpf_log::TARGET, log::LevelFilter::Debug);
+    }
+    logger.parse_env("KCMP_TRACE_LOG").init();
     let command = cli
         .command
         .unwrap_or_else(|| Command::Watch(WatchArgs::default_from_cli()));

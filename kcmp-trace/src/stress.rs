@@ -59,6 +59,9 @@ pub struct StressReport {
     pub by_result: BTreeMap<String, u64>,
     /// Calls that found both tasks (not ESRCH) and so reached the permission check and comparison.
     pub reached_comparison: u64,
+    /// The `struct kcmp_epoll_slot` every valid KCMP_EPOLL_TFD call passes (when any does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoll_slot: Option<crate::sinks::event::EpollSlotRecord>,
 }
 
 #[derive(Clone, Copy)]
@@ -397,6 +400,13 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         exec_racers: config.exec_racers,
         racer_pids: racers,
         elapsed_s: elapsed,
+        epoll_slot: config.types.contains(&KCMP_EPOLL_TFD).then(|| {
+            crate::sinks::event::EpollSlotRecord {
+                efd: fixture.epoll.as_raw_fd() as u32,
+                tfd: fixture.file.as_raw_fd() as u32,
+                toff: 0,
+            }
+        }),
         ..Default::default()
     };
     for ((ty, ret), n) in tallies.iter().flatten() {

@@ -112,11 +112,23 @@ fn comm_filter_matches_only_that_comm() {
     if !require_root() {
         return;
     }
-    let mut watch = Proc::spawn(&["watch", "--json", "-c", "no-such-comm"]);
+    let comm = format!("kt-comm-{}", std::process::id() % 100_000);
+    let ours = Gated::new(&["-n", "1500", "--threads", "2", "--comm", &comm]);
+    let theirs = Gated::new(&["-n", "700", "--comm", "kt-not-this-one"]);
+    let mut watch = Proc::spawn(&["watch", "--json", "-c", &comm]);
     watch.wait_attached();
-    let workload = Gated::new(&["-n", "1000"]).run();
-    assert_eq!(workload["calls"], 1000);
+    let mut nobody = Proc::spawn(&["watch", "--json", "-c", "no-such-comm"]);
+    nobody.wait_attached();
+    let workload = ours.run();
+    assert_eq!(theirs.run()["calls"], 700);
     let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{err}");
+    let total = total_line(&out);
+    // Every call of the workload with that comm, none of the other's.
+    assert_eq!(total["calls"], 1500, "{out}");
+    assert_eq!(total["calls"], workload["calls"]);
+    assert_eq!(total["top_processes"][0]["comm"], comm.as_str());
+    let (code, out, err) = nobody.stop();
     assert_eq!(code, 0, "{err}");
     assert_eq!(total_line(&out)["calls"], 0);
 }
@@ -132,6 +144,38 @@ fn events_summary(err: &str) -> serde_json::Value {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v.get("events_delivered").is_some())
         .unwrap_or_else(|| panic!("no events summary in {err}"))
+}
+
+#[test]
+fn epoll_slots_are_read_from_the_callers_memory() {
+    if !require_root() {
+        return;
+    }
+    let stress = Gated::new(&["-n", "600", "--threads", "1", "--types", "epoll_tfd,vm"]);
+    let pid = stress.pid().to_string();
+    let mut events = Proc::spawn(&["events", "--json", "-p", &pid]);
+    events.wait_attached();
+    let workload = stress.run();
+    let (code, out, err) = events.stop();
+    assert_eq!(code, 0, "{err}");
+    let lines = event_lines(&out);
+    let epoll: Vec<_> = lines
+        .iter()
+        .filter(|e| e["type_name"] == "KCMP_EPOLL_TFD")
+        .collect();
+    assert_eq!(
+        Some(epoll.len() as u64),
+        workload["by_type"]["KCMP_EPOLL_TFD"].as_u64()
+    );
+    assert!(!epoll.is_empty());
+    assert!(workload["epoll_slot"].is_object(), "{workload}");
+    for e in epoll {
+        assert_eq!(e["epoll_slot"], workload["epoll_slot"], "{e}");
+    }
+    // Whole-task types carry no slot.
+    for e in lines.iter().filter(|e| e["type_name"] == "KCMP_VM") {
+        assert!(e.get("epoll_slot").is_none(), "{e}");
+    }
 }
 
 #[test]

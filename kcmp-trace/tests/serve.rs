@@ -10,7 +10,10 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -18,6 +21,7 @@ use std::{
 mod common;
 
 use common::{kcmp_trace, require_root as privileged};
+use kcmp_trace::client::Target;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -119,12 +123,15 @@ impl Daemon {
                 if line.contains("kcmp-trace: serving") {
                     let _ = ready_tx.send(());
                 }
-                log.lock().unwrap().push_str(&(line + "\n"));
+                log.lock().expect("the log lock").push_str(&(line + "\n"));
             }
         });
         let index = procs.add(child);
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!("serve did not start:\n{}", stderr.lock().unwrap());
+            panic!(
+                "serve did not start:\n{}",
+                stderr.lock().expect("the log lock")
+            );
         }
         Daemon {
             port,
@@ -157,80 +164,36 @@ impl Daemon {
     }
 }
 
-struct Response {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// A one-shot HTTP/1.1 GET with `Connection: close`.
+/// A one-shot GET through the client `watch --connect` uses.
 fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
     try_http_get(port, path, headers).expect("HTTP GET")
 }
 
-fn try_http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
+fn try_http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Response> {
+    let target = Target::Tcp {
+        authority: format!("127.0.0.1:{port}"),
+        prefix: String::new(),
+    };
+    thread_local! {
+        // One per thread, kept: timing a scrape should not time building a runtime.
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
     }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    Ok(parse_response(&raw))
+    let r = RUNTIME.with(|rt| rt.block_on(kcmp_trace::client::request(&target, path, headers)))?;
+    Ok(Response {
+        status: r.status,
+        content_type: r.header("content-type").map(str::to_owned),
+        body: String::from_utf8_lossy(&r.body).into_owned(),
+    })
 }
 
-fn parse_response(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw[split + 4..].to_vec();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let (_, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
-    let chunked = headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    if chunked {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers: headers.replace("\r\n", "\n"),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&data[..eol]).unwrap_or("0").trim(), 16)
-                .unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[eol + 2 + size + 2..];
-    }
-    out
+/// What the tests look at in an answer.
+struct Response {
+    status: u16,
+    content_type: Option<String>,
+    body: String,
 }
 
 /// Sample values of `/metrics` (Prometheus text), by series as written.
@@ -446,7 +409,8 @@ fn prometheus_scrapes_exact_counts() {
     let text = daemon.get("/metrics");
     assert_eq!(text.status, 200);
     assert!(
-        text.header("content-type")
+        text.content_type
+            .as_deref()
             .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
     );
     let mut check = Command::new(&promtool)
@@ -478,7 +442,8 @@ fn prometheus_scrapes_exact_counts() {
         )],
     );
     assert!(
-        om.header("content-type")
+        om.content_type
+            .as_deref()
             .is_some_and(|c| c.starts_with("application/openmetrics-text"))
     );
     assert!(om.body.ends_with("# EOF\n"));
@@ -515,23 +480,28 @@ fn prometheus_scrapes_exact_counts() {
     );
 }
 
-/// Reads an NDJSON stream until it ends.
 /// Reads /events, handing each body line to `each`; the thread returns what `each` built.
+/// The counter says how many calls the lines so far account for (an event each, a drop
+/// notice its count), so a test can wait for a stream to catch up.
 fn stream_events<T: Send + 'static>(
     port: u16,
     query: &str,
     mut acc: T,
     each: impl Fn(&mut T, String) + Send + 'static,
-) -> (thread::JoinHandle<T>, TcpStream) {
+) -> (thread::JoinHandle<T>, TcpStream, Arc<AtomicU64>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     // HTTP/1.0: the body runs until the daemon closes it.
     write!(stream, "GET /events{query} HTTP/1.0\r\n\r\n").expect("send");
     let handle = stream.try_clone().expect("clone");
+    let seen = Arc::new(AtomicU64::new(0));
+    let progress = seen.clone();
     let reader = thread::spawn(move || {
         let mut body = false;
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if body {
+                let (calls, dropped) = count(std::slice::from_ref(&line));
                 each(&mut acc, line);
+                progress.fetch_add(calls + dropped, Ordering::Relaxed);
             } else if line.is_empty() {
                 body = true;
             } else if line.starts_with("HTTP/") {
@@ -540,16 +510,18 @@ fn stream_events<T: Send + 'static>(
         }
         acc
     });
-    (reader, handle)
+    (reader, handle, seen)
 }
 
-fn read_stream(port: u16, query: &str) -> (thread::JoinHandle<Vec<String>>, TcpStream) {
+type Stream<T> = (thread::JoinHandle<T>, TcpStream, Arc<AtomicU64>);
+
+fn read_stream(port: u16, query: &str) -> Stream<Vec<String>> {
     stream_events(port, query, Vec::new(), |lines, line| lines.push(line))
 }
 
 /// Counts (events, reported drops) as they arrive, keeping nothing: long runs stream
 /// millions of events.
-fn count_stream(port: u16, query: &str) -> (thread::JoinHandle<(u64, u64)>, TcpStream) {
+fn count_stream(port: u16, query: &str) -> Stream<(u64, u64)> {
     stream_events(port, query, (0u64, 0u64), |(calls, dropped), line| {
         let (c, d) = count(std::slice::from_ref(&line));
         *calls += c;
@@ -597,13 +569,13 @@ fn events_stream_every_call_and_filter() {
         assert_eq!(r.body.trim_end().lines().count(), 1, "{bad}: {}", r.body);
     }
 
-    let (all, _h1) = read_stream(daemon.port, "");
-    let (vm, _h2) = read_stream(daemon.port, "?type=KCMP_VM");
-    let (mine, _h3) = read_stream(
+    let (all, _h1, all_seen) = read_stream(daemon.port, "");
+    let (vm, _h2, vm_seen) = read_stream(daemon.port, "?type=KCMP_VM");
+    let (mine, _h3, mine_seen) = read_stream(
         daemon.port,
         &format!("?pid={pid}&outcome=unknown&comm=kcmp-trace"),
     );
-    let (other_pid, _h4) = read_stream(daemon.port, "?pid=1");
+    let (other_pid, _h4, _) = read_stream(daemon.port, "?pid=1");
     wait_until("the streams to connect", Duration::from_secs(10), || {
         let s = samples(&daemon.get("/metrics").body);
         (s.get("kcmp_trace_event_clients") == Some(&4.0)).then_some(())
@@ -622,7 +594,13 @@ fn events_stream_every_call_and_filter() {
         let dropped = sum_of(&s, "kcmp_trace_events_dropped_total");
         (sent + dropped >= calls as f64).then_some(())
     });
-    thread::sleep(Duration::from_millis(500));
+    // ... and out of the daemon to every reader.
+    wait_until("the readers to catch up", Duration::from_secs(10), || {
+        let caught_up = all_seen.load(Ordering::Relaxed) >= calls
+            && mine_seen.load(Ordering::Relaxed) >= calls
+            && vm_seen.load(Ordering::Relaxed) >= vm_calls;
+        caught_up.then_some(())
+    });
     let (status, took) = daemon.terminate(&mut procs);
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
@@ -647,7 +625,13 @@ fn events_stream_every_call_and_filter() {
     assert_eq!(n_mine + dropped_mine, calls);
     let (n_other, _) = count(&other_pid.join().expect("reader"));
     assert_eq!(n_other, 0);
-    assert!(daemon.stderr.lock().unwrap().contains("attached"));
+    assert!(
+        daemon
+            .stderr
+            .lock()
+            .expect("the log lock")
+            .contains("attached")
+    );
 }
 
 /// Metric names a PromQL expression uses.
@@ -784,10 +768,25 @@ fn sigterm_exits_promptly_and_unloads() {
     let ids = prog_ids(daemon.pid);
     assert!(!ids.is_empty(), "no BPF programs found in the daemon");
     // A streaming client and an idle keep-alive connection must not hold shutdown up.
-    let (events, _stream) = read_stream(daemon.port, "");
+    let (events, _stream, _) = read_stream(daemon.port, "");
     let mut idle = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
     write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
-    thread::sleep(Duration::from_millis(300));
+    // Both are in: the stream is counted as a client, the keep-alive one got its answer.
+    wait_until(
+        "the event stream to connect",
+        Duration::from_secs(10),
+        || {
+            let s = samples(&daemon.get("/metrics").body);
+            (s.get("kcmp_trace_event_clients") == Some(&1.0)).then_some(())
+        },
+    );
+    let mut answer = [0u8; 256];
+    let n = idle.read(&mut answer).expect("the keep-alive answer");
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
 
     let (status, took) = daemon.terminate(&mut procs);
     assert!(status.success(), "exit {status}");
@@ -869,11 +868,16 @@ fn bad_requests_and_busy_addresses() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
-    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    assert_eq!(parse_response(&raw).body, "ok\n");
+    let healthz = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(kcmp_trace::client::get(
+            &Target::Unix(socket.clone()),
+            "/healthz",
+        ))
+        .expect("GET /healthz over the socket");
+    assert_eq!(&healthz[..], b"ok\n");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     wait_until("the socket to be removed", Duration::from_secs(5), || {
@@ -891,7 +895,11 @@ fn many_scrapers_and_readers_under_load() {
     let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "200000", "--types", "all"]);
     let daemon = Daemon::start(&mut procs, &["-p", &stress.pid.to_string()]);
     let readers: Vec<_> = (0..20)
-        .map(|i| read_stream(daemon.port, if i % 2 == 0 { "" } else { "?type=KCMP_FS" }))
+        .map(|i| {
+            let (reader, stream, _) =
+                read_stream(daemon.port, if i % 2 == 0 { "" } else { "?type=KCMP_FS" });
+            (reader, stream)
+        })
         .collect();
     stress.go();
     let port = daemon.port;
@@ -967,7 +975,10 @@ fn scrape_benchmark() {
         &["-d", &duration, "--types", "all", "--threads", &threads],
     );
     let daemon = Daemon::start(&mut procs, &[]);
-    let reader = with_events.then(|| count_stream(daemon.port, ""));
+    let reader = with_events.then(|| {
+        let (reader, stream, _) = count_stream(daemon.port, "");
+        (reader, stream)
+    });
     stress.go();
     let started = Instant::now();
     let mut lat = Vec::new();

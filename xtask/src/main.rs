@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod initramfs;
 mod kernel;
 mod setup;
 mod test;

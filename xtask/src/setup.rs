@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::kernel::{cache_root, ensure_packages};
+use crate::{
+    kernel::{cache_root, ensure_packages},
+    run_checked,
+};
 
 /// Debian packages, with why we need them.
 const APT_PACKAGES: &[(&str, &str)] = &[
@@ -38,14 +41,6 @@ fn step(msg: &str) {
     eprintln!("setup: {msg}");
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
-}
-
 fn rust_src() -> anyhow::Result<()> {
     let toolchains = Command::new("rustup")
         .args(["toolchain", "list"])
@@ -70,7 +65,13 @@ fn rust_src() -> anyhow::Result<()> {
         return Ok(());
     }
     step("rustup component add rust-src --toolchain nightly");
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    run_checked(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 /// bpf-linker built against LLVM 22, cached by version and LLVM major.
@@ -87,17 +88,19 @@ fn bpf_linker() -> anyhow::Result<PathBuf> {
     let llvm = format!("/usr/lib/llvm-{LLVM_MAJOR}");
     let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-        .args([
-            "--no-default-features",
-            "--features",
-            &format!("llvm-{LLVM_MAJOR}"),
-        ])
-        .arg("--root")
-        .arg(&root)
-        .env("PATH", path)
-        .env(format!("LLVM_SYS_{LLVM_MAJOR}1_PREFIX"), &llvm))
+    run_checked(
+        Command::new(cargo)
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ])
+            .arg("--root")
+            .arg(&root)
+            .env("PATH", path)
+            .env(format!("LLVM_SYS_{LLVM_MAJOR}1_PREFIX"), &llvm),
+    )
     .context("building bpf-linker")?;
     Ok(bin)
 }
@@ -107,7 +110,7 @@ fn tracefs() -> anyhow::Result<()> {
         return Ok(());
     }
     step("mount -t tracefs nodev /sys/kernel/tracing");
-    run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+    run_checked(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
         .context("mounting tracefs")
 }
 

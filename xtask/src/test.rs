@@ -21,6 +21,9 @@ pub struct TestArgs {
     /// Only the guests whose name contains this (e.g. `6.12-full`, `stock-rt`).
     #[arg(long, value_name = "NAME")]
     pub guest: Option<String>,
+    /// Pass even if privileged tests skipped themselves (not root); they are still counted.
+    #[arg(long)]
+    pub allow_skips: bool,
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -56,11 +59,26 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
         eprintln!("xtask: unit and host tests (real BPF on this kernel)");
+        let skip_log = crate::workspace_root().join("target/test-skips.txt");
+        let _ = std::fs::remove_file(&skip_log);
         let status = cargo(&path)
             .args(["test", "--workspace", "--exclude", "kcmp-trace-ebpf"])
+            .env("KCMP_TRACE_SKIP_LOG", &skip_log)
             .status()?;
         if !status.success() {
             failed.push("cargo test");
+        }
+        let skipped = std::fs::read_to_string(&skip_log).unwrap_or_default();
+        let skipped: Vec<&str> = skipped.lines().collect();
+        if !skipped.is_empty() {
+            eprintln!(
+                "xtask: {} privileged tests skipped (not root): {}",
+                skipped.len(),
+                skipped.join(", ")
+            );
+            if !args.allow_skips {
+                failed.push("skipped tests (run as root, or pass --allow-skips)");
+            }
         }
     }
     if !args.no_vm {

@@ -169,13 +169,27 @@ touch /tmp/go
 wait $sp
 kill -INT $ep
 wait $ep
-"#
+{BPF_LOG}"#
     );
     if crowd {
         script += &crowd_script();
     }
     script
 }
+
+/// `watch --bpf-log`: the programs' own diagnostics on the user's terminal.
+const BPF_LOG: &str = r#"
+rm -f /tmp/go
+kcmp-trace stress --json --wait-for /tmp/go -n 100 --threads 1 > /results/bpflog.stress.json &
+sp=$!
+kcmp-trace watch --bpf-log -p $sp > /dev/null 2> /results/bpflog.err &
+wp=$!
+until grep -q attached /results/bpflog.err; do sleep 0.2; done
+touch /tmp/go
+wait $sp
+kill -INT $wp
+wait $wp
+"#;
 
 fn stock_script(crowd: bool) -> String {
     let mut script = format!(
@@ -249,16 +263,56 @@ fn total_of(dir: &Path, file: &str) -> anyhow::Result<Value> {
         .with_context(|| format!("no total in {file}: {text}"))
 }
 
-fn oracle(dir: &Path, name: &str) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text = std::fs::read_to_string(dir.join(format!("{name}.oracle")))?;
-    text.lines()
+/// The kernel's own count of each path (testing/kernel/README.md).
+#[derive(Debug)]
+struct Oracle {
+    fast: u64,
+    retry: u64,
+    busy: u64,
+    locked: u64,
+    interrupted: u64,
+}
+
+impl Oracle {
+    /// The count of a path by its outcome name (0 for paths the oracle does not count).
+    fn of(&self, path: &str) -> u64 {
+        match path {
+            "fast" => self.fast,
+            "retry" => self.retry,
+            "busy" => self.busy,
+            "locked" => self.locked,
+            "interrupted" => self.interrupted,
+            _ => 0,
+        }
+    }
+}
+
+fn oracle(dir: &Path, name: &str) -> anyhow::Result<Oracle> {
+    let file = format!("{name}.oracle");
+    let text =
+        std::fs::read_to_string(dir.join(&file)).with_context(|| format!("reading {file}"))?;
+    let counts: BTreeMap<&str, u64> = text
+        .lines()
         .map(|l| {
             let (k, v) = l
                 .split_once(' ')
-                .with_context(|| format!("bad oracle line {l:?}"))?;
-            Ok((k.to_owned(), v.trim().parse()?))
+                .with_context(|| format!("{file}: bad line {l:?}"))?;
+            Ok((k, v.trim().parse()?))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    let get = |k: &str| {
+        counts
+            .get(k)
+            .copied()
+            .with_context(|| format!("{file}: no {k} line in {text:?}"))
+    };
+    Ok(Oracle {
+        fast: get("fast")?,
+        retry: get("retry")?,
+        busy: get("busy")?,
+        locked: get("locked")?,
+        interrupted: get("interrupted")?,
+    })
 }
 
 /// A tracer's plan (the first line `watch --json` prints).
@@ -360,11 +414,11 @@ fn honest_count(tracer: &str, total: &Value, stress: &Value) -> anyhow::Result<u
 
 /// The paths counted by a tracer against the kernel's oracle, allowing for what it says it
 /// may have missed (an uncounted call, a misread path: each moves the sums by at most 2).
-fn honest_paths(tracer: &str, total: &Value, o: &BTreeMap<String, u64>) -> anyhow::Result<()> {
+fn honest_paths(tracer: &str, total: &Value, o: &Oracle) -> anyhow::Result<()> {
     let paths = ["fast", "retry", "busy", "interrupted"];
     let off: u64 = paths
         .iter()
-        .map(|p| outcome(total, p).abs_diff(o[*p]))
+        .map(|p| outcome(total, p).abs_diff(o.of(p)))
         .sum::<u64>()
         + outcome(total, "locked")
         + outcome(total, "unknown");
@@ -398,18 +452,15 @@ fn run_matches_oracle(
     let reached = count(&stress, "reached_comparison");
     eprintln!(
         "vm: {name}: {} calls; oracle fast={} retry={} busy={} locked={} interrupted={}",
-        stress["calls"], o["fast"], o["retry"], o["busy"], o["locked"], o["interrupted"]
+        stress["calls"], o.fast, o.retry, o.busy, o.locked, o.interrupted
     );
     ensure!(
-        o["fast"] + o["retry"] + o["busy"] == reached,
+        o.fast + o.retry + o.busy == reached,
         "oracle {o:?} vs {reached} calls"
     );
-    ensure!(
-        o["locked"] + o["interrupted"] == o["retry"] + o["busy"],
-        "oracle {o:?}"
-    );
+    ensure!(o.locked + o.interrupted == o.retry + o.busy, "oracle {o:?}");
     if want_races {
-        ensure!(o["retry"] + o["busy"] > 0, "no races provoked: {o:?}");
+        ensure!(o.retry + o.busy > 0, "no races provoked: {o:?}");
     }
     for (tracer, plan, total) in tracers(dir, name, strict)? {
         honest_count(&tracer, &total, &stress)?;
@@ -519,6 +570,15 @@ fn boundary_counts_exactly(dir: &Path) -> anyhow::Result<()> {
         );
         honest_count(tracer, &total, &stress)?;
     }
+    Ok(())
+}
+
+/// The eBPF side's diagnostic for the workload's first call came out on stderr.
+fn bpf_log_reaches_the_terminal(dir: &Path) -> anyhow::Result<()> {
+    let stress = read_json(dir, "bpflog.stress.json")?;
+    let err = std::fs::read_to_string(dir.join("bpflog.err")).context("reading bpflog.err")?;
+    let want = format!("of tgid {} makes its first traced kcmp call", stress["pid"]);
+    ensure!(err.contains(&want), "no {want:?} in:\n{err}");
     Ok(())
 }
 
@@ -686,7 +746,7 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                 (|| {
                     run_matches_oracle(dir, "calm", false, strict)?;
                     let o = oracle(dir, "calm")?;
-                    ensure!(o["fast"] == 20000, "oracle {o:?}");
+                    ensure!(o.fast == 20000, "oracle {o:?}");
                     Ok(())
                 })(),
             );
@@ -706,6 +766,10 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
             checks.check(
                 &test("events_name_the_writers"),
                 events_name_the_writers(dir),
+            );
+            checks.check(
+                &test("bpf_log_reaches_the_terminal"),
+                bpf_log_reaches_the_terminal(dir),
             );
         }
         Suite::Stock => {

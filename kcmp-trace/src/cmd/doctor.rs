@@ -66,8 +66,8 @@ fn loaded_programs() -> anyhow::Result<Vec<LoadedProgram>> {
     Ok(loaded)
 }
 
-fn try_plan() -> Result<Plan, String> {
-    Tracer::start(&TraceConfig::default())
+fn try_plan(caps: &Capabilities) -> Result<Plan, String> {
+    Tracer::start_with(&TraceConfig::default(), caps)
         .map(|t| t.plan.clone())
         .map_err(|e| crate::error::one_line(&e))
 }
@@ -76,8 +76,8 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let capabilities = Capabilities::detect();
     // Before trying anything ourselves, so only other processes' programs are listed.
     let loaded = loaded_programs()?;
-    let fentry = crate::loader::probe_fentry().map_err(|e| crate::error::one_line(&e));
-    let plan = try_plan();
+    let fentry = crate::loader::probe_fentry(&capabilities).map_err(|e| crate::error::one_line(&e));
+    let plan = try_plan(&capabilities);
     let doctor = Doctor {
         capabilities,
         fentry,

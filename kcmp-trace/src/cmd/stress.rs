@@ -11,6 +11,14 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
     } else {
         args.types.clone()
     };
+    if let Some(comm) = &args.comm {
+        // Threads take their comm from the thread that creates them: set it before any.
+        let name = std::ffi::CString::new(comm.as_str())?;
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
     if let Some(path) = &args.wait_for {
         while !path.exists() {
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -1,9 +1,6 @@
 //! `kcmp-trace watch`: counters, rates and percentiles every interval.
 
-use std::{
-    io::Write as _,
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, time::Instant};
 
 use serde::Serialize;
 
@@ -20,7 +17,8 @@ use crate::{
 struct JsonLine<'a> {
     /// "interval" for each report, "total" for the summary at exit.
     scope: &'static str,
-    /// Seconds since attach at the end of this report.
+    /// Seconds since attach (the daemon's, with --connect) at the end of this report, on the
+    /// same clock as `interval_s`.
     elapsed_s: f64,
     #[serde(flatten)]
     report: &'a Report,
@@ -29,7 +27,7 @@ struct JsonLine<'a> {
 /// Where the numbers come from: our own tracer, or a running daemon.
 enum Source {
     Local(Box<Tracer>, Instant),
-    Daemon(crate::serve::snapshot::Target),
+    Daemon(crate::client::Target),
 }
 
 /// One read of cumulative counters, stamped on the source's clock.
@@ -80,10 +78,10 @@ impl Source {
                 at_s: started.elapsed().as_secs_f64(),
             }),
             Source::Daemon(target) => {
-                let snap = crate::serve::snapshot::fetch(target).await?;
+                let snap = crate::client::fetch(target).await?;
                 Ok(Reading {
                     counters: snap.counters.to_counters()?,
-                    procs: snap.processes.into_iter().map(Into::into).collect(),
+                    procs: snap.processes,
                     hooks: snap.programs,
                     // The daemon's clock, so intervals match what it counted.
                     at_s: snap.elapsed_s,
@@ -102,9 +100,8 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let source = match &args.connect {
         Some(url) => {
-            let target =
-                crate::serve::snapshot::Target::parse(url).map_err(crate::error::Error::Usage)?;
-            let first = rt.block_on(crate::serve::snapshot::fetch(&target))?;
+            let target = crate::client::Target::parse(url).map_err(crate::error::Error::Usage)?;
+            let first = rt.block_on(crate::client::fetch(&target))?;
             eprintln!("kcmp-trace: connected to {target}; Ctrl-C to stop");
             if args.json {
                 let line =
@@ -132,7 +129,6 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     };
     out.flush()?;
 
-    let started = Instant::now();
     let (first, last) = rt.block_on(async {
         let first = source.baseline().await?;
         let mut prev = first.clone();
@@ -149,7 +145,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             let now = source.read().await?;
             let (report, delta) = now.report_since(&prev, args.top);
-            print_report(&mut out, &args, "interval", started, &report, &delta)?;
+            print_report(&mut out, &args, "interval", now.at_s, &report, &delta)?;
             prev = now;
             reports += 1;
             if args.count.is_some_and(|c| reports >= c) {
@@ -163,7 +159,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     drop(source);
 
     let (report, total) = last.report_since(&first, args.top);
-    print_report(&mut out, &args, "total", started, &report, &total)?;
+    print_report(&mut out, &args, "total", last.at_s, &report, &total)?;
     if !args.json {
         writeln!(
             out,
@@ -186,25 +182,22 @@ fn print_report(
     out: &mut impl std::io::Write,
     args: &WatchArgs,
     scope: &'static str,
-    started: Instant,
+    elapsed_s: f64,
     report: &Report,
     counters: &Counters,
 ) -> anyhow::Result<()> {
-    let elapsed = started.elapsed();
     if args.json {
         let line = JsonLine {
             scope,
-            elapsed_s: elapsed.as_secs_f64(),
+            elapsed_s,
             report,
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)?;
     } else {
         let clock = match scope {
-            "total" => format!("total {:.1}s", elapsed.as_secs_f64()),
-            _ => format!(
-                "{:>7.1}s",
-                round_to(elapsed, Duration::from_millis(100)).as_secs_f64()
-            ),
+            "total" => format!("total {elapsed_s:.1}s"),
+            // Tenths: a tick that fires a few ms late still reads as the interval it ends.
+            _ => format!("{:>7.1}s", (elapsed_s * 10.0).round() / 10.0),
         };
         write!(out, "{}", table::interval(&clock, report))?;
         if args.hist && scope == "interval" {
@@ -217,9 +210,4 @@ fn print_report(
     }
     out.flush()?;
     Ok(())
-}
-
-fn round_to(d: Duration, step: Duration) -> Duration {
-    let steps = (d.as_nanos() + step.as_nanos() / 2) / step.as_nanos();
-    step * steps as u32
 }

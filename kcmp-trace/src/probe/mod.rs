@@ -4,11 +4,17 @@ pub mod btf;
 pub mod kallsyms;
 pub mod preempt;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use serde::Serialize;
 
-use self::{btf::BtfIndex, kallsyms::Kallsyms, preempt::Preemption};
+use aya::Btf;
+use aya_obj::btf::BtfKind;
+
+use self::{btf::struct_has_member, kallsyms::Kallsyms, preempt::Preemption};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS: &str = "/sys/kernel/debug";
@@ -63,6 +69,9 @@ pub struct Capabilities {
     pub kernel: String,
     pub privileged: bool,
     pub btf: bool,
+    /// The kernel's BTF, parsed once: symbol checks here, fentry/fexit loading later.
+    #[serde(skip)]
+    pub kernel_btf: Option<Arc<Btf>>,
     pub tracefs: Option<PathBuf>,
     pub kcmp_tracepoints: bool,
     pub kprobes: bool,
@@ -83,9 +92,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// Looks at this kernel. Mounts tracefs if it is not mounted and we may.
     pub fn detect() -> Capabilities {
-        let btf = std::fs::read(BTF_VMLINUX)
-            .ok()
-            .and_then(|data| BtfIndex::parse(&data).ok());
+        let btf = Btf::from_sys_fs().ok().map(Arc::new);
         let kallsyms = Kallsyms::read().unwrap_or_default();
         let tracefs = ensure_tracefs().ok();
         let kcmp_tracepoints = tracefs.as_deref().is_some_and(|t| {
@@ -98,13 +105,15 @@ impl Capabilities {
             .map(|&name| Symbol {
                 name,
                 kallsyms: kallsyms.contains(name),
-                btf: btf.as_ref().is_some_and(|b| b.has_function(name)),
+                btf: btf
+                    .as_ref()
+                    .is_some_and(|b| b.id_by_type_name_kind(name, BtfKind::Func).is_ok()),
             })
             .collect();
         let series = Series {
-            btf_member: btf
-                .as_ref()
-                .is_some_and(|b| b.has_member("signal_struct", "exec_update_seq")),
+            btf_member: std::fs::read(BTF_VMLINUX).is_ok_and(|data| {
+                struct_has_member(&data, "signal_struct", "exec_update_seq").unwrap_or(false)
+            }),
             helpers_out_of_line: SERIES_HELPERS.iter().all(|h| kallsyms.contains(h)),
         };
         let at_least = |major, minor| {
@@ -115,6 +124,7 @@ impl Capabilities {
             kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
             privileged: privileged(),
             btf: btf.is_some(),
+            kernel_btf: btf,
             tracefs,
             kcmp_tracepoints,
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),

@@ -417,6 +417,7 @@ mod tests {
             writer_tgid: 0,
             outcome: outcome as u8,
             _pad: [0; 3],
+            epoll: Default::default(),
             comm: comm_key(comm.as_bytes()),
             writer_comm: [0; COMM_LEN],
         }

@@ -14,10 +14,13 @@ use axum::{
 use super::{
     AppState,
     events::{Filter, Framing},
-    metrics::{self, Format, Sample},
-    snapshot::{SnapshotOut, WireCounters, WireProcess},
+    metrics::{self, Sample},
+    negotiate::Format,
 };
-use crate::report::{Report, missed_since};
+use crate::{
+    report::{Report, missed_since},
+    wire::{SnapshotOut, WireCounters},
+};
 
 pub const INDEX: &str = "kcmp-trace: /metrics (Prometheus/OpenMetrics), /events (NDJSON or SSE; filters pid, comm, type, outcome), /api/v1/snapshot (JSON; top=N), /healthz\n";
 
@@ -165,10 +168,19 @@ async fn snapshot_handler(
         Err(e) => return bad_request(e),
     };
     let elapsed_s = state.started.elapsed().as_secs_f64();
-    let read = state
-        .tracer
-        .counters()
-        .and_then(|c| Ok((c, state.tracer.processes()?, state.tracer.hook_counters()?)));
+    // Walking the per-thread table is a syscall per entry: off the async workers, as the
+    // per-comm refresher does.
+    let tracer = state.tracer.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((
+            tracer.counters()?,
+            tracer.processes()?,
+            tracer.hook_counters()?,
+        ))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("reader task: {e}"))
+    .and_then(|r| r);
     let (counters, processes, programs) = match read {
         Ok(r) => r,
         Err(e) => return unavailable("reading the counters", &e),
@@ -184,7 +196,7 @@ async fn snapshot_handler(
             &missed_since(&programs, &[]),
         ),
         counters: WireCounters::from(&counters),
-        processes: processes.iter().map(WireProcess::from).collect(),
+        processes,
         programs,
     };
     match serde_json::to_vec(&snapshot) {

@@ -1,12 +1,14 @@
 //! `kcmp-trace serve`: attach once, aggregate continuously, answer over HTTP.
 //!
-//! [`metrics`] encodes `/metrics`, [`events`] fans per-call events out to `/events` clients,
-//! [`snapshot`] is `/api/v1/snapshot` and the client `watch --connect` uses, [`http`] routes.
+//! [`metrics`] encodes `/metrics` (in the format [`negotiate`] picks, with the per-comm
+//! series of [`comms`]), [`events`] fans per-call events out to `/events` clients,
+//! [`http`] routes (`/api/v1/snapshot` sends [`crate::wire`]'s types).
 
+pub mod comms;
 pub mod events;
 pub mod http;
 pub mod metrics;
-pub mod snapshot;
+pub mod negotiate;
 
 use std::{
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
@@ -23,8 +25,8 @@ use crate::{
     loader::{TraceConfig, Tracer},
     plan::Plan,
 };
+use comms::{CommCounts, CommTable};
 use events::Hub;
-use metrics::{CommCounts, CommTable};
 
 /// How long in-flight responses may take to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
@@ -111,6 +113,7 @@ fn bind_unix(path: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener
     // SAFETY: umask only swaps the process's file creation mask.
     let old = unsafe { libc::umask(0o177) };
     let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above, restoring the mask read then.
     unsafe { libc::umask(old) };
     let listener = bound?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
@@ -162,6 +165,15 @@ async fn attach_and_serve(
     shutdown: &mut crate::cmd::Shutdown,
     where_: &str,
 ) -> anyhow::Result<()> {
+    // Held while serving: the kernel counts run time only while a holder is open.
+    let _bpf_stats = if args.bpf_stats {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?,
+        )
+    } else {
+        None
+    };
     let mut tracer = Tracer::start(&config)?;
     // Loading parsed the kernel's BTF: hand that memory back, the daemon runs for long.
     // SAFETY: malloc_trim only releases free heap pages.

@@ -2,7 +2,7 @@
 
 use kcmp_trace_common::{
     event::{Event, comm_bytes},
-    kcmp::{type_slot, type_slot_name},
+    kcmp::{KCMP_EPOLL_TFD, KCMP_FILE, type_slot, type_slot_name},
     result::errno_name,
 };
 use serde::Serialize;
@@ -18,8 +18,13 @@ pub struct EventRecord {
     pub type_name: &'static str,
     pub pid1: i32,
     pub pid2: i32,
+    /// The index arguments as passed; only KCMP_FILE and KCMP_EPOLL_TFD use them.
     pub idx1: u64,
     pub idx2: u64,
+    /// KCMP_EPOLL_TFD: the `struct kcmp_epoll_slot` idx2 points to, read at entry (absent
+    /// when unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoll_slot: Option<EpollSlotRecord>,
     pub ret: i64,
     /// `equal`/`less`/`greater`/`unordered`, or the errno name.
     pub result: String,
@@ -30,6 +35,13 @@ pub struct EventRecord {
     pub writer_tgid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_comm: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct EpollSlotRecord {
+    pub efd: u32,
+    pub tfd: u32,
+    pub toff: u32,
 }
 
 pub fn result_name(ret: i64) -> String {
@@ -56,6 +68,11 @@ impl From<&Event> for EventRecord {
             pid2: e.pid2,
             idx1: e.idx1,
             idx2: e.idx2,
+            epoll_slot: (e.epoll.read != 0).then_some(EpollSlotRecord {
+                efd: e.epoll.efd,
+                tfd: e.epoll.tfd,
+                toff: e.epoll.toff,
+            }),
             ret: e.ret,
             result: result_name(e.ret),
             outcome: e.outcome().name(),
@@ -70,7 +87,24 @@ impl From<&Event> for EventRecord {
 
 pub const TEXT_HEADER: &str = "TIME(ns)          COMM             TGID    TID     TYPE            PID1    PID2    IDX1     IDX2     RESULT      OUTCOME     LAT(ns)   LOCKWAIT(ns)";
 
+/// (IDX1, IDX2) as text: the file descriptors of KCMP_FILE, the epoll fd and the decoded
+/// slot of KCMP_EPOLL_TFD, `-` where the type compares whole tasks and ignores them.
+fn indexes(r: &EventRecord) -> (String, String) {
+    match r.r#type {
+        t if t == KCMP_FILE as i64 => (r.idx1.to_string(), r.idx2.to_string()),
+        t if t == KCMP_EPOLL_TFD as i64 => (
+            r.idx1.to_string(),
+            match &r.epoll_slot {
+                Some(s) => format!("{{efd={}, tfd={}, toff={}}}", s.efd, s.tfd, s.toff),
+                None => format!("{:#x}", r.idx2),
+            },
+        ),
+        _ => ("-".into(), "-".into()),
+    }
+}
+
 pub fn text_line(r: &EventRecord) -> String {
+    let (idx1, idx2) = indexes(r);
     let mut line = format!(
         "{:<17} {:<16} {:<7} {:<7} {:<15} {:<7} {:<7} {:<8} {:<8} {:<11} {:<11} {:<9} {}",
         r.ts_ns,
@@ -80,8 +114,8 @@ pub fn text_line(r: &EventRecord) -> String {
         r.type_name,
         r.pid1,
         r.pid2,
-        r.idx1,
-        r.idx2,
+        idx1,
+        idx2,
         r.result,
         r.outcome,
         r.latency_ns,
@@ -96,6 +130,59 @@ pub fn text_line(r: &EventRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(r#type: i64, idx1: u64, idx2: u64, slot: Option<EpollSlotRecord>) -> EventRecord {
+        EventRecord {
+            ts_ns: 1,
+            tgid: 2,
+            tid: 3,
+            comm: "c".into(),
+            r#type,
+            type_name: type_slot_name(type_slot(r#type as u64)),
+            pid1: 4,
+            pid2: 5,
+            idx1,
+            idx2,
+            epoll_slot: slot,
+            ret: 0,
+            result: "equal".into(),
+            outcome: "fast",
+            latency_ns: 6,
+            lock_wait_ns: 0,
+            writer_tgid: None,
+            writer_comm: None,
+        }
+    }
+
+    #[test]
+    fn indexes_say_what_they_mean() {
+        let file = record(KCMP_FILE as i64, 3, 4, None);
+        assert_eq!(indexes(&file), ("3".into(), "4".into()));
+        // A task-wide type ignores its indexes.
+        let vm = record(1, 0, 0, None);
+        assert_eq!(indexes(&vm), ("-".into(), "-".into()));
+        let slot = EpollSlotRecord {
+            efd: 8,
+            tfd: 9,
+            toff: 0,
+        };
+        let epoll = record(KCMP_EPOLL_TFD as i64, 7, 0x7ffd_0000, Some(slot));
+        assert_eq!(indexes(&epoll).1, "{efd=8, tfd=9, toff=0}");
+        let json = serde_json::to_value(&epoll).expect("json");
+        assert_eq!(
+            json["epoll_slot"],
+            serde_json::json!({"efd": 8, "tfd": 9, "toff": 0})
+        );
+        // An unreadable slot shows the pointer, as strace does.
+        let unread = record(KCMP_EPOLL_TFD as i64, 7, 0x10, None);
+        assert_eq!(indexes(&unread).1, "0x10");
+        assert!(
+            serde_json::to_value(&unread)
+                .expect("json")
+                .get("epoll_slot")
+                .is_none()
+        );
+    }
 
     #[test]
     fn results_are_named() {

@@ -34,7 +34,21 @@ pub fn require_root() -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("privileged test run without root in CI");
     }
-    eprintln!("skipping: needs root (CI runs it as root)");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_owned();
+    eprintln!("skipping {test}: needs root (CI runs it as root)");
+    // `cargo xtask test` counts the skips and fails on them unless told not to.
+    if let Some(log) = std::env::var_os("KCMP_TRACE_SKIP_LOG") {
+        use std::io::Write as _;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| writeln!(f, "{test}"));
+        appended.expect("recording a skipped test");
+    }
     false
 }
 

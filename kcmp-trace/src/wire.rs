@@ -1,0 +1,149 @@
+//! What the daemon's `/api/v1/snapshot` sends and `watch --connect` reads: everything since
+//! attach. Raw cumulative counters travel along with the report, so a client can diff two
+//! snapshots into exact interval reports.
+
+use anyhow::bail;
+use kcmp_trace_common::{
+    hist::HIST_SLOTS, kcmp::TYPE_SLOTS, maps::misc, outcome::OUTCOMES, result::RESULT_SLOTS,
+    snapshot::Counters,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    loader::{HookCounters, ProcessRow},
+    plan::Plan,
+    report::Report,
+};
+
+/// `Counters` flattened, with its shape so a mismatched client notices.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireCounters {
+    /// [outcomes, types, results, histogram slots, misc slots].
+    pub shape: [usize; 5],
+    /// calls[outcome][type][result], row-major.
+    pub calls: Vec<u64>,
+    /// latency[outcome][slot], row-major.
+    pub latency: Vec<u64>,
+    pub lock_wait: Vec<u64>,
+    pub exec_hold: Vec<u64>,
+    /// Exact sums of the histograms: latency per outcome, lock wait, exec write sections.
+    pub latency_sum_ns: Vec<u64>,
+    pub lock_wait_sum_ns: u64,
+    pub exec_hold_sum_ns: u64,
+    pub misc: Vec<u64>,
+}
+
+const SHAPE: [usize; 5] = [OUTCOMES, TYPE_SLOTS, RESULT_SLOTS, HIST_SLOTS, misc::SLOTS];
+
+impl From<&Counters> for WireCounters {
+    fn from(c: &Counters) -> Self {
+        WireCounters {
+            shape: SHAPE,
+            calls: c.calls.as_flattened().as_flattened().to_vec(),
+            latency: c.latency.as_flattened().to_vec(),
+            lock_wait: c.lock_wait.to_vec(),
+            exec_hold: c.exec_hold.to_vec(),
+            latency_sum_ns: c.latency_sum_ns.to_vec(),
+            lock_wait_sum_ns: c.lock_wait_sum_ns,
+            exec_hold_sum_ns: c.exec_hold_sum_ns,
+            misc: c.misc.to_vec(),
+        }
+    }
+}
+
+impl WireCounters {
+    pub fn to_counters(&self) -> anyhow::Result<Counters> {
+        if self.shape != SHAPE {
+            bail!(
+                "the daemon's counters have shape {:?}, this kcmp-trace expects {SHAPE:?} (versions differ)",
+                self.shape
+            );
+        }
+        let mut c = Counters::ZERO;
+        let copy = |dst: &mut [u64], src: &[u64], what: &str| {
+            if dst.len() != src.len() {
+                bail!(
+                    "snapshot {what}: {} values, expected {}",
+                    src.len(),
+                    dst.len()
+                );
+            }
+            dst.copy_from_slice(src);
+            Ok(())
+        };
+        copy(
+            c.calls.as_flattened_mut().as_flattened_mut(),
+            &self.calls,
+            "calls",
+        )?;
+        copy(c.latency.as_flattened_mut(), &self.latency, "latency")?;
+        copy(&mut c.lock_wait, &self.lock_wait, "lock_wait")?;
+        copy(&mut c.exec_hold, &self.exec_hold, "exec_hold")?;
+        copy(
+            &mut c.latency_sum_ns,
+            &self.latency_sum_ns,
+            "latency_sum_ns",
+        )?;
+        copy(&mut c.misc, &self.misc, "misc")?;
+        c.lock_wait_sum_ns = self.lock_wait_sum_ns;
+        c.exec_hold_sum_ns = self.exec_hold_sum_ns;
+        Ok(c)
+    }
+}
+
+/// What the daemon sends.
+#[derive(Serialize)]
+pub struct SnapshotOut<'a> {
+    pub version: &'static str,
+    /// Seconds since attach.
+    pub elapsed_s: f64,
+    pub plan: &'a Plan,
+    /// The numbers `watch --json` prints, over everything since attach.
+    pub report: Report,
+    pub counters: WireCounters,
+    /// Every process seen, busiest first.
+    pub processes: Vec<ProcessRow>,
+    /// What the kernel counted for each attached program (skipped runs, run time).
+    pub programs: Vec<HookCounters>,
+}
+
+/// What a client reads back.
+#[derive(Debug, Deserialize)]
+pub struct SnapshotIn {
+    pub elapsed_s: f64,
+    pub plan: serde_json::Value,
+    pub counters: WireCounters,
+    pub processes: Vec<ProcessRow>,
+    pub programs: Vec<HookCounters>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_round_trip() {
+        let mut c = Counters::ZERO;
+        c.calls[3][2][1] = 7;
+        c.latency[1][64] = 2;
+        c.exec_hold[5] = 1;
+        c.misc[misc::EVENTS_DROPPED] = 9;
+        c.latency_sum_ns[1] = 123;
+        c.lock_wait_sum_ns = 45;
+        c.exec_hold_sum_ns = 67;
+        let json = serde_json::to_string(&WireCounters::from(&c)).expect("encode");
+        let wire: WireCounters = serde_json::from_str(&json).expect("decode");
+        let back = wire.to_counters().expect("same shape");
+        assert_eq!(back.calls[3][2][1], 7);
+        assert_eq!(back.latency[1][64], 2);
+        assert_eq!(back.exec_hold[5], 1);
+        assert_eq!(back.misc[misc::EVENTS_DROPPED], 9);
+        // The histograms' sums travel too, so a client's means are the daemon's.
+        assert_eq!(back.latency_sum_ns[1], 123);
+        assert_eq!(back.lock_wait_sum_ns, 45);
+        assert_eq!(back.exec_hold_sum_ns, 67);
+        let mut bad = WireCounters::from(&c);
+        bad.shape[3] = 64;
+        assert!(bad.to_counters().is_err());
+    }
+}
