@@ -22,6 +22,8 @@ pub mod globals {
     pub const FILTER_COMM_NAME: &str = "FILTER_COMM_NAME";
     /// u8: 1 to send per-call events.
     pub const EMIT_EVENTS: &str = "EMIT_EVENTS";
+    /// u64: bytes waiting in the event ring past which a submit wakes the reader.
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// u8: `classify::Strategy` of the attached plan.
     pub const STRATEGY: &str = "STRATEGY";
     /// u8: 1 when the kernel has the exec_update_seq series.
@@ -29,6 +31,15 @@ pub mod globals {
 }
 
 pub const MAX_TGID_FILTER: u32 = 1024;
+/// How often an event reader drains the ring when no wakeup came: the most an event waits
+/// at low rates.
+pub const EVENT_DRAIN_MS: u64 = 50;
+
+/// The backlog (bytes) at which a submit wakes the reader: an eighth of the ring, so a
+/// reader woken then has seven eighths left to drain into before anything is dropped.
+pub fn wakeup_bytes(ring_bytes: u32) -> u64 {
+    u64::from(ring_bytes / 8)
+}
 /// Threads in flight or recently in kcmp; LRU so a thread that vanishes cannot leak an entry.
 pub const MAX_THREADS: u32 = 16384;
 /// Processes whose last exec (write section) is remembered, to name the writer of a retry.

@@ -5,13 +5,14 @@
 //! same program on a CPU before the first ends (it skips it and counts a recursion miss).
 //! So a per-CPU cell written by a single program is a plain read-modify-write; a cell two
 //! programs write (the exec write sections: begin_new_exec()'s failure exit and
-//! setup_new_exec()'s exit) is updated atomically. Per-thread state is written only by the
+//! setup_new_exec()'s exit; unfinished lock waits) is updated atomically. Per-thread state is written only by the
 //! thread itself, whose probes run one after another.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext, Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     },
@@ -40,6 +41,14 @@ static FILTER_COMM: Global<u8> = Global::new(0);
 static FILTER_COMM_NAME: Global<[u8; COMM_LEN]> = Global::new([0; COMM_LEN]);
 #[unsafe(no_mangle)]
 static EMIT_EVENTS: Global<u8> = Global::new(0);
+/// Wake the event reader only when the backlog crosses this many bytes; below it the reader
+/// finds events on its own timer, so a busy ring costs no wakeup per event.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(0);
+/// Submits whose backlog lands this far past the mark wake the reader: a few records, so
+/// that producers racing on other CPUs cannot all step over it, yet one fill of the ring
+/// raises only a few wakeups (each is a self-IPI).
+const WAKEUP_WINDOW: u64 = 16 * (size_of::<Event>() as u64 + 8);
 /// How the path of a call is observed (`classify::Strategy`).
 #[unsafe(no_mangle)]
 static STRATEGY: Global<u8> = Global::new(0);
@@ -236,7 +245,23 @@ pub fn on_perm_check() {
 pub fn on_lock_enter() {
     if let Some(call) = in_kcmp() {
         call.trail |= LOCK;
+        if call.lock_start_ns != 0
+            && let Some(counters) = COUNTERS.get_ptr_mut(0)
+        {
+            // The previous lock's return was never seen (a kretprobe out of instances).
+            // SAFETY: this CPU's counters; every writer of this cell adds atomically.
+            unfinished_lock_wait(unsafe { &mut (*counters).misc });
+        }
         call.lock_start_ns = now_ns();
+    }
+}
+
+/// A lock wait whose return was never seen: its length is unknown. The lock and the exit
+/// programs both count these, hence the atomic add.
+#[inline(always)]
+fn unfinished_lock_wait(misc: &mut [u64; misc::SLOTS]) {
+    if let Some(n) = misc.get_mut(misc::LOCK_WAITS_UNFINISHED) {
+        add_shared(n, 1);
     }
 }
 
@@ -356,8 +381,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         );
     }
     if call.lock_start_ns != 0 {
-        // A lock wait began and its return was never seen: its length is unknown.
-        bump(&mut counters.misc, misc::LOCK_WAITS_UNFINISHED);
+        unfinished_lock_wait(&mut counters.misc);
     } else if call.trail & LOCK != 0 {
         counters.lock_wait_sum_ns += call.lock_wait_ns;
         if let Some(n) = counters
@@ -417,7 +441,15 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
                     comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
                     writer_comm,
                 });
-                entry.submit(0);
+                // Submitting wakes no one unless the backlog is crossing the mark.
+                let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+                let mark = WAKEUP_BYTES.load();
+                let flags = if backlog >= mark && backlog - mark < WAKEUP_WINDOW {
+                    BPF_RB_FORCE_WAKEUP
+                } else {
+                    BPF_RB_NO_WAKEUP
+                };
+                entry.submit(flags as u64);
                 bump(&mut counters.misc, misc::EVENTS_SENT);
             }
             None => bump(&mut counters.misc, misc::EVENTS_DROPPED),

@@ -21,7 +21,7 @@ use crate::{
     error::Error,
     plan::{
         Affects, AttachMode, AttachRequest, Hook, Plan, Role, StrategyRequest, accuracy,
-        candidates, program_for, roles,
+        candidates, hook_mode, program_for, roles,
     },
     probe,
 };
@@ -332,6 +332,16 @@ fn validate(config: &TraceConfig) -> Result<(), Error> {
             config.ring_bytes
         )));
     }
+    let mut tgids = config.tgids.clone();
+    tgids.sort_unstable();
+    tgids.dedup();
+    if tgids.len() > maps::MAX_TGID_FILTER as usize {
+        return Err(Error::Usage(format!(
+            "at most {} processes can be traced by pid, got {}",
+            maps::MAX_TGID_FILTER,
+            tgids.len()
+        )));
+    }
     if let Some(comm) = &config.comm
         && (comm.is_empty() || comm.len() >= COMM_LEN)
     {
@@ -357,6 +367,11 @@ fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Resul
         .override_global(globals::FILTER_COMM, &u8::from(config.comm.is_some()), true)
         .override_global(globals::FILTER_COMM_NAME, &comm_name, true)
         .override_global(globals::EMIT_EVENTS, &u8::from(config.events), true)
+        .override_global(
+            globals::WAKEUP_BYTES,
+            &maps::wakeup_bytes(config.ring_bytes),
+            true,
+        )
         .override_global(globals::STRATEGY, &(strategy as u8), true)
         .override_global(globals::SERIES, &u8::from(series), true)
         .override_global(
@@ -405,14 +420,15 @@ fn load_and_attach(
     let btf = caps.kernel_btf.as_deref();
     let mut skipped: Vec<(String, String)> = Vec::new();
     for (role, required) in roles(strategy) {
-        let (program, noop, target) = program_for(mode, role);
+        let kind = hook_mode(mode, role, caps.kcmp_tracepoints);
+        let (program, noop, target) = program_for(kind, role);
         // Entry and return hooks of one function share the verdict; say it once.
         if skipped.iter().any(|(t, _)| *t == target) {
             continue;
         }
         // A function that is not a real symbol here (absent or inlined) cannot be hooked.
         let function = role.function();
-        if mode != AttachMode::Tracepoint && !caps.symbol(function).is_some_and(|s| s.kallsyms) {
+        if kind != AttachMode::Tracepoint && !caps.symbol(function).is_some_and(|s| s.kallsyms) {
             let why = "not a function in this kernel (absent or inlined)".to_owned();
             if required {
                 return Err(Error::NoHook(format!("{target}: {why}")).into());
@@ -586,7 +602,8 @@ pub fn probe_fentry(caps: &probe::Capabilities) -> anyhow::Result<()> {
 
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
-    _objects: Vec<Ebpf>,
+    /// (object, its program's name and target), one per hook.
+    objects: Vec<(Ebpf, &'static str, String)>,
 }
 
 impl Floor {
@@ -602,9 +619,28 @@ impl Floor {
                     source: e.into(),
                 })?;
                 attach_program(&mut ebpf, btf, hook.noop, &hook.target)?;
-                Ok(ebpf)
+                Ok((ebpf, hook.noop, hook.target.clone()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Floor { _objects: objects })
+        Ok(Floor { objects })
+    }
+
+    /// What the kernel counted for each do-nothing program: (program on its target, run
+    /// time and runs while BPF statistics are on).
+    pub fn run_stats(&self) -> anyhow::Result<Vec<(String, bpf_info::ProgramCounters)>> {
+        self.objects
+            .iter()
+            .map(|(ebpf, program, target)| {
+                let fd = ebpf
+                    .program(program)
+                    .with_context(|| format!("program {program} missing"))?
+                    .fd()
+                    .context("program descriptor")?;
+                Ok((
+                    format!("{program} on {target}"),
+                    bpf_info::program_counters(fd.as_fd())?,
+                ))
+            })
+            .collect()
     }
 }

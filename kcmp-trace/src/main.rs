@@ -17,7 +17,20 @@ fn main() -> ExitCode {
     // Die quietly on a closed pipe (`kcmp-trace events | head`), as C tools do.
     // SAFETY: restoring the default disposition of a signal has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout as clap prints them; a usage error is one line.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad arguments");
+            eprintln!(
+                "kcmp-trace: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(error::exit::USAGE);
+        }
+    };
     let mut logger = env_logger::Builder::new();
     logger.filter_level(match cli.verbose {
         0 => log::LevelFilter::Warn,

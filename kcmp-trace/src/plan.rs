@@ -206,6 +206,21 @@ pub fn roles(strategy: Strategy) -> Vec<(Role, bool)> {
     roles
 }
 
+/// The kind of program that hooks a role in a mode. Kprobe mode measures the syscall
+/// itself at its tracepoints where the kernel has them: a kretprobe on the syscall loses
+/// the exits of calls beyond its instances (threads sleeping on exec_update_lock hold
+/// them), and the kernel counts those losses with an unlocked increment that two CPUs can
+/// race, so the call count would have no exact bound. The tracepoints have no such limit,
+/// and the kernel counts their skipped runs per CPU, exactly.
+pub fn hook_mode(mode: AttachMode, role: Role, kcmp_tracepoints: bool) -> AttachMode {
+    match (mode, role) {
+        (AttachMode::Kprobe, Role::KcmpEntry | Role::KcmpExit) if kcmp_tracepoints => {
+            AttachMode::Tracepoint
+        }
+        _ => mode,
+    }
+}
+
 /// (program, its do-nothing twin, target) of a role in a mode.
 pub fn program_for(mode: AttachMode, role: Role) -> (String, &'static str, String) {
     let (base, target, at_return) = role.spec();
@@ -329,9 +344,17 @@ pub fn accuracy(
         lines.push((
             "kretprobes",
             format!(
-                "{} instances each: with more kcmp calls in flight at once (threads waiting \
-                 for exec_update_lock), exits are lost, counted and shown",
-                caps.kretprobe_instances
+                "{} instances each, on the functions inside kcmp{}: a lock wait whose return \
+                 is lost is counted as unfinished; the kernel's own count of a kretprobe's \
+                 lost returns is approximate (an unlocked increment)",
+                caps.kretprobe_instances,
+                if caps.kcmp_tracepoints {
+                    "; the syscall itself is measured at its tracepoints, which have no \
+                     instance limit"
+                } else {
+                    " and on the syscall (no syscall tracepoints here): calls beyond them in \
+                     flight lose their exits, counted as lost_exits at the thread's next call"
+                }
             ),
         ));
     }
@@ -463,5 +486,17 @@ mod tests {
             program_for(AttachMode::Kprobe, Role::LockExit).0,
             "lock_kretprobe"
         );
+    }
+
+    #[test]
+    fn kprobe_mode_measures_the_syscall_at_its_tracepoints_when_it_can() {
+        use AttachMode::*;
+        for role in [Role::KcmpEntry, Role::KcmpExit] {
+            assert_eq!(hook_mode(Kprobe, role, true), Tracepoint);
+            assert_eq!(hook_mode(Kprobe, role, false), Kprobe);
+            assert_eq!(hook_mode(Fentry, role, true), Fentry);
+        }
+        assert_eq!(hook_mode(Kprobe, Role::LockExit, true), Kprobe);
+        assert_eq!(hook_mode(Kprobe, Role::SpecBegin, true), Kprobe);
     }
 }

@@ -415,7 +415,10 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
             .by_type
             .entry(type_slot_name(type_slot(*ty)).to_owned())
             .or_default() += n;
-        *report.by_result.entry(result_name(*ret)).or_default() += n;
+        *report
+            .by_result
+            .entry(result_name(*ret).into_owned())
+            .or_default() += n;
         if *ret != -(libc::ESRCH as i64) {
             report.reached_comparison += n;
         }

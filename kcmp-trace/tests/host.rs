@@ -50,6 +50,14 @@ fn watch_counts_equal_the_workload_by_type_and_result() {
     assert_eq!(total["errors"], 800);
     assert_eq!(total["latency_ns"]["count"], 20000);
     assert_eq!(total["unpaired_exits"], 0);
+    // One clock: the total covers everything since attach, and its rate is over that.
+    let (interval, elapsed) = (
+        total["interval_s"].as_f64().expect("interval_s"),
+        total["elapsed_s"].as_f64().expect("elapsed_s"),
+    );
+    assert_eq!(interval, elapsed, "{total}");
+    let rate = total["calls_per_s"].as_f64().expect("calls_per_s");
+    assert!((rate * interval - 20000.0).abs() < 1e-6, "{total}");
     // Nothing skipped, nothing unpaired: the report says it is complete.
     assert_eq!(total["exact"], true, "{out}");
     assert_eq!(total["missed_runs"], serde_json::json!({}), "{out}");
@@ -324,6 +332,26 @@ fn bad_input_gets_one_line_and_its_own_exit_code() {
 
     let (code, _, err) = run(&["watch", "--interval", "soon"]);
     assert_eq!(code, 2, "{err}");
+
+    // Values that used to stop a timer dead or overflow it: usage errors, not panics.
+    for args in [
+        ["watch", "-i", "0.0000000001"],
+        ["watch", "-d", "99999999999999999999"],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+
+    // More pids than the kernel-side filter holds.
+    let pids: Vec<String> = (1..=1025).map(|p| p.to_string()).collect();
+    let mut args = vec!["watch", "-d", "1s"];
+    for p in &pids {
+        args.extend(["-p", p.as_str()]);
+    }
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at most 1024"), "{err}");
 }
 
 #[test]
@@ -346,4 +374,20 @@ fn an_unprivileged_user_is_told_to_use_root() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("root"), "{err}");
+
+    // A bad argument is a usage error first, privileged or not.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(common::BIN)
+        .args(["events", "--ring-size", "12288"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("power of two"), "{err}");
 }

@@ -73,11 +73,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     eprintln!("bench: this machine");
     run_checked(
-        std::process::Command::new(bin)
+        std::process::Command::new(&bin)
             .args(["bench", "--rounds", &rounds, "--round", &args.round])
             .arg("--json-out")
             .arg(out_dir.join("host.json")),
     )?;
+    eprintln!(
+        "bench: streaming every call: two stress threads through `events --json` into a pipe and through the daemon's /events; a lone call's latency"
+    );
+    let stream = crate::stream::run(&bin, &out_dir)?;
+    print!("{}", crate::stream::table(&stream));
     if args.serve_secs > 0 {
         eprintln!(
             "bench: the daemon: /metrics scrape latency and RSS over {} s of stress with an /events client",

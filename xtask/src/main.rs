@@ -5,6 +5,7 @@ mod demo;
 mod initramfs;
 mod kernel;
 mod setup;
+mod stream;
 mod test;
 mod vm;
 mod vmtest;

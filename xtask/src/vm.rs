@@ -268,7 +268,12 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         append.push_str(param);
     }
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-nographic", "-nodefaults"])
+    // One host thread runs every vCPU: with a thread per vCPU, Debian's 6.12 kernel booted
+    // preempt=full now and then executed a stale int3 (or a stale call) right after live
+    // text patching, which no real CPU does after the kernel's cross-CPU sync; the vCPUs
+    // still interleave, so races and preemption stay.
+    let accel = env::var("KCMP_TRACE_QEMU_ACCEL").unwrap_or_else(|_| "tcg,thread=single".into());
+    qemu.args(["-accel", &accel, "-cpu", "max", "-nographic", "-nodefaults"])
         .args(["-no-reboot", "-monitor", "none"])
         .arg("-smp")
         .arg(spec.smp.to_string())

@@ -50,6 +50,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         let until_deadline = crate::cmd::deadline(args.duration);
         tokio::pin!(until_deadline);
         let mut drop_check = tokio::time::interval(std::time::Duration::from_secs(1));
+        // The kernel wakes this reader only past a backlog mark; below it, this timer
+        // finds the events (so one call on an idle system still shows within it).
+        let mut drain_tick = tokio::time::interval(std::time::Duration::from_millis(
+            kcmp_trace_common::maps::EVENT_DRAIN_MS,
+        ));
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -57,6 +62,9 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
                     let mut guard = guard?;
                     drain(guard.get_inner_mut(), &mut out, args.json, &mut delivered, limit)?;
                     guard.clear_ready();
+                }
+                _ = drain_tick.tick(), if !stopping => {
+                    drain(ring.get_mut(), &mut out, args.json, &mut delivered, limit)?;
                 }
                 _ = drop_check.tick() => {
                     let dropped = tracer.counters()?.misc[misc::EVENTS_DROPPED];

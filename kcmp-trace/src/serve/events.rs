@@ -208,6 +208,13 @@ impl Hub {
         self.connected.store(clients.len(), Ordering::Relaxed);
     }
 
+    /// Forgets clients that went away, so their slots are free without waiting for an event.
+    fn prune(&self) {
+        let mut clients = self.lock();
+        clients.retain(|c| !c.tx.is_closed());
+        self.connected.store(clients.len(), Ordering::Relaxed);
+    }
+
     /// Tells every client the kernel dropped `n` events (of any process) on a full ring.
     fn ring_dropped(&self, n: u64) {
         let mut clients = self.lock();
@@ -345,6 +352,12 @@ pub async fn pump(
         .map_err(|e| anyhow::Error::from(e.into_parts().1))
         .context("polling the event ring buffer")?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // The kernel wakes this reader only once the ring fills past a mark; below it, events
+    // (and clients that left) are found on this timer.
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(
+        kcmp_trace_common::maps::EVENT_DRAIN_MS,
+    ));
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ring_drops = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let report_ring_drops = |seen: &mut u64| {
@@ -364,6 +377,10 @@ pub async fn pump(
                 if drained {
                     guard.clear_ready();
                 }
+            }
+            _ = drain_tick.tick() => {
+                hub.prune();
+                drain(ring.get_mut(), &mut batch, &hub);
             }
             _ = tick.tick() => report_ring_drops(&mut ring_drops),
             _ = stop.changed() => break,

@@ -5,15 +5,18 @@ use kcmp_trace_common::{
     kcmp::{KCMP_EPOLL_TFD, KCMP_FILE, type_slot, type_slot_name},
     result::errno_name,
 };
+use std::borrow::Cow;
+
 use serde::Serialize;
 
-/// An event as programs read it.
+/// An event as programs read it, borrowing the event's bytes: formatting one allocates
+/// nothing on the way to the output buffer.
 #[derive(Debug, Serialize)]
-pub struct EventRecord {
+pub struct EventRecord<'a> {
     pub ts_ns: u64,
     pub tgid: u32,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Cow<'a, str>,
     pub r#type: i64,
     pub type_name: &'static str,
     pub pid1: i32,
@@ -27,14 +30,14 @@ pub struct EventRecord {
     pub epoll_slot: Option<EpollSlotRecord>,
     pub ret: i64,
     /// `equal`/`less`/`greater`/`unordered`, or the errno name.
-    pub result: String,
+    pub result: Cow<'static, str>,
     pub outcome: &'static str,
     pub latency_ns: u64,
     pub lock_wait_ns: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_tgid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub writer_comm: Option<String>,
+    pub writer_comm: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -44,24 +47,24 @@ pub struct EpollSlotRecord {
     pub toff: u32,
 }
 
-pub fn result_name(ret: i64) -> String {
+pub fn result_name(ret: i64) -> Cow<'static, str> {
     match ret {
         0 => "equal".into(),
         1 => "less".into(),
         2 => "greater".into(),
         3 => "unordered".into(),
-        r if r < 0 => errno_name(-r).map_or_else(|| format!("errno{}", -r), str::to_owned),
-        r => format!("ret{r}"),
+        r if r < 0 => errno_name(-r).map_or_else(|| format!("errno{}", -r).into(), Cow::Borrowed),
+        r => format!("ret{r}").into(),
     }
 }
 
-impl From<&Event> for EventRecord {
-    fn from(e: &Event) -> Self {
+impl<'a> From<&'a Event> for EventRecord<'a> {
+    fn from(e: &'a Event) -> Self {
         EventRecord {
             ts_ns: e.ts_ns,
             tgid: e.tgid,
             tid: e.tid,
-            comm: String::from_utf8_lossy(comm_bytes(&e.comm)).into_owned(),
+            comm: String::from_utf8_lossy(comm_bytes(&e.comm)),
             r#type: e.raw_type,
             type_name: type_slot_name(type_slot(e.raw_type as u64)),
             pid1: e.pid1,
@@ -80,7 +83,7 @@ impl From<&Event> for EventRecord {
             lock_wait_ns: e.lock_wait_ns,
             writer_tgid: (e.writer_tgid != 0).then_some(e.writer_tgid),
             writer_comm: (e.writer_tgid != 0)
-                .then(|| String::from_utf8_lossy(comm_bytes(&e.writer_comm)).into_owned()),
+                .then(|| String::from_utf8_lossy(comm_bytes(&e.writer_comm))),
         }
     }
 }
@@ -131,7 +134,12 @@ pub fn text_line(r: &EventRecord) -> String {
 mod tests {
     use super::*;
 
-    fn record(r#type: i64, idx1: u64, idx2: u64, slot: Option<EpollSlotRecord>) -> EventRecord {
+    fn record(
+        r#type: i64,
+        idx1: u64,
+        idx2: u64,
+        slot: Option<EpollSlotRecord>,
+    ) -> EventRecord<'static> {
         EventRecord {
             ts_ns: 1,
             tgid: 2,
