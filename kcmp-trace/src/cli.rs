@@ -284,9 +284,10 @@ pub struct ServeArgs {
     /// Permissions of the Unix socket, octal.
     #[arg(long, value_name = "MODE", value_parser = parse_mode, default_value = "0660")]
     pub unix_mode: u32,
-    /// Comms with their own series in /metrics (the busiest; the rest are comm="other").
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub top_comms: usize,
+    /// Comms with their own series in /metrics (the busiest; the rest are comm="other"), at
+    /// most 100: each is a few series in every scrape of every Prometheus.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(..=100))]
+    pub top_comms: u16,
     /// Collect no per-call events (/events answers 404; less overhead per call).
     #[arg(long)]
     pub no_events: bool,
@@ -297,6 +298,10 @@ pub struct ServeArgs {
     /// Most /events clients at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_event_clients: usize,
+    /// Most connections served at once; more wait to be accepted. Each must send its
+    /// request within 10 s of connecting or of its previous response.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_connections: u16,
     /// Have the kernel keep every BPF program's run time and run count while serving
     /// (BPF_ENABLE_STATS; it costs two clock reads per program run), for
     /// kcmp_trace_bpf_program_run_seconds_total.

@@ -82,6 +82,10 @@ impl Response {
     }
 }
 
+/// The largest answer read: a snapshot of the daemon's busiest table (16,384 threads) is
+/// a few MiB; anything far larger is not a kcmp-trace daemon talking.
+const MAX_BODY: usize = 64 << 20;
+
 /// GETs `path` with extra request headers; whatever the status, within 10 s.
 pub async fn request(
     target: &Target,
@@ -118,7 +122,11 @@ pub async fn request(
                 )
             })
             .collect();
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+            .to_bytes();
         conn.abort();
         Ok(Response {
             status,

@@ -337,6 +337,9 @@ fn bad_input_gets_one_line_and_its_own_exit_code() {
     for args in [
         ["watch", "-i", "0.0000000001"],
         ["watch", "-d", "99999999999999999999"],
+        // Bounds a shared host needs: series per scrape, connections per daemon.
+        ["serve", "--top-comms", "100000"],
+        ["serve", "--max-connections", "0"],
     ] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -390,4 +393,62 @@ fn an_unprivileged_user_is_told_to_use_root() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("power of two"), "{err}");
+}
+
+/// A peer that accepts `watch --connect` and reads its request, says so, then does
+/// `answer`.
+fn hostile_daemon(answer: fn(std::net::TcpStream)) -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (asked, was_asked) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut request = String::new();
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        while reader.read_line(&mut request).is_ok_and(|n| n > 2) {
+            request.clear();
+        }
+        let _ = asked.send(());
+        answer(stream);
+    });
+    (url, was_asked)
+}
+
+#[test]
+fn a_daemon_that_never_answers_does_not_hold_off_sigterm() {
+    let (url, was_asked) = hostile_daemon(|stream| {
+        std::thread::sleep(Duration::from_secs(30));
+        drop(stream);
+    });
+    let watch = Proc::spawn(&["watch", "--connect", &url]);
+    // The client installs its signal handlers before it connects.
+    was_asked
+        .recv_timeout(Duration::from_secs(30))
+        .expect("watch never sent its request");
+    let asked = Instant::now();
+    watch.signal(libc::SIGTERM);
+    let (code, _, err) = watch.finish();
+    // Not a timing test: the client's own timeout is 10 s, the peer's silence 30 s.
+    assert!(asked.elapsed() < Duration::from_secs(8), "{err}");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("stopped while waiting for the daemon"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn an_answer_larger_than_any_snapshot_is_refused() {
+    let (url, _) = hostile_daemon(|mut stream| {
+        use std::io::Write as _;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 419430400\r\n\r\n");
+        let chunk = vec![b'{'; 1 << 20];
+        // Until the client hangs up.
+        while stream.write_all(&chunk).is_ok() {}
+    });
+    let (code, _, err) = run(&["watch", "--connect", &url]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("length limit exceeded"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

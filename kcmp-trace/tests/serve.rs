@@ -634,6 +634,136 @@ fn events_stream_every_call_and_filter() {
     );
 }
 
+/// Opens `/events` and returns the connection and its status line.
+fn open_events(port: u16) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut status = String::new();
+    BufReader::new(stream.try_clone().expect("clone"))
+        .read_line(&mut status)
+        .expect("read the status line");
+    (stream, status)
+}
+
+/// Clients that connect to `/events` and leave free their slots even when no kcmp call
+/// happens, so the next client is served.
+#[test]
+fn event_slots_free_when_clients_leave() {
+    if !privileged() {
+        return;
+    }
+    let mut procs = Procs::default();
+    // Only nobody-calls's calls are streamed: no event ever tells the daemon a client left.
+    let daemon = Daemon::start(
+        &mut procs,
+        &["-c", "nobody-calls", "--max-event-clients", "2"],
+    );
+    let first = open_events(daemon.port);
+    let second = open_events(daemon.port);
+    for (_, status) in [&first, &second] {
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    let (_, status) = open_events(daemon.port);
+    assert!(status.contains(" 503 "), "a third client: {status}");
+    drop((first, second));
+    wait_until("the slots to be freed", Duration::from_secs(10), || {
+        let s = samples(&daemon.get("/metrics").body);
+        (s.get("kcmp_trace_event_clients") == Some(&0.0)).then_some(())
+    });
+    let (_open, status) = open_events(daemon.port);
+    assert!(status.contains(" 200 "), "after the others left: {status}");
+}
+
+/// Whether the daemon closed this connection within `within` (EOF or reset).
+fn closed_by_peer(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // A response (e.g. to a complete request); keep reading until it closes.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Idle, half-sent and idle keep-alive connections are closed after the header timeout,
+/// and past the connection cap new connections wait instead of failing: a scrape behind
+/// a full house is answered once the idle ones are gone.
+#[test]
+fn idle_and_half_sent_connections_are_bounded() {
+    if !privileged() {
+        return;
+    }
+    let mut procs = Procs::default();
+    let daemon = Daemon::start(
+        &mut procs,
+        &[
+            "--no-events",
+            "-c",
+            "nobody-calls",
+            "--max-connections",
+            "3",
+        ],
+    );
+    let connect = || TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    let idle = connect();
+    let mut half_sent = connect();
+    half_sent
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .expect("send half a request");
+    let mut keep_alive = connect();
+    write!(
+        keep_alive,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        daemon.port
+    )
+    .expect("send a request");
+    // All three slots are taken: this scrape waits in the backlog until one is freed.
+    let mut waiting = connect();
+    write!(
+        waiting,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        daemon.port
+    )
+    .expect("send the scrape");
+    // The header timeout is 10 s; the connections must be gone well before 30 s.
+    for (what, mut stream) in [
+        ("idle", idle),
+        ("half-sent", half_sent),
+        ("keep-alive", keep_alive),
+    ] {
+        assert!(
+            closed_by_peer(&mut stream, Duration::from_secs(30)),
+            "the {what} connection is still open"
+        );
+    }
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut answer = String::new();
+    let _ = waiting.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("kcmp_trace_calls_total"),
+        "the scrape behind the full house: {:?}",
+        answer.lines().next()
+    );
+    assert!(
+        daemon
+            .stderr
+            .lock()
+            .expect("the log lock")
+            .contains("3 connections open"),
+        "reaching the cap is not logged"
+    );
+}
+
 /// Metric names a PromQL expression uses.
 fn metric_names(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -770,7 +900,7 @@ fn sigterm_exits_promptly_and_unloads() {
     // A streaming client and an idle keep-alive connection must not hold shutdown up.
     let (events, _stream, _) = read_stream(daemon.port, "");
     let mut idle = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
-    write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
     // Both are in: the stream is counted as a client, the keep-alive one got its answer.
     wait_until(
         "the event stream to connect",
@@ -831,6 +961,27 @@ fn bad_requests_and_busy_addresses() {
     assert_eq!(r.body.lines().count(), 1, "{}", r.body);
     assert_eq!(daemon.get("/events").status, 404);
     assert_eq!(daemon.get("/healthz").body, "ok\n");
+
+    // DNS rebinding: a loopback daemon answers only requests for a loopback host.
+    for (host, status) in [
+        ("evil.example", "421"),
+        ("localhost.evil.example:80", "421"),
+        ("localhost", "200"),
+        ("[::1]:80", "200"),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+        write!(
+            stream,
+            "GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "Host {host}: {answer}"
+        );
+    }
 
     // The port is taken: exit code 7 and one line, before anything is attached.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -69,6 +69,14 @@ impl Source {
         }
     }
 
+    /// A second signal while the summary is read: only a daemon read can take that long.
+    fn stopped_waiting(&self) -> anyhow::Error {
+        match self {
+            Source::Daemon(target) => stopped_waiting(target),
+            Source::Local(..) => anyhow::anyhow!("stopped before the summary was read"),
+        }
+    }
+
     async fn read(&self) -> anyhow::Result<Reading> {
         match self {
             Source::Local(tracer, started) => Ok(Reading {
@@ -91,6 +99,10 @@ impl Source {
     }
 }
 
+fn stopped_waiting(target: &crate::client::Target) -> anyhow::Error {
+    anyhow::anyhow!("stopped while waiting for the daemon at {target}")
+}
+
 pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let rt = crate::cmd::runtime()?;
     let mut shutdown = {
@@ -101,7 +113,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let source = match &args.connect {
         Some(url) => {
             let target = crate::client::Target::parse(url).map_err(crate::error::Error::Usage)?;
-            let first = rt.block_on(crate::client::fetch(&target))?;
+            let first = rt.block_on(async {
+                tokio::select! {
+                    snap = crate::client::fetch(&target) => snap,
+                    _ = shutdown.wait() => Err(stopped_waiting(&target)),
+                }
+            })?;
             eprintln!("kcmp-trace: connected to {target}; Ctrl-C to stop");
             if args.json {
                 let line =
@@ -143,7 +160,11 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                 _ = &mut until_deadline => break,
                 _ = shutdown.wait() => break,
             }
-            let now = source.read().await?;
+            // A daemon that stops answering must not hold off Ctrl-C or SIGTERM.
+            let now = tokio::select! {
+                now = source.read() => now?,
+                _ = shutdown.wait() => break,
+            };
             let (report, delta) = now.report_since(&prev, args.top);
             print_report(&mut out, &args, "interval", now.at_s, &report, &delta)?;
             prev = now;
@@ -153,7 +174,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
         }
         // The summary covers everything since the first read.
-        let last = source.read().await?;
+        let last = tokio::select! {
+            last = source.read() => last?,
+            _ = shutdown.wait() => return Err(source.stopped_waiting()),
+        };
         anyhow::Ok((first, last))
     })?;
     drop(source);

@@ -179,7 +179,8 @@ impl Hub {
         Some(client_stream(rx, pending, framing))
     }
 
-    /// Hands a batch of events to every client that wants them.
+    /// Hands a batch of events (possibly none) to every client that wants them, and forgets
+    /// clients that went away.
     fn publish(&self, events: &[Event]) {
         let mut clients = self.lock();
         if clients.is_empty() {
@@ -204,13 +205,6 @@ impl Hub {
                 }
             }
         }
-        clients.retain(|c| !c.tx.is_closed());
-        self.connected.store(clients.len(), Ordering::Relaxed);
-    }
-
-    /// Forgets clients that went away, so their slots are free without waiting for an event.
-    fn prune(&self) {
-        let mut clients = self.lock();
         clients.retain(|c| !c.tx.is_closed());
         self.connected.store(clients.len(), Ordering::Relaxed);
     }
@@ -378,8 +372,8 @@ pub async fn pump(
                     guard.clear_ready();
                 }
             }
+            // Also forgets clients that left, so their slots free up with no event at all.
             _ = drain_tick.tick() => {
-                hub.prune();
                 drain(ring.get_mut(), &mut batch, &hub);
             }
             _ = tick.tick() => report_ring_drops(&mut ring_drops),

@@ -40,7 +40,48 @@ pub fn router(state: Arc<AppState>) -> Router {
                 format!("not found: {}\n", uri.path()),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host_check,
+        ))
         .with_state(state)
+}
+
+/// A web page can make a name its site controls resolve to 127.0.0.1 (DNS rebinding) and
+/// then read a loopback daemon from the visitor's browser; its requests carry that name
+/// as Host. On a loopback listener only loopback names are answered.
+async fn host_check(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.loopback
+        && let Some(host) = request.headers().get(header::HOST)
+        && !host.to_str().is_ok_and(is_loopback_host)
+    {
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected request: this daemon answers only requests for a loopback host (localhost, 127.0.0.1, [::1])\n"
+                .to_owned(),
+        );
+    }
+    next.run(request).await
+}
+
+/// `localhost`, a loopback IP, either with a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map(|(ip, _)| ip),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) => port.parse::<u16>().is_ok().then_some(name),
+            None => Some(host),
+        },
+    };
+    name.is_some_and(|n| {
+        n.eq_ignore_ascii_case("localhost")
+            || n.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// A plain-text answer; errors are one line.
@@ -223,5 +264,31 @@ mod tests {
         assert!(parse_top(Some("top=-1")).is_err());
         assert!(parse_top(Some("top=1001")).is_err());
         assert!(parse_top(Some("limit=3")).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST:10470",
+            "127.0.0.1",
+            "127.0.0.1:10470",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:10470",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:10470",
+            "localhost.evil.example",
+            "10.0.0.1:10470",
+            "127.0.0.1:port",
+            "[::2]:10470",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 }

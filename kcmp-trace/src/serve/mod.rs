@@ -2,9 +2,11 @@
 //!
 //! [`metrics`] encodes `/metrics` (in the format [`negotiate`] picks, with the per-comm
 //! series of [`comms`]), [`events`] fans per-call events out to `/events` clients,
-//! [`http`] routes (`/api/v1/snapshot` sends [`crate::wire`]'s types).
+//! [`http`] routes (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`] accepts
+//! connections within bounds.
 
 pub mod comms;
+pub mod conns;
 pub mod events;
 pub mod http;
 pub mod metrics;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub max_event_clients: usize,
     comms: Mutex<CommTable>,
     pub kernel: String,
+    /// Served on a loopback address: requests must name a loopback host (DNS rebinding).
+    pub loopback: bool,
 }
 
 impl AppState {
@@ -142,6 +146,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM during startup must still end in a clean exit.
     let mut shutdown = crate::cmd::Shutdown::install()?;
+    conns::raise_open_files_limit();
+    if args.unix.is_none() && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "kcmp-trace: WARNING: serving on {}, which is not loopback: anyone who can reach it \
+             reads every process's kcmp calls (pids, comms, fds) from /events and \
+             /api/v1/snapshot, unencrypted and unauthenticated; prefer a loopback address or \
+             --unix with a restrictive --unix-mode",
+            args.listen
+        );
+    }
     // Fails before anything is attached when the address is taken.
     let listener = Listener::bind(&args).await?;
     let where_ = listener.describe();
@@ -194,8 +208,9 @@ async fn attach_and_serve(
             .map_or(0.0, |d| d.as_secs_f64()),
         hub: hub.clone(),
         max_event_clients: args.max_event_clients,
-        comms: Mutex::new(CommTable::new(args.top_comms)),
+        comms: Mutex::new(CommTable::new(usize::from(args.top_comms))),
         kernel: kernel_release(),
+        loopback: args.unix.is_none() && args.listen.ip().is_loopback(),
     });
     crate::cmd::announce(&tracer.plan);
     eprintln!("kcmp-trace: serving {where_} (/metrics /events /api/v1/snapshot /healthz)");
@@ -214,23 +229,10 @@ async fn attach_and_serve(
     let refresher = tokio::spawn(refresh_comms(state.clone(), stop_rx.clone()));
 
     let app = http::router(state.clone());
-    let stopped = {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|&s| s).await;
-        }
-    };
+    let max = args.max_connections;
     let mut server = match listener {
-        Listener::Tcp(l) => tokio::spawn(
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
-        Listener::Unix(l, _) => tokio::spawn(
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
+        Listener::Tcp(l) => tokio::spawn(conns::serve(l, app, max, stop_rx.clone())),
+        Listener::Unix(l, _) => tokio::spawn(conns::serve(l, app, max, stop_rx.clone())),
     };
 
     let early = tokio::select! {
@@ -247,7 +249,7 @@ async fn attach_and_serve(
             Err(_) => {
                 log::warn!("responses still in flight after {DRAIN:?}; closing them");
                 server.abort();
-                Ok(Ok(()))
+                Ok(())
             }
         },
     };
@@ -263,9 +265,7 @@ async fn attach_and_serve(
     drop(state);
     // The last reference detaches the programs.
     drop(tracer);
-    served
-        .map_err(|e| anyhow::anyhow!("server task: {e}"))?
-        .map_err(|e| anyhow::anyhow!("serving: {e}"))
+    served.map_err(|e| anyhow::anyhow!("server task: {e}"))
 }
 
 /// Folds per-process totals into the per-comm series, off the request path.
