@@ -193,6 +193,11 @@ pub struct EventsArgs {
     /// Ring buffer size (power of two, at least 4K); a larger one drops less under bursts.
     #[arg(long, value_parser = parse_size, default_value = "4M")]
     pub ring_size: u32,
+    /// Nice value the reader runs at, so a workload that keeps every CPU busy cannot starve
+    /// it into dropping events (it takes the CPU it needs to keep up, and no more).
+    #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub reader_nice: i32,
 }
 
 #[derive(Debug, Args)]

@@ -29,8 +29,17 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         crate::cmd::Shutdown::install()?
     };
     crate::cmd::announce(&tracer.plan);
+    // This thread reads the ring (the runtime has no other).
+    // SAFETY: setpriority on the calling thread (Linux's nice is per thread).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.reader_nice) } != 0 {
+        log::info!(
+            "reader stays at its nice value ({}); under a CPU-bound workload it may drop events",
+            std::io::Error::last_os_error()
+        );
+    }
     let ring = tracer.take_events().context("event ring buffer missing")?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Large writes: at line rate a write per few lines would cost more than the formatting.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if !args.json {
         writeln!(out, "{TEXT_HEADER}")?;
         out.flush()?;
@@ -60,8 +69,10 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
             tokio::select! {
                 guard = ring.readable_mut(), if !stopping => {
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &mut out, args.json, &mut delivered, limit)?;
+                    // Cleared before draining: the kernel wakes this reader only when the
+                    // backlog crosses its mark, so a wakeup during the drain must count.
                     guard.clear_ready();
+                    drain(guard.get_inner_mut(), &mut out, args.json, &mut delivered, limit)?;
                 }
                 _ = drain_tick.tick(), if !stopping => {
                     drain(ring.get_mut(), &mut out, args.json, &mut delivered, limit)?;

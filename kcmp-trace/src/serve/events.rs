@@ -99,17 +99,26 @@ impl Filter {
     }
 }
 
-/// Drops one client has not been told about yet.
+/// Drops one client has not been told about yet, and what it has queued.
 #[derive(Debug, Default)]
 struct Pending {
     slow_client: AtomicU64,
     ring_buffer: AtomicU64,
+    /// Events handed to the client and not yet written out.
+    queued: AtomicU64,
     wake: Notify,
+}
+
+/// A client's share of one batch: its NDJSON lines, and how many.
+struct Chunk {
+    lines: Bytes,
+    events: u64,
 }
 
 struct Client {
     filter: Filter,
-    tx: mpsc::Sender<Bytes>,
+    /// Unbounded as a channel; `Pending::queued` bounds it at CLIENT_QUEUE events.
+    tx: mpsc::UnboundedSender<Chunk>,
     pending: Arc<Pending>,
 }
 
@@ -168,7 +177,7 @@ impl Hub {
         if clients.len() >= self.max_clients || self.closed.load(Ordering::Relaxed) {
             return None;
         }
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Pending::default());
         clients.push(Client {
             filter,
@@ -179,34 +188,56 @@ impl Hub {
         Some(client_stream(rx, pending, framing))
     }
 
-    /// Hands a batch of events (possibly none) to every client that wants them, and forgets
-    /// clients that went away.
+    /// Hands a batch of events (possibly none) to every client that wants them, one chunk
+    /// per client, and forgets clients that went away.
     fn publish(&self, events: &[Event]) {
         let mut clients = self.lock();
-        if clients.is_empty() {
+        clients.retain(|c| !c.tx.is_closed());
+        self.connected.store(clients.len(), Ordering::Relaxed);
+        if clients.is_empty() || events.is_empty() {
             return;
         }
-        for event in events {
-            // Serialized once, and only if someone wants it.
-            let mut line: Option<Bytes> = None;
-            for client in clients.iter() {
+        // Each event is serialized once, and only if someone wants it.
+        let mut lines = Vec::new();
+        let mut spans: Vec<Option<std::ops::Range<usize>>> = vec![None; events.len()];
+        for client in clients.iter() {
+            let room =
+                (CLIENT_QUEUE as u64).saturating_sub(client.pending.queued.load(Ordering::Relaxed));
+            let mut chunk = BytesMut::new();
+            let (mut taken, mut dropped) = (0u64, 0u64);
+            for (event, span) in events.iter().zip(spans.iter_mut()) {
                 if !client.filter.matches(event) {
                     continue;
                 }
-                let line = line.get_or_insert_with(|| {
-                    let mut buf = serde_json::to_vec(&EventRecord::from(event)).unwrap_or_default();
-                    buf.push(b'\n');
-                    Bytes::from(buf)
-                });
-                if let Err(mpsc::error::TrySendError::Full(_)) = client.tx.try_send(line.clone()) {
-                    client.pending.slow_client.fetch_add(1, Ordering::Relaxed);
-                    self.slow_drops.fetch_add(1, Ordering::Relaxed);
-                    client.pending.wake.notify_one();
+                if taken == room {
+                    dropped += 1;
+                    continue;
                 }
+                let span = span.get_or_insert_with(|| {
+                    let start = lines.len();
+                    let _ = serde_json::to_writer(&mut lines, &EventRecord::from(event));
+                    lines.push(b'\n');
+                    start..lines.len()
+                });
+                chunk.extend_from_slice(&lines[span.clone()]);
+                taken += 1;
+            }
+            if taken > 0 {
+                client.pending.queued.fetch_add(taken, Ordering::Relaxed);
+                let _ = client.tx.send(Chunk {
+                    lines: chunk.freeze(),
+                    events: taken,
+                });
+            }
+            if dropped > 0 {
+                client
+                    .pending
+                    .slow_client
+                    .fetch_add(dropped, Ordering::Relaxed);
+                self.slow_drops.fetch_add(dropped, Ordering::Relaxed);
+                client.pending.wake.notify_one();
             }
         }
-        clients.retain(|c| !c.tx.is_closed());
-        self.connected.store(clients.len(), Ordering::Relaxed);
     }
 
     /// Tells every client the kernel dropped `n` events (of any process) on a full ring.
@@ -225,6 +256,18 @@ impl Hub {
         self.closed.store(true, Ordering::Relaxed);
         self.lock().clear();
         self.connected.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A chunk's NDJSON lines in the client's framing.
+fn frame_lines(framing: Framing, lines: &[u8], out: &mut BytesMut) {
+    match framing {
+        Framing::Ndjson => out.extend_from_slice(lines),
+        Framing::Sse => {
+            for line in lines.split_inclusive(|&b| b == b'\n') {
+                frame(framing, None, line, out);
+            }
+        }
     }
 }
 
@@ -260,7 +303,7 @@ fn drop_notices(pending: &Pending, framing: Framing, out: &mut BytesMut) {
 }
 
 fn client_stream(
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Chunk>,
     pending: Arc<Pending>,
     framing: Framing,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
@@ -280,14 +323,15 @@ fn client_stream(
                 _ = pending.wake.notified() => None,
             };
             drop_notices(&pending, framing, &mut out);
-            if let Some(line) = first {
-                frame(framing, None, &line, &mut out);
-                // Whatever else is queued goes out in the same write.
-                for _ in 0..63 {
-                    match rx.try_recv() {
-                        Ok(line) => frame(framing, None, &line, &mut out),
-                        Err(_) => break,
-                    }
+            if let Some(chunk) = first {
+                let mut chunk = Some(chunk);
+                // Whatever else is queued goes out in the same write, up to a few batches.
+                for _ in 0..8 {
+                    let Some(c) = chunk.take().or_else(|| rx.try_recv().ok()) else {
+                        break;
+                    };
+                    pending.queued.fetch_sub(c.events, Ordering::Relaxed);
+                    frame_lines(framing, &c.lines, &mut out);
                 }
             }
             if !out.is_empty() {
@@ -363,18 +407,23 @@ pub async fn pump(
             }
         }
     };
+    // A batch left events behind: take the next without waiting for a wakeup.
+    let mut more = false;
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
+            _ = std::future::ready(()), if more => {
+                more = !drain(ring.get_mut(), &mut batch, &hub);
+            }
+            guard = ring.readable_mut(), if !more => {
                 let mut guard = guard?;
-                let drained = drain(guard.get_inner_mut(), &mut batch, &hub);
-                if drained {
-                    guard.clear_ready();
-                }
+                // Cleared before draining: the kernel wakes this reader only when the
+                // backlog crosses its mark, so a wakeup during the drain must count.
+                guard.clear_ready();
+                more = !drain(guard.get_inner_mut(), &mut batch, &hub);
             }
             // Also forgets clients that left, so their slots free up with no event at all.
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut batch, &hub);
+                more = !drain(ring.get_mut(), &mut batch, &hub);
             }
             _ = tick.tick() => report_ring_drops(&mut ring_drops),
             _ = stop.changed() => break,
