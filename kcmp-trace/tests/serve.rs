@@ -1104,7 +1104,8 @@ fn many_scrapers_and_readers_under_load() {
 /// `cargo test --release -p kcmp-trace --test serve -- --ignored --nocapture scrape_benchmark`
 /// prints one JSON line. KCMP_TRACE_BENCH_SECS: the load's length (default 20);
 /// KCMP_TRACE_BENCH_THREADS: stress threads (default 1, leaving a core to the rest);
-/// KCMP_TRACE_BENCH_EVENTS=0: no /events client.
+/// KCMP_TRACE_BENCH_EVENTS=0: no /events client; KCMP_TRACE_BENCH_OUT: also write the
+/// line to this file.
 #[test]
 #[ignore]
 fn scrape_benchmark() {
@@ -1159,9 +1160,7 @@ fn scrape_benchmark() {
     let (status, _) = daemon.terminate(&mut procs);
     assert!(status.success());
     let (events, dropped) = reader.map_or((0, 0), |(r, _)| r.join().expect("reader"));
-    println!(
-        "{}",
-        serde_json::json!({
+    let record = serde_json::json!({
             "load_s": secs,
             "stress_threads": threads,
             "event_client": with_events,
@@ -1174,6 +1173,9 @@ fn scrape_benchmark() {
             "rss_peak": vmhwm,
             "events_streamed": events,
             "events_dropped": dropped,
-        })
-    );
+    });
+    println!("{record}");
+    if let Ok(path) = std::env::var("KCMP_TRACE_BENCH_OUT") {
+        std::fs::write(&path, format!("{record:#}\n")).expect("writing the benchmark record");
+    }
 }

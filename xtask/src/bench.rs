@@ -92,7 +92,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             crate::cargo(&path)
                 .args(["test", "--release", "-p", "kcmp-trace", "--test", "serve"])
                 .args(["--", "--ignored", "--nocapture", "scrape_benchmark"])
-                .env("KCMP_TRACE_BENCH_SECS", args.serve_secs.to_string()),
+                .env("KCMP_TRACE_BENCH_SECS", args.serve_secs.to_string())
+                .env("KCMP_TRACE_BENCH_OUT", out_dir.join("serve.json")),
         )?;
     }
     if args.no_vm {
