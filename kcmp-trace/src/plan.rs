@@ -344,16 +344,17 @@ pub fn accuracy(
         lines.push((
             "kretprobes",
             format!(
-                "{} instances each, on the functions inside kcmp{}: a lock wait whose return \
-                 is lost is counted as unfinished; the kernel's own count of a kretprobe's \
-                 lost returns is approximate (an unlocked increment)",
+                "{} instances each; a lock wait whose return is lost is counted as \
+                 unfinished, and the kernel's own count of a kretprobe's lost returns is \
+                 approximate (an unlocked increment). {}",
                 caps.kretprobe_instances,
                 if caps.kcmp_tracepoints {
-                    "; the syscall itself is measured at its tracepoints, which have no \
-                     instance limit"
+                    "The syscall itself is measured at its tracepoints, which have no \
+                     instance limit."
                 } else {
-                    " and on the syscall (no syscall tracepoints here): calls beyond them in \
-                     flight lose their exits, counted as lost_exits at the thread's next call"
+                    "No syscall tracepoints here, so the syscall is a kretprobe too: calls \
+                     beyond its instances lose their exits, counted as lost_exits at the \
+                     thread's next call."
                 }
             ),
         ));
