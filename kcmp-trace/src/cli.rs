@@ -266,7 +266,17 @@ pub struct BenchArgs {
 
 /// Where `serve` listens unless told otherwise: loopback only. The Prometheus exporter port
 /// range (9100-9999) is fully allocated, so the port is outside it.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:10470";
+pub const DEFAULT_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 10470),
+);
+
+impl ServeArgs {
+    /// The TCP address to serve on, if any.
+    pub fn tcp(&self) -> Option<std::net::SocketAddr> {
+        self.listen
+            .or_else(|| self.unix.is_none().then_some(DEFAULT_LISTEN))
+    }
+}
 
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.strip_prefix("0o").unwrap_or(s), 8)
@@ -279,13 +289,19 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 pub struct ServeArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
-    /// TCP address to serve on. The default port, 10470, is outside the fully allocated
-    /// Prometheus exporter range 9100-9999.
-    #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_LISTEN, conflicts_with = "unix")]
-    pub listen: std::net::SocketAddr,
-    /// Serve on this Unix socket instead of TCP (no port opened).
+    /// TCP address to serve on; the default unless only --unix is given. The default port,
+    /// 10470, is outside the fully allocated Prometheus exporter range 9100-9999.
+    #[arg(short, long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Serve on this Unix socket too (alone, without a TCP port, unless --listen is given).
+    /// Per-call events and per-process data go out here: the socket's mode says who may
+    /// read them.
     #[arg(long, value_name = "PATH")]
     pub unix: Option<std::path::PathBuf>,
+    /// Serve /events and /api/v1/snapshot (every process's pids, comms, fds) over TCP too,
+    /// to anyone who can connect; without it TCP serves /metrics and /healthz only.
+    #[arg(long)]
+    pub tcp_per_call_data: bool,
     /// Permissions of the Unix socket, octal.
     #[arg(long, value_name = "MODE", value_parser = parse_mode, default_value = "0660")]
     pub unix_mode: u32,

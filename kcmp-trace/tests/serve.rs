@@ -105,9 +105,10 @@ impl Daemon {
     fn start(procs: &mut Procs, args: &[&str]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
+        // The tests read per-call data over TCP; the default keeps it to the Unix socket.
         let mut child = kcmp_trace()
             .arg("serve")
-            .args(["--listen", &listen])
+            .args(["--listen", &listen, "--tcp-per-call-data"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -762,6 +763,55 @@ fn idle_and_half_sent_connections_are_bounded() {
             .contains("3 connections open"),
         "reaching the cap is not logged"
     );
+}
+
+/// By default TCP serves the aggregates only; per-call and per-process data goes out over
+/// the Unix socket, to whoever its mode lets in.
+#[test]
+fn per_call_data_stays_off_tcp_by_default() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("exposure");
+    let socket = dir.0.join("kcmp-trace.sock");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut procs = Procs::default();
+    let mut child = kcmp_trace()
+        .args(["serve", "-c", "nobody-calls", "--listen", &listen, "--unix"])
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    procs.add(child);
+    let serving = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("kcmp-trace: serving"))
+        .expect("the serving line");
+    assert!(
+        serving.contains("per-call data over the Unix socket only"),
+        "{serving}"
+    );
+    assert_eq!(http_get(port, "/metrics", &[]).status, 200);
+    assert_eq!(http_get(port, "/healthz", &[]).status, 200);
+    for path in ["/api/v1/snapshot", "/events"] {
+        let r = http_get(port, path, &[]);
+        assert_eq!(r.status, 403, "{path} over TCP");
+        assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+    }
+    let snapshot = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(kcmp_trace::client::get(
+            &Target::Unix(socket.clone()),
+            "/api/v1/snapshot",
+        ))
+        .expect("the snapshot over the socket");
+    let snapshot: serde_json::Value = serde_json::from_slice(&snapshot).expect("JSON");
+    assert!(snapshot["processes"].is_array(), "{snapshot}");
 }
 
 /// Metric names a PromQL expression uses.

@@ -189,7 +189,7 @@ fn through_daemon(bin: &Path, gate: &Path, port: u16) -> anyhow::Result<StreamRu
     let listen = format!("127.0.0.1:{port}");
     let mut serve = Proc(
         Command::new(bin)
-            .args(["serve", "--listen", &listen, "-p"])
+            .args(["serve", "--listen", &listen, "--tcp-per-call-data", "-p"])
             .arg(stress.0.id().to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

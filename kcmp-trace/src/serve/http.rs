@@ -24,7 +24,32 @@ use crate::{
 
 pub const INDEX: &str = "kcmp-trace: /metrics (Prometheus/OpenMetrics), /events (NDJSON or SSE; filters pid, comm, type, outcome), /api/v1/snapshot (JSON; top=N), /healthz\n";
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// What a listener serves, and to which requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    /// `/events` and `/api/v1/snapshot`: every process's pids, comms and fds.
+    pub per_call_data: bool,
+    /// Requests must name a loopback host (a loopback TCP listener).
+    pub loopback_hosts_only: bool,
+}
+
+impl Access {
+    /// A Unix socket: whoever its mode lets in may read everything.
+    pub const OWNER: Access = Access {
+        per_call_data: true,
+        loopback_hosts_only: false,
+    };
+
+    pub fn endpoints(self) -> &'static str {
+        if self.per_call_data {
+            "/metrics /events /api/v1/snapshot /healthz"
+        } else {
+            "/metrics /healthz; per-call data over the Unix socket only"
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>, access: Access) -> Router {
     Router::new()
         .route(
             "/",
@@ -40,28 +65,33 @@ pub fn router(state: Arc<AppState>) -> Router {
                 format!("not found: {}\n", uri.path()),
             )
         })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            host_check,
-        ))
+        .layer(axum::middleware::from_fn_with_state(access, guard))
         .with_state(state)
 }
 
-/// A web page can make a name its site controls resolve to 127.0.0.1 (DNS rebinding) and
-/// then read a loopback daemon from the visitor's browser; its requests carry that name
-/// as Host. On a loopback listener only loopback names are answered.
-async fn host_check(
-    State(state): State<Arc<AppState>>,
+/// Enforces a listener's [`Access`]. A web page can make a name its site controls resolve
+/// to 127.0.0.1 (DNS rebinding) and then read a loopback daemon from the visitor's
+/// browser; its requests carry that name as Host, so a loopback listener answers only
+/// loopback names.
+async fn guard(
+    State(access): State<Access>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if state.loopback
+    if access.loopback_hosts_only
         && let Some(host) = request.headers().get(header::HOST)
         && !host.to_str().is_ok_and(is_loopback_host)
     {
         return text(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected request: this daemon answers only requests for a loopback host (localhost, 127.0.0.1, [::1])\n"
+                .to_owned(),
+        );
+    }
+    if !access.per_call_data && ["/events", "/api/v1/snapshot"].contains(&request.uri().path()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "forbidden: per-call and per-process data is served over the daemon's Unix socket (serve --unix PATH); serve --tcp-per-call-data serves it over TCP to anyone who can connect\n"
                 .to_owned(),
         );
     }

@@ -45,8 +45,6 @@ pub struct AppState {
     pub max_event_clients: usize,
     comms: Mutex<CommTable>,
     pub kernel: String,
-    /// Served on a loopback address: requests must name a loopback host (DNS rebinding).
-    pub loopback: bool,
 }
 
 impl AppState {
@@ -58,37 +56,55 @@ impl AppState {
     }
 }
 
-enum Listener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener, PathBuf),
+/// Where the daemon serves: TCP, a Unix socket, or both.
+struct Listeners {
+    tcp: Option<tokio::net::TcpListener>,
+    unix: Option<(tokio::net::UnixListener, PathBuf)>,
 }
 
-impl Listener {
-    async fn bind(args: &ServeArgs) -> Result<Listener, Error> {
-        match &args.unix {
-            None => tokio::net::TcpListener::bind(args.listen)
-                .await
-                .map(Listener::Tcp)
-                .map_err(|source| Error::Listen {
-                    addr: args.listen.to_string(),
-                    source,
-                }),
-            Some(path) => bind_unix(path, args.unix_mode)
-                .map(|l| Listener::Unix(l, path.clone()))
-                .map_err(|source| Error::Listen {
-                    addr: format!("unix:{}", path.display()),
-                    source,
-                }),
-        }
+impl Listeners {
+    async fn bind(args: &ServeArgs) -> Result<Listeners, Error> {
+        let tcp =
+            match args.tcp() {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+                    |source| Error::Listen {
+                        addr: addr.to_string(),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let unix = match &args.unix {
+            Some(path) => Some(
+                bind_unix(path, args.unix_mode)
+                    .map(|l| (l, path.clone()))
+                    .map_err(|source| Error::Listen {
+                        addr: format!("unix:{}", path.display()),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { tcp, unix })
     }
 
-    fn describe(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l
+    /// "http://127.0.0.1:10470 (...) and unix:PATH (...)": where, and what each serves.
+    fn describe(&self, tcp_access: http::Access) -> String {
+        let mut places = Vec::new();
+        if let Some(l) = &self.tcp {
+            let addr = l
                 .local_addr()
-                .map_or_else(|_| "tcp".into(), |a| format!("http://{a}")),
-            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+                .map_or_else(|_| "tcp".into(), |a| format!("http://{a}"));
+            places.push(format!("{addr} ({})", tcp_access.endpoints()));
         }
+        if let Some((_, path)) = &self.unix {
+            places.push(format!(
+                "unix:{} ({})",
+                path.display(),
+                http::Access::OWNER.endpoints()
+            ));
+        }
+        places.join(" and ")
     }
 }
 
@@ -147,25 +163,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM during startup must still end in a clean exit.
     let mut shutdown = crate::cmd::Shutdown::install()?;
     conns::raise_open_files_limit();
-    if args.unix.is_none() && !args.listen.ip().is_loopback() {
+    if let Some(addr) = args.tcp().filter(|a| !a.ip().is_loopback()) {
         eprintln!(
-            "kcmp-trace: WARNING: serving on {}, which is not loopback: anyone who can reach it \
-             reads every process's kcmp calls (pids, comms, fds) from /events and \
-             /api/v1/snapshot, unencrypted and unauthenticated; prefer a loopback address or \
-             --unix with a restrictive --unix-mode",
-            args.listen
+            "kcmp-trace: WARNING: serving on {addr}, which is not loopback, unencrypted and \
+             unauthenticated: anyone who can reach it reads {}",
+            if args.tcp_per_call_data {
+                "every process's kcmp calls (pids, comms, fds) from /events and /api/v1/snapshot"
+            } else {
+                "/metrics (calls by type, outcome and result, and the busiest comms)"
+            }
         );
     }
     // Fails before anything is attached when the address is taken.
-    let listener = Listener::bind(&args).await?;
-    let where_ = listener.describe();
+    let listeners = Listeners::bind(&args).await?;
 
     let config = TraceConfig {
         events: !args.no_events,
         ring_bytes: args.ring_size,
         ..args.trace.config()
     };
-    let result = attach_and_serve(&args, config, listener, &mut shutdown, &where_).await;
+    let result = attach_and_serve(&args, config, listeners, &mut shutdown).await;
     if let Some(path) = &args.unix {
         let _ = std::fs::remove_file(path);
     }
@@ -175,9 +192,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn attach_and_serve(
     args: &ServeArgs,
     config: TraceConfig,
-    listener: Listener,
+    listeners: Listeners,
     shutdown: &mut crate::cmd::Shutdown,
-    where_: &str,
 ) -> anyhow::Result<()> {
     // Held while serving: the kernel counts run time only while a holder is open.
     let _bpf_stats = if args.bpf_stats {
@@ -210,10 +226,14 @@ async fn attach_and_serve(
         max_event_clients: args.max_event_clients,
         comms: Mutex::new(CommTable::new(usize::from(args.top_comms))),
         kernel: kernel_release(),
-        loopback: args.unix.is_none() && args.listen.ip().is_loopback(),
     });
     crate::cmd::announce(&tracer.plan);
-    eprintln!("kcmp-trace: serving {where_} (/metrics /events /api/v1/snapshot /healthz)");
+    let tcp_access = http::Access {
+        per_call_data: args.tcp_per_call_data,
+        loopback_hosts_only: args.tcp().is_some_and(|a| a.ip().is_loopback()),
+    };
+    let where_ = listeners.describe(tcp_access);
+    eprintln!("kcmp-trace: serving {where_}");
     log::info!("listening on {where_}, mode {}", tracer.plan.mode.name());
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -228,12 +248,28 @@ async fn attach_and_serve(
     };
     let refresher = tokio::spawn(refresh_comms(state.clone(), stop_rx.clone()));
 
-    let app = http::router(state.clone());
     let max = args.max_connections;
-    let mut server = match listener {
-        Listener::Tcp(l) => tokio::spawn(conns::serve(l, app, max, stop_rx.clone())),
-        Listener::Unix(l, _) => tokio::spawn(conns::serve(l, app, max, stop_rx.clone())),
-    };
+    let tcp = listeners.tcp.map(|l| {
+        let app = http::router(state.clone(), tcp_access);
+        conns::serve(l, app, max, stop_rx.clone())
+    });
+    let unix = listeners.unix.map(|(l, _)| {
+        let app = http::router(state.clone(), http::Access::OWNER);
+        conns::serve(l, app, max, stop_rx.clone())
+    });
+    let mut server = tokio::spawn(async move {
+        let tcp = async {
+            if let Some(serving) = tcp {
+                serving.await;
+            }
+        };
+        let unix = async {
+            if let Some(serving) = unix {
+                serving.await;
+            }
+        };
+        tokio::join!(tcp, unix);
+    });
 
     let early = tokio::select! {
         _ = shutdown.wait() => None,
