@@ -357,41 +357,38 @@ fn bad_input_gets_one_line_and_its_own_exit_code() {
     assert!(err.contains("at most 1024"), "{err}");
 }
 
+/// kcmp-trace run as `nobody` with no capabilities: (exit code, stderr).
+fn as_nobody(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(common::BIN)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn an_unprivileged_user_is_told_to_use_root() {
     if !require_root() {
         return;
     }
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(common::BIN)
-        .args(["watch", "-d", "1s"])
-        .output()
-        .expect("setpriv (util-linux)");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let (code, err) = as_nobody(&["watch", "-d", "1s"]);
+    assert_eq!(code, Some(3), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("root"), "{err}");
 
     // A bad argument is a usage error first, privileged or not.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(common::BIN)
-        .args(["events", "--ring-size", "12288"])
-        .output()
-        .expect("setpriv (util-linux)");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = as_nobody(&["events", "--ring-size", "12288"]);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("power of two"), "{err}");
 }
 
