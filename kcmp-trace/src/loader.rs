@@ -284,6 +284,14 @@ impl UnpreemptedReads {
     }
 }
 
+/// Whether this process's map reads can run unpreempted (SCHED_FIFO is allowed here, or
+/// the thread is real-time already).
+pub fn unpreempted_reads_possible() -> bool {
+    // SAFETY: reads the calling thread's policy.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    policy == libc::SCHED_FIFO || UnpreemptedReads::enter().0.is_some()
+}
+
 impl Drop for UnpreemptedReads {
     fn drop(&mut self) {
         if let Some((policy, param)) = self.0 {

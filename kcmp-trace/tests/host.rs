@@ -309,6 +309,20 @@ fn doctor_reports_what_this_kernel_allows() {
         .find(|s| s["name"] == "__x64_sys_kcmp")
         .expect("sym");
     assert_eq!(sys["kallsyms"], true);
+    assert_eq!(d["unpreempted_reads"], true, "root may read at SCHED_FIFO");
+
+    // Without CAP_SYS_NICE and with no real-time priority allowed, reads cannot be kept
+    // from being preempted, and doctor says so.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-sys_nice", "--inh-caps=-sys_nice"])
+        .args(["prlimit", "--rtprio=0:0"])
+        .arg(common::BIN)
+        .args(["doctor", "--json"])
+        .output()
+        .expect("setpriv and prlimit (util-linux)");
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor JSON: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(d["unpreempted_reads"], false);
 }
 
 #[test]

@@ -21,6 +21,9 @@ struct Doctor {
     plan: Result<Plan, String>,
     /// kcmp-trace programs loaded on this system now (a running daemon, another watch).
     loaded: Vec<LoadedProgram>,
+    /// Map reads can run at SCHED_FIFO 1, so a reader preempted mid-read cannot make the
+    /// kernel skip kcmp's probes on its CPU.
+    unpreempted_reads: bool,
 }
 
 /// A kcmp-trace program some process has loaded, and what the kernel counted for it.
@@ -83,6 +86,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         fentry,
         plan,
         loaded,
+        unpreempted_reads: crate::loader::unpreempted_reads_possible(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doctor)?);
@@ -109,6 +113,16 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             (true, false) =>
                 "counted per program; a kprobe's own misses are not reported before Linux 6.7",
             _ => "not reported before Linux 5.12",
+        }
+    );
+    println!(
+        "map reads         {}",
+        if doctor.unpreempted_reads {
+            "at SCHED_FIFO 1: a reader preempted mid-read cannot make the kernel skip runs"
+        } else {
+            "at the caller's priority (SCHED_FIFO not allowed: no CAP_SYS_NICE or \
+             RLIMIT_RTPRIO); on a preemptible kernel a read preempted midway makes the \
+             kernel skip kprobe and tracepoint runs on its CPU (counted and shown)"
         }
     );
     match &doctor.fentry {
