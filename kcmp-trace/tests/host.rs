@@ -154,19 +154,26 @@ fn events_summary(err: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no events summary in {err}"))
 }
 
-#[test]
-fn epoll_slots_are_read_from_the_callers_memory() {
-    if !require_root() {
-        return;
-    }
-    let stress = Gated::new(&["-n", "600", "--threads", "1", "--types", "epoll_tfd,vm"]);
+/// `events --json` beside a gated stress run: (the workload's report, the event lines,
+/// events' stderr).
+fn streamed(stress_args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>, String) {
+    let stress = Gated::new(stress_args);
     let pid = stress.pid().to_string();
     let mut events = Proc::spawn(&["events", "--json", "-p", &pid]);
     events.wait_attached();
     let workload = stress.run();
     let (code, out, err) = events.stop();
     assert_eq!(code, 0, "{err}");
-    let lines = event_lines(&out);
+    (workload, event_lines(&out), err)
+}
+
+#[test]
+fn epoll_slots_are_read_from_the_callers_memory() {
+    if !require_root() {
+        return;
+    }
+    let (workload, lines, _) =
+        streamed(&["-n", "600", "--threads", "1", "--types", "epoll_tfd,vm"]);
     let epoll: Vec<_> = lines
         .iter()
         .filter(|e| e["type_name"] == "KCMP_EPOLL_TFD")
@@ -191,14 +198,7 @@ fn events_json_has_one_line_per_call() {
     if !require_root() {
         return;
     }
-    let stress = Gated::new(&["-n", "5000", "--types", "all", "--bad-fd", "50"]);
-    let pid = stress.pid().to_string();
-    let mut events = Proc::spawn(&["events", "--json", "-p", &pid]);
-    events.wait_attached();
-    let workload = stress.run();
-    let (code, out, err) = events.stop();
-    assert_eq!(code, 0, "{err}");
-    let lines = event_lines(&out);
+    let (workload, lines, err) = streamed(&["-n", "5000", "--types", "all", "--bad-fd", "50"]);
     let summary = events_summary(&err);
     assert_eq!(summary["events_dropped"], 0);
     assert_eq!(lines.len() as u64, 5000);
