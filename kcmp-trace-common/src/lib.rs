@@ -20,7 +20,7 @@ mod pod {
     // SAFETY: as said above.
     unsafe impl aya::Pod for crate::event::Event {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::maps::ThreadState {}
+    unsafe impl aya::Pod for crate::maps::ProcessTotals {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::snapshot::Counters {}
 }

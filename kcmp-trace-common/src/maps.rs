@@ -8,9 +8,10 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Tgids to trace when the tgid filter is on (value unused).
 pub const TGID_FILTER_MAP: &str = "TGID_FILTER";
-/// Per-thread state: the call in flight and the thread's totals (userspace sums them per
-/// process).
+/// Per-thread state: the call in flight.
 pub const THREADS_MAP: &str = "THREADS";
+/// Per-process totals, by tgid.
+pub const PROCESSES_MAP: &str = "PROCESSES";
 
 /// Read-only globals set at load time (the verifier prunes what they switch off).
 pub mod globals {
@@ -40,8 +41,14 @@ pub const EVENT_DRAIN_MS: u64 = 50;
 pub fn wakeup_bytes(ring_bytes: u32) -> u64 {
     u64::from(ring_bytes / 8)
 }
-/// Threads in flight or recently in kcmp; LRU so a thread that vanishes cannot leak an entry.
-pub const MAX_THREADS: u32 = 16384;
+/// Threads in flight or recently in kcmp (default size; `--max-threads`). LRU, so threads
+/// that come and go evict each other's idle entries, never a total.
+pub const DEFAULT_MAX_THREADS: u32 = 16384;
+/// Processes with per-process totals (default size; `--max-processes`). Not LRU: a total is
+/// never evicted behind the reader's back; userspace removes processes that have exited
+/// when the map fills, and calls of a process that finds it full are counted as
+/// `misc::UNATTRIBUTED`.
+pub const DEFAULT_MAX_PROCESSES: u32 = 16384;
 /// Processes whose last exec (write section) is remembered, to name the writer of a retry.
 pub const MAX_WRITERS: u32 = 4096;
 
@@ -63,12 +70,13 @@ pub mod misc {
     /// Calls that entered an exec_update_lock wait whose return was never seen: their lock
     /// wait is left out of the histogram.
     pub const LOCK_WAITS_UNFINISHED: usize = 5;
+    /// Calls counted everywhere except in a per-process total: the per-process map was full.
+    pub const UNATTRIBUTED: usize = 6;
     pub const SLOTS: usize = 8;
 }
 
-/// One thread's kcmp state, kept across its calls (the entry is reused, never deleted: LRU
-/// bounds the map). The per-call part is rewritten at each entry; the totals only grow, and
-/// userspace sums them per process, so per-process numbers cost no extra map operation.
+/// One thread's call in flight, kept across its calls (the entry is reused, never deleted:
+/// LRU bounds the map) and rewritten at each entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ThreadState {
@@ -80,9 +88,6 @@ pub struct ThreadState {
     pub lock_start_ns: u64,
     /// Time spent waiting for exec_update_locks in this call.
     pub lock_wait_ns: u64,
-    pub calls: u64,
-    pub errors: u64,
-    pub latency_sum_ns: u64,
     pub pid1: i32,
     pub pid2: i32,
     pub tgid: u32,
@@ -93,6 +98,16 @@ pub struct ThreadState {
     pub _pad: u32,
     /// KCMP_EPOLL_TFD's slot, read at entry.
     pub epoll: EpollSlot,
-    /// The thread's comm when it first called kcmp.
+}
+
+/// One process's kcmp totals. Its threads exit kcmp on several CPUs at once, so every field
+/// is added to atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessTotals {
+    pub calls: u64,
+    pub errors: u64,
+    pub latency_sum_ns: u64,
+    /// The comm of the thread that made the process's first traced call.
     pub comm: [u8; COMM_LEN],
 }

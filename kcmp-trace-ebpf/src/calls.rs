@@ -5,14 +5,15 @@
 //! same program on a CPU before the first ends (it skips it and counts a recursion miss).
 //! So a per-CPU cell written by a single program is a plain read-modify-write; a cell two
 //! programs write (the exec write sections: begin_new_exec()'s failure exit and
-//! setup_new_exec()'s exit; unfinished lock waits) is updated atomically. Per-thread state is written only by the
-//! thread itself, whose probes run one after another.
+//! setup_new_exec()'s exit; unfinished lock waits) is updated atomically, and so are the
+//! per-process totals, which a process's threads update from several CPUs. Per-thread state
+//! is written only by the thread itself, whose probes run one after another.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     },
@@ -27,7 +28,10 @@ use kcmp_trace_common::{
     event::{COMM_LEN, EpollSlot, Event},
     hist::log2_slot,
     kcmp::{KCMP_EPOLL_TFD, type_slot},
-    maps::{MAX_TGID_FILTER, MAX_THREADS, MAX_WRITERS, ThreadState, misc},
+    maps::{
+        DEFAULT_MAX_PROCESSES, DEFAULT_MAX_THREADS, MAX_TGID_FILTER, MAX_WRITERS, ProcessTotals,
+        ThreadState, misc,
+    },
     outcome::Outcome,
     result::{result_slot, result_slot_is_error},
     snapshot::Counters,
@@ -64,9 +68,13 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 static TGID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TGID_FILTER, 0);
 /// A thread's call in flight. Entries are reused across calls (no insert/delete per call);
-/// LRU bounds the map when threads come and go.
+/// LRU bounds the map when threads come and go. Sized by userspace (`--max-threads`).
 #[map]
-static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(DEFAULT_MAX_THREADS, 0);
+/// Per-process totals: threads come and go, their process's totals stay. Sized by userspace
+/// (`--max-processes`), which removes exited processes as it fills.
+#[map]
+static PROCESSES: HashMap<u32, ProcessTotals> = HashMap::with_max_entries(DEFAULT_MAX_PROCESSES, 0);
 
 pub struct KcmpArgs {
     pub pid1: i32,
@@ -172,7 +180,6 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
             call.active = 1;
         }
         None => {
-            // A thread's first call: the only time its comm is read.
             info!(
                 ctx,
                 "tid {} of tgid {} makes its first traced kcmp call", tid, tgid
@@ -184,9 +191,6 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
                 raw_type: args.raw_type,
                 lock_start_ns: 0,
                 lock_wait_ns: 0,
-                calls: 0,
-                errors: 0,
-                latency_sum_ns: 0,
                 pid1: args.pid1,
                 pid2: args.pid2,
                 tgid,
@@ -194,7 +198,6 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
                 trail: 0,
                 _pad: 0,
                 epoll,
-                comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
             };
             let _ = THREADS.insert(tid, fresh, 0);
         }
@@ -410,9 +413,16 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         *n += 1;
     }
 
-    call.calls += 1;
-    call.errors += u64::from(result_slot_is_error(result_slot));
-    call.latency_sum_ns += latency;
+    match process_totals(tgid) {
+        Some(totals) => {
+            add_shared(&mut totals.calls, 1);
+            if result_slot_is_error(result_slot) {
+                add_shared(&mut totals.errors, 1);
+            }
+            add_shared(&mut totals.latency_sum_ns, latency);
+        }
+        None => bump(&mut counters.misc, misc::UNATTRIBUTED),
+    }
 
     if EMIT_EVENTS.load() != 0 {
         match EVENTS.reserve::<Event>(0) {
@@ -455,6 +465,24 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             None => bump(&mut counters.misc, misc::EVENTS_DROPPED),
         }
     }
+}
+
+/// The calling process's totals, created at its first call (the only time its comm is
+/// read); None when the map is full.
+#[inline(always)]
+fn process_totals(tgid: u32) -> Option<&'static mut ProcessTotals> {
+    if let Some(totals) = PROCESSES.get_ptr_mut(tgid) {
+        // SAFETY: a live map value; every writer adds atomically.
+        return Some(unsafe { &mut *totals });
+    }
+    let fresh = ProcessTotals {
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        ..ProcessTotals::default()
+    };
+    // Another thread of the process may have created it meanwhile: then that one stays.
+    let _ = PROCESSES.insert(tgid, fresh, BPF_NOEXIST as u64);
+    // SAFETY: as above.
+    PROCESSES.get_ptr_mut(tgid).map(|t| unsafe { &mut *t })
 }
 
 #[inline(always)]

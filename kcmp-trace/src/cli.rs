@@ -148,6 +148,16 @@ pub struct TraceArgs {
     /// Let the eBPF programs log their diagnostics (aya-log).
     #[arg(long)]
     pub bpf_log: bool,
+    /// Threads whose call in flight is kept (LRU: idle threads make room). More than this
+    /// many threads inside kcmp at once leave calls unpaired, and say so.
+    #[arg(long, value_name = "N", default_value_t = kcmp_trace_common::maps::DEFAULT_MAX_THREADS,
+          value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
+    pub max_threads: u32,
+    /// Processes with per-process totals; exited ones are removed as it fills. Calls of a
+    /// process that finds it full are counted as unattributed.
+    #[arg(long, value_name = "N", default_value_t = kcmp_trace_common::maps::DEFAULT_MAX_PROCESSES,
+          value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
+    pub max_processes: u32,
 }
 
 #[derive(Debug, Args)]
@@ -173,7 +183,7 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 5)]
     pub top: usize,
     /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log", "max_threads", "max_processes"])]
     pub connect: Option<String>,
 }
 
@@ -235,6 +245,10 @@ pub struct StressArgs {
     /// Processes that exec() themselves in a loop; valid calls compare against them.
     #[arg(long, default_value_t = 0)]
     pub exec_racers: usize,
+    /// Make every call from a thread of its own that exits right after: thread churn, for
+    /// per-process totals that must outlive their threads.
+    #[arg(long)]
+    pub thread_per_call: bool,
     /// Run under this comm (at most 15 bytes), so `-c` can pick this workload out.
     #[arg(long, value_parser = parse_comm)]
     pub comm: Option<String>,

@@ -1,6 +1,6 @@
 //! Loading the eBPF object, attaching it by plan, and reading what it aggregates.
 
-use std::{collections::BTreeMap, os::fd::AsFd as _};
+use std::{os::fd::AsFd as _, sync::Mutex};
 
 use anyhow::Context as _;
 use aya::{
@@ -11,7 +11,7 @@ use aya::{
 use kcmp_trace_common::{
     classify::Strategy,
     event::{COMM_LEN, comm_bytes, comm_key},
-    maps::{self, ThreadState, globals},
+    maps::{self, ProcessTotals, globals},
     snapshot::Counters,
 };
 
@@ -38,6 +38,9 @@ pub struct TraceConfig {
     pub strategy: StrategyRequest,
     /// Let the eBPF side log its rare diagnostics through aya-log.
     pub bpf_log: bool,
+    /// Entries of the per-thread (calls in flight) and per-process (totals) maps.
+    pub max_threads: u32,
+    pub max_processes: u32,
 }
 
 impl Default for TraceConfig {
@@ -50,6 +53,8 @@ impl Default for TraceConfig {
             attach: AttachRequest::Auto,
             strategy: StrategyRequest::Auto,
             bpf_log: false,
+            max_threads: maps::DEFAULT_MAX_THREADS,
+            max_processes: maps::DEFAULT_MAX_PROCESSES,
         }
     }
 }
@@ -68,7 +73,9 @@ pub struct ProcessRow {
 pub struct Tracer {
     pub plan: Plan,
     counters: PerCpuArray<MapData, Counters>,
-    threads: HashMap<MapData, u32, ThreadState>,
+    /// Per-process totals; removing exited processes needs the map mutably.
+    processes: Mutex<HashMap<MapData, u32, ProcessTotals>>,
+    max_processes: u32,
     events: Option<RingBuf<MapData>>,
     /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
     /// misses the kernel reports; empty where it does not (before 6.7) or for other modes.
@@ -157,10 +164,10 @@ impl Tracer {
             ebpf.take_map(maps::COUNTERS_MAP)
                 .context("COUNTERS map missing")?,
         )?;
-        let threads = HashMap::try_from(
-            ebpf.take_map(maps::THREADS_MAP)
-                .context("THREADS map missing")?,
-        )?;
+        let processes = Mutex::new(HashMap::try_from(
+            ebpf.take_map(maps::PROCESSES_MAP)
+                .context("PROCESSES map missing")?,
+        )?);
         let events = if config.events {
             Some(RingBuf::try_from(
                 ebpf.take_map(maps::EVENTS_MAP)
@@ -178,7 +185,8 @@ impl Tracer {
         Ok(Tracer {
             plan,
             counters,
-            threads,
+            processes,
+            max_processes: config.max_processes,
             events,
             probe_links,
             _bpf_log: bpf_log,
@@ -228,24 +236,35 @@ impl Tracer {
             .collect()
     }
 
-    /// Per-process totals (the sum of their threads'), busiest first.
+    /// Per-process totals, busiest first.
+    ///
+    /// Once the map is half full, processes that have exited are removed from it after this
+    /// read, which still returns them: each process's final totals are seen once, and the
+    /// map keeps room for live ones. (A removed tgid reused at once by a new process could
+    /// lose that process's first calls; tgids are reused only after the pid space wraps.)
     pub fn processes(&self) -> anyhow::Result<Vec<ProcessRow>> {
-        let _fifo = UnpreemptedReads::enter();
-        let mut rows: BTreeMap<u32, ProcessRow> = BTreeMap::new();
-        for entry in self.threads.iter() {
-            let (_tid, t) = entry.context("reading THREADS")?;
-            let row = rows.entry(t.tgid).or_insert_with(|| ProcessRow {
-                tgid: t.tgid,
-                comm: String::from_utf8_lossy(comm_bytes(&t.comm)).into_owned(),
-                calls: 0,
-                errors: 0,
-                latency_sum_ns: 0,
-            });
-            row.calls += t.calls;
-            row.errors += t.errors;
-            row.latency_sum_ns += t.latency_sum_ns;
+        let mut map = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows = Vec::new();
+        {
+            let _fifo = UnpreemptedReads::enter();
+            for entry in map.iter() {
+                let (tgid, t) = entry.context("reading PROCESSES")?;
+                rows.push(ProcessRow {
+                    tgid,
+                    comm: String::from_utf8_lossy(comm_bytes(&t.comm)).into_owned(),
+                    calls: t.calls,
+                    errors: t.errors,
+                    latency_sum_ns: t.latency_sum_ns,
+                });
+            }
         }
-        let mut rows: Vec<_> = rows.into_values().filter(|r| r.calls > 0).collect();
+        if rows.len() as u64 * 2 >= u64::from(self.max_processes) {
+            for row in rows.iter().filter(|r| !process_alive(r.tgid)) {
+                // Gone already (another reader removed it) is fine.
+                let _ = map.remove(&row.tgid);
+            }
+        }
+        rows.retain(|r| r.calls > 0);
         rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
         Ok(rows)
     }
@@ -253,6 +272,19 @@ impl Tracer {
     /// The per-call event stream (only when the config asked for events).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+}
+
+/// Whether a process with this tgid exists (zombies included: their totals are final, but
+/// so is the next read).
+fn process_alive(tgid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(tgid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 }
 
@@ -388,6 +420,8 @@ fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Resul
             false,
         )
         .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
+        .map_max_entries(maps::THREADS_MAP, config.max_threads)
+        .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
         .load(object())
         .map_err(|e| Error::Bpf {
             what: "the kcmp-trace eBPF object".into(),

@@ -65,6 +65,8 @@ pub struct Report {
     pub unclassified: u64,
     /// Lock waits whose end was never seen (left out of lock_wait_ns).
     pub lock_waits_unfinished: u64,
+    /// Calls counted everywhere but in their process's totals: the per-process map was full.
+    pub unattributed: u64,
     /// Runs of each program the kernel skipped in this interval (programs with none left
     /// out).
     pub missed_runs: BTreeMap<String, u64>,
@@ -211,12 +213,15 @@ impl Report {
             lost_exits: delta.misc[misc::LOST_EXITS],
             unclassified: delta.misc[misc::UNCLASSIFIED],
             lock_waits_unfinished: delta.misc[misc::LOCK_WAITS_UNFINISHED],
+            unattributed: delta.misc[misc::UNATTRIBUTED],
             missed_runs: missed
                 .iter()
                 .filter(|m| m.runs != 0)
                 .map(|m| (m.program.clone(), m.runs))
                 .collect(),
-            exact: incomplete.is_exact() && delta.misc[misc::UNCLASSIFIED] == 0,
+            exact: incomplete.is_exact()
+                && delta.misc[misc::UNCLASSIFIED] == 0
+                && delta.misc[misc::UNATTRIBUTED] == 0,
             incomplete,
             top_processes,
         }

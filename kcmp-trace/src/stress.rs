@@ -44,6 +44,8 @@ pub struct StressConfig {
     pub eperm: u64,
     /// Processes that exec() themselves in a loop; valid calls then compare against them.
     pub exec_racers: usize,
+    /// Make every call from a thread of its own that exits right after (thread churn).
+    pub thread_per_call: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -53,6 +55,8 @@ pub struct StressReport {
     pub exec_racers: usize,
     pub racer_pids: Vec<i32>,
     pub calls: u64,
+    /// Threads started for one call each (`--thread-per-call`).
+    pub call_threads: u64,
     pub elapsed_s: f64,
     pub calls_per_s: f64,
     pub by_type: BTreeMap<String, u64>,
@@ -156,6 +160,8 @@ struct Worker<'a> {
     slot: EpollSlot,
     next: usize,
     tally: Tally,
+    thread_per_call: bool,
+    call_threads: u64,
 }
 
 impl Worker<'_> {
@@ -183,7 +189,20 @@ impl Worker<'_> {
                 }
             }
         };
-        let ret = kcmp(pid1, pid2, ty, idx1, idx2);
+        let ret = if self.thread_per_call {
+            // A thread the kernel could not create leaves the call to this one: still
+            // counted, and `call_threads` says how many had their own.
+            std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || kcmp(pid1, pid2, ty, idx1, idx2))
+                    .ok()
+                    .and_then(|t| t.join().ok())
+            })
+            .inspect(|_| self.call_threads += 1)
+            .unwrap_or_else(|| kcmp(pid1, pid2, ty, idx1, idx2))
+        } else {
+            kcmp(pid1, pid2, ty, idx1, idx2)
+        };
         *self.tally.entry((ty, ret)).or_default() += 1;
     }
 }
@@ -195,7 +214,7 @@ fn run_thread(
     valid: Option<u64>,
     invalid: [(Call, u64); 3],
     stop: &AtomicBool,
-) -> Tally {
+) -> (Tally, u64) {
     let mut w = Worker {
         fixture,
         types: &config.types,
@@ -207,6 +226,8 @@ fn run_thread(
         },
         next: 0,
         tally: Tally::new(),
+        thread_per_call: config.thread_per_call,
+        call_threads: 0,
     };
     let mut invalid = invalid;
     let mut done_valid = 0u64;
@@ -230,7 +251,7 @@ fn run_thread(
             }
         }
         if !did {
-            return w.tally;
+            return (w.tally, w.call_threads);
         }
     }
 }
@@ -378,12 +399,12 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
                 h.join()
                     .map_err(|_| anyhow::anyhow!("a stress thread panicked"))
             })
-            .collect::<anyhow::Result<Vec<Tally>>>()?;
+            .collect::<anyhow::Result<Vec<(Tally, u64)>>>()?;
         if let Some(h) = unprivileged {
             let tally = h
                 .join()
                 .map_err(|_| anyhow::anyhow!("the unprivileged thread panicked"))??;
-            tallies.push(tally);
+            tallies.push((tally, 0));
         }
         anyhow::Ok(tallies)
     });
@@ -409,7 +430,8 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         }),
         ..Default::default()
     };
-    for ((ty, ret), n) in tallies.iter().flatten() {
+    report.call_threads = tallies.iter().map(|(_, spawned)| spawned).sum();
+    for ((ty, ret), n) in tallies.iter().flat_map(|(tally, _)| tally) {
         report.calls += n;
         *report
             .by_type
@@ -462,6 +484,7 @@ mod tests {
             bad_type: 10,
             eperm: 0,
             exec_racers: 0,
+            thread_per_call: false,
         })
         .expect("stress");
         assert_eq!(report.calls, 1_000);
@@ -472,5 +495,26 @@ mod tests {
         assert_eq!(report.by_result.get("equal"), Some(&920));
         assert_eq!(report.by_type.get("invalid"), Some(&10));
         assert_eq!(report.reached_comparison, 980);
+        assert_eq!(report.call_threads, 0);
+    }
+
+    #[test]
+    fn a_thread_per_call() {
+        let report = run(&StressConfig {
+            threads: 2,
+            types: vec![KCMP_VM],
+            calls: Some(300),
+            duration: None,
+            bad_fd: 10,
+            dead_pid: 0,
+            bad_type: 0,
+            eperm: 0,
+            exec_racers: 0,
+            thread_per_call: true,
+        })
+        .expect("stress");
+        assert_eq!(report.calls, 300);
+        assert_eq!(report.call_threads, 300);
+        assert_eq!(report.by_result.get("EBADF"), Some(&10));
     }
 }

@@ -463,3 +463,98 @@ fn an_answer_larger_than_any_snapshot_is_refused() {
     assert!(err.contains("length limit exceeded"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// Per-process totals outlive their threads: 20,000 threads that make one call each and
+/// exit, more than the per-thread map holds, all count toward their process.
+#[test]
+fn per_process_totals_survive_thread_churn() {
+    if !require_root() {
+        return;
+    }
+    let stress = Gated::new(&["-n", "20000", "--types", "vm", "--thread-per-call"]);
+    let pid = stress.pid();
+    let mut watch = Proc::spawn(&["watch", "--json", "-p", &pid.to_string(), "--top", "3"]);
+    watch.wait_attached();
+    let workload = stress.run();
+    let (code, out, err) = watch.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(workload["call_threads"], 20000, "{workload}");
+    let total = total_line(&out);
+    assert_eq!(total["calls"], 20000, "{total}");
+    assert_eq!(total["top_processes"][0]["tgid"], pid, "{total}");
+    assert_eq!(total["top_processes"][0]["calls"], 20000, "{total}");
+    assert_eq!(total["unattributed"], 0, "{total}");
+    assert_eq!(total["exact"], true, "{total}");
+}
+
+/// `n` one-call processes under `comm`, all started at once (faster than a tracer's
+/// reads), then waited for.
+fn one_call_processes(n: usize, comm: &str) {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            common::kcmp_trace()
+                .args(["stress", "-n", "1", "--types", "vm", "--comm", comm])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn stress")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().expect("wait").success());
+    }
+}
+
+/// A full per-process map is counted, not hidden, and exited processes make room: 300
+/// one-call processes against 64 slots leave calls unattributed; once the tracer has read
+/// (and removed) the exited ones, 40 more are all attributed.
+#[test]
+fn a_full_process_map_is_counted_and_reclaimed() {
+    if !require_root() {
+        return;
+    }
+    let comm = format!("kt-many-{}", std::process::id() % 10_000);
+    let mut watch = Proc::spawn(&[
+        "watch",
+        "--json",
+        "-c",
+        &comm,
+        "--max-processes",
+        "64",
+        "--top",
+        "1000",
+        "-i",
+        "1s",
+    ]);
+    watch.wait_attached();
+    let mut lines = BufReader::new(watch.child.stdout.take().expect("stdout")).lines();
+    one_call_processes(300, &comm);
+    // Intervals up to the first quiet one: its read came after the read that removed the
+    // exited processes.
+    let mut unattributed = 0;
+    let mut calls = 0;
+    for line in lines.by_ref() {
+        let report: serde_json::Value =
+            serde_json::from_str(&line.expect("watch output")).expect("JSON");
+        if report["scope"] != "interval" {
+            continue; // the plan
+        }
+        unattributed += report["unattributed"].as_u64().expect("unattributed");
+        calls += report["calls"].as_u64().expect("calls");
+        if calls == 300 && report["calls"] == 0 {
+            break;
+        }
+    }
+    assert!(
+        (1..=300 - 64).contains(&unattributed),
+        "300 processes, 64 slots: {unattributed} calls unattributed"
+    );
+    one_call_processes(40, &comm);
+    watch.signal(libc::SIGINT);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let (code, _, err) = watch.finish();
+    assert_eq!(code, 0, "{err}");
+    let total = total_line(&rest.join("\n"));
+    assert_eq!(total["calls"], 340, "{total}");
+    assert_eq!(total["unattributed"], unattributed, "{total}");
+    assert_eq!(total["exact"], false, "{total}");
+}

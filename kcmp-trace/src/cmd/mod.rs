@@ -16,6 +16,8 @@ impl TraceArgs {
             attach: self.attach,
             strategy: self.strategy,
             bpf_log: self.bpf_log,
+            max_threads: self.max_threads,
+            max_processes: self.max_processes,
             ..TraceConfig::default()
         }
     }

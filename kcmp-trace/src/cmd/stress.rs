@@ -34,6 +34,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         bad_type: args.bad_type,
         eperm: args.eperm,
         exec_racers: args.exec_racers,
+        thread_per_call: args.thread_per_call,
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -56,6 +57,9 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         println!("  by type:   {}", fmt(&report.by_type));
         println!("  by result: {}", fmt(&report.by_result));
         println!("  reached the comparison: {}", report.reached_comparison);
+        if args.thread_per_call {
+            println!("  threads started, one per call: {}", report.call_threads);
+        }
     }
     Ok(())
 }

@@ -210,6 +210,11 @@ impl Collector for Sample {
                 "exec_update_lock waits whose end was never seen; left out of lock_wait.",
                 c.misc[misc::LOCK_WAITS_UNFINISHED],
             ),
+            (
+                "unattributed_calls",
+                "Calls counted everywhere but in per-process and per-comm totals: the per-process map was full (serve --max-processes).",
+                c.misc[misc::UNATTRIBUTED],
+            ),
         ] {
             counter(
                 &mut enc.encode_descriptor(name, help, None, MetricType::Counter)?,

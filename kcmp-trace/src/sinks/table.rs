@@ -66,6 +66,7 @@ pub fn interval(clock: &str, r: &Report) -> String {
         ("lost_exits", r.lost_exits),
         ("unclassified", r.unclassified),
         ("lock_waits_unfinished", r.lock_waits_unfinished),
+        ("unattributed", r.unattributed),
     ];
     if lost.iter().any(|&(_, n)| n != 0) {
         let lost: std::collections::BTreeMap<&str, u64> = lost.into_iter().collect();
