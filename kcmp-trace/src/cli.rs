@@ -313,12 +313,25 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub unix: Option<std::path::PathBuf>,
     /// Serve /events and /api/v1/snapshot (every process's pids, comms, fds) over TCP too,
-    /// to anyone who can connect; without it TCP serves /metrics and /healthz only.
+    /// to anyone who can connect; without it TCP serves them only to users authenticated by
+    /// --web.config.file, and /metrics and /healthz to everyone it lets in.
     #[arg(long)]
     pub tcp_per_call_data: bool,
+    /// TLS and basic auth for the TCP listener, in the Prometheus exporters' web
+    /// configuration format (tls_server_config, basic_auth_users with bcrypt hashes).
+    #[arg(
+        long = "web.config.file",
+        visible_alias = "web-config-file",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<std::path::PathBuf>,
     /// Permissions of the Unix socket, octal.
     #[arg(long, value_name = "MODE", value_parser = parse_mode, default_value = "0660")]
     pub unix_mode: u32,
+    /// Group of the Unix socket: with mode 0660, its members read everything the daemon
+    /// serves.
+    #[arg(long, value_name = "GROUP", requires = "unix")]
+    pub unix_group: Option<String>,
     /// Comms with their own series in /metrics (the busiest; the rest are comm="other"), at
     /// most 100: each is a few series in every scrape of every Prometheus.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(..=100))]
@@ -333,6 +346,10 @@ pub struct ServeArgs {
     /// Most /events clients at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_event_clients: usize,
+    /// Most /events clients one client may have at once: one per authenticated user, Unix
+    /// socket user or TCP address.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_event_clients_per_client: u16,
     /// Most connections served at once; more wait to be accepted. Each must send its
     /// request within 10 s of connecting or of its previous response.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]

@@ -102,13 +102,21 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon on a free loopback port that serves per-call data over TCP, as most tests
+    /// read it (the default keeps it to the Unix socket and authenticated users).
     fn start(procs: &mut Procs, args: &[&str]) -> Daemon {
+        let mut all = vec!["--tcp-per-call-data"];
+        all.extend_from_slice(args);
+        Daemon::start_with(procs, &all)
+    }
+
+    /// A daemon on a free loopback port with exactly these options.
+    fn start_with(procs: &mut Procs, args: &[&str]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        // The tests read per-call data over TCP; the default keeps it to the Unix socket.
         let mut child = kcmp_trace()
             .arg("serve")
-            .args(["--listen", &listen, "--tcp-per-call-data"])
+            .args(["--listen", &listen])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -694,9 +702,15 @@ fn closed_by_peer(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// Idle, half-sent and idle keep-alive connections are closed after the header timeout,
-/// and past the connection cap new connections wait instead of failing: a scrape behind
-/// a full house is answered once the idle ones are gone.
+/// The value of one series in a /metrics text, if present.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Half-sent and idle keep-alive connections are closed after the header timeout, and a
+/// scrape arriving at the connection cap gets in at once: the connection idle the longest
+/// is closed to make room, and counted.
 #[test]
 fn idle_and_half_sent_connections_are_bounded() {
     if !privileged() {
@@ -714,7 +728,8 @@ fn idle_and_half_sent_connections_are_bounded() {
         ],
     );
     let connect = || TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
-    let idle = connect();
+    let mut idle = connect();
+    thread::sleep(Duration::from_millis(100));
     let mut half_sent = connect();
     half_sent
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -726,43 +741,96 @@ fn idle_and_half_sent_connections_are_bounded() {
         daemon.port
     )
     .expect("send a request");
-    // All three slots are taken: this scrape waits in the backlog until one is freed.
-    let mut waiting = connect();
+    thread::sleep(Duration::from_millis(200));
+    // All three slots are taken, none by a request in flight: the oldest makes room.
+    let mut scrape = connect();
     write!(
-        waiting,
+        scrape,
         "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
         daemon.port
     )
     .expect("send the scrape");
-    // The header timeout is 10 s; the connections must be gone well before 30 s.
-    for (what, mut stream) in [
-        ("idle", idle),
-        ("half-sent", half_sent),
-        ("keep-alive", keep_alive),
-    ] {
+    scrape
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("read timeout");
+    let mut answer = String::new();
+    let _ = scrape.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("kcmp_trace_calls_total"),
+        "the scrape at the cap: {:?}",
+        answer.lines().next()
+    );
+    assert!(
+        closed_by_peer(&mut idle, Duration::from_secs(1)),
+        "the idlest connection was not closed to make room"
+    );
+    // The header timeout is 10 s; the others must be gone well before 30 s.
+    for (what, mut stream) in [("half-sent", half_sent), ("keep-alive", keep_alive)] {
         assert!(
             closed_by_peer(&mut stream, Duration::from_secs(30)),
             "the {what} connection is still open"
         );
     }
-    waiting
-        .set_read_timeout(Some(Duration::from_secs(30)))
+    let metrics = daemon.get("/metrics").body;
+    assert_eq!(
+        series(
+            &metrics,
+            "kcmp_trace_http_rejected_total{reason=\"idle_evicted\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// Raises this process's open-files limit (root may raise the hard one too).
+fn allow_open_files(n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit on this process with a valid struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+/// 1,100 idle connections, far past the default cap of 256 and the default open-files
+/// limit, do not keep a scrape out.
+#[test]
+fn a_scrape_gets_past_a_thousand_idle_connections() {
+    if !privileged() {
+        return;
+    }
+    allow_open_files(4096);
+    let mut procs = Procs::default();
+    let daemon = Daemon::start(&mut procs, &["--no-events", "-c", "nobody-calls"]);
+    let idle: Vec<TcpStream> = (0..1100)
+        .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    let mut scrape = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    write!(
+        scrape,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the scrape");
+    scrape
+        .set_read_timeout(Some(Duration::from_secs(1)))
         .expect("read timeout");
     let mut answer = String::new();
-    let _ = waiting.read_to_string(&mut answer);
+    let _ = scrape.read_to_string(&mut answer);
     assert!(
-        answer.starts_with("HTTP/1.1 200") && answer.contains("kcmp_trace_calls_total"),
-        "the scrape behind the full house: {:?}",
+        answer.starts_with("HTTP/1.1 200"),
+        "no answer within {:?} behind 1,100 idle connections: {:?}",
+        started.elapsed(),
         answer.lines().next()
     );
-    assert!(
-        daemon
-            .stderr
-            .lock()
-            .expect("the log lock")
-            .contains("3 connections open"),
-        "reaching the cap is not logged"
-    );
+    let evicted = series(
+        &answer,
+        "kcmp_trace_http_rejected_total{reason=\"idle_evicted\"}",
+    )
+    .expect("the evictions");
+    // All but the 256 slots' worth made room for a newer one, the scrape's included.
+    assert!(evicted >= (1100 - 256 + 1) as f64, "{evicted} evicted");
+    drop(idle);
 }
 
 /// By default TCP serves the aggregates only; per-call and per-process data goes out over
@@ -1228,4 +1296,278 @@ fn scrape_benchmark() {
     if let Ok(path) = std::env::var("KCMP_TRACE_BENCH_OUT") {
         std::fs::write(&path, format!("{record:#}\n")).expect("writing the benchmark record");
     }
+}
+
+/// curl's answer: (HTTP status, 0 when no answer came; body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new(tool("curl"))
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1, and its key, in `dir`.
+fn certificate(dir: &Path) {
+    let made = Command::new(tool("openssl"))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success(), "openssl could not make a certificate");
+}
+
+/// A web configuration file in the exporters' format is honoured as node_exporter honours
+/// it: TLS, basic auth (401 without the right password), plain HTTP to the TLS port
+/// refused, per-call data for authenticated users; and Prometheus, whose own web server
+/// reads the same file, scrapes every call through it.
+#[test]
+fn tls_and_basic_auth_from_a_web_config() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("tls");
+    certificate(&dir.0);
+    let hash = bcrypt::hash("s3cret", 6).expect("bcrypt");
+    let web = dir.0.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\nbasic_auth_users:\n  prom: '{hash}'\n"
+        ),
+    )
+    .expect("web config");
+    let mut procs = Procs::default();
+    let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "3000", "--comm", "kt-tls"]);
+    let daemon = Daemon::start_with(
+        &mut procs,
+        &[
+            "-c",
+            "kt-tls",
+            "--web.config.file",
+            web.to_str().expect("utf-8"),
+        ],
+    );
+    wait_until("the serving line to name https", Duration::from_secs(5), || {
+        daemon
+            .stderr
+            .lock()
+            .expect("log")
+            .contains("https://127.0.0.1")
+            .then_some(())
+    });
+    let url = |path: &str| format!("https://localhost:{}{path}", daemon.port);
+    let cacert = dir.0.join("cert.pem");
+    let cacert = cacert.to_str().expect("utf-8");
+    assert_eq!(curl(&["--cacert", cacert, &url("/metrics")]).0, 401);
+    assert_eq!(
+        curl(&["--cacert", cacert, "-u", "prom:wrong", &url("/metrics")]).0,
+        401
+    );
+    assert_eq!(
+        curl(&["--cacert", cacert, "-u", "eve:s3cret", &url("/metrics")]).0,
+        401
+    );
+    let (code, body) = curl(&["--cacert", cacert, "-u", "prom:s3cret", &url("/metrics")]);
+    assert_eq!(code, 200);
+    assert!(body.contains("kcmp_trace_calls_total"), "{body}");
+    // Authenticated users read per-call data without --tcp-per-call-data.
+    let (code, body) = curl(&[
+        "--cacert",
+        cacert,
+        "-u",
+        "prom:s3cret",
+        &url("/api/v1/snapshot"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    // Plain HTTP to the TLS port: refused, saying why.
+    let mut plain = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    write!(plain, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    let _ = plain.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.0 400") && answer.contains("HTTPS server"),
+        "{answer}"
+    );
+    let (_, metrics) = curl(&["--cacert", cacert, "-u", "prom:s3cret", &url("/metrics")]);
+    assert_eq!(
+        series(
+            &metrics,
+            "kcmp_trace_http_rejected_total{reason=\"unauthorized\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            "kcmp_trace_http_rejected_total{reason=\"plain_http_to_tls\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Prometheus scrapes over TLS with the credentials, and serves its own API with the
+    // same web configuration file.
+    let prom_port = free_port();
+    let config = dir.0.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+             scrape_configs:\n  - job_name: kcmp-trace\n    scheme: https\n    \
+             tls_config:\n      ca_file: {cacert}\n    \
+             basic_auth:\n      username: prom\n      password: s3cret\n    \
+             static_configs:\n      - targets: ['localhost:{}']\n",
+            daemon.port
+        ),
+    )
+    .expect("prometheus config");
+    procs.add(
+        Command::new(tool("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg(format!("--web.config.file={}", web.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn prometheus"),
+    );
+    let query = |q: &str| -> Option<f64> {
+        let (code, body) = curl(&[
+            "--cacert",
+            cacert,
+            "-u",
+            "prom:s3cret",
+            &format!(
+                "https://localhost:{prom_port}/api/v1/query?query={}",
+                urlencode(q)
+            ),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    wait_until(
+        "Prometheus to scrape over TLS",
+        Duration::from_secs(60),
+        || query("up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
+    );
+    stress.go();
+    let report = stress.finish(&mut procs);
+    assert_eq!(report["calls"], 3000);
+    let seen = wait_until(
+        "Prometheus to see every call",
+        Duration::from_secs(30),
+        || query("sum(kcmp_trace_calls_total)").filter(|&n| n >= 3000.0),
+    );
+    assert_eq!(seen, 3000.0);
+}
+
+/// Ensures a group and its member, and a user outside it, exist.
+fn socket_users(group: &str, member: &str, outsider: &str) {
+    let run = |cmd: &str, args: &[&str]| {
+        let status = Command::new(cmd).args(args).status().expect(cmd);
+        // 9: it exists already (a previous run).
+        assert!(
+            status.success() || status.code() == Some(9),
+            "{cmd} {args:?}: {status}"
+        );
+    };
+    run("groupadd", &["-f", group]);
+    for (user, groups) in [(member, group), (outsider, "")] {
+        let mut args = vec!["-M", "-N", "-s", "/usr/sbin/nologin"];
+        if !groups.is_empty() {
+            args.extend(["-G", groups]);
+        }
+        args.push(user);
+        run("useradd", &args);
+    }
+}
+
+/// curl run as `user` (its groups from the group database).
+fn curl_as(user: &str, args: &[&str]) -> (u16, String) {
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={user}"),
+            "--regid=users",
+            "--init-groups",
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("setpriv curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// An unprivileged user gets no per-call data over TCP, and gets it over a 0660 socket
+/// only as a member of its group.
+#[test]
+fn per_call_data_for_the_socket_group_only() {
+    if !privileged() {
+        return;
+    }
+    let (group, member, outsider) = ("kt-readers", "kt-reader", "kt-outsider");
+    socket_users(group, member, outsider);
+    let dir = TempDir::new("group");
+    let socket = dir.0.join("kcmp-trace.sock");
+    let socket = socket.to_str().expect("utf-8");
+    let mut procs = Procs::default();
+    let daemon = Daemon::start_with(
+        &mut procs,
+        &[
+            "-c",
+            "nobody-calls",
+            "--unix",
+            socket,
+            "--unix-mode",
+            "0660",
+            "--unix-group",
+            group,
+        ],
+    );
+    let tcp = |path: &str| format!("http://127.0.0.1:{}{path}", daemon.port);
+    for user in [member, outsider] {
+        assert_eq!(curl_as(user, &[&tcp("/metrics")]).0, 200, "{user}");
+        assert_eq!(curl_as(user, &[&tcp("/api/v1/snapshot")]).0, 403, "{user}");
+        assert_eq!(curl_as(user, &[&tcp("/events")]).0, 403, "{user}");
+    }
+    let over_socket = ["--unix-socket", socket, "http://localhost/api/v1/snapshot"];
+    let (code, body) = curl_as(member, &over_socket);
+    assert_eq!(code, 200, "a member of {group}: {body}");
+    assert!(body.contains("\"processes\""), "{body}");
+    assert_eq!(
+        curl_as(outsider, &over_socket).0,
+        0,
+        "not a member of {group}"
+    );
 }

@@ -31,7 +31,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "VM tests boot real kernels"),
     ("busybox-static", "the VM initramfs"),
     ("cpio", "the VM initramfs"),
-    ("util-linux", "setpriv, for the unprivileged-user test"),
+    ("util-linux", "setpriv, for the unprivileged-user tests"),
+    ("passwd", "useradd and groupadd, for the socket-group test"),
+    ("openssl", "a test certificate for the daemon's TLS test"),
+    ("curl", "HTTPS and Unix-socket requests in the daemon tests"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -26,6 +26,7 @@ use tokio::{
     sync::{Notify, mpsc, watch},
 };
 
+use super::conns::Peer;
 use crate::{loader::Tracer, sinks::event::EventRecord};
 
 /// Events a client may have queued before further ones are dropped for it.
@@ -117,6 +118,8 @@ struct Chunk {
 
 struct Client {
     filter: Filter,
+    /// Who connected it, for their share of the cap (None: not known).
+    peer: Option<Peer>,
     /// Unbounded as a channel; `Pending::queued` bounds it at CLIENT_QUEUE events.
     tx: mpsc::UnboundedSender<Chunk>,
     pending: Arc<Pending>,
@@ -128,8 +131,18 @@ pub struct Hub {
     /// The length of `clients`, readable without the lock the event thread holds.
     connected: AtomicUsize,
     max_clients: usize,
+    /// Most clients one peer may have, so that one user cannot take every slot.
+    max_per_client: usize,
     slow_drops: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
+}
+
+/// Why a client was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Full,
+    ClientShare,
+    Closing,
 }
 
 /// How a client reads the stream.
@@ -142,11 +155,12 @@ pub enum Framing {
 }
 
 impl Hub {
-    pub fn new(max_clients: usize) -> Hub {
+    pub fn new(max_clients: usize, max_per_client: usize) -> Hub {
         Hub {
             clients: Mutex::new(Vec::new()),
             connected: AtomicUsize::new(0),
             max_clients,
+            max_per_client,
             slow_drops: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
         }
@@ -167,25 +181,46 @@ impl Hub {
         self.slow_drops.load(Ordering::Relaxed)
     }
 
-    /// A new client's stream, or None when the hub is full or shutting down.
+    pub fn max_clients(&self) -> usize {
+        self.max_clients
+    }
+
+    pub fn max_per_client(&self) -> usize {
+        self.max_per_client
+    }
+
+    /// A new client's stream, unless the hub or the peer's share of it is full, or the hub
+    /// is shutting down.
     pub fn subscribe(
         &self,
         filter: Filter,
         framing: Framing,
-    ) -> Option<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static> {
+        peer: Option<Peer>,
+    ) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, Refused> {
         let mut clients = self.lock();
-        if clients.len() >= self.max_clients || self.closed.load(Ordering::Relaxed) {
-            return None;
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Refused::Closing);
+        }
+        // Clients that left free their slots now, not at the next batch.
+        clients.retain(|c| !c.tx.is_closed());
+        if clients.len() >= self.max_clients {
+            return Err(Refused::Full);
+        }
+        if peer.is_some()
+            && clients.iter().filter(|c| c.peer == peer).count() >= self.max_per_client
+        {
+            return Err(Refused::ClientShare);
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Pending::default());
         clients.push(Client {
             filter,
+            peer,
             tx,
             pending: pending.clone(),
         });
         self.connected.store(clients.len(), Ordering::Relaxed);
-        Some(client_stream(rx, pending, framing))
+        Ok(client_stream(rx, pending, framing))
     }
 
     /// Hands a batch of events (possibly none) to every client that wants them, one chunk
@@ -510,14 +545,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn one_peer_gets_its_share_and_leaving_frees_it() {
+        let hub = Hub::new(3, 2);
+        let alice = || Some(Peer::Uid(1000));
+        let first = hub.subscribe(Filter::default(), Framing::Ndjson, alice());
+        let _second = hub.subscribe(Filter::default(), Framing::Ndjson, alice());
+        assert_eq!(
+            hub.subscribe(Filter::default(), Framing::Ndjson, alice())
+                .err(),
+            Some(Refused::ClientShare)
+        );
+        let _bob = hub
+            .subscribe(Filter::default(), Framing::Ndjson, Some(Peer::Uid(1001)))
+            .unwrap();
+        assert_eq!(hub.clients(), 3);
+        drop(first);
+        assert!(
+            hub.subscribe(Filter::default(), Framing::Ndjson, alice())
+                .is_ok()
+        );
+    }
+
     #[tokio::test]
     async fn a_slow_client_is_told_what_it_missed() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, 2);
         let stream = hub
-            .subscribe(Filter::parse(Some("pid=1")).unwrap(), Framing::Ndjson)
+            .subscribe(Filter::parse(Some("pid=1")).unwrap(), Framing::Ndjson, None)
             .unwrap();
-        let _other = hub.subscribe(Filter::default(), Framing::Sse).unwrap();
-        assert!(hub.subscribe(Filter::default(), Framing::Ndjson).is_none());
+        let _other = hub
+            .subscribe(Filter::default(), Framing::Sse, None)
+            .unwrap();
+        assert_eq!(
+            hub.subscribe(Filter::default(), Framing::Ndjson, None)
+                .err(),
+            Some(Refused::Full)
+        );
         let events: Vec<Event> = (0..CLIENT_QUEUE + 10)
             .map(|_| event(1, "a", 0, Outcome::Unknown))
             .chain([event(2, "b", 0, Outcome::Unknown)])

@@ -13,9 +13,12 @@ use axum::{
 
 use super::{
     AppState,
-    events::{Filter, Framing},
+    conns::Peer,
+    events::{Filter, Framing, Refused},
     metrics::{self, Sample},
     negotiate::Format,
+    rejections::{Reason, Rejections},
+    webconfig::BasicAuth,
 };
 use crate::{
     report::{Report, missed_since},
@@ -25,26 +28,35 @@ use crate::{
 pub const INDEX: &str = "kcmp-trace: /metrics (Prometheus/OpenMetrics), /events (NDJSON or SSE; filters pid, comm, type, outcome), /api/v1/snapshot (JSON; top=N), /healthz\n";
 
 /// What a listener serves, and to which requests.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Access {
-    /// `/events` and `/api/v1/snapshot`: every process's pids, comms and fds.
+    /// `/events` and `/api/v1/snapshot` (every process's pids, comms and fds) to anyone who
+    /// gets past `auth`; without it, to authenticated users only.
     pub per_call_data: bool,
+    /// Basic auth every request must pass (`--web.config.file`).
+    pub auth: Option<Arc<BasicAuth>>,
     /// Requests must name a loopback host (a loopback TCP listener).
     pub loopback_hosts_only: bool,
+    pub rejections: Arc<Rejections>,
 }
 
 impl Access {
     /// A Unix socket: whoever its mode lets in may read everything.
-    pub const OWNER: Access = Access {
-        per_call_data: true,
-        loopback_hosts_only: false,
-    };
+    pub fn owner(rejections: Arc<Rejections>) -> Access {
+        Access {
+            per_call_data: true,
+            auth: None,
+            loopback_hosts_only: false,
+            rejections,
+        }
+    }
 
-    pub fn endpoints(self) -> &'static str {
-        if self.per_call_data {
-            "/metrics /events /api/v1/snapshot /healthz"
-        } else {
-            "/metrics /healthz; per-call data over the Unix socket only"
+    pub fn endpoints(&self) -> &'static str {
+        match (self.per_call_data, self.auth.is_some()) {
+            (true, false) => "/metrics /events /api/v1/snapshot /healthz",
+            (true, true) => "/metrics /events /api/v1/snapshot /healthz, to authenticated users",
+            (false, true) => "/metrics /healthz to authenticated users; per-call data to them too",
+            (false, false) => "/metrics /healthz; per-call data over the Unix socket only",
         }
     }
 }
@@ -73,25 +85,59 @@ pub fn router(state: Arc<AppState>, access: Access) -> Router {
 /// to 127.0.0.1 (DNS rebinding) and then read a loopback daemon from the visitor's
 /// browser; its requests carry that name as Host, so a loopback listener answers only
 /// loopback names.
+///
+/// With basic auth, every request must authenticate (as with the Prometheus exporters), and
+/// an authenticated user may read per-call data; the user then names the client for its
+/// share of `/events`.
 async fn guard(
     State(access): State<Access>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if access.loopback_hosts_only
         && let Some(host) = request.headers().get(header::HOST)
         && !host.to_str().is_ok_and(is_loopback_host)
     {
+        access.rejections.count(Reason::Misdirected);
         return text(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected request: this daemon answers only requests for a loopback host (localhost, 127.0.0.1, [::1])\n"
                 .to_owned(),
         );
     }
-    if !access.per_call_data && ["/events", "/api/v1/snapshot"].contains(&request.uri().path()) {
+    if let Some(auth) = &access.auth {
+        let user = match request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(credentials) => {
+                let (auth, credentials) = (auth.clone(), credentials.to_owned());
+                // bcrypt takes tens of milliseconds: off the async workers.
+                tokio::task::spawn_blocking(move || auth.user(&credentials))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        let Some(user) = user else {
+            access.rejections.count(Reason::Unauthorized);
+            let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n".to_owned());
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"kcmp-trace\""),
+            );
+            return response;
+        };
+        request.extensions_mut().insert(Peer::User(user));
+    } else if !access.per_call_data
+        && ["/events", "/api/v1/snapshot"].contains(&request.uri().path())
+    {
+        access.rejections.count(Reason::Forbidden);
         return text(
             StatusCode::FORBIDDEN,
-            "forbidden: per-call and per-process data is served over the daemon's Unix socket (serve --unix PATH); serve --tcp-per-call-data serves it over TCP to anyone who can connect\n"
+            "forbidden: per-call and per-process data is served over the daemon's Unix socket (serve --unix PATH), or over TCP to users authenticated by --web.config.file; serve --tcp-per-call-data serves it over TCP to anyone who can connect\n"
                 .to_owned(),
         );
     }
@@ -154,6 +200,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap)
         bpf_stats_enabled: metrics::bpf_stats_enabled(),
         client_drops: state.hub.as_ref().map_or(0, |h| h.slow_drops()),
         event_clients: state.hub.as_ref().map_or(0, |h| h.clients()),
+        rejections: state.rejections.totals(),
         start_time_s: state.start_time_s,
         kernel: state.kernel.clone(),
     };
@@ -168,6 +215,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap)
 
 async fn events_handler(
     State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<Peer>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -186,14 +234,28 @@ async fn events_handler(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
     let framing = if sse { Framing::Sse } else { Framing::Ndjson };
-    let Some(stream) = hub.subscribe(filter, framing) else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "too many /events clients (at most {}) or shutting down\n",
-                state.max_event_clients
-            ),
-        );
+    let peer = peer.map(|axum::Extension(p)| p);
+    let stream = match hub.subscribe(filter, framing, peer.clone()) {
+        Ok(stream) => stream,
+        Err(refused) => {
+            let why = match refused {
+                Refused::Full => {
+                    state.rejections.count(Reason::EventsFull);
+                    format!("too many /events clients (at most {})", hub.max_clients())
+                }
+                Refused::ClientShare => {
+                    state.rejections.count(Reason::EventsClientShare);
+                    format!(
+                        "{} has its share of /events clients (at most {} of {})",
+                        peer.map_or_else(|| "this client".into(), |p| p.to_string()),
+                        hub.max_per_client(),
+                        hub.max_clients()
+                    )
+                }
+                Refused::Closing => "shutting down".into(),
+            };
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+        }
     };
     log::debug!(
         "events client connected, query={:?}",

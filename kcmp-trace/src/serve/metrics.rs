@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{comms::CommCounts, negotiate::Format};
+use super::{comms::CommCounts, negotiate::Format, rejections::Reason};
 use crate::{
     loader::HookCounters,
     plan::{AttachMode, Plan},
@@ -46,6 +46,8 @@ pub struct Sample {
     /// Events not delivered to /events clients that read too slowly.
     pub client_drops: u64,
     pub event_clients: usize,
+    /// Connections and requests turned away, by reason.
+    pub rejections: [(Reason, u64); Reason::ALL.len()],
     /// Unix time of attach.
     pub start_time_s: f64,
     pub kernel: String,
@@ -189,6 +191,17 @@ impl Collector for Sample {
             &[],
             self.event_clients as i64,
         )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "http_rejected",
+                "Connections and requests turned away: unauthorized (401), forbidden (403, per-call data), misdirected (421, Host), plain_http_to_tls, tls_handshake, idle_evicted (closed at --max-connections to let a new one in), events_full and events_client_share (503).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in self.rejections {
+                counter(&mut m, &[("reason", reason.name())], n)?;
+            }
+        }
         for (name, help, value) in [
             (
                 "unpaired_exits",
@@ -468,6 +481,7 @@ mod tests {
             bpf_stats_enabled: Some(false),
             client_drops: 2,
             event_clients: 1,
+            rejections: Reason::ALL.map(|r| (r, u64::from(r == Reason::Unauthorized))),
             start_time_s: 1.0,
             kernel: "6.1".into(),
         }

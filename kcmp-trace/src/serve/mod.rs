@@ -2,8 +2,9 @@
 //!
 //! [`metrics`] encodes `/metrics` (in the format [`negotiate`] picks, with the per-comm
 //! series of [`comms`]), [`events`] fans per-call events out to `/events` clients,
-//! [`http`] routes (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`] accepts
-//! connections within bounds.
+//! [`http`] routes and guards (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`]
+//! accepts connections within bounds, [`webconfig`] reads TLS and basic auth settings, and
+//! [`rejections`] counts what is turned away.
 
 pub mod comms;
 pub mod conns;
@@ -11,6 +12,8 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod negotiate;
+pub mod rejections;
+pub mod webconfig;
 
 use std::{
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
@@ -29,6 +32,7 @@ use crate::{
 };
 use comms::{CommCounts, CommTable};
 use events::Hub;
+use rejections::Rejections;
 
 /// How long in-flight responses may take to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
@@ -42,7 +46,7 @@ pub struct AppState {
     pub started: Instant,
     pub start_time_s: f64,
     pub hub: Option<Arc<Hub>>,
-    pub max_event_clients: usize,
+    pub rejections: Arc<Rejections>,
     comms: Mutex<CommTable>,
     pub kernel: String,
 }
@@ -76,7 +80,7 @@ impl Listeners {
             };
         let unix = match &args.unix {
             Some(path) => Some(
-                bind_unix(path, args.unix_mode)
+                bind_unix(path, args.unix_mode, args.unix_group.as_deref())
                     .map(|l| (l, path.clone()))
                     .map_err(|source| Error::Listen {
                         addr: format!("unix:{}", path.display()),
@@ -89,26 +93,31 @@ impl Listeners {
     }
 
     /// "http://127.0.0.1:10470 (...) and unix:PATH (...)": where, and what each serves.
-    fn describe(&self, tcp_access: http::Access) -> String {
+    fn describe(&self, tcp_access: &http::Access, tls: bool, unix_access: &http::Access) -> String {
         let mut places = Vec::new();
         if let Some(l) = &self.tcp {
+            let scheme = if tls { "https" } else { "http" };
             let addr = l
                 .local_addr()
-                .map_or_else(|_| "tcp".into(), |a| format!("http://{a}"));
+                .map_or_else(|_| "tcp".into(), |a| format!("{scheme}://{a}"));
             places.push(format!("{addr} ({})", tcp_access.endpoints()));
         }
         if let Some((_, path)) = &self.unix {
             places.push(format!(
                 "unix:{} ({})",
                 path.display(),
-                http::Access::OWNER.endpoints()
+                unix_access.endpoints()
             ));
         }
         places.join(" and ")
     }
 }
 
-fn bind_unix(path: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
+fn bind_unix(
+    path: &Path,
+    mode: u32,
+    group: Option<&str>,
+) -> std::io::Result<tokio::net::UnixListener> {
     use std::io::{Error as IoError, ErrorKind};
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -136,9 +145,31 @@ fn bind_unix(path: &Path, mode: u32) -> std::io::Result<tokio::net::UnixListener
     // SAFETY: as above, restoring the mask read then.
     unsafe { libc::umask(old) };
     let listener = bound?;
+    if let Some(group) = group {
+        std::os::unix::fs::chown(path, None, Some(group_id(group)?))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     listener.set_nonblocking(true)?;
     tokio::net::UnixListener::from_std(listener)
+}
+
+/// A group's id, by name or number.
+fn group_id(group: &str) -> std::io::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad group name"))?;
+    // SAFETY: getgrnam reads the group database; the pointer is used before any other call.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no group {group:?}"),
+        ));
+    }
+    // SAFETY: a non-null entry from getgrnam.
+    Ok(unsafe { (*entry).gr_gid })
 }
 
 fn kernel_release() -> String {
@@ -163,16 +194,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM during startup must still end in a clean exit.
     let mut shutdown = crate::cmd::Shutdown::install()?;
     conns::raise_open_files_limit();
+    let web = match &args.web_config_file {
+        Some(path) => webconfig::WebConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?,
+        None => webconfig::WebConfig {
+            tls: None,
+            auth: None,
+        },
+    };
     if let Some(addr) = args.tcp().filter(|a| !a.ip().is_loopback()) {
-        eprintln!(
-            "kcmp-trace: WARNING: serving on {addr}, which is not loopback, unencrypted and \
-             unauthenticated: anyone who can reach it reads {}",
-            if args.tcp_per_call_data {
-                "every process's kcmp calls (pids, comms, fds) from /events and /api/v1/snapshot"
-            } else {
-                "/metrics (calls by type, outcome and result, and the busiest comms)"
-            }
-        );
+        let missing = match (web.tls.is_some(), web.auth.is_some()) {
+            (true, true) => None,
+            (true, false) => Some("unauthenticated"),
+            (false, true) => Some("unencrypted (passwords cross the network in clear)"),
+            (false, false) => Some("unencrypted and unauthenticated"),
+        };
+        if let Some(missing) = missing {
+            eprintln!(
+                "kcmp-trace: WARNING: serving on {addr}, which is not loopback, {missing}: anyone who can reach it reads {}",
+                if args.tcp_per_call_data {
+                    "every process's kcmp calls (pids, comms, fds) from /events and /api/v1/snapshot"
+                } else if web.auth.is_some() {
+                    "what the credentials guard, if they can see them"
+                } else {
+                    "/metrics (calls by type, outcome and result, and the busiest comms)"
+                }
+            );
+        }
     }
     // Fails before anything is attached when the address is taken.
     let listeners = Listeners::bind(&args).await?;
@@ -182,7 +229,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ring_bytes: args.ring_size,
         ..args.trace.config()
     };
-    let result = attach_and_serve(&args, config, listeners, &mut shutdown).await;
+    let result = attach_and_serve(&args, config, web, listeners, &mut shutdown).await;
     if let Some(path) = &args.unix {
         let _ = std::fs::remove_file(path);
     }
@@ -192,6 +239,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn attach_and_serve(
     args: &ServeArgs,
     config: TraceConfig,
+    web: webconfig::WebConfig,
     listeners: Listeners,
     shutdown: &mut crate::cmd::Shutdown,
 ) -> anyhow::Result<()> {
@@ -212,9 +260,13 @@ async fn attach_and_serve(
     let ring = tracer.take_events();
     let plan = Arc::new(tracer.plan.clone());
     let tracer = Arc::new(tracer);
-    let hub = ring
-        .as_ref()
-        .map(|_| Arc::new(Hub::new(args.max_event_clients)));
+    let hub = ring.as_ref().map(|_| {
+        Arc::new(Hub::new(
+            args.max_event_clients,
+            usize::from(args.max_event_clients_per_client),
+        ))
+    });
+    let rejections = Arc::new(Rejections::default());
     let state = Arc::new(AppState {
         tracer: tracer.clone(),
         plan,
@@ -223,16 +275,19 @@ async fn attach_and_serve(
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
         hub: hub.clone(),
-        max_event_clients: args.max_event_clients,
+        rejections: rejections.clone(),
         comms: Mutex::new(CommTable::new(usize::from(args.top_comms))),
         kernel: kernel_release(),
     });
     crate::cmd::announce(&tracer.plan);
     let tcp_access = http::Access {
         per_call_data: args.tcp_per_call_data,
+        auth: web.auth.clone(),
         loopback_hosts_only: args.tcp().is_some_and(|a| a.ip().is_loopback()),
+        rejections: rejections.clone(),
     };
-    let where_ = listeners.describe(tcp_access);
+    let unix_access = http::Access::owner(rejections.clone());
+    let where_ = listeners.describe(&tcp_access, web.tls.is_some(), &unix_access);
     eprintln!("kcmp-trace: serving {where_}");
     log::info!("listening on {where_}, mode {}", tracer.plan.mode.name());
 
@@ -247,15 +302,47 @@ async fn attach_and_serve(
         _ => None,
     };
     let refresher = tokio::spawn(refresh_comms(state.clone(), stop_rx.clone()));
+    let rejections_log = {
+        let (rejections, stop) = (rejections.clone(), stop_rx.clone());
+        tokio::spawn(async move { rejections.log_every_interval(stop).await })
+    };
 
     let max = args.max_connections;
     let tcp = listeners.tcp.map(|l| {
         let app = http::router(state.clone(), tcp_access);
-        conns::serve(l, app, max, stop_rx.clone())
+        let serving: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match web.tls {
+            Some(acceptor) => {
+                let rejections = rejections.clone();
+                Box::pin(conns::serve(
+                    l,
+                    app,
+                    max,
+                    rejections.clone(),
+                    move |io, addr| conns::tls(acceptor.clone(), rejections.clone(), io, addr),
+                    stop_rx.clone(),
+                ))
+            }
+            None => Box::pin(conns::serve(
+                l,
+                app,
+                max,
+                rejections.clone(),
+                conns::plain_tcp,
+                stop_rx.clone(),
+            )),
+        };
+        serving
     });
     let unix = listeners.unix.map(|(l, _)| {
-        let app = http::router(state.clone(), http::Access::OWNER);
-        conns::serve(l, app, max, stop_rx.clone())
+        let app = http::router(state.clone(), unix_access);
+        conns::serve(
+            l,
+            app,
+            max,
+            rejections.clone(),
+            conns::unix,
+            stop_rx.clone(),
+        )
     });
     let mut server = tokio::spawn(async move {
         let tcp = async {
@@ -298,6 +385,7 @@ async fn attach_and_serve(
         }
     }
     let _ = refresher.await;
+    let _ = rejections_log.await;
     drop(state);
     // The last reference detaches the programs.
     drop(tracer);
