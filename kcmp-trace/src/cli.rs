@@ -336,6 +336,10 @@ pub struct ServeArgs {
     /// most 100: each is a few series in every scrape of every Prometheus.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(..=100))]
     pub top_comms: u16,
+    /// A comm's series ages out after this long without a call (its calls move to
+    /// comm="other"), so that comms seen once do not keep series forever.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10m")]
+    pub comm_series_ttl: Duration,
     /// Collect no per-call events (/events answers 404; less overhead per call).
     #[arg(long)]
     pub no_events: bool,
@@ -395,6 +399,30 @@ mod tests {
         assert_eq!(parse_size("4K"), Ok(4096));
         assert_eq!(parse_size("4M"), Ok(4 << 20));
         assert!(parse_size("lots").is_err());
+    }
+
+    proptest::proptest! {
+        /// No input panics either parser, and what they accept is in range and exact.
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}") {
+            if let Ok(d) = parse_duration(&s) {
+                proptest::prop_assert!(d >= DURATION_RANGE.0 && d <= DURATION_RANGE.1);
+            }
+            let _ = parse_size(&s);
+        }
+
+        #[test]
+        fn numbers_round_trip(ms in 1u64..=365 * 86_400_000, kib in 0u64..=8 << 20) {
+            proptest::prop_assert_eq!(parse_duration(&format!("{ms}ms")), Ok(Duration::from_millis(ms)));
+            let bytes = kib << 10;
+            proptest::prop_assert_eq!(parse_size(&format!("{kib}K")).ok(), u32::try_from(bytes).ok());
+            proptest::prop_assert_eq!(parse_size(&bytes.to_string()).ok(), u32::try_from(bytes).ok());
+        }
+
+        #[test]
+        fn durations_with_digits_and_units(n in "[0-9]{1,25}(\\.[0-9]{0,12})?", unit in "(ns|us|ms|s|m|h|d|)") {
+            let _ = parse_duration(&format!("{n}{unit}"));
+        }
     }
 
     #[test]

@@ -669,22 +669,58 @@ fn event_slots_free_when_clients_leave() {
     // Only nobody-calls's calls are streamed: no event ever tells the daemon a client left.
     let daemon = Daemon::start(
         &mut procs,
-        &["-c", "nobody-calls", "--max-event-clients", "2"],
+        &["-c", "nobody-calls", "--max-event-clients-per-client", "64"],
     );
-    let first = open_events(daemon.port);
-    let second = open_events(daemon.port);
-    for (_, status) in [&first, &second] {
+    let clients: Vec<_> = (0..64).map(|_| open_events(daemon.port)).collect();
+    for (_, status) in &clients {
         assert!(status.contains(" 200 "), "{status}");
     }
     let (_, status) = open_events(daemon.port);
-    assert!(status.contains(" 503 "), "a third client: {status}");
-    drop((first, second));
-    wait_until("the slots to be freed", Duration::from_secs(10), || {
-        let s = samples(&daemon.get("/metrics").body);
-        (s.get("kcmp_trace_event_clients") == Some(&0.0)).then_some(())
-    });
-    let (_open, status) = open_events(daemon.port);
-    assert!(status.contains(" 200 "), "after the others left: {status}");
+    assert!(status.contains(" 503 "), "a 65th client: {status}");
+    drop(clients);
+    let left = Instant::now();
+    let back = loop {
+        let (open, status) = open_events(daemon.port);
+        if status.contains(" 200 ") {
+            break open;
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(1),
+            "slots still taken a second after 64 clients left: {status}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    drop(back);
+}
+
+/// One client gets its share of the /events slots, not all of them.
+#[test]
+fn one_client_gets_its_share_of_event_slots() {
+    if !privileged() {
+        return;
+    }
+    let mut procs = Procs::default();
+    let daemon = Daemon::start(&mut procs, &["-c", "nobody-calls"]);
+    let mine: Vec<_> = (0..8).map(|_| open_events(daemon.port)).collect();
+    for (_, status) in &mine {
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    let mut ninth = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    write!(ninth, "GET /events HTTP/1.0\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    let _ = ninth.read_to_string(&mut answer);
+    assert!(
+        answer.contains(" 503 ") && answer.contains("127.0.0.1 has its share"),
+        "{answer}"
+    );
+    let metrics = daemon.get("/metrics").body;
+    assert_eq!(
+        series(
+            &metrics,
+            "kcmp_trace_http_rejected_total{reason=\"events_client_share\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 /// Whether the daemon closed this connection within `within` (EOF or reset).
@@ -1162,7 +1198,16 @@ fn many_scrapers_and_readers_under_load() {
     let dir = TempDir::new("load");
     let mut procs = Procs::default();
     let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "200000", "--types", "all"]);
-    let daemon = Daemon::start(&mut procs, &["-p", &stress.pid.to_string()]);
+    // 20 readers from one address: more than one client's default share (8).
+    let daemon = Daemon::start(
+        &mut procs,
+        &[
+            "-p",
+            &stress.pid.to_string(),
+            "--max-event-clients-per-client",
+            "20",
+        ],
+    );
     let readers: Vec<_> = (0..20)
         .map(|i| {
             let (reader, stream, _) =
@@ -1369,14 +1414,18 @@ fn tls_and_basic_auth_from_a_web_config() {
             web.to_str().expect("utf-8"),
         ],
     );
-    wait_until("the serving line to name https", Duration::from_secs(5), || {
-        daemon
-            .stderr
-            .lock()
-            .expect("log")
-            .contains("https://127.0.0.1")
-            .then_some(())
-    });
+    wait_until(
+        "the serving line to name https",
+        Duration::from_secs(5),
+        || {
+            daemon
+                .stderr
+                .lock()
+                .expect("log")
+                .contains("https://127.0.0.1")
+                .then_some(())
+        },
+    );
     let url = |path: &str| format!("https://localhost:{}{path}", daemon.port);
     let cacert = dir.0.join("cert.pem");
     let cacert = cacert.to_str().expect("utf-8");

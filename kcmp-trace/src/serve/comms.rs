@@ -22,11 +22,13 @@ pub struct CommCounts {
 ///
 /// Userspace owns these counters and feeds them per-process deltas, so they only grow: a
 /// comm admitted to the top-K starts from zero (its earlier calls stay in `other`), and an
-/// evicted comm's calls move to `other`. The sum over all series always equals the calls
-/// the process table saw.
+/// evicted comm's calls move to `other`, as do those of a comm that made no call for `ttl`
+/// (its series ages out). The sum over all series always equals the calls the process
+/// table saw.
 #[derive(Debug)]
 pub struct CommTable {
     k: usize,
+    ttl: Duration,
     /// Per tgid: (calls, errors) at the previous update.
     seen: HashMap<u32, (u64, u64)>,
     /// Calls per second, smoothed over about a minute, of every comm recently active.
@@ -40,6 +42,7 @@ struct Selected {
     comm: String,
     counts: CommCounts,
     since: Instant,
+    last_call: Instant,
 }
 
 /// Smoothing time constant of the comm ranking.
@@ -50,9 +53,10 @@ const MIN_TENURE: Duration = Duration::from_secs(60);
 const HYSTERESIS: f64 = 2.0;
 
 impl CommTable {
-    pub fn new(k: usize) -> CommTable {
+    pub fn new(k: usize, ttl: Duration) -> CommTable {
         CommTable {
             k,
+            ttl,
             seen: HashMap::new(),
             rate: HashMap::new(),
             selected: Vec::new(),
@@ -88,6 +92,7 @@ impl CommTable {
             *self.rate.entry((*comm).to_owned()).or_default() +=
                 (1.0 - decay) * *calls as f64 / secs;
         }
+        self.age_out(now);
         let selected = &self.selected;
         self.rate
             .retain(|c, r| *r > 1e-3 || selected.iter().any(|s| &s.comm == c));
@@ -96,12 +101,29 @@ impl CommTable {
 
         for (comm, (calls, errors)) in deltas {
             let counts = match self.selected.iter_mut().find(|s| s.comm == comm) {
-                Some(s) => &mut s.counts,
+                Some(s) => {
+                    s.last_call = now;
+                    &mut s.counts
+                }
                 None => &mut self.other,
             };
             counts.calls += calls;
             counts.errors += errors;
         }
+    }
+
+    /// Series of comms that made no call for `ttl` go; their calls move to `other`.
+    fn age_out(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        let (stay, gone): (Vec<Selected>, Vec<Selected>) = std::mem::take(&mut self.selected)
+            .into_iter()
+            .partition(|s| now.duration_since(s.last_call) < ttl);
+        for s in gone {
+            self.rate.remove(&s.comm);
+            self.other.calls += s.counts.calls;
+            self.other.errors += s.counts.errors;
+        }
+        self.selected = stay;
     }
 
     fn rate_of(&self, comm: &str) -> f64 {
@@ -158,6 +180,7 @@ impl CommTable {
             comm,
             counts: CommCounts::default(),
             since: now,
+            last_call: now,
         });
     }
 
@@ -196,7 +219,7 @@ mod tests {
     fn comm_series_are_bounded_monotonic_and_sum_up() {
         let start = Instant::now();
         let step = Duration::from_secs(1);
-        let mut t = CommTable::new(2);
+        let mut t = CommTable::new(2, Duration::from_secs(3600));
         let mut last: HashMap<String, u64> = HashMap::new();
         let mut check = |t: &CommTable, want_total: u64| {
             let series = t.series();
@@ -237,7 +260,7 @@ mod tests {
         t.update(&[row(3, "c", 5001)], step, later + step);
         check(&t, 5512);
         // Comms named "other" never get a series of their own.
-        let mut t = CommTable::new(2);
+        let mut t = CommTable::new(2, Duration::from_secs(3600));
         t.update(&[row(9, OTHER_COMM, 3)], step, start);
         assert_eq!(
             t.series(),
@@ -249,5 +272,36 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn quiet_comms_age_out_into_other() {
+        let start = Instant::now();
+        let step = Duration::from_secs(1);
+        let ttl = Duration::from_secs(600);
+        let mut t = CommTable::new(3, ttl);
+        t.update(&[row(1, "busy", 10), row(2, "quiet", 5)], step, start);
+        let names =
+            |t: &CommTable| -> Vec<String> { t.series().into_iter().map(|(c, _)| c).collect() };
+        assert_eq!(names(&t), ["busy", "quiet", OTHER_COMM]);
+        // busy keeps calling; quiet makes no call for the ttl.
+        let mut calls = 10;
+        let mut at = start;
+        while at < start + ttl + step * 2 {
+            at += step * 30;
+            calls += 1;
+            t.update(&[row(1, "busy", calls), row(2, "quiet", 5)], step * 30, at);
+        }
+        assert_eq!(names(&t), ["busy", OTHER_COMM]);
+        assert_eq!(total(&t), calls + 5);
+        let other = t.series().pop().expect("other").1;
+        assert_eq!(other.calls, 5);
+        // Back in business, it may earn a series again.
+        t.update(
+            &[row(1, "busy", calls), row(2, "quiet", 500)],
+            step,
+            at + step,
+        );
+        assert!(names(&t).contains(&"quiet".to_string()));
     }
 }

@@ -1,10 +1,11 @@
 //! Accepting connections within bounds a hostile local user cannot push past.
 //!
 //! At most `max` connections are served at once. When a new one arrives at the cap, the
-//! connection idle the longest (no request in flight: connected but silent, mid-TLS
-//! handshake, or kept alive after its response) is closed to make room, so a scrape gets
-//! in at once however many idle connections someone holds; only when every connection has a
-//! request in flight does the new one wait in the listen backlog. Each connection must
+//! connection idle the longest (no request in flight and none waiting to be read:
+//! connected but silent, half-sent, mid-TLS handshake, or kept alive after its response) is
+//! closed to make room, so a scrape gets in at once however many idle connections someone
+//! holds; only when every connection has a request in flight or waiting does the new one
+//! wait in the listen backlog. Each connection must
 //! also send a request's headers within [`HEADER_TIMEOUT`] of connecting or of its previous
 //! response (hyper's header read timeout covers half-sent requests and idle keep-alive). The
 //! open-files limit is raised to its hard limit at start, so the cap, not the descriptor
@@ -15,6 +16,7 @@ use std::{
     convert::Infallible,
     future::Future,
     net::IpAddr,
+    os::fd::{AsRawFd, RawFd},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -70,6 +72,8 @@ impl std::fmt::Display for Peer {
 /// One open connection as the accept loop sees it.
 struct Open {
     id: u64,
+    /// The socket, to see whether a request is waiting in it unread.
+    fd: RawFd,
     /// Requests in flight (a streaming response counts until its body ends).
     busy: Arc<AtomicUsize>,
     evict: Arc<Notify>,
@@ -91,7 +95,7 @@ impl Registry {
         let mut open = self.lock();
         let Some(i) = open
             .iter()
-            .position(|c| c.busy.load(Ordering::Acquire) == 0)
+            .position(|c| c.busy.load(Ordering::Acquire) == 0 && !bytes_waiting(c.fd))
         else {
             return false;
         };
@@ -100,6 +104,13 @@ impl Registry {
         }
         true
     }
+}
+
+/// Whether the peer sent bytes the server has not read yet (a request on its way in).
+fn bytes_waiting(fd: RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int; on a descriptor that is gone it fails harmlessly.
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) == 0 && n > 0 }
 }
 
 /// Marks its connection busy while alive.
@@ -131,6 +142,7 @@ pub async fn serve<L, P, F, I>(
     mut stop: watch::Receiver<bool>,
 ) where
     L: axum::serve::Listener,
+    L::Io: AsRawFd,
     P: Fn(L::Io, L::Addr) -> F + Send + Sync + 'static,
     F: Future<Output = Option<(I, Peer)>> + Send + 'static,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -170,6 +182,7 @@ pub async fn serve<L, P, F, I>(
         let evict = Arc::new(Notify::new());
         registry.lock().push_back(Open {
             id,
+            fd: io.as_raw_fd(),
             busy: busy.clone(),
             evict: evict.clone(),
         });
@@ -208,8 +221,11 @@ pub async fn serve<L, P, F, I>(
                 };
                 if stopping {
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    let _ = connection.as_mut().await;
                 }
+                // Out of the registry while the socket is still open: its descriptor
+                // number must not be looked at after it is reused.
+                registry.lock().retain(|c| c.id != id);
             }
             registry.lock().retain(|c| c.id != id);
             drop(slot);

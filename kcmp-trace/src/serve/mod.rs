@@ -276,7 +276,10 @@ async fn attach_and_serve(
             .map_or(0.0, |d| d.as_secs_f64()),
         hub: hub.clone(),
         rejections: rejections.clone(),
-        comms: Mutex::new(CommTable::new(usize::from(args.top_comms))),
+        comms: Mutex::new(CommTable::new(
+            usize::from(args.top_comms),
+            args.comm_series_ttl,
+        )),
         kernel: kernel_release(),
     });
     crate::cmd::announce(&tracer.plan);

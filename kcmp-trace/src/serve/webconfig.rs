@@ -25,7 +25,7 @@ use tokio_rustls::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
-    #[error("{path}: {message}")]
+    #[error("web config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
