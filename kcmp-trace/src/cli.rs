@@ -350,6 +350,13 @@ pub struct ServeArgs {
     /// Most /events clients at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_event_clients: usize,
+    /// Nice value of the thread that drains the event ring and fans events out. The
+    /// default yields to the workload and to scrapes, and drops events (counted, and told
+    /// to clients) when the machine is saturated; -10, with a larger --ring-size, keeps up
+    /// with every call at the cost of the CPU it takes.
+    #[arg(long, value_name = "N", default_value_t = 10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub reader_nice: i32,
     /// Most /events clients one client may have at once: one per authenticated user, Unix
     /// socket user or TCP address.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]

@@ -705,22 +705,17 @@ fn one_client_gets_its_share_of_event_slots() {
     for (_, status) in &mine {
         assert!(status.contains(" 200 "), "{status}");
     }
-    let mut ninth = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
-    write!(ninth, "GET /events HTTP/1.0\r\n\r\n").expect("send");
-    let mut answer = String::new();
-    let _ = ninth.read_to_string(&mut answer);
+    let answer = raw_request(
+        daemon.port,
+        "GET /events HTTP/1.0\r\n\r\n",
+        Duration::from_secs(10),
+    );
     assert!(
         answer.contains(" 503 ") && answer.contains("127.0.0.1 has its share"),
         "{answer}"
     );
     let metrics = daemon.get("/metrics").body;
-    assert_eq!(
-        series(
-            &metrics,
-            "kcmp_trace_http_rejected_total{reason=\"events_client_share\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(rejected(&metrics, "events_client_share"), Some(1.0));
 }
 
 /// Whether the daemon closed this connection within `within` (EOF or reset).
@@ -738,10 +733,29 @@ fn closed_by_peer(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// Sends `request` on a new connection and reads until the daemon closes it or `within`
+/// passes (what arrived by then).
+fn raw_request(port: u16, request: &str, within: Duration) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 /// The value of one series in a /metrics text, if present.
 fn series(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// What /metrics says was turned away for `reason`.
+fn rejected(metrics: &str, reason: &str) -> Option<f64> {
+    series(
+        metrics,
+        &format!("kcmp_trace_http_rejected_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 /// Half-sent and idle keep-alive connections are closed after the header timeout, and a
@@ -779,18 +793,11 @@ fn idle_and_half_sent_connections_are_bounded() {
     .expect("send a request");
     thread::sleep(Duration::from_millis(200));
     // All three slots are taken, none by a request in flight: the oldest makes room.
-    let mut scrape = connect();
-    write!(
-        scrape,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-        daemon.port
-    )
-    .expect("send the scrape");
-    scrape
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("read timeout");
-    let mut answer = String::new();
-    let _ = scrape.read_to_string(&mut answer);
+    let answer = raw_request(
+        daemon.port,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    );
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.contains("kcmp_trace_calls_total"),
         "the scrape at the cap: {:?}",
@@ -808,14 +815,7 @@ fn idle_and_half_sent_connections_are_bounded() {
         );
     }
     let metrics = daemon.get("/metrics").body;
-    assert_eq!(
-        series(
-            &metrics,
-            "kcmp_trace_http_rejected_total{reason=\"idle_evicted\"}"
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
+    assert_eq!(rejected(&metrics, "idle_evicted"), Some(1.0), "{metrics}");
 }
 
 /// Raises this process's open-files limit (root may raise the hard one too).
@@ -842,28 +842,18 @@ fn a_scrape_gets_past_a_thousand_idle_connections() {
         .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect"))
         .collect();
     let started = Instant::now();
-    let mut scrape = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
-    write!(
-        scrape,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the scrape");
-    scrape
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("read timeout");
-    let mut answer = String::new();
-    let _ = scrape.read_to_string(&mut answer);
+    let answer = raw_request(
+        daemon.port,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(1),
+    );
     assert!(
         answer.starts_with("HTTP/1.1 200"),
         "no answer within {:?} behind 1,100 idle connections: {:?}",
         started.elapsed(),
         answer.lines().next()
     );
-    let evicted = series(
-        &answer,
-        "kcmp_trace_http_rejected_total{reason=\"idle_evicted\"}",
-    )
-    .expect("the evictions");
+    let evicted = rejected(&answer, "idle_evicted").expect("the evictions");
     // All but the 256 slots' worth made room for a newer one, the scrape's included.
     assert!(evicted >= (1100 - 256 + 1) as f64, "{evicted} evicted");
     drop(idle);
@@ -1123,14 +1113,11 @@ fn bad_requests_and_busy_addresses() {
         ("localhost", "200"),
         ("[::1]:80", "200"),
     ] {
-        let mut stream = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
-        write!(
-            stream,
-            "GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read");
+        let answer = raw_request(
+            daemon.port,
+            &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            Duration::from_secs(10),
+        );
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "Host {host}: {answer}"
@@ -1345,7 +1332,12 @@ fn scrape_benchmark() {
 
 /// curl's answer: (HTTP status, 0 when no answer came; body).
 fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new(tool("curl"))
+    curl_in(Command::new(tool("curl")), args)
+}
+
+/// `cmd` (curl, or a command that runs curl) with curl's options and `args`.
+fn curl_in(mut cmd: Command, args: &[&str]) -> (u16, String) {
+    let out = cmd
         .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
         .args(args)
         .output()
@@ -1451,29 +1443,18 @@ fn tls_and_basic_auth_from_a_web_config() {
     ]);
     assert_eq!(code, 200, "{body}");
     // Plain HTTP to the TLS port: refused, saying why.
-    let mut plain = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
-    write!(plain, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut answer = String::new();
-    let _ = plain.read_to_string(&mut answer);
+    let answer = raw_request(
+        daemon.port,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(10),
+    );
     assert!(
         answer.starts_with("HTTP/1.0 400") && answer.contains("HTTPS server"),
         "{answer}"
     );
     let (_, metrics) = curl(&["--cacert", cacert, "-u", "prom:s3cret", &url("/metrics")]);
-    assert_eq!(
-        series(
-            &metrics,
-            "kcmp_trace_http_rejected_total{reason=\"unauthorized\"}"
-        ),
-        Some(3.0)
-    );
-    assert_eq!(
-        series(
-            &metrics,
-            "kcmp_trace_http_rejected_total{reason=\"plain_http_to_tls\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(rejected(&metrics, "unauthorized"), Some(3.0));
+    assert_eq!(rejected(&metrics, "plain_http_to_tls"), Some(1.0));
 
     // Prometheus scrapes over TLS with the credentials, and serves its own API with the
     // same web configuration file.
@@ -1558,24 +1539,14 @@ fn socket_users(group: &str, member: &str, outsider: &str) {
 
 /// curl run as `user` (its groups from the group database).
 fn curl_as(user: &str, args: &[&str]) -> (u16, String) {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={user}"),
-            "--regid=users",
-            "--init-groups",
-            "curl",
-            "-s",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(args)
-        .output()
-        .expect("setpriv curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let mut setpriv = Command::new("setpriv");
+    setpriv.args([
+        &format!("--reuid={user}"),
+        "--regid=users",
+        "--init-groups",
+        "curl",
+    ]);
+    curl_in(setpriv, args)
 }
 
 /// An unprivileged user gets no per-call data over TCP, and gets it over a 0660 socket

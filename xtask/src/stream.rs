@@ -24,7 +24,8 @@ use serde_json::Value;
 #[derive(Debug, Serialize)]
 pub struct StreamRun {
     pub consumer: String,
-    pub ring: String,
+    /// Ring size and the reader's nice value.
+    pub setup: String,
     pub calls: u64,
     pub calls_per_s: f64,
     pub delivered: u64,
@@ -122,11 +123,11 @@ fn count_lines(mut from: impl std::io::Read + Send + 'static) -> Arc<AtomicU64> 
 
 const WORKLOAD: &[&str] = &["--duration", "5s", "--threads", "2", "--types", "vm"];
 
-fn run_of(consumer: &str, ring: &str, stress: &Value, delivered: u64, dropped: u64) -> StreamRun {
+fn run_of(consumer: &str, setup: &str, stress: &Value, delivered: u64, dropped: u64) -> StreamRun {
     let calls = stress["calls"].as_u64().unwrap_or(0);
     StreamRun {
         consumer: consumer.to_owned(),
-        ring: ring.to_owned(),
+        setup: setup.to_owned(),
         calls,
         calls_per_s: stress["calls_per_s"].as_f64().unwrap_or(0.0),
         delivered,
@@ -176,20 +177,27 @@ fn through_events(bin: &Path, gate: &Path, ring: &str) -> anyhow::Result<StreamR
     );
     Ok(run_of(
         "events --json | pipe",
-        ring,
+        &format!("{ring}, nice -10 (default)"),
         &report,
         delivered,
         dropped,
     ))
 }
 
-/// `serve -p STRESS` with one `/events` reader.
-fn through_daemon(bin: &Path, gate: &Path, port: u16) -> anyhow::Result<StreamRun> {
+/// `serve -p STRESS` with one `/events` reader, and `options`.
+fn through_daemon(
+    bin: &Path,
+    gate: &Path,
+    port: u16,
+    (setup, options): (&str, &[&str]),
+) -> anyhow::Result<StreamRun> {
     let stress = gated_stress(bin, gate, WORKLOAD)?;
     let listen = format!("127.0.0.1:{port}");
     let mut serve = Proc(
         Command::new(bin)
-            .args(["serve", "--listen", &listen, "--tcp-per-call-data", "-p"])
+            .args(["serve", "--listen", &listen, "--tcp-per-call-data"])
+            .args(options)
+            .arg("-p")
             .arg(stress.0.id().to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -240,7 +248,7 @@ fn through_daemon(bin: &Path, gate: &Path, port: u16) -> anyhow::Result<StreamRu
     let _ = reader.join();
     Ok(run_of(
         "serve /events, one reader",
-        "1M (default)",
+        setup,
         &report,
         events.load(Ordering::Relaxed),
         drops.load(Ordering::Relaxed),
@@ -316,7 +324,16 @@ pub fn run(bin: &Path, out_dir: &Path) -> anyhow::Result<StreamReport> {
     let runs = vec![
         through_events(bin, &gate, "4M")?,
         through_events(bin, &gate, "64K")?,
-        through_daemon(bin, &gate, port)?,
+        through_daemon(bin, &gate, port, ("1M, nice 10 (default)", &[]))?,
+        through_daemon(
+            bin,
+            &gate,
+            port,
+            (
+                "4M, nice -10",
+                &["--ring-size", "4M", "--reader-nice", "-10"],
+            ),
+        )?,
     ];
     let _ = std::fs::remove_file(&gate);
     let mut lone = lone_event_latency(bin, 10)?;
@@ -335,14 +352,14 @@ pub fn run(bin: &Path, out_dir: &Path) -> anyhow::Result<StreamReport> {
 
 pub fn table(r: &StreamReport) -> String {
     let mut out = format!(
-        "{:<28} {:>12} {:>10} {:>12} {:>12} {:>10} {:>8}\n",
-        "consumer", "ring", "calls", "calls/s", "delivered", "dropped", "drop %"
+        "{:<28} {:>24} {:>10} {:>12} {:>12} {:>10} {:>8}\n",
+        "consumer", "ring, reader", "calls", "calls/s", "delivered", "dropped", "drop %"
     );
     for run in &r.runs {
         out += &format!(
-            "{:<28} {:>12} {:>10} {:>12.0} {:>12} {:>10} {:>8.3}\n",
+            "{:<28} {:>24} {:>10} {:>12.0} {:>12} {:>10} {:>8.3}\n",
             run.consumer,
-            run.ring,
+            run.setup,
             run.calls,
             run.calls_per_s,
             run.delivered,

@@ -376,13 +376,14 @@ fn client_stream(
     })
 }
 
-/// Runs [`pump`] on a thread of its own at lower priority: under load the kernel then runs
-/// the HTTP workers first, so scrapes stay fast while event fan-out takes what is left.
-/// The receiver gets the pump's result when it ends.
+/// Runs [`pump`] on a thread of its own at nice `nice` (by default lower priority: under
+/// load the kernel then runs the HTTP workers first, so scrapes stay fast while event
+/// fan-out takes what is left). The receiver gets the pump's result when it ends.
 pub fn spawn_pump(
     ring: RingBuf<MapData>,
     hub: Arc<Hub>,
     tracer: Arc<Tracer>,
+    nice: i32,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -392,7 +393,14 @@ pub fn spawn_pump(
             // Whatever happens, even a panic, streams must end so shutdown is not held up.
             let _close = CloseOnDrop(hub.clone());
             // SAFETY: plain syscalls on this thread's own id.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) }
+                != 0
+            {
+                log::warn!(
+                    "event thread stays at its nice value ({})",
+                    std::io::Error::last_os_error()
+                );
+            }
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -300,6 +300,7 @@ async fn attach_and_serve(
             ring,
             hub.clone(),
             tracer.clone(),
+            args.reader_nice,
             stop_rx.clone(),
         )?),
         _ => None,
