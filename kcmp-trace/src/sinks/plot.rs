@@ -69,6 +69,22 @@ fn label_of(index: usize) -> &'static str {
     ["A", "B"].get(index).copied().unwrap_or("?")
 }
 
+/// "A stock-6.12 (dashed), B fastpath-6.12": which recording is which line.
+fn key(sessions: &[Session]) -> String {
+    let dashed = sessions.len() > 1;
+    sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = s.name();
+            let name = name.strip_suffix(".jsonl").unwrap_or(&name);
+            let style = if i == 0 && dashed { " (dashed)" } else { "" };
+            format!("{} {name}{style}", label_of(i))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Calls present in a session's total, by outcome.
 fn outcomes_of(total: &Counters) -> impl Iterator<Item = Outcome> + '_ {
     Outcome::ALL
@@ -92,16 +108,16 @@ where
         let style = s.color.stroke_width(if s.dashed { 2 } else { 3 });
         let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 24, y)], style);
         if s.dashed {
-            chart
-                .draw_series(DashedLineSeries::new(s.points.clone(), 6, 4, style))?
-                .label(&s.name)
-                .legend(legend);
+            chart.draw_series(DashedLineSeries::new(s.points.clone(), 6, 4, style))?;
         } else {
-            chart
-                .draw_series(LineSeries::new(s.points.clone(), style))?
-                .label(&s.name)
-                .legend(legend);
+            chart.draw_series(LineSeries::new(s.points.clone(), style))?;
         }
+        // A mark at every point: a series of one point is no line. A's hollow, B's filled.
+        let mark = if s.dashed { style } else { style.filled() };
+        chart
+            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, mark)))?
+            .label(&s.name)
+            .legend(legend);
     }
     chart
         .configure_series_labels()
@@ -136,7 +152,7 @@ fn log2_plot(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> 
     chart
         .configure_mesh()
         .x_desc("log2 bucket (lower bound)")
-        .y_desc("calls")
+        .y_desc("calls (log scale)")
         .y_label_formatter(&|v| format!("{v:.0}"))
         .x_labels((hi - lo) as usize + 1)
         .x_label_formatter(&|x| {
@@ -154,7 +170,7 @@ fn log2_plot(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> 
 }
 
 /// Each interval's outcome split, in % of its calls, over the session.
-fn split_plot(path: &Path, sessions: &[Session]) -> anyhow::Result<()> {
+fn split_plot(path: &Path, sessions: &[Session], key: &str) -> anyhow::Result<()> {
     let mut series = Vec::new();
     for (i, session) in sessions.iter().enumerate() {
         let intervals = session.interval_reports();
@@ -180,7 +196,7 @@ fn split_plot(path: &Path, sessions: &[Session]) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "outcome split per interval (% of its calls, log scale)",
+            format!("outcome split per interval: {key}"),
             ("sans-serif", 20),
         )
         .margin(12)
@@ -190,7 +206,7 @@ fn split_plot(path: &Path, sessions: &[Session]) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .x_desc("seconds since attach")
-        .y_desc("% of the interval's calls")
+        .y_desc("% of the interval's calls (log scale)")
         .y_label_formatter(&|v| {
             if *v >= 1.0 {
                 format!("{v:.0}")
@@ -258,6 +274,7 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
     std::fs::create_dir_all(dir)?;
     let totals: Vec<Counters> = sessions.iter().map(|s| s.total().1).collect();
     let dashed = |i: usize| i == 0 && sessions.len() > 1;
+    let key = key(sessions);
 
     let latency: Vec<Series> = totals
         .iter()
@@ -275,21 +292,21 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
         .collect();
     log2_plot(
         &dir.join(FIGURES[0].file),
-        "kcmp latency by outcome (log2 buckets)",
+        &format!("kcmp latency by outcome: {key}"),
         &latency,
     )?;
-    split_plot(&dir.join(FIGURES[1].file), sessions)?;
+    split_plot(&dir.join(FIGURES[1].file), sessions, &key)?;
     let colors = [RGBColor(0x44, 0x44, 0x44), RGBColor(0xd6, 0x27, 0x28)];
     for (figure, hist, title) in [
         (
             &FIGURES[2],
             (|c: &Counters| c.lock_wait) as fn(&Counters) -> [u64; HIST_SLOTS],
-            "exec_update_lock wait (log2 buckets)",
+            "exec_update_lock wait",
         ),
         (
             &FIGURES[3],
             |c: &Counters| c.exec_hold,
-            "exec write sections (log2 buckets)",
+            "exec write sections",
         ),
     ] {
         let series: Vec<Series> = totals
@@ -304,7 +321,7 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
                 })
             })
             .collect();
-        log2_plot(&dir.join(figure.file), title, &series)?;
+        log2_plot(&dir.join(figure.file), &format!("{title}: {key}"), &series)?;
     }
 
     let mut page = String::from(
