@@ -264,7 +264,15 @@ impl Session {
         let header: Header = serde_json::from_slice(&first)
             .ok()
             .filter(|h: &Header| h.format == FORMAT)
-            .ok_or_else(|| bad(1, "not a kcmp-trace recording (no recording header)".into()))?;
+            .ok_or_else(|| {
+                let ours = format!("{{\"format\":\"{FORMAT}\"");
+                let what = if first.starts_with(ours.as_bytes()) {
+                    "truncated (the line ends mid-record)"
+                } else {
+                    "not a kcmp-trace recording (no recording header)"
+                };
+                bad(1, what.into())
+            })?;
         if header.version > VERSION {
             return Err(bad(
                 1,
@@ -511,6 +519,10 @@ mod tests {
         assert_eq!(
             error_of("binary", b"\x7fELF\x02\x01\x01\0\n\0\0"),
             "FILE:1: not a kcmp-trace recording (no recording header)"
+        );
+        assert_eq!(
+            error_of("cut_header", &whole[..60]),
+            "FILE:1: truncated (the line ends mid-record)"
         );
         let header_only = whole.split(|&b| b == b'\n').next().expect("header");
         assert_eq!(

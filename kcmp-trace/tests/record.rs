@@ -152,3 +152,141 @@ fn bad_recordings_get_one_line_naming_file_and_line_and_exit_2() {
     std::fs::remove_file(foreign).expect("cleanup");
     std::fs::remove_file(truncated).expect("cleanup");
 }
+
+/// One reading line by hand: `calls` are (outcome index, KCMP_FILE calls returning 0, their
+/// latency's log2 slot), `lock_waits` (slot, count).
+fn reading_line(
+    scope: &str,
+    at_s: f64,
+    calls: &[(usize, u64, usize)],
+    lock_waits: &[(usize, u64)],
+) -> String {
+    // Counters' shape: 7 outcomes, 9 types, 13 results, 65 slots, 8 misc.
+    let mut by_path = vec![0u64; 7 * 9 * 13];
+    let mut latency = vec![0u64; 7 * 65];
+    let mut lock_wait = vec![0u64; 65];
+    for &(outcome, n, slot) in calls {
+        by_path[outcome * 9 * 13] = n;
+        latency[outcome * 65 + slot] = n;
+    }
+    for &(slot, n) in lock_waits {
+        lock_wait[slot] = n;
+    }
+    serde_json::json!({
+        "kind": "reading", "scope": scope, "at_s": at_s,
+        "counters": {
+            "shape": [7, 9, 13, 65, 8], "calls": by_path, "latency": latency,
+            "lock_wait": lock_wait, "exec_hold": vec![0u64; 65],
+            "latency_sum_ns": vec![0u64; 7], "lock_wait_sum_ns": 0, "exec_hold_sum_ns": 0,
+            "misc": vec![0u64; 8],
+        },
+        "processes": [], "programs": [],
+    })
+    .to_string()
+}
+
+#[test]
+fn report_a_b_gives_the_deltas_and_ratios_of_known_recordings() {
+    const FAST: usize = 1;
+    const RETRY: usize = 2;
+    const LOCKED: usize = 4;
+    // A: 1000 locked calls in 2 s, in [2048, 4095] ns, each with a lock wait in [1024, 2047].
+    let a = temp("a.jsonl");
+    let lines = [
+        HEADER.to_owned(),
+        reading_line("baseline", 0.0, &[], &[]),
+        reading_line("interval", 1.0, &[(LOCKED, 400, 12)], &[(11, 400)]),
+        reading_line("total", 2.0, &[(LOCKED, 1000, 12)], &[(11, 1000)]),
+    ];
+    std::fs::write(&a, lines.join("\n") + "\n").expect("write");
+    // B: in 1 s, 900 fast calls in [512, 1023] ns and 100 retries in [8192, 16383] that
+    // waited in [1024, 2047]; cut short (no total line).
+    let b = temp("b.jsonl");
+    let lines = [
+        HEADER.to_owned(),
+        reading_line("baseline", 0.0, &[], &[]),
+        reading_line(
+            "interval",
+            1.0,
+            &[(FAST, 900, 10), (RETRY, 100, 14)],
+            &[(11, 100)],
+        ),
+    ];
+    std::fs::write(&b, lines.join("\n") + "\n").expect("write");
+    let (fa, fb) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+
+    let (code, out, err) = run(&["report", fa, fb, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(report["a"]["complete"], true);
+    assert_eq!(report["b"]["complete"], false);
+    assert_eq!(report["a"]["total"]["calls"], 1000);
+    assert_eq!(
+        report["b"]["total"]["by_outcome"],
+        serde_json::json!({"fast": 900, "retry": 100})
+    );
+    let row = |metric: &str| -> Vec<serde_json::Value> {
+        let row = report["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no row {metric}: {out}"));
+        ["a", "b", "delta", "ratio"]
+            .map(|k| row[k].clone())
+            .to_vec()
+    };
+    let n = |v: f64| serde_json::json!(v);
+    let none = serde_json::Value::Null;
+    assert_eq!(row("calls"), [n(1000.0), n(1000.0), n(0.0), n(1.0)]);
+    assert_eq!(row("calls/s"), [n(500.0), n(1000.0), n(500.0), n(2.0)]);
+    assert_eq!(
+        row("outcome locked share"),
+        [n(100.0), n(0.0), n(-100.0), n(0.0)]
+    );
+    assert_eq!(
+        row("outcome fast share"),
+        [n(0.0), n(90.0), n(90.0), none.clone()]
+    );
+    // p50: A's 500th of 1000 in [2048, 4095]; B's 500th, the 500th of 900 in [512, 1023].
+    assert_eq!(
+        row("latency p50"),
+        [n(3071.0), n(795.0), n(795.0 - 3071.0), n(795.0 / 3071.0)]
+    );
+    // p99: A's 990th in [2048, 4095]; B's 990th, the 90th of 100 in [8192, 16383].
+    assert_eq!(
+        row("latency p99"),
+        [
+            n(4074.0),
+            n(15563.0),
+            n(15563.0 - 4074.0),
+            n(15563.0 / 4074.0)
+        ]
+    );
+    assert_eq!(
+        row("latency retry max"),
+        [none.clone(), n(16383.0), none.clone(), none]
+    );
+    assert_eq!(row("lock waits"), [n(1000.0), n(100.0), n(-900.0), n(0.1)]);
+
+    // The text table says the same, fixed width, for a cover letter.
+    let (code, text, err) = run(&["report", fa, fb]);
+    assert_eq!(code, 0, "{err}");
+    let line = |metric: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{metric:<30} ")))
+            .unwrap_or_else(|| panic!("no {metric} in {text}"))
+            .split_whitespace()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("calls/s"), ["2.00x", "+500", "1000", "500"]);
+    assert_eq!(line("latency p50"), ["0.26x", "-2276", "795", "3071"]);
+    assert_eq!(
+        line("outcome fast share"),
+        ["-", "+90.00", "90.00%", "0.00%"]
+    );
+    std::fs::remove_file(a).expect("cleanup");
+    std::fs::remove_file(b).expect("cleanup");
+}
