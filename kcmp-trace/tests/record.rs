@@ -39,6 +39,32 @@ fn last_interval_calls(path: &std::path::Path) -> u64 {
     .unwrap_or(0)
 }
 
+/// Runs WORKLOAD with `record -o path -p PID extra...` and `watch`es (`watch -p PID ...`)
+/// attached first; returns the recorder, the watches and the workload's own count once an
+/// interval reading covers every call (a debug build drains events slowly).
+fn recorded(
+    path: &std::path::Path,
+    extra: &[&str],
+    watches: &[&[&str]],
+) -> (Proc, Vec<Proc>, serde_json::Value) {
+    let stress = Gated::new(WORKLOAD);
+    let pid = stress.pid().to_string();
+    let file = path.to_str().expect("utf-8");
+    let mut record = Proc::spawn(&[&["record", "-o", file, "-p", &pid], extra].concat());
+    let mut others: Vec<Proc> = watches
+        .iter()
+        .map(|args| Proc::spawn(&[&["watch", "-p", &pid], *args].concat()))
+        .collect();
+    record.wait_attached();
+    others.iter_mut().for_each(Proc::wait_attached);
+    let workload = stress.run();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while last_interval_calls(path) < 20000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (record, others, workload)
+}
+
 #[test]
 fn a_recording_reports_what_watch_printed() {
     if !require_root() {
@@ -46,23 +72,14 @@ fn a_recording_reports_what_watch_printed() {
     }
     let path = temp("session.jsonl");
     let file = path.to_str().expect("utf-8");
-    let stress = Gated::new(WORKLOAD);
-    let pid = stress.pid().to_string();
-    let mut record = Proc::spawn(&[
-        "record", "-o", file, "--events", "--json", "-p", &pid, "-i", "300ms",
-    ]);
-    let mut watch = Proc::spawn(&["watch", "--json", "-p", &pid, "-i", "300ms"]);
-    record.wait_attached();
-    watch.wait_attached();
-    let workload = stress.run();
-    // Until an interval reading covers every call (a debug build drains events slowly).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while last_interval_calls(&path) < 20000 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (record, mut watches, workload) = recorded(
+        &path,
+        &["--events", "--json", "-i", "300ms"],
+        &[&["--json", "-i", "300ms"]],
+    );
     let (code, recorded_out, err) = record.stop();
     assert_eq!(code, 0, "{err}");
-    let (code, watch_out, err) = watch.stop();
+    let (code, watch_out, err) = watches.remove(0).stop();
     assert_eq!(code, 0, "{err}");
 
     let (code, report_out, err) = run(&["report", file, "--json"]);
@@ -108,6 +125,29 @@ fn a_recording_reports_what_watch_printed() {
     // The intervals add up to the last interval reading's cumulative count.
     let cumulative = last_interval_calls(&path);
     assert_eq!((per_interval, cumulative), (20000, 20000), "{summary}");
+    std::fs::remove_file(&path).expect("cleanup");
+}
+
+#[test]
+fn a_killed_recording_reads_up_to_its_last_reading() {
+    if !require_root() {
+        return;
+    }
+    let path = temp("killed.jsonl");
+    let file = path.to_str().expect("utf-8");
+    let (record, _, workload) = recorded(&path, &["-i", "200ms"], &[]);
+    // No chance to write its total.
+    record.signal(libc::SIGKILL);
+    let _ = record.finish();
+
+    let (code, out, err) = run(&["report", file, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let reported: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(reported["calls"], workload["calls"]);
+    assert_eq!(reported["by_result"], workload["by_result"]);
+    let (code, text, err) = run(&["report", file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("; cut short (no total)"), "{text}");
     std::fs::remove_file(&path).expect("cleanup");
 }
 
