@@ -37,6 +37,7 @@ impl Cli {
     pub fn bpf_log(&self) -> bool {
         match &self.command {
             Some(Command::Watch(a)) => a.trace.bpf_log,
+            Some(Command::Record(a)) => a.watch.trace.bpf_log,
             Some(Command::Events(a)) => a.trace.bpf_log,
             Some(Command::Serve(a)) => a.trace.bpf_log,
             _ => false,
@@ -50,6 +51,11 @@ pub enum Command {
     Watch(WatchArgs),
     /// One line per kcmp call.
     Events(EventsArgs),
+    /// Keep one session in a file: the kernel, the plan, every interval's counters, the
+    /// totals and histograms, and with --events every call. Prints what `watch` prints.
+    Record(RecordArgs),
+    /// Summarize a recording, or compare two side by side (A, then B); --out draws plots.
+    Report(ReportArgs),
     /// What this kernel allows and what the tracer will use.
     Doctor(DoctorArgs),
     /// Generate kcmp calls with an exact count of its own.
@@ -185,6 +191,32 @@ pub struct WatchArgs {
     /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH.
     #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log", "max_threads", "max_processes"])]
     pub connect: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The recording to write (JSON lines, documented in the README).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    /// Keep every call's event too (the objects `events --json` prints).
+    #[arg(long, conflicts_with = "connect")]
+    pub events: bool,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// One recording, or two to compare: A (e.g. without the series), then B.
+    #[arg(value_name = "FILE", num_args = 1..=2, required = true)]
+    pub files: Vec<std::path::PathBuf>,
+    /// The numbers as JSON: one recording's total as `watch --json` prints it, or both
+    /// totals and every compared metric.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write SVG plots and a page showing them (index.html) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,8 @@
 //!
 //! Roles: [`probe`] looks at the kernel, [`plan`] chooses the hooks and [`loader`] attaches
 //! them ([`bpf_info`] reads what the kernel counts for them, [`bpf_log`] forwards their
-//! diagnostics), [`report`] turns counters into numbers, [`sinks`] print them, [`serve`]
+//! diagnostics), [`report`] turns counters into numbers, [`recording`] keeps a session in a
+//! file, [`sinks`] print and plot them, [`serve`]
 //! serves them over HTTP in the shapes of [`wire`] that [`client`] reads back; [`stress`] is
 //! the workload that keeps its own count.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod loader;
 pub mod plan;
 pub mod probe;
+pub mod recording;
 pub mod report;
 pub mod serve;
 pub mod sinks;

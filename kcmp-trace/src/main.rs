@@ -48,6 +48,8 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Watch(args) => cmd::watch::run(args),
         Command::Events(args) => cmd::events::run(args),
+        Command::Record(args) => cmd::record::run(args),
+        Command::Report(args) => cmd::report::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Stress(args) => cmd::stress::run(args),
         Command::Bench(args) => cmd::bench::run(args),

@@ -228,6 +228,152 @@ impl Report {
     }
 }
 
+/// One read of cumulative counters, stamped on the source's clock: what `watch` reads each
+/// interval and `record` keeps.
+#[derive(Clone, Debug)]
+pub struct Reading {
+    pub counters: Counters,
+    pub procs: Vec<ProcessRow>,
+    /// What the kernel counted for each attached program (skipped runs among it).
+    pub hooks: Vec<HookCounters>,
+    /// Seconds since attach.
+    pub at_s: f64,
+}
+
+impl Reading {
+    /// What reports count from when the counters start at zero (at attach).
+    pub const fn attach() -> Reading {
+        Reading {
+            counters: Counters::ZERO,
+            procs: Vec::new(),
+            hooks: Vec::new(),
+            at_s: 0.0,
+        }
+    }
+
+    /// The report of what happened between `earlier` and this reading.
+    pub fn report_since(&self, earlier: &Reading, top: usize) -> (Report, Counters) {
+        let delta = self.counters.since(&earlier.counters);
+        let report = Report::new(
+            &delta,
+            (self.at_s - earlier.at_s).max(0.0),
+            process_deltas(&self.procs, &earlier.procs, top),
+            &missed_since(&self.hooks, &earlier.hooks),
+        );
+        (report, delta)
+    }
+}
+
+/// One number of two sessions side by side.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CompareRow {
+    pub metric: String,
+    pub unit: &'static str,
+    pub a: Option<f64>,
+    pub b: Option<f64>,
+    /// b - a, when both exist.
+    pub delta: Option<f64>,
+    /// b / a, when both exist and a is not 0.
+    pub ratio: Option<f64>,
+}
+
+impl CompareRow {
+    fn new(metric: impl Into<String>, unit: &'static str, a: Option<f64>, b: Option<f64>) -> Self {
+        let both = a.zip(b);
+        CompareRow {
+            metric: metric.into(),
+            unit,
+            a,
+            b,
+            delta: both.map(|(a, b)| b - a),
+            ratio: both.and_then(|(a, b)| (a != 0.0).then(|| b / a)),
+        }
+    }
+}
+
+/// Session A against session B, metric by metric: rate, outcome split, latency overall and
+/// per outcome, lock wait, exec write sections, errors.
+pub fn compare(a: &Report, b: &Report) -> Vec<CompareRow> {
+    let count = |n: u64| Some(n as f64);
+    let mut rows = vec![
+        CompareRow::new("duration", "s", Some(a.interval_s), Some(b.interval_s)),
+        CompareRow::new("calls", "calls", count(a.calls), count(b.calls)),
+        CompareRow::new(
+            "calls/s",
+            "calls/s",
+            Some(a.calls_per_s),
+            Some(b.calls_per_s),
+        ),
+        CompareRow::new("errors", "calls", count(a.errors), count(b.errors)),
+    ];
+    let share = |r: &Report, o: &str| {
+        let n = r.by_outcome.get(o).copied().unwrap_or(0);
+        (r.calls != 0).then(|| 100.0 * n as f64 / r.calls as f64)
+    };
+    let outcomes: Vec<&str> = Outcome::ALL
+        .iter()
+        .map(|o| o.name())
+        .filter(|o| a.by_outcome.contains_key(o) || b.by_outcome.contains_key(o))
+        .collect();
+    for &o in &outcomes {
+        let n = |r: &Report| count(r.by_outcome.get(o).copied().unwrap_or(0));
+        rows.push(CompareRow::new(format!("outcome {o}"), "calls", n(a), n(b)));
+        rows.push(CompareRow::new(
+            format!("outcome {o} share"),
+            "%",
+            share(a, o),
+            share(b, o),
+        ));
+    }
+    quantile_rows(
+        &mut rows,
+        "latency",
+        Some(&a.latency_ns),
+        Some(&b.latency_ns),
+    );
+    for &o in &outcomes {
+        quantile_rows(
+            &mut rows,
+            &format!("latency {o}"),
+            a.latency_by_outcome_ns.get(o),
+            b.latency_by_outcome_ns.get(o),
+        );
+    }
+    for (name, qa, qb) in [
+        ("lock wait", &a.lock_wait_ns, &b.lock_wait_ns),
+        ("exec write section", &a.exec_hold_ns, &b.exec_hold_ns),
+    ] {
+        rows.push(CompareRow::new(
+            format!("{name}s"),
+            "count",
+            count(qa.count),
+            count(qb.count),
+        ));
+        quantile_rows(&mut rows, name, Some(qa), Some(qb));
+    }
+    rows
+}
+
+/// p50, p90, p99 and max of one distribution in A and B (absent where it has no samples).
+fn quantile_rows(
+    rows: &mut Vec<CompareRow>,
+    name: &str,
+    a: Option<&Quantiles>,
+    b: Option<&Quantiles>,
+) {
+    let values = |q: Option<&Quantiles>| {
+        let q = q.cloned().unwrap_or_default();
+        [q.p50, q.p90, q.p99, q.max].map(|v| v.map(|v| v as f64))
+    };
+    for ((label, a), b) in ["p50", "p90", "p99", "max"]
+        .into_iter()
+        .zip(values(a))
+        .zip(values(b))
+    {
+        rows.push(CompareRow::new(format!("{name} {label}"), "ns", a, b));
+    }
+}
+
 /// Per-process rows that changed between two reads, busiest first, at most `k`.
 pub fn process_deltas(now: &[ProcessRow], before: &[ProcessRow], k: usize) -> Vec<ProcessRow> {
     let before: BTreeMap<u32, &ProcessRow> = before.iter().map(|r| (r.tgid, r)).collect();
@@ -371,6 +517,129 @@ mod tests {
             d.iter().map(|r| (r.tgid, r.calls)).collect::<Vec<_>>(),
             vec![(2, 45), (3, 7)]
         );
+    }
+
+    /// A: 1000 locked calls in 2 s, all in [2048, 4095] ns; B: 900 fast calls in [512, 1023]
+    /// and 100 retries in [8192, 16383] in 1 s, 100 of them lock waits in [1024, 2047].
+    fn a_and_b() -> (Report, Report) {
+        let mut a = Counters::ZERO;
+        a.calls[Outcome::Locked as usize][0][0] = 1000;
+        a.latency[Outcome::Locked as usize][12] = 1000;
+        a.lock_wait[12] = 1000;
+        let mut b = Counters::ZERO;
+        b.calls[Outcome::Fast as usize][0][0] = 890;
+        b.calls[Outcome::Fast as usize][0][result_slot(-9) as usize] = 10;
+        b.latency[Outcome::Fast as usize][10] = 900;
+        b.calls[Outcome::Retry as usize][0][0] = 100;
+        b.latency[Outcome::Retry as usize][14] = 100;
+        b.lock_wait[11] = 100;
+        (
+            Report::new(&a, 2.0, Vec::new(), &[]),
+            Report::new(&b, 1.0, Vec::new(), &[]),
+        )
+    }
+
+    fn compared<'a>(rows: &'a [CompareRow], metric: &str) -> &'a CompareRow {
+        rows.iter()
+            .find(|r| r.metric == metric)
+            .unwrap_or_else(|| panic!("no row {metric}"))
+    }
+
+    #[test]
+    fn comparison_gives_deltas_and_ratios() {
+        let (a, b) = a_and_b();
+        let rows = compare(&a, &b);
+        let check = |metric: &str, va: Option<f64>, vb: Option<f64>, delta, ratio| {
+            assert_eq!(
+                compared(&rows, metric),
+                &CompareRow {
+                    metric: metric.into(),
+                    unit: compared(&rows, metric).unit,
+                    a: va,
+                    b: vb,
+                    delta,
+                    ratio,
+                },
+                "{metric}"
+            );
+        };
+        check("calls", Some(1000.0), Some(1000.0), Some(0.0), Some(1.0));
+        check("calls/s", Some(500.0), Some(1000.0), Some(500.0), Some(2.0));
+        check("errors", Some(0.0), Some(10.0), Some(10.0), None);
+        check(
+            "outcome locked",
+            Some(1000.0),
+            Some(0.0),
+            Some(-1000.0),
+            Some(0.0),
+        );
+        check(
+            "outcome locked share",
+            Some(100.0),
+            Some(0.0),
+            Some(-100.0),
+            Some(0.0),
+        );
+        check("outcome fast", Some(0.0), Some(900.0), Some(900.0), None);
+        check(
+            "outcome fast share",
+            Some(0.0),
+            Some(90.0),
+            Some(90.0),
+            None,
+        );
+        check(
+            "outcome retry share",
+            Some(0.0),
+            Some(10.0),
+            Some(10.0),
+            None,
+        );
+        // p50 of A: rank 500 of 1000 in [2048, 4095] -> 2048 + 2047 / 2.
+        // p50 of B: rank 500, the 500th of 900 in [512, 1023] -> 512 + 511 * 5 / 9.
+        check(
+            "latency p50",
+            Some(3071.0),
+            Some(795.0),
+            Some(795.0 - 3071.0),
+            Some(795.0 / 3071.0),
+        );
+        // p99 of B: rank 990, the 90th of 100 in [8192, 16383] -> 8192 + 8191 * 0.9.
+        check(
+            "latency p99",
+            Some(4074.0),
+            Some(15563.0),
+            Some(15563.0 - 4074.0),
+            Some(15563.0 / 4074.0),
+        );
+        check(
+            "latency max",
+            Some(4095.0),
+            Some(16383.0),
+            Some(12288.0),
+            Some(16383.0 / 4095.0),
+        );
+        // Per outcome: present on one side only.
+        check("latency locked p50", Some(3071.0), None, None, None);
+        check("latency fast max", None, Some(1023.0), None, None);
+        check(
+            "lock waits",
+            Some(1000.0),
+            Some(100.0),
+            Some(-900.0),
+            Some(0.1),
+        );
+        check(
+            "lock wait max",
+            Some(4095.0),
+            Some(2047.0),
+            Some(-2048.0),
+            Some(2047.0 / 4095.0),
+        );
+        check("exec write sections", Some(0.0), Some(0.0), Some(0.0), None);
+        check("exec write section p50", None, None, None, None);
+        // Outcomes in neither session have no rows.
+        assert!(rows.iter().all(|r| !r.metric.contains("busy")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Automation: setup, build, tests, benchmarks, VMs.
 
 mod bench;
+mod compare;
 mod demo;
 mod initramfs;
 mod kernel;
@@ -46,6 +47,9 @@ enum Task {
     Vm(vm::VmArgs),
     /// Watch fast-path hits, retries and busy fallbacks live in the fast-path kernel.
     Demo(demo::DemoArgs),
+    /// Record one workload on the stock and the fast-path kernel and report them side by
+    /// side, with plots (target/compare/).
+    Compare(compare::CompareArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -103,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Task::Test(args) => test::run(args),
         Task::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
         Task::Demo(args) => demo::run(args).map(|_| ExitCode::SUCCESS),
+        Task::Compare(args) => compare::run(args).map(|_| ExitCode::SUCCESS),
         Task::Vm(args) => {
             let path = setup::ensure()?;
             build_release(&path)?;

@@ -172,7 +172,7 @@ impl Preempt {
     }
 }
 
-fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
+pub fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
     match s.split_once(':') {
         Some((host, guest)) if !host.is_empty() && guest.starts_with('/') => {
             Ok((PathBuf::from(host), guest.to_string()))

@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
 use crate::{
+    compare,
     kernel::{Flavour, Kernel, Version, ensure_kernel},
     vm::{Preempt, VmSpec, default_files, run as run_vm},
     workspace_root,
@@ -840,6 +841,74 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
     }
 }
 
+/// The comparison the VM stage runs: 6.12 stock against fast path, a counted workload.
+const COMPARE_NAME: &str = "compare-6.12";
+const COMPARE_WORKLOAD: &str =
+    "kcmp-trace stress --json -n 30000 --threads 2 --exec-racers 2 --types vm,files";
+
+/// `cargo xtask compare` on a short counted workload: each side's recording counts every
+/// call of its workload, every call on the stock kernel took the locks, and the fast-path
+/// kernel took the fast path; the report links its plots.
+fn compare_counts_every_call() -> anyhow::Result<()> {
+    let out = workspace_root()
+        .join("target/vm-results")
+        .join(COMPARE_NAME);
+    let _ = std::fs::remove_dir_all(&out);
+    let done = compare::compare(&compare::Plan {
+        version: Version::V6_12,
+        preempt: Preempt::Voluntary,
+        interval: "500ms".into(),
+        timeout: Duration::from_secs(300),
+        files: Vec::new(),
+        workload: COMPARE_WORKLOAD.into(),
+        out: out.clone(),
+    })?;
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&done.report_json)?)?;
+    for (side, dir) in [("a", &done.stock), ("b", &done.fastpath)] {
+        let stress = read_json(dir, "workload.out")?;
+        let total = &report[side]["total"];
+        ensure!(
+            stress["calls"] == 30000,
+            "{side}: the workload made {}",
+            stress["calls"]
+        );
+        ensure!(
+            total["calls"] == stress["calls"] && total["exact"] == true,
+            "{side}: {} calls of the workload's {}, exact {}",
+            total["calls"],
+            stress["calls"],
+            total["exact"]
+        );
+    }
+    let (stock, fastpath) = (&report["a"]["total"], &report["b"]["total"]);
+    let only_locked = serde_json::json!({ "locked": 30000 });
+    ensure!(
+        stock["by_outcome"] == only_locked,
+        "stock: {}",
+        stock["by_outcome"]
+    );
+    let fast = outcome(fastpath, "fast");
+    let paths = fast + outcome(fastpath, "retry") + outcome(fastpath, "busy");
+    ensure!(
+        fast > 0 && paths == 30000,
+        "fast path: {}",
+        fastpath["by_outcome"]
+    );
+    let page = std::fs::read_to_string(out.join("index.html"))?;
+    for svg in [
+        "latency.svg",
+        "outcomes.svg",
+        "lock_wait.svg",
+        "exec_write_sections.svg",
+    ] {
+        ensure!(
+            out.join(svg).is_file() && page.contains(&format!("src=\"{svg}\"")),
+            "{svg} missing or not on the page"
+        );
+    }
+    Ok(())
+}
+
 /// A guest command that hangs fails the run with what it printed, not a silent wait.
 fn a_hang_is_reported() -> anyhow::Result<()> {
     let mut spec = VmSpec::new(
@@ -862,12 +931,14 @@ fn a_hang_is_reported() -> anyhow::Result<()> {
     }
 }
 
-/// The guests `cargo xtask test` boots: the default matrix, or all of it with `full`.
+/// The guests `cargo xtask test` boots: the default matrix, or all of it with `full`, and
+/// the comparison.
 pub fn guests(full: bool) -> Vec<String> {
     matrix()
         .iter()
         .filter(|g| full || !g.full_only)
         .map(Guest::name)
+        .chain([COMPARE_NAME.to_owned()])
         .collect()
 }
 
@@ -885,6 +956,12 @@ pub fn run(full: bool, only: Option<&str>) -> (usize, Vec<String>) {
         .filter(|g| only.is_none_or(|o| g.name().contains(o)))
     {
         check_guest(&mut checks, guest, &base.join(guest.name()));
+    }
+    if only.is_none_or(|o| COMPARE_NAME.contains(o)) {
+        checks.check(
+            &format!("{COMPARE_NAME}_stock_locked_fastpath_fast"),
+            compare_counts_every_call(),
+        );
     }
     if only.is_none() {
         checks.check("runner_reports_a_hang", a_hang_is_reported());

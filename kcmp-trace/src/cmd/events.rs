@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use kcmp_trace_common::{event::Event, maps::misc};
+use kcmp_trace_common::maps::misc;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -11,7 +11,7 @@ use crate::{
     loader::{TraceConfig, Tracer},
     report::{Missed, Report, missed_since},
     sinks::{
-        event::{EventRecord, TEXT_HEADER, text_line},
+        event::{EventRecord, TEXT_HEADER, drain, text_line},
         table,
     },
 };
@@ -72,10 +72,12 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
                     // Cleared before draining: the kernel wakes this reader only when the
                     // backlog crosses its mark, so a wakeup during the drain must count.
                     guard.clear_ready();
-                    drain(guard.get_inner_mut(), &mut out, args.json, &mut delivered, limit)?;
+                    drain(guard.get_inner_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
+                    out.flush()?;
                 }
                 _ = drain_tick.tick(), if !stopping => {
-                    drain(ring.get_mut(), &mut out, args.json, &mut delivered, limit)?;
+                    drain(ring.get_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
+                    out.flush()?;
                 }
                 _ = drop_check.tick() => {
                     let dropped = tracer.counters()?.misc[misc::EVENTS_DROPPED];
@@ -98,7 +100,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
             }
             if stopping || delivered >= limit {
                 // Whatever the kernel already wrote is still ours to show.
-                drain(ring.get_mut(), &mut out, args.json, &mut delivered, limit)?;
+                drain(ring.get_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
                 break;
             }
         }
@@ -156,29 +158,16 @@ fn missed_list(missed: &[Missed]) -> String {
     }
 }
 
-fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+fn write_event(
     out: &mut impl std::io::Write,
     json: bool,
-    delivered: &mut u64,
-    limit: u64,
+    record: &EventRecord,
 ) -> anyhow::Result<()> {
-    while *delivered < limit {
-        let Some(item) = ring.next() else { break };
-        if item.len() < size_of::<Event>() {
-            continue;
-        }
-        // SAFETY: the eBPF side writes whole `Event`s; read_unaligned copes with alignment.
-        let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        let record = EventRecord::from(&event);
-        if json {
-            serde_json::to_writer(&mut *out, &record)?;
-            writeln!(out)?;
-        } else {
-            writeln!(out, "{}", text_line(&record))?;
-        }
-        *delivered += 1;
+    if json {
+        serde_json::to_writer(&mut *out, record)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", text_line(record))?;
     }
-    out.flush()?;
     Ok(())
 }

@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod doctor;
 pub mod events;
+pub mod record;
+pub mod report;
 pub mod stress;
 pub mod watch;
 

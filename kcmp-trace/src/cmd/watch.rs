@@ -8,20 +8,48 @@ use kcmp_trace_common::snapshot::Counters;
 
 use crate::{
     cli::WatchArgs,
-    loader::{HookCounters, ProcessRow, Tracer},
-    report::{Report, missed_since, process_deltas},
-    sinks::table,
+    loader::{TraceConfig, Tracer},
+    recording::{Header, KernelInfo, Recorder, Scope},
+    report::{Reading, Report},
+    sinks::{event::drain, table},
 };
 
+/// One report of `watch --json` (and `report --json` of one recording, the total).
 #[derive(Serialize)]
-struct JsonLine<'a> {
+pub struct JsonLine<'a> {
     /// "interval" for each report, "total" for the summary at exit.
-    scope: &'static str,
+    pub scope: &'static str,
     /// Seconds since attach (the daemon's, with --connect) at the end of this report, on the
     /// same clock as `interval_s`.
-    elapsed_s: f64,
+    pub elapsed_s: f64,
     #[serde(flatten)]
-    report: &'a Report,
+    pub report: &'a Report,
+}
+
+type EventRing = tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
+
+/// Resolves when the ring buffer has events past its wakeup mark; never without a ring.
+async fn ring_ready(
+    ring: &mut Option<EventRing>,
+) -> std::io::Result<
+    tokio::io::unix::AsyncFdReadyMutGuard<'_, aya::maps::RingBuf<aya::maps::MapData>>,
+> {
+    match ring {
+        Some(ring) => ring.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Moves every event the ring holds into the recording.
+fn drain_into(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    recorder: &mut Option<Recorder>,
+) -> anyhow::Result<()> {
+    if let Some(recorder) = recorder {
+        drain(ring, &mut 0, u64::MAX, |e| recorder.event(e))?;
+        recorder.flush()?;
+    }
+    Ok(())
 }
 
 /// Where the numbers come from: our own tracer, or a running daemon.
@@ -30,41 +58,12 @@ enum Source {
     Daemon(crate::client::Target),
 }
 
-/// One read of cumulative counters, stamped on the source's clock.
-#[derive(Clone)]
-struct Reading {
-    counters: Counters,
-    procs: Vec<ProcessRow>,
-    /// What the kernel counted for each attached program (skipped runs among it).
-    hooks: Vec<HookCounters>,
-    at_s: f64,
-}
-
-impl Reading {
-    /// The report of what happened between `earlier` and this reading.
-    fn report_since(&self, earlier: &Reading, top: usize) -> (Report, Counters) {
-        let delta = self.counters.since(&earlier.counters);
-        let report = Report::new(
-            &delta,
-            (self.at_s - earlier.at_s).max(0.0),
-            process_deltas(&self.procs, &earlier.procs, top),
-            &missed_since(&self.hooks, &earlier.hooks),
-        );
-        (report, delta)
-    }
-}
-
 impl Source {
     /// What reports count from: attach for our own tracer (its counters start at zero, so
     /// calls between attach and the first read count too), the first snapshot for a daemon.
     async fn baseline(&self) -> anyhow::Result<Reading> {
         match self {
-            Source::Local(..) => Ok(Reading {
-                counters: Counters::ZERO,
-                procs: Vec::new(),
-                hooks: Vec::new(),
-                at_s: 0.0,
-            }),
+            Source::Local(..) => Ok(Reading::attach()),
             Source::Daemon(_) => self.read().await,
         }
     }
@@ -104,13 +103,18 @@ fn stopped_waiting(target: &crate::client::Target) -> anyhow::Error {
 }
 
 pub fn run(args: WatchArgs) -> anyhow::Result<()> {
+    run_recording(args, None)
+}
+
+/// `watch`, and with a recorder `record`: the same reports, also kept in a file.
+pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow::Result<()> {
     let rt = crate::cmd::runtime()?;
     let mut shutdown = {
         let _rt = rt.enter();
         crate::cmd::Shutdown::install()?
     };
     let mut out = std::io::stdout().lock();
-    let source = match &args.connect {
+    let (source, ring) = match &args.connect {
         Some(url) => {
             let target = crate::client::Target::parse(url).map_err(crate::error::Error::Usage)?;
             let first = rt.block_on(async {
@@ -129,10 +133,19 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                 let mode = first.plan["mode"].as_str().unwrap_or("?");
                 writeln!(out, "attach: {mode}")?;
             }
-            Source::Daemon(target)
+            if let Some(recorder) = &mut recorder {
+                let kernel = KernelInfo::from_plan(&first.plan, None);
+                let header = Header::new(kernel, first.plan, args.interval.as_secs_f64(), args.top);
+                recorder.header(&header)?;
+            }
+            (Source::Daemon(target), None)
         }
         None => {
-            let tracer = Tracer::start(&args.trace.config())?;
+            let config = TraceConfig {
+                events: recorder.as_ref().is_some_and(|r| r.events),
+                ..args.trace.config()
+            };
+            let mut tracer = Tracer::start(&config)?;
             crate::cmd::announce(&tracer.plan);
             if args.json {
                 writeln!(out, "{}", serde_json::json!({ "plan": &tracer.plan }))?;
@@ -141,22 +154,68 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
                     writeln!(out, "{line}")?;
                 }
             }
-            Source::Local(Box::new(tracer), Instant::now())
+            if let Some(recorder) = &mut recorder {
+                let plan = serde_json::to_value(&tracer.plan)?;
+                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .ok()
+                    .map(|r| r.trim().to_owned());
+                let kernel = KernelInfo::from_plan(&plan, release);
+                recorder.header(&Header::new(
+                    kernel,
+                    plan,
+                    args.interval.as_secs_f64(),
+                    args.top,
+                ))?;
+            }
+            let ring = tracer.take_events();
+            (Source::Local(Box::new(tracer), Instant::now()), ring)
         }
     };
     out.flush()?;
+    let mut ring = match ring {
+        Some(ring) => {
+            let _rt = rt.enter();
+            // SAFETY: the ring buffer owns its fd and outlives the registration (both are
+            // dropped together).
+            let ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
+                .map_err(|e| anyhow::Error::from(e.into_parts().1))?;
+            Some(ring)
+        }
+        None => None,
+    };
 
     let (first, last) = rt.block_on(async {
         let first = source.baseline().await?;
+        if let Some(recorder) = &mut recorder {
+            recorder.reading(Scope::Baseline, &first)?;
+        }
         let mut prev = first.clone();
         let mut reports = 0u64;
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
         let until_deadline = crate::cmd::deadline(args.duration);
         tokio::pin!(until_deadline);
+        // Below the ring's wakeup mark only this timer finds the events.
+        let mut drain_tick = tokio::time::interval(std::time::Duration::from_millis(
+            kcmp_trace_common::maps::EVENT_DRAIN_MS,
+        ));
+        let recording_events = ring.is_some();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                guard = ring_ready(&mut ring) => {
+                    let mut guard = guard?;
+                    // Cleared before draining: a wakeup during the drain must count.
+                    guard.clear_ready();
+                    drain_into(guard.get_inner_mut(), &mut recorder)?;
+                    continue;
+                }
+                _ = drain_tick.tick(), if recording_events => {
+                    if let Some(ring) = &mut ring {
+                        drain_into(ring.get_mut(), &mut recorder)?;
+                    }
+                    continue;
+                }
                 _ = &mut until_deadline => break,
                 _ = shutdown.wait() => break,
             }
@@ -167,6 +226,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             };
             let (report, delta) = now.report_since(&prev, args.top);
             print_report(&mut out, &args, "interval", now.at_s, &report, &delta)?;
+            if let Some(recorder) = &mut recorder {
+                recorder.reading(Scope::Interval, &now)?;
+            }
             prev = now;
             reports += 1;
             if args.count.is_some_and(|c| reports >= c) {
@@ -178,25 +240,22 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             last = source.read() => last?,
             _ = shutdown.wait() => return Err(source.stopped_waiting()),
         };
+        // Every call counted in the total has its event in the ring by now.
+        if let Some(ring) = &mut ring {
+            drain_into(ring.get_mut(), &mut recorder)?;
+        }
+        if let Some(recorder) = &mut recorder {
+            recorder.reading(Scope::Total, &last)?;
+        }
         anyhow::Ok((first, last))
     })?;
     drop(source);
 
     let (report, total) = last.report_since(&first, args.top);
-    print_report(&mut out, &args, "total", last.at_s, &report, &total)?;
-    if !args.json {
-        writeln!(
-            out,
-            "{}",
-            table::log2_hist("kcmp latency", "nsecs", &total.latency_all())
-        )?;
-        if report.lock_wait_ns.count > 0 {
-            writeln!(
-                out,
-                "{}",
-                table::log2_hist("exec_update_lock wait", "nsecs", &total.lock_wait)
-            )?;
-        }
+    if args.json {
+        print_report(&mut out, &args, "total", last.at_s, &report, &total)?;
+    } else {
+        write!(out, "{}", table::summary(last.at_s, &report, &total))?;
     }
     out.flush()?;
     Ok(())
@@ -218,13 +277,10 @@ fn print_report(
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)?;
     } else {
-        let clock = match scope {
-            "total" => format!("total {elapsed_s:.1}s"),
-            // Tenths: a tick that fires a few ms late still reads as the interval it ends.
-            _ => format!("{:>7.1}s", (elapsed_s * 10.0).round() / 10.0),
-        };
+        // Tenths: a tick that fires a few ms late still reads as the interval it ends.
+        let clock = format!("{:>7.1}s", (elapsed_s * 10.0).round() / 10.0);
         write!(out, "{}", table::interval(&clock, report))?;
-        if args.hist && scope == "interval" {
+        if args.hist {
             write!(
                 out,
                 "{}",

@@ -47,6 +47,27 @@ pub struct EpollSlotRecord {
     pub toff: u32,
 }
 
+/// Reads the events the ring holds, until it is empty or `*delivered` reaches `limit`,
+/// handing each to `emit`.
+pub fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    delivered: &mut u64,
+    limit: u64,
+    mut emit: impl FnMut(&EventRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    while *delivered < limit {
+        let Some(item) = ring.next() else { break };
+        if item.len() < size_of::<Event>() {
+            continue;
+        }
+        // SAFETY: the eBPF side writes whole `Event`s; read_unaligned copes with alignment.
+        let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        emit(&EventRecord::from(&event))?;
+        *delivered += 1;
+    }
+    Ok(())
+}
+
 pub fn result_name(ret: i64) -> Cow<'static, str> {
     match ret {
         0 => "equal".into(),

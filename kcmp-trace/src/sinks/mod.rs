@@ -1,4 +1,5 @@
-//! Where numbers go: text tables and histograms for people, JSON for programs.
+//! Where numbers go: text tables, histograms and plots for people, JSON for programs.
 
 pub mod event;
+pub mod plot;
 pub mod table;

@@ -2,9 +2,12 @@
 
 use std::fmt::Write as _;
 
-use kcmp_trace_common::hist::HIST_SLOTS;
+use kcmp_trace_common::{hist::HIST_SLOTS, outcome::Outcome, snapshot::Counters};
 
-use crate::report::{Incomplete, Quantiles, Report, hist_rows};
+use crate::{
+    recording::Session,
+    report::{CompareRow, Incomplete, Quantiles, Report, hist_rows},
+};
 
 fn ns(v: Option<u64>) -> String {
     match v {
@@ -92,6 +95,132 @@ pub fn interval(clock: &str, r: &Report) -> String {
             .collect::<Vec<_>>()
             .join(" ");
         let _ = writeln!(out, "  top:     {procs}");
+    }
+    out
+}
+
+/// What `watch` prints at the end of a session: the total and its histograms.
+pub fn summary(elapsed_s: f64, r: &Report, total: &Counters) -> String {
+    let mut out = interval(&format!("total {elapsed_s:.1}s"), r);
+    let _ = writeln!(
+        out,
+        "{}",
+        log2_hist("kcmp latency", "nsecs", &total.latency_all())
+    );
+    if r.lock_wait_ns.count > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            log2_hist("exec_update_lock wait", "nsecs", &total.lock_wait)
+        );
+    }
+    out
+}
+
+/// "6.12.117, preemption voluntary, exec_update_seq series present; kprobe/direct".
+fn describe_session(s: &Session) -> String {
+    let k = &s.header.kernel;
+    format!(
+        "{}, preemption {}, exec_update_seq series {}; {}{}",
+        k.release.as_deref().unwrap_or("(a daemon's kernel)"),
+        k.preemption,
+        if k.series { "present" } else { "absent" },
+        s.header.attach(),
+        if s.complete {
+            ""
+        } else {
+            "; cut short (no total)"
+        },
+    )
+}
+
+/// One recording: where it ran, what `watch` printed at its end, and the outcome split of
+/// each interval.
+pub fn session(s: &Session, total: &Report, counters: &Counters) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "recording: {} ({} events kept)",
+        s.path.display(),
+        s.events
+    );
+    let _ = writeln!(out, "kernel:    {}", describe_session(s));
+    let _ = writeln!(out, "started:   {}", s.header.started);
+    out += &summary(s.last.at_s, total, counters);
+    let outcomes: Vec<&str> = Outcome::ALL
+        .iter()
+        .map(|o| o.name())
+        .filter(|o| total.by_outcome.contains_key(o))
+        .collect();
+    let _ = writeln!(out, "outcome split per interval (% of its calls)");
+    let _ = write!(out, "{:>8} {:>10} {:>12}", "at", "calls", "calls/s");
+    for o in &outcomes {
+        let _ = write!(out, " {o:>8}");
+    }
+    out.push('\n');
+    for (at_s, r) in s.interval_reports() {
+        let _ = write!(
+            out,
+            "{:>7.1}s {:>10} {:>12.0}",
+            at_s, r.calls, r.calls_per_s
+        );
+        for o in &outcomes {
+            let n = r.by_outcome.get(o).copied().unwrap_or(0);
+            let share = match r.calls {
+                0 => "-".to_owned(),
+                calls => format!("{:.1}", 100.0 * n as f64 / calls as f64),
+            };
+            let _ = write!(out, " {share:>8}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A compared value: counts and nanoseconds whole, shares and rates as people read them.
+fn compared(unit: &str, v: Option<f64>) -> String {
+    match (unit, v) {
+        (_, None) => "-".into(),
+        ("%", Some(v)) => format!("{v:.2}%"),
+        ("s", Some(v)) => format!("{v:.2}"),
+        (_, Some(v)) => format!("{v:.0}"),
+    }
+}
+
+/// Two recordings side by side, A then B, in a plain fixed-width table (as `perf bench`
+/// prints) that fits a cover letter.
+pub fn comparison(a: &Session, b: &Session, rows: &[CompareRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# A: {}: {}", a.name(), describe_session(a));
+    let _ = writeln!(out, "# B: {}: {}", b.name(), describe_session(b));
+    let _ = writeln!(
+        out,
+        "{:<30} {:>8} {:>12} {:>12} {:>12} {:>9}",
+        "metric", "unit", "A", "B", "B-A", "B/A"
+    );
+    for r in rows {
+        let delta = match (r.unit, r.delta) {
+            (_, None) => "-".into(),
+            ("%", Some(d)) => format!("{d:+.2}"),
+            ("s", Some(d)) => format!("{d:+.2}"),
+            (_, Some(d)) => format!("{d:+.0}"),
+        };
+        let ratio = r.ratio.map_or_else(|| "-".into(), |x| format!("{x:.2}x"));
+        let _ = writeln!(
+            out,
+            "{:<30} {:>8} {:>12} {:>12} {:>12} {:>9}",
+            r.metric,
+            r.unit,
+            compared(r.unit, r.a),
+            compared(r.unit, r.b),
+            delta,
+            ratio
+        );
+    }
+    for s in [a, b].into_iter().filter(|s| !s.total().0.exact) {
+        if let Some(line) = incomplete(&s.total().0.incomplete) {
+            let _ = writeln!(out, "# {} INCOMPLETE: {line}", s.name());
+        }
     }
     out
 }

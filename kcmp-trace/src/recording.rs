@@ -1,0 +1,553 @@
+//! The recording format: one `kcmp-trace record` session in one file, as JSON lines.
+//!
+//! Version 1. The first line is the header:
+//!
+//! ```text
+//! {"format":"kcmp-trace-recording","version":1,"started":"2026-11-26T10:00:00Z",
+//!  "kernel":{"release":"6.12.117","preemption":"voluntary","series":true},
+//!  "plan":{...as `watch --json` prints it...},"interval_s":1.0,"top":5}
+//! ```
+//!
+//! then, in the order they happened, readings of the cumulative counters and (with
+//! `--events`) one line per call:
+//!
+//! ```text
+//! {"kind":"reading","scope":"baseline","at_s":0.0,"counters":{...},"processes":[...],"programs":[...]}
+//! {"kind":"reading","scope":"interval","at_s":1.0,...}
+//! {"kind":"event",...one `events --json` object...}
+//! {"kind":"reading","scope":"total","at_s":4.2,...}
+//! ```
+//!
+//! `counters` has the daemon snapshot's shape ([`WireCounters`]). Readings are cumulative
+//! since attach, so every interval and the total are recomputed exactly as `watch`
+//! computed them. Each line is flushed as it is written: a session cut short (killed)
+//! ends without its total, and its last reading stands for it.
+
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader, BufWriter, Write as _},
+    path::{Path, PathBuf},
+};
+
+use kcmp_trace_common::snapshot::Counters;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    loader::{HookCounters, ProcessRow},
+    report::{Reading, Report},
+    sinks::event::EventRecord,
+    wire::WireCounters,
+};
+
+pub const FORMAT: &str = "kcmp-trace-recording";
+pub const VERSION: u32 = 1;
+
+/// The recording's first line: what was traced, where and how.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    /// When the session started (RFC 3339, UTC).
+    pub started: String,
+    pub kernel: KernelInfo,
+    /// The plan: attach mode, strategy, hooks, which numbers are exact or inferred.
+    pub plan: serde_json::Value,
+    /// Time between readings.
+    pub interval_s: f64,
+    /// Processes listed per report.
+    pub top: usize,
+}
+
+/// The kernel a session ran on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KernelInfo {
+    /// `uname -r`; absent when the numbers came from a daemon (`--connect`), whose kernel
+    /// may be another machine's.
+    pub release: Option<String>,
+    /// The preemption model the plan was made for (`unknown` when nothing said).
+    pub preemption: String,
+    /// The exec_update_seq series is present.
+    pub series: bool,
+}
+
+impl KernelInfo {
+    /// What the plan (as JSON, ours or a daemon's) says about its kernel.
+    pub fn from_plan(plan: &serde_json::Value, release: Option<String>) -> KernelInfo {
+        KernelInfo {
+            release,
+            preemption: plan["preemption"]["model"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+            series: plan["series"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+impl Header {
+    pub fn new(kernel: KernelInfo, plan: serde_json::Value, interval_s: f64, top: usize) -> Self {
+        Header {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            started: jiff::Timestamp::now().to_string(),
+            kernel,
+            plan,
+            interval_s,
+            top,
+        }
+    }
+
+    /// "kprobe/direct" from the plan.
+    pub fn attach(&self) -> String {
+        format!(
+            "{}/{}",
+            self.plan["mode"].as_str().unwrap_or("?"),
+            self.plan["strategy"].as_str().unwrap_or("?")
+        )
+    }
+}
+
+/// Which reading of a session a line holds.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// What the session counts from (zero at attach; a daemon's first snapshot).
+    Baseline,
+    Interval,
+    /// The last reading, at the end of the session.
+    Total,
+}
+
+#[derive(Serialize)]
+struct ReadingOut<'a> {
+    kind: &'static str,
+    scope: Scope,
+    at_s: f64,
+    counters: WireCounters,
+    processes: &'a [ProcessRow],
+    programs: &'a [HookCounters],
+}
+
+#[derive(Serialize)]
+struct EventOut<'a, 'e> {
+    kind: &'static str,
+    #[serde(flatten)]
+    event: &'a EventRecord<'e>,
+}
+
+#[derive(Deserialize)]
+struct ReadingIn {
+    scope: Scope,
+    at_s: f64,
+    counters: WireCounters,
+    processes: Vec<ProcessRow>,
+    programs: Vec<HookCounters>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Line {
+    Reading(Box<ReadingIn>),
+    Event(serde::de::IgnoredAny),
+}
+
+/// Writes a session as it happens.
+pub struct Recorder {
+    out: BufWriter<File>,
+    path: PathBuf,
+    /// Per-call events go into the recording too.
+    pub events: bool,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, events: bool) -> anyhow::Result<Recorder> {
+        use anyhow::Context as _;
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Recorder {
+            out: BufWriter::with_capacity(1 << 16, file),
+            path: path.to_owned(),
+            events,
+        })
+    }
+
+    fn line(&mut self, value: &impl Serialize) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        serde_json::to_writer(&mut self.out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Writes what is buffered, so that a session killed now is readable up to here.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        self.out
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    pub fn header(&mut self, header: &Header) -> anyhow::Result<()> {
+        self.line(header)?;
+        self.flush()
+    }
+
+    pub fn reading(&mut self, scope: Scope, reading: &Reading) -> anyhow::Result<()> {
+        self.line(&ReadingOut {
+            kind: "reading",
+            scope,
+            at_s: reading.at_s,
+            counters: WireCounters::from(&reading.counters),
+            processes: &reading.procs,
+            programs: &reading.hooks,
+        })?;
+        self.flush()
+    }
+
+    /// One call; buffered until the next flush.
+    pub fn event(&mut self, event: &EventRecord) -> anyhow::Result<()> {
+        self.line(&EventOut {
+            kind: "event",
+            event,
+        })
+    }
+}
+
+/// Why a file is not a readable recording; always names the file, and the line when one
+/// is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {what}")]
+    Bad {
+        path: String,
+        line: usize,
+        what: String,
+    },
+}
+
+/// A recording read back.
+#[derive(Debug)]
+pub struct Session {
+    pub path: PathBuf,
+    pub header: Header,
+    pub baseline: Reading,
+    /// Every interval reading, in order.
+    pub intervals: Vec<Reading>,
+    /// The total reading, or the last reading of a session cut short.
+    pub last: Reading,
+    /// The session ended with its total (it was not cut short).
+    pub complete: bool,
+    /// Per-call events kept.
+    pub events: u64,
+}
+
+impl Session {
+    pub fn read(path: &Path) -> Result<Session, ReadError> {
+        let shown = path.display().to_string();
+        let io = |source| ReadError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let bad = |line: usize, what: String| ReadError::Bad {
+            path: shown.clone(),
+            line,
+            what,
+        };
+        // Bytes, not text: a foreign binary file gets the same one-line answer as any other.
+        let mut lines = BufReader::new(File::open(path).map_err(io)?).split(b'\n');
+        let first = lines.next().transpose().map_err(io)?.unwrap_or_default();
+        let header: Header = serde_json::from_slice(&first)
+            .ok()
+            .filter(|h: &Header| h.format == FORMAT)
+            .ok_or_else(|| {
+                let ours = format!("{{\"format\":\"{FORMAT}\"");
+                let what = if first.starts_with(ours.as_bytes()) {
+                    "truncated (the line ends mid-record)"
+                } else {
+                    "not a kcmp-trace recording (no recording header)"
+                };
+                bad(1, what.into())
+            })?;
+        if header.version > VERSION {
+            return Err(bad(
+                1,
+                format!(
+                    "recording format version {} is newer than this kcmp-trace reads ({VERSION})",
+                    header.version
+                ),
+            ));
+        }
+        let mut readings: Vec<(Scope, Reading)> = Vec::new();
+        let mut events = 0u64;
+        let mut line_no = 1;
+        for text in lines {
+            line_no += 1;
+            let text = text.map_err(io)?;
+            let line: Line = serde_json::from_slice(&text).map_err(|e| {
+                let what = if e.is_eof() {
+                    "truncated (the line ends mid-record)".to_owned()
+                } else {
+                    format!("not a recording line: {e}")
+                };
+                bad(line_no, what)
+            })?;
+            let (scope, reading) = match line {
+                Line::Event(_) => {
+                    events += 1;
+                    continue;
+                }
+                Line::Reading(r) => {
+                    let counters = r
+                        .counters
+                        .to_counters()
+                        .map_err(|e| bad(line_no, e.to_string()))?;
+                    let reading = Reading {
+                        counters,
+                        procs: r.processes,
+                        hooks: r.programs,
+                        at_s: r.at_s,
+                    };
+                    (r.scope, reading)
+                }
+            };
+            let expected = match readings.last().map(|r| r.0) {
+                None => scope == Scope::Baseline,
+                Some(Scope::Total) => false,
+                Some(_) => scope != Scope::Baseline,
+            };
+            if !expected {
+                return Err(bad(
+                    line_no,
+                    format!("a {scope:?} reading out of order").to_lowercase(),
+                ));
+            }
+            readings.push((scope, reading));
+        }
+        let mut readings = readings.into_iter();
+        let Some((_, baseline)) = readings.next() else {
+            return Err(bad(
+                line_no,
+                "no readings: the session ended before its first read".into(),
+            ));
+        };
+        let mut intervals = Vec::new();
+        let mut last = None;
+        for (scope, reading) in readings {
+            match scope {
+                Scope::Total => last = Some(reading),
+                _ => intervals.push(reading),
+            }
+        }
+        let complete = last.is_some();
+        let last = last
+            .or_else(|| intervals.last().cloned())
+            .unwrap_or_else(|| baseline.clone());
+        Ok(Session {
+            path: path.to_owned(),
+            header,
+            baseline,
+            intervals,
+            last,
+            complete,
+            events,
+        })
+    }
+
+    /// What `watch` printed at the end of the session: everything since the baseline.
+    pub fn total(&self) -> (Report, Counters) {
+        self.last.report_since(&self.baseline, self.header.top)
+    }
+
+    /// Each interval's report, with its end (seconds since attach).
+    pub fn interval_reports(&self) -> Vec<(f64, Report)> {
+        std::iter::once(&self.baseline)
+            .chain(&self.intervals)
+            .zip(&self.intervals)
+            .map(|(before, now)| (now.at_s, now.report_since(before, self.header.top).0))
+            .collect()
+    }
+
+    /// The file name, for headings.
+    pub fn name(&self) -> String {
+        self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kcmp_trace_common::outcome::Outcome;
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("kcmp-trace-{}-{name}", std::process::id()))
+    }
+
+    fn reading(at_s: f64, fast: u64, hooks_misses: u64) -> Reading {
+        let mut counters = Counters::ZERO;
+        counters.calls[Outcome::Fast as usize][0][0] = fast;
+        counters.latency[Outcome::Fast as usize][10] = fast;
+        Reading {
+            counters,
+            procs: vec![ProcessRow {
+                tgid: 7,
+                comm: "stress".into(),
+                calls: fast,
+                errors: 0,
+                latency_sum_ns: fast * 700,
+            }],
+            hooks: vec![HookCounters {
+                program: "kcmp_fexit".into(),
+                target: "__x64_sys_kcmp".into(),
+                affects: vec![crate::plan::Affects::CallExit],
+                misses: hooks_misses,
+                run_time_ns: 0,
+                run_count: 0,
+            }],
+            at_s,
+        }
+    }
+
+    fn header() -> Header {
+        let plan = serde_json::json!({"mode": "fentry", "strategy": "direct", "series": true,
+            "preemption": {"model": "voluntary"}});
+        let kernel = KernelInfo::from_plan(&plan, Some("6.12.117".into()));
+        Header::new(kernel, plan, 1.0, 5)
+    }
+
+    /// Writes a session of three readings (and one event line); returns the path.
+    fn write_session(name: &str, with_total: bool) -> (PathBuf, Vec<Reading>) {
+        let path = temp(name);
+        let readings = vec![
+            Reading::attach(),
+            reading(1.0, 1000, 0),
+            reading(2.0, 2500, 3),
+        ];
+        let mut rec = Recorder::create(&path, false).expect("create");
+        rec.header(&header()).expect("header");
+        rec.reading(Scope::Baseline, &readings[0])
+            .expect("baseline");
+        rec.reading(Scope::Interval, &readings[1])
+            .expect("interval");
+        rec.line(&serde_json::json!({"kind": "event", "tgid": 7}))
+            .expect("event");
+        let last = if with_total {
+            Scope::Total
+        } else {
+            Scope::Interval
+        };
+        rec.reading(last, &readings[2]).expect("last");
+        (path, readings)
+    }
+
+    #[test]
+    fn a_session_reads_back_as_it_was_reported() {
+        let (path, readings) = write_session("roundtrip", true);
+        let s = Session::read(&path).expect("read");
+        assert!(s.complete);
+        assert_eq!(s.events, 1);
+        assert_eq!(s.header.kernel.release.as_deref(), Some("6.12.117"));
+        assert_eq!(s.header.kernel.preemption, "voluntary");
+        assert!(s.header.kernel.series);
+        assert_eq!(s.header.attach(), "fentry/direct");
+        // The total is what watch computed from the same readings, to the last field.
+        let (total, counters) = s.total();
+        let (expected, _) = readings[2].report_since(&readings[0], 5);
+        assert_eq!(
+            serde_json::to_value(&total).expect("json"),
+            serde_json::to_value(&expected).expect("json")
+        );
+        assert_eq!(total.calls, 2500);
+        assert_eq!(total.missed_runs["kcmp_fexit"], 3);
+        assert_eq!(counters.latency[Outcome::Fast as usize][10], 2500);
+        let intervals: Vec<(f64, u64)> = s
+            .interval_reports()
+            .iter()
+            .map(|(at, r)| (*at, r.calls))
+            .collect();
+        // The total reading ends no interval of its own.
+        assert_eq!(intervals, vec![(1.0, 1000)]);
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn a_session_cut_short_ends_at_its_last_reading() {
+        let (path, _) = write_session("cut", false);
+        let s = Session::read(&path).expect("read");
+        assert!(!s.complete);
+        assert_eq!(s.total().0.calls, 2500);
+        assert_eq!(s.interval_reports().len(), 2);
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    fn error_of(name: &str, content: &[u8]) -> String {
+        let path = temp(name);
+        std::fs::write(&path, content).expect("write");
+        let err = Session::read(&path).expect_err("must not read").to_string();
+        std::fs::remove_file(&path).expect("cleanup");
+        err.replace(&path.display().to_string(), "FILE")
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_the_line() {
+        let (path, _) = write_session("whole", true);
+        let whole = std::fs::read(&path).expect("read");
+        std::fs::remove_file(&path).expect("cleanup");
+        // Cut in the middle of the third line (the first interval).
+        let third = whole
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .nth(1)
+            .map(|(i, _)| i + 20)
+            .expect("three lines");
+        assert_eq!(
+            error_of("truncated", &whole[..third]),
+            "FILE:3: truncated (the line ends mid-record)"
+        );
+        assert_eq!(
+            error_of("foreign", b"{\"scope\":\"total\",\"calls\":3}\n"),
+            "FILE:1: not a kcmp-trace recording (no recording header)"
+        );
+        assert_eq!(
+            error_of("binary", b"\x7fELF\x02\x01\x01\0\n\0\0"),
+            "FILE:1: not a kcmp-trace recording (no recording header)"
+        );
+        assert_eq!(
+            error_of("cut_header", &whole[..60]),
+            "FILE:1: truncated (the line ends mid-record)"
+        );
+        let header_only = whole.split(|&b| b == b'\n').next().expect("header");
+        assert_eq!(
+            error_of("empty", header_only),
+            "FILE:1: no readings: the session ended before its first read"
+        );
+        let mut newer = serde_json::to_value(header()).expect("json");
+        newer["version"] = 2.into();
+        assert_eq!(
+            error_of("newer", newer.to_string().as_bytes()),
+            "FILE:1: recording format version 2 is newer than this kcmp-trace reads (1)"
+        );
+        let mut garbage = whole.clone();
+        garbage.extend_from_slice(b"{\"kind\":\"reading\"}\n");
+        assert!(
+            error_of("garbage", &garbage)
+                .starts_with("FILE:6: not a recording line: missing field"),
+            "{}",
+            error_of("garbage", &garbage)
+        );
+        let missing = temp("missing");
+        let err = Session::read(&missing).expect_err("no file").to_string();
+        assert!(
+            err.starts_with(&format!("cannot read {}: ", missing.display())),
+            "{err}"
+        );
+    }
+}

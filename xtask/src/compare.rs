@@ -1,0 +1,194 @@
+//! `cargo xtask compare`: the same workload on the stock and the fast-path kernel of one
+//! version, each recorded by `kcmp-trace record`, then `kcmp-trace report A B` with plots.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::Args;
+
+use crate::{
+    build_release,
+    kernel::{Flavour, Kernel, Version, ensure_kernel},
+    setup,
+    vm::{Preempt, VmSpec, default_files, parse_file_arg, run as run_vm},
+    workspace_root,
+};
+
+/// The default workload: kcmp threads against processes that exec() themselves, so that the
+/// fast path meets writers.
+pub const DEFAULT_WORKLOAD: &str =
+    "kcmp-trace stress --json --duration 5s --threads 2 --exec-racers 2 --types vm,files";
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Kernel version: its stock and its fast-path kernel are compared.
+    #[arg(long, value_enum, default_value = "6.12")]
+    kernel_version: Version,
+    /// Preemption model both kernels boot with (PREEMPT_DYNAMIC kernels; others ignore it).
+    #[arg(long, value_enum, default_value = "voluntary")]
+    preempt: Preempt,
+    /// Time between the recording's readings.
+    #[arg(long, default_value = "500ms")]
+    interval: String,
+    /// Seconds the workload may run in each guest.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Extra file or directory for the command (repeatable).
+    #[arg(long = "file", value_name = "HOST:GUEST", value_parser = parse_file_arg)]
+    files: Vec<(PathBuf, String)>,
+    /// Where the recordings, the report and the plots go.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Workload run in each guest while `kcmp-trace record` traces every kcmp call (default:
+    /// `kcmp-trace stress` with exec racers). Its stdout is kept as workload.out.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// One comparison to run.
+pub struct Plan {
+    pub version: Version,
+    pub preempt: Preempt,
+    pub interval: String,
+    pub timeout: Duration,
+    pub files: Vec<(PathBuf, String)>,
+    pub workload: String,
+    pub out: PathBuf,
+}
+
+/// What a comparison left: a directory per kernel (workload.out, the recorder's output), the
+/// recordings (`<kernel>.jsonl`) and the report's files.
+pub struct Compared {
+    /// The stock kernel's results directory.
+    pub stock: PathBuf,
+    pub fastpath: PathBuf,
+    /// `report A B --json` (A stock, B fast path).
+    pub report_json: PathBuf,
+}
+
+/// Records the workload in one guest; returns the directory holding its results.
+fn record_in(plan: &Plan, flavour: Flavour) -> anyhow::Result<PathBuf> {
+    let kernel = Kernel::new(flavour, plan.version);
+    let dir = plan.out.join(kernel.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    let script = format!(
+        r#"
+mkdir -p /tmp
+kcmp-trace record -o /results/recording.jsonl -i {interval} > /results/record.out 2> /results/record.err &
+rp=$!
+n=0
+until grep -q attached /results/record.err; do
+    sleep 0.2; n=$((n+1))
+    [ $n -lt 300 ] || {{ cat /results/record.err; exit 1; }}
+done
+( {workload} ) > /results/workload.out 2> /results/workload.err
+status=$?
+kill -INT $rp
+wait $rp || exit 1
+cat /results/workload.err
+exit $status
+"#,
+        interval = plan.interval,
+        workload = plan.workload,
+    );
+    let mut spec = VmSpec::new(format!("compare-{kernel}"), ensure_kernel(kernel)?, script);
+    spec.cmdline.push(plan.preempt.cmdline());
+    spec.files = default_files(&workspace_root())?;
+    spec.files.extend(plan.files.iter().cloned());
+    spec.timeout = plan.timeout;
+    spec.results_dir = Some(dir.clone());
+    eprintln!("compare: recording the workload on the {kernel} kernel under qemu (TCG)");
+    let outcome = run_vm(&spec)?;
+    ensure!(
+        outcome.exit_code == 0,
+        "the {kernel} guest failed with {} (console: {}):\n{}",
+        outcome.exit_code,
+        outcome.console_log.display(),
+        outcome.output
+    );
+    Ok(dir)
+}
+
+/// `kcmp-trace report` on the host in `dir`, its stdout into `dir/dest`: run there, it
+/// names the recordings as they are named in `dir`.
+fn report(dir: &Path, args: &[&str], dest: &str) -> anyhow::Result<()> {
+    let tracer = default_files(&workspace_root())?
+        .into_iter()
+        .next()
+        .map(|(host, _)| host)
+        .context("no kcmp-trace binary")?;
+    let out = Command::new(&tracer)
+        .current_dir(dir)
+        .arg("report")
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", tracer.display()))?;
+    if !out.status.success() {
+        bail!(
+            "kcmp-trace report failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let dest = dir.join(dest);
+    std::fs::write(&dest, &out.stdout).with_context(|| format!("writing {}", dest.display()))
+}
+
+/// Boots the stock kernel, then the fast-path one, records the workload in each and writes
+/// report.txt, report.json and the plots (index.html) into `plan.out`.
+pub fn compare(plan: &Plan) -> anyhow::Result<Compared> {
+    std::fs::create_dir_all(&plan.out)?;
+    let stock = record_in(plan, Flavour::Stock)?;
+    let fastpath = record_in(plan, Flavour::Fastpath)?;
+    // Named by kernel, which is how the report and the page name them.
+    let keep = |dir: &Path| -> anyhow::Result<String> {
+        let kept = format!(
+            "{}.jsonl",
+            dir.file_name().context("results directory")?.display()
+        );
+        std::fs::copy(dir.join("recording.jsonl"), plan.out.join(&kept))
+            .with_context(|| format!("copying the recording to {kept}"))?;
+        Ok(kept)
+    };
+    let (a, b) = (keep(&stock)?, keep(&fastpath)?);
+    report(&plan.out, &[&a, &b, "--json"], "report.json")?;
+    report(&plan.out, &[&a, &b, "--out", "."], "report.txt")?;
+    let report_json = plan.out.join("report.json");
+    Ok(Compared {
+        stock,
+        fastpath,
+        report_json,
+    })
+}
+
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let path = setup::ensure()?;
+    build_release(&path)?;
+    let workload = if args.command.is_empty() {
+        DEFAULT_WORKLOAD.to_owned()
+    } else {
+        args.command.join(" ")
+    };
+    let plan = Plan {
+        version: args.kernel_version,
+        preempt: args.preempt,
+        interval: args.interval,
+        timeout: Duration::from_secs(args.timeout),
+        files: args.files,
+        workload,
+        out: args
+            .out
+            .unwrap_or_else(|| workspace_root().join("target/compare")),
+    };
+    compare(&plan)?;
+    let text = std::fs::read_to_string(plan.out.join("report.txt"))?;
+    print!("{text}");
+    eprintln!(
+        "compare: report and plots in {}",
+        plan.out.join("index.html").display()
+    );
+    Ok(())
+}
