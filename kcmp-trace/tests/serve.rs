@@ -1369,14 +1369,18 @@ fn tls_and_basic_auth_from_a_web_config() {
             web.to_str().expect("utf-8"),
         ],
     );
-    wait_until("the serving line to name https", Duration::from_secs(5), || {
-        daemon
-            .stderr
-            .lock()
-            .expect("log")
-            .contains("https://127.0.0.1")
-            .then_some(())
-    });
+    wait_until(
+        "the serving line to name https",
+        Duration::from_secs(5),
+        || {
+            daemon
+                .stderr
+                .lock()
+                .expect("log")
+                .contains("https://127.0.0.1")
+                .then_some(())
+        },
+    );
     let url = |path: &str| format!("https://localhost:{}{path}", daemon.port);
     let cacert = dir.0.join("cert.pem");
     let cacert = cacert.to_str().expect("utf-8");

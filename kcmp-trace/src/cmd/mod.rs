@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod doctor;
 pub mod events;
+pub mod generate;
 pub mod stress;
 pub mod watch;
 
