@@ -13,12 +13,20 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
 use sha2::{Digest as _, Sha256};
 
-use crate::{cargo, kernel::hex, run_checked, target::Target, vm::target_dir, workspace_root};
+use crate::{
+    cargo,
+    kernel::{Flavour, Kernel, Version, ensure_kernel, hex},
+    run_checked,
+    target::{HOST, Target},
+    vm::{VmSpec, target_dir},
+    workspace_root,
+};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const UNIT: &str = "contrib/kcmp-trace.service";
@@ -114,7 +122,7 @@ pub fn run(path: &str) -> Result<()> {
     // Man pages and completions depend on the clap definitions only: the host's binary
     // writes them for every architecture.
     let docs = stage.join("generated");
-    let host_binary = static_binary(Target::X86_64);
+    let host_binary = static_binary(HOST);
     for what in ["man", "completions"] {
         run_checked(
             Command::new(&host_binary)
@@ -280,6 +288,31 @@ fn expected_contents() -> Vec<String> {
     paths
 }
 
+/// `kcmp-trace --version` of an installed binary: run here on this machine's architecture,
+/// in a guest of Debian's stock kernel on another.
+fn installed_version(binary: &Path, arch: Target) -> Result<String> {
+    if arch == HOST {
+        return output_of(Command::new(binary).arg("--version"));
+    }
+    let kernel = ensure_kernel(Kernel::new(Flavour::Stock, Version::V6_12).on(arch))?;
+    let mut spec = VmSpec::new(
+        format!("package-{}", arch.deb_arch()),
+        kernel,
+        "kcmp-trace --version",
+    );
+    spec.arch = arch;
+    spec.files = vec![(binary.to_path_buf(), "/usr/bin/kcmp-trace".into())];
+    spec.timeout = Duration::from_secs(60);
+    let outcome = crate::vm::run(&spec)?;
+    ensure!(
+        outcome.exit_code == 0,
+        "kcmp-trace --version failed in the {arch} guest ({}): {}",
+        outcome.exit_code,
+        outcome.output
+    );
+    Ok(outcome.output)
+}
+
 fn output_of(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     ensure!(
@@ -292,7 +325,8 @@ fn output_of(cmd: &mut Command) -> Result<String> {
 }
 
 /// One package checked: metadata, contents, checksum; installed by dpkg into a scratch
-/// root, where its binary runs (on this machine's architecture) and systemd accepts its unit.
+/// root, whose binary runs (here, or in a guest of its architecture) and whose unit systemd
+/// accepts.
 pub fn verify(arch: Target) -> Result<()> {
     let deb = package(arch);
     let info = output_of(Command::new("dpkg-deb").arg("--field").arg(&deb))?;
@@ -360,7 +394,7 @@ pub fn verify(arch: Target) -> Result<()> {
     }
     let mut install = Command::new("dpkg");
     install.arg(format!("--root={}", root.display()));
-    if arch != Target::X86_64 {
+    if arch != HOST {
         // The scratch root knows no foreign architecture.
         install.arg("--force-architecture");
     }
@@ -373,13 +407,11 @@ pub fn verify(arch: Target) -> Result<()> {
 
     let installed = root.join("usr/bin/kcmp-trace");
     check_static(&installed, arch)?;
-    if arch == Target::X86_64 {
-        let version = output_of(Command::new(&installed).arg("--version"))?;
-        ensure!(
-            version.trim() == format!("kcmp-trace {VERSION}"),
-            "--version printed {version:?}"
-        );
-    }
+    let version = installed_version(&installed, arch)?;
+    ensure!(
+        version.trim() == format!("kcmp-trace {VERSION}"),
+        "--version printed {version:?}"
+    );
 
     for unit in SYSTEMD_TARGETS {
         fs::copy(

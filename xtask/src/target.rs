@@ -14,6 +14,12 @@ pub enum Target {
     Aarch64,
 }
 
+/// The machine the automation runs on.
+#[cfg(target_arch = "x86_64")]
+pub const HOST: Target = Target::X86_64;
+#[cfg(target_arch = "aarch64")]
+pub const HOST: Target = Target::Aarch64;
+
 impl Target {
     pub const ALL: [Target; 2] = [Target::X86_64, Target::Aarch64];
 
