@@ -4,6 +4,7 @@
 //! layouts of `#[repr(C)]` types are the contract between the two sides.
 #![no_std]
 
+pub mod arch;
 pub mod classify;
 pub mod event;
 pub mod hist;

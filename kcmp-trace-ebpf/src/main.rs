@@ -22,6 +22,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use calls::KcmpArgs;
+use kcmp_trace_common::arch::Arch;
 
 // Field offsets of syscalls/sys_{enter,exit}_kcmp (see their `format` in tracefs): the
 // common header and __syscall_nr, then one 8-byte slot per argument.
@@ -58,28 +59,29 @@ pub fn kcmp_tp_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// kcmp's arguments from the `struct pt_regs *` that x86-64 syscall wrappers
-/// (`__x64_sys_kcmp`) receive: rdi, rsi, rdx, r10, r8.
+/// The architecture this object is built for: aya-build passes the userspace target's.
+#[cfg(bpf_target_arch = "x86_64")]
+const ARCH: Arch = Arch::X86_64;
+#[cfg(bpf_target_arch = "aarch64")]
+const ARCH: Arch = Arch::Aarch64;
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+compile_error!("kcmp-trace's programs support bpf_target_arch x86_64 and aarch64");
+
+/// kcmp's arguments from the `struct pt_regs *` its syscall wrapper receives
+/// (`kcmp_trace_common::arch` says which registers).
 #[inline(always)]
 fn args_from_regs(regs: *const pt_regs) -> KcmpArgs {
-    // SAFETY: bpf_probe_read_kernel checks the address; a failed read yields 0.
-    let read = |field: *const u64| unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0);
-    // SAFETY: only field addresses are computed here, nothing is dereferenced.
-    let (rdi, rsi, rdx, r10, r8) = unsafe {
-        (
-            read(&raw const (*regs).rdi),
-            read(&raw const (*regs).rsi),
-            read(&raw const (*regs).rdx),
-            read(&raw const (*regs).r10),
-            read(&raw const (*regs).r8),
-        )
-    };
+    let [a0, a1, a2, a3, a4] = ARCH.syscall_arg_offsets().map(|offset| {
+        // SAFETY: only an address is computed here; bpf_probe_read_kernel checks it, and a
+        // failed read yields 0.
+        unsafe { bpf_probe_read_kernel(regs.cast::<u8>().add(offset).cast::<u64>()) }.unwrap_or(0)
+    });
     KcmpArgs {
-        pid1: rdi as i32,
-        pid2: rsi as i32,
-        raw_type: rdx as i32 as i64,
-        idx1: r10,
-        idx2: r8,
+        pid1: a0 as i32,
+        pid2: a1 as i32,
+        raw_type: a2 as i32 as i64,
+        idx1: a3,
+        idx2: a4,
     }
 }
 

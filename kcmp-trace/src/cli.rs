@@ -75,6 +75,25 @@ pub enum Command {
     ///
     /// SIGTERM or Ctrl-C: stop accepting, finish responses, detach, exit 0.
     Serve(ServeArgs),
+    /// Write the man pages or shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(value_enum)]
+    pub what: Generated,
+    /// Directory to write into (created if missing).
+    pub dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generated {
+    /// kcmp-trace.1 and a page per subcommand.
+    Man,
+    /// bash, zsh and fish completions.
+    Completions,
 }
 
 /// Shortest and longest durations taken: finer than a millisecond means nothing for

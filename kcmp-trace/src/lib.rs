@@ -7,6 +7,9 @@
 //! serves them over HTTP in the shapes of [`wire`] that [`client`] reads back; [`stress`] is
 //! the workload that keeps its own count.
 
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("kcmp-trace supports x86_64 and aarch64 (kcmp_trace_common::arch)");
+
 pub mod bench;
 pub mod bpf_info;
 pub mod bpf_log;

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Command::Stress(args) => cmd::stress::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Serve(args) => kcmp_trace::serve::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::probe::preempt::Preemption;
 
-const SYSCALL_FN: &str = "__x64_sys_kcmp";
+const SYSCALL_FN: &str = kcmp_trace_common::arch::NATIVE.kcmp_wrapper();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

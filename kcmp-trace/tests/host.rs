@@ -301,13 +301,14 @@ fn doctor_reports_what_this_kernel_allows() {
     assert_eq!(d["privileged"], true);
     let plan = &d["plan"]["Ok"];
     assert!(plan["mode"].is_string(), "{out}");
+    let arch = kcmp_trace_common::arch::NATIVE;
+    assert_eq!(d["arch"], arch.name());
+    // Whatever the mode, the kcmp syscall's wrapper must be a known symbol here.
     let symbols = d["symbols"].as_array().expect("symbols");
-    assert!(symbols.iter().any(|s| s["name"] == "__x64_sys_kcmp"));
-    // Whatever the mode, the kcmp syscall itself must be a known symbol here.
     let sys = symbols
         .iter()
-        .find(|s| s["name"] == "__x64_sys_kcmp")
-        .expect("sym");
+        .find(|s| s["name"] == arch.kcmp_wrapper())
+        .expect("kcmp's wrapper among the symbols");
     assert_eq!(sys["kallsyms"], true);
     assert_eq!(d["unpreempted_reads"], true, "root may read at SCHED_FIFO");
 

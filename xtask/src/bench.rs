@@ -11,6 +11,7 @@ use crate::{
     build_release,
     kernel::{Flavour, Kernel, Version, ensure_kernel},
     run_checked, setup,
+    target::Target,
     vm::{Preempt, VmSpec, default_files, run as run_vm},
     workspace_root,
 };
@@ -67,6 +68,9 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let path = setup::ensure()?;
     let bin = build_release(&path)?;
+    if !args.no_vm {
+        crate::dist::build_static(&path, &[Target::X86_64])?;
+    }
     let out_dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let rounds = args.rounds.to_string();
@@ -125,7 +129,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             format!("set -e\n{script}"),
         );
         spec.cmdline.push(preempt.cmdline());
-        spec.files = default_files(&workspace_root())?;
+        spec.files = default_files(Target::X86_64)?;
         spec.timeout = Duration::from_secs(900);
         let dir = out_dir.join(format!("vm-{kernel}-{}", preempt.name()));
         spec.results_dir = Some(dir.clone());

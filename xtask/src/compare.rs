@@ -11,7 +11,6 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Args;
 
 use crate::{
-    build_release,
     kernel::{Flavour, Kernel, Version, ensure_kernel},
     setup,
     vm::{Preempt, VmSpec, default_files, parse_file_arg, run as run_vm},
@@ -97,7 +96,7 @@ exit $status
     );
     let mut spec = VmSpec::new(format!("compare-{kernel}"), ensure_kernel(kernel)?, script);
     spec.cmdline.push(plan.preempt.cmdline());
-    spec.files = default_files(&workspace_root())?;
+    spec.files = default_files(crate::target::HOST)?;
     spec.files.extend(plan.files.iter().cloned());
     spec.timeout = plan.timeout;
     spec.results_dir = Some(dir.clone());
@@ -116,7 +115,7 @@ exit $status
 /// `kcmp-trace report` on the host in `dir`, its stdout into `dir/dest`: run there, it
 /// names the recordings as they are named in `dir`.
 fn report(dir: &Path, args: &[&str], dest: &str) -> anyhow::Result<()> {
-    let tracer = default_files(&workspace_root())?
+    let tracer = default_files(crate::target::HOST)?
         .into_iter()
         .next()
         .map(|(host, _)| host)
@@ -166,7 +165,7 @@ pub fn compare(plan: &Plan) -> anyhow::Result<Compared> {
 
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let path = setup::ensure()?;
-    build_release(&path)?;
+    crate::dist::build_static(&path, &[crate::target::HOST])?;
     let workload = if args.command.is_empty() {
         DEFAULT_WORKLOAD.to_owned()
     } else {

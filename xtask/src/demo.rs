@@ -7,11 +7,10 @@ use anyhow::ensure;
 use clap::Args;
 
 use crate::{
-    build_release,
     kernel::{Flavour, Kernel, Version, ensure_kernel},
     setup,
+    target::Target,
     vm::{Preempt, VmSpec, default_files, run as run_vm},
-    workspace_root,
 };
 
 #[derive(Args)]
@@ -31,7 +30,7 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let path = setup::ensure()?;
-    build_release(&path)?;
+    crate::dist::build_static(&path, &[Target::X86_64])?;
     let secs = args.seconds;
     let script = format!(
         r#"
@@ -57,7 +56,7 @@ cat /sys/kernel/debug/kcmp_fastpath 2>/dev/null || echo "(no oracle in this kern
     let kernel = Kernel::new(args.kernel, args.kernel_version);
     let mut spec = VmSpec::new("demo", ensure_kernel(kernel)?, script);
     spec.cmdline.extend(args.preempt.map(Preempt::cmdline));
-    spec.files = default_files(&workspace_root())?;
+    spec.files = default_files(Target::X86_64)?;
     spec.timeout = Duration::from_secs(secs + 120);
     spec.live = true;
     eprintln!("demo: booting the {kernel} kernel under qemu (TCG)");

@@ -1,14 +1,18 @@
 //! Kernels for the VM tests, by flavour and version (see [`Kernel`]):
 //!
-//! * stock: Debian's newest `linux-image-*-cloud-amd64-unsigned` of the version, the kernel
-//!   users actually run (no fast path: kcmp() takes both locks). On 6.12 it is built with
-//!   PREEMPT_DYNAMIC, so `preempt=none|voluntary|full` on the command line picks the model.
-//! * stock-rt: Debian's `linux-image-*-rt-amd64-unsigned` (PREEMPT_RT).
+//! * stock: Debian's newest `linux-image-*-cloud-<arch>-unsigned` of the version, the kernel
+//!   users actually run (no fast path: kcmp() takes both locks). On x86-64 6.12 it is built
+//!   with PREEMPT_DYNAMIC, so `preempt=none|voluntary|full` on the command line picks the
+//!   model; the arm64 one is voluntary only.
+//! * stock-rt: Debian's `linux-image-*-rt-<arch>-unsigned` (PREEMPT_RT).
 //! * fastpath: `linux-source-<version>` with `testing/kernel/<version>/*.patch` applied
 //!   (exec_update_seq fast path plus the test-only `kcmp_fastpath` debugfs oracle),
 //!   configured from `make tinyconfig`, `testing/kernel/config.fragment` and, on 6.12,
 //!   `preempt-dynamic.fragment`.
 //! * fastpath-rt: the same with `preempt-rt.fragment` (6.12 and later: PREEMPT_RT is mainline).
+//!
+//! Stock kernels exist for x86-64 and arm64; the fast-path kernels are built for x86-64
+//! only (their config fragment is x86's).
 //!
 //! All are cached under [`cache_root`]. Each cache entry is a directory holding the
 //! image (`vmlinuz` or `bzImage`), `config` and `System.map`; it is assembled in a
@@ -30,6 +34,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+
+use crate::target::Target;
 
 /// Which kind of kernel to boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -97,22 +103,37 @@ impl Version {
     }
 }
 
-/// A kernel to boot: flavour and version.
+/// A kernel to boot: flavour, version and architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kernel {
     pub flavour: Flavour,
     pub version: Version,
+    pub arch: Target,
 }
 
 impl Kernel {
+    /// An x86-64 kernel.
     pub const fn new(flavour: Flavour, version: Version) -> Kernel {
-        Kernel { flavour, version }
+        Kernel {
+            flavour,
+            version,
+            arch: Target::X86_64,
+        }
+    }
+
+    pub const fn on(self, arch: Target) -> Kernel {
+        Kernel { arch, ..self }
     }
 }
 
+/// `stock-6.12`; other architectures than x86-64 are named: `stock-6.12-aarch64`.
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.flavour.name(), self.version.name())
+        write!(f, "{}-{}", self.flavour.name(), self.version.name())?;
+        match self.arch {
+            Target::X86_64 => Ok(()),
+            arch => write!(f, "-{arch}"),
+        }
     }
 }
 
@@ -148,6 +169,9 @@ pub fn ensure_kernel(kernel: Kernel) -> Result<PathBuf> {
     let root = cache_root();
     match kernel.flavour {
         Flavour::Stock | Flavour::StockRt => ensure_stock(&root.join("stock"), kernel),
+        Flavour::Fastpath | Flavour::FastpathRt if kernel.arch != Target::X86_64 => bail!(
+            "the fast-path kernels are built for x86_64 only (testing/kernel/config.fragment)"
+        ),
         Flavour::Fastpath | Flavour::FastpathRt => ensure_fastpath(&root.join("fastpath"), kernel),
     }
     .with_context(|| format!("preparing the {kernel} kernel (cache: {})", root.display()))
@@ -183,6 +207,46 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
         install(&missing)?;
     }
     Ok(())
+}
+
+/// A file from a Debian package of another architecture (which cannot be installed next to
+/// the host's own), e.g. `busybox-static:arm64`'s `bin/busybox`: downloaded, extracted and
+/// cached under `<cache>/debs/<package>_<version>/` on first use.
+pub fn file_from_package(package: &str, path: &str) -> Result<PathBuf> {
+    let version = candidate_version(package)?;
+    let name = format!(
+        "{}_{}",
+        package.replace(':', "_"),
+        version.replace(':', "%3a")
+    );
+    let dir = cache_root().join("debs");
+    let entry = dir.join(&name);
+    let wanted = |entry: &Path| entry.join(path);
+    if wanted(&entry).is_file() {
+        return Ok(wanted(&entry));
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _lock = lock(&dir.join(format!("{name}.lock")))?;
+    if wanted(&entry).is_file() {
+        return Ok(wanted(&entry));
+    }
+    let tmp = fresh_dir(&dir.join(format!(".tmp-{name}")))?;
+    step(format!("downloading {package} {version}"));
+    capture(
+        Command::new("apt-get")
+            .arg("download")
+            .arg(format!("{package}={version}"))
+            .current_dir(&tmp),
+    )?;
+    let deb = find_file(&tmp, |n| n.ends_with(".deb"))?;
+    let out = tmp.join("out");
+    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&out))?;
+    if !wanted(&out).is_file() {
+        bail!("{package} {version} has no {path}");
+    }
+    publish(&out, &entry)?;
+    remove_dir(&tmp);
+    Ok(wanted(&entry))
 }
 
 fn package_installed(package: &str) -> bool {
@@ -224,7 +288,8 @@ fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
     } else {
         "cloud"
     };
-    let package = match newest_image(kernel.version, variant)? {
+    let deb_arch = kernel.arch.deb_arch();
+    let package = match newest_image(kernel.version, variant, deb_arch)? {
         Some(p) => p,
         None => {
             step(format!(
@@ -232,17 +297,28 @@ fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
                 kernel.version.name()
             ));
             apt_get(&["update"])?;
-            newest_image(kernel.version, variant)?.with_context(|| {
+            newest_image(kernel.version, variant, deb_arch)?.with_context(|| {
                 format!(
-                    "no linux-image-{}*-{variant}-amd64-unsigned package in the apt sources \
-                     (needs Debian bookworm with bookworm-updates/security)",
-                    kernel.version.name()
+                    "no linux-image-{}*-{variant}-{deb_arch}-unsigned package in the apt sources \
+                     (needs Debian bookworm with bookworm-updates/security{})",
+                    kernel.version.name(),
+                    if deb_arch == "amd64" {
+                        ""
+                    } else {
+                        ", and `dpkg --add-architecture arm64`"
+                    }
                 )
             })?
         }
     };
+    let package = format!("{package}:{deb_arch}");
     let version = candidate_version(&package)?;
-    let name = format!("{package}_{}", version.replace(':', "%3a"));
+    // x86-64 entries keep their names from before other architectures.
+    let name = format!(
+        "{}_{}",
+        package.trim_end_matches(":amd64").replace(':', "_"),
+        version.replace(':', "%3a")
+    );
     let entry = dir.join(&name);
     let image = entry.join("vmlinuz");
     if image.is_file() {
@@ -287,10 +363,10 @@ fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// The `linux-image-<version>...-<variant>-amd64-unsigned` package with the highest ABI
-/// (6.1) or sublevel (6.12) number.
-fn newest_image(version: Version, variant: &str) -> Result<Option<String>> {
-    let suffix = format!("-{variant}-amd64-unsigned");
+/// The `linux-image-<version>...-<variant>-<deb_arch>-unsigned` package with the highest
+/// ABI (6.1) or sublevel (6.12) number.
+fn newest_image(version: Version, variant: &str, deb_arch: &str) -> Result<Option<String>> {
+    let suffix = format!("-{variant}-{deb_arch}-unsigned");
     let out = capture(Command::new("apt-cache").args([
         "search",
         "--names-only",

@@ -3,10 +3,12 @@
 mod bench;
 mod compare;
 mod demo;
+mod dist;
 mod initramfs;
 mod kernel;
 mod setup;
 mod stream;
+mod target;
 mod test;
 mod vm;
 mod vmtest;
@@ -43,6 +45,8 @@ enum Task {
     Test(test::TestArgs),
     /// Measure tracing overhead side by side and write JSON.
     Bench(bench::BenchArgs),
+    /// Static binaries, Debian packages and checksums for x86_64 and aarch64 in target/dist.
+    Dist,
     /// Boot a real kernel under qemu and run a command in it.
     Vm(vm::VmArgs),
     /// Watch fast-path hits, retries and busy fallbacks live in the fast-path kernel.
@@ -108,9 +112,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Task::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
         Task::Demo(args) => demo::run(args).map(|_| ExitCode::SUCCESS),
         Task::Compare(args) => compare::run(args).map(|_| ExitCode::SUCCESS),
+        Task::Dist => {
+            let path = setup::ensure()?;
+            dist::run(&path).map(|()| ExitCode::SUCCESS)
+        }
         Task::Vm(args) => {
             let path = setup::ensure()?;
-            build_release(&path)?;
+            dist::build_static(&path, &[args.arch])?;
             let code = vm::cli(args)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }

@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use crate::{
     kernel::{cache_root, ensure_packages},
     run_checked,
+    target::Target,
 };
 
 /// Debian packages, with why we need them.
@@ -29,6 +30,19 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "the daemon tests scrape with a real Prometheus server",
     ),
     ("qemu-system-x86", "VM tests boot real kernels"),
+    (
+        "qemu-system-arm",
+        "VM tests boot arm64 kernels (qemu-system-aarch64)",
+    ),
+    (
+        "musl-tools",
+        "musl-gcc: ring's C code in the static x86_64 binary",
+    ),
+    (
+        "gcc-aarch64-linux-gnu",
+        "ring's C code and the link of the static aarch64 binary",
+    ),
+    ("file", "dist checks its binaries are static"),
     ("busybox-static", "the VM initramfs"),
     ("cpio", "the VM initramfs"),
     ("util-linux", "setpriv, for the unprivileged-user tests"),
@@ -108,6 +122,39 @@ fn bpf_linker() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The static binaries' Rust targets.
+fn rust_targets() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup target list")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    for target in Target::ALL {
+        if !installed.lines().any(|l| l.trim() == target.triple()) {
+            step(&format!("rustup target add {}", target.triple()));
+            run_checked(Command::new("rustup").args(["target", "add", target.triple()]))?;
+        }
+    }
+    Ok(())
+}
+
+/// arm64 as a foreign architecture, so that apt can download its kernels and busybox.
+fn arm64_packages() -> anyhow::Result<()> {
+    let foreign = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .context("dpkg --print-foreign-architectures")?;
+    if String::from_utf8_lossy(&foreign.stdout)
+        .lines()
+        .any(|a| a.trim() == "arm64")
+    {
+        return Ok(());
+    }
+    step("dpkg --add-architecture arm64 && apt-get update");
+    run_checked(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+    run_checked(Command::new("apt-get").args(["update", "-q"]))
+}
+
 fn tracefs() -> anyhow::Result<()> {
     if Path::new("/sys/kernel/tracing/events").is_dir() {
         return Ok(());
@@ -121,7 +168,9 @@ fn tracefs() -> anyhow::Result<()> {
 pub fn ensure() -> anyhow::Result<String> {
     let packages: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
     ensure_packages(&packages)?;
+    arm64_packages()?;
     rust_src()?;
+    rust_targets()?;
     let linker = bpf_linker()?;
     tracefs()?;
     let path = format!(

@@ -4,21 +4,23 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::{cargo, setup};
+use crate::{cargo, setup, target::Target};
 
 #[derive(Args)]
 pub struct TestArgs {
-    /// Skip the VM tests (they boot real kernels under TCG).
+    /// Skip the static builds, the package checks and the VM tests (they boot real
+    /// kernels under TCG).
     #[arg(long, conflicts_with = "vm_only")]
     pub no_vm: bool,
-    /// Only the VM tests.
+    /// Only the static builds, the package checks and the VM tests.
     #[arg(long)]
     pub vm_only: bool,
     /// The whole kernel matrix: also the PREEMPT_RT fast-path kernel (an extra kernel
     /// build), preempt=none, and Debian's 6.1 PREEMPT_RT image.
     #[arg(long)]
     pub full: bool,
-    /// Only the guests whose name contains this (e.g. `6.12-full`, `stock-rt`).
+    /// Only the guests whose name contains this (e.g. `6.12-full`, `aarch64`); skips the
+    /// package checks.
     #[arg(long, value_name = "NAME")]
     pub guest: Option<String>,
     /// Pass even if privileged tests skipped themselves (not root); they are still counted.
@@ -86,7 +88,25 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             "xtask: VM tests under qemu: {}",
             crate::vmtest::guests(args.full).join(", ")
         );
-        crate::build_release(&path)?;
+        if args.guest.is_none() {
+            eprintln!("xtask: packages (cargo xtask dist, then each package checked)");
+            crate::dist::run(&path)?;
+            for arch in Target::ALL {
+                let result = crate::dist::verify(arch);
+                match &result {
+                    Ok(()) => eprintln!("package {} ... ok", arch.deb_arch()),
+                    Err(e) => eprintln!("package {} ... FAILED: {e:#}", arch.deb_arch()),
+                }
+                if result.is_err() && !failed.contains(&"packages") {
+                    failed.push("packages");
+                }
+            }
+        } else {
+            crate::dist::build_static(
+                &path,
+                &crate::vmtest::arches(args.full, args.guest.as_deref()),
+            )?;
+        }
         let (passed, vm_failed) = crate::vmtest::run(args.full, args.guest.as_deref());
         if !vm_failed.is_empty() {
             failed.push("vm tests");

@@ -1,15 +1,19 @@
 //! Runs one shell command as root inside a qemu guest (TCG, so it works without KVM).
 //!
-//! The guest boots `spec.kernel` with a generated initramfs: busybox, the given files
-//! (ELF binaries bring their shared libraries and loader) and an `/init` that mounts
-//! proc, sysfs, devtmpfs, tracefs, debugfs and bpffs, runs the command and powers off.
+//! The guest (x86-64, or arm64 on qemu's `virt` machine) boots `spec.kernel` with a
+//! generated initramfs: a static busybox of its architecture, the given files (static
+//! binaries: the guest has no shared libraries), the kernel's config at
+//! `/boot/config-<release>` as Debian installs it, and an `/init` that mounts proc, sysfs,
+//! devtmpfs, tracefs, debugfs and bpffs, runs the command and powers off.
 //!
-//! Two serial ports keep kernel messages and data apart:
-//! * ttyS0 is the console (kernel log plus `@@KCMP-TRACE-VM@@` markers from /init),
-//!   written to `<log_dir>/<name>-<timestamp>.log` and scanned for panics and splats;
-//! * ttyS1, in raw mode, carries one framed gzip tar with the command's output, its
-//!   exit status and (if requested) everything it wrote under `/results`, checked by
-//!   length and sha256 on the host, so results arrive byte-exact.
+//! Two channels keep kernel messages and data apart:
+//! * the serial console (ttyS0, ttyAMA0 on arm64: kernel log plus `@@KCMP-TRACE-VM@@`
+//!   markers from /init), written to `<log_dir>/<name>-<timestamp>.log` and scanned for
+//!   panics and splats;
+//! * a data port (ttyS1 in raw mode; on arm64, whose `virt` machine has one UART, a
+//!   virtio serial port) carries one framed gzip tar with the command's output, its exit
+//!   status and (if requested) everything it wrote under `/results`, checked by length
+//!   and sha256 on the host, so results arrive byte-exact.
 //!
 //! Serial transfer is slow under TCG (roughly 1 MB/s): keep `/results` to a few MB.
 
@@ -29,6 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     initramfs::{Node, Tree},
     kernel::{self, Flavour, Kernel, Version, fresh_dir, hex},
+    target::Target,
 };
 
 /// Printed by /init on the console; nothing in the kernel prints this.
@@ -39,7 +44,10 @@ const HOST_GRACE: Duration = Duration::from_secs(60);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CONSOLE_TAIL_LINES: usize = 60;
 const BUSYBOX: &str = "/bin/busybox";
-const HOST_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "gzip", "tar"];
+/// Where the kernel's config lands in the initramfs, before /init renames it.
+const KERNEL_CONFIG: &str = "/boot/config";
+/// Names the arm64 guest's data port (virtio serial), which /init finds by it.
+const DATA_PORT: &str = "kcmp-data";
 
 /// Console lines that mean the kernel is broken, whatever the command's exit status.
 const KERNEL_PROBLEMS: &[&str] = &[
@@ -62,6 +70,8 @@ const KERNEL_PROBLEMS: &[&str] = &[
 pub struct VmSpec {
     /// Names the console log: `<log_dir>/<name>-<timestamp>.log`.
     pub name: String,
+    /// The guest's architecture: the kernel's and every binary's in `files`.
+    pub arch: Target,
     /// bzImage/vmlinuz to boot (see [`kernel::ensure_kernel`]).
     pub kernel: PathBuf,
     /// Kernel command-line parameters added to the runner's own (e.g. `preempt=full`).
@@ -84,10 +94,12 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
-    /// A spec with defaults: 2 CPUs, 1 GiB, 300 s, no extra files, logs in target/vm.
+    /// An x86-64 spec with defaults: 2 CPUs, 1 GiB, 300 s, no extra files, logs in
+    /// target/vm.
     pub fn new(name: impl Into<String>, kernel: PathBuf, command: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            arch: Target::X86_64,
             kernel,
             cmdline: Vec::new(),
             files: Vec::new(),
@@ -126,6 +138,9 @@ pub struct VmArgs {
     /// Its version (Debian's images and linux-source packages).
     #[arg(long, value_enum, default_value = "6.12")]
     pub kernel_version: Version,
+    /// The guest's architecture (aarch64: `--kernel stock` only).
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub arch: Target,
     /// Preemption model to boot a PREEMPT_DYNAMIC kernel with (`preempt=` on the command
     /// line); the kernel's default when absent.
     #[arg(long, value_enum)]
@@ -185,21 +200,21 @@ pub fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
 
 /// Runs `cargo xtask vm`; returns the guest command's exit status.
 ///
-/// The release kcmp-trace binary goes to /usr/bin/kcmp-trace when it has been built;
-/// a command naming kcmp-trace without it fails early.
+/// The static kcmp-trace binary of the guest's architecture goes to /usr/bin/kcmp-trace
+/// when it has been built; a command naming kcmp-trace without it fails early.
 pub fn cli(args: VmArgs) -> Result<i32> {
     let command = args.command.join(" ");
-    let root = crate::workspace_root();
-    let mut files = match default_files(&root) {
+    let mut files = match default_files(args.arch) {
         Ok(files) => files,
         Err(e) if command.contains("kcmp-trace") => return Err(e),
         Err(_) => Vec::new(),
     };
     files.extend(args.files);
 
-    let kernel = Kernel::new(args.kernel, args.kernel_version);
+    let kernel = Kernel::new(args.kernel, args.kernel_version).on(args.arch);
     let kernel_image = kernel::ensure_kernel(kernel)?;
     let mut spec = VmSpec::new(kernel.to_string(), kernel_image, command);
+    spec.arch = args.arch;
     spec.cmdline.extend(args.preempt.map(Preempt::cmdline));
     spec.files = files;
     spec.timeout = Duration::from_secs(args.timeout);
@@ -223,27 +238,27 @@ pub fn cli(args: VmArgs) -> Result<i32> {
     Ok(outcome.exit_code)
 }
 
-/// The files every test guest gets: the release tracer as /usr/bin/kcmp-trace.
-pub fn default_files(workspace_root: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root.join("target"), PathBuf::from);
-    let tracer = target.join("release/kcmp-trace");
+/// The files every test guest gets: the static tracer of its architecture as
+/// /usr/bin/kcmp-trace.
+pub fn default_files(arch: Target) -> Result<Vec<(PathBuf, String)>> {
+    let tracer = crate::dist::static_binary(arch);
     ensure!(
         tracer.is_file(),
-        "{} does not exist: run cargo build --release -p kcmp-trace first",
-        tracer.display()
+        "{} does not exist: run cargo xtask dist (or build kcmp-trace for {}) first",
+        tracer.display(),
+        arch.triple()
     );
     Ok(vec![(tracer, "/usr/bin/kcmp-trace".to_string())])
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| crate::workspace_root().join("target"), PathBuf::from)
 }
 
 /// Boots the guest, runs the command and collects its output and results.
 pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
-    kernel::ensure_packages(HOST_PACKAGES)?;
+    kernel::ensure_packages(&[spec.arch.qemu_package(), "busybox-static", "gzip", "tar"])?;
     ensure!(
         spec.kernel.is_file(),
         "no kernel image at {}",
@@ -262,28 +277,46 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
     let nonce = nonce()?;
 
     build_initramfs(spec, &nonce, &initramfs)?;
-    let mut append = "console=ttyS0 quiet panic=-1 rdinit=/init".to_owned();
+    let mut append = format!(
+        "console={} quiet panic=-1 rdinit=/init",
+        spec.arch.console()
+    );
     for param in &spec.cmdline {
         append.push(' ');
         append.push_str(param);
     }
-    let mut qemu = Command::new("qemu-system-x86_64");
+    let mut qemu = Command::new(spec.arch.qemu());
     // One host thread runs every vCPU: with a thread per vCPU, Debian's 6.12 kernel booted
     // preempt=full now and then executed a stale int3 (or a stale call) right after live
     // text patching, which no real CPU does after the kernel's cross-CPU sync; the vCPUs
     // still interleave, so races and preemption stay.
     let accel = env::var("KCMP_TRACE_QEMU_ACCEL").unwrap_or_else(|_| "tcg,thread=single".into());
-    qemu.args(["-accel", &accel, "-cpu", "max", "-nographic", "-nodefaults"])
-        .args(["-no-reboot", "-monitor", "none"])
+    qemu.args(["-accel", &accel])
+        .args(spec.arch.qemu_machine())
+        .args([
+            "-nographic",
+            "-nodefaults",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
         .arg("-smp")
         .arg(spec.smp.to_string())
         .arg("-m")
         .arg(spec.memory_mb.to_string())
         .arg("-serial")
-        .arg(format!("file:{}", console_log.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", channel.display()))
-        .arg("-kernel")
+        .arg(format!("file:{}", console_log.display()));
+    match spec.arch {
+        Target::X86_64 => qemu
+            .arg("-serial")
+            .arg(format!("file:{}", channel.display())),
+        Target::Aarch64 => qemu
+            .args(["-device", "virtio-serial-pci", "-chardev"])
+            .arg(format!("file,id=data,path={}", channel.display()))
+            .arg("-device")
+            .arg(format!("virtserialport,chardev=data,name={DATA_PORT}")),
+    };
+    qemu.arg("-kernel")
         .arg(&spec.kernel)
         .arg("-initrd")
         .arg(&initramfs)
@@ -297,7 +330,9 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
     File::create(&channel)?;
 
     let started = Instant::now();
-    let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
+    let mut child = qemu
+        .spawn()
+        .with_context(|| format!("starting {}", spec.arch.qemu()))?;
     let deadline = spec.timeout + HOST_GRACE;
     let mut boot_time = None;
     let mut echoed = 0;
@@ -498,8 +533,12 @@ fn untar(archive: &Path, dest: &Path, extra: &[&str]) -> Result<()> {
 
 fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
     let mut tree = Tree::default();
-    tree.add_host_file(Path::new(BUSYBOX), BUSYBOX)
-        .context("busybox-static provides /bin/busybox")?;
+    let busybox = match spec.arch {
+        Target::X86_64 => PathBuf::from(BUSYBOX),
+        Target::Aarch64 => kernel::file_from_package("busybox-static:arm64", "bin/busybox")?,
+    };
+    tree.add_host_file(&busybox, BUSYBOX)
+        .with_context(|| format!("busybox-static provides {}", busybox.display()))?;
     for dir in [
         "/proc",
         "/sys",
@@ -517,6 +556,11 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
     // The kernel opens /dev/console for init before devtmpfs is mounted.
     tree.insert("/dev/console", Node::CharDev { major: 5, minor: 1 });
     tree.insert("/results", Node::Symlink("/kcmp-vm/out/results".into()));
+    // Cached kernels keep their config next to the image; /init names it by the release.
+    let config = spec.kernel.with_file_name("config");
+    if config.is_file() {
+        tree.add_host_file(&config, KERNEL_CONFIG)?;
+    }
     for (host, guest) in &spec.files {
         ensure!(
             guest.starts_with('/'),
@@ -592,13 +636,13 @@ export HOME=/root TMPDIR=/tmp
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+[ -f {KERNEL_CONFIG} ] && mv {KERNEL_CONFIG} {KERNEL_CONFIG}-$(uname -r)
 for fs in tracefs:/sys/kernel/tracing debugfs:/sys/kernel/debug bpf:/sys/fs/bpf; do
     mount -t "${{fs%%:*}}" "${{fs%%:*}}" "${{fs#*:}}" ||
         echo "{MARKER} warning: cannot mount $fs"
 done
 ip link set lo up 2>/dev/null
-# Raw, so that the data channel is byte-exact (no newline translation, no echo).
-stty -F /dev/ttyS1 raw -echo || echo "{MARKER} warning: stty ttyS1 failed"
+{data_port}
 
 echo "{MARKER} start"
 cd /
@@ -615,17 +659,30 @@ cd /kcmp-vm/out
 tar -czf /kcmp-vm/data.tgz output status $(ls timed-out 2>/dev/null){results}
 size=$(wc -c </kcmp-vm/data.tgz)
 sum=$(sha256sum /kcmp-vm/data.tgz)
-# Closing ttyS1 waits until the UART has sent everything.
+# Closing the port waits until everything has been sent.
 {{
     printf '%s DATA %s %s\n' {nonce} "$size" "${{sum%% *}}"
     cat /kcmp-vm/data.tgz
     printf '%s END\n' {nonce}
-}} >/dev/ttyS1
+}} >"$data"
 echo "{MARKER} exit=$status"
 # With qemu's -no-reboot a reboot ends qemu; poweroff -f would leave it running.
 reboot -f
 "#,
         path = path.join(":"),
+        data_port = match spec.arch {
+            Target::X86_64 => format!(
+                "data=/dev/ttyS1\n\
+                 # Raw, so that the data channel is byte-exact (no newline translation, no echo).\n\
+                 stty -F $data raw -echo || echo \"{MARKER} warning: stty $data failed\""
+            ),
+            Target::Aarch64 => format!(
+                "for port in /sys/class/virtio-ports/*; do\n    \
+                 [ \"$(cat $port/name)\" = {DATA_PORT} ] && data=/dev/${{port##*/}}\n\
+                 done\n\
+                 [ -n \"$data\" ] || echo \"{MARKER} warning: no virtio port {DATA_PORT}\""
+            ),
+        },
         timeout = spec.timeout.as_secs().max(1),
         // The console is what the host can read while the guest runs.
         live_start = if spec.live {

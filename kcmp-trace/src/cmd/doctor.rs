@@ -15,7 +15,7 @@ use crate::{
 struct Doctor {
     #[serde(flatten)]
     capabilities: Capabilities,
-    /// fentry tried on __x64_sys_kcmp: attached, or why not.
+    /// fentry tried on kcmp's syscall wrapper: attached, or why not.
     fentry: Result<(), String>,
     /// The plan `watch` would use, or why none works.
     plan: Result<Plan, String>,
@@ -95,6 +95,11 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let c = &doctor.capabilities;
     let yes = |b: bool| if b { "yes" } else { "no" };
     println!("kernel            {}", c.kernel);
+    println!(
+        "arch              {} (kcmp's wrapper: {})",
+        c.arch,
+        kcmp_trace_common::arch::NATIVE.kcmp_wrapper()
+    );
     println!("privileged        {}", yes(c.privileged));
     println!("BTF               {}", yes(c.btf));
     println!(

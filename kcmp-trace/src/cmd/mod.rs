@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod doctor;
 pub mod events;
+pub mod generate;
 pub mod record;
 pub mod report;
 pub mod stress;

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use aya::Btf;
 use aya_obj::btf::BtfKind;
+use kcmp_trace_common::arch;
 
 use self::{btf::struct_has_member, kallsyms::Kallsyms, preempt::Preemption};
 
@@ -22,7 +23,7 @@ const BTF_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// Kernel functions kcmp-trace may hook, reported by `doctor`.
 pub const KCMP_SYMBOLS: &[&str] = &[
-    "__x64_sys_kcmp",
+    arch::NATIVE.kcmp_wrapper(),
     "__do_sys_kcmp",
     "kcmp_lock",
     "ptrace_may_access",
@@ -67,6 +68,8 @@ impl Series {
 #[derive(Debug, Serialize)]
 pub struct Capabilities {
     pub kernel: String,
+    /// This build's architecture: its programs read that architecture's pt_regs.
+    pub arch: &'static str,
     pub privileged: bool,
     pub btf: bool,
     /// The kernel's BTF, parsed once: symbol checks here, fentry/fexit loading later.
@@ -122,6 +125,7 @@ impl Capabilities {
         };
         Capabilities {
             kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
+            arch: arch::NATIVE.name(),
             privileged: privileged(),
             btf: btf.is_some(),
             kernel_btf: btf,

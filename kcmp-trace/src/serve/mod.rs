@@ -253,9 +253,13 @@ async fn attach_and_serve(
         None
     };
     let mut tracer = Tracer::start(&config)?;
-    // Loading parsed the kernel's BTF: hand that memory back, the daemon runs for long.
+    // Loading parsed the kernel's BTF: hand that memory back, the daemon runs for long
+    // (glibc keeps freed heap; musl's allocator returns it by itself).
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages.
-    unsafe { libc::malloc_trim(0) };
+    unsafe {
+        libc::malloc_trim(0)
+    };
     let started = Instant::now();
     let ring = tracer.take_events();
     let plan = Arc::new(tracer.plan.clone());
