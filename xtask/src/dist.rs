@@ -277,6 +277,8 @@ fn expected_contents() -> Vec<String> {
         "kcmp-trace",
         "kcmp-trace-watch",
         "kcmp-trace-events",
+        "kcmp-trace-record",
+        "kcmp-trace-report",
         "kcmp-trace-doctor",
         "kcmp-trace-stress",
         "kcmp-trace-bench",
