@@ -408,6 +408,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 10, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub reader_nice: i32,
+    /// NDJSON one /events client may have waiting to be written before its events are
+    /// dropped (counted, and told to it): the slack that lets a client keep up with every
+    /// call while the machine is busy (about 220 bytes per event).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "8M")]
+    pub event_client_buffer: u32,
+    /// NDJSON all /events clients together may have waiting; bounds the daemon's memory
+    /// whatever the clients do.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64M")]
+    pub event_buffer_total: u32,
     /// Most /events clients one client may have at once: one per authenticated user, Unix
     /// socket user or TCP address.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]

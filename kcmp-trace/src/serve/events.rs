@@ -29,8 +29,6 @@ use tokio::{
 use super::conns::Peer;
 use crate::{loader::Tracer, sinks::event::EventRecord};
 
-/// Events a client may have queued before further ones are dropped for it.
-const CLIENT_QUEUE: usize = 1024;
 /// Events read from the ring buffer before they are handed out under one lock.
 const BATCH: usize = 256;
 
@@ -105,24 +103,27 @@ impl Filter {
 struct Pending {
     slow_client: AtomicU64,
     ring_buffer: AtomicU64,
-    /// Events handed to the client and not yet written out.
+    /// Bytes of NDJSON handed to the client and not yet written out.
     queued: AtomicU64,
     wake: Notify,
-}
-
-/// A client's share of one batch: its NDJSON lines, and how many.
-struct Chunk {
-    lines: Bytes,
-    events: u64,
 }
 
 struct Client {
     filter: Filter,
     /// Who connected it, for their share of the cap (None: not known).
     peer: Option<Peer>,
-    /// Unbounded as a channel; `Pending::queued` bounds it at CLIENT_QUEUE events.
-    tx: mpsc::UnboundedSender<Chunk>,
+    /// A chunk of NDJSON lines per batch. Unbounded as a channel; the hub's byte budgets
+    /// bound it.
+    tx: mpsc::UnboundedSender<Bytes>,
     pending: Arc<Pending>,
+}
+
+/// How much NDJSON may wait for slow writes before events are dropped: enough to ride out
+/// the scheduling delays of a loaded machine at line rate, bounded in all.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub per_client: u64,
+    pub total: u64,
 }
 
 /// The connected clients and what was dropped for them.
@@ -133,6 +134,9 @@ pub struct Hub {
     max_clients: usize,
     /// Most clients one peer may have, so that one user cannot take every slot.
     max_per_client: usize,
+    budget: Budget,
+    /// Bytes queued over all clients (each stream takes its writes off).
+    queued: Arc<AtomicU64>,
     slow_drops: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -155,12 +159,14 @@ pub enum Framing {
 }
 
 impl Hub {
-    pub fn new(max_clients: usize, max_per_client: usize) -> Hub {
+    pub fn new(max_clients: usize, max_per_client: usize, budget: Budget) -> Hub {
         Hub {
             clients: Mutex::new(Vec::new()),
             connected: AtomicUsize::new(0),
             max_clients,
             max_per_client,
+            budget,
+            queued: Arc::default(),
             slow_drops: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
         }
@@ -179,6 +185,11 @@ impl Hub {
     /// Events dropped because a client read too slowly, over all clients ever connected.
     pub fn slow_drops(&self) -> u64 {
         self.slow_drops.load(Ordering::Relaxed)
+    }
+
+    /// Bytes waiting to be written to clients.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     pub fn max_clients(&self) -> usize {
@@ -202,7 +213,7 @@ impl Hub {
             return Err(Refused::Closing);
         }
         // Clients that left free their slots now, not at the next batch.
-        clients.retain(|c| !c.tx.is_closed());
+        self.forget_departed(&mut clients);
         if clients.len() >= self.max_clients {
             return Err(Refused::Full);
         }
@@ -220,15 +231,28 @@ impl Hub {
             pending: pending.clone(),
         });
         self.connected.store(clients.len(), Ordering::Relaxed);
-        Ok(client_stream(rx, pending, framing))
+        Ok(client_stream(rx, pending, self.queued.clone(), framing))
+    }
+
+    /// Drops clients whose stream is gone, with what they left queued.
+    fn forget_departed(&self, clients: &mut Vec<Client>) {
+        clients.retain(|c| {
+            if !c.tx.is_closed() {
+                return true;
+            }
+            // The stream is dropped: nothing else takes its bytes off the total.
+            let left = c.pending.queued.swap(0, Ordering::Relaxed);
+            self.queued.fetch_sub(left, Ordering::Relaxed);
+            false
+        });
+        self.connected.store(clients.len(), Ordering::Relaxed);
     }
 
     /// Hands a batch of events (possibly none) to every client that wants them, one chunk
     /// per client, and forgets clients that went away.
     fn publish(&self, events: &[Event]) {
         let mut clients = self.lock();
-        clients.retain(|c| !c.tx.is_closed());
-        self.connected.store(clients.len(), Ordering::Relaxed);
+        self.forget_departed(&mut clients);
         if clients.is_empty() || events.is_empty() {
             return;
         }
@@ -236,16 +260,19 @@ impl Hub {
         let mut lines = Vec::new();
         let mut spans: Vec<Option<std::ops::Range<usize>>> = vec![None; events.len()];
         for client in clients.iter() {
-            let room =
-                (CLIENT_QUEUE as u64).saturating_sub(client.pending.queued.load(Ordering::Relaxed));
+            let room = self
+                .budget
+                .per_client
+                .saturating_sub(client.pending.queued.load(Ordering::Relaxed))
+                .min(
+                    self.budget
+                        .total
+                        .saturating_sub(self.queued.load(Ordering::Relaxed)),
+                );
             let mut chunk = BytesMut::new();
-            let (mut taken, mut dropped) = (0u64, 0u64);
+            let mut dropped = 0u64;
             for (event, span) in events.iter().zip(spans.iter_mut()) {
                 if !client.filter.matches(event) {
-                    continue;
-                }
-                if taken == room {
-                    dropped += 1;
                     continue;
                 }
                 let span = span.get_or_insert_with(|| {
@@ -254,15 +281,19 @@ impl Hub {
                     lines.push(b'\n');
                     start..lines.len()
                 });
+                // Once one event does not fit, later ones are dropped too: a client's
+                // stream has gaps only where it is told about them.
+                if dropped > 0 || (chunk.len() + span.len()) as u64 > room {
+                    dropped += 1;
+                    continue;
+                }
                 chunk.extend_from_slice(&lines[span.clone()]);
-                taken += 1;
             }
-            if taken > 0 {
-                client.pending.queued.fetch_add(taken, Ordering::Relaxed);
-                let _ = client.tx.send(Chunk {
-                    lines: chunk.freeze(),
-                    events: taken,
-                });
+            if !chunk.is_empty() {
+                let bytes = chunk.len() as u64;
+                client.pending.queued.fetch_add(bytes, Ordering::Relaxed);
+                self.queued.fetch_add(bytes, Ordering::Relaxed);
+                let _ = client.tx.send(chunk.freeze());
             }
             if dropped > 0 {
                 client
@@ -278,8 +309,7 @@ impl Hub {
     /// Tells every client the kernel dropped `n` events (of any process) on a full ring.
     fn ring_dropped(&self, n: u64) {
         let mut clients = self.lock();
-        clients.retain(|c| !c.tx.is_closed());
-        self.connected.store(clients.len(), Ordering::Relaxed);
+        self.forget_departed(&mut clients);
         for client in clients.iter() {
             client.pending.ring_buffer.fetch_add(n, Ordering::Relaxed);
             client.pending.wake.notify_one();
@@ -338,39 +368,46 @@ fn drop_notices(pending: &Pending, framing: Framing, out: &mut BytesMut) {
 }
 
 fn client_stream(
-    rx: mpsc::UnboundedReceiver<Chunk>,
+    rx: mpsc::UnboundedReceiver<Bytes>,
     pending: Arc<Pending>,
+    hub_queued: Arc<AtomicU64>,
     framing: Framing,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    futures_util::stream::unfold(Some((rx, pending)), move |state| async move {
-        let (mut rx, pending) = state?;
-        loop {
-            let mut out = BytesMut::new();
-            let first = tokio::select! {
-                line = rx.recv() => match line {
-                    Some(line) => Some(line),
-                    None => {
-                        // The hub closed: last notices, then the end of the stream.
-                        drop_notices(&pending, framing, &mut out);
-                        return (!out.is_empty()).then(|| (Ok(out.freeze()), None));
+    futures_util::stream::unfold(Some((rx, pending)), move |state| {
+        let hub_queued = hub_queued.clone();
+        async move {
+            let (mut rx, pending) = state?;
+            loop {
+                let mut out = BytesMut::new();
+                let first = tokio::select! {
+                    line = rx.recv() => match line {
+                        Some(line) => Some(line),
+                        None => {
+                            // The hub closed: last notices, then the end of the stream.
+                            drop_notices(&pending, framing, &mut out);
+                            return (!out.is_empty()).then(|| (Ok(out.freeze()), None));
+                        }
+                    },
+                    _ = pending.wake.notified() => None,
+                };
+                drop_notices(&pending, framing, &mut out);
+                if let Some(chunk) = first {
+                    let mut chunk = Some(chunk);
+                    // Whatever else is queued goes out in the same write, up to a few batches.
+                    for _ in 0..8 {
+                        let Some(lines) = chunk.take().or_else(|| rx.try_recv().ok()) else {
+                            break;
+                        };
+                        pending
+                            .queued
+                            .fetch_sub(lines.len() as u64, Ordering::Relaxed);
+                        hub_queued.fetch_sub(lines.len() as u64, Ordering::Relaxed);
+                        frame_lines(framing, &lines, &mut out);
                     }
-                },
-                _ = pending.wake.notified() => None,
-            };
-            drop_notices(&pending, framing, &mut out);
-            if let Some(chunk) = first {
-                let mut chunk = Some(chunk);
-                // Whatever else is queued goes out in the same write, up to a few batches.
-                for _ in 0..8 {
-                    let Some(c) = chunk.take().or_else(|| rx.try_recv().ok()) else {
-                        break;
-                    };
-                    pending.queued.fetch_sub(c.events, Ordering::Relaxed);
-                    frame_lines(framing, &c.lines, &mut out);
                 }
-            }
-            if !out.is_empty() {
-                return Some((Ok(out.freeze()), Some((rx, pending))));
+                if !out.is_empty() {
+                    return Some((Ok(out.freeze()), Some((rx, pending))));
+                }
             }
         }
     })
@@ -553,9 +590,24 @@ mod tests {
         }
     }
 
+    /// Bytes of one event's NDJSON line.
+    fn line_len(e: &Event) -> u64 {
+        serde_json::to_vec(&EventRecord::from(e)).unwrap().len() as u64 + 1
+    }
+
+    const UNBOUNDED: Budget = Budget {
+        per_client: u64::MAX,
+        total: u64::MAX,
+    };
+
+    async fn body(stream: impl Stream<Item = Result<Bytes, Infallible>>) -> String {
+        let chunks: Vec<Vec<u8>> = stream.map(|b| b.unwrap().to_vec()).collect().await;
+        String::from_utf8(chunks.concat()).unwrap()
+    }
+
     #[test]
     fn one_peer_gets_its_share_and_leaving_frees_it() {
-        let hub = Hub::new(3, 2);
+        let hub = Hub::new(3, 2, UNBOUNDED);
         let alice = || Some(Peer::Uid(1000));
         let first = hub.subscribe(Filter::default(), Framing::Ndjson, alice());
         let _second = hub.subscribe(Filter::default(), Framing::Ndjson, alice());
@@ -577,7 +629,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_client_is_told_what_it_missed() {
-        let hub = Hub::new(2, 2);
+        const QUEUED: u64 = 100;
+        let one = event(1, "a", 0, Outcome::Unknown);
+        let budget = Budget {
+            per_client: QUEUED * line_len(&one),
+            total: u64::MAX,
+        };
+        let hub = Hub::new(2, 2, budget);
         let stream = hub
             .subscribe(Filter::parse(Some("pid=1")).unwrap(), Framing::Ndjson, None)
             .unwrap();
@@ -589,22 +647,17 @@ mod tests {
                 .err(),
             Some(Refused::Full)
         );
-        let events: Vec<Event> = (0..CLIENT_QUEUE + 10)
-            .map(|_| event(1, "a", 0, Outcome::Unknown))
+        let events: Vec<Event> = (0..QUEUED + 10)
+            .map(|_| one)
             .chain([event(2, "b", 0, Outcome::Unknown)])
             .collect();
         hub.publish(&events);
         hub.ring_dropped(3);
         hub.close();
-        let body: Vec<u8> = stream
-            .map(|b| b.unwrap().to_vec())
-            .collect::<Vec<_>>()
-            .await
-            .concat();
-        let text = String::from_utf8(body).unwrap();
+        let text = body(stream).await;
         let lines: Vec<&str> = text.lines().collect();
         let calls = lines.iter().filter(|l| l.contains("\"tgid\":1")).count();
-        assert_eq!(calls, CLIENT_QUEUE);
+        assert_eq!(calls as u64, QUEUED);
         assert!(!text.contains("\"tgid\":2"));
         assert!(
             lines.contains(&r#"{"dropped":10,"reason":"slow_client"}"#),
@@ -612,5 +665,38 @@ mod tests {
         );
         assert!(lines.contains(&r#"{"dropped":3,"reason":"ring_buffer"}"#));
         assert_eq!(hub.slow_drops(), 10 + 11);
+    }
+
+    #[tokio::test]
+    async fn clients_share_the_total_and_leaving_returns_their_bytes() {
+        let one = event(1, "a", 0, Outcome::Unknown);
+        let len = line_len(&one);
+        let hub = Hub::new(
+            4,
+            4,
+            Budget {
+                per_client: 100 * len,
+                total: 150 * len,
+            },
+        );
+        let first = hub.subscribe(Filter::default(), Framing::Ndjson, None);
+        let second = hub
+            .subscribe(Filter::default(), Framing::Ndjson, None)
+            .unwrap();
+        hub.publish(&[one; 100]);
+        assert_eq!(hub.queued_bytes(), 150 * len);
+        assert_eq!(hub.slow_drops(), 50);
+        // The first client leaves without reading: its 100 lines go back to the total.
+        drop(first);
+        hub.publish(&[]);
+        assert_eq!(hub.queued_bytes(), 50 * len);
+        hub.close();
+        let text = body(second).await;
+        assert_eq!(
+            text.lines().filter(|l| l.contains("\"tgid\":1")).count(),
+            50
+        );
+        assert!(text.contains(r#"{"dropped":50,"reason":"slow_client"}"#));
+        assert_eq!(hub.queued_bytes(), 0);
     }
 }

@@ -200,6 +200,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap)
         bpf_stats_enabled: metrics::bpf_stats_enabled(),
         client_drops: state.hub.as_ref().map_or(0, |h| h.slow_drops()),
         event_clients: state.hub.as_ref().map_or(0, |h| h.clients()),
+        event_queued_bytes: state.hub.as_ref().map_or(0, |h| h.queued_bytes()),
         rejections: state.rejections.totals(),
         start_time_s: state.start_time_s,
         kernel: state.kernel.clone(),

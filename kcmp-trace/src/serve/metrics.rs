@@ -46,6 +46,8 @@ pub struct Sample {
     /// Events not delivered to /events clients that read too slowly.
     pub client_drops: u64,
     pub event_clients: usize,
+    /// NDJSON bytes waiting to be written to /events clients.
+    pub event_queued_bytes: u64,
     /// Connections and requests turned away, by reason.
     pub rejections: [(Reason, u64); Reason::ALL.len()],
     /// Unix time of attach.
@@ -190,6 +192,16 @@ impl Collector for Sample {
             )?,
             &[],
             self.event_clients as i64,
+        )?;
+        gauge(
+            &mut enc.encode_descriptor(
+                "event_queued_bytes",
+                "NDJSON waiting to be written to /events clients (bounded by --event-buffer-total).",
+                None,
+                MetricType::Gauge,
+            )?,
+            &[],
+            self.event_queued_bytes as i64,
         )?;
         {
             let mut m = enc.encode_descriptor(
@@ -481,6 +493,7 @@ mod tests {
             bpf_stats_enabled: Some(false),
             client_drops: 2,
             event_clients: 1,
+            event_queued_bytes: 512,
             rejections: Reason::ALL.map(|r| (r, u64::from(r == Reason::Unauthorized))),
             start_time_s: 1.0,
             kernel: "6.1".into(),
@@ -536,6 +549,7 @@ mod tests {
             ),
             Some(2.0)
         );
+        assert_eq!(value(&text, "kcmp_trace_event_queued_bytes"), Some(512.0));
         assert_eq!(
             value(
                 &text,

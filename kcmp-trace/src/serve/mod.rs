@@ -268,6 +268,10 @@ async fn attach_and_serve(
         Arc::new(Hub::new(
             args.max_event_clients,
             usize::from(args.max_event_clients_per_client),
+            events::Budget {
+                per_client: args.event_client_buffer.into(),
+                total: args.event_buffer_total.into(),
+            },
         ))
     });
     let rejections = Arc::new(Rejections::default());
