@@ -37,8 +37,8 @@ pub struct Event {
     pub pid2: i32,
     /// The exec'ing process whose write section made this call retry or fall back; 0 if none seen.
     pub writer_tgid: u32,
-    pub outcome: u8,
-    pub _pad: [u8; 3],
+    /// An `Outcome`; a whole u32 so that the record has no padding bytes to clear.
+    pub outcome: u32,
     pub epoll: EpollSlot,
     pub comm: [u8; COMM_LEN],
     pub writer_comm: [u8; COMM_LEN],
@@ -46,7 +46,7 @@ pub struct Event {
 
 impl Event {
     pub fn outcome(&self) -> Outcome {
-        Outcome::from_u8(self.outcome)
+        u8::try_from(self.outcome).map_or(Outcome::Unknown, Outcome::from_u8)
     }
 }
 
@@ -72,7 +72,7 @@ mod tests {
     fn layout_has_no_hidden_padding() {
         assert_eq!(
             core::mem::size_of::<Event>(),
-            7 * 8 + 5 * 4 + 4 + 4 * 4 + 2 * COMM_LEN
+            7 * 8 + 6 * 4 + 4 * 4 + 2 * COMM_LEN
         );
         assert_eq!(core::mem::align_of::<Event>(), 8);
     }

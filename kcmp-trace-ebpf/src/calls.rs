@@ -16,6 +16,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_get_current_comm as bpf_get_current_comm_raw,
     },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -174,9 +175,12 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
             call.pid1 = args.pid1;
             call.pid2 = args.pid2;
             call.epoll = epoll;
-            call.lock_start_ns = 0;
-            call.lock_wait_ns = 0;
-            call.trail = 0;
+            // SAFETY: fields of this thread's own entry.
+            unsafe {
+                put(&raw mut call.lock_start_ns, 0);
+                put(&raw mut call.lock_wait_ns, 0);
+                put(&raw mut call.trail, 0);
+            }
             call.active = 1;
         }
         None => {
@@ -327,20 +331,53 @@ fn add_shared(cell: &mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(cell, n) };
 }
 
-/// The process (pid2 first, then pid1) whose exec overlapped the call, if any.
+/// The process (pid2 first, then pid1) whose exec overlapped the call, if any, and its
+/// write section.
 #[inline(always)]
-fn writer_of(call: &ThreadState, now: u64) -> Option<(u32, [u8; COMM_LEN])> {
+fn writer_of(call: &ThreadState, now: u64) -> Option<(u32, &'static WriteSection)> {
     for pid in [call.pid2, call.pid1] {
         let tgid = pid as u32;
-        // SAFETY: read-only copy of a map value.
+        // SAFETY: read-only use of a map value.
         if let Some(s) = unsafe { WRITERS.get(tgid) }
             && s.start_ns <= now
             && (s.end_ns == 0 || s.end_ns >= call.start_ns)
         {
-            return Some((tgid, s.comm));
+            return Some((tgid, s));
         }
     }
     None
+}
+
+/// A store LLVM keeps as one instruction. Adjacent plain stores of zero it merges into a
+/// memset, and a memset, like a copy of a byte array, becomes a call to a byte-at-a-time
+/// loop in BPF: on the per-call path that cost more than the work around it.
+///
+/// # Safety
+/// `dst` must be valid for writes and aligned.
+#[inline(always)]
+unsafe fn put<T>(dst: *mut T, value: T) {
+    // SAFETY: as the caller promised.
+    unsafe { core::ptr::write_volatile(dst, value) }
+}
+
+/// A comm as two words, for copying it whole (comms sit at 8-byte offsets in our records).
+#[inline(always)]
+fn comm_words(comm: &[u8; COMM_LEN]) -> [u64; 2] {
+    let words = comm.as_ptr().cast::<u64>();
+    // SAFETY: 16 readable bytes at an 8-byte aligned offset of a map value.
+    unsafe { [words.read(), words.add(1).read()] }
+}
+
+/// # Safety
+/// `dst` must be valid for writes and 8-byte aligned.
+#[inline(always)]
+unsafe fn put_comm(dst: *mut [u8; COMM_LEN], words: [u64; 2]) {
+    let dst = dst.cast::<u64>();
+    // SAFETY: as the caller promised.
+    unsafe {
+        put(dst, words[0]);
+        put(dst.add(1), words[1]);
+    }
 }
 
 #[inline(always)]
@@ -427,30 +464,42 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     if EMIT_EVENTS.load() != 0 {
         match EVENTS.reserve::<Event>(0) {
             Some(mut entry) => {
-                let (writer_tgid, writer_comm) = match outcome {
+                let writer = match outcome {
                     Outcome::Retry | Outcome::Busy => writer_of(call, now),
                     _ => None,
+                };
+                let e = entry.as_mut_ptr();
+                // SAFETY: every field of the reserved record, written before it is submitted.
+                unsafe {
+                    put(&raw mut (*e).ts_ns, now);
+                    put(&raw mut (*e).latency_ns, latency);
+                    put(&raw mut (*e).lock_wait_ns, call.lock_wait_ns);
+                    put(&raw mut (*e).idx1, call.idx1);
+                    put(&raw mut (*e).idx2, call.idx2);
+                    put(&raw mut (*e).ret, ret);
+                    put(&raw mut (*e).raw_type, call.raw_type);
+                    put(&raw mut (*e).tgid, tgid);
+                    put(&raw mut (*e).tid, tid);
+                    put(&raw mut (*e).pid1, call.pid1);
+                    put(&raw mut (*e).pid2, call.pid2);
+                    put(&raw mut (*e).outcome, outcome as u32);
+                    (&raw mut (*e).epoll).write(call.epoll);
+                    // Straight into the record, not through a zeroed copy on the stack.
+                    let comm = &raw mut (*e).comm;
+                    if bpf_get_current_comm_raw(comm.cast(), COMM_LEN as u32) != 0 {
+                        put_comm(comm, [0; 2]);
+                    }
+                    match writer {
+                        Some((writer_tgid, section)) => {
+                            put(&raw mut (*e).writer_tgid, writer_tgid);
+                            put_comm(&raw mut (*e).writer_comm, comm_words(&section.comm));
+                        }
+                        None => {
+                            put(&raw mut (*e).writer_tgid, 0);
+                            put_comm(&raw mut (*e).writer_comm, [0; 2]);
+                        }
+                    }
                 }
-                .unwrap_or((0, [0; COMM_LEN]));
-                entry.write(Event {
-                    ts_ns: now,
-                    latency_ns: latency,
-                    lock_wait_ns: call.lock_wait_ns,
-                    idx1: call.idx1,
-                    idx2: call.idx2,
-                    ret,
-                    raw_type: call.raw_type,
-                    tgid,
-                    tid,
-                    pid1: call.pid1,
-                    pid2: call.pid2,
-                    writer_tgid,
-                    outcome: outcome as u8,
-                    _pad: [0; 3],
-                    epoll: call.epoll,
-                    comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-                    writer_comm,
-                });
                 // Submitting wakes no one unless the backlog is crossing the mark.
                 let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
                 let mark = WAKEUP_BYTES.load();
