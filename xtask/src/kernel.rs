@@ -231,22 +231,29 @@ pub fn file_from_package(package: &str, path: &str) -> Result<PathBuf> {
         return Ok(wanted(&entry));
     }
     let tmp = fresh_dir(&dir.join(format!(".tmp-{name}")))?;
-    step(format!("downloading {package} {version}"));
-    capture(
-        Command::new("apt-get")
-            .arg("download")
-            .arg(format!("{package}={version}"))
-            .current_dir(&tmp),
-    )?;
-    let deb = find_file(&tmp, |n| n.ends_with(".deb"))?;
-    let out = tmp.join("out");
-    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&out))?;
+    let out = download_deb(package, &version, &tmp)?;
     if !wanted(&out).is_file() {
         bail!("{package} {version} has no {path}");
     }
     publish(&out, &entry)?;
     remove_dir(&tmp);
     Ok(wanted(&entry))
+}
+
+/// Downloads `package` at `version` into `tmp` and unpacks it there; returns the
+/// directory it was unpacked into.
+fn download_deb(package: &str, version: &str, tmp: &Path) -> Result<PathBuf> {
+    step(format!("downloading {package} {version}"));
+    capture(
+        Command::new("apt-get")
+            .arg("download")
+            .arg(format!("{package}={version}"))
+            .current_dir(tmp),
+    )?;
+    let deb = find_file(tmp, |n| n.ends_with(".deb"))?;
+    let unpacked = tmp.join("x");
+    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    Ok(unpacked)
 }
 
 fn package_installed(package: &str) -> bool {
@@ -333,19 +340,7 @@ fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
         return Ok(image);
     }
     let tmp = fresh_dir(&dir.join(format!(".tmp-{name}")))?;
-
-    step(format!("downloading {package} {version}"));
-    capture(
-        Command::new("apt-get")
-            .arg("download")
-            .arg(format!("{package}={version}"))
-            .current_dir(&tmp),
-    )?;
-    let deb = find_file(&tmp, |n| n.ends_with(".deb"))?;
-    let extracted = tmp.join("x");
-    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted))?;
-
-    let boot = extracted.join("boot");
+    let boot = download_deb(&package, &version, &tmp)?.join("boot");
     let out = tmp.join("out");
     fs::create_dir(&out)?;
     for (prefix, dest) in [
