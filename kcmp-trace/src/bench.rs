@@ -836,8 +836,8 @@ pub fn table(r: &BenchReport) -> String {
 /// streaming's added time the steps account for.
 fn where_the_time_goes(r: &BenchReport) -> String {
     let mut out = String::from(
-        "where the time goes (BPF statistics, ns per run; +ns over the empty program on the same hook; \
-         explained: the sum of the steps below that one run takes; image: instructions verified, bytes translated, bytes JIT'd):\n",
+        "where the time goes (BPF statistics, ns per run; +ns: over the empty program on the same hook; \
+         explained: the +ns of the steps one run takes; instructions verified, bytes xlated and JIT'd):\n",
     );
     out.push_str(&format!(
         "  {:<16} {:<52} {:>8} {:>8} {:>10} {:>9} {:>7} {:>7}  {}\n",

@@ -716,8 +716,8 @@ impl Floor {
     }
 }
 
-/// One program attached alone, from an object loaded with a tracer's settings (globals,
-/// map sizes): a step of the bench's cost ladder.
+/// One program attached alone (a tracepoint: no kernel BTF), from an object loaded with a
+/// tracer's settings (globals, map sizes): a step of the bench's cost ladder.
 pub struct Solo {
     ebpf: Ebpf,
     program: &'static str,
