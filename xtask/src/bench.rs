@@ -62,7 +62,9 @@ fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
             added(r, "counters") - added(r, "empty_programs"),
             r["events_vs_empty"].as_f64().unwrap_or(f64::NAN),
             added(r, "counters") / fentry,
-            r["missed_runs"],
+            r["missed_runs"]
+                .as_u64()
+                .map_or("?".into(), |n| n.to_string()),
             explained(r, "added_ns"),
             explained(r, "explained_ns")
         );
