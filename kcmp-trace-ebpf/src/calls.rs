@@ -100,7 +100,7 @@ static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries(MAX
 
 /// CLOCK_MONOTONIC in ns.
 #[inline(always)]
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     // SAFETY: the helper takes no arguments and only reads the clock.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -157,13 +157,11 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
     }
     let start_ns = now_ns();
     let epoll = epoll_slot(args);
-    match THREADS.get_ptr_mut(tid) {
+    match thread_state(tid) {
         Some(call) => {
-            // SAFETY: only this thread writes its own entry.
-            let call = unsafe { &mut *call };
             if call.active != 0 {
                 // The previous call's exit was never seen: it goes uncounted, and says so.
-                if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+                if let Some(counters) = cpu_counters() {
                     // SAFETY: this CPU's counters; this program is the cell's only writer.
                     bump(unsafe { &mut (*counters).misc }, misc::LOST_EXITS);
                 }
@@ -203,9 +201,28 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
                 _pad: 0,
                 epoll,
             };
-            let _ = THREADS.insert(tid, fresh, 0);
+            new_thread_state(tid, fresh);
         }
     }
+}
+
+/// A thread's entry in THREADS: its call in flight, or the last one.
+#[inline(always)]
+pub fn thread_state(tid: u32) -> Option<&'static mut ThreadState> {
+    // SAFETY: only this thread writes its own entry.
+    THREADS.get_ptr_mut(tid).map(|call| unsafe { &mut *call })
+}
+
+/// Creates a thread's entry, at its first traced call (or after LRU evicted it).
+#[inline(always)]
+pub fn new_thread_state(tid: u32, fresh: ThreadState) {
+    let _ = THREADS.insert(tid, fresh, 0);
+}
+
+/// This CPU's counter block.
+#[inline(always)]
+pub fn cpu_counters() -> Option<*mut Counters> {
+    COUNTERS.get_ptr_mut(0)
 }
 
 /// The calling thread's call in flight, if it is inside a traced kcmp. Hooks on functions
@@ -213,9 +230,7 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
 #[inline(always)]
 fn in_kcmp() -> Option<&'static mut ThreadState> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let call = THREADS.get_ptr_mut(tid)?;
-    // SAFETY: only this thread writes its own entry.
-    let call = unsafe { &mut *call };
+    let call = thread_state(tid)?;
     (call.active != 0).then_some(call)
 }
 
@@ -253,7 +268,7 @@ pub fn on_lock_enter() {
     if let Some(call) = in_kcmp() {
         call.trail |= LOCK;
         if call.lock_start_ns != 0
-            && let Some(counters) = COUNTERS.get_ptr_mut(0)
+            && let Some(counters) = cpu_counters()
         {
             // The previous lock's return was never seen (a kretprobe out of instances).
             // SAFETY: this CPU's counters; every writer of this cell adds atomically.
@@ -311,7 +326,7 @@ pub fn on_exec_end() {
     }
     let now = now_ns();
     section.end_ns = now;
-    if let Some(counters) = COUNTERS.get_ptr_mut(0) {
+    if let Some(counters) = cpu_counters() {
         // SAFETY: this CPU's counters; two programs write these cells, hence the atomics.
         let counters = unsafe { &mut *counters };
         let held = now.wrapping_sub(section.start_ns);
@@ -368,6 +383,70 @@ fn comm_words(comm: &[u8; COMM_LEN]) -> [u64; 2] {
     unsafe { [words.read(), words.add(1).read()] }
 }
 
+/// How a call ended, for its event.
+pub struct CallDone {
+    pub tgid: u32,
+    pub tid: u32,
+    pub now: u64,
+    pub latency: u64,
+    pub ret: i64,
+    pub outcome: Outcome,
+}
+
+/// Writes a finished call's event in place, one store per field, all but the comm (see
+/// [`read_comm_into`]).
+///
+/// # Safety
+/// `e` must point to a reserved record.
+#[inline(always)]
+pub unsafe fn write_call(
+    e: *mut Event,
+    call: &ThreadState,
+    done: &CallDone,
+    writer: Option<(u32, &WriteSection)>,
+) {
+    // SAFETY: fields of the record the caller reserved.
+    unsafe {
+        put(&raw mut (*e).ts_ns, done.now);
+        put(&raw mut (*e).latency_ns, done.latency);
+        put(&raw mut (*e).lock_wait_ns, call.lock_wait_ns);
+        put(&raw mut (*e).idx1, call.idx1);
+        put(&raw mut (*e).idx2, call.idx2);
+        put(&raw mut (*e).ret, done.ret);
+        put(&raw mut (*e).raw_type, call.raw_type);
+        put(&raw mut (*e).tgid, done.tgid);
+        put(&raw mut (*e).tid, done.tid);
+        put(&raw mut (*e).pid1, call.pid1);
+        put(&raw mut (*e).pid2, call.pid2);
+        put(&raw mut (*e).outcome, done.outcome as u32);
+        (&raw mut (*e).epoll).write(call.epoll);
+        match writer {
+            Some((writer_tgid, section)) => {
+                put(&raw mut (*e).writer_tgid, writer_tgid);
+                put_comm(&raw mut (*e).writer_comm, comm_words(&section.comm));
+            }
+            None => {
+                put(&raw mut (*e).writer_tgid, 0);
+                put_comm(&raw mut (*e).writer_comm, [0; 2]);
+            }
+        }
+    }
+}
+
+/// Reads the caller's comm straight into `dst`, not through a zeroed copy on the stack.
+///
+/// # Safety
+/// `dst` must be valid for writes and 8-byte aligned.
+#[inline(always)]
+pub unsafe fn read_comm_into(dst: *mut [u8; COMM_LEN]) {
+    // SAFETY: as the caller promised; the helper writes at most COMM_LEN bytes.
+    unsafe {
+        if bpf_get_current_comm_raw(dst.cast(), COMM_LEN as u32) != 0 {
+            put_comm(dst, [0; 2]);
+        }
+    }
+}
+
 /// # Safety
 /// `dst` must be valid for writes and 8-byte aligned.
 #[inline(always)]
@@ -384,13 +463,12 @@ unsafe fn put_comm(dst: *mut [u8; COMM_LEN], words: [u64; 2]) {
 pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    let call = match THREADS.get_ptr_mut(tid) {
-        // SAFETY: only this thread writes its own entry.
-        Some(call) if unsafe { (*call).active } != 0 => unsafe { &mut *call },
+    let call = match thread_state(tid) {
+        Some(call) if call.active != 0 => call,
         _ => {
             // Filtered-out callers have no entry either; only a traced one is unpaired.
             if traced(tgid)
-                && let Some(counters) = COUNTERS.get_ptr_mut(0)
+                && let Some(counters) = cpu_counters()
             {
                 // SAFETY: this CPU's counters; this program is the cell's only writer.
                 bump(unsafe { &mut (*counters).misc }, misc::UNPAIRED_EXITS);
@@ -398,7 +476,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             return;
         }
     };
-    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
+    let Some(counters) = cpu_counters() else {
         return;
     };
     // SAFETY: this CPU's counters (migration is disabled). This program is the only writer
@@ -432,11 +510,55 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         }
     }
     let latency = now.wrapping_sub(call.start_ns);
-    let type_slot = type_slot(call.raw_type as u64) as usize;
     let result_slot = result_slot(ret);
+    count_call(counters, outcome, call.raw_type, result_slot, latency);
+    if !count_for_process(tgid, result_slot_is_error(result_slot), latency) {
+        bump(&mut counters.misc, misc::UNATTRIBUTED);
+    }
 
+    if EMIT_EVENTS.load() != 0 {
+        let writer = match outcome {
+            Outcome::Retry | Outcome::Busy => writer_of(call, now),
+            _ => None,
+        };
+        let done = CallDone {
+            tgid,
+            tid,
+            now,
+            latency,
+            ret,
+            outcome,
+        };
+        let sent = send_event(|e| {
+            // SAFETY: the reserved record, every field written before it is submitted.
+            unsafe {
+                write_call(e, call, &done, writer);
+                read_comm_into(&raw mut (*e).comm);
+            }
+        });
+        bump(
+            &mut counters.misc,
+            if sent {
+                misc::EVENTS_SENT
+            } else {
+                misc::EVENTS_DROPPED
+            },
+        );
+    }
+}
+
+/// Counts a finished call in this CPU's counters: by outcome, type and result, and its
+/// latency in the sum and the histogram.
+#[inline(always)]
+pub fn count_call(
+    counters: &mut Counters,
+    outcome: Outcome,
+    raw_type: i64,
+    result_slot: u32,
+    latency: u64,
+) {
     if let Some(by_type) = counters.calls.get_mut(outcome as usize)
-        && let Some(by_result) = by_type.get_mut(type_slot)
+        && let Some(by_result) = by_type.get_mut(type_slot(raw_type as u64) as usize)
         && let Some(n) = by_result.get_mut(result_slot as usize)
     {
         *n += 1;
@@ -449,71 +571,40 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     {
         *n += 1;
     }
+}
 
-    match process_totals(tgid) {
-        Some(totals) => {
-            add_shared(&mut totals.calls, 1);
-            if result_slot_is_error(result_slot) {
-                add_shared(&mut totals.errors, 1);
-            }
-            add_shared(&mut totals.latency_sum_ns, latency);
-        }
-        None => bump(&mut counters.misc, misc::UNATTRIBUTED),
+/// Adds a finished call to its process's totals; false when the map is full.
+#[inline(always)]
+pub fn count_for_process(tgid: u32, error: bool, latency: u64) -> bool {
+    let Some(totals) = process_totals(tgid) else {
+        return false;
+    };
+    add_shared(&mut totals.calls, 1);
+    if error {
+        add_shared(&mut totals.errors, 1);
     }
+    add_shared(&mut totals.latency_sum_ns, latency);
+    true
+}
 
-    if EMIT_EVENTS.load() != 0 {
-        match EVENTS.reserve::<Event>(0) {
-            Some(mut entry) => {
-                let writer = match outcome {
-                    Outcome::Retry | Outcome::Busy => writer_of(call, now),
-                    _ => None,
-                };
-                let e = entry.as_mut_ptr();
-                // SAFETY: every field of the reserved record, written before it is submitted.
-                unsafe {
-                    put(&raw mut (*e).ts_ns, now);
-                    put(&raw mut (*e).latency_ns, latency);
-                    put(&raw mut (*e).lock_wait_ns, call.lock_wait_ns);
-                    put(&raw mut (*e).idx1, call.idx1);
-                    put(&raw mut (*e).idx2, call.idx2);
-                    put(&raw mut (*e).ret, ret);
-                    put(&raw mut (*e).raw_type, call.raw_type);
-                    put(&raw mut (*e).tgid, tgid);
-                    put(&raw mut (*e).tid, tid);
-                    put(&raw mut (*e).pid1, call.pid1);
-                    put(&raw mut (*e).pid2, call.pid2);
-                    put(&raw mut (*e).outcome, outcome as u32);
-                    (&raw mut (*e).epoll).write(call.epoll);
-                    // Straight into the record, not through a zeroed copy on the stack.
-                    let comm = &raw mut (*e).comm;
-                    if bpf_get_current_comm_raw(comm.cast(), COMM_LEN as u32) != 0 {
-                        put_comm(comm, [0; 2]);
-                    }
-                    match writer {
-                        Some((writer_tgid, section)) => {
-                            put(&raw mut (*e).writer_tgid, writer_tgid);
-                            put_comm(&raw mut (*e).writer_comm, comm_words(&section.comm));
-                        }
-                        None => {
-                            put(&raw mut (*e).writer_tgid, 0);
-                            put_comm(&raw mut (*e).writer_comm, [0; 2]);
-                        }
-                    }
-                }
-                // Submitting wakes no one unless the backlog is crossing the mark.
-                let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-                let mark = WAKEUP_BYTES.load();
-                let flags = if backlog >= mark && backlog - mark < WAKEUP_WINDOW {
-                    BPF_RB_FORCE_WAKEUP
-                } else {
-                    BPF_RB_NO_WAKEUP
-                };
-                entry.submit(flags as u64);
-                bump(&mut counters.misc, misc::EVENTS_SENT);
-            }
-            None => bump(&mut counters.misc, misc::EVENTS_DROPPED),
-        }
-    }
+/// Streams one event, written in place by `fill` once the ring has room for it; false when
+/// it had none.
+#[inline(always)]
+pub fn send_event(fill: impl FnOnce(*mut Event)) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        return false;
+    };
+    fill(entry.as_mut_ptr());
+    // Submitting wakes no one unless the backlog is crossing the mark.
+    let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let mark = WAKEUP_BYTES.load();
+    let flags = if backlog >= mark && backlog - mark < WAKEUP_WINDOW {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
+    true
 }
 
 /// The calling process's totals, created at its first call (the only time its comm is

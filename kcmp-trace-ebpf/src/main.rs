@@ -13,6 +13,7 @@
 #![allow(internal_features)]
 
 mod calls;
+mod cost;
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -29,8 +30,9 @@ use kcmp_trace_common::arch::Arch;
 const TP_ARG0: usize = 16;
 const TP_RET: usize = 16;
 
-#[tracepoint]
-pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
+/// kcmp's arguments from a sys_enter_kcmp record.
+#[inline(always)]
+fn tp_args(ctx: &TracePointContext) -> KcmpArgs {
     // SAFETY: tracepoint programs may read their record directly (no probe-read helper call
     // per argument); the offsets are within the fixed sys_enter_kcmp record.
     let read = |n: usize| unsafe {
@@ -38,16 +40,18 @@ pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
             .add(TP_ARG0 + 8 * n)
             .cast::<u64>()
     };
-    calls::on_enter(
-        &ctx,
-        &KcmpArgs {
-            pid1: read(0) as i32,
-            pid2: read(1) as i32,
-            raw_type: read(2) as i32 as i64,
-            idx1: read(3),
-            idx2: read(4),
-        },
-    );
+    KcmpArgs {
+        pid1: read(0) as i32,
+        pid2: read(1) as i32,
+        raw_type: read(2) as i32 as i64,
+        idx1: read(3),
+        idx2: read(4),
+    }
+}
+
+#[tracepoint]
+pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
+    calls::on_enter(&ctx, &tp_args(&ctx));
     0
 }
 

@@ -4,7 +4,9 @@
 //! medians are reported, so drift on a noisy machine hits every configuration alike.
 //!
 //! Then, apart from the rounds: where the time goes (each program's run time, from the
-//! kernel's BPF statistics) and how fast the event consumer drains and formats a full ring.
+//! kernel's BPF statistics, what the verifier and the JIT made of it, and the cost ladder:
+//! each component of the programs' work alone on one hook) and how fast the event consumer
+//! drains and formats a full ring.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
@@ -22,8 +24,9 @@ use kcmp_trace_common::{event::Event, kcmp::KCMP_FILE, maps::misc};
 use serde::Serialize;
 
 use crate::{
-    loader::{Floor, TraceConfig, Tracer},
-    plan::{AttachRequest, StrategyRequest},
+    bpf_info::ProgramCounters,
+    loader::{Floor, Solo, TraceConfig, Tracer},
+    plan::{Affects, AttachRequest, StrategyRequest},
     probe::Capabilities,
     sinks::event::EventRecord,
 };
@@ -79,13 +82,149 @@ pub struct Row {
     pub mmap_slowdown_pct: f64,
 }
 
+/// What the verifier and the JIT made of a program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Image {
+    /// Instructions the verifier processed (0 before Linux 5.16).
+    pub verified_insns: u32,
+    /// The program as the kernel runs it (helpers and map lookups inlined), in bytes.
+    pub xlated_bytes: u32,
+    /// Machine code, in bytes (0 without the JIT).
+    pub jited_bytes: u32,
+}
+
+impl From<&ProgramCounters> for Image {
+    fn from(c: &ProgramCounters) -> Image {
+        Image {
+            verified_insns: c.verified_insns,
+            xlated_bytes: c.xlated_bytes,
+            jited_bytes: c.jited_bytes,
+        }
+    }
+}
+
 /// A program's average run time, from the kernel's BPF statistics.
 #[derive(Debug, Serialize)]
 pub struct ProgramCost {
     pub setup: Setup,
     pub program: String,
+    pub target: String,
     pub runs: u64,
+    /// Runs per kcmp call (those of the program on kcmp's entry).
+    pub runs_per_call: f64,
     pub ns_per_run: f64,
+    /// Over the empty program on the same hook (0 for the empty programs).
+    pub added_ns: f64,
+    /// The components one run does (the cost ladder's steps), and their added ns summed.
+    pub steps: Vec<Step>,
+    pub explained_ns: f64,
+    #[serde(flatten)]
+    pub image: Image,
+}
+
+/// One component of the kcmp programs' work, as a program of the cost ladder does it alone
+/// (kcmp-trace-ebpf/src/cost.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// bpf_get_current_pid_tgid().
+    PidTgid,
+    /// bpf_ktime_get_ns().
+    Clock,
+    /// The per-thread state lookup in the THREADS LRU hash, an entry found.
+    Thread,
+    /// The per-process totals: the PROCESSES lookup and the atomic adds.
+    Totals,
+    /// The per-CPU counter and latency histogram updates.
+    Counters,
+    /// bpf_get_current_comm().
+    Comm,
+    /// One event reserved, written and submitted, the wakeup decided; a reader drains.
+    Event,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::PidTgid,
+        Step::Clock,
+        Step::Thread,
+        Step::Totals,
+        Step::Counters,
+        Step::Comm,
+        Step::Event,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::PidTgid => "pid_tgid",
+            Step::Clock => "clock",
+            Step::Thread => "thread",
+            Step::Totals => "totals",
+            Step::Counters => "counters",
+            Step::Comm => "comm",
+            Step::Event => "event",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Step::PidTgid => "cost_pid_tgid",
+            Step::Clock => "cost_clock",
+            Step::Thread => "cost_thread",
+            Step::Totals => "cost_totals",
+            Step::Counters => "cost_counters",
+            Step::Comm => "cost_comm",
+            Step::Event => "cost_event",
+        }
+    }
+
+    /// The steps one run of a kcmp-trace program takes on the bench's calls (calls.rs), by
+    /// what its hook is for.
+    fn of(affects: &[Affects], events: bool) -> Vec<Step> {
+        use Step::*;
+        if affects.contains(&Affects::CallEntry) {
+            vec![PidTgid, Clock, Thread]
+        } else if affects.contains(&Affects::CallExit) {
+            let mut steps = vec![PidTgid, Thread, Clock, Counters, Totals];
+            if events {
+                steps.extend([Event, Comm]);
+            }
+            steps
+        } else if affects.contains(&Affects::LockWait) {
+            vec![PidTgid, Thread, Clock]
+        } else if affects.contains(&Affects::Outcome) {
+            vec![PidTgid, Thread]
+        } else {
+            // The exec side: the bench's loop execs nothing.
+            Vec::new()
+        }
+    }
+}
+
+/// The hook every step of the ladder runs on: it exists on every kernel kcmp-trace runs on.
+const LADDER_HOOK: &str = "syscalls/sys_enter_kcmp";
+
+/// A rung of the cost ladder: the empty program (no step), or one step alone.
+#[derive(Debug, Serialize)]
+pub struct Component {
+    pub step: Option<Step>,
+    pub program: &'static str,
+    pub runs: u64,
+    /// Median over the rounds.
+    pub ns_per_run: f64,
+    /// Over the empty program on the same hook.
+    pub added_ns: f64,
+    #[serde(flatten)]
+    pub image: Image,
+}
+
+/// Per kcmp call: what a setup's programs add over the empty ones on the same hooks, and how
+/// much of that the ladder's steps account for.
+#[derive(Debug, Serialize)]
+pub struct Explained {
+    pub setup: Setup,
+    pub added_ns: f64,
+    pub explained_ns: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +252,10 @@ pub struct BenchReport {
     pub missed_runs: u64,
     /// Where the time goes: every program's ns per run (counted apart from the rounds).
     pub program_costs: Vec<ProgramCost>,
+    /// The cost ladder: each component of the programs' work alone on sys_enter_kcmp.
+    pub components: Vec<Component>,
+    /// Counting's and streaming's programs per kcmp call, against what the ladder explains.
+    pub explained: Vec<Explained>,
     /// Events per second the consumer drains from a full ring and formats as NDJSON.
     pub consumer_events_per_s: f64,
 }
@@ -397,6 +540,16 @@ pub fn run(
     let floor = added(Setup::EmptyPrograms).unwrap_or(f64::NAN);
     let counters = added(Setup::Counters).unwrap_or(f64::NAN);
     let events = added(Setup::Events).unwrap_or(f64::NAN);
+    let (mut program_costs, components) = {
+        let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?;
+        (
+            program_costs(round, &plan, &caps, &config, &events_config, kcmp)?,
+            ladder(rounds, round / 2, &config, kcmp)?,
+        )
+    };
+    attribute(&mut program_costs, &components);
+    let explained = explain(&program_costs);
     Ok(BenchReport {
         attach_mode: plan.mode.name().to_owned(),
         strategy: plan.strategy.name().to_owned(),
@@ -413,13 +566,23 @@ pub fn run(
         events_delivered: delivered,
         events_dropped: dropped,
         missed_runs: missed,
-        program_costs: program_costs(round, &plan, &caps, &config, &events_config, kcmp)?,
+        program_costs,
+        components,
+        explained,
         consumer_events_per_s: consumer_ceiling(&caps, &events_config, kcmp)?,
     })
 }
 
-/// Each program's ns per run, with the kernel's BPF statistics on for one measurement per
-/// setup (they cost every run a clock read or two, so they stay off during the rounds).
+fn per_run(c: &ProgramCounters) -> f64 {
+    if c.run_count == 0 {
+        0.0
+    } else {
+        c.run_time_ns as f64 / c.run_count as f64
+    }
+}
+
+/// Each program's ns per run, one measurement per setup, BPF statistics on (they cost every
+/// run a clock read or two, so they stay off during the rounds).
 fn program_costs(
     round: Duration,
     plan: &crate::plan::Plan,
@@ -428,37 +591,69 @@ fn program_costs(
     events_config: &TraceConfig,
     kcmp: impl Fn() + Copy,
 ) -> anyhow::Result<Vec<ProgramCost>> {
-    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?;
     let mut costs = Vec::new();
-    let cost = |setup, program: String, runs: u64, ns: u64| ProgramCost {
+    // Runs per kcmp call: each program's runs over those of the program on kcmp's entry.
+    let per_call = |runs: &[u64]| -> Vec<f64> {
+        let calls = plan
+            .hooks
+            .iter()
+            .position(|h| h.affects.contains(&Affects::CallEntry))
+            .map_or(0, |i| runs[i]);
+        runs.iter()
+            .map(|&r| {
+                if calls == 0 {
+                    0.0
+                } else {
+                    r as f64 / calls as f64
+                }
+            })
+            .collect()
+    };
+    let cost = |setup, program: &str, target: &str, c: &ProgramCounters, steps| ProgramCost {
         setup,
-        program,
-        runs,
-        ns_per_run: if runs == 0 {
-            0.0
-        } else {
-            ns as f64 / runs as f64
-        },
+        program: program.to_owned(),
+        target: target.to_owned(),
+        runs: c.run_count,
+        runs_per_call: 0.0,
+        ns_per_run: per_run(c),
+        added_ns: 0.0,
+        steps,
+        explained_ns: 0.0,
+        image: Image::from(c),
     };
     let floor = Floor::attach(plan, caps)?;
     time_loop(round, kcmp);
-    for (program, c) in floor.run_stats()? {
-        costs.push(cost(
-            Setup::EmptyPrograms,
-            program,
-            c.run_count,
-            c.run_time_ns,
-        ));
-    }
+    let stats = floor.run_stats()?;
     drop(floor);
+    let share = per_call(
+        &stats
+            .iter()
+            .map(|(_, _, c)| c.run_count)
+            .collect::<Vec<_>>(),
+    );
+    for ((program, target, c), share) in stats.iter().zip(share) {
+        costs.push(ProgramCost {
+            runs_per_call: share,
+            ..cost(Setup::EmptyPrograms, program, target, c, Vec::new())
+        });
+    }
     for (setup, config) in [(Setup::Counters, config), (Setup::Events, events_config)] {
         let mut tracer = Tracer::start_with(config, caps)?;
         let drain = tracer.take_events().map(EventDrain::start);
         time_loop(round, kcmp);
-        for h in tracer.hook_counters()? {
-            let program = format!("{} on {}", h.program, h.target);
-            costs.push(cost(setup, program, h.run_count, h.run_time_ns));
+        let stats = tracer
+            .plan
+            .hooks
+            .iter()
+            .map(|h| tracer.program_counters(&h.program))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let share = per_call(&stats.iter().map(|c| c.run_count).collect::<Vec<_>>());
+        for ((hook, c), share) in tracer.plan.hooks.iter().zip(&stats).zip(share) {
+            let steps = Step::of(hook.affects, config.events);
+            costs.push(ProgramCost {
+                runs_per_call: share,
+                ..cost(setup, &hook.program, &hook.target, c, steps)
+            });
         }
         drop(tracer);
         if let Some(drain) = drain {
@@ -466,6 +661,96 @@ fn program_costs(
         }
     }
     Ok(costs)
+}
+
+/// The cost ladder: the empty program, then each step's program, alone on the same hook,
+/// in rotated order each round; medians of ns per run. Each is loaded as the tracer loads
+/// its object (globals, map sizes), and the event step has a reader draining its ring.
+fn ladder(
+    rounds: usize,
+    len: Duration,
+    config: &TraceConfig,
+    kcmp: impl Fn() + Copy,
+) -> anyhow::Result<Vec<Component>> {
+    let rungs: Vec<(Option<Step>, &'static str)> = std::iter::once((None, "noop_tp"))
+        .chain(Step::ALL.map(|s| (Some(s), s.program())))
+        .collect();
+    let mut ns = vec![Vec::new(); rungs.len()];
+    let mut runs = vec![0u64; rungs.len()];
+    let mut images = vec![Image::default(); rungs.len()];
+    for r in 0..rounds {
+        for k in 0..rungs.len() {
+            let i = (k + r) % rungs.len();
+            let (step, program) = rungs[i];
+            let mut solo = Solo::attach(config, program, LADDER_HOOK)?;
+            let drain = match step {
+                Some(Step::Event) => Some(EventDrain::start(solo.take_events()?)),
+                _ => None,
+            };
+            time_loop(len, kcmp);
+            let c = solo.program_counters()?;
+            drop(solo);
+            if let Some(drain) = drain {
+                drain.finish();
+            }
+            ns[i].push(per_run(&c));
+            runs[i] += c.run_count;
+            images[i] = Image::from(&c);
+        }
+    }
+    let ns: Vec<f64> = ns.into_iter().map(median).collect();
+    Ok(rungs
+        .iter()
+        .enumerate()
+        .map(|(i, &(step, program))| Component {
+            step,
+            program,
+            runs: runs[i],
+            ns_per_run: ns[i],
+            added_ns: ns[i] - ns[0],
+            image: images[i],
+        })
+        .collect())
+}
+
+/// Fills in each program's added ns (over the empty program on its hook) and explained ns
+/// (its steps' added ns, from the ladder).
+fn attribute(costs: &mut [ProgramCost], components: &[Component]) {
+    let floors: Vec<(String, f64)> = costs
+        .iter()
+        .filter(|c| c.setup == Setup::EmptyPrograms)
+        .map(|c| (c.target.clone(), c.ns_per_run))
+        .collect();
+    let step_ns = |step: Step| {
+        components
+            .iter()
+            .find(|c| c.step == Some(step))
+            .map_or(f64::NAN, |c| c.added_ns)
+    };
+    for cost in costs.iter_mut().filter(|c| c.setup != Setup::EmptyPrograms) {
+        cost.added_ns = floors
+            .iter()
+            .find(|(target, _)| *target == cost.target)
+            .map_or(f64::NAN, |(_, ns)| cost.ns_per_run - ns);
+        cost.explained_ns = cost.steps.iter().fold(0.0, |sum, &s| sum + step_ns(s));
+    }
+}
+
+/// Per kcmp call, for counting and streaming: their programs' added ns and explained ns,
+/// each program weighted by its runs per call.
+fn explain(costs: &[ProgramCost]) -> Vec<Explained> {
+    [Setup::Counters, Setup::Events]
+        .into_iter()
+        .filter(|&setup| costs.iter().any(|c| c.setup == setup))
+        .map(|setup| {
+            let of = costs.iter().filter(|c| c.setup == setup);
+            Explained {
+                setup,
+                added_ns: of.clone().map(|c| c.added_ns * c.runs_per_call).sum(),
+                explained_ns: of.map(|c| c.explained_ns * c.runs_per_call).sum(),
+            }
+        })
+        .collect()
 }
 
 /// Events per second the consumer drains and formats, the workload out of the way: the
@@ -543,15 +828,196 @@ pub fn table(r: &BenchReport) -> String {
         "consumer: drains and formats {:.0} events/s from a full ring (target >= 1,000,000)\n",
         r.consumer_events_per_s
     ));
-    out.push_str("where the time goes (BPF statistics, ns per run):\n");
+    out.push_str(&where_the_time_goes(r));
+    out
+}
+
+/// Each program's run time and image, the ladder's steps, and how much of counting's and
+/// streaming's added time the steps account for.
+fn where_the_time_goes(r: &BenchReport) -> String {
+    let mut out = String::from(
+        "where the time goes (BPF statistics, ns per run; +ns: over the empty program on the same hook; \
+         explained: the +ns of the steps one run takes; instructions verified, bytes xlated and JIT'd):\n",
+    );
+    out.push_str(&format!(
+        "  {:<16} {:<52} {:>8} {:>8} {:>10} {:>9} {:>7} {:>7}  {}\n",
+        "setup",
+        "program on hook",
+        "ns/run",
+        "+ns",
+        "explained",
+        "verified",
+        "xlated",
+        "jited",
+        "runs"
+    ));
     for c in &r.program_costs {
+        // Programs that did not run here (the exec side, lock waits) show only their image.
+        let (added, explained) = match c.setup {
+            Setup::EmptyPrograms => (String::new(), String::new()),
+            _ if c.runs == 0 => (String::new(), String::new()),
+            _ => (
+                format!("{:.1}", c.added_ns),
+                format!("{:.1}", c.explained_ns),
+            ),
+        };
         out.push_str(&format!(
-            "  {:<16} {:<52} {:>8.1} ns  ({} runs)\n",
+            "  {:<16} {:<52} {:>8.1} {:>8} {:>10} {:>9} {:>7} {:>7}  {}\n",
             c.setup.name(),
-            c.program,
+            format!("{} on {}", c.program, c.target),
             c.ns_per_run,
+            added,
+            explained,
+            c.image.verified_insns,
+            c.image.xlated_bytes,
+            c.image.jited_bytes,
             c.runs
         ));
     }
+    out.push_str(&format!(
+        "the steps, each alone on {LADDER_HOOK} (medians of {} rounds):\n",
+        r.rounds
+    ));
+    for c in &r.components {
+        out.push_str(&format!(
+            "  {:<16} {:<52} {:>8.1} {:>8.1} {:>10} {:>9} {:>7} {:>7}  {}\n",
+            c.step.map_or("(empty)", Step::name),
+            c.program,
+            c.ns_per_run,
+            c.added_ns,
+            "",
+            c.image.verified_insns,
+            c.image.xlated_bytes,
+            c.image.jited_bytes,
+            c.runs
+        ));
+    }
+    for e in &r.explained {
+        out.push_str(&format!(
+            "per kcmp call, {} programs add {:.1} ns over the empty ones; the steps explain {:.1} ns ({:.0}%)\n",
+            e.setup.name(),
+            e.added_ns,
+            e.explained_ns,
+            e.explained_ns / e.added_ns * 100.0
+        ));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(
+        setup: Setup,
+        target: &str,
+        runs_per_call: f64,
+        ns: f64,
+        steps: Vec<Step>,
+    ) -> ProgramCost {
+        ProgramCost {
+            setup,
+            program: String::new(),
+            target: target.to_owned(),
+            runs: 0,
+            runs_per_call,
+            ns_per_run: ns,
+            added_ns: 0.0,
+            steps,
+            explained_ns: 0.0,
+            image: Image::default(),
+        }
+    }
+
+    fn rung(step: Option<Step>, added_ns: f64) -> Component {
+        Component {
+            step,
+            program: "",
+            runs: 0,
+            ns_per_run: 0.0,
+            added_ns,
+            image: Image::default(),
+        }
+    }
+
+    #[test]
+    fn steps_follow_what_a_hook_is_for() {
+        use Step::*;
+        assert_eq!(
+            Step::of(&[Affects::CallEntry], true),
+            [PidTgid, Clock, Thread]
+        );
+        assert_eq!(
+            Step::of(&[Affects::CallExit], false),
+            [PidTgid, Thread, Clock, Counters, Totals]
+        );
+        assert_eq!(
+            Step::of(&[Affects::CallExit], true),
+            [PidTgid, Thread, Clock, Counters, Totals, Event, Comm]
+        );
+        assert_eq!(
+            Step::of(&[Affects::Outcome, Affects::LockWait], false),
+            [PidTgid, Thread, Clock]
+        );
+        assert_eq!(Step::of(&[Affects::Outcome], false), [PidTgid, Thread]);
+        assert!(Step::of(&[Affects::ExecSections], true).is_empty());
+    }
+
+    #[test]
+    fn programs_are_measured_against_the_floor_on_their_own_hook() {
+        let mut costs = vec![
+            cost(Setup::EmptyPrograms, "enter", 1.0, 50.0, Vec::new()),
+            cost(Setup::EmptyPrograms, "perm", 2.0, 30.0, Vec::new()),
+            cost(
+                Setup::Counters,
+                "enter",
+                1.0,
+                200.0,
+                vec![Step::Clock, Step::Thread],
+            ),
+            cost(Setup::Counters, "perm", 2.0, 40.0, vec![Step::Thread]),
+            cost(Setup::Counters, "elsewhere", 1.0, 40.0, Vec::new()),
+        ];
+        let ladder = [
+            rung(None, 0.0),
+            rung(Some(Step::Clock), 100.0),
+            rung(Some(Step::Thread), 20.0),
+        ];
+        attribute(&mut costs, &ladder);
+        assert_eq!(costs[0].added_ns, 0.0);
+        assert_eq!((costs[2].added_ns, costs[2].explained_ns), (150.0, 120.0));
+        assert_eq!((costs[3].added_ns, costs[3].explained_ns), (10.0, 20.0));
+        assert!(costs[4].added_ns.is_nan(), "no floor on that hook");
+        assert!(
+            costs[4].explained_ns.is_sign_positive(),
+            "no steps: 0, not -0"
+        );
+
+        costs.pop();
+        let explained = explain(&costs);
+        assert_eq!(explained.len(), 1, "only setups that ran");
+        assert_eq!(explained[0].setup, Setup::Counters);
+        // Per call: the perm program runs twice.
+        assert_eq!(explained[0].added_ns, 150.0 + 2.0 * 10.0);
+        assert_eq!(explained[0].explained_ns, 120.0 + 2.0 * 20.0);
+    }
+
+    #[test]
+    fn a_step_the_ladder_lacks_explains_nothing_known() {
+        let mut costs = vec![cost(Setup::Events, "exit", 1.0, 9.0, vec![Step::Comm])];
+        attribute(&mut costs, &[rung(None, 0.0)]);
+        assert!(costs[0].explained_ns.is_nan());
+    }
+
+    #[test]
+    fn every_step_has_its_own_ladder_program() {
+        let mut programs: Vec<_> = Step::ALL.iter().map(|s| s.program()).collect();
+        programs.sort_unstable();
+        programs.dedup();
+        assert_eq!(programs.len(), Step::ALL.len());
+        assert!(
+            programs.iter().all(|p| p.len() <= 15),
+            "the kernel keeps 15 bytes"
+        );
+    }
 }

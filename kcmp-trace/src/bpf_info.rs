@@ -1,4 +1,5 @@
-//! What the kernel counts about our programs and links: runs it skipped, run time.
+//! What the kernel counts about our programs and links: runs it skipped, run time, and
+//! what the verifier and the JIT made of each program.
 //!
 //! aya's `ProgramInfo` has run time and count but not `recursion_misses`, and its
 //! `LinkInfo` does not expose a kprobe's `missed`; both come from the same
@@ -70,6 +71,13 @@ pub struct ProgramCounters {
     /// Time spent running and runs, counted while kernel.bpf_stats_enabled=1.
     pub run_time_ns: u64,
     pub run_count: u64,
+    /// Instructions the verifier processed (bpf_prog_info.verified_insns, Linux 5.16 and
+    /// later; 0 before).
+    pub verified_insns: u32,
+    /// The program as the kernel runs it: rewritten by the verifier (inlined helpers, map
+    /// lookups), and the JIT's machine code (0 without the JIT), in bytes.
+    pub xlated_bytes: u32,
+    pub jited_bytes: u32,
 }
 
 pub fn program_counters(fd: BorrowedFd<'_>) -> io::Result<ProgramCounters> {
@@ -78,6 +86,9 @@ pub fn program_counters(fd: BorrowedFd<'_>) -> io::Result<ProgramCounters> {
         recursion_misses: info.recursion_misses,
         run_time_ns: info.run_time_ns,
         run_count: info.run_cnt,
+        verified_insns: info.verified_insns,
+        xlated_bytes: info.xlated_prog_len,
+        jited_bytes: info.jited_prog_len,
     })
 }
 

@@ -212,13 +212,7 @@ impl Tracer {
             .iter()
             .enumerate()
             .map(|(i, hook)| {
-                let program = self
-                    .ebpf
-                    .program(&hook.program)
-                    .with_context(|| format!("program {} missing", hook.program))?;
-                let fd = program.fd().context("program descriptor")?;
-                let kernel = bpf_info::program_counters(fd.as_fd())
-                    .with_context(|| format!("reading {}'s counters", hook.program))?;
+                let kernel = program_counters(&self.ebpf, &hook.program)?;
                 let mut probe_misses = 0;
                 for &(_, link) in self.probe_links.iter().filter(|(h, _)| *h == i) {
                     probe_misses += bpf_info::kprobe_link_missed(link)
@@ -234,6 +228,11 @@ impl Tracer {
                 })
             })
             .collect()
+    }
+
+    /// What the kernel says about one of the attached programs.
+    pub fn program_counters(&self, program: &str) -> anyhow::Result<bpf_info::ProgramCounters> {
+        program_counters(&self.ebpf, program)
     }
 
     /// Per-process totals, busiest first.
@@ -273,6 +272,16 @@ impl Tracer {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
+}
+
+/// What the kernel says about a loaded program of `ebpf`.
+fn program_counters(ebpf: &Ebpf, program: &str) -> anyhow::Result<bpf_info::ProgramCounters> {
+    let fd = ebpf
+        .program(program)
+        .with_context(|| format!("program {program} missing"))?
+        .fd()
+        .context("program descriptor")?;
+    bpf_info::program_counters(fd.as_fd()).with_context(|| format!("reading {program}'s counters"))
 }
 
 /// Whether a process with this tgid exists (zombies included: their totals are final, but
@@ -693,22 +702,49 @@ impl Floor {
         Ok(Floor { objects })
     }
 
-    /// What the kernel counted for each do-nothing program: (program on its target, run
-    /// time and runs while BPF statistics are on).
-    pub fn run_stats(&self) -> anyhow::Result<Vec<(String, bpf_info::ProgramCounters)>> {
+    /// What the kernel says about each do-nothing program: (program, its target, run time
+    /// and runs while BPF statistics are on, its image).
+    pub fn run_stats(
+        &self,
+    ) -> anyhow::Result<Vec<(&'static str, String, bpf_info::ProgramCounters)>> {
         self.objects
             .iter()
             .map(|(ebpf, program, target)| {
-                let fd = ebpf
-                    .program(program)
-                    .with_context(|| format!("program {program} missing"))?
-                    .fd()
-                    .context("program descriptor")?;
-                Ok((
-                    format!("{program} on {target}"),
-                    bpf_info::program_counters(fd.as_fd())?,
-                ))
+                Ok((*program, target.clone(), program_counters(ebpf, program)?))
             })
             .collect()
+    }
+}
+
+/// One program attached alone (a tracepoint: no kernel BTF), from an object loaded with a
+/// tracer's settings (globals, map sizes): a step of the bench's cost ladder.
+pub struct Solo {
+    ebpf: Ebpf,
+    program: &'static str,
+}
+
+impl Solo {
+    pub fn attach(
+        config: &TraceConfig,
+        program: &'static str,
+        target: &str,
+    ) -> anyhow::Result<Solo> {
+        probe::ensure_tracefs()?;
+        let mut ebpf = load(config, Strategy::Boundary, false)?;
+        attach_program(&mut ebpf, None, program, target)?;
+        Ok(Solo { ebpf, program })
+    }
+
+    /// The event ring, for a reader to drain.
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        Ok(RingBuf::try_from(
+            self.ebpf
+                .take_map(maps::EVENTS_MAP)
+                .context("EVENTS map missing")?,
+        )?)
+    }
+
+    pub fn program_counters(&self) -> anyhow::Result<bpf_info::ProgramCounters> {
+        program_counters(&self.ebpf, self.program)
     }
 }

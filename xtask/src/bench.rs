@@ -16,8 +16,10 @@ use crate::{
     workspace_root,
 };
 
-/// Per preemption model and attach mode: what counting adds per kcmp call, as a ratio to
-/// the empty programs and to fentry on the same model, and the runs the kernel skipped.
+/// Per preemption model and attach mode: what counting adds per kcmp call, over no tracer
+/// and over the empty programs, as a ratio to the empty programs and to fentry on the same
+/// model, and the runs the kernel skipped; then its programs' added run time per call (BPF
+/// statistics) and how much of it the cost ladder's steps explain.
 fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
     let added = |r: &serde_json::Value, setup: &str| {
         r["rows"]
@@ -26,9 +28,25 @@ fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
             .and_then(|row| row["kcmp_added_ns"].as_f64())
             .unwrap_or(f64::NAN)
     };
+    let explained = |r: &serde_json::Value, field: &str| {
+        r["explained"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["setup"] == "counters"))
+            .and_then(|e| e[field].as_f64())
+            .unwrap_or(f64::NAN)
+    };
     let mut out = format!(
-        "{:<10} {:<11} {:>14} {:>13} {:>13} {:>12} {:>8}\n",
-        "preempt", "mode", "counters +ns", "vs empty", "events/empty", "vs fentry", "skipped"
+        "{:<10} {:<11} {:>14} {:>10} {:>9} {:>13} {:>10} {:>8} {:>10} {:>10}\n",
+        "preempt",
+        "mode",
+        "counters +ns",
+        "vs empty",
+        "+ns",
+        "events/empty",
+        "vs fentry",
+        "skipped",
+        "BPF +ns",
+        "explained"
     );
     for (model, mode, r) in rows {
         let fentry = rows
@@ -36,15 +54,50 @@ fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
             .find(|(m, md, _)| m == model && *md == "fentry")
             .map_or(f64::NAN, |(_, _, f)| added(f, "counters"));
         out += &format!(
-            "{:<10} {:<11} {:>14.1} {:>12.2}x {:>12.2}x {:>11.2}x {:>8}\n",
+            "{:<10} {:<11} {:>14.1} {:>9.2}x {:>9.1} {:>12.2}x {:>9.2}x {:>8} {:>10.1} {:>10.1}\n",
             model,
             mode,
             added(r, "counters"),
             r["counters_vs_empty"].as_f64().unwrap_or(f64::NAN),
+            added(r, "counters") - added(r, "empty_programs"),
             r["events_vs_empty"].as_f64().unwrap_or(f64::NAN),
             added(r, "counters") / fentry,
             r["missed_runs"]
+                .as_u64()
+                .map_or("?".into(), |n| n.to_string()),
+            explained(r, "added_ns"),
+            explained(r, "explained_ns")
         );
+    }
+    out
+}
+
+/// Per preemption model and attach mode: each step of the cost ladder, ns per run over the
+/// empty program on sys_enter_kcmp.
+fn ladder_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
+    let steps: Vec<String> = rows
+        .first()
+        .and_then(|(_, _, r)| r["components"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["step"].as_str().map(str::to_owned))
+        .collect();
+    let mut out = format!("{:<10} {:<11}", "preempt", "mode");
+    for step in &steps {
+        out += &format!(" {step:>9}");
+    }
+    out.push('\n');
+    for (model, mode, r) in rows {
+        out += &format!("{model:<10} {mode:<11}");
+        for step in &steps {
+            let ns = r["components"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["step"] == step.as_str()))
+                .and_then(|c| c["added_ns"].as_f64())
+                .unwrap_or(f64::NAN);
+            out += &format!(" {ns:>9.1}");
+        }
+        out.push('\n');
     }
     out
 }
@@ -150,6 +203,64 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     println!("{}", price_table(&summary));
+    println!(
+        "the cost ladder: ns per run each step adds alone on sys_enter_kcmp\n{}",
+        ladder_table(&summary)
+    );
     eprintln!("bench: JSON in {}", out_dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(counters_ns: f64, clock_ns: f64) -> serde_json::Value {
+        serde_json::json!({
+            "rows": [
+                {"setup": "empty_programs", "kcmp_added_ns": 100.0},
+                {"setup": "counters", "kcmp_added_ns": counters_ns},
+            ],
+            "counters_vs_empty": counters_ns / 100.0,
+            "events_vs_empty": 3.0,
+            "missed_runs": 0,
+            "explained": [{"setup": "counters", "added_ns": 150.0, "explained_ns": 120.0}],
+            "components": [
+                {"step": null, "added_ns": 0.0},
+                {"step": "clock", "added_ns": clock_ns},
+            ],
+        })
+    }
+
+    #[test]
+    fn price_table_carries_counting_over_the_empty_programs_and_the_explained_part() {
+        let rows = [
+            ("full", "fentry", report(200.0, 1.0)),
+            ("full", "kprobe", report(400.0, 2.0)),
+        ];
+        let table = price_table(&rows);
+        let kprobe: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
+        assert_eq!(
+            kprobe,
+            [
+                "full", "kprobe", "400.0", "4.00x", "300.0", "3.00x", "2.00x", "0", "150.0",
+                "120.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn ladder_table_has_a_column_per_step() {
+        let rows = [
+            ("voluntary", "fentry", report(200.0, 1.5)),
+            ("full", "tracepoint", report(200.0, 2.5)),
+        ];
+        let table = ladder_table(&rows);
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0], ["preempt", "mode", "clock"]);
+        assert_eq!(lines[2], ["full", "tracepoint", "2.5"]);
+    }
 }

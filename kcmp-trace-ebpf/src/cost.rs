@@ -1,0 +1,134 @@
+//! The cost ladder: tracepoint programs that each do one component of the kcmp programs'
+//! work, through the same functions and maps (calls.rs). `kcmp-trace bench` attaches each
+//! alone to sys_enter_kcmp and subtracts the empty program's run time there, to say where
+//! the full programs' time goes. They are not part of any plan.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use kcmp_trace_common::{
+    event::EpollSlot,
+    maps::ThreadState,
+    outcome::Outcome,
+    result::{result_slot, result_slot_is_error},
+};
+
+use crate::{calls, tp_args};
+
+/// A step's inputs, read from kcmp's arguments so that no step pays another's helper call
+/// and the compiler folds nothing. The bench calls kcmp(self, self, KCMP_FILE, fd, fd) from
+/// its main thread, so pid1 is the caller's tid and tgid, and idx1 - idx2 is 0, a result as
+/// the real calls return.
+struct Inputs {
+    key: u32,
+    raw_type: i64,
+    ret: i64,
+    latency: u64,
+}
+
+#[inline(always)]
+fn inputs(ctx: &TracePointContext) -> Inputs {
+    let args = tp_args(ctx);
+    Inputs {
+        key: args.pid1 as u32,
+        raw_type: args.raw_type,
+        ret: args.idx1.wrapping_sub(args.idx2) as i64,
+        latency: args.idx1,
+    }
+}
+
+#[tracepoint]
+pub fn cost_pid_tgid(_ctx: TracePointContext) -> u32 {
+    bpf_get_current_pid_tgid();
+    0
+}
+
+#[tracepoint]
+pub fn cost_clock(_ctx: TracePointContext) -> u32 {
+    calls::now_ns();
+    0
+}
+
+/// The per-thread state lookup, hit path: the entry is created at the first run only.
+#[tracepoint]
+pub fn cost_thread(ctx: TracePointContext) -> u32 {
+    let tid = inputs(&ctx).key;
+    if calls::thread_state(tid).is_none() {
+        calls::new_thread_state(tid, ThreadState::default());
+    }
+    0
+}
+
+#[tracepoint]
+pub fn cost_totals(ctx: TracePointContext) -> u32 {
+    let i = inputs(&ctx);
+    calls::count_for_process(i.key, result_slot_is_error(result_slot(i.ret)), i.latency);
+    0
+}
+
+#[tracepoint]
+pub fn cost_counters(ctx: TracePointContext) -> u32 {
+    let i = inputs(&ctx);
+    if let Some(counters) = calls::cpu_counters() {
+        // SAFETY: this CPU's counters; in this object this program is their only writer.
+        let counters = unsafe { &mut *counters };
+        calls::count_call(
+            counters,
+            Outcome::Unknown,
+            i.raw_type,
+            result_slot(i.ret),
+            i.latency,
+        );
+    }
+    0
+}
+
+/// The comm read as events read it, here into the stack.
+#[tracepoint]
+pub fn cost_comm(_ctx: TracePointContext) -> u32 {
+    let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
+    // SAFETY: 16 writable, 8-byte aligned bytes.
+    unsafe { calls::read_comm_into(comm.as_mut_ptr().cast()) };
+    0
+}
+
+/// One event reserved, written in place and submitted, with the wakeup decision; the comm
+/// is its own step, so this record's stays as the ring had it.
+#[tracepoint]
+pub fn cost_event(ctx: TracePointContext) -> u32 {
+    let args = tp_args(&ctx);
+    // Every field from the arguments: zeros the compiler could see would become a memset
+    // call, which the real exit program does not make.
+    let (a, b) = (args.pid1 as u32, args.pid2 as u32);
+    let call = ThreadState {
+        start_ns: args.idx2,
+        idx1: args.idx1,
+        idx2: args.idx2,
+        raw_type: args.raw_type,
+        lock_start_ns: args.idx2,
+        lock_wait_ns: args.idx1,
+        pid1: args.pid1,
+        pid2: args.pid2,
+        tgid: a,
+        active: b,
+        trail: a,
+        _pad: b,
+        epoll: EpollSlot {
+            efd: a,
+            tfd: b,
+            toff: a,
+            read: b,
+        },
+    };
+    let done = calls::CallDone {
+        tgid: args.pid1 as u32,
+        tid: args.pid1 as u32,
+        now: args.idx1,
+        latency: args.idx2,
+        ret: 0,
+        outcome: Outcome::Unknown,
+    };
+    // SAFETY: the record send_event reserved.
+    calls::send_event(|e| unsafe { calls::write_call(e, &call, &done, None) });
+    0
+}
