@@ -375,6 +375,13 @@ unsafe fn put<T>(dst: *mut T, value: T) {
     unsafe { core::ptr::write_volatile(dst, value) }
 }
 
+// Comms are copied and cleared as two aligned words.
+const _: () = assert!(
+    core::mem::offset_of!(Event, comm) % 8 == 0
+        && core::mem::offset_of!(Event, writer_comm) % 8 == 0
+        && core::mem::offset_of!(WriteSection, comm) % 8 == 0
+);
+
 /// A comm as two words, for copying it whole (comms sit at 8-byte offsets in our records).
 #[inline(always)]
 fn comm_words(comm: &[u8; COMM_LEN]) -> [u64; 2] {
