@@ -23,5 +23,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::maps::ProcessTotals {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for crate::maps::StageFill {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for crate::snapshot::Counters {}
 }

@@ -12,6 +12,10 @@ pub const TGID_FILTER_MAP: &str = "TGID_FILTER";
 pub const THREADS_MAP: &str = "THREADS";
 /// Per-process totals, by tgid.
 pub const PROCESSES_MAP: &str = "PROCESSES";
+/// Per-CPU fill state of the event stage (`StageFill`, index 0).
+pub const STAGE_FILL_MAP: &str = "STAGE_FILL";
+/// The program userspace runs on a CPU (BPF_PROG_TEST_RUN) to send what that CPU staged.
+pub const FLUSH_PROGRAM: &str = "flush_events";
 
 /// Read-only globals set at load time (the verifier prunes what they switch off).
 pub mod globals {
@@ -19,8 +23,11 @@ pub mod globals {
     pub const FILTER_TGID: &str = "FILTER_TGID";
     /// u8: 1 to trace only callers whose comm equals FILTER_COMM_NAME.
     pub const FILTER_COMM: &str = "FILTER_COMM";
-    /// [u8; 16]: the comm to match, NUL-padded.
+    /// [u8; 16]: the comm to match, NUL-padded (read as two words).
     pub const FILTER_COMM_NAME: &str = "FILTER_COMM_NAME";
+    /// u32: where task_struct.comm is, to read comms directly; 0 to call
+    /// bpf_get_current_comm().
+    pub const COMM_OFFSET: &str = "COMM_OFFSET";
     /// u8: 1 to send per-call events.
     pub const EMIT_EVENTS: &str = "EMIT_EVENTS";
     /// u64: bytes waiting in the event ring past which a submit wakes the reader.
@@ -35,6 +42,33 @@ pub const MAX_TGID_FILTER: u32 = 1024;
 /// How often an event reader drains the ring when no wakeup came: the most an event waits
 /// at low rates.
 pub const EVENT_DRAIN_MS: u64 = 50;
+
+/// Events each CPU stages before it writes them to the ring as one record: one reserve,
+/// one wakeup decision and one record header per batch instead of per call.
+pub const STAGE_EVENTS: usize = 16;
+/// The ring record of a full stage.
+pub const STAGE_RECORD_BYTES: u64 = (STAGE_EVENTS * size_of::<crate::event::Event>()) as u64 + 8;
+
+/// A CPU's event stage: how many events it holds, and whether the exit program is changing
+/// it. The exit program is the stage's writer (the kernel runs one instance of it per CPU at
+/// a time); the flush program, run by userspace on that CPU, may interrupt it there (or run
+/// while it is preempted), so it leaves a busy stage alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageFill {
+    pub count: u32,
+    pub busy: u32,
+}
+
+/// What the flush program returns.
+pub mod flush {
+    /// The stage was sent (or empty).
+    pub const SENT: u32 = 0;
+    /// The exit program was changing the stage: try again later.
+    pub const BUSY: u32 = 1;
+    /// The ring had no room: the staged events were dropped (and counted).
+    pub const DROPPED: u32 = 2;
+}
 
 /// The backlog (bytes) at which a submit wakes the reader: an eighth of the ring, so a
 /// reader woken then has seven eighths left to drain into before anything is dropped.
@@ -53,9 +87,11 @@ pub const DEFAULT_MAX_PROCESSES: u32 = 16384;
 pub const MAX_WRITERS: u32 = 4096;
 
 /// Miscellaneous counters, by index in `Counters::misc`. Each is written by one program:
-/// the kcmp entry program writes `LOST_EXITS`, the exit program all the others.
+/// the kcmp entry program writes `LOST_EXITS`, the exit program all the others (the flush
+/// program too writes the two event counts, never while the exit program is writing them:
+/// see `StageFill`).
 pub mod misc {
-    /// Events delivered to the ring buffer.
+    /// Events written to the ring buffer (a staged event counts once its stage is sent).
     pub const EVENTS_SENT: usize = 0;
     /// Events lost because the ring buffer was full.
     pub const EVENTS_DROPPED: usize = 1;

@@ -9,14 +9,18 @@
 //! per-process totals, which a process's threads update from several CPUs. Per-thread state
 //! is written only by the thread itself, whose probes run one after another.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::MaybeUninit,
+    sync::atomic::{Ordering, compiler_fence},
+};
 
 use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_get_current_comm as bpf_get_current_comm_raw,
+        generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_current_task_btf},
     },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -31,7 +35,7 @@ use kcmp_trace_common::{
     kcmp::{KCMP_EPOLL_TFD, type_slot},
     maps::{
         DEFAULT_MAX_PROCESSES, DEFAULT_MAX_THREADS, MAX_TGID_FILTER, MAX_WRITERS, ProcessTotals,
-        ThreadState, misc,
+        STAGE_EVENTS, STAGE_RECORD_BYTES, StageFill, ThreadState, flush, misc,
     },
     outcome::Outcome,
     result::{result_slot, result_slot_is_error},
@@ -42,18 +46,23 @@ use kcmp_trace_common::{
 static FILTER_TGID: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 static FILTER_COMM: Global<u8> = Global::new(0);
+/// The comm to match, NUL-padded, as two words (compared whole, as read_comm_into reads).
 #[unsafe(no_mangle)]
-static FILTER_COMM_NAME: Global<[u8; COMM_LEN]> = Global::new([0; COMM_LEN]);
+static FILTER_COMM_NAME: Global<[u64; 2]> = Global::new([0; 2]);
+/// Where task_struct.comm is (from kernel BTF), to read comms with two loads; 0: through
+/// bpf_get_current_comm(), a call that copies and pads.
+#[unsafe(no_mangle)]
+static COMM_OFFSET: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static EMIT_EVENTS: Global<u8> = Global::new(0);
 /// Wake the event reader only when the backlog crosses this many bytes; below it the reader
 /// finds events on its own timer, so a busy ring costs no wakeup per event.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u64> = Global::new(0);
-/// Submits whose backlog lands this far past the mark wake the reader: a few records, so
+/// Writes whose backlog lands this far past the mark wake the reader: a few records, so
 /// that producers racing on other CPUs cannot all step over it, yet one fill of the ring
 /// raises only a few wakeups (each is a self-IPI).
-const WAKEUP_WINDOW: u64 = 16 * (size_of::<Event>() as u64 + 8);
+const WAKEUP_WINDOW: u64 = 4 * STAGE_RECORD_BYTES;
 /// How the path of a call is observed (`classify::Strategy`).
 #[unsafe(no_mangle)]
 static STRATEGY: Global<u8> = Global::new(0);
@@ -66,6 +75,11 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 /// Sized by userspace at load time (`--ring-size`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// Each CPU's events not yet in the ring, and how many there are (`StageFill`).
+#[map]
+static STAGE: PerCpuArray<[Event; STAGE_EVENTS]> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static STAGE_FILL: PerCpuArray<StageFill> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static TGID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TGID_FILTER, 0);
 /// A thread's call in flight. Entries are reused across calls (no insert/delete per call);
@@ -112,10 +126,13 @@ fn traced(tgid: u32) -> bool {
         return false;
     }
     if FILTER_COMM.load() != 0 {
-        match bpf_get_current_comm() {
-            Ok(comm) if comm == FILTER_COMM_NAME.load() => {}
-            _ => return false,
-        }
+        let mut comm = MaybeUninit::<[u64; 2]>::uninit();
+        // SAFETY: 16 writable, 8-byte aligned bytes; read_comm_into writes all of them.
+        let comm = unsafe {
+            read_comm_into(comm.as_mut_ptr().cast());
+            comm.assume_init()
+        };
+        return comm == FILTER_COMM_NAME.load();
     }
     true
 }
@@ -426,7 +443,11 @@ pub unsafe fn write_call(
         put(&raw mut (*e).pid1, call.pid1);
         put(&raw mut (*e).pid2, call.pid2);
         put(&raw mut (*e).outcome, done.outcome as u32);
-        (&raw mut (*e).epoll).write(call.epoll);
+        // Field by field: a copy of the whole struct would be a call to a byte loop.
+        put(&raw mut (*e).epoll.efd, call.epoll.efd);
+        put(&raw mut (*e).epoll.tfd, call.epoll.tfd);
+        put(&raw mut (*e).epoll.toff, call.epoll.toff);
+        put(&raw mut (*e).epoll.read, call.epoll.read);
         match writer {
             Some((writer_tgid, section)) => {
                 put(&raw mut (*e).writer_tgid, writer_tgid);
@@ -446,6 +467,17 @@ pub unsafe fn write_call(
 /// `dst` must be valid for writes and 8-byte aligned.
 #[inline(always)]
 pub unsafe fn read_comm_into(dst: *mut [u8; COMM_LEN]) {
+    let offset = COMM_OFFSET.load();
+    if offset != 0 {
+        // SAFETY: the verifier checks these loads against task_struct's BTF (the offset is
+        // a constant to it) and guards them as probe reads; `dst` as the caller promised.
+        unsafe {
+            let task = bpf_get_current_task_btf() as *const u8;
+            let comm = task.add(offset as usize).cast::<u64>();
+            put_comm(dst, [comm.read_volatile(), comm.add(1).read_volatile()]);
+        }
+        return;
+    }
     // SAFETY: as the caller promised; the helper writes at most COMM_LEN bytes.
     unsafe {
         if bpf_get_current_comm_raw(dst.cast(), COMM_LEN as u32) != 0 {
@@ -536,21 +568,13 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             ret,
             outcome,
         };
-        let sent = send_event(|e| {
-            // SAFETY: the reserved record, every field written before it is submitted.
+        stage_event(&mut counters.misc, |e| {
+            // SAFETY: a slot of this CPU's stage, every field written before it is sent.
             unsafe {
                 write_call(e, call, &done, writer);
                 read_comm_into(&raw mut (*e).comm);
             }
         });
-        bump(
-            &mut counters.misc,
-            if sent {
-                misc::EVENTS_SENT
-            } else {
-                misc::EVENTS_DROPPED
-            },
-        );
     }
 }
 
@@ -594,24 +618,95 @@ pub fn count_for_process(tgid: u32, error: bool, latency: u64) -> bool {
     true
 }
 
-/// Streams one event, written in place by `fill` once the ring has room for it; false when
-/// it had none.
+/// Stages one event, written in place by `fill`; a full stage goes to the ring as one
+/// record. The busy mark keeps the flush program out while the stage changes (`StageFill`).
 #[inline(always)]
-pub fn send_event(fill: impl FnOnce(*mut Event)) -> bool {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        return false;
+pub fn stage_event(misc: &mut [u64; misc::SLOTS], fill: impl FnOnce(*mut Event)) {
+    let (Some(state), Some(stage)) = (STAGE_FILL.get_ptr_mut(0), STAGE.get_ptr_mut(0)) else {
+        return;
     };
-    fill(entry.as_mut_ptr());
-    // Submitting wakes no one unless the backlog is crossing the mark.
-    let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    // SAFETY: this CPU's stage and its state; the flush program touches neither while busy.
+    unsafe {
+        put(&raw mut (*state).busy, 1);
+        compiler_fence(Ordering::SeqCst);
+        // The count is kept below STAGE_EVENTS; the check is for the verifier.
+        let mut n = (*state).count as usize;
+        if n >= STAGE_EVENTS {
+            n = 0;
+        }
+        if let Some(slot) = (*stage).get_mut(n) {
+            fill(slot);
+            n += 1;
+        }
+        if n == STAGE_EVENTS {
+            send_stage(stage, n, misc);
+            n = 0;
+        }
+        put(&raw mut (*state).count, n as u32);
+        compiler_fence(Ordering::SeqCst);
+        put(&raw mut (*state).busy, 0);
+    }
+}
+
+/// Sends what this CPU staged. Run by userspace on each CPU holding events (BPF_PROG_TEST_RUN),
+/// so that a CPU gone quiet still delivers its last events within a drain tick.
+#[inline(always)]
+pub fn flush_stage() -> u32 {
+    let (Some(state), Some(stage), Some(counters)) = (
+        STAGE_FILL.get_ptr_mut(0),
+        STAGE.get_ptr_mut(0),
+        cpu_counters(),
+    ) else {
+        return flush::SENT;
+    };
+    // SAFETY: this CPU's stage, left alone while the exit program has it; the event counts
+    // in this CPU's counters are written only by the two of them, never at once.
+    unsafe {
+        if (&raw const (*state).busy).read_volatile() != 0 {
+            return flush::BUSY;
+        }
+        let n = (*state).count as usize;
+        if n == 0 || n > STAGE_EVENTS {
+            put(&raw mut (*state).count, 0);
+            return flush::SENT;
+        }
+        let sent = send_stage(stage, n, &mut (*counters).misc);
+        put(&raw mut (*state).count, 0);
+        if sent { flush::SENT } else { flush::DROPPED }
+    }
+}
+
+/// Writes the first `n` staged events to the ring as one record, waking the reader only
+/// when the backlog crosses the mark, and counts them sent or dropped.
+///
+/// # Safety
+/// `stage` must be this CPU's stage, `n` at most STAGE_EVENTS.
+#[inline(always)]
+unsafe fn send_stage(
+    stage: *const [Event; STAGE_EVENTS],
+    n: usize,
+    misc: &mut [u64; misc::SLOTS],
+) -> bool {
+    let len = n * size_of::<Event>();
+    // SAFETY: as the caller promised, `len` bytes of the map value.
+    let bytes = unsafe { core::slice::from_raw_parts(stage.cast::<u8>(), len) };
+    let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64) + len as u64 + 8;
     let mark = WAKEUP_BYTES.load();
     let flags = if backlog >= mark && backlog - mark < WAKEUP_WINDOW {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(flags as u64);
-    true
+    let sent = EVENTS.output::<[u8]>(bytes, flags as u64).is_ok();
+    let cell = if sent {
+        misc::EVENTS_SENT
+    } else {
+        misc::EVENTS_DROPPED
+    };
+    if let Some(count) = misc.get_mut(cell) {
+        *count += n as u64;
+    }
+    sent
 }
 
 /// The calling process's totals, created at its first call (the only time its comm is

@@ -63,6 +63,15 @@ pub fn kcmp_tp_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Sends the events this CPU staged (`calls::flush_stage`). Never attached: userspace runs
+/// it on a CPU with BPF_PROG_TEST_RUN, and reads what it did from its return value, which
+/// aya's `raw_tracepoint` macro would discard.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "raw_tp")]
+pub fn flush_events(_ctx: *mut core::ffi::c_void) -> u32 {
+    calls::flush_stage()
+}
+
 /// The architecture this object is built for: aya-build passes the userspace target's.
 #[cfg(bpf_target_arch = "x86_64")]
 const ARCH: Arch = Arch::X86_64;

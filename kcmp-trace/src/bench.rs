@@ -9,6 +9,7 @@
 //! drains and formats a full ring.
 
 use std::{
+    convert::Infallible,
     io::{BufRead as _, BufReader, Read as _},
     os::fd::AsRawFd as _,
     process::{Child, Command, Stdio},
@@ -25,6 +26,7 @@ use serde::Serialize;
 
 use crate::{
     bpf_info::ProgramCounters,
+    event_stream::EventStream,
     loader::{Floor, Solo, TraceConfig, Tracer},
     plan::{Affects, AttachRequest, StrategyRequest},
     probe::Capabilities,
@@ -139,7 +141,8 @@ pub enum Step {
     Counters,
     /// bpf_get_current_comm().
     Comm,
-    /// One event reserved, written and submitted, the wakeup decided; a reader drains.
+    /// One event staged and written (a sixteenth of a ring write, the wakeup decided); a
+    /// reader drains.
     Event,
 }
 
@@ -299,14 +302,23 @@ struct EventDrain {
 }
 
 impl EventDrain {
-    fn start(mut ring: aya::maps::RingBuf<aya::maps::MapData>) -> EventDrain {
+    fn start(mut ring: EventStream) -> EventDrain {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut out = Vec::with_capacity(1 << 16);
             let mut n = 0u64;
+            let flush = |ring: &mut EventStream, last: bool| {
+                let flushed = if last { ring.flush_all() } else { ring.flush() };
+                if let Err(e) = flushed {
+                    log::warn!("flushing the staged events: {e:#}");
+                }
+            };
             loop {
                 let stopping = flag.load(Ordering::Relaxed);
+                if stopping {
+                    flush(&mut ring, true);
+                }
                 n += format_all(&mut ring, &mut out);
                 if stopping {
                     return n;
@@ -318,13 +330,16 @@ impl EventDrain {
                     revents: 0,
                 };
                 // SAFETY: one valid pollfd; the ring keeps its fd open.
-                unsafe {
+                let woken = unsafe {
                     libc::poll(
                         &mut pfd,
                         1,
                         kcmp_trace_common::maps::EVENT_DRAIN_MS as libc::c_int,
                     )
                 };
+                if woken == 0 {
+                    flush(&mut ring, false);
+                }
             }
         });
         EventDrain { stop, thread }
@@ -338,21 +353,15 @@ impl EventDrain {
 
 /// Drains the ring, formatting each event as an NDJSON line into `out` (emptied as it
 /// fills, as a pipe would be); returns the events read.
-fn format_all(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, out: &mut Vec<u8>) -> u64 {
-    let mut n = 0;
-    while let Some(item) = ring.next() {
-        if item.len() >= size_of::<Event>() {
-            // SAFETY: the eBPF side writes whole `Event`s; read_unaligned copes with alignment.
-            let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
-            let _ = serde_json::to_writer(&mut *out, &EventRecord::from(&event));
-            out.push(b'\n');
-            if out.len() > 1 << 16 {
-                out.clear();
-            }
-            n += 1;
+fn format_all(ring: &mut EventStream, out: &mut Vec<u8>) -> u64 {
+    let Ok(n) = ring.read::<Infallible>(u64::MAX, |event| {
+        let _ = serde_json::to_writer(&mut *out, &EventRecord::from(event));
+        out.push(b'\n');
+        if out.len() > 1 << 16 {
+            out.clear();
         }
-    }
+        Ok(())
+    });
     n
 }
 
@@ -545,7 +554,7 @@ pub fn run(
             .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?;
         (
             program_costs(round, &plan, &caps, &config, &events_config, kcmp)?,
-            ladder(rounds, round / 2, &config, kcmp)?,
+            ladder(rounds, round / 2, &config, &caps, kcmp)?,
         )
     };
     attribute(&mut program_costs, &components);
@@ -670,6 +679,7 @@ fn ladder(
     rounds: usize,
     len: Duration,
     config: &TraceConfig,
+    caps: &Capabilities,
     kcmp: impl Fn() + Copy,
 ) -> anyhow::Result<Vec<Component>> {
     let rungs: Vec<(Option<Step>, &'static str)> = std::iter::once((None, "noop_tp"))
@@ -682,7 +692,7 @@ fn ladder(
         for k in 0..rungs.len() {
             let i = (k + r) % rungs.len();
             let (step, program) = rungs[i];
-            let mut solo = Solo::attach(config, program, LADDER_HOOK)?;
+            let mut solo = Solo::attach(config, caps, program, LADDER_HOOK)?;
             let drain = match step {
                 Some(Step::Event) => Some(EventDrain::start(solo.take_events()?)),
                 _ => None,

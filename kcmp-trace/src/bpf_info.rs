@@ -1,5 +1,5 @@
 //! What the kernel counts about our programs and links: runs it skipped, run time, and
-//! what the verifier and the JIT made of each program.
+//! what the verifier and the JIT made of each program; and running a program on a CPU.
 //!
 //! aya's `ProgramInfo` has run time and count but not `recursion_misses`, and its
 //! `LinkInfo` does not expose a kprobe's `missed`; both come from the same
@@ -28,6 +28,26 @@ struct IdAttr {
     id: u32,
     next_id: u32,
     open_flags: u32,
+}
+
+/// The `test` member of `union bpf_attr` (BPF_PROG_TEST_RUN), up to `cpu`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
 }
 
 fn bpf<A>(cmd: bpf_cmd, attr: &mut A) -> io::Result<i64> {
@@ -90,6 +110,20 @@ pub fn program_counters(fd: BorrowedFd<'_>) -> io::Result<ProgramCounters> {
         xlated_bytes: info.xlated_prog_len,
         jited_bytes: info.jited_prog_len,
     })
+}
+
+/// Runs a raw tracepoint program once on `cpu`, with no arguments, and returns what it
+/// returned. The kernel runs it there in an IPI (or with preemption off, on the caller's
+/// own CPU). ENXIO: the CPU is offline.
+pub fn run_on_cpu(program: BorrowedFd<'_>, cpu: u32) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        flags: aya_obj::generated::BPF_F_TEST_RUN_ON_CPU,
+        cpu,
+        ..TestRunAttr::default()
+    };
+    bpf(bpf_cmd::BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
 }
 
 /// The probe-level misses of a kprobe or kretprobe attached through a perf link: hits it

@@ -2,10 +2,10 @@
 //!
 //! Roles: [`probe`] looks at the kernel, [`plan`] chooses the hooks and [`loader`] attaches
 //! them ([`bpf_info`] reads what the kernel counts for them, [`bpf_log`] forwards their
-//! diagnostics), [`report`] turns counters into numbers, [`recording`] keeps a session in a
-//! file, [`sinks`] print and plot them, [`serve`]
-//! serves them over HTTP in the shapes of [`wire`] that [`client`] reads back; [`stress`] is
-//! the workload that keeps its own count.
+//! diagnostics, [`event_stream`] reads their per-call events), [`report`] turns counters
+//! into numbers, [`recording`] keeps a session in a file, [`sinks`] print and plot them,
+//! [`serve`] serves them over HTTP in the shapes of [`wire`] that [`client`] reads back;
+//! [`stress`] is the workload that keeps its own count.
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("kcmp-trace supports x86_64 and aarch64 (kcmp_trace_common::arch)");
@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod error;
+pub mod event_stream;
 pub mod loader;
 pub mod plan;
 pub mod probe;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::ProgramError,
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use kcmp_trace_common::{
     classify::Strategy,
@@ -19,6 +19,7 @@ use crate::{
     bpf_info,
     bpf_log::BpfLog,
     error::Error,
+    event_stream::EventStream,
     plan::{
         Affects, AttachMode, AttachRequest, Hook, Plan, Role, StrategyRequest, accuracy,
         candidates, hook_mode, program_for, roles,
@@ -76,7 +77,7 @@ pub struct Tracer {
     /// Per-process totals; removing exited processes needs the map mutably.
     processes: Mutex<HashMap<MapData, u32, ProcessTotals>>,
     max_processes: u32,
-    events: Option<RingBuf<MapData>>,
+    events: Option<EventStream>,
     /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
     /// misses the kernel reports; empty where it does not (before 6.7) or for other modes.
     probe_links: Vec<(usize, u32)>,
@@ -169,10 +170,7 @@ impl Tracer {
                 .context("PROCESSES map missing")?,
         )?);
         let events = if config.events {
-            Some(RingBuf::try_from(
-                ebpf.take_map(maps::EVENTS_MAP)
-                    .context("EVENTS map missing")?,
-            )?)
+            Some(event_stream(&mut ebpf)?)
         } else {
             None
         };
@@ -269,9 +267,31 @@ impl Tracer {
     }
 
     /// The per-call event stream (only when the config asked for events).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    pub fn take_events(&mut self) -> Option<EventStream> {
         self.events.take()
     }
+}
+
+/// The event ring of a loaded object, with the stages its flush program sends.
+fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
+    let flush: &mut RawTracePoint = ebpf
+        .program_mut(maps::FLUSH_PROGRAM)
+        .context("flush program missing")?
+        .try_into()?;
+    flush.load().map_err(bpf_err(maps::FLUSH_PROGRAM))?;
+    let flush = flush
+        .fd()?
+        .try_clone()
+        .context("flush program descriptor")?;
+    let ring = RingBuf::try_from(
+        ebpf.take_map(maps::EVENTS_MAP)
+            .context("EVENTS map missing")?,
+    )?;
+    let fill = PerCpuArray::try_from(
+        ebpf.take_map(maps::STAGE_FILL_MAP)
+            .context("STAGE_FILL map missing")?,
+    )?;
+    Ok(EventStream::new(ring, fill, flush))
 }
 
 /// What the kernel says about a loaded program of `ebpf`.
@@ -305,10 +325,10 @@ fn process_alive(tgid: u32) -> bool {
 /// until the reader runs again. At SCHED_FIFO priority 1 the reader can only be preempted
 /// by real-time tasks, never by a kcmp caller of an ordinary class. Without the privilege
 /// to change policy the reads go ahead as they are (and skipped runs are still counted).
-struct UnpreemptedReads(Option<(libc::c_int, libc::c_int)>);
+pub(crate) struct UnpreemptedReads(Option<(libc::c_int, libc::c_int)>);
 
 impl UnpreemptedReads {
-    fn enter() -> UnpreemptedReads {
+    pub(crate) fn enter() -> UnpreemptedReads {
         let policy = sched::policy();
         if policy < 0 || policy == libc::SCHED_FIFO {
             return UnpreemptedReads(None);
@@ -428,7 +448,48 @@ fn validate(config: &TraceConfig) -> Result<(), Error> {
     Ok(())
 }
 
-fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Result<Ebpf> {
+/// Loads the object, its programs reading comms straight from task_struct at
+/// `comm_offset` where the verifier allows that, else through bpf_get_current_comm().
+fn load(
+    config: &TraceConfig,
+    strategy: Strategy,
+    series: bool,
+    comm_offset: Option<u32>,
+) -> anyhow::Result<Ebpf> {
+    if let Some(offset) = comm_offset.filter(|&o| o != 0) {
+        let mut ebpf = load_with(config, strategy, series, offset)?;
+        match direct_comm_verifies(&mut ebpf) {
+            Ok(()) => return Ok(ebpf),
+            Err(e) => log::info!(
+                "comms are read through bpf_get_current_comm(): {}",
+                crate::error::one_line(&e)
+            ),
+        }
+    }
+    load_with(config, strategy, series, 0)
+}
+
+/// Whether the verifier takes the direct comm read, asked of the ladder's comm program (the
+/// read alone), which is unloaded again.
+fn direct_comm_verifies(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    const COMM_READ: &str = "cost_comm";
+    let program: &mut TracePoint = ebpf
+        .program_mut(COMM_READ)
+        .with_context(|| format!("program {COMM_READ} missing"))?
+        .try_into()?;
+    program
+        .load()
+        .map_err(bpf_err(format!("loading {COMM_READ}")))?;
+    program.unload()?;
+    Ok(())
+}
+
+fn load_with(
+    config: &TraceConfig,
+    strategy: Strategy,
+    series: bool,
+    comm_offset: u32,
+) -> anyhow::Result<Ebpf> {
     let comm_name = config
         .comm
         .as_deref()
@@ -441,6 +502,7 @@ fn load(config: &TraceConfig, strategy: Strategy, series: bool) -> anyhow::Resul
         )
         .override_global(globals::FILTER_COMM, &u8::from(config.comm.is_some()), true)
         .override_global(globals::FILTER_COMM_NAME, &comm_name, true)
+        .override_global(globals::COMM_OFFSET, &comm_offset, true)
         .override_global(globals::EMIT_EVENTS, &u8::from(config.events), true)
         .override_global(
             globals::WAKEUP_BYTES,
@@ -492,7 +554,7 @@ fn load_and_attach(
         .into());
     }
     let series = caps.series.present();
-    let mut ebpf = load(config, strategy, series)?;
+    let mut ebpf = load(config, strategy, series, caps.task_comm_offset)?;
     let mut hooks = Vec::new();
     let btf = caps.kernel_btf.as_deref();
     let mut skipped: Vec<(String, String)> = Vec::new();
@@ -726,22 +788,19 @@ pub struct Solo {
 impl Solo {
     pub fn attach(
         config: &TraceConfig,
+        caps: &probe::Capabilities,
         program: &'static str,
         target: &str,
     ) -> anyhow::Result<Solo> {
         probe::ensure_tracefs()?;
-        let mut ebpf = load(config, Strategy::Boundary, false)?;
+        let mut ebpf = load(config, Strategy::Boundary, false, caps.task_comm_offset)?;
         attach_program(&mut ebpf, None, program, target)?;
         Ok(Solo { ebpf, program })
     }
 
-    /// The event ring, for a reader to drain.
-    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        Ok(RingBuf::try_from(
-            self.ebpf
-                .take_map(maps::EVENTS_MAP)
-                .context("EVENTS map missing")?,
-        )?)
+    /// The event stream, for a reader to drain.
+    pub fn take_events(&mut self) -> anyhow::Result<EventStream> {
+        event_stream(&mut self.ebpf)
     }
 
     pub fn program_counters(&self) -> anyhow::Result<bpf_info::ProgramCounters> {

@@ -216,6 +216,37 @@ fn events_json_has_one_line_per_call() {
     }
 }
 
+/// Fewer calls than fill a CPU's stage reach the reader while it runs (its drain tick flushes
+/// the stages), each with its caller's comm.
+#[test]
+fn a_few_calls_reach_a_running_reader() {
+    if !require_root() {
+        return;
+    }
+    let comm = format!("kt-few-{}", std::process::id() % 100_000);
+    let stress = Gated::new(&["-n", "5", "--threads", "1", "--comm", &comm]);
+    let pid = stress.pid().to_string();
+    let mut events = Proc::spawn(&["events", "--json", "-p", &pid, "--count", "5"]);
+    events.wait_attached();
+    assert_eq!(stress.run()["calls"], 5);
+    // --count 5: the reader exits by itself once it has shown five events.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events.child.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "five staged events did not reach the running reader"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, out, err) = events.finish();
+    assert_eq!(code, 0, "{err}");
+    let lines = event_lines(&out);
+    assert_eq!(lines.len(), 5, "{out}");
+    for e in &lines {
+        assert_eq!(e["comm"], comm.as_str());
+    }
+}
+
 #[test]
 fn a_tiny_ring_buffer_drops_and_says_how_many() {
     if !require_root() {

@@ -103,6 +103,13 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     println!("privileged        {}", yes(c.privileged));
     println!("BTF               {}", yes(c.btf));
     println!(
+        "comm read         {}",
+        c.task_comm_offset.map_or_else(
+            || "bpf_get_current_comm()".to_owned(),
+            |o| format!("task_struct+{o}, two loads (bpf_get_current_comm() if refused)")
+        )
+    );
+    println!(
         "tracefs           {}",
         c.tracefs
             .as_ref()

@@ -8,6 +8,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     cli::EventsArgs,
+    event_stream::Unflushed,
     loader::{TraceConfig, Tracer},
     report::{Missed, Report, missed_since},
     sinks::{
@@ -50,7 +51,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let limit = args.count.unwrap_or(u64::MAX);
 
-    let result: anyhow::Result<()> = rt.block_on(async {
+    let result: anyhow::Result<Unflushed> = rt.block_on(async {
         // SAFETY: the ring buffer owns its fd and outlives the registration (both are
         // dropped together with `ring`).
         let mut ring = unsafe { AsyncFd::register(ring) }
@@ -76,6 +77,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
                     out.flush()?;
                 }
                 _ = drain_tick.tick(), if !stopping => {
+                    ring.get_mut().flush()?;
                     drain(ring.get_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
                     out.flush()?;
                 }
@@ -99,15 +101,15 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
                 _ = shutdown.wait() => stopping = true,
             }
             if stopping || delivered >= limit {
-                // Whatever the kernel already wrote is still ours to show.
+                // Whatever the kernel already wrote or staged is still ours to show.
+                let left = ring.get_mut().flush_all()?;
                 drain(ring.get_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
-                break;
+                return Ok(left);
             }
         }
-        Ok(())
     });
     out.flush()?;
-    result?;
+    let unflushed = result?;
     let counters = tracer.counters()?;
     let hooks = tracer.hook_counters()?;
     drop(tracer);
@@ -124,6 +126,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
             serde_json::json!({
                 "events_delivered": delivered,
                 "events_dropped": dropped,
+                "events_unflushed": unflushed.total(),
                 "calls": summary.calls,
                 "unpaired_exits": summary.unpaired_exits,
                 "lost_exits": summary.lost_exits,
@@ -134,6 +137,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         );
     } else {
         eprintln!("kcmp-trace: {delivered} events delivered, {dropped} dropped");
+        crate::cmd::warn_unflushed(&unflushed);
         if let Some(line) = table::incomplete(&summary.incomplete) {
             eprintln!(
                 "kcmp-trace: INCOMPLETE: {line} (skipped program runs: {})",

@@ -67,6 +67,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Says what a reader's last flush left staged in the kernel: those events are not in its
+/// output.
+pub fn warn_unflushed(left: &crate::event_stream::Unflushed) {
+    if left.total() != 0 {
+        eprintln!(
+            "kcmp-trace: {} events were still staged in the kernel and are not shown ({} behind a call in progress, {} on offline CPUs)",
+            left.total(),
+            left.busy,
+            left.offline
+        );
+    }
+}
+
 /// Tells scripts and tests the programs are attached, on stderr so stdout stays data.
 pub fn announce(plan: &crate::plan::Plan) {
     eprintln!(

@@ -8,6 +8,8 @@ use kcmp_trace_common::snapshot::Counters;
 
 use crate::{
     cli::WatchArgs,
+    cmd::warn_unflushed,
+    event_stream::EventStream,
     loader::{TraceConfig, Tracer},
     recording::{Header, KernelInfo, Recorder, Scope},
     report::{Reading, Report},
@@ -26,14 +28,12 @@ pub struct JsonLine<'a> {
     pub report: &'a Report,
 }
 
-type EventRing = tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
+type EventRing = tokio::io::unix::AsyncFd<EventStream>;
 
 /// Resolves when the ring buffer has events past its wakeup mark; never without a ring.
 async fn ring_ready(
     ring: &mut Option<EventRing>,
-) -> std::io::Result<
-    tokio::io::unix::AsyncFdReadyMutGuard<'_, aya::maps::RingBuf<aya::maps::MapData>>,
-> {
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, EventStream>> {
     match ring {
         Some(ring) => ring.readable_mut().await,
         None => std::future::pending().await,
@@ -41,10 +41,7 @@ async fn ring_ready(
 }
 
 /// Moves every event the ring holds into the recording.
-fn drain_into(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    recorder: &mut Option<Recorder>,
-) -> anyhow::Result<()> {
+fn drain_into(ring: &mut EventStream, recorder: &mut Option<Recorder>) -> anyhow::Result<()> {
     if let Some(recorder) = recorder {
         drain(ring, &mut 0, u64::MAX, |e| recorder.event(e))?;
         recorder.flush()?;
@@ -212,6 +209,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 }
                 _ = drain_tick.tick(), if recording_events => {
                     if let Some(ring) = &mut ring {
+                        ring.get_mut().flush()?;
                         drain_into(ring.get_mut(), &mut recorder)?;
                     }
                     continue;
@@ -240,9 +238,11 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             last = source.read() => last?,
             _ = shutdown.wait() => return Err(source.stopped_waiting()),
         };
-        // Every call counted in the total has its event in the ring by now.
+        // Every call counted in the total has its event in the ring or a stage by now.
         if let Some(ring) = &mut ring {
+            let left = ring.get_mut().flush_all()?;
             drain_into(ring.get_mut(), &mut recorder)?;
+            warn_unflushed(&left);
         }
         if let Some(recorder) = &mut recorder {
             recorder.reading(Scope::Total, &last)?;

@@ -15,7 +15,11 @@ use aya::Btf;
 use aya_obj::btf::BtfKind;
 use kcmp_trace_common::arch;
 
-use self::{btf::struct_has_member, kallsyms::Kallsyms, preempt::Preemption};
+use self::{
+    btf::{struct_has_member, task_comm_offset},
+    kallsyms::Kallsyms,
+    preempt::Preemption,
+};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS: &str = "/sys/kernel/debug";
@@ -87,6 +91,9 @@ pub struct Capabilities {
     pub recursion_misses_readable: bool,
     /// Perf links report a kprobe's own misses (6.7 and later).
     pub probe_misses_readable: bool,
+    /// Where task_struct.comm is (from BTF): the programs read a caller's comm there
+    /// directly instead of calling bpf_get_current_comm(), when the verifier allows it.
+    pub task_comm_offset: Option<u32>,
     /// Calls a kretprobe can follow at once: the kernel's default, max(10, 2 x possible
     /// CPUs), since perf kprobes cannot ask for more.
     pub kretprobe_instances: u32,
@@ -113,12 +120,16 @@ impl Capabilities {
                     .is_some_and(|b| b.id_by_type_name_kind(name, BtfKind::Func).is_ok()),
             })
             .collect();
+        let raw_btf = std::fs::read(BTF_VMLINUX).ok();
         let series = Series {
-            btf_member: std::fs::read(BTF_VMLINUX).is_ok_and(|data| {
-                struct_has_member(&data, "signal_struct", "exec_update_seq").unwrap_or(false)
+            btf_member: raw_btf.as_deref().is_some_and(|data| {
+                struct_has_member(data, "signal_struct", "exec_update_seq").unwrap_or(false)
             }),
             helpers_out_of_line: SERIES_HELPERS.iter().all(|h| kallsyms.contains(h)),
         };
+        let task_comm_offset = raw_btf
+            .as_deref()
+            .and_then(|data| task_comm_offset(data).ok().flatten());
         let at_least = |major, minor| {
             aya::util::KernelVersion::current()
                 .is_ok_and(|v| v >= aya::util::KernelVersion::new(major, minor, 0))
@@ -143,6 +154,7 @@ impl Capabilities {
             },
             recursion_misses_readable: at_least(5, 12),
             probe_misses_readable: at_least(6, 7),
+            task_comm_offset,
             kretprobe_instances: 10.max(2 * possible_cpus()),
         }
     }

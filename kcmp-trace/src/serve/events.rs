@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use kcmp_trace_common::{
@@ -27,7 +26,7 @@ use tokio::{
 };
 
 use super::conns::Peer;
-use crate::{loader::Tracer, sinks::event::EventRecord};
+use crate::{event_stream::EventStream, loader::Tracer, sinks::event::EventRecord};
 
 /// Events read from the ring buffer before they are handed out under one lock.
 const BATCH: usize = 256;
@@ -417,7 +416,7 @@ fn client_stream(
 /// load the kernel then runs the HTTP workers first, so scrapes stay fast while event
 /// fan-out takes what is left). The receiver gets the pump's result when it ends.
 pub fn spawn_pump(
-    ring: RingBuf<MapData>,
+    ring: EventStream,
     hub: Arc<Hub>,
     tracer: Arc<Tracer>,
     nice: i32,
@@ -459,7 +458,7 @@ impl Drop for CloseOnDrop {
 
 /// Drains the ring buffer into the hub until `stop` turns true, then closes the hub.
 pub async fn pump(
-    ring: RingBuf<MapData>,
+    ring: EventStream,
     hub: Arc<Hub>,
     tracer: Arc<Tracer>,
     mut stop: watch::Receiver<bool>,
@@ -503,6 +502,7 @@ pub async fn pump(
             }
             // Also forgets clients that left, so their slots free up with no event at all.
             _ = drain_tick.tick() => {
+                ring.get_mut().flush()?;
                 more = !drain(ring.get_mut(), &mut batch, &hub);
             }
             _ = tick.tick() => report_ring_drops(&mut ring_drops),
@@ -511,28 +511,28 @@ pub async fn pump(
         // Yield between batches so a flood of events cannot starve HTTP on this worker.
         tokio::task::yield_now().await;
     }
+    let left = ring.get_mut().flush_all()?;
     while !drain(ring.get_mut(), &mut batch, &hub) {}
+    if left.total() != 0 {
+        log::warn!(
+            "{} events were still staged in the kernel at shutdown and were not streamed",
+            left.total()
+        );
+    }
     report_ring_drops(&mut ring_drops);
     hub.close();
     Ok(())
 }
 
-/// Reads up to one batch; true when the ring is empty.
-fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Event>, hub: &Hub) -> bool {
+/// Reads about one batch (whole ring records); true when the ring is empty.
+fn drain(ring: &mut EventStream, batch: &mut Vec<Event>, hub: &Hub) -> bool {
     batch.clear();
-    let mut empty = false;
-    while batch.len() < BATCH {
-        let Some(item) = ring.next() else {
-            empty = true;
-            break;
-        };
-        if item.len() >= size_of::<Event>() {
-            // SAFETY: the eBPF side writes whole `Event`s; read_unaligned copes with alignment.
-            batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-        }
-    }
+    let Ok(n) = ring.read::<Infallible>(BATCH as u64, |event| {
+        batch.push(*event);
+        Ok(())
+    });
     hub.publish(batch);
-    empty
+    n < BATCH as u64
 }
 
 #[cfg(test)]

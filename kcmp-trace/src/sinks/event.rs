@@ -7,6 +7,8 @@ use kcmp_trace_common::{
 };
 use std::borrow::Cow;
 
+use crate::event_stream::EventStream;
+
 use serde::Serialize;
 
 /// An event as programs read it, borrowing the event's bytes: formatting one allocates
@@ -47,24 +49,22 @@ pub struct EpollSlotRecord {
     pub toff: u32,
 }
 
-/// Reads the events the ring holds, until it is empty or `*delivered` reaches `limit`,
+/// Reads the events the stream holds, until it is empty or `*delivered` reaches `limit`,
 /// handing each to `emit`.
 pub fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    stream: &mut EventStream,
     delivered: &mut u64,
     limit: u64,
     mut emit: impl FnMut(&EventRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    while *delivered < limit {
-        let Some(item) = ring.next() else { break };
-        if item.len() < size_of::<Event>() {
-            continue;
+    stream.read::<anyhow::Error>(limit.saturating_sub(*delivered), |event| {
+        // The stream hands over whole records: events past the limit are not shown.
+        if *delivered < limit {
+            emit(&EventRecord::from(event))?;
+            *delivered += 1;
         }
-        // SAFETY: the eBPF side writes whole `Event`s; read_unaligned copes with alignment.
-        let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        emit(&EventRecord::from(&event))?;
-        *delivered += 1;
-    }
+        Ok(())
+    })?;
     Ok(())
 }
 
