@@ -739,6 +739,20 @@ pub fn probe_fentry(caps: &probe::Capabilities) -> anyhow::Result<()> {
     attach_program(&mut ebpf, caps.kernel_btf.as_deref(), &program, &target)
 }
 
+/// Whether the programs can read comms straight from task_struct here: the offset from
+/// BTF, and the verifier's verdict on the read.
+pub fn probe_direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
+    if !probe::privileged() {
+        return Err(Error::Permission.into());
+    }
+    let offset = caps
+        .task_comm_offset
+        .context("the kernel's BTF does not place task_struct.comm as a 16-byte array")?;
+    let mut ebpf = load_with(&TraceConfig::default(), Strategy::Boundary, false, offset)?;
+    direct_comm_verifies(&mut ebpf)?;
+    Ok(offset)
+}
+
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
     /// (object, its program's name and target), one per hook.

@@ -342,6 +342,9 @@ fn doctor_reports_what_this_kernel_allows() {
         .expect("kcmp's wrapper among the symbols");
     assert_eq!(sys["kallsyms"], true);
     assert_eq!(d["unpreempted_reads"], true, "root may read at SCHED_FIFO");
+    // This kernel has BTF, and the verifier takes the direct comm read there.
+    assert!(d["task_comm_offset"].as_u64().is_some(), "{out}");
+    assert_eq!(d["direct_comm"]["Ok"], d["task_comm_offset"], "{out}");
 
     // Without CAP_SYS_NICE and with no real-time priority allowed, reads cannot be kept
     // from being preempted, and doctor says so.

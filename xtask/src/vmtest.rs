@@ -727,6 +727,15 @@ fn doctor_matches(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
         "kcmp's wrapper {} not found: {wrapper:?}",
         arch.kcmp_wrapper()
     );
+    // Every kernel in the matrix has BTF: comms are read straight from task_struct, where
+    // BTF places comm (the verifier checks the read against it).
+    ensure!(
+        d["direct_comm"]["Ok"].as_u64().is_some()
+            && d["direct_comm"]["Ok"] == d["task_comm_offset"],
+        "comm read through the helper: {} (task_struct.comm at {})",
+        d["direct_comm"],
+        d["task_comm_offset"]
+    );
     let series = guest.suite() == Suite::Fastpath;
     ensure!(
         d["series"]["btf_member"] == series && d["series"]["helpers_out_of_line"] == series,

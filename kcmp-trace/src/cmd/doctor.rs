@@ -17,6 +17,9 @@ struct Doctor {
     capabilities: Capabilities,
     /// fentry tried on kcmp's syscall wrapper: attached, or why not.
     fentry: Result<(), String>,
+    /// Comms read straight from task_struct (at this offset), or why the programs call
+    /// bpf_get_current_comm() instead.
+    direct_comm: Result<u32, String>,
     /// The plan `watch` would use, or why none works.
     plan: Result<Plan, String>,
     /// kcmp-trace programs loaded on this system now (a running daemon, another watch).
@@ -80,10 +83,13 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     // Before trying anything ourselves, so only other processes' programs are listed.
     let loaded = loaded_programs()?;
     let fentry = crate::loader::probe_fentry(&capabilities).map_err(|e| crate::error::one_line(&e));
+    let direct_comm =
+        crate::loader::probe_direct_comm(&capabilities).map_err(|e| crate::error::one_line(&e));
     let plan = try_plan(&capabilities);
     let doctor = Doctor {
         capabilities,
         fentry,
+        direct_comm,
         plan,
         loaded,
         unpreempted_reads: crate::loader::unpreempted_reads_possible(),
@@ -102,13 +108,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     );
     println!("privileged        {}", yes(c.privileged));
     println!("BTF               {}", yes(c.btf));
-    println!(
-        "comm read         {}",
-        c.task_comm_offset.map_or_else(
-            || "bpf_get_current_comm()".to_owned(),
-            |o| format!("task_struct+{o}, two loads (bpf_get_current_comm() if refused)")
-        )
-    );
+    match &doctor.direct_comm {
+        Ok(offset) => println!("comm read         task_struct+{offset} (two loads)"),
+        Err(why) => println!("comm read         bpf_get_current_comm() ({why})"),
+    }
     println!(
         "tracefs           {}",
         c.tracefs

@@ -92,7 +92,8 @@ pub struct Capabilities {
     /// Perf links report a kprobe's own misses (6.7 and later).
     pub probe_misses_readable: bool,
     /// Where task_struct.comm is (from BTF): the programs read a caller's comm there
-    /// directly instead of calling bpf_get_current_comm(), when the verifier allows it.
+    /// directly instead of calling bpf_get_current_comm(), when the verifier allows it
+    /// (`doctor` asks it).
     pub task_comm_offset: Option<u32>,
     /// Calls a kretprobe can follow at once: the kernel's default, max(10, 2 x possible
     /// CPUs), since perf kprobes cannot ask for more.
