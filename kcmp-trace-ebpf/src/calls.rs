@@ -7,7 +7,10 @@
 //! programs write (the exec write sections: begin_new_exec()'s failure exit and
 //! setup_new_exec()'s exit; unfinished lock waits) is updated atomically, and so are the
 //! per-process totals, which a process's threads update from several CPUs. Per-thread state
-//! is written only by the thread itself, whose probes run one after another.
+//! is written only by the thread itself, whose probes run one after another. A CPU's event
+//! stage (and the event counts) the exit program writes with the stage marked busy; the
+//! flush program, which userspace runs on that CPU and which can interrupt the exit program
+//! there or run while it is preempted, leaves a busy stage alone.
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
