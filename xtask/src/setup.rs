@@ -42,6 +42,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "gcc-aarch64-linux-gnu",
         "ring's C code and the link of the static aarch64 binary",
     ),
+    (
+        "libc6-dev-arm64-cross",
+        "the aarch64 C headers ring's C code includes (gcc-aarch64-linux-gnu only recommends it)",
+    ),
     ("file", "dist checks its binaries are static"),
     ("busybox-static", "the VM initramfs"),
     ("cpio", "the VM initramfs"),
