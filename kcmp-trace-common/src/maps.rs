@@ -83,8 +83,17 @@ pub const DEFAULT_MAX_THREADS: u32 = 16384;
 /// when the map fills, and calls of a process that finds it full are counted as
 /// `misc::UNATTRIBUTED`.
 pub const DEFAULT_MAX_PROCESSES: u32 = 16384;
-/// Processes whose last exec (write section) is remembered, to name the writer of a retry.
+/// Processes whose last exec_update_lock write section is remembered, to name the writer of
+/// a retry.
 pub const MAX_WRITERS: u32 = 4096;
+
+/// Who held a process's exec_update_lock for writing.
+pub mod writer {
+    /// An exec(), from exec_mmap() to setup_new_exec() (or begin_new_exec()'s failure).
+    pub const EXEC: u32 = 0;
+    /// Landlock TSYNC: landlock_restrict_sibling_threads() (7.2 and later).
+    pub const TSYNC: u32 = 1;
+}
 
 /// Miscellaneous counters, by index in `Counters::misc`. Each is written by one program:
 /// the kcmp entry program writes `LOST_EXITS`, the exit program all the others (the flush

@@ -19,12 +19,16 @@ pub struct Counters {
     pub latency: [[u64; HIST_SLOTS]; OUTCOMES],
     /// Time spent waiting for exec_update_locks, per call that took them.
     pub lock_wait: [u64; HIST_SLOTS],
-    /// Duration of exec_update_lock write sections (execs).
+    /// Duration of exec_update_lock write sections of execs.
     pub exec_hold: [u64; HIST_SLOTS],
+    /// Duration of exec_update_lock write sections of Landlock TSYNC
+    /// (landlock_restrict_self() with LANDLOCK_RESTRICT_SELF_TSYNC, 7.2 and later).
+    pub tsync_hold: [u64; HIST_SLOTS],
     /// Exact sums of what the histograms above count, in ns.
     pub latency_sum_ns: [u64; OUTCOMES],
     pub lock_wait_sum_ns: u64,
     pub exec_hold_sum_ns: u64,
+    pub tsync_hold_sum_ns: u64,
     pub misc: [u64; misc::SLOTS],
 }
 
@@ -40,9 +44,11 @@ impl Counters {
         latency: [[0; HIST_SLOTS]; OUTCOMES],
         lock_wait: [0; HIST_SLOTS],
         exec_hold: [0; HIST_SLOTS],
+        tsync_hold: [0; HIST_SLOTS],
         latency_sum_ns: [0; OUTCOMES],
         lock_wait_sum_ns: 0,
         exec_hold_sum_ns: 0,
+        tsync_hold_sum_ns: 0,
         misc: [0; misc::SLOTS],
     };
 
@@ -54,8 +60,13 @@ impl Counters {
             .chain(self.latency.as_flattened_mut())
             .chain(self.lock_wait.iter_mut())
             .chain(self.exec_hold.iter_mut())
+            .chain(self.tsync_hold.iter_mut())
             .chain(self.latency_sum_ns.iter_mut())
-            .chain([&mut self.lock_wait_sum_ns, &mut self.exec_hold_sum_ns])
+            .chain([
+                &mut self.lock_wait_sum_ns,
+                &mut self.exec_hold_sum_ns,
+                &mut self.tsync_hold_sum_ns,
+            ])
             .chain(self.misc.iter_mut())
     }
 
@@ -67,8 +78,13 @@ impl Counters {
             .chain(self.latency.as_flattened())
             .chain(self.lock_wait.iter())
             .chain(self.exec_hold.iter())
+            .chain(self.tsync_hold.iter())
             .chain(self.latency_sum_ns.iter())
-            .chain([&self.lock_wait_sum_ns, &self.exec_hold_sum_ns])
+            .chain([
+                &self.lock_wait_sum_ns,
+                &self.exec_hold_sum_ns,
+                &self.tsync_hold_sum_ns,
+            ])
             .chain(self.misc.iter())
     }
 

@@ -201,6 +201,13 @@ return_hook!(exec_setup_fexit, exec_setup_kretprobe, |_| {
     calls::on_exec_end()
 });
 
+// The other writer (7.2): Landlock TSYNC holds exec_update_lock for writing in
+// landlock_restrict_sibling_threads(), from its down_write_trylock() to its up_write().
+entry_hook!(tsync_fentry, tsync_kprobe, calls::on_tsync_begin());
+return_hook!(tsync_fexit, tsync_kretprobe, |r: u64| {
+    calls::on_tsync_end(r as i32)
+});
+
 // Programs that do nothing, attached to the same hooks by `kcmp-trace bench`: the floor of
 // what any tracer on these hooks costs, against which our own cost is measured.
 

@@ -50,6 +50,17 @@ struct TestRunAttr {
     cpu: u32,
 }
 
+/// The `link_create` member of `union bpf_attr`, up to the perf-event cookie.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    bpf_cookie: u64,
+}
+
 fn bpf<A>(cmd: bpf_cmd, attr: &mut A) -> io::Result<i64> {
     // SAFETY: `attr` is a valid, fully initialised prefix of union bpf_attr for `cmd`, and
     // its size is passed along.
@@ -124,6 +135,20 @@ pub fn run_on_cpu(program: BorrowedFd<'_>, cpu: u32) -> io::Result<u32> {
     };
     bpf(bpf_cmd::BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(attr.retval)
+}
+
+/// Attaches a loaded program to a perf event through a BPF link (the program detaches when
+/// the returned descriptor is closed).
+pub fn link_perf_event(program: BorrowedFd<'_>, perf_event: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        target_fd: perf_event.as_raw_fd() as u32,
+        attach_type: aya_obj::generated::bpf_attach_type::BPF_PERF_EVENT as u32,
+        ..LinkCreateAttr::default()
+    };
+    let raw = bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
 }
 
 /// The probe-level misses of a kprobe or kretprobe attached through a perf link: hits it

@@ -296,6 +296,10 @@ pub struct StressArgs {
     /// Processes that exec() themselves in a loop; valid calls compare against them.
     #[arg(long, default_value_t = 0)]
     pub exec_racers: usize,
+    /// Processes that take their exec_update_lock for writing through Landlock TSYNC in a
+    /// loop (landlock_restrict_self, Linux 7.2); valid calls compare against them too.
+    #[arg(long, default_value_t = 0)]
+    pub tsync_racers: usize,
     /// Make every call from a thread of its own that exits right after: thread churn, for
     /// per-process totals that must outlive their threads.
     #[arg(long)]

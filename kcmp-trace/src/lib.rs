@@ -23,6 +23,7 @@ pub mod plan;
 pub mod probe;
 pub mod recording;
 pub mod report;
+pub mod retprobe;
 pub mod serve;
 pub mod sinks;
 pub mod stress;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::{ProbeKind, ProgramError, RawTracePoint, TracePoint},
 };
 use kcmp_trace_common::{
     classify::Strategy,
@@ -22,9 +22,10 @@ use crate::{
     event_stream::EventStream,
     plan::{
         Affects, AttachMode, AttachRequest, Hook, Plan, Role, StrategyRequest, accuracy,
-        candidates, hook_mode, program_for, roles,
+        candidates, hook_mode, program_for, roles, syscall_tracepoints_exact,
     },
     probe,
+    retprobe::{self, ReturnProbe},
 };
 
 /// What to trace and what to collect.
@@ -83,6 +84,8 @@ pub struct Tracer {
     probe_links: Vec<(usize, u32)>,
     /// Forwards the programs' diagnostics (`--bpf-log`).
     _bpf_log: Option<BpfLog>,
+    /// Return probes defined in tracefs, detached before their programs unload.
+    _return_probes: Vec<ReturnProbe>,
     // Keeps programs and links alive; declared last so maps are read before teardown.
     ebpf: Ebpf,
 }
@@ -143,7 +146,12 @@ impl Tracer {
                 )),
             }
         }
-        let Some((mut ebpf, mut plan)) = attached else {
+        let Some(Attached {
+            mut ebpf,
+            mut plan,
+            return_probes,
+        }) = attached
+        else {
             let why = rejected
                 .iter()
                 .map(|(what, why)| format!("{what}: {why}"))
@@ -188,6 +196,7 @@ impl Tracer {
             events,
             probe_links,
             _bpf_log: bpf_log,
+            _return_probes: return_probes,
             ebpf,
         })
     }
@@ -538,13 +547,20 @@ fn load_with(
     Ok(ebpf)
 }
 
+/// A loaded object whose programs are attached by a plan.
+struct Attached {
+    ebpf: Ebpf,
+    plan: Plan,
+    return_probes: Vec<ReturnProbe>,
+}
+
 /// Loads the object for one (mode, strategy) and attaches every hook it needs.
 fn load_and_attach(
     config: &TraceConfig,
     caps: &probe::Capabilities,
     mode: AttachMode,
     strategy: Strategy,
-) -> anyhow::Result<(Ebpf, Plan)> {
+) -> anyhow::Result<Attached> {
     preflight(mode)?;
     if strategy == Strategy::Direct && !caps.series.helpers_out_of_line {
         return Err(Error::NoHook(
@@ -558,8 +574,17 @@ fn load_and_attach(
     let mut hooks = Vec::new();
     let btf = caps.kernel_btf.as_deref();
     let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut return_probes = Vec::new();
     for (role, required) in roles(strategy) {
-        let kind = hook_mode(mode, role, caps.kcmp_tracepoints);
+        let kind = hook_mode(
+            mode,
+            role,
+            syscall_tracepoints_exact(
+                caps.kcmp_tracepoints,
+                caps.syscall_tracepoints_faultable,
+                &caps.preemption,
+            ),
+        );
         let (program, noop, target) = program_for(kind, role);
         // Entry and return hooks of one function share the verdict; say it once.
         if skipped.iter().any(|(t, _)| *t == target) {
@@ -575,7 +600,7 @@ fn load_and_attach(
             skipped.push((target, why));
             continue;
         }
-        match attach_program(&mut ebpf, btf, &program, &target) {
+        match attach_program(&mut ebpf, btf, &program, &target, &mut return_probes) {
             Ok(()) => hooks.push(Hook {
                 target,
                 program,
@@ -593,11 +618,12 @@ fn load_and_attach(
         series,
         attached(Role::LockEnter),
         attached(Role::ExecSetupExit),
+        attached(Role::TsyncEnd),
         caps,
     );
-    Ok((
+    Ok(Attached {
         ebpf,
-        Plan {
+        plan: Plan {
             mode,
             strategy,
             series,
@@ -608,7 +634,8 @@ fn load_and_attach(
             rejected: Vec::new(),
             accuracy,
         },
-    ))
+        return_probes,
+    })
 }
 
 /// A refusal in one line: the verifier's log can run to thousands of lines, and its verdict
@@ -677,12 +704,15 @@ fn preflight(mode: AttachMode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads (once) and attaches one program to one target.
+/// Loads (once) and attaches one program to one target. Return probes go through tracefs
+/// where it can define them (`retprobe`: room for every call in flight), and are kept in
+/// `return_probes`.
 fn attach_program(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     name: &str,
     target: &str,
+    return_probes: &mut Vec<ReturnProbe>,
 ) -> anyhow::Result<()> {
     let btf = || btf.context("no kernel BTF for fentry/fexit");
     use aya::programs::Program;
@@ -705,8 +735,16 @@ fn attach_program(
             if !loaded(p.fd()) {
                 p.load().map_err(bpf_err(format!("loading {name}")))?;
             }
-            p.attach(target, 0)
-                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
+            if matches!(p.kind(), ProbeKind::Return) && retprobe::available() {
+                let program = p.fd()?.as_fd();
+                return_probes.push(
+                    ReturnProbe::attach(program, target)
+                        .with_context(|| format!("attaching {name} to {target}"))?,
+                );
+            } else {
+                p.attach(target, 0)
+                    .map_err(bpf_err(format!("attaching {name} to {target}")))?;
+            }
         }
         // FEntry and FExit are distinct types with the same load/attach shape.
         Program::FEntry(p) => {
@@ -736,7 +774,13 @@ pub fn probe_fentry(caps: &probe::Capabilities) -> anyhow::Result<()> {
         source: e.into(),
     })?;
     let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
-    attach_program(&mut ebpf, caps.kernel_btf.as_deref(), &program, &target)
+    attach_program(
+        &mut ebpf,
+        caps.kernel_btf.as_deref(),
+        &program,
+        &target,
+        &mut Vec::new(),
+    )
 }
 
 /// Whether the programs can read comms straight from task_struct here: the offset from
@@ -755,6 +799,8 @@ pub fn probe_direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
 
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
+    /// Return probes of the objects below, detached before they unload.
+    _return_probes: Vec<ReturnProbe>,
     /// (object, its program's name and target), one per hook.
     objects: Vec<(Ebpf, &'static str, String)>,
 }
@@ -763,6 +809,7 @@ impl Floor {
     pub fn attach(plan: &Plan, caps: &probe::Capabilities) -> anyhow::Result<Floor> {
         // One object per hook: an fentry program is bound to a single target at load time.
         let btf = caps.kernel_btf.as_deref();
+        let mut return_probes = Vec::new();
         let objects = plan
             .hooks
             .iter()
@@ -771,11 +818,14 @@ impl Floor {
                     what: "the kcmp-trace eBPF object".into(),
                     source: e.into(),
                 })?;
-                attach_program(&mut ebpf, btf, hook.noop, &hook.target)?;
+                attach_program(&mut ebpf, btf, hook.noop, &hook.target, &mut return_probes)?;
                 Ok((ebpf, hook.noop, hook.target.clone()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Floor { objects })
+        Ok(Floor {
+            _return_probes: return_probes,
+            objects,
+        })
     }
 
     /// What the kernel says about each do-nothing program: (program, its target, run time
@@ -808,7 +858,7 @@ impl Solo {
     ) -> anyhow::Result<Solo> {
         probe::ensure_tracefs()?;
         let mut ebpf = load(config, Strategy::Boundary, false, caps.task_comm_offset)?;
-        attach_program(&mut ebpf, None, program, target)?;
+        attach_program(&mut ebpf, None, program, target, &mut Vec::new())?;
         Ok(Solo { ebpf, program })
     }
 

@@ -7,12 +7,12 @@ use kcmp_trace::{
 };
 
 fn main() -> ExitCode {
-    // Exec racers re-exec themselves thousands of times a second: skip everything else.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == stress::EXEC_RACER_ARG)
-    {
-        stress::exec_racer_loop();
+    // Racers (exec racers re-exec themselves thousands of times a second): skip
+    // everything else.
+    match std::env::args_os().nth(1) {
+        Some(a) if a == stress::EXEC_RACER_ARG => stress::exec_racer_loop(),
+        Some(a) if a == stress::TSYNC_RACER_ARG => stress::tsync_racer_loop(),
+        _ => {}
     }
     // Die quietly on a closed pipe (`kcmp-trace events | head`), as C tools do.
     // SAFETY: restoring the default disposition of a signal has no preconditions.

@@ -128,6 +128,8 @@ pub enum Role {
     ExecBegin,
     ExecBeginExit,
     ExecSetupExit,
+    TsyncBegin,
+    TsyncEnd,
 }
 
 /// The numbers a skipped run of a hook's program can leave incomplete.
@@ -142,6 +144,7 @@ pub enum Affects {
     Outcome,
     LockWait,
     ExecSections,
+    TsyncSections,
 }
 
 impl Role {
@@ -160,6 +163,8 @@ impl Role {
             Role::ExecBegin => ("exec_begin", "begin_new_exec", false),
             Role::ExecBeginExit => ("exec_begin", "begin_new_exec", true),
             Role::ExecSetupExit => ("exec_setup", "setup_new_exec", true),
+            Role::TsyncBegin => ("tsync", "landlock_restrict_sibling_threads", false),
+            Role::TsyncEnd => ("tsync", "landlock_restrict_sibling_threads", true),
         }
     }
 
@@ -178,6 +183,7 @@ impl Role {
                 &[Affects::Outcome, Affects::LockWait]
             }
             Role::ExecBegin | Role::ExecBeginExit | Role::ExecSetupExit => &[Affects::ExecSections],
+            Role::TsyncBegin | Role::TsyncEnd => &[Affects::TsyncSections],
         }
     }
 }
@@ -202,19 +208,30 @@ pub fn roles(strategy: Strategy) -> Vec<(Role, bool)> {
         (Role::ExecBegin, false),
         (Role::ExecBeginExit, false),
         (Role::ExecSetupExit, false),
+        (Role::TsyncBegin, false),
+        (Role::TsyncEnd, false),
     ]);
     roles
 }
 
-/// The kind of program that hooks a role in a mode. Kprobe mode measures the syscall
-/// itself at its tracepoints where the kernel has them: a kretprobe on the syscall loses
-/// the exits of calls beyond its instances (threads sleeping on exec_update_lock hold
-/// them), and the kernel counts those losses with an unlocked increment that two CPUs can
-/// race, so the call count would have no exact bound. The tracepoints have no such limit,
-/// and the kernel counts their skipped runs per CPU, exactly.
-pub fn hook_mode(mode: AttachMode, role: Role, kcmp_tracepoints: bool) -> AttachMode {
+/// Whether kcmp's syscall tracepoints see every call: they exist, and their programs cannot
+/// be preempted mid-run. A kernel that runs them faultable (`trace_call_bpf_faultable`,
+/// 7.2) and preempts kernel code (or whose model is unknown) skips a program's other runs on
+/// a CPU while one is preempted there.
+pub fn syscall_tracepoints_exact(exist: bool, faultable: bool, preemption: &Preemption) -> bool {
+    exist && !(faultable && preemption.trampolines_preemptible())
+}
+
+/// The kind of program that hooks a role in a mode. Kprobe mode measures the syscall itself
+/// at its tracepoints where they see every call: they have no instance limit, and the kernel
+/// counts their skipped runs per CPU, exactly. Where the kernel runs syscall tracepoint
+/// programs faultable and preempts kernel code (7.2 under lazy, full or RT), a tracepoint
+/// program preempted mid-run makes the kernel skip its other runs on that CPU; there the
+/// syscall is a kprobe and a kretprobe with an instance for every call in flight
+/// (`retprobe`), whose handlers run with preemption off.
+pub fn hook_mode(mode: AttachMode, role: Role, syscall_tracepoints_exact: bool) -> AttachMode {
     match (mode, role) {
-        (AttachMode::Kprobe, Role::KcmpEntry | Role::KcmpExit) if kcmp_tracepoints => {
+        (AttachMode::Kprobe, Role::KcmpEntry | Role::KcmpExit) if syscall_tracepoints_exact => {
             AttachMode::Tracepoint
         }
         _ => mode,
@@ -334,6 +351,7 @@ pub fn accuracy(
     series: bool,
     lock_hooked: bool,
     exec_hooked: bool,
+    tsync_hooked: bool,
     caps: &crate::probe::Capabilities,
 ) -> Vec<(&'static str, String)> {
     let mut lines = vec![(
@@ -341,21 +359,27 @@ pub fn accuracy(
         "exact while no program run is skipped (skipped runs are counted and shown)".to_owned(),
     )];
     if mode == AttachMode::Kprobe {
+        let syscall = if syscall_tracepoints_exact(
+            caps.kcmp_tracepoints,
+            caps.syscall_tracepoints_faultable,
+            &caps.preemption,
+        ) {
+            "The syscall itself is measured at its tracepoints, which have no instance limit."
+        } else if caps.kcmp_tracepoints {
+            "The syscall is a kprobe and a kretprobe too: this kernel runs syscall tracepoint \
+             programs faultable (trace_call_bpf_faultable) and preempts kernel code, so one \
+             preempted mid-run would make it skip the others on that CPU."
+        } else {
+            "No syscall tracepoints here, so the syscall is a kretprobe too."
+        };
         lines.push((
             "kretprobes",
             format!(
-                "{} instances each; a lock wait whose return is lost is counted as \
-                 unfinished, and the kernel's own count of a kretprobe's lost returns is \
-                 approximate (an unlocked increment). {}",
+                "{} instances each; a call beyond them loses its return: a lock wait is then \
+                 counted as unfinished, a syscall exit as a lost_exit at the thread's next \
+                 call, and the kernel's own count of lost returns is approximate (an \
+                 unlocked increment). {syscall}",
                 caps.kretprobe_instances,
-                if caps.kcmp_tracepoints {
-                    "The syscall itself is measured at its tracepoints, which have no \
-                     instance limit."
-                } else {
-                    "No syscall tracepoints here, so the syscall is a kretprobe too: calls \
-                     beyond its instances lose their exits, counted as lost_exits at the \
-                     thread's next call."
-                }
             ),
         ));
     }
@@ -407,6 +431,15 @@ pub fn accuracy(
             "approximate: begin_new_exec() entry to setup_new_exec() return, which encloses the exec_update_lock write section"
         } else {
             "unavailable"
+        }
+        .to_owned(),
+    ));
+    lines.push((
+        "TSYNC write sections",
+        if tsync_hooked {
+            "approximate: landlock_restrict_sibling_threads() entry to return, which encloses its exec_update_lock write section"
+        } else {
+            "unavailable (no Landlock TSYNC in this kernel)"
         }
         .to_owned(),
     ));
@@ -487,6 +520,22 @@ mod tests {
             program_for(AttachMode::Kprobe, Role::LockExit).0,
             "lock_kretprobe"
         );
+    }
+
+    #[test]
+    fn faultable_tracepoints_are_exact_only_where_kernel_code_is_not_preempted() {
+        for model in [Some(Model::Full), Some(Model::Lazy), Some(Model::Rt), None] {
+            assert!(!syscall_tracepoints_exact(true, true, &preemption(model)));
+            assert!(syscall_tracepoints_exact(true, false, &preemption(model)));
+        }
+        for model in [Model::None, Model::Voluntary] {
+            assert!(syscall_tracepoints_exact(
+                true,
+                true,
+                &preemption(Some(model))
+            ));
+        }
+        assert!(!syscall_tracepoints_exact(false, false, &preemption(None)));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Report {
     pub latency_by_outcome_ns: BTreeMap<&'static str, Quantiles>,
     pub lock_wait_ns: Quantiles,
     pub exec_hold_ns: Quantiles,
+    /// Landlock TSYNC's write sections of exec_update_lock.
+    pub tsync_hold_ns: Quantiles,
     pub events_sent: u64,
     pub events_dropped: u64,
     /// Exits without their entry (not counted as calls).
@@ -88,6 +90,8 @@ pub struct Incomplete {
     pub lock_wait: u64,
     /// Exec write sections that may be missing from exec_hold_ns.
     pub exec_write_sections: u64,
+    /// TSYNC write sections that may be missing from tsync_hold_ns.
+    pub tsync_write_sections: u64,
 }
 
 impl Incomplete {
@@ -111,6 +115,7 @@ impl Incomplete {
             outcomes: skipped(Affects::Outcome),
             lock_wait: delta.misc[misc::LOCK_WAITS_UNFINISHED] + skipped(Affects::LockWait),
             exec_write_sections: skipped(Affects::ExecSections),
+            tsync_write_sections: skipped(Affects::TsyncSections),
         }
     }
 
@@ -207,6 +212,7 @@ impl Report {
                 .collect(),
             lock_wait_ns: Quantiles::of(&delta.lock_wait),
             exec_hold_ns: Quantiles::of(&delta.exec_hold),
+            tsync_hold_ns: Quantiles::of(&delta.tsync_hold),
             events_sent: delta.misc[misc::EVENTS_SENT],
             events_dropped: delta.misc[misc::EVENTS_DROPPED],
             unpaired_exits: delta.misc[misc::UNPAIRED_EXITS],
@@ -342,6 +348,7 @@ pub fn compare(a: &Report, b: &Report) -> Vec<CompareRow> {
     for (name, qa, qb) in [
         ("lock wait", &a.lock_wait_ns, &b.lock_wait_ns),
         ("exec write section", &a.exec_hold_ns, &b.exec_hold_ns),
+        ("TSYNC write section", &a.tsync_hold_ns, &b.tsync_hold_ns),
     ] {
         rows.push(CompareRow::new(
             format!("{name}s"),
@@ -480,6 +487,7 @@ mod tests {
                 outcomes: 3 + 4,
                 lock_wait: 1 + 3,
                 exec_write_sections: 0,
+                tsync_write_sections: 0,
             }
         );
         assert!(!r.exact);

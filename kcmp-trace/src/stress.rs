@@ -22,6 +22,11 @@ use crate::sinks::event::result_name;
 
 /// argv[1] of a process that only exec()s itself, forever: the write side of exec_update_lock.
 pub const EXEC_RACER_ARG: &str = "__exec-racer";
+/// argv[1] of a process that takes its exec_update_lock for writing through Landlock TSYNC
+/// until told to stop (SIGTERM), then prints how many times it did.
+pub const TSYNC_RACER_ARG: &str = "__tsync-racer";
+/// What a TSYNC racer prints once its first call succeeded.
+const TSYNC_READY: &str = "ready";
 
 /// A pid no kernel hands out (pid_max is at most 2^22).
 const DEAD_PID: i32 = i32::MAX;
@@ -44,6 +49,9 @@ pub struct StressConfig {
     pub eperm: u64,
     /// Processes that exec() themselves in a loop; valid calls then compare against them.
     pub exec_racers: usize,
+    /// Processes that call landlock_restrict_self() with TSYNC in a loop (7.2): valid calls
+    /// compare against them too.
+    pub tsync_racers: usize,
     /// Make every call from a thread of its own that exits right after (thread churn).
     pub thread_per_call: bool,
 }
@@ -53,7 +61,11 @@ pub struct StressReport {
     pub pid: u32,
     pub threads: usize,
     pub exec_racers: usize,
+    pub tsync_racers: usize,
     pub racer_pids: Vec<i32>,
+    /// Write sections of exec_update_lock the TSYNC racers went through: their successful
+    /// landlock_restrict_self() calls, each of which held the lock once.
+    pub tsync_sections: u64,
     pub calls: u64,
     /// Threads started for one call each (`--thread-per-call`).
     pub call_threads: u64,
@@ -297,18 +309,34 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Starts `n` processes that exec() themselves until killed.
-fn spawn_racers(n: usize) -> anyhow::Result<Vec<std::process::Child>> {
+/// Starts `n` racer processes of one kind (`arg`), after `offset` others. Racers that
+/// `report` tell how they did on their stdout and stderr.
+fn spawn_racers(
+    n: usize,
+    arg: &str,
+    offset: usize,
+    report: bool,
+) -> anyhow::Result<Vec<std::process::Child>> {
+    use std::process::Stdio;
     let exe = std::env::current_exe().context("locating our own binary")?;
+    let output = || {
+        if report {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        }
+    };
     (0..n)
         .map(|j| {
             let child = std::process::Command::new(&exe)
-                .arg(EXEC_RACER_ARG)
-                .stdin(std::process::Stdio::null())
+                .arg(arg)
+                .stdin(Stdio::null())
+                .stdout(output())
+                .stderr(output())
                 .spawn()
-                .context("spawning an exec racer")?;
+                .with_context(|| format!("spawning a racer ({arg})"))?;
             // Affinity survives exec; racer j shares a CPU with no kcmp thread of its index.
-            pin(child.id() as libc::pid_t, (j + 1) % cpus());
+            pin(child.id() as libc::pid_t, (offset + j + 1) % cpus());
             Ok(child)
         })
         .collect()
@@ -328,6 +356,121 @@ pub fn exec_racer_loop() -> ! {
         std::io::Error::last_os_error()
     );
     std::process::exit(1)
+}
+
+/// Set by SIGTERM in a TSYNC racer.
+static TSYNC_STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn stop_tsync_racer(_: libc::c_int) {
+    TSYNC_STOP.store(true, Ordering::Relaxed);
+}
+
+/// landlock_restrict_self(-1, LOG_SUBDOMAINS_OFF | TSYNC): no ruleset, so no domain is
+/// stacked, but TSYNC still takes the process's exec_update_lock for writing (7.2's
+/// landlock_restrict_sibling_threads()).
+fn tsync_once() -> std::io::Result<()> {
+    const LOG_SUBDOMAINS_OFF: libc::c_uint = 1 << 2;
+    const TSYNC: libc::c_uint = 1 << 3;
+    // SAFETY: plain syscall, no pointers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_restrict_self,
+            -1,
+            LOG_SUBDOMAINS_OFF | TSYNC,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The body of a TSYNC racer: TSYNC calls until SIGTERM, then their count on stdout.
+pub fn tsync_racer_loop() -> ! {
+    use std::io::Write as _;
+    // SAFETY: the handler only stores to an atomic; no_new_privs is what Landlock asks of
+    // an unprivileged caller, and harmless for a privileged one.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            stop_tsync_racer as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    if let Err(e) = tsync_once() {
+        eprintln!("landlock_restrict_self with TSYNC failed: {e}");
+        std::process::exit(3);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{TSYNC_READY}");
+    let _ = out.flush();
+    let mut calls = 1u64;
+    while !TSYNC_STOP.load(Ordering::Relaxed) {
+        if tsync_once().is_ok() {
+            calls += 1;
+        }
+    }
+    let _ = writeln!(out, "{calls}");
+    std::process::exit(0)
+}
+
+/// Waits for each TSYNC racer's first successful call, so that the workload never starts
+/// against a kernel without TSYNC.
+fn await_tsync_ready(racers: &mut [std::process::Child]) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    for racer in racers {
+        let mut line = String::new();
+        if let Some(out) = racer.stdout.as_mut() {
+            // One line: the reader is dropped right after, taking nothing else.
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        if line.trim() != TSYNC_READY {
+            let _ = racer.kill();
+            let out = stderr_line(racer);
+            bail!(crate::error::Error::Usage(format!(
+                "--tsync-racers needs Landlock TSYNC (Linux 7.2 or later, Landlock enabled): {out}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a racer that reports, and returns its stderr in one line.
+fn stderr_line(racer: &mut std::process::Child) -> String {
+    use std::io::Read as _;
+    let _ = racer.wait();
+    let mut err = String::new();
+    if let Some(e) = racer.stderr.as_mut() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err.trim().replace('\n', "; ")
+}
+
+/// Stops the TSYNC racers and adds up the write sections they went through.
+fn stop_tsync_racers(racers: Vec<std::process::Child>) -> anyhow::Result<u64> {
+    let mut sections = 0;
+    for racer in racers {
+        let pid = racer.id();
+        // SAFETY: signalling our own child, which has not been waited for.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let out = racer
+            .wait_with_output()
+            .with_context(|| format!("waiting for TSYNC racer {pid}"))?;
+        let count = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .with_context(|| {
+                format!(
+                    "TSYNC racer {pid} ended without its count ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })?;
+        sections += count;
+    }
+    Ok(sections)
 }
 
 pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
@@ -354,8 +497,19 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
     };
 
     let fixture = Fixture::new()?;
-    let mut racer_children = spawn_racers(config.exec_racers)?;
-    let racers: Vec<i32> = racer_children.iter().map(|c| c.id() as i32).collect();
+    let mut racer_children = spawn_racers(config.exec_racers, EXEC_RACER_ARG, 0, false)?;
+    let mut tsync_children = spawn_racers(
+        config.tsync_racers,
+        TSYNC_RACER_ARG,
+        config.exec_racers,
+        true,
+    )?;
+    await_tsync_ready(&mut tsync_children)?;
+    let racers: Vec<i32> = racer_children
+        .iter()
+        .chain(&tsync_children)
+        .map(|c| c.id() as i32)
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
 
@@ -413,13 +567,16 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         let _ = child.kill();
         let _ = child.wait();
     }
+    let tsync_sections = stop_tsync_racers(tsync_children)?;
     let tallies = result?;
 
     let mut report = StressReport {
         pid: std::process::id(),
         threads: config.threads,
         exec_racers: config.exec_racers,
+        tsync_racers: config.tsync_racers,
         racer_pids: racers,
+        tsync_sections,
         elapsed_s: elapsed,
         epoll_slot: config.types.contains(&KCMP_EPOLL_TFD).then(|| {
             crate::sinks::event::EpollSlotRecord {
@@ -484,6 +641,7 @@ mod tests {
             bad_type: 10,
             eperm: 0,
             exec_racers: 0,
+            tsync_racers: 0,
             thread_per_call: false,
         })
         .expect("stress");
@@ -510,6 +668,7 @@ mod tests {
             bad_type: 0,
             eperm: 0,
             exec_racers: 0,
+            tsync_racers: 0,
             thread_per_call: true,
         })
         .expect("stress");

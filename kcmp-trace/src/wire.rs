@@ -26,11 +26,20 @@ pub struct WireCounters {
     pub latency: Vec<u64>,
     pub lock_wait: Vec<u64>,
     pub exec_hold: Vec<u64>,
-    /// Exact sums of the histograms: latency per outcome, lock wait, exec write sections.
+    /// Absent from recordings made before TSYNC sections were told apart.
+    #[serde(default = "empty_hist")]
+    pub tsync_hold: Vec<u64>,
+    /// Exact sums of the histograms: latency per outcome, lock wait, write sections.
     pub latency_sum_ns: Vec<u64>,
     pub lock_wait_sum_ns: u64,
     pub exec_hold_sum_ns: u64,
+    #[serde(default)]
+    pub tsync_hold_sum_ns: u64,
     pub misc: Vec<u64>,
+}
+
+fn empty_hist() -> Vec<u64> {
+    vec![0; HIST_SLOTS]
 }
 
 const SHAPE: [usize; 5] = [OUTCOMES, TYPE_SLOTS, RESULT_SLOTS, HIST_SLOTS, misc::SLOTS];
@@ -43,9 +52,11 @@ impl From<&Counters> for WireCounters {
             latency: c.latency.as_flattened().to_vec(),
             lock_wait: c.lock_wait.to_vec(),
             exec_hold: c.exec_hold.to_vec(),
+            tsync_hold: c.tsync_hold.to_vec(),
             latency_sum_ns: c.latency_sum_ns.to_vec(),
             lock_wait_sum_ns: c.lock_wait_sum_ns,
             exec_hold_sum_ns: c.exec_hold_sum_ns,
+            tsync_hold_sum_ns: c.tsync_hold_sum_ns,
             misc: c.misc.to_vec(),
         }
     }
@@ -79,6 +90,7 @@ impl WireCounters {
         copy(c.latency.as_flattened_mut(), &self.latency, "latency")?;
         copy(&mut c.lock_wait, &self.lock_wait, "lock_wait")?;
         copy(&mut c.exec_hold, &self.exec_hold, "exec_hold")?;
+        copy(&mut c.tsync_hold, &self.tsync_hold, "tsync_hold")?;
         copy(
             &mut c.latency_sum_ns,
             &self.latency_sum_ns,
@@ -87,6 +99,7 @@ impl WireCounters {
         copy(&mut c.misc, &self.misc, "misc")?;
         c.lock_wait_sum_ns = self.lock_wait_sum_ns;
         c.exec_hold_sum_ns = self.exec_hold_sum_ns;
+        c.tsync_hold_sum_ns = self.tsync_hold_sum_ns;
         Ok(c)
     }
 }
@@ -131,6 +144,8 @@ mod tests {
         c.latency_sum_ns[1] = 123;
         c.lock_wait_sum_ns = 45;
         c.exec_hold_sum_ns = 67;
+        c.tsync_hold[6] = 2;
+        c.tsync_hold_sum_ns = 89;
         let json = serde_json::to_string(&WireCounters::from(&c)).expect("encode");
         let wire: WireCounters = serde_json::from_str(&json).expect("decode");
         let back = wire.to_counters().expect("same shape");
@@ -142,6 +157,8 @@ mod tests {
         assert_eq!(back.latency_sum_ns[1], 123);
         assert_eq!(back.lock_wait_sum_ns, 45);
         assert_eq!(back.exec_hold_sum_ns, 67);
+        assert_eq!(back.tsync_hold[6], 2);
+        assert_eq!(back.tsync_hold_sum_ns, 89);
         let mut bad = WireCounters::from(&c);
         bad.shape[3] = 64;
         assert!(bad.to_counters().is_err());

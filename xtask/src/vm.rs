@@ -171,6 +171,8 @@ pub enum Preempt {
     None,
     Voluntary,
     Full,
+    /// Full, with preemption of ordinary tasks deferred to the next tick (6.13 and later).
+    Lazy,
 }
 
 impl Preempt {
@@ -179,6 +181,7 @@ impl Preempt {
             Preempt::None => "none",
             Preempt::Voluntary => "voluntary",
             Preempt::Full => "full",
+            Preempt::Lazy => "lazy",
         }
     }
 

@@ -119,6 +119,24 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             .map_or("no".into(), |p| p.display().to_string())
     );
     println!("kcmp tracepoints  {}", yes(c.kcmp_tracepoints));
+    println!(
+        "tracepoint runs   {}",
+        if c.syscall_tracepoints_faultable {
+            "faultable (trace_call_bpf_faultable in kallsyms): preemptible, a program \
+             preempted mid-run makes the kernel skip its other runs on that CPU"
+        } else {
+            "with preemption off (no trace_call_bpf_faultable in kallsyms)"
+        }
+    );
+    println!(
+        "kretprobes        {} instances each{}",
+        c.kretprobe_instances,
+        if crate::retprobe::available() {
+            " (defined in tracefs kprobe_events)"
+        } else {
+            " (the kernel's default for perf kprobes)"
+        }
+    );
     println!("kprobes           {}", yes(c.kprobes));
     println!("preemption        {}", c.preemption.describe());
     println!(

@@ -34,20 +34,25 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         bad_type: args.bad_type,
         eperm: args.eperm,
         exec_racers: args.exec_racers,
+        tsync_racers: args.tsync_racers,
         thread_per_call: args.thread_per_call,
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "stress: pid {} made {} kcmp calls in {:.2}s ({:.0}/s) on {} threads, {} exec racers",
+            "stress: pid {} made {} kcmp calls in {:.2}s ({:.0}/s) on {} threads, {} exec racers, {} TSYNC racers",
             report.pid,
             report.calls,
             report.elapsed_s,
             report.calls_per_s,
             report.threads,
-            report.exec_racers
+            report.exec_racers,
+            report.tsync_racers
         );
+        if report.tsync_racers > 0 {
+            println!("  TSYNC write sections: {}", report.tsync_sections);
+        }
         let fmt = |m: &std::collections::BTreeMap<String, u64>| {
             m.iter()
                 .map(|(k, v)| format!("{k}={v}"))

@@ -38,7 +38,12 @@ pub const KCMP_SYMBOLS: &[&str] = &[
     "begin_new_exec",
     "setup_new_exec",
     "exec_mmap",
+    "landlock_restrict_sibling_threads",
 ];
+
+/// The function through which the kernel runs syscall tracepoints' BPF programs where it
+/// runs them faultable: preemptible, with a per-program, per-CPU recursion guard (7.2).
+const FAULTABLE_TRACEPOINT_RUNNER: &str = "trace_call_bpf_faultable";
 
 /// The helpers the exec_update_seq series adds.
 pub const SERIES_HELPERS: [&str; 2] = [
@@ -81,6 +86,10 @@ pub struct Capabilities {
     pub kernel_btf: Option<Arc<Btf>>,
     pub tracefs: Option<PathBuf>,
     pub kcmp_tracepoints: bool,
+    /// The kernel runs syscall tracepoint programs faultable (`trace_call_bpf_faultable`
+    /// in kallsyms): on a preemptible kernel one preempted mid-run makes the kernel skip
+    /// that program's other runs on the CPU, as with fentry.
+    pub syscall_tracepoints_faultable: bool,
     pub kprobes: bool,
     pub symbols: Vec<Symbol>,
     pub series: Series,
@@ -95,8 +104,8 @@ pub struct Capabilities {
     /// directly instead of calling bpf_get_current_comm(), when the verifier allows it
     /// (`doctor` asks it).
     pub task_comm_offset: Option<u32>,
-    /// Calls a kretprobe can follow at once: the kernel's default, max(10, 2 x possible
-    /// CPUs), since perf kprobes cannot ask for more.
+    /// Calls a kretprobe can follow at once: as many as tracefs kprobe events allow
+    /// (`retprobe`), else the kernel's default for perf kprobes, max(10, 2 x possible CPUs).
     pub kretprobe_instances: u32,
 }
 
@@ -143,6 +152,7 @@ impl Capabilities {
             kernel_btf: btf,
             tracefs,
             kcmp_tracepoints,
+            syscall_tracepoints_faultable: kallsyms.contains(FAULTABLE_TRACEPOINT_RUNNER),
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
             symbols,
             series,
@@ -156,7 +166,11 @@ impl Capabilities {
             recursion_misses_readable: at_least(5, 12),
             probe_misses_readable: at_least(6, 7),
             task_comm_offset,
-            kretprobe_instances: 10.max(2 * possible_cpus()),
+            kretprobe_instances: if crate::retprobe::available() {
+                crate::retprobe::INSTANCES
+            } else {
+                10.max(2 * possible_cpus())
+            },
         }
     }
 

@@ -159,6 +159,16 @@ impl Collector for Sample {
             &c.exec_hold,
             c.exec_hold_sum_ns,
         )?;
+        encode_hist(
+            &mut enc.encode_descriptor(
+                "tsync_write_section",
+                "exec_update_lock write sections of Landlock TSYNC (landlock_restrict_self with LANDLOCK_RESTRICT_SELF_TSYNC) and how long each held the lock.",
+                Some(&seconds),
+                MetricType::Histogram,
+            )?,
+            &c.tsync_hold,
+            c.tsync_hold_sum_ns,
+        )?;
         counter(
             &mut enc.encode_descriptor(
                 "events_sent",
@@ -275,6 +285,7 @@ impl Collector for Sample {
                 ("outcomes", incomplete.outcomes),
                 ("lock_wait", incomplete.lock_wait),
                 ("exec_write_sections", incomplete.exec_write_sections),
+                ("tsync_write_sections", incomplete.tsync_write_sections),
             ] {
                 counter(&mut m, &[("numbers", numbers)], n)?;
             }

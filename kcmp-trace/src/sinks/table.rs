@@ -56,13 +56,15 @@ pub fn interval(clock: &str, r: &Report) -> String {
     if r.lock_wait_ns.count > 0 {
         let _ = writeln!(out, "  lock wait: {}", quantiles(&r.lock_wait_ns));
     }
-    if r.exec_hold_ns.count > 0 {
-        let _ = writeln!(
-            out,
-            "  exec write sections: {} {}",
-            r.exec_hold_ns.count,
-            quantiles(&r.exec_hold_ns)
-        );
+    for (writer, held) in [("exec", &r.exec_hold_ns), ("TSYNC", &r.tsync_hold_ns)] {
+        if held.count > 0 {
+            let _ = writeln!(
+                out,
+                "  {writer} write sections: {} {}",
+                held.count,
+                quantiles(held)
+            );
+        }
     }
     let lost = [
         ("unpaired_exits", r.unpaired_exits),
@@ -232,6 +234,7 @@ pub fn incomplete(i: &Incomplete) -> Option<String> {
         (i.outcomes, "outcome uncertain for up to"),
         (i.lock_wait, "lock waits missing up to"),
         (i.exec_write_sections, "exec write sections missing up to"),
+        (i.tsync_write_sections, "TSYNC write sections missing up to"),
     ]
     .into_iter()
     .filter(|&(n, _)| n != 0)

@@ -1,0 +1,176 @@
+//! Return probes with room for every call in flight.
+//!
+//! A kretprobe keeps one instance per call in flight, and a return that finds none free is
+//! lost. Probes made through perf's kprobe PMU (aya's `KProbe::attach`) get the kernel's
+//! default, max(10, 2 x possible CPUs): a crowd of threads sleeping on exec_update_lock, or
+//! preempted inside kcmp, holds more than that. A tracefs kprobe event takes its instance
+//! count in its definition (`r4096:...`, the most the kernel allows), so return probes are
+//! defined there, and their programs attached to the event through a perf event and a BPF
+//! link: the link shows the probe's own misses the same way a perf PMU probe's does.
+
+use std::{
+    fs::OpenOptions,
+    io::Write as _,
+    os::fd::{AsFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::Context as _;
+
+use crate::{bpf_info, probe::TRACEFS};
+
+/// Instances each return probe is given: the kernel's limit (KRETPROBE_MAXACTIVE_MAX).
+pub const INSTANCES: u32 = 4096;
+/// The tracefs group our events are made in.
+const GROUP: &str = "kcmp_trace";
+
+fn events_file() -> PathBuf {
+    Path::new(TRACEFS).join("kprobe_events")
+}
+
+/// Whether return probes can be defined in tracefs here (kprobe events, tracefs mounted).
+pub fn available() -> bool {
+    events_file().is_file()
+}
+
+/// A program attached to a return probe of ours. Dropping it detaches the program and
+/// removes the probe.
+pub struct ReturnProbe {
+    link: Option<OwnedFd>,
+    perf: Option<OwnedFd>,
+    event: String,
+}
+
+impl ReturnProbe {
+    /// Defines a return probe on `function` and attaches the loaded kprobe program `program`.
+    pub fn attach(program: BorrowedFd<'_>, function: &str) -> anyhow::Result<ReturnProbe> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        remove_stale_events();
+        let event = format!(
+            "r{}_{}_{function}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        define(&format!("r{INSTANCES}:{GROUP}/{event} {function}"))
+            .with_context(|| format!("defining a return probe on {function} in tracefs"))?;
+        // From here on, dropping the value removes the event.
+        let mut probe = ReturnProbe {
+            link: None,
+            perf: None,
+            event,
+        };
+        let id_file = Path::new(TRACEFS)
+            .join("events")
+            .join(GROUP)
+            .join(&probe.event)
+            .join("id");
+        let id: u64 = std::fs::read_to_string(&id_file)
+            .with_context(|| format!("reading {}", id_file.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing {}", id_file.display()))?;
+        let perf = open_trace_event(id).context("perf_event_open on the return probe")?;
+        let link = bpf_info::link_perf_event(program, perf.as_fd())
+            .context("BPF_LINK_CREATE on the return probe")?;
+        probe.perf = Some(perf);
+        probe.link = Some(link);
+        Ok(probe)
+    }
+}
+
+impl Drop for ReturnProbe {
+    fn drop(&mut self) {
+        // The event can only be removed once nothing has it open.
+        self.link.take();
+        self.perf.take();
+        let _ = define(&format!("-:{GROUP}/{}", self.event));
+    }
+}
+
+/// Appends one line to kprobe_events (appending leaves other tools' probes alone).
+fn define(line: &str) -> std::io::Result<()> {
+    OpenOptions::new()
+        .append(true)
+        .open(events_file())?
+        .write_all(format!("{line}\n").as_bytes())
+}
+
+/// Removes return probes that tracers which died without cleaning up left in our group.
+fn remove_stale_events() {
+    let Ok(defined) = std::fs::read_to_string(events_file()) else {
+        return;
+    };
+    for event in defined.lines().filter_map(our_event) {
+        if let Some(pid) = owner(event)
+            && !pid_alive(pid)
+        {
+            let _ = define(&format!("-:{GROUP}/{event}"));
+        }
+    }
+}
+
+/// The event name of a kprobe_events line of our group (`r4096:kcmp_trace/<event> <fn>`).
+fn our_event(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once(':')?;
+    let name = rest.split_whitespace().next()?;
+    name.strip_prefix(GROUP)?.strip_prefix('/')
+}
+
+/// The pid that made an event, from its name (`r<pid>_<n>_<function>`).
+fn owner(event: &str) -> Option<i32> {
+    event.strip_prefix('r')?.split('_').next()?.parse().ok()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+/// A perf event on a tracefs event, for all processes (an attached program runs on every
+/// CPU whatever CPU the event is opened on).
+fn open_trace_event(id: u64) -> std::io::Result<OwnedFd> {
+    use aya_obj::generated::{PERF_FLAG_FD_CLOEXEC, perf_event_attr, perf_type_id};
+    // SAFETY: perf_event_attr is plain integers; zero is valid for every field.
+    let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
+    attr.type_ = perf_type_id::PERF_TYPE_TRACEPOINT as u32;
+    attr.size = size_of::<perf_event_attr>() as u32;
+    attr.config = id;
+    let (pid, cpu, group): (libc::pid_t, libc::c_int, libc::c_int) = (-1, 0, -1);
+    // SAFETY: a valid attr of the size given; the kernel returns a new descriptor.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &raw const attr,
+            pid,
+            cpu,
+            group,
+            PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_events_and_their_owners() {
+        assert_eq!(
+            our_event("r4096:kcmp_trace/r123_0___x64_sys_kcmp __x64_sys_kcmp"),
+            Some("r123_0___x64_sys_kcmp")
+        );
+        assert_eq!(our_event("p:kprobes/foo do_sys_open"), None);
+        assert_eq!(our_event("r:kcmp_tracer/x f"), None);
+        assert_eq!(owner("r123_0___x64_sys_kcmp"), Some(123));
+        assert_eq!(owner("p123_0_f"), None);
+    }
+}
