@@ -165,12 +165,14 @@ pub struct VmArgs {
     pub command: Vec<String>,
 }
 
-/// The models a PREEMPT_DYNAMIC kernel accepts on its command line.
+/// The models a PREEMPT_DYNAMIC kernel accepts on its command line (which ones depends on
+/// the kernel: Debian's 7.2 offers only full and lazy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preempt {
     None,
     Voluntary,
     Full,
+    Lazy,
 }
 
 impl Preempt {
@@ -179,6 +181,7 @@ impl Preempt {
             Preempt::None => "none",
             Preempt::Voluntary => "voluntary",
             Preempt::Full => "full",
+            Preempt::Lazy => "lazy",
         }
     }
 
@@ -535,7 +538,10 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
     let mut tree = Tree::default();
     let busybox = match spec.arch {
         Target::X86_64 => PathBuf::from(BUSYBOX),
-        Target::Aarch64 => kernel::file_from_package("busybox-static:arm64", "bin/busybox")?,
+        Target::Aarch64 => {
+            kernel::file_from_package(&kernel::Apt::host(), "busybox-static:arm64", "bin/busybox")?
+                .0
+        }
     };
     tree.add_host_file(&busybox, BUSYBOX)
         .with_context(|| format!("busybox-static provides {}", busybox.display()))?;
