@@ -3,8 +3,11 @@
 //! * stock: Debian's newest `linux-image-*-cloud-<arch>-unsigned` of the version, the kernel
 //!   users actually run (no fast path: kcmp() takes both locks). On x86-64 6.12 it is built
 //!   with PREEMPT_DYNAMIC, so `preempt=none|voluntary|full` on the command line picks the
-//!   model; the arm64 one is voluntary only.
-//! * stock-rt: Debian's `linux-image-*-rt-<arch>-unsigned` (PREEMPT_RT).
+//!   model; the arm64 one is voluntary only. 7.2 comes from Debian unstable (x86-64 only,
+//!   through a private apt configuration, see [`Apt`]) as `linux-binary-*-cloud-amd64`:
+//!   PREEMPT_DYNAMIC with only `full` and `lazy`, lazy by default.
+//! * stock-rt: Debian's `linux-image-*-rt-<arch>-unsigned` (PREEMPT_RT; 7.2's
+//!   `linux-binary-*-rt-amd64` is PREEMPT_DYNAMIC too, full by default, lazy on request).
 //! * fastpath: `linux-source-<version>` with `testing/kernel/<version>/*.patch` applied
 //!   (exec_update_seq fast path plus the test-only `kcmp_fastpath` debugfs oracle),
 //!   configured from `make tinyconfig`, `testing/kernel/config.fragment` and, on 6.12,
@@ -77,6 +80,8 @@ pub enum Version {
     V6_1,
     #[value(name = "6.12")]
     V6_12,
+    #[value(name = "7.2")]
+    V7_2,
 }
 
 impl Version {
@@ -84,21 +89,107 @@ impl Version {
         match self {
             Version::V6_1 => "6.1",
             Version::V6_12 => "6.12",
+            Version::V7_2 => "7.2",
         }
     }
 
-    /// Image package names of this version: the pattern after `linux-image-` and before
-    /// `-<variant>-amd64-unsigned`, and how to read its ordering number.
-    fn image_abi(self, name: &str) -> Option<u32> {
-        match self {
-            // linux-image-6.1.0-<abi>-cloud-amd64-unsigned
-            Version::V6_1 => name.strip_prefix("6.1.0-")?.parse().ok(),
-            // linux-image-6.12.<sublevel>+deb12-cloud-amd64-unsigned
-            Version::V6_12 => name
-                .strip_prefix("6.12.")?
-                .strip_suffix("+deb12")?
+    /// The ordering number of a kernel release of this version (the release without its
+    /// `-<variant>-<arch>` tail), or None if the release is not of this version.
+    fn image_abi(self, release: &str) -> Option<u32> {
+        let sublevel = |prefix: &str, suffix: &str| {
+            release
+                .strip_prefix(prefix)?
+                .strip_suffix(suffix)?
                 .parse()
-                .ok(),
+                .ok()
+        };
+        match self {
+            // 6.1.0-<abi>
+            Version::V6_1 => release.strip_prefix("6.1.0-")?.parse().ok(),
+            Version::V6_12 => sublevel("6.12.", "+deb12"),
+            Version::V7_2 => sublevel("7.2.", "+deb14"),
+        }
+    }
+
+    /// The Debian suite with this version's packages, and how its images are packaged.
+    fn suite(self) -> Suite {
+        match self {
+            Version::V6_1 | Version::V6_12 => Suite::Host,
+            Version::V7_2 => Suite::Sid,
+        }
+    }
+}
+
+/// Where a version's Debian packages come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Suite {
+    /// The host's apt sources (Debian bookworm and its updates): `linux-image-<release>-unsigned`
+    /// holds `boot/{vmlinuz,config,System.map}-<release>`.
+    Host,
+    /// Debian unstable, amd64 only, through a private apt configuration under the cache (see
+    /// [`Apt`]): `linux-binary-<release>` holds `usr/lib/modules/<release>/vmlinuz`,
+    /// `linux-base-<release>` the config next to a stub System.map, and
+    /// `linux-image-<release>-dbg` the real System.map.
+    Sid,
+}
+
+/// One file of a stock kernel's cache entry: where it is in which package.
+struct StockFile {
+    package: String,
+    /// Path inside the package, without the leading `./`.
+    member: String,
+    /// File name in the cache entry.
+    dest: &'static str,
+}
+
+impl Suite {
+    /// Image package names: `<prefix><release><suffix>`.
+    fn image_affixes(self) -> (&'static str, &'static str) {
+        match self {
+            Suite::Host => ("linux-image-", "-unsigned"),
+            Suite::Sid => ("linux-binary-", ""),
+        }
+    }
+
+    /// The files of a stock kernel's cache entry, the image first.
+    fn stock_files(self, release: &str) -> Vec<StockFile> {
+        let file = |package: String, member: String, dest| StockFile {
+            package,
+            member,
+            dest,
+        };
+        match self {
+            Suite::Host => {
+                let package = format!("linux-image-{release}-unsigned");
+                [
+                    ("vmlinuz", "vmlinuz"),
+                    ("config", "config"),
+                    ("System.map", "System.map"),
+                ]
+                .into_iter()
+                .map(|(name, dest)| file(package.clone(), format!("boot/{name}-{release}"), dest))
+                .collect()
+            }
+            Suite::Sid => {
+                let modules = format!("usr/lib/modules/{release}");
+                vec![
+                    file(
+                        format!("linux-binary-{release}"),
+                        format!("{modules}/vmlinuz"),
+                        "vmlinuz",
+                    ),
+                    file(
+                        format!("linux-base-{release}"),
+                        format!("{modules}/config"),
+                        "config",
+                    ),
+                    file(
+                        format!("linux-image-{release}-dbg"),
+                        format!("usr/lib/debug/lib/modules/{release}/System.map"),
+                        "System.map",
+                    ),
+                ]
+            }
         }
     }
 }
@@ -209,11 +300,12 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// A file from a Debian package of another architecture (which cannot be installed next to
-/// the host's own), e.g. `busybox-static:arm64`'s `bin/busybox`: downloaded, extracted and
-/// cached under `<cache>/debs/<package>_<version>/` on first use.
-pub fn file_from_package(package: &str, path: &str) -> Result<PathBuf> {
-    let version = candidate_version(package)?;
+/// A file from a Debian package that is not installed on the host (another architecture's,
+/// e.g. `busybox-static:arm64`'s `bin/busybox`, or a package of another suite): downloaded,
+/// unpacked and cached under `<cache>/debs/<package>_<version>/` on first use. Returns the
+/// file and the package's version.
+pub fn file_from_package(apt: &Apt, package: &str, path: &str) -> Result<(PathBuf, String)> {
+    let version = apt.find(package, |apt| apt.candidate_version(package))?;
     let name = format!(
         "{}_{}",
         package.replace(':', "_"),
@@ -221,39 +313,60 @@ pub fn file_from_package(package: &str, path: &str) -> Result<PathBuf> {
     );
     let dir = cache_root().join("debs");
     let entry = dir.join(&name);
-    let wanted = |entry: &Path| entry.join(path);
-    if wanted(&entry).is_file() {
-        return Ok(wanted(&entry));
+    let wanted = entry.join(path);
+    if wanted.is_file() {
+        return Ok((wanted, version));
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = lock(&dir.join(format!("{name}.lock")))?;
-    if wanted(&entry).is_file() {
-        return Ok(wanted(&entry));
+    if wanted.is_file() {
+        return Ok((wanted, version));
     }
     let tmp = fresh_dir(&dir.join(format!(".tmp-{name}")))?;
-    let out = download_deb(package, &version, &tmp)?;
-    if !wanted(&out).is_file() {
+    let deb = apt.download(package, &version, &tmp)?;
+    let out = tmp.join("x");
+    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&out))?;
+    if !out.join(path).is_file() {
         bail!("{package} {version} has no {path}");
     }
     publish(&out, &entry)?;
     remove_dir(&tmp);
-    Ok(wanted(&entry))
+    Ok((wanted, version))
 }
 
-/// Downloads `package` at `version` into `tmp` and unpacks it there; returns the
-/// directory it was unpacked into.
-fn download_deb(package: &str, version: &str, tmp: &Path) -> Result<PathBuf> {
-    step(format!("downloading {package} {version}"));
-    capture(
-        Command::new("apt-get")
-            .arg("download")
-            .arg(format!("{package}={version}"))
-            .current_dir(tmp),
-    )?;
-    let deb = find_file(tmp, |n| n.ends_with(".deb"))?;
-    let unpacked = tmp.join("x");
-    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    Ok(unpacked)
+/// Extracts `members` (paths without the leading `./`) of `deb` into `dest`. tar stops
+/// reading after the last one, so a member near the start of a large package (the -dbg
+/// ones reach a gigabyte) costs little.
+fn extract_members(deb: &Path, dest: &Path, members: &[&str]) -> Result<()> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running dpkg-deb")?;
+    let tarfile = dpkg.stdout.take().context("dpkg-deb stdout")?;
+    let tar = Command::new("tar")
+        .args(["-x", "--occurrence", "-C"])
+        .arg(dest)
+        .args(members.iter().map(|m| format!("./{m}")))
+        .stdin(tarfile)
+        .output()
+        .context("running tar")?;
+    // When tar stops early dpkg-deb dies of SIGPIPE: only tar's status says whether every
+    // member arrived whole.
+    let dpkg = dpkg.wait_with_output().context("waiting for dpkg-deb")?;
+    if !tar.status.success() {
+        bail!(
+            "extracting {} from {} failed: {}{}",
+            members.join(" "),
+            deb.display(),
+            String::from_utf8_lossy(&tar.stderr),
+            String::from_utf8_lossy(&dpkg.stderr)
+        );
+    }
+    Ok(())
 }
 
 fn package_installed(package: &str) -> bool {
@@ -287,6 +400,143 @@ fn is_root() -> bool {
 }
 
 // ---------------------------------------------------------------------------------
+// apt configurations
+
+/// The apt configuration a version's packages are found and downloaded with: the host's,
+/// or for [`Suite::Sid`] a private one under `<cache>/apt-sid/` (its own sources.list,
+/// package lists and archive cache), so the host's apt sources are never changed.
+pub struct Apt {
+    /// The private configuration's directory; None for the host's.
+    private: Option<PathBuf>,
+}
+
+/// Debian unstable, for the private configuration.
+const SID_SOURCES: &str = "deb [arch=amd64] http://deb.debian.org/debian sid main\n";
+
+impl Apt {
+    pub fn host() -> Apt {
+        Apt { private: None }
+    }
+
+    fn of(suite: Suite) -> Result<Apt> {
+        match suite {
+            Suite::Host => Ok(Apt::host()),
+            Suite::Sid => Apt::sid(),
+        }
+    }
+
+    fn sid() -> Result<Apt> {
+        let dir = cache_root().join("apt-sid");
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        }
+        let sources = dir.join("sources.list");
+        if fs::read_to_string(&sources).ok().as_deref() != Some(SID_SOURCES) {
+            fs::write(&sources, SID_SOURCES)
+                .with_context(|| format!("writing {}", sources.display()))?;
+        }
+        Ok(Apt { private: Some(dir) })
+    }
+
+    /// `program` (apt-get, apt-cache) with this configuration's options.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(dir) = &self.private {
+            let opt = |name: &str, value: &Path| format!("{name}={}", value.display());
+            for value in [
+                opt("Dir::Etc::SourceList", &dir.join("sources.list")),
+                opt("Dir::Etc::SourceParts", Path::new("/dev/null")),
+                opt("Dir::State::Lists", &dir.join("lists")),
+                opt("Dir::Cache", &dir.join("cache")),
+                // The mirror's sid index is served past its Valid-Until date.
+                "Acquire::Check-Valid-Until=false".to_string(),
+                "APT::Architecture=amd64".to_string(),
+            ] {
+                cmd.arg("-o").arg(value);
+            }
+        }
+        cmd
+    }
+
+    fn describe(&self) -> String {
+        match &self.private {
+            None => "the host's apt sources".to_string(),
+            Some(dir) => format!("Debian unstable (apt configuration in {})", dir.display()),
+        }
+    }
+
+    fn update(&self) -> Result<()> {
+        step(format!("apt-get update ({})", self.describe()));
+        match self.private {
+            None => apt_get(&["update"]),
+            Some(_) => capture(self.command("apt-get").arg("update")).map(drop),
+        }
+    }
+
+    /// Runs `query`; if it finds nothing (or a private configuration has no package lists
+    /// yet), updates the package lists and runs it again.
+    fn find<T>(&self, what: &str, query: impl Fn(&Apt) -> Result<Option<T>>) -> Result<T> {
+        if self.has_lists()
+            && let Some(found) = query(self)?
+        {
+            return Ok(found);
+        }
+        self.update()?;
+        query(self)?.with_context(|| format!("{what}: not found in {}", self.describe()))
+    }
+
+    /// A private configuration has package lists once an update fetched a Release file.
+    fn has_lists(&self) -> bool {
+        let Some(dir) = &self.private else {
+            return true;
+        };
+        fs::read_dir(dir.join("lists")).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with("Release"))
+        })
+    }
+
+    /// Names of the packages matching the regex `pattern`.
+    fn search(&self, pattern: &str) -> Result<Vec<String>> {
+        let out = capture(
+            self.command("apt-cache")
+                .args(["search", "--names-only", pattern]),
+        )?;
+        Ok(out
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .map(str::to_string)
+            .collect())
+    }
+
+    fn candidate_version(&self, package: &str) -> Result<Option<String>> {
+        let out = capture(self.command("apt-cache").args(["policy", package]))?;
+        Ok(out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Candidate:"))
+            .map(|v| v.trim().to_string())
+            .filter(|v| v != "(none)"))
+    }
+
+    /// Downloads `package` at `version` into `dir`; returns the .deb.
+    fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
+        step(format!("downloading {package} {version}"));
+        capture(
+            self.command("apt-get")
+                .arg("download")
+                .arg(format!("{package}={version}"))
+                .current_dir(dir),
+        )?;
+        let stem = package.split(':').next().unwrap_or(package);
+        find_file(dir, |n| {
+            n.starts_with(&format!("{stem}_")) && n.ends_with(".deb")
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Stock kernel
 
 fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
@@ -296,30 +546,40 @@ fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
         "cloud"
     };
     let deb_arch = kernel.arch.deb_arch();
-    let package = match newest_image(kernel.version, variant, deb_arch)? {
-        Some(p) => p,
-        None => {
-            step(format!(
-                "apt-get update (no {variant} image of Linux {} known)",
-                kernel.version.name()
-            ));
-            apt_get(&["update"])?;
-            newest_image(kernel.version, variant, deb_arch)?.with_context(|| {
-                format!(
-                    "no linux-image-{}*-{variant}-{deb_arch}-unsigned package in the apt sources \
-                     (needs Debian bookworm with bookworm-updates/security{})",
-                    kernel.version.name(),
-                    if deb_arch == "amd64" {
-                        ""
-                    } else {
-                        ", and `dpkg --add-architecture arm64`"
-                    }
-                )
-            })?
+    let suite = kernel.version.suite();
+    if suite == Suite::Sid && kernel.arch != Target::X86_64 {
+        bail!(
+            "Linux {} images are fetched for x86_64 only",
+            kernel.version.name()
+        );
+    }
+    let apt = Apt::of(suite)?;
+    let (prefix, suffix) = suite.image_affixes();
+    let hint = match (suite, deb_arch) {
+        (Suite::Sid, _) => "",
+        (Suite::Host, "amd64") => " (needs Debian bookworm with bookworm-updates/security)",
+        (Suite::Host, _) => {
+            " (needs Debian bookworm with bookworm-updates/security, and \
+             `dpkg --add-architecture arm64`)"
         }
     };
-    let package = format!("{package}:{deb_arch}");
-    let version = candidate_version(&package)?;
+    let release = apt.find(
+        &format!(
+            "{prefix}{}.*-{variant}-{deb_arch}{suffix}{hint}",
+            kernel.version.name()
+        ),
+        |apt| newest_release(apt, kernel.version, variant, deb_arch),
+    )?;
+    let files = suite.stock_files(&release);
+    let mut packages: Vec<(String, String)> = Vec::new();
+    for file in &files {
+        let package = format!("{}:{deb_arch}", file.package);
+        if !packages.iter().any(|(p, _)| *p == package) {
+            let version = apt.find(&package, |apt| apt.candidate_version(&package))?;
+            packages.push((package, version));
+        }
+    }
+    let (package, version) = &packages[0];
     // x86-64 entries keep their names from before other architectures.
     let name = format!(
         "{}_{}",
@@ -340,54 +600,56 @@ fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
         return Ok(image);
     }
     let tmp = fresh_dir(&dir.join(format!(".tmp-{name}")))?;
-    let boot = download_deb(&package, &version, &tmp)?.join("boot");
+    let unpacked = tmp.join("x");
+    fs::create_dir(&unpacked)?;
+    for (package, version) in &packages {
+        let members: Vec<&str> = files
+            .iter()
+            .filter(|f| package.strip_suffix(&format!(":{deb_arch}")) == Some(&f.package))
+            .map(|f| f.member.as_str())
+            .collect();
+        let deb = apt.download(package, version, &tmp)?;
+        extract_members(&deb, &unpacked, &members)?;
+        // The -dbg packages are large; only the extracted members are kept.
+        fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))?;
+    }
     let out = tmp.join("out");
     fs::create_dir(&out)?;
-    for (prefix, dest) in [
-        ("vmlinuz-", "vmlinuz"),
-        ("config-", "config"),
-        ("System.map-", "System.map"),
-    ] {
-        let src = find_file(&boot, |n| n.starts_with(prefix))?;
-        fs::copy(&src, out.join(dest)).with_context(|| format!("copying {}", src.display()))?;
+    for file in &files {
+        let src = unpacked.join(&file.member);
+        fs::copy(&src, out.join(file.dest))
+            .with_context(|| format!("copying {} of {}", file.member, file.package))?;
     }
-    fs::write(out.join("package"), format!("{package} {version}\n"))?;
+    let listing: String = packages.iter().map(|(p, v)| format!("{p} {v}\n")).collect();
+    fs::write(out.join("package"), listing)?;
     publish(&out, &entry)?;
     remove_dir(&tmp);
     step(format!("cached: {}", image.display()));
     Ok(image)
 }
 
-/// The `linux-image-<version>...-<variant>-<deb_arch>-unsigned` package with the highest
-/// ABI (6.1) or sublevel (6.12) number.
-fn newest_image(version: Version, variant: &str, deb_arch: &str) -> Result<Option<String>> {
-    let suffix = format!("-{variant}-{deb_arch}-unsigned");
-    let out = capture(Command::new("apt-cache").args([
-        "search",
-        "--names-only",
-        &format!(
-            r"^linux-image-{}\..*{suffix}$",
-            version.name().replace('.', r"\.")
-        ),
-    ]))?;
-    Ok(out
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
+/// The newest `<release>` (`<abi>-<variant>-<deb_arch>`) of `version` with an image package,
+/// by ABI (6.1) or sublevel (6.12 and later) number.
+fn newest_release(
+    apt: &Apt,
+    version: Version,
+    variant: &str,
+    deb_arch: &str,
+) -> Result<Option<String>> {
+    let (prefix, suffix) = version.suite().image_affixes();
+    let tail = format!("-{variant}-{deb_arch}");
+    let names = apt.search(&format!(
+        r"^{prefix}{}\..*{tail}{suffix}$",
+        version.name().replace('.', r"\.")
+    ))?;
+    Ok(names
+        .iter()
         .filter_map(|name| {
-            let middle = name.strip_prefix("linux-image-")?.strip_suffix(&suffix)?;
-            Some((version.image_abi(middle)?, name.to_string()))
+            let release = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+            Some((version.image_abi(release.strip_suffix(&tail)?)?, release))
         })
         .max()
-        .map(|(_, name)| name))
-}
-
-fn candidate_version(package: &str) -> Result<String> {
-    let out = capture(Command::new("apt-cache").args(["policy", package]))?;
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate:"))
-        .map(|v| v.trim().to_string())
-        .filter(|v| v != "(none)")
-        .with_context(|| format!("apt has no candidate version of {package}"))
+        .map(|(_, release)| release.to_string()))
 }
 
 // ---------------------------------------------------------------------------------

@@ -165,7 +165,8 @@ pub struct VmArgs {
     pub command: Vec<String>,
 }
 
-/// The models a PREEMPT_DYNAMIC kernel accepts on its command line.
+/// The models a PREEMPT_DYNAMIC kernel accepts on its command line (which ones depends on
+/// the kernel: Debian's 7.2 offers only full and lazy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preempt {
     None,
@@ -538,7 +539,10 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
     let mut tree = Tree::default();
     let busybox = match spec.arch {
         Target::X86_64 => PathBuf::from(BUSYBOX),
-        Target::Aarch64 => kernel::file_from_package("busybox-static:arm64", "bin/busybox")?,
+        Target::Aarch64 => {
+            kernel::file_from_package(&kernel::Apt::host(), "busybox-static:arm64", "bin/busybox")?
+                .0
+        }
     };
     tree.add_host_file(&busybox, BUSYBOX)
         .with_context(|| format!("busybox-static provides {}", busybox.display()))?;
