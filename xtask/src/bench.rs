@@ -20,7 +20,7 @@ use crate::{
 /// and over the empty programs, as a ratio to the empty programs and to fentry on the same
 /// model, and the runs the kernel skipped; then its programs' added run time per call (BPF
 /// statistics) and how much of it the cost ladder's steps explain.
-fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
+fn price_table(rows: &[(String, &str, serde_json::Value)]) -> String {
     let added = |r: &serde_json::Value, setup: &str| {
         r["rows"]
             .as_array()
@@ -36,8 +36,8 @@ fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
             .unwrap_or(f64::NAN)
     };
     let mut out = format!(
-        "{:<10} {:<11} {:>14} {:>10} {:>9} {:>13} {:>10} {:>8} {:>10} {:>10}\n",
-        "preempt",
+        "{:<15} {:<11} {:>14} {:>10} {:>9} {:>13} {:>10} {:>8} {:>10} {:>10}\n",
+        "kernel",
         "mode",
         "counters +ns",
         "vs empty",
@@ -54,7 +54,7 @@ fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
             .find(|(m, md, _)| m == model && *md == "fentry")
             .map_or(f64::NAN, |(_, _, f)| added(f, "counters"));
         out += &format!(
-            "{:<10} {:<11} {:>14.1} {:>9.2}x {:>9.1} {:>12.2}x {:>9.2}x {:>8} {:>10.1} {:>10.1}\n",
+            "{:<15} {:<11} {:>14.1} {:>9.2}x {:>9.1} {:>12.2}x {:>9.2}x {:>8} {:>10.1} {:>10.1}\n",
             model,
             mode,
             added(r, "counters"),
@@ -74,7 +74,7 @@ fn price_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
 
 /// Per preemption model and attach mode: each step of the cost ladder, ns per run over the
 /// empty program on sys_enter_kcmp.
-fn ladder_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
+fn ladder_table(rows: &[(String, &str, serde_json::Value)]) -> String {
     let steps: Vec<String> = rows
         .first()
         .and_then(|(_, _, r)| r["components"].as_array())
@@ -82,13 +82,13 @@ fn ladder_table(rows: &[(&str, &str, serde_json::Value)]) -> String {
         .flatten()
         .filter_map(|c| c["step"].as_str().map(str::to_owned))
         .collect();
-    let mut out = format!("{:<10} {:<11}", "preempt", "mode");
+    let mut out = format!("{:<15} {:<11}", "kernel", "mode");
     for step in &steps {
         out += &format!(" {step:>9}");
     }
     out.push('\n');
     for (model, mode, r) in rows {
-        out += &format!("{model:<10} {mode:<11}");
+        out += &format!("{model:<15} {mode:<11}");
         for step in &steps {
             let ns = r["components"]
                 .as_array()
@@ -158,14 +158,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // The price of each attach mode under each preemption model the 6.12 kernel boots
-    // with: auto picks fentry where kernel code is not preempted, kprobes where it is.
+    // with (auto picks fentry where kernel code is not preempted, kprobes where it is), and
+    // on 7.2 under its default, lazy, where kprobe mode hooks the syscall with kprobes too.
     let modes = ["fentry", "kprobe", "tracepoint"];
     let mut summary = Vec::new();
-    for preempt in [Preempt::Voluntary, Preempt::Full] {
-        eprintln!(
-            "bench: fast-path 6.12 kernel, preempt={} (TCG: absolute numbers are emulated; compare ratios)",
-            preempt.name()
-        );
+    for (version, preempt) in [
+        (Version::V6_12, Preempt::Voluntary),
+        (Version::V6_12, Preempt::Full),
+        (Version::V7_2, Preempt::Lazy),
+    ] {
+        let label = format!("{}-{}", version.name(), preempt.name());
+        eprintln!("bench: fast-path {label} (TCG: absolute numbers are emulated; compare ratios)");
         let script: String = modes
             .iter()
             .map(|mode| {
@@ -175,9 +178,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 )
             })
             .collect();
-        let kernel = Kernel::new(Flavour::Fastpath, Version::V6_12);
+        let kernel = Kernel::new(Flavour::Fastpath, version);
         let mut spec = VmSpec::new(
-            format!("bench-{}", preempt.name()),
+            format!("bench-{kernel}-{}", preempt.name()),
             ensure_kernel(kernel)?,
             format!("set -e\n{script}"),
         );
@@ -199,7 +202,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 &std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?,
             )?;
-            summary.push((preempt.name(), mode, report));
+            summary.push((label.clone(), mode, report));
         }
     }
     println!("{}", price_table(&summary));
@@ -235,15 +238,15 @@ mod tests {
     #[test]
     fn price_table_carries_counting_over_the_empty_programs_and_the_explained_part() {
         let rows = [
-            ("full", "fentry", report(200.0, 1.0)),
-            ("full", "kprobe", report(400.0, 2.0)),
+            ("7.2-lazy".to_owned(), "fentry", report(200.0, 1.0)),
+            ("7.2-lazy".to_owned(), "kprobe", report(400.0, 2.0)),
         ];
         let table = price_table(&rows);
         let kprobe: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
         assert_eq!(
             kprobe,
             [
-                "full", "kprobe", "400.0", "4.00x", "300.0", "3.00x", "2.00x", "0", "150.0",
+                "7.2-lazy", "kprobe", "400.0", "4.00x", "300.0", "3.00x", "2.00x", "0", "150.0",
                 "120.0"
             ]
         );
@@ -252,15 +255,15 @@ mod tests {
     #[test]
     fn ladder_table_has_a_column_per_step() {
         let rows = [
-            ("voluntary", "fentry", report(200.0, 1.5)),
-            ("full", "tracepoint", report(200.0, 2.5)),
+            ("6.12-voluntary".to_owned(), "fentry", report(200.0, 1.5)),
+            ("6.12-full".to_owned(), "tracepoint", report(200.0, 2.5)),
         ];
         let table = ladder_table(&rows);
         let lines: Vec<Vec<&str>> = table
             .lines()
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert_eq!(lines[0], ["preempt", "mode", "clock"]);
-        assert_eq!(lines[2], ["full", "tracepoint", "2.5"]);
+        assert_eq!(lines[0], ["kernel", "mode", "clock"]);
+        assert_eq!(lines[2], ["6.12-full", "tracepoint", "2.5"]);
     }
 }
