@@ -11,7 +11,9 @@
 //! * fastpath: `linux-source-<version>` with `testing/kernel/<version>/*.patch` applied
 //!   (exec_update_seq fast path plus the test-only `kcmp_fastpath` debugfs oracle),
 //!   configured from `make tinyconfig`, `testing/kernel/config.fragment` and, on 6.12,
-//!   `preempt-dynamic.fragment`.
+//!   `preempt-dynamic.fragment`; on 7.2 `preempt-lazy.fragment` and `landlock.fragment`.
+//!   7.2's source comes from Debian unstable and is unpacked into the cache, not installed;
+//!   its series carries the upstream kcmp patch byte-exact, checked by git blob hash.
 //! * fastpath-rt: the same with `preempt-rt.fragment` (6.12 and later: PREEMPT_RT is mainline).
 //!
 //! Stock kernels exist for x86-64 and arm64; the fast-path kernels are built for x86-64
@@ -36,6 +38,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::target::Target;
@@ -108,6 +111,42 @@ impl Version {
             Version::V6_1 => release.strip_prefix("6.1.0-")?.parse().ok(),
             Version::V6_12 => sublevel("6.12.", "+deb12"),
             Version::V7_2 => sublevel("7.2.", "+deb14"),
+        }
+    }
+
+    /// The config fragments of its fast-path kernel (in testing/kernel/), merged in order onto
+    /// `make tinyconfig`.
+    fn fragments(self, rt: bool) -> Result<Vec<&'static str>> {
+        let preempt = match (rt, self) {
+            (true, Version::V6_1) => {
+                bail!("PREEMPT_RT is mainline from 6.12 on: no fastpath-rt build of 6.1")
+            }
+            (true, _) => Some("preempt-rt.fragment"),
+            // The 6.1 kernel keeps tinyconfig's model (none), as its tests always had it.
+            (false, Version::V6_1) => None,
+            (false, Version::V6_12) => Some("preempt-dynamic.fragment"),
+            // x86 has lazy preemption from 6.13 on, and no longer none or voluntary in 7.2.
+            (false, Version::V7_2) => Some("preempt-lazy.fragment"),
+        };
+        // 7.2's second writer of exec_update_lock is Landlock's TSYNC.
+        let landlock = (self == Version::V7_2).then_some("landlock.fragment");
+        Ok(std::iter::once("config.fragment")
+            .chain(preempt)
+            .chain(landlock)
+            .collect())
+    }
+
+    /// The patch of its series that is the upstream kcmp patch itself, applied byte-exact.
+    fn exact_patch(self) -> Option<ExactPatch> {
+        match self {
+            Version::V6_1 | Version::V6_12 => None,
+            Version::V7_2 => Some(ExactPatch {
+                patch: "0003-kcmp-take-a-lock-free-exec_update_seq-fast-path.patch",
+                file: "kernel/kcmp.c",
+                // Linux 7.2.13's kernel/kcmp.c, the patch's pre-image.
+                before: "7c1a65bd5f8d3b47e237c83258d5a416138fdb61",
+                after: "8fee7a5752d47c39ffd9d1cde24e68964a00f31d",
+            }),
         }
     }
 
@@ -656,9 +695,8 @@ fn newest_release(
 // Fast-path kernel
 
 fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
-    let source = SourceTree::of(kernel.version);
-    // The source version is part of the cache key, so it must be installed first.
-    ensure_packages(&[&source.package])?;
+    // The source version is part of the cache key, so it must be fetched first.
+    let source = SourceTree::fetch(kernel.version)?;
     let inputs = FastpathInputs::read(kernel, &source)?;
     let key = inputs.key();
     let entry = dir.join(&key);
@@ -684,7 +722,9 @@ fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
 
     step(format!(
         "{kernel}: extracting {} ({} {})",
-        source.tarball, source.package, inputs.source_version
+        source.tarball.display(),
+        source.package,
+        source.version
     ));
     logged(
         Command::new("tar")
@@ -696,8 +736,22 @@ fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
     )?;
     let src = tmp.join(&source.package);
 
+    let exact = kernel.version.exact_patch();
+    if let Some(exact) = &exact
+        && !inputs.patches.iter().any(|p| file_name(p) == exact.patch)
+    {
+        bail!(
+            "the series lacks {}, which must be applied byte-exact",
+            exact.patch
+        );
+    }
     for patch in &inputs.patches {
-        step(format!("applying {}", file_name(patch)));
+        let name = file_name(patch);
+        let exact = exact.as_ref().filter(|e| e.patch == name);
+        if let Some(exact) = exact {
+            exact.check(&src, exact.before, "before")?;
+        }
+        step(format!("applying {name}"));
         logged(
             Command::new("patch")
                 .args(["-p1", "--forward", "--batch", "--fuzz=0", "-i"])
@@ -705,6 +759,13 @@ fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
                 .current_dir(&src),
             &log,
         )?;
+        if let Some(exact) = exact {
+            exact.check(&src, exact.after, "after")?;
+            step(format!(
+                "{}: git blob {} as expected",
+                exact.file, exact.after
+            ));
+        }
     }
 
     let names: Vec<String> = inputs.fragments.iter().map(|f| file_name(f)).collect();
@@ -762,21 +823,66 @@ fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// Debian's `linux-source-<version>` package: the tarball it installs, which unpacks into a
-/// directory named like the package.
+/// Debian's `linux-source-<version>` package: its version and the tarball it ships, which
+/// unpacks into a directory named like the package.
 struct SourceTree {
     package: String,
-    tarball: String,
+    version: String,
+    tarball: PathBuf,
 }
 
 impl SourceTree {
-    fn of(version: Version) -> SourceTree {
+    /// Installs the package from the host's apt sources, or for another suite downloads and
+    /// unpacks it into the cache (never installing it on the host).
+    fn fetch(version: Version) -> Result<SourceTree> {
         let package = format!("linux-source-{}", version.name());
-        SourceTree {
-            tarball: format!("/usr/src/{package}.tar.xz"),
+        let tarball = format!("usr/src/{package}.tar.xz");
+        let (tarball, version) = match version.suite() {
+            Suite::Host => {
+                ensure_packages(&[&package])?;
+                (Path::new("/").join(tarball), installed_version(&package)?)
+            }
+            suite => file_from_package(&Apt::of(suite)?, &package, &tarball)?,
+        };
+        Ok(SourceTree {
             package,
-        }
+            version,
+            tarball,
+        })
     }
+}
+
+/// A patch of a series that must produce an exact file: the upstream patch, carried byte-exact
+/// rather than ported. Checked by git blob hash before and after it is applied.
+struct ExactPatch {
+    patch: &'static str,
+    file: &'static str,
+    before: &'static str,
+    after: &'static str,
+}
+
+impl ExactPatch {
+    fn check(&self, src: &Path, want: &str, when: &str) -> Result<()> {
+        let path = src.join(self.file);
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let have = git_blob_sha1(&bytes);
+        if have != want {
+            bail!(
+                "{} {when} {}: git blob {have}, expected {want}",
+                self.file,
+                self.patch
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What `git hash-object` prints for a file with these contents.
+fn git_blob_sha1(bytes: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", bytes.len()));
+    h.update(bytes);
+    hex(&h.finalize())
 }
 
 /// Everything the fast-path kernel is built from, hashed into its cache key.
@@ -807,16 +913,12 @@ impl FastpathInputs {
         if patches.is_empty() {
             bail!("no *.patch in {}", patch_dir.display());
         }
-        let mut fragments = vec![base.join("config.fragment")];
-        match (kernel.flavour.is_rt(), kernel.version) {
-            (true, Version::V6_1) => {
-                bail!("PREEMPT_RT is mainline from 6.12 on: no fastpath-rt build of 6.1")
-            }
-            (true, _) => fragments.push(base.join("preempt-rt.fragment")),
-            // The 6.1 kernel keeps tinyconfig's model (none), as its tests always had it.
-            (false, Version::V6_1) => {}
-            (false, _) => fragments.push(base.join("preempt-dynamic.fragment")),
-        }
+        let fragments = kernel
+            .version
+            .fragments(kernel.flavour.is_rt())?
+            .iter()
+            .map(|f| base.join(f))
+            .collect::<Vec<_>>();
         let contents = patches
             .iter()
             .chain(&fragments)
@@ -826,7 +928,7 @@ impl FastpathInputs {
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            source_version: installed_version(&source.package)?,
+            source_version: source.version.clone(),
             source_package: source.package.clone(),
             patches,
             fragments,
@@ -1042,4 +1144,22 @@ fn file_name(path: &Path) -> String {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_blob_sha1_matches_git_hash_object() {
+        // `printf '' | git hash-object --stdin` and `echo hello | git hash-object --stdin`.
+        assert_eq!(
+            git_blob_sha1(b""),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
+        assert_eq!(
+            git_blob_sha1(b"hello\n"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+    }
 }
