@@ -788,7 +788,7 @@ fn ensure_fastpath(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
 
     let jobs = build_jobs();
     step(format!(
-        "building {kernel} (about 5 to 10 min on 2 cores, make -j{jobs}) ... log: {}",
+        "building {kernel} (5 to 30 min on 2 cores, make -j{jobs}) ... log: {}",
         log.display()
     ));
     logged(make(&src).arg(format!("-j{jobs}")).arg("bzImage"), &log)?;
@@ -1161,5 +1161,26 @@ mod tests {
             git_blob_sha1(b"hello\n"),
             "ce013625030ba8dba906f756967f9e9ca394464a"
         );
+    }
+
+    #[test]
+    fn exact_patch_check_rejects_other_contents() -> Result<()> {
+        let src = fresh_dir(&env::temp_dir().join(format!("xtask-exact-{}", std::process::id())))?;
+        fs::write(src.join("f"), "hello\n")?;
+        let exact = ExactPatch {
+            patch: "0001-x.patch",
+            file: "f",
+            before: "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391",
+            after: "ce013625030ba8dba906f756967f9e9ca394464a",
+        };
+        let checked = (
+            exact.check(&src, exact.after, "after"),
+            exact.check(&src, exact.before, "before"),
+        );
+        fs::remove_dir_all(&src)?;
+        assert!(checked.0.is_ok());
+        let err = checked.1.expect_err("a different blob must fail");
+        assert!(err.to_string().contains("expected e69de29b"), "{err}");
+        Ok(())
     }
 }
