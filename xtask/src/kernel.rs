@@ -11,7 +11,8 @@
 //! * fastpath: `linux-source-<version>` with `testing/kernel/<version>/*.patch` applied
 //!   (exec_update_seq fast path plus the test-only `kcmp_fastpath` debugfs oracle),
 //!   configured from `make tinyconfig`, `testing/kernel/config.fragment` and, on 6.12,
-//!   `preempt-dynamic.fragment`; on 7.2 `preempt-lazy.fragment` and `landlock.fragment`.
+//!   `preempt-dynamic.fragment`; on 7.2 `preempt-lazy.fragment`, `landlock.fragment` and
+//!   `x86-like-debian.fragment`.
 //!   7.2's source comes from Debian unstable and is unpacked into the cache, not installed;
 //!   its series carries the upstream kcmp patch byte-exact, checked by git blob hash.
 //! * fastpath-rt: the same with `preempt-rt.fragment` (6.12 and later: PREEMPT_RT is mainline).
@@ -128,11 +129,16 @@ impl Version {
             // x86 has lazy preemption from 6.13 on, and no longer none or voluntary in 7.2.
             (false, Version::V7_2) => Some("preempt-lazy.fragment"),
         };
-        // 7.2's second writer of exec_update_lock is Landlock's TSYNC.
-        let landlock = (self == Version::V7_2).then_some("landlock.fragment");
+        // 7.2's second writer of exec_update_lock is Landlock's TSYNC; its kprobes need
+        // Debian's code-patching settings.
+        let since_7_2: &[&str] = if self == Version::V7_2 {
+            &["landlock.fragment", "x86-like-debian.fragment"]
+        } else {
+            &[]
+        };
         Ok(std::iter::once("config.fragment")
             .chain(preempt)
-            .chain(landlock)
+            .chain(since_7_2.iter().copied())
             .collect())
     }
 
