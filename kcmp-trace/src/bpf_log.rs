@@ -14,7 +14,7 @@ use aya_log::EbpfLogger;
 
 /// Where the records land: the eBPF crate's module, so `--bpf-log` can let them through
 /// whatever `-v` says.
-pub const TARGET: &str = "kcmp_trace::calls";
+pub const TARGET: &str = "kcmp_trace_probes::calls";
 
 /// How long the forwarder sleeps between checks when nothing is logged; also how long
 /// dropping it may take.

@@ -100,7 +100,7 @@ pub struct HookCounters {
 }
 
 fn object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace"))
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-probes"))
 }
 
 impl Tracer {
