@@ -25,9 +25,11 @@ use kcmp_trace_common::{event::Event, kcmp::KCMP_FILE, maps::misc};
 use serde::Serialize;
 
 use crate::{
+    bench_attach::{Floor, Solo},
     bpf_info::ProgramCounters,
+    config::TraceConfig,
     event_stream::EventStream,
-    loader::{Floor, Solo, TraceConfig, Tracer},
+    loader::Tracer,
     plan::{Affects, AttachRequest, StrategyRequest},
     probe::Capabilities,
     sinks::event::EventRecord,

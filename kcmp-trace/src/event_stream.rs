@@ -20,7 +20,7 @@ use kcmp_trace_common::{
     maps::{StageFill, flush},
 };
 
-use crate::{bpf_info, loader::UnpreemptedReads};
+use crate::{bpf_info, unpreempted::UnpreemptedReads};
 
 pub struct EventStream {
     ring: RingBuf<MapData>,

@@ -11,19 +11,23 @@
 compile_error!("kcmp-trace supports x86_64 and aarch64 (kcmp_trace_common::arch)");
 
 pub mod bench;
+pub mod bench_attach;
 pub mod bpf_info;
 pub mod bpf_log;
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod config;
 pub mod error;
 pub mod event_stream;
 pub mod loader;
 pub mod plan;
 pub mod probe;
+pub mod readout;
 pub mod recording;
 pub mod report;
 pub mod serve;
 pub mod sinks;
 pub mod stress;
+pub mod unpreempted;
 pub mod wire;

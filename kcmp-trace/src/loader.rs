@@ -18,57 +18,14 @@ use kcmp_trace_common::{
 use crate::{
     bpf_info,
     bpf_log::BpfLog,
+    config::{TraceConfig, validate},
     error::Error,
     event_stream::EventStream,
-    plan::{
-        Affects, AttachMode, AttachRequest, Hook, Plan, Role, StrategyRequest, accuracy,
-        candidates, hook_mode, program_for, roles,
-    },
+    plan::{AttachMode, Hook, Plan, Role, accuracy, candidates, hook_mode, program_for, roles},
     probe,
+    readout::{HookCounters, ProcessRow},
+    unpreempted::UnpreemptedReads,
 };
-
-/// What to trace and what to collect.
-#[derive(Clone, Debug)]
-pub struct TraceConfig {
-    pub tgids: Vec<u32>,
-    pub comm: Option<String>,
-    pub events: bool,
-    /// Ring buffer size in bytes: a power of two, at least one page.
-    pub ring_bytes: u32,
-    pub attach: AttachRequest,
-    pub strategy: StrategyRequest,
-    /// Let the eBPF side log its rare diagnostics through aya-log.
-    pub bpf_log: bool,
-    /// Entries of the per-thread (calls in flight) and per-process (totals) maps.
-    pub max_threads: u32,
-    pub max_processes: u32,
-}
-
-impl Default for TraceConfig {
-    fn default() -> Self {
-        TraceConfig {
-            tgids: Vec::new(),
-            comm: None,
-            events: false,
-            ring_bytes: 1 << 22,
-            attach: AttachRequest::Auto,
-            strategy: StrategyRequest::Auto,
-            bpf_log: false,
-            max_threads: maps::DEFAULT_MAX_THREADS,
-            max_processes: maps::DEFAULT_MAX_PROCESSES,
-        }
-    }
-}
-
-/// One process's kcmp calls.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct ProcessRow {
-    pub tgid: u32,
-    pub comm: String,
-    pub calls: u64,
-    pub errors: u64,
-    pub latency_sum_ns: u64,
-}
 
 /// An attached tracer. Dropping it detaches and unloads everything.
 pub struct Tracer {
@@ -87,19 +44,7 @@ pub struct Tracer {
     ebpf: Ebpf,
 }
 
-/// What the kernel counted for one attached program since it was loaded.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct HookCounters {
-    pub program: String,
-    pub target: String,
-    pub affects: Vec<Affects>,
-    /// Runs the kernel skipped: recursion misses, plus the probe's own misses for kprobes.
-    pub misses: u64,
-    pub run_time_ns: u64,
-    pub run_count: u64,
-}
-
-fn object() -> &'static [u8] {
+pub(crate) fn object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-probes"))
 }
 
@@ -273,7 +218,7 @@ impl Tracer {
 }
 
 /// The event ring of a loaded object, with the stages its flush program sends.
-fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
+pub(crate) fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
     let flush: &mut RawTracePoint = ebpf
         .program_mut(maps::FLUSH_PROGRAM)
         .context("flush program missing")?
@@ -295,7 +240,10 @@ fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
 }
 
 /// What the kernel says about a loaded program of `ebpf`.
-fn program_counters(ebpf: &Ebpf, program: &str) -> anyhow::Result<bpf_info::ProgramCounters> {
+pub(crate) fn program_counters(
+    ebpf: &Ebpf,
+    program: &str,
+) -> anyhow::Result<bpf_info::ProgramCounters> {
     let fd = ebpf
         .program(program)
         .with_context(|| format!("program {program} missing"))?
@@ -314,77 +262,6 @@ fn process_alive(tgid: u32) -> bool {
     unsafe {
         libc::kill(pid, 0) == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-}
-
-/// Keeps ordinary tasks off this thread's CPU while it reads maps.
-///
-/// A map lookup from userspace disables BPF instrumentation on its CPU (the kernel's
-/// bpf_prog_active) until it returns; on a preemptible kernel a reader preempted there
-/// makes every kprobe and tracepoint program on that CPU skip its runs, kcmp's included,
-/// until the reader runs again. At SCHED_FIFO priority 1 the reader can only be preempted
-/// by real-time tasks, never by a kcmp caller of an ordinary class. Without the privilege
-/// to change policy the reads go ahead as they are (and skipped runs are still counted).
-pub(crate) struct UnpreemptedReads(Option<(libc::c_int, libc::c_int)>);
-
-impl UnpreemptedReads {
-    pub(crate) fn enter() -> UnpreemptedReads {
-        let policy = sched::policy();
-        if policy < 0 || policy == libc::SCHED_FIFO {
-            return UnpreemptedReads(None);
-        }
-        match sched::priority() {
-            Some(priority) if sched::set(libc::SCHED_FIFO, 1) => {
-                UnpreemptedReads(Some((policy, priority)))
-            }
-            _ => UnpreemptedReads(None),
-        }
-    }
-}
-
-/// Whether this process's map reads can run unpreempted (SCHED_FIFO is allowed here, or
-/// the thread is real-time already).
-pub fn unpreempted_reads_possible() -> bool {
-    sched::policy() == libc::SCHED_FIFO || UnpreemptedReads::enter().0.is_some()
-}
-
-impl Drop for UnpreemptedReads {
-    fn drop(&mut self) {
-        if let Some((policy, priority)) = self.0 {
-            sched::set(policy, priority);
-        }
-    }
-}
-
-/// The calling thread's scheduling policy, through the syscalls themselves: musl's
-/// wrappers of them only return ENOSYS (POSIX means them per process, Linux per thread).
-mod sched {
-    use libc::{SYS_sched_getparam, SYS_sched_getscheduler, SYS_sched_setscheduler, c_int};
-
-    fn param(priority: c_int) -> libc::sched_param {
-        // SAFETY: sched_param is plain integers (more of them on musl); zero is valid.
-        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
-        param.sched_priority = priority;
-        param
-    }
-
-    /// -1 on error.
-    pub fn policy() -> c_int {
-        // SAFETY: pid 0 is the calling thread; no pointers.
-        unsafe { libc::syscall(SYS_sched_getscheduler, 0) as c_int }
-    }
-
-    pub fn priority() -> Option<c_int> {
-        let mut param = param(0);
-        // SAFETY: a valid, writable sched_param for the calling thread.
-        let ok = unsafe { libc::syscall(SYS_sched_getparam, 0, &raw mut param) } == 0;
-        ok.then_some(param.sched_priority)
-    }
-
-    pub fn set(policy: c_int, priority: c_int) -> bool {
-        let param = param(priority);
-        // SAFETY: a valid sched_param for the calling thread.
-        unsafe { libc::syscall(SYS_sched_setscheduler, 0, policy, &raw const param) == 0 }
     }
 }
 
@@ -419,38 +296,9 @@ fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
     Ok(links)
 }
 
-fn validate(config: &TraceConfig) -> Result<(), Error> {
-    let page = 4096;
-    if config.ring_bytes < page || !config.ring_bytes.is_power_of_two() {
-        return Err(Error::Usage(format!(
-            "ring buffer size must be a power of two of at least {page} bytes, got {}",
-            config.ring_bytes
-        )));
-    }
-    let mut tgids = config.tgids.clone();
-    tgids.sort_unstable();
-    tgids.dedup();
-    if tgids.len() > maps::MAX_TGID_FILTER as usize {
-        return Err(Error::Usage(format!(
-            "at most {} processes can be traced by pid, got {}",
-            maps::MAX_TGID_FILTER,
-            tgids.len()
-        )));
-    }
-    if let Some(comm) = &config.comm
-        && (comm.is_empty() || comm.len() >= COMM_LEN)
-    {
-        return Err(Error::Usage(format!(
-            "comm filter must be 1 to {} bytes (the kernel's comm length), got {comm:?}",
-            COMM_LEN - 1
-        )));
-    }
-    Ok(())
-}
-
 /// Loads the object, its programs reading comms straight from task_struct at
 /// `comm_offset` where the verifier allows that, else through bpf_get_current_comm().
-fn load(
+pub(crate) fn load(
     config: &TraceConfig,
     strategy: Strategy,
     series: bool,
@@ -678,7 +526,7 @@ fn preflight(mode: AttachMode) -> anyhow::Result<()> {
 }
 
 /// Loads (once) and attaches one program to one target.
-fn attach_program(
+pub(crate) fn attach_program(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     name: &str,
@@ -751,73 +599,4 @@ pub fn probe_direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
     let mut ebpf = load_with(&TraceConfig::default(), Strategy::Boundary, false, offset)?;
     direct_comm_verifies(&mut ebpf)?;
     Ok(offset)
-}
-
-/// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
-pub struct Floor {
-    /// (object, its program's name and target), one per hook.
-    objects: Vec<(Ebpf, &'static str, String)>,
-}
-
-impl Floor {
-    pub fn attach(plan: &Plan, caps: &probe::Capabilities) -> anyhow::Result<Floor> {
-        // One object per hook: an fentry program is bound to a single target at load time.
-        let btf = caps.kernel_btf.as_deref();
-        let objects = plan
-            .hooks
-            .iter()
-            .map(|hook| {
-                let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
-                    what: "the kcmp-trace eBPF object".into(),
-                    source: e.into(),
-                })?;
-                attach_program(&mut ebpf, btf, hook.noop, &hook.target)?;
-                Ok((ebpf, hook.noop, hook.target.clone()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Floor { objects })
-    }
-
-    /// What the kernel says about each do-nothing program: (program, its target, run time
-    /// and runs while BPF statistics are on, its image).
-    pub fn run_stats(
-        &self,
-    ) -> anyhow::Result<Vec<(&'static str, String, bpf_info::ProgramCounters)>> {
-        self.objects
-            .iter()
-            .map(|(ebpf, program, target)| {
-                Ok((*program, target.clone(), program_counters(ebpf, program)?))
-            })
-            .collect()
-    }
-}
-
-/// One program attached alone (a tracepoint: no kernel BTF), from an object loaded with a
-/// tracer's settings (globals, map sizes): a step of the bench's cost ladder.
-pub struct Solo {
-    ebpf: Ebpf,
-    program: &'static str,
-}
-
-impl Solo {
-    pub fn attach(
-        config: &TraceConfig,
-        caps: &probe::Capabilities,
-        program: &'static str,
-        target: &str,
-    ) -> anyhow::Result<Solo> {
-        probe::ensure_tracefs()?;
-        let mut ebpf = load(config, Strategy::Boundary, false, caps.task_comm_offset)?;
-        attach_program(&mut ebpf, None, program, target)?;
-        Ok(Solo { ebpf, program })
-    }
-
-    /// The event stream, for a reader to drain.
-    pub fn take_events(&mut self) -> anyhow::Result<EventStream> {
-        event_stream(&mut self.ebpf)
-    }
-
-    pub fn program_counters(&self) -> anyhow::Result<bpf_info::ProgramCounters> {
-        program_counters(&self.ebpf, self.program)
-    }
 }

@@ -33,7 +33,7 @@ use kcmp_trace_common::snapshot::Counters;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    loader::{HookCounters, ProcessRow},
+    readout::{HookCounters, ProcessRow},
     report::{Reading, Report},
     sinks::event::EventRecord,
     wire::WireCounters,

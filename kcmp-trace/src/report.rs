@@ -13,8 +13,8 @@ use kcmp_trace_common::{
 use serde::Serialize;
 
 use crate::{
-    loader::{HookCounters, ProcessRow},
     plan::Affects,
+    readout::{HookCounters, ProcessRow},
 };
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

@@ -10,8 +10,8 @@ use kcmp_trace_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    loader::{HookCounters, ProcessRow},
     plan::Plan,
+    readout::{HookCounters, ProcessRow},
     report::Report,
 };
 

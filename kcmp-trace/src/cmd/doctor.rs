@@ -5,10 +5,7 @@ use std::os::fd::AsFd as _;
 use serde::Serialize;
 
 use crate::{
-    cli::DoctorArgs,
-    loader::{TraceConfig, Tracer},
-    plan::Plan,
-    probe::Capabilities,
+    cli::DoctorArgs, config::TraceConfig, loader::Tracer, plan::Plan, probe::Capabilities,
 };
 
 #[derive(Serialize)]
@@ -92,7 +89,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         direct_comm,
         plan,
         loaded,
-        unpreempted_reads: crate::loader::unpreempted_reads_possible(),
+        unpreempted_reads: crate::unpreempted::unpreempted_reads_possible(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doctor)?);

@@ -8,8 +8,9 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     cli::EventsArgs,
+    config::TraceConfig,
     event_stream::Unflushed,
-    loader::{TraceConfig, Tracer},
+    loader::Tracer,
     report::{Missed, Report, missed_since},
     sinks::{
         event::{EventRecord, TEXT_HEADER, drain, text_line},

@@ -9,7 +9,7 @@ pub mod report;
 pub mod stress;
 pub mod watch;
 
-use crate::{cli::TraceArgs, loader::TraceConfig};
+use crate::{cli::TraceArgs, config::TraceConfig};
 
 impl TraceArgs {
     pub fn config(&self) -> TraceConfig {

@@ -9,8 +9,9 @@ use kcmp_trace_common::snapshot::Counters;
 use crate::{
     cli::WatchArgs,
     cmd::warn_unflushed,
+    config::TraceConfig,
     event_stream::EventStream,
-    loader::{TraceConfig, Tracer},
+    loader::Tracer,
     recording::{Header, KernelInfo, Recorder, Scope},
     report::{Reading, Report},
     sinks::{event::drain, table},

@@ -24,12 +24,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{
-    cli::ServeArgs,
-    error::Error,
-    loader::{TraceConfig, Tracer},
-    plan::Plan,
-};
+use crate::{cli::ServeArgs, config::TraceConfig, error::Error, loader::Tracer, plan::Plan};
 use comms::{CommCounts, CommTable};
 use events::Hub;
 use rejections::Rejections;

@@ -1,0 +1,84 @@
+//! What only `bench` attaches: do-nothing programs on a plan's hooks (the floor), and one
+//! program of the cost ladder alone.
+
+use aya::{Ebpf, EbpfLoader};
+use kcmp_trace_common::classify::Strategy;
+
+use crate::{
+    bpf_info,
+    config::TraceConfig,
+    error::Error,
+    event_stream::EventStream,
+    loader::{attach_program, event_stream, load, object, program_counters},
+    plan::Plan,
+    probe,
+};
+
+/// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
+pub struct Floor {
+    /// (object, its program's name and target), one per hook.
+    objects: Vec<(Ebpf, &'static str, String)>,
+}
+
+impl Floor {
+    pub fn attach(plan: &Plan, caps: &probe::Capabilities) -> anyhow::Result<Floor> {
+        // One object per hook: an fentry program is bound to a single target at load time.
+        let btf = caps.kernel_btf.as_deref();
+        let objects = plan
+            .hooks
+            .iter()
+            .map(|hook| {
+                let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
+                    what: "the kcmp-trace eBPF object".into(),
+                    source: e.into(),
+                })?;
+                attach_program(&mut ebpf, btf, hook.noop, &hook.target)?;
+                Ok((ebpf, hook.noop, hook.target.clone()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Floor { objects })
+    }
+
+    /// What the kernel says about each do-nothing program: (program, its target, run time
+    /// and runs while BPF statistics are on, its image).
+    pub fn run_stats(
+        &self,
+    ) -> anyhow::Result<Vec<(&'static str, String, bpf_info::ProgramCounters)>> {
+        self.objects
+            .iter()
+            .map(|(ebpf, program, target)| {
+                Ok((*program, target.clone(), program_counters(ebpf, program)?))
+            })
+            .collect()
+    }
+}
+
+/// One program attached alone (a tracepoint: no kernel BTF), from an object loaded with a
+/// tracer's settings (globals, map sizes): a step of the bench's cost ladder.
+pub struct Solo {
+    ebpf: Ebpf,
+    program: &'static str,
+}
+
+impl Solo {
+    pub fn attach(
+        config: &TraceConfig,
+        caps: &probe::Capabilities,
+        program: &'static str,
+        target: &str,
+    ) -> anyhow::Result<Solo> {
+        probe::ensure_tracefs()?;
+        let mut ebpf = load(config, Strategy::Boundary, false, caps.task_comm_offset)?;
+        attach_program(&mut ebpf, None, program, target)?;
+        Ok(Solo { ebpf, program })
+    }
+
+    /// The event stream, for a reader to drain.
+    pub fn take_events(&mut self) -> anyhow::Result<EventStream> {
+        event_stream(&mut self.ebpf)
+    }
+
+    pub fn program_counters(&self) -> anyhow::Result<bpf_info::ProgramCounters> {
+        program_counters(&self.ebpf, self.program)
+    }
+}
