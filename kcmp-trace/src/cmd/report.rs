@@ -7,11 +7,10 @@ use serde::Serialize;
 
 use crate::{
     cli::ReportArgs,
-    cmd::watch::JsonLine,
     error::Error,
     recording::{KernelInfo, Session},
     report::{CompareRow, Report, compare},
-    sinks::{plot, table},
+    sinks::{json::JsonLine, plot, table},
 };
 
 /// One side of `report A B --json`.

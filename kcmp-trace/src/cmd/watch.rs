@@ -2,8 +2,6 @@
 
 use std::{io::Write as _, time::Instant};
 
-use serde::Serialize;
-
 use kcmp_trace_common::snapshot::Counters;
 
 use crate::{
@@ -14,20 +12,8 @@ use crate::{
     loader::Tracer,
     recording::{Header, KernelInfo, Recorder, Scope},
     report::{Reading, Report},
-    sinks::{event::drain, table},
+    sinks::{event::drain, json::JsonLine, table},
 };
-
-/// One report of `watch --json` (and `report --json` of one recording, the total).
-#[derive(Serialize)]
-pub struct JsonLine<'a> {
-    /// "interval" for each report, "total" for the summary at exit.
-    pub scope: &'static str,
-    /// Seconds since attach (the daemon's, with --connect) at the end of this report, on the
-    /// same clock as `interval_s`.
-    pub elapsed_s: f64,
-    #[serde(flatten)]
-    pub report: &'a Report,
-}
 
 type EventRing = tokio::io::unix::AsyncFd<EventStream>;
 
