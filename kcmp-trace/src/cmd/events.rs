@@ -25,12 +25,12 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         ..args.trace.config()
     };
     let mut tracer = Tracer::start(&config)?;
-    let rt = crate::cmd::runtime()?;
+    let rt = crate::lifecycle::runtime()?;
     let mut shutdown = {
         let _rt = rt.enter();
-        crate::cmd::Shutdown::install()?
+        crate::lifecycle::Shutdown::install()?
     };
-    crate::cmd::announce(&tracer.plan);
+    crate::lifecycle::announce(&tracer.plan);
     // This thread reads the ring (the runtime has no other).
     // SAFETY: setpriority on the calling thread (Linux's nice is per thread).
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.reader_nice) } != 0 {
@@ -59,7 +59,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         let mut ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::Error::from(e.into_parts().1))
             .context("polling the ring buffer")?;
-        let until_deadline = crate::cmd::deadline(args.duration);
+        let until_deadline = crate::lifecycle::deadline(args.duration);
         tokio::pin!(until_deadline);
         let mut drop_check = tokio::time::interval(std::time::Duration::from_secs(1));
         // The kernel wakes this reader only past a backlog mark; below it, this timer

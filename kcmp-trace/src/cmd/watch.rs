@@ -92,10 +92,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
 
 /// `watch`, and with a recorder `record`: the same reports, also kept in a file.
 pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow::Result<()> {
-    let rt = crate::cmd::runtime()?;
+    let rt = crate::lifecycle::runtime()?;
     let mut shutdown = {
         let _rt = rt.enter();
-        crate::cmd::Shutdown::install()?
+        crate::lifecycle::Shutdown::install()?
     };
     let mut out = std::io::stdout().lock();
     let (source, ring) = match &args.connect {
@@ -130,7 +130,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 ..args.trace.config()
             };
             let mut tracer = Tracer::start(&config)?;
-            crate::cmd::announce(&tracer.plan);
+            crate::lifecycle::announce(&tracer.plan);
             if args.json {
                 writeln!(out, "{}", serde_json::json!({ "plan": &tracer.plan }))?;
             } else {
@@ -177,7 +177,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
         let mut reports = 0u64;
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
-        let until_deadline = crate::cmd::deadline(args.duration);
+        let until_deadline = crate::lifecycle::deadline(args.duration);
         tokio::pin!(until_deadline);
         // Below the ring's wakeup mark only this timer finds the events.
         let mut drain_tick = tokio::time::interval(std::time::Duration::from_millis(

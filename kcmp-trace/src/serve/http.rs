@@ -12,12 +12,12 @@ use axum::{
 };
 
 use super::{
-    AppState,
     conns::Peer,
     events::{Filter, Framing, Refused},
     metrics::{self, Sample},
     negotiate::Format,
     rejections::{Reason, Rejections},
+    state::AppState,
     webconfig::BasicAuth,
 };
 use crate::{

@@ -13,9 +13,11 @@ pub mod http;
 pub mod metrics;
 pub mod negotiate;
 pub mod rejections;
+pub mod state;
 pub mod webconfig;
 
 use std::{
+    net::SocketAddr,
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -24,35 +26,47 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{cli::ServeArgs, config::TraceConfig, error::Error, loader::Tracer, plan::Plan};
-use comms::{CommCounts, CommTable};
+use crate::{config::TraceConfig, error::Error, lifecycle::announce, loader::Tracer};
+use comms::CommTable;
 use events::Hub;
 use rejections::Rejections;
+use state::AppState;
 
 /// How long in-flight responses may take to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
 /// How often per-process totals are folded into the per-comm series.
 const COMM_REFRESH: Duration = Duration::from_secs(1);
 
-/// What every request handler sees.
-pub struct AppState {
-    pub tracer: Arc<Tracer>,
-    pub plan: Arc<Plan>,
-    pub started: Instant,
-    pub start_time_s: f64,
-    pub hub: Option<Arc<Hub>>,
-    pub rejections: Arc<Rejections>,
-    comms: Mutex<CommTable>,
-    pub kernel: String,
+/// What the daemon serves, where, and within which bounds: all `serve` needs to know.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub trace: TraceConfig,
+    /// The TCP address to serve on, if any.
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<UnixSocket>,
+    /// `/events` and `/api/v1/snapshot` over TCP without credentials.
+    pub tcp_per_call_data: bool,
+    /// TLS and basic auth (`--web.config.file`).
+    pub web_config_file: Option<PathBuf>,
+    /// Per-comm series kept, and how long an idle one stays.
+    pub top_comms: u16,
+    pub comm_series_ttl: Duration,
+    pub max_event_clients: usize,
+    pub max_event_clients_per_client: u16,
+    pub event_budget: events::Budget,
+    /// Nice value of the event thread.
+    pub reader_nice: i32,
+    pub max_connections: u16,
+    /// Keep the kernel's BPF run-time statistics on while serving.
+    pub bpf_stats: bool,
 }
 
-impl AppState {
-    pub fn comm_series(&self) -> Vec<(String, CommCounts)> {
-        self.comms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .series()
-    }
+/// A Unix socket to serve on, and who may connect to it.
+#[derive(Clone, Debug)]
+pub struct UnixSocket {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub group: Option<String>,
 }
 
 /// Where the daemon serves: TCP, a Unix socket, or both.
@@ -62,9 +76,9 @@ struct Listeners {
 }
 
 impl Listeners {
-    async fn bind(args: &ServeArgs) -> Result<Listeners, Error> {
+    async fn bind(config: &ServeConfig) -> Result<Listeners, Error> {
         let tcp =
-            match args.tcp() {
+            match config.tcp {
                 Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
                     |source| Error::Listen {
                         addr: addr.to_string(),
@@ -73,12 +87,12 @@ impl Listeners {
                 )?),
                 None => None,
             };
-        let unix = match &args.unix {
-            Some(path) => Some(
-                bind_unix(path, args.unix_mode, args.unix_group.as_deref())
-                    .map(|l| (l, path.clone()))
+        let unix = match &config.unix {
+            Some(socket) => Some(
+                bind_unix(&socket.path, socket.mode, socket.group.as_deref())
+                    .map(|l| (l, socket.path.clone()))
                     .map_err(|source| Error::Listen {
-                        addr: format!("unix:{}", path.display()),
+                        addr: format!("unix:{}", socket.path.display()),
                         source,
                     })?,
             ),
@@ -173,30 +187,27 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // Two HTTP workers, so one slow response never holds up a scrape; events run apart.
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The daemon's runtime: two HTTP workers, so one slow response never holds up a scrape;
+/// events and map reads run on threads of their own.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(2)
         .enable_all()
-        .build()?;
-    let result = rt.block_on(serve(args));
-    rt.shutdown_timeout(Duration::from_millis(200));
-    result
+        .build()?)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Handlers first: a SIGTERM during startup must still end in a clean exit.
-    let mut shutdown = crate::cmd::Shutdown::install()?;
+/// Attaches, serves until `shutdown` resolves, then detaches. Run it on [`runtime`].
+pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     conns::raise_open_files_limit();
-    let web = match &args.web_config_file {
+    let web = match &config.web_config_file {
         Some(path) => webconfig::WebConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?,
         None => webconfig::WebConfig {
             tls: None,
             auth: None,
         },
     };
-    if let Some(addr) = args.tcp().filter(|a| !a.ip().is_loopback()) {
+    if let Some(addr) = config.tcp.filter(|a| !a.ip().is_loopback()) {
         let missing = match (web.tls.is_some(), web.auth.is_some()) {
             (true, true) => None,
             (true, false) => Some("unauthenticated"),
@@ -206,7 +217,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(missing) = missing {
             eprintln!(
                 "kcmp-trace: WARNING: serving on {addr}, which is not loopback, {missing}: anyone who can reach it reads {}",
-                if args.tcp_per_call_data {
+                if config.tcp_per_call_data {
                     "every process's kcmp calls (pids, comms, fds) from /events and /api/v1/snapshot"
                 } else if web.auth.is_some() {
                     "what the credentials guard, if they can see them"
@@ -217,29 +228,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     // Fails before anything is attached when the address is taken.
-    let listeners = Listeners::bind(&args).await?;
+    let listeners = Listeners::bind(&config).await?;
 
-    let config = TraceConfig {
-        events: !args.no_events,
-        ring_bytes: args.ring_size,
-        ..args.trace.config()
-    };
-    let result = attach_and_serve(&args, config, web, listeners, &mut shutdown).await;
-    if let Some(path) = &args.unix {
-        let _ = std::fs::remove_file(path);
+    let result = attach_and_serve(&config, web, listeners, shutdown).await;
+    if let Some(socket) = &config.unix {
+        let _ = std::fs::remove_file(&socket.path);
     }
     result
 }
 
 async fn attach_and_serve(
-    args: &ServeArgs,
-    config: TraceConfig,
+    config: &ServeConfig,
     web: webconfig::WebConfig,
     listeners: Listeners,
-    shutdown: &mut crate::cmd::Shutdown,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // Held while serving: the kernel counts run time only while a holder is open.
-    let _bpf_stats = if args.bpf_stats {
+    let _bpf_stats = if config.bpf_stats {
         Some(
             aya::sys::enable_stats(aya::sys::Stats::RunTime)
                 .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?,
@@ -247,7 +252,7 @@ async fn attach_and_serve(
     } else {
         None
     };
-    let mut tracer = Tracer::start(&config)?;
+    let mut tracer = Tracer::start(&config.trace)?;
     // Loading parsed the kernel's BTF: hand that memory back, the daemon runs for long
     // (glibc keeps freed heap; musl's allocator returns it by itself).
     #[cfg(target_env = "gnu")]
@@ -261,12 +266,9 @@ async fn attach_and_serve(
     let tracer = Arc::new(tracer);
     let hub = ring.as_ref().map(|_| {
         Arc::new(Hub::new(
-            args.max_event_clients,
-            usize::from(args.max_event_clients_per_client),
-            events::Budget {
-                per_client: args.event_client_buffer.into(),
-                total: args.event_buffer_total.into(),
-            },
+            config.max_event_clients,
+            usize::from(config.max_event_clients_per_client),
+            config.event_budget,
         ))
     });
     let rejections = Arc::new(Rejections::default());
@@ -280,16 +282,16 @@ async fn attach_and_serve(
         hub: hub.clone(),
         rejections: rejections.clone(),
         comms: Mutex::new(CommTable::new(
-            usize::from(args.top_comms),
-            args.comm_series_ttl,
+            usize::from(config.top_comms),
+            config.comm_series_ttl,
         )),
         kernel: kernel_release(),
     });
-    crate::cmd::announce(&tracer.plan);
+    announce(&tracer.plan);
     let tcp_access = http::Access {
-        per_call_data: args.tcp_per_call_data,
+        per_call_data: config.tcp_per_call_data,
         auth: web.auth.clone(),
-        loopback_hosts_only: args.tcp().is_some_and(|a| a.ip().is_loopback()),
+        loopback_hosts_only: config.tcp.is_some_and(|a| a.ip().is_loopback()),
         rejections: rejections.clone(),
     };
     let unix_access = http::Access::owner(rejections.clone());
@@ -303,7 +305,7 @@ async fn attach_and_serve(
             ring,
             hub.clone(),
             tracer.clone(),
-            args.reader_nice,
+            config.reader_nice,
             stop_rx.clone(),
         )?),
         _ => None,
@@ -314,7 +316,7 @@ async fn attach_and_serve(
         tokio::spawn(async move { rejections.log_every_interval(stop).await })
     };
 
-    let max = args.max_connections;
+    let max = config.max_connections;
     let tcp = listeners.tcp.map(|l| {
         let app = http::router(state.clone(), tcp_access);
         let serving: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match web.tls {
@@ -366,7 +368,7 @@ async fn attach_and_serve(
     });
 
     let early = tokio::select! {
-        _ = shutdown.wait() => None,
+        () = shutdown => None,
         r = &mut server => Some(r),
     };
     log::info!("stopping");
