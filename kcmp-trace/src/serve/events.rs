@@ -30,10 +30,14 @@ use crate::{event_stream::EventStream, loader::Tracer, sinks::event::EventRecord
 
 /// Events read from the ring buffer before they are handed out under one lock.
 const BATCH: usize = 256;
+/// Values one client's filter may give, over all its keys: every event is checked against
+/// them.
+pub const MAX_FILTER_VALUES: usize = 64;
 
 /// Which events a client wants; every given key must match, any of a key's values may.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
+    /// Sorted, for a binary search per event.
     pids: Vec<u32>,
     comms: Vec<Vec<u8>>,
     types: Vec<u32>,
@@ -45,10 +49,17 @@ impl Filter {
     /// one line for an HTTP 400.
     pub fn parse(query: Option<&str>) -> Result<Filter, String> {
         let mut f = Filter::default();
+        let mut given = 0;
         for (key, values) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             for value in values.split(',') {
                 if value.is_empty() {
                     return Err(format!("{key}: empty value"));
+                }
+                given += 1;
+                if given > MAX_FILTER_VALUES {
+                    return Err(format!(
+                        "more than {MAX_FILTER_VALUES} filter values (pid, comm, type, outcome)"
+                    ));
                 }
                 match &*key {
                     "pid" => f.pids.push(
@@ -86,11 +97,13 @@ impl Filter {
                 }
             }
         }
+        f.pids.sort_unstable();
+        f.pids.dedup();
         Ok(f)
     }
 
     pub fn matches(&self, e: &Event) -> bool {
-        (self.pids.is_empty() || self.pids.contains(&e.tgid))
+        (self.pids.is_empty() || self.pids.binary_search(&e.tgid).is_ok())
             && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm_bytes(&e.comm)))
             && (self.types.is_empty() || self.types.contains(&type_slot(e.raw_type as u64)))
             && (self.outcomes.is_empty() || self.outcomes.contains(&e.outcome()))
@@ -587,6 +600,18 @@ mod tests {
             let err = Filter::parse(Some(bad)).unwrap_err();
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn a_filter_holds_a_bounded_number_of_values() {
+        let pids = |n: u32| (1..=n).map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        let most = format!("pid={}", pids(MAX_FILTER_VALUES as u32));
+        let f = Filter::parse(Some(&most)).unwrap();
+        assert!(f.matches(&event(MAX_FILTER_VALUES as u32, "a", 0, Outcome::Fast)));
+        assert!(!f.matches(&event(MAX_FILTER_VALUES as u32 + 1, "a", 0, Outcome::Fast)));
+        let over = format!("{most}&comm=a");
+        let err = Filter::parse(Some(&over)).unwrap_err();
+        assert!(err.starts_with("more than 64 filter values"), "{err}");
     }
 
     /// Bytes of one event's NDJSON line.

@@ -383,7 +383,7 @@ mod tests {
             path: PathBuf::from(name),
             header: Header::new(KernelInfo::from_plan(&plan, None), plan, 1.0, 5),
             baseline: Reading::attach(),
-            intervals: vec![at(1.0, half)],
+            intervals: vec![(1.0, at(1.0, half).report_since(&Reading::attach(), 5).0)],
             last: at(2.0, counters),
             complete: true,
             events: 0,
