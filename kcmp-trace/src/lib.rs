@@ -20,6 +20,7 @@ pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod event_stream;
+pub mod exited;
 pub mod lifecycle;
 pub mod loader;
 pub mod plan;

@@ -21,6 +21,7 @@ use crate::{
     config::{TraceConfig, validate},
     error::Error,
     event_stream::EventStream,
+    exited::Exited,
     plan::{AttachMode, Hook, Plan, Role, accuracy, candidates, hook_mode, program_for, roles},
     probe,
     readout::{HookCounters, ProcessRow},
@@ -31,8 +32,10 @@ use crate::{
 pub struct Tracer {
     pub plan: Plan,
     counters: PerCpuArray<MapData, Counters>,
-    /// Per-process totals; removing exited processes needs the map mutably.
+    /// Per-process totals; removing exited processes needs the map mutably. Their final
+    /// totals move to `exited` first (taken under this lock, then `exited`'s).
     processes: Mutex<HashMap<MapData, u32, ProcessTotals>>,
+    exited: Mutex<Exited>,
     max_processes: u32,
     events: Option<EventStream>,
     /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
@@ -129,6 +132,7 @@ impl Tracer {
             plan,
             counters,
             processes,
+            exited: Mutex::new(Exited::new(config.max_processes as usize)),
             max_processes: config.max_processes,
             events,
             probe_links,
@@ -178,37 +182,48 @@ impl Tracer {
         program_counters(&self.ebpf, program)
     }
 
-    /// Per-process totals, busiest first.
+    /// Per-process totals, busiest first: the live processes' and those of processes that
+    /// exited (see [`Exited`]), the same for every reader.
     ///
-    /// Once the map is half full, processes that have exited are removed from it after this
-    /// read, which still returns them: each process's final totals are seen once, and the
-    /// map keeps room for live ones. (A removed tgid reused at once by a new process could
-    /// lose that process's first calls; tgids are reused only after the pid space wraps.)
+    /// Once the map is half full, processes that have exited are removed from it to keep
+    /// room for live ones, their final totals folded into the exited table first. (A removed
+    /// tgid reused at once by a new process could lose that process's first calls; tgids are
+    /// reused only after the pid space wraps.)
     pub fn processes(&self) -> anyhow::Result<Vec<ProcessRow>> {
         let mut map = self.processes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows = Vec::new();
+        let mut live = Vec::new();
         {
             let _fifo = UnpreemptedReads::enter();
             for entry in map.iter() {
                 let (tgid, t) = entry.context("reading PROCESSES")?;
-                rows.push(ProcessRow {
-                    tgid,
-                    comm: String::from_utf8_lossy(comm_bytes(&t.comm)).into_owned(),
-                    calls: t.calls,
-                    errors: t.errors,
-                    latency_sum_ns: t.latency_sum_ns,
-                });
+                live.push(process_row(tgid, &t));
             }
         }
-        if rows.len() as u64 * 2 >= u64::from(self.max_processes) {
-            for row in rows.iter().filter(|r| !process_alive(r.tgid)) {
-                // Gone already (another reader removed it) is fine.
-                let _ = map.remove(&row.tgid);
+        let mut exited = self.exited.lock().unwrap_or_else(|e| e.into_inner());
+        if live.len() as u64 * 2 >= u64::from(self.max_processes) {
+            let dead: Vec<u32> = live
+                .iter()
+                .map(|r| r.tgid)
+                .filter(|&tgid| !process_alive(tgid))
+                .collect();
+            let mut removed = std::collections::BTreeSet::new();
+            for tgid in dead {
+                // Read again: a call it made after the walk above is in its final totals.
+                let last = {
+                    let _fifo = UnpreemptedReads::enter();
+                    map.get(&tgid, 0)
+                };
+                // Not removed (nor readable): it stays a live row, counted once.
+                if let Ok(last) = last
+                    && map.remove(&tgid).is_ok()
+                {
+                    exited.fold(process_row(tgid, &last));
+                    removed.insert(tgid);
+                }
             }
+            live.retain(|r| !removed.contains(&r.tgid));
         }
-        rows.retain(|r| r.calls > 0);
-        rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
-        Ok(rows)
+        Ok(exited.merged(live))
     }
 
     /// The per-call event stream (only when the config asked for events).
@@ -250,6 +265,16 @@ pub(crate) fn program_counters(
         .fd()
         .context("program descriptor")?;
     bpf_info::program_counters(fd.as_fd()).with_context(|| format!("reading {program}'s counters"))
+}
+
+fn process_row(tgid: u32, t: &ProcessTotals) -> ProcessRow {
+    ProcessRow {
+        tgid,
+        comm: String::from_utf8_lossy(comm_bytes(&t.comm)).into_owned(),
+        calls: t.calls,
+        errors: t.errors,
+        latency_sum_ns: t.latency_sum_ns,
+    }
 }
 
 /// Whether a process with this tgid exists (zombies included: their totals are final, but

@@ -38,6 +38,21 @@ pub struct ProcessRow {
     pub latency_sum_ns: u64,
 }
 
+impl ProcessRow {
+    /// Adds a later row of the same tgid: its totals, and its comm (the latest name).
+    pub fn add(&mut self, later: ProcessRow) {
+        self.calls += later.calls;
+        self.errors += later.errors;
+        self.latency_sum_ns += later.latency_sum_ns;
+        self.comm = later.comm;
+    }
+
+    /// Busiest first; equal ones by tgid.
+    pub fn sort_busiest_first(rows: &mut [ProcessRow]) {
+        rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
+    }
+}
+
 /// What the kernel counted for one attached program since it was loaded.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HookCounters {

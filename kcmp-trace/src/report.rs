@@ -392,7 +392,7 @@ pub fn process_deltas(now: &[ProcessRow], before: &[ProcessRow], k: usize) -> Ve
             })
         })
         .collect();
-    rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
+    ProcessRow::sort_busiest_first(&mut rows);
     rows.truncate(k);
     rows
 }
