@@ -8,29 +8,25 @@ use crate::{
     cli::WatchArgs,
     cmd::warn_unflushed,
     config::TraceConfig,
-    event_stream::EventStream,
+    event_stream::EventReader,
     loader::Tracer,
     recording::{Header, KernelInfo, Recorder, Scope},
     report::{Reading, Report},
-    sinks::{event::drain, json::JsonLine, table},
+    sinks::{event::EventRecord, json::JsonLine, table},
 };
 
-type EventRing = tokio::io::unix::AsyncFd<EventStream>;
-
-/// Resolves when the ring buffer has events past its wakeup mark; never without a ring.
-async fn ring_ready(
-    ring: &mut Option<EventRing>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, EventStream>> {
-    match ring {
-        Some(ring) => ring.readable_mut().await,
+/// Resolves when the reader may have events; never without a reader.
+async fn events_ready(events: &mut Option<EventReader>) -> anyhow::Result<()> {
+    match events {
+        Some(events) => events.ready().await,
         None => std::future::pending().await,
     }
 }
 
-/// Moves every event the ring holds into the recording.
-fn drain_into(ring: &mut EventStream, recorder: &mut Option<Recorder>) -> anyhow::Result<()> {
+/// Moves every event the reader holds into the recording.
+fn drain_into(events: &mut EventReader, recorder: &mut Option<Recorder>) -> anyhow::Result<()> {
     if let Some(recorder) = recorder {
-        drain(ring, &mut 0, u64::MAX, |e| recorder.event(e))?;
+        events.drain(u64::MAX, |e| recorder.event(&EventRecord::from(e)))?;
         recorder.flush()?;
     }
     Ok(())
@@ -156,16 +152,9 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
         }
     };
     out.flush()?;
-    let mut ring = match ring {
-        Some(ring) => {
-            let _rt = rt.enter();
-            // SAFETY: the ring buffer owns its fd and outlives the registration (both are
-            // dropped together).
-            let ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
-                .map_err(|e| anyhow::Error::from(e.into_parts().1))?;
-            Some(ring)
-        }
-        None => None,
+    let mut events = {
+        let _rt = rt.enter();
+        ring.map(EventReader::new).transpose()?
     };
 
     let (first, last) = rt.block_on(async {
@@ -179,25 +168,13 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
         let until_deadline = crate::lifecycle::deadline(args.duration);
         tokio::pin!(until_deadline);
-        // Below the ring's wakeup mark only this timer finds the events.
-        let mut drain_tick = tokio::time::interval(std::time::Duration::from_millis(
-            kcmp_trace_common::maps::EVENT_DRAIN_MS,
-        ));
-        let recording_events = ring.is_some();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                guard = ring_ready(&mut ring) => {
-                    let mut guard = guard?;
-                    // Cleared before draining: a wakeup during the drain must count.
-                    guard.clear_ready();
-                    drain_into(guard.get_inner_mut(), &mut recorder)?;
-                    continue;
-                }
-                _ = drain_tick.tick(), if recording_events => {
-                    if let Some(ring) = &mut ring {
-                        ring.get_mut().flush()?;
-                        drain_into(ring.get_mut(), &mut recorder)?;
+                ready = events_ready(&mut events) => {
+                    ready?;
+                    if let Some(events) = &mut events {
+                        drain_into(events, &mut recorder)?;
                     }
                     continue;
                 }
@@ -226,9 +203,9 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             _ = shutdown.wait() => return Err(source.stopped_waiting()),
         };
         // Every call counted in the total has its event in the ring or a stage by now.
-        if let Some(ring) = &mut ring {
-            let left = ring.get_mut().flush_all()?;
-            drain_into(ring.get_mut(), &mut recorder)?;
+        if let Some(events) = &mut events {
+            let left = events.flush_all()?;
+            drain_into(events, &mut recorder)?;
             warn_unflushed(&left);
         }
         if let Some(recorder) = &mut recorder {

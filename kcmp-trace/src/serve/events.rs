@@ -20,13 +20,14 @@ use kcmp_trace_common::{
     maps::misc,
     outcome::Outcome,
 };
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::{Notify, mpsc, watch},
-};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::conns::Peer;
-use crate::{event_stream::EventStream, loader::Tracer, sinks::event::EventRecord};
+use crate::{
+    event_stream::{EventReader, EventStream},
+    loader::Tracer,
+    sinks::event::EventRecord,
+};
 
 /// Events read from the ring buffer before they are handed out under one lock.
 const BATCH: usize = 256;
@@ -476,18 +477,8 @@ pub async fn pump(
     tracer: Arc<Tracer>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer, so the fd
-    // stays open and the same for the registration's whole life.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::Error::from(e.into_parts().1))
-        .context("polling the event ring buffer")?;
+    let mut ring = EventReader::new(ring)?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    // The kernel wakes this reader only once the ring fills past a mark; below it, events
-    // (and clients that left) are found on this timer.
-    let mut drain_tick = tokio::time::interval(Duration::from_millis(
-        kcmp_trace_common::maps::EVENT_DRAIN_MS,
-    ));
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ring_drops = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let report_ring_drops = |seen: &mut u64| {
@@ -504,19 +495,13 @@ pub async fn pump(
     loop {
         tokio::select! {
             _ = std::future::ready(()), if more => {
-                more = !drain(ring.get_mut(), &mut batch, &hub);
+                more = !drain(&mut ring, &mut batch, &hub);
             }
-            guard = ring.readable_mut(), if !more => {
-                let mut guard = guard?;
-                // Cleared before draining: the kernel wakes this reader only when the
-                // backlog crosses its mark, so a wakeup during the drain must count.
-                guard.clear_ready();
-                more = !drain(guard.get_inner_mut(), &mut batch, &hub);
-            }
-            // Also forgets clients that left, so their slots free up with no event at all.
-            _ = drain_tick.tick() => {
-                ring.get_mut().flush()?;
-                more = !drain(ring.get_mut(), &mut batch, &hub);
+            // At least every drain tick: also forgets clients that left, so their slots
+            // free up with no event at all.
+            ready = ring.ready(), if !more => {
+                ready?;
+                more = !drain(&mut ring, &mut batch, &hub);
             }
             _ = tick.tick() => report_ring_drops(&mut ring_drops),
             _ = stop.changed() => break,
@@ -524,8 +509,8 @@ pub async fn pump(
         // Yield between batches so a flood of events cannot starve HTTP on this worker.
         tokio::task::yield_now().await;
     }
-    let left = ring.get_mut().flush_all()?;
-    while !drain(ring.get_mut(), &mut batch, &hub) {}
+    let left = ring.flush_all()?;
+    while !drain(&mut ring, &mut batch, &hub) {}
     if left.total() != 0 {
         log::warn!(
             "{} events were still staged in the kernel at shutdown and were not streamed",
@@ -538,9 +523,9 @@ pub async fn pump(
 }
 
 /// Reads about one batch (whole ring records); true when the ring is empty.
-fn drain(ring: &mut EventStream, batch: &mut Vec<Event>, hub: &Hub) -> bool {
+fn drain(ring: &mut EventReader, batch: &mut Vec<Event>, hub: &Hub) -> bool {
     batch.clear();
-    let Ok(n) = ring.read::<Infallible>(BATCH as u64, |event| {
+    let Ok(n) = ring.drain::<Infallible>(BATCH as u64, |event| {
         batch.push(*event);
         Ok(())
     });

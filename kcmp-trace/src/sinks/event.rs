@@ -6,10 +6,7 @@ use kcmp_trace_common::{
 };
 use std::borrow::Cow;
 
-use crate::{
-    event_stream::EventStream,
-    readout::{EpollSlotRecord, result_name},
-};
+use crate::readout::{EpollSlotRecord, result_name};
 
 use serde::Serialize;
 
@@ -42,25 +39,6 @@ pub struct EventRecord<'a> {
     pub writer_tgid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_comm: Option<Cow<'a, str>>,
-}
-
-/// Reads the events the stream holds, until it is empty or `*delivered` reaches `limit`,
-/// handing each to `emit`.
-pub fn drain(
-    stream: &mut EventStream,
-    delivered: &mut u64,
-    limit: u64,
-    mut emit: impl FnMut(&EventRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    stream.read::<anyhow::Error>(limit.saturating_sub(*delivered), |event| {
-        // The stream hands over whole records: events past the limit are not shown.
-        if *delivered < limit {
-            emit(&EventRecord::from(event))?;
-            *delivered += 1;
-        }
-        Ok(())
-    })?;
-    Ok(())
 }
 
 impl<'a> From<&'a Event> for EventRecord<'a> {
