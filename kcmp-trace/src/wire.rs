@@ -102,9 +102,9 @@ pub struct SnapshotOut<'a> {
     pub report: Report,
     pub counters: WireCounters,
     /// Every process seen, busiest first.
-    pub processes: Vec<ProcessRow>,
+    pub processes: &'a [ProcessRow],
     /// What the kernel counted for each attached program (skipped runs, run time).
-    pub programs: Vec<HookCounters>,
+    pub programs: &'a [HookCounters],
 }
 
 /// What a client reads back.

@@ -22,10 +22,9 @@ use kcmp_trace_common::{
 };
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::conns::Peer;
+use super::{conns::Peer, reads::Reads};
 use crate::{
     event_stream::{EventReader, EventStream},
-    loader::Tracer,
     sinks::event::EventRecord,
 };
 
@@ -432,7 +431,7 @@ fn client_stream(
 pub fn spawn_pump(
     ring: EventStream,
     hub: Arc<Hub>,
-    tracer: Arc<Tracer>,
+    reads: Reads,
     nice: i32,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
@@ -455,7 +454,7 @@ pub fn spawn_pump(
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(pump(ring, hub, tracer, stop)));
+                .and_then(|rt| rt.block_on(pump(ring, hub, reads, stop)));
             let _ = done_tx.send(result);
         })
         .context("starting the event thread")?;
@@ -474,16 +473,16 @@ impl Drop for CloseOnDrop {
 pub async fn pump(
     ring: EventStream,
     hub: Arc<Hub>,
-    tracer: Arc<Tracer>,
+    reads: Reads,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut ring = EventReader::new(ring)?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ring_drops = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
-    let report_ring_drops = |seen: &mut u64| {
-        if let Ok(c) = tracer.counters() {
-            let now = c.misc[misc::EVENTS_DROPPED];
+    let report_ring_drops = async |seen: &mut u64| {
+        if let Ok(snapshot) = reads.fresh(false).await {
+            let now = snapshot.counters.misc[misc::EVENTS_DROPPED];
             if now > *seen {
                 hub.ring_dropped(now - *seen);
                 *seen = now;
@@ -503,7 +502,7 @@ pub async fn pump(
                 ready?;
                 more = !drain(&mut ring, &mut batch, &hub);
             }
-            _ = tick.tick() => report_ring_drops(&mut ring_drops),
+            _ = tick.tick() => report_ring_drops(&mut ring_drops).await,
             _ = stop.changed() => break,
         }
         // Yield between batches so a flood of events cannot starve HTTP on this worker.
@@ -517,7 +516,7 @@ pub async fn pump(
             left.total()
         );
     }
-    report_ring_drops(&mut ring_drops);
+    report_ring_drops(&mut ring_drops).await;
     hub.close();
     Ok(())
 }

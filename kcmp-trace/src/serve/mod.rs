@@ -1,10 +1,12 @@
-//! `kcmp-trace serve`: attach once, aggregate continuously, answer over HTTP.
+//! `kcmp-trace serve`: attach once, aggregate continuously, answer over HTTP. It takes a
+//! [`ServeConfig`] and a shutdown future; the command line is `cmd::serve`'s.
 //!
-//! [`metrics`] encodes `/metrics` (in the format [`negotiate`] picks, with the per-comm
-//! series of [`comms`]), [`events`] fans per-call events out to `/events` clients,
-//! [`http`] routes and guards (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`]
-//! accepts connections within bounds, [`webconfig`] reads TLS and basic auth settings, and
-//! [`rejections`] counts what is turned away.
+//! [`reads`] is the one reader of the tracer's maps, [`metrics`] encodes `/metrics` (in the
+//! format [`negotiate`] picks, with the per-comm series of [`comms`]), [`events`] fans
+//! per-call events out to `/events` clients, [`http`] routes and guards what handlers see
+//! in [`state`] (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`] accepts
+//! connections within bounds, [`webconfig`] reads TLS and basic auth settings and checks
+//! credentials, and [`rejections`] counts what is turned away.
 
 pub mod comms;
 pub mod conns;
@@ -12,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod negotiate;
+pub mod reads;
 pub mod rejections;
 pub mod state;
 pub mod webconfig;
@@ -29,13 +32,15 @@ use tokio::sync::watch;
 use crate::{config::TraceConfig, error::Error, lifecycle::announce, loader::Tracer};
 use comms::CommTable;
 use events::Hub;
+use reads::Reads;
 use rejections::Rejections;
 use state::AppState;
+use webconfig::CredentialChecks;
 
 /// How long in-flight responses may take to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
-/// How often per-process totals are folded into the per-comm series.
-const COMM_REFRESH: Duration = Duration::from_secs(1);
+/// Threads that serve HTTP: two, so one slow response never holds up a scrape.
+const HTTP_WORKERS: usize = 2;
 
 /// What the daemon serves, where, and within which bounds: all `serve` needs to know.
 #[derive(Clone, Debug)]
@@ -187,11 +192,11 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// The daemon's runtime: two HTTP workers, so one slow response never holds up a scrape;
-/// events and map reads run on threads of their own.
+/// The daemon's runtime: [`HTTP_WORKERS`] workers; events and map reads run on threads of
+/// their own.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(HTTP_WORKERS)
         .max_blocking_threads(2)
         .enable_all()
         .build()?)
@@ -263,7 +268,12 @@ async fn attach_and_serve(
     let started = Instant::now();
     let ring = tracer.take_events();
     let plan = Arc::new(tracer.plan.clone());
-    let tracer = Arc::new(tracer);
+    let comms = Arc::new(Mutex::new(CommTable::new(
+        usize::from(config.top_comms),
+        config.comm_series_ttl,
+    )));
+    // From here on, only the reader touches the tracer's maps.
+    let (reads, reader_ended) = Reads::start(tracer, comms.clone())?;
     let hub = ring.as_ref().map(|_| {
         Arc::new(Hub::new(
             config.max_event_clients,
@@ -273,44 +283,45 @@ async fn attach_and_serve(
     });
     let rejections = Arc::new(Rejections::default());
     let state = Arc::new(AppState {
-        tracer: tracer.clone(),
-        plan,
+        reads: reads.clone(),
+        plan: plan.clone(),
         started,
         start_time_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
         hub: hub.clone(),
         rejections: rejections.clone(),
-        comms: Mutex::new(CommTable::new(
-            usize::from(config.top_comms),
-            config.comm_series_ttl,
-        )),
+        comms,
         kernel: kernel_release(),
+        encoders: tokio::sync::Semaphore::new(HTTP_WORKERS),
     });
-    announce(&tracer.plan);
+    announce(&plan);
+    let credentials = match &web.auth {
+        Some(auth) => Some(CredentialChecks::start(auth.clone())?),
+        None => None,
+    };
     let tcp_access = http::Access {
         per_call_data: config.tcp_per_call_data,
-        auth: web.auth.clone(),
+        credentials,
         loopback_hosts_only: config.tcp.is_some_and(|a| a.ip().is_loopback()),
         rejections: rejections.clone(),
     };
     let unix_access = http::Access::owner(rejections.clone());
     let where_ = listeners.describe(&tcp_access, web.tls.is_some(), &unix_access);
     eprintln!("kcmp-trace: serving {where_}");
-    log::info!("listening on {where_}, mode {}", tracer.plan.mode.name());
+    log::info!("listening on {where_}, mode {}", plan.mode.name());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pump = match (ring, &hub) {
         (Some(ring), Some(hub)) => Some(events::spawn_pump(
             ring,
             hub.clone(),
-            tracer.clone(),
+            reads.clone(),
             config.reader_nice,
             stop_rx.clone(),
         )?),
         _ => None,
     };
-    let refresher = tokio::spawn(refresh_comms(state.clone(), stop_rx.clone()));
     let rejections_log = {
         let (rejections, stop) = (rejections.clone(), stop_rx.clone());
         tokio::spawn(async move { rejections.log_every_interval(stop).await })
@@ -393,40 +404,11 @@ async fn attach_and_serve(
             Err(_) => log::warn!("event stream did not stop in time"),
         }
     }
-    let _ = refresher.await;
     let _ = rejections_log.await;
-    drop(state);
-    // The last reference detaches the programs.
-    drop(tracer);
-    served.map_err(|e| anyhow::anyhow!("server task: {e}"))
-}
-
-/// Folds per-process totals into the per-comm series, off the request path.
-async fn refresh_comms(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(COMM_REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let tracer = state.tracer.clone();
-        // Walking the per-thread table is a syscall per entry: keep it off the workers.
-        let rows = match tokio::task::spawn_blocking(move || tracer.processes()).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                log::warn!("reading per-process totals: {}", crate::error::one_line(&e));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let now = Instant::now();
-        state
-            .comms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(&rows, now - last, now);
-        last = now;
+    // The reader drops the tracer, which detaches the programs.
+    reads.stop();
+    if tokio::time::timeout(DRAIN, reader_ended).await.is_err() {
+        log::warn!("the map reader did not stop in time");
     }
+    served.map_err(|e| anyhow::anyhow!("server task: {e}"))
 }
