@@ -31,6 +31,8 @@ use crate::{
 /// An attached tracer. Dropping it detaches and unloads everything.
 pub struct Tracer {
     pub plan: Plan,
+    /// The release of the kernel it is attached to (`uname -r`).
+    pub kernel_release: String,
     counters: PerCpuArray<MapData, Counters>,
     /// Per-process totals; removing exited processes needs the map mutably. Their final
     /// totals move to `exited` first (taken under this lock, then `exited`'s).
@@ -130,6 +132,7 @@ impl Tracer {
         };
         Ok(Tracer {
             plan,
+            kernel_release: caps.kernel.clone(),
             counters,
             processes,
             exited: Mutex::new(Exited::new(config.max_processes as usize)),
@@ -384,11 +387,10 @@ fn load_with(
         )
         .override_global(globals::STRATEGY, &(strategy as u8), true)
         .override_global(globals::SERIES, &u8::from(series), true)
-        .override_global(
-            "AYA_LOG_LEVEL",
-            &if config.bpf_log { 0xffu8 } else { 0 },
-            false,
-        )
+        // aya-log's own name for the level its programs check (aya-log-ebpf documents
+        // setting it before load), which must exist: a rename would fail the load, not
+        // silence the logs.
+        .override_global(aya_log::LEVEL, &bpf_log_level(config.bpf_log), true)
         .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
         .map_max_entries(maps::THREADS_MAP, config.max_threads)
         .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
@@ -409,6 +411,12 @@ fn load_with(
         }
     }
     Ok(ebpf)
+}
+
+/// The highest level the programs log at: every record with `--bpf-log`, none without
+/// (0 is below aya-log's lowest level, Error).
+fn bpf_log_level(on: bool) -> u8 {
+    if on { aya_log::Level::Trace as u8 } else { 0 }
 }
 
 /// Loads the object for one (mode, strategy) and attaches every hook it needs.

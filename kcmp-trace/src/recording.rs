@@ -53,7 +53,7 @@ pub struct Header {
     pub version: u32,
     /// When the session started (RFC 3339, UTC).
     pub started: String,
-    pub kernel: KernelInfo,
+    pub kernel: RecordedKernel,
     /// The plan: attach mode, strategy, hooks, which numbers are exact or inferred.
     pub plan: serde_json::Value,
     /// Time between readings.
@@ -64,7 +64,7 @@ pub struct Header {
 
 /// The kernel a session ran on.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct KernelInfo {
+pub struct RecordedKernel {
     /// `uname -r`; absent when the numbers came from a daemon (`--connect`), whose kernel
     /// may be another machine's.
     pub release: Option<String>,
@@ -74,10 +74,10 @@ pub struct KernelInfo {
     pub series: bool,
 }
 
-impl KernelInfo {
+impl RecordedKernel {
     /// What the plan (as JSON, ours or a daemon's) says about its kernel.
-    pub fn from_plan(plan: &serde_json::Value, release: Option<String>) -> KernelInfo {
-        KernelInfo {
+    pub fn from_plan(plan: &serde_json::Value, release: Option<String>) -> RecordedKernel {
+        RecordedKernel {
             release,
             preemption: plan["preemption"]["model"]
                 .as_str()
@@ -89,7 +89,12 @@ impl KernelInfo {
 }
 
 impl Header {
-    pub fn new(kernel: KernelInfo, plan: serde_json::Value, interval_s: f64, top: usize) -> Self {
+    pub fn new(
+        kernel: RecordedKernel,
+        plan: serde_json::Value,
+        interval_s: f64,
+        top: usize,
+    ) -> Self {
         Header {
             format: FORMAT.to_owned(),
             version: VERSION,
@@ -450,7 +455,7 @@ mod tests {
     fn header() -> Header {
         let plan = serde_json::json!({"mode": "fentry", "strategy": "direct", "series": true,
             "preemption": {"model": "voluntary"}});
-        let kernel = KernelInfo::from_plan(&plan, Some("6.12.117".into()));
+        let kernel = RecordedKernel::from_plan(&plan, Some("6.12.117".into()));
         Header::new(kernel, plan, 1.0, 5)
     }
 

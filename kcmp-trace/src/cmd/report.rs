@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     cli::ReportArgs,
     error::Error,
-    recording::{KernelInfo, Session},
+    recording::{RecordedKernel, Session},
     report::{CompareRow, Report, compare},
     sinks::{json::JsonLine, plot, table},
 };
@@ -17,7 +17,7 @@ use crate::{
 #[derive(Serialize)]
 struct SideJson<'a> {
     file: String,
-    kernel: &'a KernelInfo,
+    kernel: &'a RecordedKernel,
     /// Attach mode and strategy ("kprobe/direct").
     attach: String,
     /// The session ended with its total (was not cut short).

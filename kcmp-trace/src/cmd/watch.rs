@@ -10,7 +10,7 @@ use crate::{
     config::TraceConfig,
     event_stream::EventReader,
     loader::Tracer,
-    recording::{Header, KernelInfo, Recorder, Scope},
+    recording::{Header, RecordedKernel, Recorder, Scope},
     report::{Reading, Report},
     sinks::{event::EventRecord, json::JsonLine, table},
 };
@@ -114,7 +114,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 writeln!(out, "attach: {mode}")?;
             }
             if let Some(recorder) = &mut recorder {
-                let kernel = KernelInfo::from_plan(&first.plan, None);
+                let kernel = RecordedKernel::from_plan(&first.plan, None);
                 let header = Header::new(kernel, first.plan, args.interval.as_secs_f64(), args.top);
                 recorder.header(&header)?;
             }
@@ -136,10 +136,8 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             }
             if let Some(recorder) = &mut recorder {
                 let plan = serde_json::to_value(&tracer.plan)?;
-                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                    .ok()
-                    .map(|r| r.trim().to_owned());
-                let kernel = KernelInfo::from_plan(&plan, release);
+                let release = Some(tracer.kernel_release.clone()).filter(|r| !r.is_empty());
+                let kernel = RecordedKernel::from_plan(&plan, release);
                 recorder.header(&Header::new(
                     kernel,
                     plan,

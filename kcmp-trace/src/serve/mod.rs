@@ -186,12 +186,6 @@ fn group_id(group: &str) -> std::io::Result<u32> {
     Ok(unsafe { (*entry).gr_gid })
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// The daemon's runtime: [`HTTP_WORKERS`] workers; events and map reads run on threads of
 /// their own.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -268,6 +262,7 @@ async fn attach_and_serve(
     let started = Instant::now();
     let ring = tracer.take_events();
     let plan = Arc::new(tracer.plan.clone());
+    let kernel_release = tracer.kernel_release.clone();
     let comms = Arc::new(Mutex::new(CommTable::new(
         usize::from(config.top_comms),
         config.comm_series_ttl,
@@ -292,7 +287,7 @@ async fn attach_and_serve(
         hub: hub.clone(),
         rejections: rejections.clone(),
         comms,
-        kernel: kernel_release(),
+        kernel: kernel_release,
         encoders: tokio::sync::Semaphore::new(HTTP_WORKERS),
     });
     announce(&plan);
