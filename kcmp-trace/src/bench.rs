@@ -123,7 +123,7 @@ pub struct ProgramCost {
 }
 
 /// One component of the kcmp programs' work, as a program of the cost ladder does it alone
-/// (kcmp-trace-ebpf/src/cost.rs).
+/// (kcmp-trace-ebpf/src/cost.rs, and support.rs's comm_read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
@@ -174,7 +174,7 @@ impl Step {
             Step::Thread => "cost_thread",
             Step::Totals => "cost_totals",
             Step::Counters => "cost_counters",
-            Step::Comm => "cost_comm",
+            Step::Comm => "comm_read",
             Step::Event => "cost_event",
         }
     }

@@ -1,18 +1,25 @@
-//! What only `bench` attaches: do-nothing programs on a plan's hooks (the floor), and one
-//! program of the cost ladder alone.
+//! What only `bench` attaches, from the bench's own eBPF object: do-nothing programs on a
+//! plan's hooks (the floor), and one program of the cost ladder alone.
 
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 use kcmp_trace_common::classify::Strategy;
 
 use crate::{
     bpf_info,
     config::TraceConfig,
-    error::Error,
     event_stream::EventStream,
-    loader::{attach_program, event_stream, load, object, program_counters},
+    loader::{Object, attach_program, event_stream, load_object, program_counters},
     plan::Plan,
     probe,
 };
+
+/// The bench's programs: the do-nothing ones and the cost ladder's.
+fn bench_probes() -> Object {
+    Object {
+        name: "kcmp-trace-bench-probes",
+        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-bench-probes")),
+    }
+}
 
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
@@ -28,10 +35,7 @@ impl Floor {
             .hooks
             .iter()
             .map(|hook| {
-                let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
-                    what: "the kcmp-trace eBPF object".into(),
-                    source: e.into(),
-                })?;
+                let mut ebpf = bench_probes().load()?;
                 attach_program(&mut ebpf, btf, hook.noop, &hook.target)?;
                 Ok((ebpf, hook.noop, hook.target.clone()))
             })
@@ -68,7 +72,13 @@ impl Solo {
         target: &str,
     ) -> anyhow::Result<Solo> {
         probe::ensure_tracefs()?;
-        let mut ebpf = load(config, Strategy::Boundary, false, caps.task_comm_offset)?;
+        let mut ebpf = load_object(
+            bench_probes(),
+            config,
+            Strategy::Boundary,
+            false,
+            caps.task_comm_offset,
+        )?;
         attach_program(&mut ebpf, None, program, target)?;
         Ok(Solo { ebpf, program })
     }

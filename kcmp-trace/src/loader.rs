@@ -49,8 +49,35 @@ pub struct Tracer {
     ebpf: Ebpf,
 }
 
-pub(crate) fn object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-probes"))
+/// An eBPF object the build made from the eBPF crate.
+#[derive(Clone, Copy)]
+pub(crate) struct Object {
+    pub name: &'static str,
+    pub bytes: &'static [u8],
+}
+
+impl Object {
+    /// Loads it as built, without a tracer's settings.
+    pub(crate) fn load(self) -> Result<Ebpf, Error> {
+        EbpfLoader::new()
+            .load(self.bytes)
+            .map_err(|e| self.refused(e))
+    }
+
+    fn refused(self, e: aya::EbpfError) -> Error {
+        Error::Bpf {
+            what: format!("the eBPF object {}", self.name),
+            source: e.into(),
+        }
+    }
+}
+
+/// The tracer's programs: all that tracing loads.
+pub(crate) fn probes() -> Object {
+    Object {
+        name: "kcmp-trace-probes",
+        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-probes")),
+    }
 }
 
 impl Tracer {
@@ -324,16 +351,27 @@ fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
     Ok(links)
 }
 
-/// Loads the object, its programs reading comms straight from task_struct at
+/// Loads the tracer's object, its programs reading comms straight from task_struct at
 /// `comm_offset` where the verifier allows that, else through bpf_get_current_comm().
-pub(crate) fn load(
+fn load(
+    config: &TraceConfig,
+    strategy: Strategy,
+    series: bool,
+    comm_offset: Option<u32>,
+) -> anyhow::Result<Ebpf> {
+    load_object(probes(), config, strategy, series, comm_offset)
+}
+
+/// Loads `object` with a tracer's settings, as [`load`] does the tracer's own.
+pub(crate) fn load_object(
+    object: Object,
     config: &TraceConfig,
     strategy: Strategy,
     series: bool,
     comm_offset: Option<u32>,
 ) -> anyhow::Result<Ebpf> {
     if let Some(offset) = comm_offset.filter(|&o| o != 0) {
-        let mut ebpf = load_with(config, strategy, series, offset)?;
+        let mut ebpf = load_with(object, config, strategy, series, offset)?;
         match direct_comm_verifies(&mut ebpf) {
             Ok(()) => return Ok(ebpf),
             Err(e) => log::info!(
@@ -342,13 +380,13 @@ pub(crate) fn load(
             ),
         }
     }
-    load_with(config, strategy, series, 0)
+    load_with(object, config, strategy, series, 0)
 }
 
-/// Whether the verifier takes the direct comm read, asked of the ladder's comm program (the
-/// read alone), which is unloaded again.
+/// Whether the verifier takes the direct comm read, asked of the object's program that
+/// makes only that read, which is unloaded again.
 fn direct_comm_verifies(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    const COMM_READ: &str = "cost_comm";
+    const COMM_READ: &str = "comm_read";
     let program: &mut TracePoint = ebpf
         .program_mut(COMM_READ)
         .with_context(|| format!("program {COMM_READ} missing"))?
@@ -361,6 +399,7 @@ fn direct_comm_verifies(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 fn load_with(
+    object: Object,
     config: &TraceConfig,
     strategy: Strategy,
     series: bool,
@@ -394,11 +433,8 @@ fn load_with(
         .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
         .map_max_entries(maps::THREADS_MAP, config.max_threads)
         .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
-        .load(object())
-        .map_err(|e| Error::Bpf {
-            what: "the kcmp-trace eBPF object".into(),
-            source: e.into(),
-        })?;
+        .load(object.bytes)
+        .map_err(|e| object.refused(e))?;
     if !config.tgids.is_empty() {
         let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
             ebpf.map_mut(maps::TGID_FILTER_MAP)
@@ -612,10 +648,7 @@ pub fn probe_fentry(caps: &probe::Capabilities) -> anyhow::Result<()> {
     if !probe::privileged() {
         return Err(Error::Permission.into());
     }
-    let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
-        what: "the kcmp-trace eBPF object".into(),
-        source: e.into(),
-    })?;
+    let mut ebpf = probes().load()?;
     let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
     attach_program(&mut ebpf, caps.kernel_btf.as_deref(), &program, &target)
 }
@@ -629,7 +662,13 @@ pub fn probe_direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
     let offset = caps
         .task_comm_offset
         .context("the kernel's BTF does not place task_struct.comm as a 16-byte array")?;
-    let mut ebpf = load_with(&TraceConfig::default(), Strategy::Boundary, false, offset)?;
+    let mut ebpf = load_with(
+        probes(),
+        &TraceConfig::default(),
+        Strategy::Boundary,
+        false,
+        offset,
+    )?;
     direct_comm_verifies(&mut ebpf)?;
     Ok(offset)
 }
