@@ -53,7 +53,11 @@ fn loaded_programs() -> anyhow::Result<Vec<LoadedProgram>> {
         let Some(name) = info.name_as_str().filter(|n| ours.iter().any(|o| o == n)) else {
             continue;
         };
-        let counters = crate::bpf_info::program_counters(info.fd()?.as_fd())?;
+        // Unloaded since it was listed (another tracer detaching): no longer loaded.
+        let Ok(fd) = info.fd() else {
+            continue;
+        };
+        let counters = crate::bpf_info::program_counters(fd.as_fd())?;
         let probe: u64 = link_misses
             .iter()
             .filter(|(prog, _)| *prog == info.id())
