@@ -1,7 +1,8 @@
 //! The cost ladder: tracepoint programs that each do one component of the kcmp programs'
 //! work, through the same functions and maps (calls.rs). `kcmp-trace bench` attaches each
 //! alone to sys_enter_kcmp and subtracts the empty program's run time there, to say where
-//! the full programs' time goes. They are not part of any plan.
+//! the full programs' time goes. They are not part of any plan. The comm step is the
+//! object's `comm_read` (support.rs).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
@@ -13,7 +14,7 @@ use kcmp_trace_common::{
     result::{result_slot, result_slot_is_error},
 };
 
-use crate::{calls, tp_args};
+use crate::{calls, tp::tp_args};
 
 /// A step's inputs, read from kcmp's arguments so that no step pays another's helper call
 /// and the compiler folds nothing. The bench calls kcmp(self, self, KCMP_FILE, fd, fd) from
@@ -80,15 +81,6 @@ pub fn cost_counters(ctx: TracePointContext) -> u32 {
             i.latency,
         );
     }
-    0
-}
-
-/// The comm read as events read it, here into the stack.
-#[tracepoint]
-pub fn cost_comm(_ctx: TracePointContext) -> u32 {
-    let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
-    // SAFETY: 16 writable, 8-byte aligned bytes.
-    unsafe { calls::read_comm_into(comm.as_mut_ptr().cast()) };
     0
 }
 

@@ -13,10 +13,10 @@
 #![allow(internal_features)]
 
 mod calls;
-mod cost;
+mod support;
+mod tp;
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::pt_regs,
     helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
@@ -24,30 +24,7 @@ use aya_ebpf::{
 };
 use calls::KcmpArgs;
 use kcmp_trace_common::arch::Arch;
-
-// Field offsets of syscalls/sys_{enter,exit}_kcmp (see their `format` in tracefs): the
-// common header and __syscall_nr, then one 8-byte slot per argument.
-const TP_ARG0: usize = 16;
-const TP_RET: usize = 16;
-
-/// kcmp's arguments from a sys_enter_kcmp record.
-#[inline(always)]
-fn tp_args(ctx: &TracePointContext) -> KcmpArgs {
-    // SAFETY: tracepoint programs may read their record directly (no probe-read helper call
-    // per argument); the offsets are within the fixed sys_enter_kcmp record.
-    let read = |n: usize| unsafe {
-        *(ctx.as_ptr() as *const u8)
-            .add(TP_ARG0 + 8 * n)
-            .cast::<u64>()
-    };
-    KcmpArgs {
-        pid1: read(0) as i32,
-        pid2: read(1) as i32,
-        raw_type: read(2) as i32 as i64,
-        idx1: read(3),
-        idx2: read(4),
-    }
-}
+use tp::{tp_args, tp_ret};
 
 #[tracepoint]
 pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
@@ -57,19 +34,8 @@ pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn kcmp_tp_exit(ctx: TracePointContext) -> u32 {
-    // SAFETY: as above, `ret` is the first field after __syscall_nr.
-    let ret = unsafe { *(ctx.as_ptr() as *const u8).add(TP_RET).cast::<i64>() };
-    calls::on_exit(&ctx, ret);
+    calls::on_exit(&ctx, tp_ret(&ctx));
     0
-}
-
-/// Sends the events this CPU staged (`calls::flush_stage`). Never attached: userspace runs
-/// it on a CPU with BPF_PROG_TEST_RUN, and reads what it did from its return value, which
-/// aya's `raw_tracepoint` macro would discard.
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "raw_tp")]
-pub fn flush_events(_ctx: *mut core::ffi::c_void) -> u32 {
-    calls::flush_stage()
 }
 
 /// The architecture this object is built for: aya-build passes the userspace target's.
@@ -207,41 +173,3 @@ entry_hook!(tsync_fentry, tsync_kprobe, calls::on_tsync_begin());
 return_hook!(tsync_fexit, tsync_kretprobe, |r: u64| {
     calls::on_tsync_end(r as i32)
 });
-
-// Programs that do nothing, attached to the same hooks by `kcmp-trace bench`: the floor of
-// what any tracer on these hooks costs, against which our own cost is measured.
-
-#[tracepoint]
-pub fn noop_tp(_ctx: TracePointContext) -> u32 {
-    0
-}
-
-#[kprobe]
-pub fn noop_kprobe(_ctx: ProbeContext) -> u32 {
-    0
-}
-
-#[kretprobe]
-pub fn noop_kretprobe(_ctx: RetProbeContext) -> u32 {
-    0
-}
-
-#[fentry]
-pub fn noop_fentry(_ctx: FEntryContext) -> u32 {
-    0
-}
-
-#[fexit]
-pub fn noop_fexit(_ctx: FExitContext) -> u32 {
-    0
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -13,10 +13,6 @@ use std::{
     io::{BufRead as _, BufReader, Read as _},
     os::fd::AsRawFd as _,
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -25,9 +21,11 @@ use kcmp_trace_common::{event::Event, kcmp::KCMP_FILE, maps::misc};
 use serde::Serialize;
 
 use crate::{
+    bench_attach::{Floor, Solo},
     bpf_info::ProgramCounters,
-    event_stream::EventStream,
-    loader::{Floor, Solo, TraceConfig, Tracer},
+    config::TraceConfig,
+    event_stream::{EventReader, EventStream},
+    loader::Tracer,
     plan::{Affects, AttachRequest, StrategyRequest},
     probe::Capabilities,
     sinks::event::EventRecord,
@@ -125,7 +123,7 @@ pub struct ProgramCost {
 }
 
 /// One component of the kcmp programs' work, as a program of the cost ladder does it alone
-/// (kcmp-trace-ebpf/src/cost.rs).
+/// (kcmp-trace-ebpf/src/cost.rs, and support.rs's comm_read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
@@ -176,7 +174,7 @@ impl Step {
             Step::Thread => "cost_thread",
             Step::Totals => "cost_totals",
             Step::Counters => "cost_counters",
-            Step::Comm => "cost_comm",
+            Step::Comm => "comm_read",
             Step::Event => "cost_event",
         }
     }
@@ -297,64 +295,53 @@ enum Attached {
 /// Reads the event ring as `events --json` does (drain, format, write, drop), so events
 /// mode is measured delivering.
 struct EventDrain {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<anyhow::Result<u64>>,
 }
 
 impl EventDrain {
-    fn start(mut ring: EventStream) -> EventDrain {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+    fn start(ring: EventStream) -> EventDrain {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || {
-            let mut out = Vec::with_capacity(1 << 16);
-            let mut n = 0u64;
-            let flush = |ring: &mut EventStream, last: bool| {
-                let flushed = if last { ring.flush_all() } else { ring.flush() };
-                if let Err(e) = flushed {
+            crate::lifecycle::runtime()?.block_on(async {
+                let mut reader = EventReader::new(ring)?;
+                let mut out = Vec::with_capacity(1 << 16);
+                let mut n = 0u64;
+                loop {
+                    tokio::select! {
+                        ready = reader.ready() => {
+                            ready?;
+                            n += format_all(&mut reader, &mut out);
+                        }
+                        _ = &mut stopped => break,
+                    }
+                }
+                if let Err(e) = reader.flush_all() {
                     log::warn!("flushing the staged events: {e:#}");
                 }
-            };
-            loop {
-                let stopping = flag.load(Ordering::Relaxed);
-                if stopping {
-                    flush(&mut ring, true);
-                }
-                n += format_all(&mut ring, &mut out);
-                if stopping {
-                    return n;
-                }
-                // Woken by the kernel past the backlog mark, else on the drain timer.
-                let mut pfd = libc::pollfd {
-                    fd: ring.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd; the ring keeps its fd open.
-                let woken = unsafe {
-                    libc::poll(
-                        &mut pfd,
-                        1,
-                        kcmp_trace_common::maps::EVENT_DRAIN_MS as libc::c_int,
-                    )
-                };
-                if woken == 0 {
-                    flush(&mut ring, false);
-                }
-            }
+                Ok(n + format_all(&mut reader, &mut out))
+            })
         });
         EventDrain { stop, thread }
     }
 
     fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or(0)
+        let _ = self.stop.send(());
+        match self.thread.join() {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                log::warn!("draining the events: {e:#}");
+                0
+            }
+            Err(_) => 0,
+        }
     }
 }
 
 /// Drains the ring, formatting each event as an NDJSON line into `out` (emptied as it
 /// fills, as a pipe would be); returns the events read.
-fn format_all(ring: &mut EventStream, out: &mut Vec<u8>) -> u64 {
-    let Ok(n) = ring.read::<Infallible>(u64::MAX, |event| {
+fn format_all(ring: &mut EventReader, out: &mut Vec<u8>) -> u64 {
+    let Ok(n) = ring.drain::<Infallible>(u64::MAX, |event| {
         let _ = serde_json::to_writer(&mut *out, &EventRecord::from(event));
         out.push(b'\n');
         if out.len() > 1 << 16 {
@@ -777,7 +764,9 @@ fn consumer_ceiling(
         ..events_config.clone()
     };
     let mut tracer = Tracer::start_with(&config, caps)?;
-    let mut ring = tracer.take_events().context("event ring")?;
+    let rt = crate::lifecycle::runtime()?;
+    let _rt = rt.enter();
+    let mut ring = EventReader::new(tracer.take_events().context("event ring")?)?;
     let target = u64::from(RING / 2) / (size_of::<Event>() as u64 + 8);
     while tracer.counters()?.misc[misc::EVENTS_SENT] < target {
         for _ in 0..4096 {

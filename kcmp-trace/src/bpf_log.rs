@@ -14,13 +14,16 @@ use aya_log::EbpfLogger;
 
 /// Where the records land: the eBPF crate's module, so `--bpf-log` can let them through
 /// whatever `-v` says.
-pub const TARGET: &str = "kcmp_trace::calls";
+pub const TARGET: &str = "kcmp_trace_probes::calls";
 
 /// How long the forwarder sleeps between checks when nothing is logged; also how long
 /// dropping it may take.
 const POLL_MS: i32 = 100;
 
-/// A thread that drains the log ring as records arrive.
+/// A thread that drains the log ring as records arrive. It polls on its own rather than
+/// through [`crate::event_stream::EventReader`]: aya-log's `EbpfLogger` owns its ring
+/// (AYA_LOGS) and reads it only through its own `flush`, and a tracer forwards logs for
+/// every command, async or not, with no runtime of its own.
 pub struct BpfLog {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,

@@ -139,8 +139,10 @@ fn parse_size(s: &str) -> Result<u32, String> {
     let bytes = num
         .parse::<u64>()
         .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64K, 4M)"))?
-        * mult;
-    u32::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
+        .checked_mul(mult);
+    bytes
+        .and_then(|b| u32::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_kcmp_type(s: &str) -> Result<u32, String> {
@@ -470,6 +472,13 @@ mod tests {
         assert_eq!(parse_size("4K"), Ok(4096));
         assert_eq!(parse_size("4M"), Ok(4 << 20));
         assert!(parse_size("lots").is_err());
+        // 2^44 MiB is 2^64 bytes: wrapped to 0 before the multiplication was checked.
+        assert_eq!(
+            parse_size("17592186044416M"),
+            Err("\"17592186044416M\" is too large".into())
+        );
+        assert!(parse_size("4294967296").is_err());
+        assert_eq!(parse_size("4194303K"), Ok(4_294_966_272));
     }
 
     proptest::proptest! {

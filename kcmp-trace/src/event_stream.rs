@@ -4,6 +4,7 @@
 //!
 //! A reader flushes at each drain tick, so an event waits in a stage no longer than it
 //! would wait in the ring below the wakeup mark; and once more before its last read.
+//! [`EventReader`] is that reader: every command and the daemon drain through it.
 
 use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
@@ -17,10 +18,11 @@ use aya::{
 };
 use kcmp_trace_common::{
     event::Event,
-    maps::{StageFill, flush},
+    maps::{EVENT_DRAIN_MS, StageFill, flush},
 };
+use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::{bpf_info, loader::UnpreemptedReads};
+use crate::{bpf_info, unpreempted::UnpreemptedReads};
 
 pub struct EventStream {
     ring: RingBuf<MapData>,
@@ -106,6 +108,60 @@ impl EventStream {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.flush()
+    }
+}
+
+/// The one way events are read: waits until the ring has some (the kernel's wakeup past its
+/// mark, or the drain tick, which first sends what each CPU staged), then hands them over.
+/// Every reader (`events`, `watch`/`record`, the daemon, `bench`) drains through one.
+pub struct EventReader {
+    ring: AsyncFd<EventStream>,
+    drain_tick: tokio::time::Interval,
+}
+
+impl EventReader {
+    /// Registers the ring with the current tokio runtime (call it inside one).
+    pub fn new(stream: EventStream) -> anyhow::Result<EventReader> {
+        // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer, so the
+        // fd stays open and the same for the registration's whole life.
+        let ring = unsafe { AsyncFd::register_with_interest(stream, Interest::READABLE) }
+            .map_err(|e| anyhow::Error::from(e.into_parts().1))
+            .context("polling the event ring buffer")?;
+        // Below the ring's wakeup mark only this timer finds the events, so one call on an
+        // idle system still shows within it.
+        let mut drain_tick = tokio::time::interval(Duration::from_millis(EVENT_DRAIN_MS));
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(EventReader { ring, drain_tick })
+    }
+
+    /// Resolves when there may be events to drain. Cancel-safe: a `select!` branch.
+    pub async fn ready(&mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            guard = self.ring.readable_mut() => {
+                // Cleared before draining: the kernel wakes a reader only when the backlog
+                // crosses its mark, so a wakeup during the drain must count.
+                guard.context("polling the event ring buffer")?.clear_ready();
+            }
+            _ = self.drain_tick.tick() => {
+                self.ring.get_mut().flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands each event to `each`, whole ring records at a time, until at least `want` were
+    /// handed over or the ring is empty; returns how many were.
+    pub fn drain<E>(
+        &mut self,
+        want: u64,
+        each: impl FnMut(&Event) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        self.ring.get_mut().read(want, each)
+    }
+
+    /// Before the last drain: sends everything staged (see [`EventStream::flush_all`]).
+    pub fn flush_all(&mut self) -> anyhow::Result<Unflushed> {
+        self.ring.get_mut().flush_all()
     }
 }
 

@@ -18,65 +18,30 @@ use kcmp_trace_common::{
 use crate::{
     bpf_info,
     bpf_log::BpfLog,
+    config::{TraceConfig, validate},
     error::Error,
     event_stream::EventStream,
+    exited::Exited,
     plan::{
-        Affects, AttachMode, AttachRequest, Hook, Plan, Role, StrategyRequest, accuracy,
-        candidates, hook_mode, program_for, roles, syscall_tracepoints_exact,
+        AttachMode, Hook, Plan, Role, accuracy, candidates, hook_mode, program_for, roles,
+        syscall_tracepoints_exact,
     },
     probe,
+    readout::{HookCounters, ProcessRow},
     retprobe::{self, ReturnProbe},
+    unpreempted::UnpreemptedReads,
 };
-
-/// What to trace and what to collect.
-#[derive(Clone, Debug)]
-pub struct TraceConfig {
-    pub tgids: Vec<u32>,
-    pub comm: Option<String>,
-    pub events: bool,
-    /// Ring buffer size in bytes: a power of two, at least one page.
-    pub ring_bytes: u32,
-    pub attach: AttachRequest,
-    pub strategy: StrategyRequest,
-    /// Let the eBPF side log its rare diagnostics through aya-log.
-    pub bpf_log: bool,
-    /// Entries of the per-thread (calls in flight) and per-process (totals) maps.
-    pub max_threads: u32,
-    pub max_processes: u32,
-}
-
-impl Default for TraceConfig {
-    fn default() -> Self {
-        TraceConfig {
-            tgids: Vec::new(),
-            comm: None,
-            events: false,
-            ring_bytes: 1 << 22,
-            attach: AttachRequest::Auto,
-            strategy: StrategyRequest::Auto,
-            bpf_log: false,
-            max_threads: maps::DEFAULT_MAX_THREADS,
-            max_processes: maps::DEFAULT_MAX_PROCESSES,
-        }
-    }
-}
-
-/// One process's kcmp calls.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct ProcessRow {
-    pub tgid: u32,
-    pub comm: String,
-    pub calls: u64,
-    pub errors: u64,
-    pub latency_sum_ns: u64,
-}
 
 /// An attached tracer. Dropping it detaches and unloads everything.
 pub struct Tracer {
     pub plan: Plan,
+    /// The release of the kernel it is attached to (`uname -r`).
+    pub kernel_release: String,
     counters: PerCpuArray<MapData, Counters>,
-    /// Per-process totals; removing exited processes needs the map mutably.
+    /// Per-process totals; removing exited processes needs the map mutably. Their final
+    /// totals move to `exited` first (taken under this lock, then `exited`'s).
     processes: Mutex<HashMap<MapData, u32, ProcessTotals>>,
+    exited: Mutex<Exited>,
     max_processes: u32,
     events: Option<EventStream>,
     /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
@@ -90,20 +55,35 @@ pub struct Tracer {
     ebpf: Ebpf,
 }
 
-/// What the kernel counted for one attached program since it was loaded.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct HookCounters {
-    pub program: String,
-    pub target: String,
-    pub affects: Vec<Affects>,
-    /// Runs the kernel skipped: recursion misses, plus the probe's own misses for kprobes.
-    pub misses: u64,
-    pub run_time_ns: u64,
-    pub run_count: u64,
+/// An eBPF object the build made from the eBPF crate.
+#[derive(Clone, Copy)]
+pub(crate) struct Object {
+    pub name: &'static str,
+    pub bytes: &'static [u8],
 }
 
-fn object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace"))
+impl Object {
+    /// Loads it as built, without a tracer's settings.
+    pub(crate) fn load(self) -> Result<Ebpf, Error> {
+        EbpfLoader::new()
+            .load(self.bytes)
+            .map_err(|e| self.refused(e))
+    }
+
+    fn refused(self, e: aya::EbpfError) -> Error {
+        Error::Bpf {
+            what: format!("the eBPF object {}", self.name),
+            source: e.into(),
+        }
+    }
+}
+
+/// The tracer's programs: all that tracing loads.
+pub(crate) fn probes() -> Object {
+    Object {
+        name: "kcmp-trace-probes",
+        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-probes")),
+    }
 }
 
 impl Tracer {
@@ -190,8 +170,10 @@ impl Tracer {
         };
         Ok(Tracer {
             plan,
+            kernel_release: caps.kernel.clone(),
             counters,
             processes,
+            exited: Mutex::new(Exited::new(config.max_processes as usize)),
             max_processes: config.max_processes,
             events,
             probe_links,
@@ -242,37 +224,48 @@ impl Tracer {
         program_counters(&self.ebpf, program)
     }
 
-    /// Per-process totals, busiest first.
+    /// Per-process totals, busiest first: the live processes' and those of processes that
+    /// exited (see [`Exited`]), the same for every reader.
     ///
-    /// Once the map is half full, processes that have exited are removed from it after this
-    /// read, which still returns them: each process's final totals are seen once, and the
-    /// map keeps room for live ones. (A removed tgid reused at once by a new process could
-    /// lose that process's first calls; tgids are reused only after the pid space wraps.)
+    /// Once the map is half full, processes that have exited are removed from it to keep
+    /// room for live ones, their final totals folded into the exited table first. (A removed
+    /// tgid reused at once by a new process could lose that process's first calls; tgids are
+    /// reused only after the pid space wraps.)
     pub fn processes(&self) -> anyhow::Result<Vec<ProcessRow>> {
         let mut map = self.processes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows = Vec::new();
+        let mut live = Vec::new();
         {
             let _fifo = UnpreemptedReads::enter();
             for entry in map.iter() {
                 let (tgid, t) = entry.context("reading PROCESSES")?;
-                rows.push(ProcessRow {
-                    tgid,
-                    comm: String::from_utf8_lossy(comm_bytes(&t.comm)).into_owned(),
-                    calls: t.calls,
-                    errors: t.errors,
-                    latency_sum_ns: t.latency_sum_ns,
-                });
+                live.push(process_row(tgid, &t));
             }
         }
-        if rows.len() as u64 * 2 >= u64::from(self.max_processes) {
-            for row in rows.iter().filter(|r| !process_alive(r.tgid)) {
-                // Gone already (another reader removed it) is fine.
-                let _ = map.remove(&row.tgid);
+        let mut exited = self.exited.lock().unwrap_or_else(|e| e.into_inner());
+        if live.len() as u64 * 2 >= u64::from(self.max_processes) {
+            let dead: Vec<u32> = live
+                .iter()
+                .map(|r| r.tgid)
+                .filter(|&tgid| !process_alive(tgid))
+                .collect();
+            let mut removed = std::collections::BTreeSet::new();
+            for tgid in dead {
+                // Read again: a call it made after the walk above is in its final totals.
+                let last = {
+                    let _fifo = UnpreemptedReads::enter();
+                    map.get(&tgid, 0)
+                };
+                // Not removed (nor readable): it stays a live row, counted once.
+                if let Ok(last) = last
+                    && map.remove(&tgid).is_ok()
+                {
+                    exited.fold(process_row(tgid, &last));
+                    removed.insert(tgid);
+                }
             }
+            live.retain(|r| !removed.contains(&r.tgid));
         }
-        rows.retain(|r| r.calls > 0);
-        rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
-        Ok(rows)
+        Ok(exited.merged(live))
     }
 
     /// The per-call event stream (only when the config asked for events).
@@ -282,7 +275,7 @@ impl Tracer {
 }
 
 /// The event ring of a loaded object, with the stages its flush program sends.
-fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
+pub(crate) fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
     let flush: &mut RawTracePoint = ebpf
         .program_mut(maps::FLUSH_PROGRAM)
         .context("flush program missing")?
@@ -304,13 +297,26 @@ fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
 }
 
 /// What the kernel says about a loaded program of `ebpf`.
-fn program_counters(ebpf: &Ebpf, program: &str) -> anyhow::Result<bpf_info::ProgramCounters> {
+pub(crate) fn program_counters(
+    ebpf: &Ebpf,
+    program: &str,
+) -> anyhow::Result<bpf_info::ProgramCounters> {
     let fd = ebpf
         .program(program)
         .with_context(|| format!("program {program} missing"))?
         .fd()
         .context("program descriptor")?;
     bpf_info::program_counters(fd.as_fd()).with_context(|| format!("reading {program}'s counters"))
+}
+
+fn process_row(tgid: u32, t: &ProcessTotals) -> ProcessRow {
+    ProcessRow {
+        tgid,
+        comm: String::from_utf8_lossy(comm_bytes(&t.comm)).into_owned(),
+        calls: t.calls,
+        errors: t.errors,
+        latency_sum_ns: t.latency_sum_ns,
+    }
 }
 
 /// Whether a process with this tgid exists (zombies included: their totals are final, but
@@ -323,77 +329,6 @@ fn process_alive(tgid: u32) -> bool {
     unsafe {
         libc::kill(pid, 0) == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-}
-
-/// Keeps ordinary tasks off this thread's CPU while it reads maps.
-///
-/// A map lookup from userspace disables BPF instrumentation on its CPU (the kernel's
-/// bpf_prog_active) until it returns; on a preemptible kernel a reader preempted there
-/// makes every kprobe and tracepoint program on that CPU skip its runs, kcmp's included,
-/// until the reader runs again. At SCHED_FIFO priority 1 the reader can only be preempted
-/// by real-time tasks, never by a kcmp caller of an ordinary class. Without the privilege
-/// to change policy the reads go ahead as they are (and skipped runs are still counted).
-pub(crate) struct UnpreemptedReads(Option<(libc::c_int, libc::c_int)>);
-
-impl UnpreemptedReads {
-    pub(crate) fn enter() -> UnpreemptedReads {
-        let policy = sched::policy();
-        if policy < 0 || policy == libc::SCHED_FIFO {
-            return UnpreemptedReads(None);
-        }
-        match sched::priority() {
-            Some(priority) if sched::set(libc::SCHED_FIFO, 1) => {
-                UnpreemptedReads(Some((policy, priority)))
-            }
-            _ => UnpreemptedReads(None),
-        }
-    }
-}
-
-/// Whether this process's map reads can run unpreempted (SCHED_FIFO is allowed here, or
-/// the thread is real-time already).
-pub fn unpreempted_reads_possible() -> bool {
-    sched::policy() == libc::SCHED_FIFO || UnpreemptedReads::enter().0.is_some()
-}
-
-impl Drop for UnpreemptedReads {
-    fn drop(&mut self) {
-        if let Some((policy, priority)) = self.0 {
-            sched::set(policy, priority);
-        }
-    }
-}
-
-/// The calling thread's scheduling policy, through the syscalls themselves: musl's
-/// wrappers of them only return ENOSYS (POSIX means them per process, Linux per thread).
-mod sched {
-    use libc::{SYS_sched_getparam, SYS_sched_getscheduler, SYS_sched_setscheduler, c_int};
-
-    fn param(priority: c_int) -> libc::sched_param {
-        // SAFETY: sched_param is plain integers (more of them on musl); zero is valid.
-        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
-        param.sched_priority = priority;
-        param
-    }
-
-    /// -1 on error.
-    pub fn policy() -> c_int {
-        // SAFETY: pid 0 is the calling thread; no pointers.
-        unsafe { libc::syscall(SYS_sched_getscheduler, 0) as c_int }
-    }
-
-    pub fn priority() -> Option<c_int> {
-        let mut param = param(0);
-        // SAFETY: a valid, writable sched_param for the calling thread.
-        let ok = unsafe { libc::syscall(SYS_sched_getparam, 0, &raw mut param) } == 0;
-        ok.then_some(param.sched_priority)
-    }
-
-    pub fn set(policy: c_int, priority: c_int) -> bool {
-        let param = param(priority);
-        // SAFETY: a valid sched_param for the calling thread.
-        unsafe { libc::syscall(SYS_sched_setscheduler, 0, policy, &raw const param) == 0 }
     }
 }
 
@@ -428,36 +363,7 @@ fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
     Ok(links)
 }
 
-fn validate(config: &TraceConfig) -> Result<(), Error> {
-    let page = 4096;
-    if config.ring_bytes < page || !config.ring_bytes.is_power_of_two() {
-        return Err(Error::Usage(format!(
-            "ring buffer size must be a power of two of at least {page} bytes, got {}",
-            config.ring_bytes
-        )));
-    }
-    let mut tgids = config.tgids.clone();
-    tgids.sort_unstable();
-    tgids.dedup();
-    if tgids.len() > maps::MAX_TGID_FILTER as usize {
-        return Err(Error::Usage(format!(
-            "at most {} processes can be traced by pid, got {}",
-            maps::MAX_TGID_FILTER,
-            tgids.len()
-        )));
-    }
-    if let Some(comm) = &config.comm
-        && (comm.is_empty() || comm.len() >= COMM_LEN)
-    {
-        return Err(Error::Usage(format!(
-            "comm filter must be 1 to {} bytes (the kernel's comm length), got {comm:?}",
-            COMM_LEN - 1
-        )));
-    }
-    Ok(())
-}
-
-/// Loads the object, its programs reading comms straight from task_struct at
+/// Loads the tracer's object, its programs reading comms straight from task_struct at
 /// `comm_offset` where the verifier allows that, else through bpf_get_current_comm().
 fn load(
     config: &TraceConfig,
@@ -465,8 +371,19 @@ fn load(
     series: bool,
     comm_offset: Option<u32>,
 ) -> anyhow::Result<Ebpf> {
+    load_object(probes(), config, strategy, series, comm_offset)
+}
+
+/// Loads `object` with a tracer's settings, as [`load`] does the tracer's own.
+pub(crate) fn load_object(
+    object: Object,
+    config: &TraceConfig,
+    strategy: Strategy,
+    series: bool,
+    comm_offset: Option<u32>,
+) -> anyhow::Result<Ebpf> {
     if let Some(offset) = comm_offset.filter(|&o| o != 0) {
-        let mut ebpf = load_with(config, strategy, series, offset)?;
+        let mut ebpf = load_with(object, config, strategy, series, offset)?;
         match direct_comm_verifies(&mut ebpf) {
             Ok(()) => return Ok(ebpf),
             Err(e) => log::info!(
@@ -475,13 +392,13 @@ fn load(
             ),
         }
     }
-    load_with(config, strategy, series, 0)
+    load_with(object, config, strategy, series, 0)
 }
 
-/// Whether the verifier takes the direct comm read, asked of the ladder's comm program (the
-/// read alone), which is unloaded again.
+/// Whether the verifier takes the direct comm read, asked of the object's program that
+/// makes only that read, which is unloaded again.
 fn direct_comm_verifies(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    const COMM_READ: &str = "cost_comm";
+    const COMM_READ: &str = "comm_read";
     let program: &mut TracePoint = ebpf
         .program_mut(COMM_READ)
         .with_context(|| format!("program {COMM_READ} missing"))?
@@ -494,6 +411,7 @@ fn direct_comm_verifies(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 fn load_with(
+    object: Object,
     config: &TraceConfig,
     strategy: Strategy,
     series: bool,
@@ -520,19 +438,15 @@ fn load_with(
         )
         .override_global(globals::STRATEGY, &(strategy as u8), true)
         .override_global(globals::SERIES, &u8::from(series), true)
-        .override_global(
-            "AYA_LOG_LEVEL",
-            &if config.bpf_log { 0xffu8 } else { 0 },
-            false,
-        )
+        // aya-log's own name for the level its programs check (aya-log-ebpf documents
+        // setting it before load), which must exist: a rename would fail the load, not
+        // silence the logs.
+        .override_global(aya_log::LEVEL, &bpf_log_level(config.bpf_log), true)
         .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
         .map_max_entries(maps::THREADS_MAP, config.max_threads)
         .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
-        .load(object())
-        .map_err(|e| Error::Bpf {
-            what: "the kcmp-trace eBPF object".into(),
-            source: e.into(),
-        })?;
+        .load(object.bytes)
+        .map_err(|e| object.refused(e))?;
     if !config.tgids.is_empty() {
         let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
             ebpf.map_mut(maps::TGID_FILTER_MAP)
@@ -552,6 +466,12 @@ struct Attached {
     ebpf: Ebpf,
     plan: Plan,
     return_probes: Vec<ReturnProbe>,
+}
+
+/// The highest level the programs log at: every record with `--bpf-log`, none without
+/// (0 is below aya-log's lowest level, Error).
+fn bpf_log_level(on: bool) -> u8 {
+    if on { aya_log::Level::Trace as u8 } else { 0 }
 }
 
 /// Loads the object for one (mode, strategy) and attaches every hook it needs.
@@ -707,7 +627,7 @@ fn preflight(mode: AttachMode) -> anyhow::Result<()> {
 /// Loads (once) and attaches one program to one target. Return probes go through tracefs
 /// where it can define them (`retprobe`: room for every call in flight), and are kept in
 /// `return_probes`.
-fn attach_program(
+pub(crate) fn attach_program(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     name: &str,
@@ -769,10 +689,7 @@ pub fn probe_fentry(caps: &probe::Capabilities) -> anyhow::Result<()> {
     if !probe::privileged() {
         return Err(Error::Permission.into());
     }
-    let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
-        what: "the kcmp-trace eBPF object".into(),
-        source: e.into(),
-    })?;
+    let mut ebpf = probes().load()?;
     let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
     attach_program(
         &mut ebpf,
@@ -792,82 +709,13 @@ pub fn probe_direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
     let offset = caps
         .task_comm_offset
         .context("the kernel's BTF does not place task_struct.comm as a 16-byte array")?;
-    let mut ebpf = load_with(&TraceConfig::default(), Strategy::Boundary, false, offset)?;
+    let mut ebpf = load_with(
+        probes(),
+        &TraceConfig::default(),
+        Strategy::Boundary,
+        false,
+        offset,
+    )?;
     direct_comm_verifies(&mut ebpf)?;
     Ok(offset)
-}
-
-/// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
-pub struct Floor {
-    /// Return probes of the objects below, detached before they unload.
-    _return_probes: Vec<ReturnProbe>,
-    /// (object, its program's name and target), one per hook.
-    objects: Vec<(Ebpf, &'static str, String)>,
-}
-
-impl Floor {
-    pub fn attach(plan: &Plan, caps: &probe::Capabilities) -> anyhow::Result<Floor> {
-        // One object per hook: an fentry program is bound to a single target at load time.
-        let btf = caps.kernel_btf.as_deref();
-        let mut return_probes = Vec::new();
-        let objects = plan
-            .hooks
-            .iter()
-            .map(|hook| {
-                let mut ebpf = EbpfLoader::new().load(object()).map_err(|e| Error::Bpf {
-                    what: "the kcmp-trace eBPF object".into(),
-                    source: e.into(),
-                })?;
-                attach_program(&mut ebpf, btf, hook.noop, &hook.target, &mut return_probes)?;
-                Ok((ebpf, hook.noop, hook.target.clone()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Floor {
-            _return_probes: return_probes,
-            objects,
-        })
-    }
-
-    /// What the kernel says about each do-nothing program: (program, its target, run time
-    /// and runs while BPF statistics are on, its image).
-    pub fn run_stats(
-        &self,
-    ) -> anyhow::Result<Vec<(&'static str, String, bpf_info::ProgramCounters)>> {
-        self.objects
-            .iter()
-            .map(|(ebpf, program, target)| {
-                Ok((*program, target.clone(), program_counters(ebpf, program)?))
-            })
-            .collect()
-    }
-}
-
-/// One program attached alone (a tracepoint: no kernel BTF), from an object loaded with a
-/// tracer's settings (globals, map sizes): a step of the bench's cost ladder.
-pub struct Solo {
-    ebpf: Ebpf,
-    program: &'static str,
-}
-
-impl Solo {
-    pub fn attach(
-        config: &TraceConfig,
-        caps: &probe::Capabilities,
-        program: &'static str,
-        target: &str,
-    ) -> anyhow::Result<Solo> {
-        probe::ensure_tracefs()?;
-        let mut ebpf = load(config, Strategy::Boundary, false, caps.task_comm_offset)?;
-        attach_program(&mut ebpf, None, program, target, &mut Vec::new())?;
-        Ok(Solo { ebpf, program })
-    }
-
-    /// The event stream, for a reader to drain.
-    pub fn take_events(&mut self) -> anyhow::Result<EventStream> {
-        event_stream(&mut self.ebpf)
-    }
-
-    pub fn program_counters(&self) -> anyhow::Result<bpf_info::ProgramCounters> {
-        program_counters(&self.ebpf, self.program)
-    }
 }

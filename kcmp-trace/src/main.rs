@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Stress(args) => cmd::stress::run(args),
         Command::Bench(args) => cmd::bench::run(args),
-        Command::Serve(args) => kcmp_trace::serve::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Generate(args) => cmd::generate::run(args),
     };
     match result {

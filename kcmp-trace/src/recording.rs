@@ -25,7 +25,7 @@
 
 use std::{
     fs::File,
-    io::{BufRead as _, BufReader, BufWriter, Write as _},
+    io::{BufRead, BufReader, BufWriter, Read as _, Write as _},
     path::{Path, PathBuf},
 };
 
@@ -33,7 +33,7 @@ use kcmp_trace_common::snapshot::Counters;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    loader::{HookCounters, ProcessRow},
+    readout::{HookCounters, ProcessRow},
     report::{Reading, Report},
     sinks::event::EventRecord,
     wire::WireCounters,
@@ -41,6 +41,10 @@ use crate::{
 
 pub const FORMAT: &str = "kcmp-trace-recording";
 pub const VERSION: u32 = 1;
+/// The longest line a recording may have. A reading takes about 110 bytes per process with
+/// calls, so this holds some 600,000 of them; a file with a longer line (or none, as
+/// /dev/zero) is refused at that line rather than read into memory whole.
+pub const MAX_LINE_BYTES: u64 = 64 << 20;
 
 /// The recording's first line: what was traced, where and how.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,7 +53,7 @@ pub struct Header {
     pub version: u32,
     /// When the session started (RFC 3339, UTC).
     pub started: String,
-    pub kernel: KernelInfo,
+    pub kernel: RecordedKernel,
     /// The plan: attach mode, strategy, hooks, which numbers are exact or inferred.
     pub plan: serde_json::Value,
     /// Time between readings.
@@ -60,7 +64,7 @@ pub struct Header {
 
 /// The kernel a session ran on.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct KernelInfo {
+pub struct RecordedKernel {
     /// `uname -r`; absent when the numbers came from a daemon (`--connect`), whose kernel
     /// may be another machine's.
     pub release: Option<String>,
@@ -70,10 +74,10 @@ pub struct KernelInfo {
     pub series: bool,
 }
 
-impl KernelInfo {
+impl RecordedKernel {
     /// What the plan (as JSON, ours or a daemon's) says about its kernel.
-    pub fn from_plan(plan: &serde_json::Value, release: Option<String>) -> KernelInfo {
-        KernelInfo {
+    pub fn from_plan(plan: &serde_json::Value, release: Option<String>) -> RecordedKernel {
+        RecordedKernel {
             release,
             preemption: plan["preemption"]["model"]
                 .as_str()
@@ -85,7 +89,12 @@ impl KernelInfo {
 }
 
 impl Header {
-    pub fn new(kernel: KernelInfo, plan: serde_json::Value, interval_s: f64, top: usize) -> Self {
+    pub fn new(
+        kernel: RecordedKernel,
+        plan: serde_json::Value,
+        interval_s: f64,
+        top: usize,
+    ) -> Self {
         Header {
             format: FORMAT.to_owned(),
             version: VERSION,
@@ -230,14 +239,29 @@ pub enum ReadError {
     },
 }
 
-/// A recording read back.
+/// Reads one line into `line` (without its newline), at most [`MAX_LINE_BYTES`]: false if
+/// the line is longer (what was read of it is in `line`); an empty `line` at the end.
+fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<bool> {
+    let read = reader
+        .by_ref()
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', line)?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        return Ok(true);
+    }
+    Ok(read as u64 <= MAX_LINE_BYTES)
+}
+
+/// A recording read back, its readings streamed: only the first and last are kept, and
+/// each interval's report.
 #[derive(Debug)]
 pub struct Session {
     pub path: PathBuf,
     pub header: Header,
     pub baseline: Reading,
-    /// Every interval reading, in order.
-    pub intervals: Vec<Reading>,
+    /// Each interval's report (its end, in seconds since attach), in order.
+    pub intervals: Vec<(f64, Report)>,
     /// The total reading, or the last reading of a session cut short.
     pub last: Reading,
     /// The session ended with its total (it was not cut short).
@@ -259,8 +283,18 @@ impl Session {
             what,
         };
         // Bytes, not text: a foreign binary file gets the same one-line answer as any other.
-        let mut lines = BufReader::new(File::open(path).map_err(io)?).split(b'\n');
-        let first = lines.next().transpose().map_err(io)?.unwrap_or_default();
+        let mut reader = BufReader::new(File::open(path).map_err(io)?);
+        let mut text = Vec::new();
+        let too_long = |line| {
+            bad(
+                line,
+                format!("a line longer than {} MiB", MAX_LINE_BYTES >> 20),
+            )
+        };
+        if !next_line(&mut reader, &mut text).map_err(io)? && !text.is_empty() {
+            return Err(too_long(1));
+        }
+        let first = std::mem::take(&mut text);
         let header: Header = serde_json::from_slice(&first)
             .ok()
             .filter(|h: &Header| h.format == FORMAT)
@@ -282,12 +316,23 @@ impl Session {
                 ),
             ));
         }
-        let mut readings: Vec<(Scope, Reading)> = Vec::new();
+        let top = header.top;
+        let mut baseline: Option<Reading> = None;
+        // The reading the next interval counts from, and the total once it came.
+        let mut previous: Option<(Scope, Reading)> = None;
+        let mut intervals = Vec::new();
         let mut events = 0u64;
         let mut line_no = 1;
-        for text in lines {
+        loop {
+            text.clear();
+            let whole = next_line(&mut reader, &mut text).map_err(io)?;
+            if text.is_empty() {
+                break;
+            }
             line_no += 1;
-            let text = text.map_err(io)?;
+            if !whole {
+                return Err(too_long(line_no));
+            }
             let line: Line = serde_json::from_slice(&text).map_err(|e| {
                 let what = if e.is_eof() {
                     "truncated (the line ends mid-record)".to_owned()
@@ -315,7 +360,7 @@ impl Session {
                     (r.scope, reading)
                 }
             };
-            let expected = match readings.last().map(|r| r.0) {
+            let expected = match previous.as_ref().map(|r| r.0) {
                 None => scope == Scope::Baseline,
                 Some(Scope::Total) => false,
                 Some(_) => scope != Scope::Baseline,
@@ -326,27 +371,23 @@ impl Session {
                     format!("a {scope:?} reading out of order").to_lowercase(),
                 ));
             }
-            readings.push((scope, reading));
+            match (scope, &previous) {
+                (Scope::Baseline, _) => baseline = Some(reading.clone()),
+                // The total reading ends no interval of its own.
+                (Scope::Interval, Some((_, before))) => {
+                    intervals.push((reading.at_s, reading.report_since(before, top).0));
+                }
+                _ => {}
+            }
+            previous = Some((scope, reading));
         }
-        let mut readings = readings.into_iter();
-        let Some((_, baseline)) = readings.next() else {
+        let (Some(baseline), Some((last_scope, last))) = (baseline, previous) else {
             return Err(bad(
                 line_no,
                 "no readings: the session ended before its first read".into(),
             ));
         };
-        let mut intervals = Vec::new();
-        let mut last = None;
-        for (scope, reading) in readings {
-            match scope {
-                Scope::Total => last = Some(reading),
-                _ => intervals.push(reading),
-            }
-        }
-        let complete = last.is_some();
-        let last = last
-            .or_else(|| intervals.last().cloned())
-            .unwrap_or_else(|| baseline.clone());
+        let complete = last_scope == Scope::Total;
         Ok(Session {
             path: path.to_owned(),
             header,
@@ -364,12 +405,8 @@ impl Session {
     }
 
     /// Each interval's report, with its end (seconds since attach).
-    pub fn interval_reports(&self) -> Vec<(f64, Report)> {
-        std::iter::once(&self.baseline)
-            .chain(&self.intervals)
-            .zip(&self.intervals)
-            .map(|(before, now)| (now.at_s, now.report_since(before, self.header.top).0))
-            .collect()
+    pub fn interval_reports(&self) -> &[(f64, Report)] {
+        &self.intervals
     }
 
     /// The file name, for headings.
@@ -418,7 +455,7 @@ mod tests {
     fn header() -> Header {
         let plan = serde_json::json!({"mode": "fentry", "strategy": "direct", "series": true,
             "preemption": {"model": "voluntary"}});
-        let kernel = KernelInfo::from_plan(&plan, Some("6.12.117".into()));
+        let kernel = RecordedKernel::from_plan(&plan, Some("6.12.117".into()));
         Header::new(kernel, plan, 1.0, 5)
     }
 

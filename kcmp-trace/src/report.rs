@@ -13,8 +13,8 @@ use kcmp_trace_common::{
 use serde::Serialize;
 
 use crate::{
-    loader::{HookCounters, ProcessRow},
     plan::Affects,
+    readout::{HookCounters, ProcessRow},
 };
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -399,7 +399,7 @@ pub fn process_deltas(now: &[ProcessRow], before: &[ProcessRow], k: usize) -> Ve
             })
         })
         .collect();
-    rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
+    ProcessRow::sort_busiest_first(&mut rows);
     rows.truncate(k);
     rows
 }

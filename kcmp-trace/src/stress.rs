@@ -18,7 +18,7 @@ use kcmp_trace_common::kcmp::{
 };
 use serde::Serialize;
 
-use crate::sinks::event::result_name;
+use crate::readout::{EpollSlotRecord, result_name};
 
 /// argv[1] of a process that only exec()s itself, forever: the write side of exec_update_lock.
 pub const EXEC_RACER_ARG: &str = "__exec-racer";
@@ -77,7 +77,7 @@ pub struct StressReport {
     pub reached_comparison: u64,
     /// The `struct kcmp_epoll_slot` every valid KCMP_EPOLL_TFD call passes (when any does).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoll_slot: Option<crate::sinks::event::EpollSlotRecord>,
+    pub epoll_slot: Option<EpollSlotRecord>,
 }
 
 #[derive(Clone, Copy)]
@@ -578,13 +578,14 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         racer_pids: racers,
         tsync_sections,
         elapsed_s: elapsed,
-        epoll_slot: config.types.contains(&KCMP_EPOLL_TFD).then(|| {
-            crate::sinks::event::EpollSlotRecord {
+        epoll_slot: config
+            .types
+            .contains(&KCMP_EPOLL_TFD)
+            .then(|| EpollSlotRecord {
                 efd: fixture.epoll.as_raw_fd() as u32,
                 tfd: fixture.file.as_raw_fd() as u32,
                 toff: 0,
-            }
-        }),
+            }),
         ..Default::default()
     };
     report.call_threads = tallies.iter().map(|(_, spawned)| spawned).sum();

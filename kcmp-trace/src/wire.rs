@@ -10,8 +10,8 @@ use kcmp_trace_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    loader::{HookCounters, ProcessRow},
     plan::Plan,
+    readout::{HookCounters, ProcessRow},
     report::Report,
 };
 
@@ -115,9 +115,9 @@ pub struct SnapshotOut<'a> {
     pub report: Report,
     pub counters: WireCounters,
     /// Every process seen, busiest first.
-    pub processes: Vec<ProcessRow>,
+    pub processes: &'a [ProcessRow],
     /// What the kernel counted for each attached program (skipped runs, run time).
-    pub programs: Vec<HookCounters>,
+    pub programs: &'a [HookCounters],
 }
 
 /// What a client reads back.

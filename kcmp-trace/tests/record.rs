@@ -193,6 +193,21 @@ fn bad_recordings_get_one_line_naming_file_and_line_and_exit_2() {
     std::fs::remove_file(truncated).expect("cleanup");
 }
 
+/// A file that is one endless line is refused at its cap, not read into memory until the
+/// allocation fails (which aborted, exit 134).
+#[test]
+fn an_endless_line_is_refused_at_its_cap() {
+    let (code, out, err) = run(&["report", "/dev/zero"]);
+    assert_eq!(
+        (code, err.as_str(), out.as_str()),
+        (
+            2,
+            "kcmp-trace: /dev/zero:1: a line longer than 64 MiB\n",
+            ""
+        )
+    );
+}
+
 /// One reading line by hand: `calls` are (outcome index, KCMP_FILE calls returning 0, their
 /// latency's log2 slot), `lock_waits` (slot, count).
 fn reading_line(

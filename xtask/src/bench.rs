@@ -8,12 +8,11 @@ use anyhow::{Context as _, ensure};
 use clap::Args;
 
 use crate::{
-    build_release,
     kernel::{Flavour, Kernel, Version, ensure_kernel},
-    run_checked, setup,
+    setup,
     target::Target,
     vm::{Preempt, VmSpec, default_files, run as run_vm},
-    workspace_root,
+    workspace::{build_release, cargo, run_checked, workspace_root},
 };
 
 /// Per preemption model and attach mode: what counting adds per kcmp call, over no tracer
@@ -146,7 +145,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.serve_secs
         );
         run_checked(
-            crate::cargo(&path)
+            cargo(&path)
                 .args(["test", "--release", "-p", "kcmp-trace", "--test", "serve"])
                 .args(["--", "--ignored", "--nocapture", "scrape_benchmark"])
                 .env("KCMP_TRACE_BENCH_SECS", args.serve_secs.to_string())

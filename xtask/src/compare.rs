@@ -14,7 +14,7 @@ use crate::{
     kernel::{Flavour, Kernel, Version, ensure_kernel},
     setup,
     vm::{Preempt, VmSpec, default_files, parse_file_arg, run as run_vm},
-    workspace_root,
+    workspace::workspace_root,
 };
 
 /// The default workload: kcmp threads against processes that exec() themselves, so that the

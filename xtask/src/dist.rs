@@ -20,12 +20,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    cargo,
     kernel::{Flavour, Kernel, Version, ensure_kernel, hex},
-    run_checked,
-    target::{HOST, Target},
-    vm::{VmSpec, target_dir},
-    workspace_root,
+    target::{HOST, Target, static_binary, target_dir},
+    vm::VmSpec,
+    workspace::{cargo, run_checked, workspace_root},
 };
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -53,11 +51,6 @@ const SYSTEMD_TARGETS: &[&str] = &[
     "shutdown.target",
     "multi-user.target",
 ];
-
-/// The static binary cargo builds for `arch`.
-pub fn static_binary(arch: Target) -> PathBuf {
-    target_dir().join(arch.triple()).join("release/kcmp-trace")
-}
 
 pub fn dist_dir() -> PathBuf {
     target_dir().join("dist")

@@ -903,7 +903,7 @@ struct FastpathInputs {
 
 impl FastpathInputs {
     fn read(kernel: Kernel, source: &SourceTree) -> Result<Self> {
-        let base = crate::workspace_root().join("testing/kernel");
+        let base = crate::workspace::workspace_root().join("testing/kernel");
         let patch_dir = base.join(kernel.version.name());
         let mut patches = Vec::new();
         for entry in

@@ -12,13 +12,10 @@ mod target;
 mod test;
 mod vm;
 mod vmtest;
+mod workspace;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, ExitCode},
-};
+use std::process::{Command, ExitCode};
 
-use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -56,35 +53,6 @@ enum Task {
     Compare(compare::CompareArgs),
 }
 
-/// The workspace root (xtask lives one level below it).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// A cargo command in the workspace with bpf-linker on PATH.
-pub fn cargo(path: &str) -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(workspace_root()).env("PATH", path);
-    cmd
-}
-
-pub fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
-}
-
-/// Builds the release binary and returns its path.
-pub fn build_release(path: &str) -> anyhow::Result<PathBuf> {
-    eprintln!("xtask: building the release binary");
-    run_checked(cargo(path).args(["build", "--release", "-p", "kcmp-trace"]))?;
-    Ok(workspace_root().join("target/release/kcmp-trace"))
-}
-
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -104,7 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Task::Setup { list: false } => setup::ensure().map(|_| ExitCode::SUCCESS),
         Task::Run { args } => {
             let path = setup::ensure()?;
-            let bin = build_release(&path)?;
+            let bin = workspace::build_release(&path)?;
             let status = Command::new(bin).args(args).status()?;
             Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
         }

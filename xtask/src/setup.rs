@@ -10,8 +10,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     kernel::{cache_root, ensure_packages},
-    run_checked,
     target::Target,
+    workspace::run_checked,
 };
 
 /// Debian packages, with why we need them.

@@ -3,7 +3,7 @@
 //! compiles C), the Debian architecture, and how qemu boots a guest of it. What differs for
 //! the tracer itself is in `kcmp_trace_common::arch`.
 
-use std::fmt;
+use std::{env, fmt, path::PathBuf};
 
 use kcmp_trace_common::arch::Arch;
 
@@ -12,6 +12,19 @@ pub enum Target {
     #[value(name = "x86_64")]
     X86_64,
     Aarch64,
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR`, or the workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || crate::workspace::workspace_root().join("target"),
+        PathBuf::from,
+    )
+}
+
+/// The static binary cargo builds for `arch`.
+pub fn static_binary(arch: Target) -> PathBuf {
+    target_dir().join(arch.triple()).join("release/kcmp-trace")
 }
 
 /// The machine the automation runs on.

@@ -4,7 +4,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::{cargo, setup, target::Target};
+use crate::{
+    setup,
+    target::Target,
+    workspace::{cargo, workspace_root},
+};
 
 #[derive(Args)]
 pub struct TestArgs {
@@ -44,7 +48,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         // The eBPF crate only builds for its own target, with the nightly toolchain.
         let mut clippy_ebpf = std::process::Command::new("rustup");
         clippy_ebpf
-            .current_dir(crate::workspace_root().join("kcmp-trace-ebpf"))
+            .current_dir(workspace_root().join("kcmp-trace-ebpf"))
             .env("PATH", &path)
             .env_remove("RUSTC")
             .env_remove("CARGO")
@@ -61,7 +65,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
         eprintln!("xtask: unit and host tests (real BPF on this kernel)");
-        let skip_log = crate::workspace_root().join("target/test-skips.txt");
+        let skip_log = workspace_root().join("target/test-skips.txt");
         let _ = std::fs::remove_file(&skip_log);
         let status = cargo(&path)
             .args(["test", "--workspace", "--exclude", "kcmp-trace-ebpf"])

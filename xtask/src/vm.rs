@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     initramfs::{Node, Tree},
     kernel::{self, Flavour, Kernel, Version, fresh_dir, hex},
-    target::Target,
+    target::{Target, static_binary, target_dir},
 };
 
 /// Printed by /init on the console; nothing in the kernel prints this.
@@ -245,7 +245,7 @@ pub fn cli(args: VmArgs) -> Result<i32> {
 /// The files every test guest gets: the static tracer of its architecture as
 /// /usr/bin/kcmp-trace.
 pub fn default_files(arch: Target) -> Result<Vec<(PathBuf, String)>> {
-    let tracer = crate::dist::static_binary(arch);
+    let tracer = static_binary(arch);
     ensure!(
         tracer.is_file(),
         "{} does not exist: run cargo xtask dist (or build kcmp-trace for {}) first",
@@ -253,11 +253,6 @@ pub fn default_files(arch: Target) -> Result<Vec<(PathBuf, String)>> {
         arch.triple()
     );
     Ok(vec![(tracer, "/usr/bin/kcmp-trace".to_string())])
-}
-
-pub fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| crate::workspace_root().join("target"), PathBuf::from)
 }
 
 /// Boots the guest, runs the command and collects its output and results.

@@ -20,7 +20,7 @@ use crate::{
     kernel::{Flavour, Kernel, Version, ensure_kernel},
     target::Target,
     vm::{Preempt, VmSpec, default_files, run as run_vm},
-    workspace_root,
+    workspace::workspace_root,
 };
 
 /// Runs a stress workload gated on a file while tracers attach to its pid first, so every

@@ -5,10 +5,7 @@ use std::os::fd::AsFd as _;
 use serde::Serialize;
 
 use crate::{
-    cli::DoctorArgs,
-    loader::{TraceConfig, Tracer},
-    plan::Plan,
-    probe::Capabilities,
+    cli::DoctorArgs, config::TraceConfig, loader::Tracer, plan::Plan, probe::Capabilities,
 };
 
 #[derive(Serialize)]
@@ -56,7 +53,11 @@ fn loaded_programs() -> anyhow::Result<Vec<LoadedProgram>> {
         let Some(name) = info.name_as_str().filter(|n| ours.iter().any(|o| o == n)) else {
             continue;
         };
-        let counters = crate::bpf_info::program_counters(info.fd()?.as_fd())?;
+        // Unloaded since it was listed (another tracer detaching): no longer loaded.
+        let Ok(fd) = info.fd() else {
+            continue;
+        };
+        let counters = crate::bpf_info::program_counters(fd.as_fd())?;
         let probe: u64 = link_misses
             .iter()
             .filter(|(prog, _)| *prog == info.id())
@@ -92,7 +93,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         direct_comm,
         plan,
         loaded,
-        unpreempted_reads: crate::loader::unpreempted_reads_possible(),
+        unpreempted_reads: crate::unpreempted::unpreempted_reads_possible(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doctor)?);

@@ -3,16 +3,16 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use kcmp_trace_common::maps::misc;
-use tokio::io::unix::AsyncFd;
+use kcmp_trace_common::{event::Event, maps::misc};
 
 use crate::{
     cli::EventsArgs,
-    event_stream::Unflushed,
-    loader::{TraceConfig, Tracer},
+    config::TraceConfig,
+    event_stream::{EventReader, Unflushed},
+    loader::Tracer,
     report::{Missed, Report, missed_since},
     sinks::{
-        event::{EventRecord, TEXT_HEADER, drain, text_line},
+        event::{EventRecord, TEXT_HEADER, text_line},
         table,
     },
 };
@@ -24,12 +24,12 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         ..args.trace.config()
     };
     let mut tracer = Tracer::start(&config)?;
-    let rt = crate::cmd::runtime()?;
+    let rt = crate::lifecycle::runtime()?;
     let mut shutdown = {
         let _rt = rt.enter();
-        crate::cmd::Shutdown::install()?
+        crate::lifecycle::Shutdown::install()?
     };
-    crate::cmd::announce(&tracer.plan);
+    crate::lifecycle::announce(&tracer.plan);
     // This thread reads the ring (the runtime has no other).
     // SAFETY: setpriority on the calling thread (Linux's nice is per thread).
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.reader_nice) } != 0 {
@@ -53,33 +53,16 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let limit = args.count.unwrap_or(u64::MAX);
 
     let result: anyhow::Result<Unflushed> = rt.block_on(async {
-        // SAFETY: the ring buffer owns its fd and outlives the registration (both are
-        // dropped together with `ring`).
-        let mut ring = unsafe { AsyncFd::register(ring) }
-            .map_err(|e| anyhow::Error::from(e.into_parts().1))
-            .context("polling the ring buffer")?;
-        let until_deadline = crate::cmd::deadline(args.duration);
+        let mut ring = EventReader::new(ring)?;
+        let until_deadline = crate::lifecycle::deadline(args.duration);
         tokio::pin!(until_deadline);
         let mut drop_check = tokio::time::interval(std::time::Duration::from_secs(1));
-        // The kernel wakes this reader only past a backlog mark; below it, this timer
-        // finds the events (so one call on an idle system still shows within it).
-        let mut drain_tick = tokio::time::interval(std::time::Duration::from_millis(
-            kcmp_trace_common::maps::EVENT_DRAIN_MS,
-        ));
         let mut stopping = false;
         loop {
             tokio::select! {
-                guard = ring.readable_mut(), if !stopping => {
-                    let mut guard = guard?;
-                    // Cleared before draining: the kernel wakes this reader only when the
-                    // backlog crosses its mark, so a wakeup during the drain must count.
-                    guard.clear_ready();
-                    drain(guard.get_inner_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
-                    out.flush()?;
-                }
-                _ = drain_tick.tick(), if !stopping => {
-                    ring.get_mut().flush()?;
-                    drain(ring.get_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
+                ready = ring.ready(), if !stopping => {
+                    ready?;
+                    ring.drain(limit - delivered, |e| show(&mut out, args.json, &mut delivered, limit, e))?;
                     out.flush()?;
                 }
                 _ = drop_check.tick() => {
@@ -103,8 +86,8 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
             }
             if stopping || delivered >= limit {
                 // Whatever the kernel already wrote or staged is still ours to show.
-                let left = ring.get_mut().flush_all()?;
-                drain(ring.get_mut(), &mut delivered, limit, |e| write_event(&mut out, args.json, e))?;
+                let left = ring.flush_all()?;
+                ring.drain(limit - delivered, |e| show(&mut out, args.json, &mut delivered, limit, e))?;
                 return Ok(left);
             }
         }
@@ -170,6 +153,22 @@ fn missed_list(missed: &[Missed]) -> String {
     } else {
         list.join(" ")
     }
+}
+
+/// Writes one event while fewer than `limit` were: the stream hands over whole records, and
+/// events past the limit are not shown.
+fn show(
+    out: &mut impl std::io::Write,
+    json: bool,
+    delivered: &mut u64,
+    limit: u64,
+    event: &Event,
+) -> anyhow::Result<()> {
+    if *delivered < limit {
+        write_event(out, json, &EventRecord::from(event))?;
+        *delivered += 1;
+    }
+    Ok(())
 }
 
 fn write_event(

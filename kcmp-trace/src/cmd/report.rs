@@ -7,18 +7,17 @@ use serde::Serialize;
 
 use crate::{
     cli::ReportArgs,
-    cmd::watch::JsonLine,
     error::Error,
-    recording::{KernelInfo, Session},
+    recording::{RecordedKernel, Session},
     report::{CompareRow, Report, compare},
-    sinks::{plot, table},
+    sinks::{json::JsonLine, plot, table},
 };
 
 /// One side of `report A B --json`.
 #[derive(Serialize)]
 struct SideJson<'a> {
     file: String,
-    kernel: &'a KernelInfo,
+    kernel: &'a RecordedKernel,
     /// Attach mode and strategy ("kprobe/direct").
     attach: String,
     /// The session ended with its total (was not cut short).

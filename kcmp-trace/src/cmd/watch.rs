@@ -2,48 +2,31 @@
 
 use std::{io::Write as _, time::Instant};
 
-use serde::Serialize;
-
 use kcmp_trace_common::snapshot::Counters;
 
 use crate::{
     cli::WatchArgs,
     cmd::warn_unflushed,
-    event_stream::EventStream,
-    loader::{TraceConfig, Tracer},
-    recording::{Header, KernelInfo, Recorder, Scope},
+    config::TraceConfig,
+    event_stream::EventReader,
+    loader::Tracer,
+    recording::{Header, RecordedKernel, Recorder, Scope},
     report::{Reading, Report},
-    sinks::{event::drain, table},
+    sinks::{event::EventRecord, json::JsonLine, table},
 };
 
-/// One report of `watch --json` (and `report --json` of one recording, the total).
-#[derive(Serialize)]
-pub struct JsonLine<'a> {
-    /// "interval" for each report, "total" for the summary at exit.
-    pub scope: &'static str,
-    /// Seconds since attach (the daemon's, with --connect) at the end of this report, on the
-    /// same clock as `interval_s`.
-    pub elapsed_s: f64,
-    #[serde(flatten)]
-    pub report: &'a Report,
-}
-
-type EventRing = tokio::io::unix::AsyncFd<EventStream>;
-
-/// Resolves when the ring buffer has events past its wakeup mark; never without a ring.
-async fn ring_ready(
-    ring: &mut Option<EventRing>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, EventStream>> {
-    match ring {
-        Some(ring) => ring.readable_mut().await,
+/// Resolves when the reader may have events; never without a reader.
+async fn events_ready(events: &mut Option<EventReader>) -> anyhow::Result<()> {
+    match events {
+        Some(events) => events.ready().await,
         None => std::future::pending().await,
     }
 }
 
-/// Moves every event the ring holds into the recording.
-fn drain_into(ring: &mut EventStream, recorder: &mut Option<Recorder>) -> anyhow::Result<()> {
+/// Moves every event the reader holds into the recording.
+fn drain_into(events: &mut EventReader, recorder: &mut Option<Recorder>) -> anyhow::Result<()> {
     if let Some(recorder) = recorder {
-        drain(ring, &mut 0, u64::MAX, |e| recorder.event(e))?;
+        events.drain(u64::MAX, |e| recorder.event(&EventRecord::from(e)))?;
         recorder.flush()?;
     }
     Ok(())
@@ -105,10 +88,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
 
 /// `watch`, and with a recorder `record`: the same reports, also kept in a file.
 pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow::Result<()> {
-    let rt = crate::cmd::runtime()?;
+    let rt = crate::lifecycle::runtime()?;
     let mut shutdown = {
         let _rt = rt.enter();
-        crate::cmd::Shutdown::install()?
+        crate::lifecycle::Shutdown::install()?
     };
     let mut out = std::io::stdout().lock();
     let (source, ring) = match &args.connect {
@@ -131,7 +114,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 writeln!(out, "attach: {mode}")?;
             }
             if let Some(recorder) = &mut recorder {
-                let kernel = KernelInfo::from_plan(&first.plan, None);
+                let kernel = RecordedKernel::from_plan(&first.plan, None);
                 let header = Header::new(kernel, first.plan, args.interval.as_secs_f64(), args.top);
                 recorder.header(&header)?;
             }
@@ -143,7 +126,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 ..args.trace.config()
             };
             let mut tracer = Tracer::start(&config)?;
-            crate::cmd::announce(&tracer.plan);
+            crate::lifecycle::announce(&tracer.plan);
             if args.json {
                 writeln!(out, "{}", serde_json::json!({ "plan": &tracer.plan }))?;
             } else {
@@ -153,10 +136,8 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             }
             if let Some(recorder) = &mut recorder {
                 let plan = serde_json::to_value(&tracer.plan)?;
-                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                    .ok()
-                    .map(|r| r.trim().to_owned());
-                let kernel = KernelInfo::from_plan(&plan, release);
+                let release = Some(tracer.kernel_release.clone()).filter(|r| !r.is_empty());
+                let kernel = RecordedKernel::from_plan(&plan, release);
                 recorder.header(&Header::new(
                     kernel,
                     plan,
@@ -169,16 +150,9 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
         }
     };
     out.flush()?;
-    let mut ring = match ring {
-        Some(ring) => {
-            let _rt = rt.enter();
-            // SAFETY: the ring buffer owns its fd and outlives the registration (both are
-            // dropped together).
-            let ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
-                .map_err(|e| anyhow::Error::from(e.into_parts().1))?;
-            Some(ring)
-        }
-        None => None,
+    let mut events = {
+        let _rt = rt.enter();
+        ring.map(EventReader::new).transpose()?
     };
 
     let (first, last) = rt.block_on(async {
@@ -190,27 +164,15 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
         let mut reports = 0u64;
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
-        let until_deadline = crate::cmd::deadline(args.duration);
+        let until_deadline = crate::lifecycle::deadline(args.duration);
         tokio::pin!(until_deadline);
-        // Below the ring's wakeup mark only this timer finds the events.
-        let mut drain_tick = tokio::time::interval(std::time::Duration::from_millis(
-            kcmp_trace_common::maps::EVENT_DRAIN_MS,
-        ));
-        let recording_events = ring.is_some();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                guard = ring_ready(&mut ring) => {
-                    let mut guard = guard?;
-                    // Cleared before draining: a wakeup during the drain must count.
-                    guard.clear_ready();
-                    drain_into(guard.get_inner_mut(), &mut recorder)?;
-                    continue;
-                }
-                _ = drain_tick.tick(), if recording_events => {
-                    if let Some(ring) = &mut ring {
-                        ring.get_mut().flush()?;
-                        drain_into(ring.get_mut(), &mut recorder)?;
+                ready = events_ready(&mut events) => {
+                    ready?;
+                    if let Some(events) = &mut events {
+                        drain_into(events, &mut recorder)?;
                     }
                     continue;
                 }
@@ -239,9 +201,9 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             _ = shutdown.wait() => return Err(source.stopped_waiting()),
         };
         // Every call counted in the total has its event in the ring or a stage by now.
-        if let Some(ring) = &mut ring {
-            let left = ring.get_mut().flush_all()?;
-            drain_into(ring.get_mut(), &mut recorder)?;
+        if let Some(events) = &mut events {
+            let left = events.flush_all()?;
+            drain_into(events, &mut recorder)?;
             warn_unflushed(&left);
         }
         if let Some(recorder) = &mut recorder {

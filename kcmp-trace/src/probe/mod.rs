@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod kernel;
 pub mod preempt;
 
 use std::{
@@ -17,13 +18,12 @@ use kcmp_trace_common::arch;
 
 use self::{
     btf::{struct_has_member, task_comm_offset},
-    kallsyms::Kallsyms,
+    kernel::KernelInfo,
     preempt::Preemption,
 };
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS: &str = "/sys/kernel/debug";
-const BTF_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// Kernel functions kcmp-trace may hook, reported by `doctor`.
 pub const KCMP_SYMBOLS: &[&str] = &[
@@ -112,8 +112,15 @@ pub struct Capabilities {
 impl Capabilities {
     /// Looks at this kernel. Mounts tracefs if it is not mounted and we may.
     pub fn detect() -> Capabilities {
-        let btf = Btf::from_sys_fs().ok().map(Arc::new);
-        let kallsyms = Kallsyms::read().unwrap_or_default();
+        // Best effort: without it the model comes from the command line or config.
+        let _ = ensure_debugfs();
+        Capabilities::of(&KernelInfo::read())
+    }
+
+    /// What a kernel already read allows.
+    pub fn of(kernel: &KernelInfo) -> Capabilities {
+        let btf = kernel.btf.clone();
+        let kallsyms = &kernel.symbols;
         let tracefs = ensure_tracefs().ok();
         let kcmp_tracepoints = tracefs.as_deref().is_some_and(|t| {
             ["sys_enter_kcmp", "sys_exit_kcmp"]
@@ -130,22 +137,17 @@ impl Capabilities {
                     .is_some_and(|b| b.id_by_type_name_kind(name, BtfKind::Func).is_ok()),
             })
             .collect();
-        let raw_btf = std::fs::read(BTF_VMLINUX).ok();
+        let raw_btf = kernel.raw_btf.as_deref();
         let series = Series {
-            btf_member: raw_btf.as_deref().is_some_and(|data| {
+            btf_member: raw_btf.is_some_and(|data| {
                 struct_has_member(data, "signal_struct", "exec_update_seq").unwrap_or(false)
             }),
             helpers_out_of_line: SERIES_HELPERS.iter().all(|h| kallsyms.contains(h)),
         };
-        let task_comm_offset = raw_btf
-            .as_deref()
-            .and_then(|data| task_comm_offset(data).ok().flatten());
-        let at_least = |major, minor| {
-            aya::util::KernelVersion::current()
-                .is_ok_and(|v| v >= aya::util::KernelVersion::new(major, minor, 0))
-        };
+        let task_comm_offset = raw_btf.and_then(|data| task_comm_offset(data).ok().flatten());
+        let at_least = |major, minor| kernel.at_least(major, minor);
         Capabilities {
-            kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
+            kernel: kernel.release.clone(),
             arch: arch::NATIVE.name(),
             privileged: privileged(),
             btf: btf.is_some(),
@@ -158,18 +160,14 @@ impl Capabilities {
             series,
             bpf_stats_enabled: read_trimmed("/proc/sys/kernel/bpf_stats_enabled")
                 .is_some_and(|v| v == "1"),
-            preemption: {
-                // Best effort: without it the model comes from the command line or config.
-                let _ = ensure_debugfs();
-                Preemption::detect()
-            },
+            preemption: kernel.preemption.clone(),
             recursion_misses_readable: at_least(5, 12),
             probe_misses_readable: at_least(6, 7),
             task_comm_offset,
             kretprobe_instances: if crate::retprobe::available() {
                 crate::retprobe::INSTANCES
             } else {
-                10.max(2 * possible_cpus())
+                10.max(2 * kernel.possible_cpus)
             },
         }
     }
@@ -177,22 +175,6 @@ impl Capabilities {
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
         self.symbols.iter().find(|s| s.name == name)
     }
-}
-
-/// CPUs the kernel could bring up (/sys/devices/system/cpu/possible, e.g. "0-3,8").
-fn possible_cpus() -> u32 {
-    read_trimmed("/sys/devices/system/cpu/possible")
-        .map(|list| cpu_count(&list))
-        .unwrap_or(1)
-}
-
-fn cpu_count(list: &str) -> u32 {
-    list.split(',')
-        .filter_map(|range| match range.split_once('-') {
-            Some((a, b)) => Some(b.trim().parse::<u32>().ok()? + 1 - a.trim().parse::<u32>().ok()?),
-            None => range.trim().parse::<u32>().ok().map(|_| 1),
-        })
-        .sum()
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -243,17 +225,5 @@ fn mount_if_needed(fstype: &str, root: &str, witness: &str) -> Result<PathBuf, S
         Ok(out) if out.status.success() && root.join(witness).exists() => Ok(root),
         Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(cpu_count("0"), 1);
-        assert_eq!(cpu_count("0-1"), 2);
-        assert_eq!(cpu_count("0-3,8,10-11"), 7);
     }
 }

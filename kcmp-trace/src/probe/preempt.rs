@@ -65,15 +65,15 @@ pub struct Preemption {
 }
 
 impl Preemption {
-    pub fn detect() -> Preemption {
+    /// The model of the running kernel, whose release is `release` (for its config).
+    pub fn detect(release: &str) -> Preemption {
         let read = |path: &str| std::fs::read_to_string(path).ok();
-        let release = read("/proc/sys/kernel/osrelease").unwrap_or_default();
         Preemption::from_sources(&Sources {
             uname_version: read("/proc/sys/kernel/version").unwrap_or_default(),
             realtime: read("/sys/kernel/realtime"),
             sched_preempt: read(SCHED_PREEMPT),
             cmdline: read("/proc/cmdline").unwrap_or_default(),
-            config: read(&format!("/boot/config-{}", release.trim())),
+            config: read(&format!("/boot/config-{release}")),
         })
     }
 

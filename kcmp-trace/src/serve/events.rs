@@ -20,20 +20,24 @@ use kcmp_trace_common::{
     maps::misc,
     outcome::Outcome,
 };
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::{Notify, mpsc, watch},
-};
+use tokio::sync::{Notify, mpsc, watch};
 
-use super::conns::Peer;
-use crate::{event_stream::EventStream, loader::Tracer, sinks::event::EventRecord};
+use super::{conns::Peer, reads::Reads};
+use crate::{
+    event_stream::{EventReader, EventStream},
+    sinks::event::EventRecord,
+};
 
 /// Events read from the ring buffer before they are handed out under one lock.
 const BATCH: usize = 256;
+/// Values one client's filter may give, over all its keys: every event is checked against
+/// them.
+pub const MAX_FILTER_VALUES: usize = 64;
 
 /// Which events a client wants; every given key must match, any of a key's values may.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
+    /// Sorted, for a binary search per event.
     pids: Vec<u32>,
     comms: Vec<Vec<u8>>,
     types: Vec<u32>,
@@ -45,10 +49,17 @@ impl Filter {
     /// one line for an HTTP 400.
     pub fn parse(query: Option<&str>) -> Result<Filter, String> {
         let mut f = Filter::default();
+        let mut given = 0;
         for (key, values) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             for value in values.split(',') {
                 if value.is_empty() {
                     return Err(format!("{key}: empty value"));
+                }
+                given += 1;
+                if given > MAX_FILTER_VALUES {
+                    return Err(format!(
+                        "more than {MAX_FILTER_VALUES} filter values (pid, comm, type, outcome)"
+                    ));
                 }
                 match &*key {
                     "pid" => f.pids.push(
@@ -86,11 +97,13 @@ impl Filter {
                 }
             }
         }
+        f.pids.sort_unstable();
+        f.pids.dedup();
         Ok(f)
     }
 
     pub fn matches(&self, e: &Event) -> bool {
-        (self.pids.is_empty() || self.pids.contains(&e.tgid))
+        (self.pids.is_empty() || self.pids.binary_search(&e.tgid).is_ok())
             && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm_bytes(&e.comm)))
             && (self.types.is_empty() || self.types.contains(&type_slot(e.raw_type as u64)))
             && (self.outcomes.is_empty() || self.outcomes.contains(&e.outcome()))
@@ -418,7 +431,7 @@ fn client_stream(
 pub fn spawn_pump(
     ring: EventStream,
     hub: Arc<Hub>,
-    tracer: Arc<Tracer>,
+    reads: Reads,
     nice: i32,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
@@ -441,7 +454,7 @@ pub fn spawn_pump(
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(pump(ring, hub, tracer, stop)));
+                .and_then(|rt| rt.block_on(pump(ring, hub, reads, stop)));
             let _ = done_tx.send(result);
         })
         .context("starting the event thread")?;
@@ -460,26 +473,16 @@ impl Drop for CloseOnDrop {
 pub async fn pump(
     ring: EventStream,
     hub: Arc<Hub>,
-    tracer: Arc<Tracer>,
+    reads: Reads,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its fd and the AsyncFd owns the ring buffer, so the fd
-    // stays open and the same for the registration's whole life.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::Error::from(e.into_parts().1))
-        .context("polling the event ring buffer")?;
+    let mut ring = EventReader::new(ring)?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    // The kernel wakes this reader only once the ring fills past a mark; below it, events
-    // (and clients that left) are found on this timer.
-    let mut drain_tick = tokio::time::interval(Duration::from_millis(
-        kcmp_trace_common::maps::EVENT_DRAIN_MS,
-    ));
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ring_drops = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
-    let report_ring_drops = |seen: &mut u64| {
-        if let Ok(c) = tracer.counters() {
-            let now = c.misc[misc::EVENTS_DROPPED];
+    let report_ring_drops = async |seen: &mut u64| {
+        if let Ok(snapshot) = reads.fresh(false).await {
+            let now = snapshot.counters.misc[misc::EVENTS_DROPPED];
             if now > *seen {
                 hub.ring_dropped(now - *seen);
                 *seen = now;
@@ -491,43 +494,37 @@ pub async fn pump(
     loop {
         tokio::select! {
             _ = std::future::ready(()), if more => {
-                more = !drain(ring.get_mut(), &mut batch, &hub);
+                more = !drain(&mut ring, &mut batch, &hub);
             }
-            guard = ring.readable_mut(), if !more => {
-                let mut guard = guard?;
-                // Cleared before draining: the kernel wakes this reader only when the
-                // backlog crosses its mark, so a wakeup during the drain must count.
-                guard.clear_ready();
-                more = !drain(guard.get_inner_mut(), &mut batch, &hub);
+            // At least every drain tick: also forgets clients that left, so their slots
+            // free up with no event at all.
+            ready = ring.ready(), if !more => {
+                ready?;
+                more = !drain(&mut ring, &mut batch, &hub);
             }
-            // Also forgets clients that left, so their slots free up with no event at all.
-            _ = drain_tick.tick() => {
-                ring.get_mut().flush()?;
-                more = !drain(ring.get_mut(), &mut batch, &hub);
-            }
-            _ = tick.tick() => report_ring_drops(&mut ring_drops),
+            _ = tick.tick() => report_ring_drops(&mut ring_drops).await,
             _ = stop.changed() => break,
         }
         // Yield between batches so a flood of events cannot starve HTTP on this worker.
         tokio::task::yield_now().await;
     }
-    let left = ring.get_mut().flush_all()?;
-    while !drain(ring.get_mut(), &mut batch, &hub) {}
+    let left = ring.flush_all()?;
+    while !drain(&mut ring, &mut batch, &hub) {}
     if left.total() != 0 {
         log::warn!(
             "{} events were still staged in the kernel at shutdown and were not streamed",
             left.total()
         );
     }
-    report_ring_drops(&mut ring_drops);
+    report_ring_drops(&mut ring_drops).await;
     hub.close();
     Ok(())
 }
 
 /// Reads about one batch (whole ring records); true when the ring is empty.
-fn drain(ring: &mut EventStream, batch: &mut Vec<Event>, hub: &Hub) -> bool {
+fn drain(ring: &mut EventReader, batch: &mut Vec<Event>, hub: &Hub) -> bool {
     batch.clear();
-    let Ok(n) = ring.read::<Infallible>(BATCH as u64, |event| {
+    let Ok(n) = ring.drain::<Infallible>(BATCH as u64, |event| {
         batch.push(*event);
         Ok(())
     });
@@ -587,6 +584,18 @@ mod tests {
             let err = Filter::parse(Some(bad)).unwrap_err();
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn a_filter_holds_a_bounded_number_of_values() {
+        let pids = |n: u32| (1..=n).map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        let most = format!("pid={}", pids(MAX_FILTER_VALUES as u32));
+        let f = Filter::parse(Some(&most)).unwrap();
+        assert!(f.matches(&event(MAX_FILTER_VALUES as u32, "a", 0, Outcome::Fast)));
+        assert!(!f.matches(&event(MAX_FILTER_VALUES as u32 + 1, "a", 0, Outcome::Fast)));
+        let over = format!("{most}&comm=a");
+        let err = Filter::parse(Some(&over)).unwrap_err();
+        assert!(err.starts_with("more than 64 filter values"), "{err}");
     }
 
     /// Bytes of one event's NDJSON line.

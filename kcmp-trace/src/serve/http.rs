@@ -12,13 +12,13 @@ use axum::{
 };
 
 use super::{
-    AppState,
     conns::Peer,
     events::{Filter, Framing, Refused},
     metrics::{self, Sample},
     negotiate::Format,
     rejections::{Reason, Rejections},
-    webconfig::BasicAuth,
+    state::AppState,
+    webconfig::{ChecksBusy, CredentialChecks},
 };
 use crate::{
     report::{Report, missed_since},
@@ -34,7 +34,7 @@ pub struct Access {
     /// gets past `auth`; without it, to authenticated users only.
     pub per_call_data: bool,
     /// Basic auth every request must pass (`--web.config.file`).
-    pub auth: Option<Arc<BasicAuth>>,
+    pub credentials: Option<CredentialChecks>,
     /// Requests must name a loopback host (a loopback TCP listener).
     pub loopback_hosts_only: bool,
     pub rejections: Arc<Rejections>,
@@ -45,14 +45,14 @@ impl Access {
     pub fn owner(rejections: Arc<Rejections>) -> Access {
         Access {
             per_call_data: true,
-            auth: None,
+            credentials: None,
             loopback_hosts_only: false,
             rejections,
         }
     }
 
     pub fn endpoints(&self) -> &'static str {
-        match (self.per_call_data, self.auth.is_some()) {
+        match (self.per_call_data, self.credentials.is_some()) {
             (true, false) => "/metrics /events /api/v1/snapshot /healthz",
             (true, true) => "/metrics /events /api/v1/snapshot /healthz, to authenticated users",
             (false, true) => "/metrics /healthz to authenticated users; per-call data to them too",
@@ -105,20 +105,28 @@ async fn guard(
                 .to_owned(),
         );
     }
-    if let Some(auth) = &access.auth {
-        let user = match request
+    if let Some(checks) = &access.credentials {
+        let credentials = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-        {
-            Some(credentials) => {
-                let (auth, credentials) = (auth.clone(), credentials.to_owned());
-                // bcrypt takes tens of milliseconds: off the async workers.
-                tokio::task::spawn_blocking(move || auth.user(&credentials))
-                    .await
-                    .ok()
-                    .flatten()
-            }
+            .map(str::to_owned);
+        let user = match credentials {
+            // bcrypt takes tens of milliseconds: on the checkers' own threads.
+            Some(credentials) => match checks.user(&credentials).await {
+                Ok(user) => user,
+                Err(ChecksBusy) => {
+                    access.rejections.count(Reason::CredentialChecksBusy);
+                    let mut response = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many credential checks waiting; try again\n".to_owned(),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return response;
+                }
+            },
             None => None,
         };
         let Some(user) = user else {
@@ -174,29 +182,25 @@ fn bad_request(reason: impl std::fmt::Display) -> Response {
     text(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"))
 }
 
-fn unavailable(what: &str, err: &anyhow::Error) -> Response {
-    log::warn!("{what}: {}", crate::error::one_line(err));
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("{what}: {}\n", crate::error::one_line(err)),
-    )
+/// The map reader's error (it logged it already).
+fn unavailable(why: &str) -> Response {
+    text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let read = state
-        .tracer
-        .counters()
-        .and_then(|c| Ok((c, state.tracer.hook_counters()?)));
-    let (counters, programs) = match read {
-        Ok(r) => r,
-        Err(e) => return unavailable("reading the counters", &e),
+    let snapshot = match state.reads.fresh(false).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    let Ok(_encoding) = state.encoders.acquire().await else {
+        return unavailable("shutting down");
     };
     let sample = Sample {
-        counters,
+        counters: snapshot.counters,
         plan: state.plan.clone(),
         comms: state.comm_series(),
-        programs,
+        programs: snapshot.programs.clone(),
         bpf_stats_enabled: metrics::bpf_stats_enabled(),
         client_drops: state.hub.as_ref().map_or(0, |h| h.slow_drops()),
         event_clients: state.hub.as_ref().map_or(0, |h| h.clients()),
@@ -301,37 +305,27 @@ async fn snapshot_handler(
         Ok(n) => n,
         Err(e) => return bad_request(e),
     };
-    let elapsed_s = state.started.elapsed().as_secs_f64();
-    // Walking the per-thread table is a syscall per entry: off the async workers, as the
-    // per-comm refresher does.
-    let tracer = state.tracer.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        anyhow::Ok((
-            tracer.counters()?,
-            tracer.processes()?,
-            tracer.hook_counters()?,
-        ))
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("reader task: {e}"))
-    .and_then(|r| r);
-    let (counters, processes, programs) = match read {
-        Ok(r) => r,
-        Err(e) => return unavailable("reading the counters", &e),
+    let read = match state.reads.fresh(true).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
     };
+    let Ok(_encoding) = state.encoders.acquire().await else {
+        return unavailable("shutting down");
+    };
+    let elapsed_s = read.taken.duration_since(state.started).as_secs_f64();
     let snapshot = SnapshotOut {
         version: env!("CARGO_PKG_VERSION"),
         elapsed_s,
         plan: &state.plan,
         report: Report::new(
-            &counters,
+            &read.counters,
             elapsed_s,
-            processes.iter().take(top).cloned().collect(),
-            &missed_since(&programs, &[]),
+            read.processes.iter().take(top).cloned().collect(),
+            &missed_since(&read.programs, &[]),
         ),
-        counters: WireCounters::from(&counters),
-        processes,
-        programs,
+        counters: WireCounters::from(&read.counters),
+        processes: &read.processes,
+        programs: &read.programs,
     };
     match serde_json::to_vec(&snapshot) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -340,9 +334,9 @@ async fn snapshot_handler(
 }
 
 async fn healthz_handler(State(state): State<Arc<AppState>>) -> Response {
-    match state.tracer.counters() {
+    match state.reads.fresh(false).await {
         Ok(_) => text(StatusCode::OK, "ok\n".into()),
-        Err(e) => unavailable("unhealthy", &e),
+        Err(e) => unavailable(&format!("unhealthy: {e}")),
     }
 }
 

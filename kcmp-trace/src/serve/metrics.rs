@@ -23,8 +23,8 @@ use prometheus_client::{
 
 use super::{comms::CommCounts, negotiate::Format, rejections::Reason};
 use crate::{
-    loader::HookCounters,
     plan::{AttachMode, Plan},
+    readout::HookCounters,
     report::{Incomplete, missed_since},
 };
 

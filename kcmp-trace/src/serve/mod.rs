@@ -1,10 +1,12 @@
-//! `kcmp-trace serve`: attach once, aggregate continuously, answer over HTTP.
+//! `kcmp-trace serve`: attach once, aggregate continuously, answer over HTTP. It takes a
+//! [`ServeConfig`] and a shutdown future; the command line is `cmd::serve`'s.
 //!
-//! [`metrics`] encodes `/metrics` (in the format [`negotiate`] picks, with the per-comm
-//! series of [`comms`]), [`events`] fans per-call events out to `/events` clients,
-//! [`http`] routes and guards (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`]
-//! accepts connections within bounds, [`webconfig`] reads TLS and basic auth settings, and
-//! [`rejections`] counts what is turned away.
+//! [`reads`] is the one reader of the tracer's maps, [`metrics`] encodes `/metrics` (in the
+//! format [`negotiate`] picks, with the per-comm series of [`comms`]), [`events`] fans
+//! per-call events out to `/events` clients, [`http`] routes and guards what handlers see
+//! in [`state`] (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`] accepts
+//! connections within bounds, [`webconfig`] reads TLS and basic auth settings and checks
+//! credentials, and [`rejections`] counts what is turned away.
 
 pub mod comms;
 pub mod conns;
@@ -12,10 +14,13 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod negotiate;
+pub mod reads;
 pub mod rejections;
+pub mod state;
 pub mod webconfig;
 
 use std::{
+    net::SocketAddr,
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -24,40 +29,49 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{
-    cli::ServeArgs,
-    error::Error,
-    loader::{TraceConfig, Tracer},
-    plan::Plan,
-};
-use comms::{CommCounts, CommTable};
+use crate::{config::TraceConfig, error::Error, lifecycle::announce, loader::Tracer};
+use comms::CommTable;
 use events::Hub;
+use reads::Reads;
 use rejections::Rejections;
+use state::AppState;
+use webconfig::CredentialChecks;
 
 /// How long in-flight responses may take to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
-/// How often per-process totals are folded into the per-comm series.
-const COMM_REFRESH: Duration = Duration::from_secs(1);
+/// Threads that serve HTTP: two, so one slow response never holds up a scrape.
+const HTTP_WORKERS: usize = 2;
 
-/// What every request handler sees.
-pub struct AppState {
-    pub tracer: Arc<Tracer>,
-    pub plan: Arc<Plan>,
-    pub started: Instant,
-    pub start_time_s: f64,
-    pub hub: Option<Arc<Hub>>,
-    pub rejections: Arc<Rejections>,
-    comms: Mutex<CommTable>,
-    pub kernel: String,
+/// What the daemon serves, where, and within which bounds: all `serve` needs to know.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub trace: TraceConfig,
+    /// The TCP address to serve on, if any.
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<UnixSocket>,
+    /// `/events` and `/api/v1/snapshot` over TCP without credentials.
+    pub tcp_per_call_data: bool,
+    /// TLS and basic auth (`--web.config.file`).
+    pub web_config_file: Option<PathBuf>,
+    /// Per-comm series kept, and how long an idle one stays.
+    pub top_comms: u16,
+    pub comm_series_ttl: Duration,
+    pub max_event_clients: usize,
+    pub max_event_clients_per_client: u16,
+    pub event_budget: events::Budget,
+    /// Nice value of the event thread.
+    pub reader_nice: i32,
+    pub max_connections: u16,
+    /// Keep the kernel's BPF run-time statistics on while serving.
+    pub bpf_stats: bool,
 }
 
-impl AppState {
-    pub fn comm_series(&self) -> Vec<(String, CommCounts)> {
-        self.comms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .series()
-    }
+/// A Unix socket to serve on, and who may connect to it.
+#[derive(Clone, Debug)]
+pub struct UnixSocket {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub group: Option<String>,
 }
 
 /// Where the daemon serves: TCP, a Unix socket, or both.
@@ -67,9 +81,9 @@ struct Listeners {
 }
 
 impl Listeners {
-    async fn bind(args: &ServeArgs) -> Result<Listeners, Error> {
+    async fn bind(config: &ServeConfig) -> Result<Listeners, Error> {
         let tcp =
-            match args.tcp() {
+            match config.tcp {
                 Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
                     |source| Error::Listen {
                         addr: addr.to_string(),
@@ -78,12 +92,12 @@ impl Listeners {
                 )?),
                 None => None,
             };
-        let unix = match &args.unix {
-            Some(path) => Some(
-                bind_unix(path, args.unix_mode, args.unix_group.as_deref())
-                    .map(|l| (l, path.clone()))
+        let unix = match &config.unix {
+            Some(socket) => Some(
+                bind_unix(&socket.path, socket.mode, socket.group.as_deref())
+                    .map(|l| (l, socket.path.clone()))
                     .map_err(|source| Error::Listen {
-                        addr: format!("unix:{}", path.display()),
+                        addr: format!("unix:{}", socket.path.display()),
                         source,
                     })?,
             ),
@@ -172,36 +186,27 @@ fn group_id(group: &str) -> std::io::Result<u32> {
     Ok(unsafe { (*entry).gr_gid })
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // Two HTTP workers, so one slow response never holds up a scrape; events run apart.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+/// The daemon's runtime: [`HTTP_WORKERS`] workers; events and map reads run on threads of
+/// their own.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(HTTP_WORKERS)
         .max_blocking_threads(2)
         .enable_all()
-        .build()?;
-    let result = rt.block_on(serve(args));
-    rt.shutdown_timeout(Duration::from_millis(200));
-    result
+        .build()?)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Handlers first: a SIGTERM during startup must still end in a clean exit.
-    let mut shutdown = crate::cmd::Shutdown::install()?;
+/// Attaches, serves until `shutdown` resolves, then detaches. Run it on [`runtime`].
+pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     conns::raise_open_files_limit();
-    let web = match &args.web_config_file {
+    let web = match &config.web_config_file {
         Some(path) => webconfig::WebConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?,
         None => webconfig::WebConfig {
             tls: None,
             auth: None,
         },
     };
-    if let Some(addr) = args.tcp().filter(|a| !a.ip().is_loopback()) {
+    if let Some(addr) = config.tcp.filter(|a| !a.ip().is_loopback()) {
         let missing = match (web.tls.is_some(), web.auth.is_some()) {
             (true, true) => None,
             (true, false) => Some("unauthenticated"),
@@ -211,7 +216,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(missing) = missing {
             eprintln!(
                 "kcmp-trace: WARNING: serving on {addr}, which is not loopback, {missing}: anyone who can reach it reads {}",
-                if args.tcp_per_call_data {
+                if config.tcp_per_call_data {
                     "every process's kcmp calls (pids, comms, fds) from /events and /api/v1/snapshot"
                 } else if web.auth.is_some() {
                     "what the credentials guard, if they can see them"
@@ -222,29 +227,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     // Fails before anything is attached when the address is taken.
-    let listeners = Listeners::bind(&args).await?;
+    let listeners = Listeners::bind(&config).await?;
 
-    let config = TraceConfig {
-        events: !args.no_events,
-        ring_bytes: args.ring_size,
-        ..args.trace.config()
-    };
-    let result = attach_and_serve(&args, config, web, listeners, &mut shutdown).await;
-    if let Some(path) = &args.unix {
-        let _ = std::fs::remove_file(path);
+    let result = attach_and_serve(&config, web, listeners, shutdown).await;
+    if let Some(socket) = &config.unix {
+        let _ = std::fs::remove_file(&socket.path);
     }
     result
 }
 
 async fn attach_and_serve(
-    args: &ServeArgs,
-    config: TraceConfig,
+    config: &ServeConfig,
     web: webconfig::WebConfig,
     listeners: Listeners,
-    shutdown: &mut crate::cmd::Shutdown,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // Held while serving: the kernel counts run time only while a holder is open.
-    let _bpf_stats = if args.bpf_stats {
+    let _bpf_stats = if config.bpf_stats {
         Some(
             aya::sys::enable_stats(aya::sys::Stats::RunTime)
                 .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?,
@@ -252,7 +251,7 @@ async fn attach_and_serve(
     } else {
         None
     };
-    let mut tracer = Tracer::start(&config)?;
+    let mut tracer = Tracer::start(&config.trace)?;
     // Loading parsed the kernel's BTF: hand that memory back, the daemon runs for long
     // (glibc keeps freed heap; musl's allocator returns it by itself).
     #[cfg(target_env = "gnu")]
@@ -263,63 +262,67 @@ async fn attach_and_serve(
     let started = Instant::now();
     let ring = tracer.take_events();
     let plan = Arc::new(tracer.plan.clone());
-    let tracer = Arc::new(tracer);
+    let kernel_release = tracer.kernel_release.clone();
+    let comms = Arc::new(Mutex::new(CommTable::new(
+        usize::from(config.top_comms),
+        config.comm_series_ttl,
+    )));
+    // From here on, only the reader touches the tracer's maps.
+    let (reads, reader_ended) = Reads::start(tracer, comms.clone())?;
     let hub = ring.as_ref().map(|_| {
         Arc::new(Hub::new(
-            args.max_event_clients,
-            usize::from(args.max_event_clients_per_client),
-            events::Budget {
-                per_client: args.event_client_buffer.into(),
-                total: args.event_buffer_total.into(),
-            },
+            config.max_event_clients,
+            usize::from(config.max_event_clients_per_client),
+            config.event_budget,
         ))
     });
     let rejections = Arc::new(Rejections::default());
     let state = Arc::new(AppState {
-        tracer: tracer.clone(),
-        plan,
+        reads: reads.clone(),
+        plan: plan.clone(),
         started,
         start_time_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
         hub: hub.clone(),
         rejections: rejections.clone(),
-        comms: Mutex::new(CommTable::new(
-            usize::from(args.top_comms),
-            args.comm_series_ttl,
-        )),
-        kernel: kernel_release(),
+        comms,
+        kernel: kernel_release,
+        encoders: tokio::sync::Semaphore::new(HTTP_WORKERS),
     });
-    crate::cmd::announce(&tracer.plan);
+    announce(&plan);
+    let credentials = match &web.auth {
+        Some(auth) => Some(CredentialChecks::start(auth.clone())?),
+        None => None,
+    };
     let tcp_access = http::Access {
-        per_call_data: args.tcp_per_call_data,
-        auth: web.auth.clone(),
-        loopback_hosts_only: args.tcp().is_some_and(|a| a.ip().is_loopback()),
+        per_call_data: config.tcp_per_call_data,
+        credentials,
+        loopback_hosts_only: config.tcp.is_some_and(|a| a.ip().is_loopback()),
         rejections: rejections.clone(),
     };
     let unix_access = http::Access::owner(rejections.clone());
     let where_ = listeners.describe(&tcp_access, web.tls.is_some(), &unix_access);
     eprintln!("kcmp-trace: serving {where_}");
-    log::info!("listening on {where_}, mode {}", tracer.plan.mode.name());
+    log::info!("listening on {where_}, mode {}", plan.mode.name());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pump = match (ring, &hub) {
         (Some(ring), Some(hub)) => Some(events::spawn_pump(
             ring,
             hub.clone(),
-            tracer.clone(),
-            args.reader_nice,
+            reads.clone(),
+            config.reader_nice,
             stop_rx.clone(),
         )?),
         _ => None,
     };
-    let refresher = tokio::spawn(refresh_comms(state.clone(), stop_rx.clone()));
     let rejections_log = {
         let (rejections, stop) = (rejections.clone(), stop_rx.clone());
         tokio::spawn(async move { rejections.log_every_interval(stop).await })
     };
 
-    let max = args.max_connections;
+    let max = config.max_connections;
     let tcp = listeners.tcp.map(|l| {
         let app = http::router(state.clone(), tcp_access);
         let serving: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match web.tls {
@@ -371,7 +374,7 @@ async fn attach_and_serve(
     });
 
     let early = tokio::select! {
-        _ = shutdown.wait() => None,
+        () = shutdown => None,
         r = &mut server => Some(r),
     };
     log::info!("stopping");
@@ -396,40 +399,11 @@ async fn attach_and_serve(
             Err(_) => log::warn!("event stream did not stop in time"),
         }
     }
-    let _ = refresher.await;
     let _ = rejections_log.await;
-    drop(state);
-    // The last reference detaches the programs.
-    drop(tracer);
-    served.map_err(|e| anyhow::anyhow!("server task: {e}"))
-}
-
-/// Folds per-process totals into the per-comm series, off the request path.
-async fn refresh_comms(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(COMM_REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let tracer = state.tracer.clone();
-        // Walking the per-thread table is a syscall per entry: keep it off the workers.
-        let rows = match tokio::task::spawn_blocking(move || tracer.processes()).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                log::warn!("reading per-process totals: {}", crate::error::one_line(&e));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let now = Instant::now();
-        state
-            .comms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(&rows, now - last, now);
-        last = now;
+    // The reader drops the tracer, which detaches the programs.
+    reads.stop();
+    if tokio::time::timeout(DRAIN, reader_ended).await.is_err() {
+        log::warn!("the map reader did not stop in time");
     }
+    served.map_err(|e| anyhow::anyhow!("server task: {e}"))
 }

@@ -27,10 +27,12 @@ pub enum Reason {
     EventsFull,
     /// `/events` at one client's share of the cap (503).
     EventsClientShare,
+    /// Credentials that found every checker busy and the queue full (503).
+    CredentialChecksBusy,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Unauthorized,
         Reason::Forbidden,
         Reason::Misdirected,
@@ -39,6 +41,7 @@ impl Reason {
         Reason::IdleEvicted,
         Reason::EventsFull,
         Reason::EventsClientShare,
+        Reason::CredentialChecksBusy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::IdleEvicted => "idle_evicted",
             Reason::EventsFull => "events_full",
             Reason::EventsClientShare => "events_client_share",
+            Reason::CredentialChecksBusy => "credential_checks_busy",
         }
     }
 }

@@ -9,7 +9,7 @@
 //! ignored, so a file never means less here than it says.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -229,6 +229,62 @@ fn tls_acceptor(tls: TlsFile, base: &Path) -> Result<Option<TlsAcceptor>, String
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 
+/// Threads that check credentials (bcrypt): apart from the runtime's blocking pool and the
+/// map reader, so a flood of wrong passwords delays only other credential checks.
+const CHECKERS: usize = 2;
+/// Checks that may wait for a checker; more are turned away (503) rather than queued.
+const CHECKS_WAITING: usize = 64;
+
+/// Why a check was not made.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ChecksBusy;
+
+type Check = (String, tokio::sync::oneshot::Sender<Option<String>>);
+
+/// Basic auth checked on a bounded pool of its own.
+#[derive(Clone)]
+pub struct CredentialChecks {
+    auth: Arc<BasicAuth>,
+    queue: std::sync::mpsc::SyncSender<Check>,
+}
+
+impl CredentialChecks {
+    /// Starts the checkers; they end when the last handle is dropped.
+    pub fn start(auth: Arc<BasicAuth>) -> std::io::Result<CredentialChecks> {
+        let (queue, checks) = std::sync::mpsc::sync_channel::<Check>(CHECKS_WAITING);
+        let checks = Arc::new(Mutex::new(checks));
+        for n in 0..CHECKERS {
+            let (auth, checks) = (auth.clone(), checks.clone());
+            std::thread::Builder::new()
+                .name(format!("kcmp-auth-{n}"))
+                .spawn(move || {
+                    loop {
+                        let next = checks.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((credentials, answer)) = next else {
+                            return;
+                        };
+                        // The client may have gone: nobody waits for the answer then.
+                        let _ = answer.send(auth.user(&credentials));
+                    }
+                })?;
+        }
+        Ok(CredentialChecks { auth, queue })
+    }
+
+    /// The user an `Authorization` header value authenticates, if any, once a checker has
+    /// checked it; remembered answers come at once.
+    pub async fn user(&self, authorization: &str) -> Result<Option<String>, ChecksBusy> {
+        if let Some(known) = self.auth.remembered(authorization) {
+            return Ok(known);
+        }
+        let (answer, checked) = tokio::sync::oneshot::channel();
+        self.queue
+            .try_send((authorization.to_owned(), answer))
+            .map_err(|_| ChecksBusy)?;
+        Ok(checked.await.ok().flatten())
+    }
+}
+
 /// Basic auth against bcrypt hashes. bcrypt is slow on purpose (tens of ms per check), so
 /// results are remembered by a digest of what was sent, as exporter-toolkit does: a
 /// scraper pays once, not at every scrape.
@@ -237,11 +293,42 @@ pub struct BasicAuth {
     /// Checked against when the user is unknown, so that an unknown user takes as long as a
     /// known one (same cost as the configured hashes).
     decoy: String,
-    checked: Mutex<HashMap<[u8; 32], bool>>,
+    checked: Mutex<Remembered>,
 }
 
-/// Remembered results, at most; the memory is cleared when it fills.
+/// Remembered results, at most; the oldest is forgotten to make room, so a flood of wrong
+/// passwords cannot make a scraper pay bcrypt again at its next scrape.
 const REMEMBERED: usize = 1024;
+
+/// Check results by digest, oldest first out.
+#[derive(Default)]
+struct Remembered {
+    results: HashMap<[u8; 32], bool>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Remembered {
+    fn get(&self, digest: &[u8; 32]) -> Option<bool> {
+        self.results.get(digest).copied()
+    }
+
+    fn insert(&mut self, digest: [u8; 32], ok: bool) {
+        if self.results.insert(digest, ok).is_some() {
+            return;
+        }
+        self.order.push_back(digest);
+        while self.order.len() > REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.results.remove(&oldest);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.results.len()
+    }
+}
 
 impl BasicAuth {
     fn new(users: BTreeMap<String, String>) -> BasicAuth {
@@ -252,17 +339,13 @@ impl BasicAuth {
         BasicAuth {
             decoy: bcrypt::hash("", cost).unwrap_or_default(),
             users,
-            checked: Mutex::new(HashMap::new()),
+            checked: Mutex::new(Remembered::default()),
         }
     }
 
-    /// The user an `Authorization` header value authenticates, if any. Blocking (bcrypt).
-    pub fn user(&self, authorization: &str) -> Option<String> {
-        let encoded = authorization.strip_prefix("Basic ")?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
+    /// The user and password an `Authorization` header value gives, and the digest its
+    /// check is remembered by.
+    fn credentials<'a>(&self, decoded: &'a str) -> Option<(&'a str, &'a str, [u8; 32])> {
         let (user, password) = decoded.split_once(':')?;
         let hash = self.users.get(user);
         let digest: [u8; 32] = sha2::Sha256::new()
@@ -273,22 +356,54 @@ impl BasicAuth {
             .chain_update(hash.map_or("", String::as_str))
             .finalize()
             .into();
+        Some((user, password, digest))
+    }
+
+    /// `Basic` credentials, decoded.
+    fn decode(authorization: &str) -> Option<String> {
+        let encoded = authorization.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        String::from_utf8(decoded).ok()
+    }
+
+    /// What a remembered check answered (the user, or None for a refusal), without bcrypt;
+    /// None when this needs a check (see [`BasicAuth::user`]).
+    pub fn remembered(&self, authorization: &str) -> Option<Option<String>> {
+        let Some(decoded) = Self::decode(authorization) else {
+            return Some(None);
+        };
+        let Some((user, _, digest)) = self.credentials(&decoded) else {
+            return Some(None);
+        };
+        let ok = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)?;
+        Some(ok.then(|| user.to_owned()))
+    }
+
+    /// The user an `Authorization` header value authenticates, if any. Blocking (bcrypt).
+    pub fn user(&self, authorization: &str) -> Option<String> {
+        let decoded = Self::decode(authorization)?;
+        let (user, password, digest) = self.credentials(&decoded)?;
+        let hash = self.users.get(user);
         let remembered = self
             .checked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-            .copied();
+            .get(&digest);
         let ok = match remembered {
             Some(ok) => ok,
             None => {
                 let ok = bcrypt::verify(password, hash.unwrap_or(&self.decoy)).unwrap_or(false)
                     && hash.is_some();
-                let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-                if checked.len() >= REMEMBERED {
-                    checked.clear();
-                }
-                checked.insert(digest, ok);
+                self.checked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(digest, ok);
                 ok
             }
         };
@@ -354,6 +469,57 @@ mod tests {
         assert_eq!(auth.user("Bearer abc"), None);
         assert_eq!(auth.user("Basic !!!"), None);
         assert_eq!(auth.checked.lock().expect("lock").len(), 3);
+    }
+
+    /// A flood of wrong passwords fills the checkers' queue and is turned away past it;
+    /// what was remembered still answers at once.
+    #[tokio::test]
+    async fn credential_checks_are_bounded() {
+        let hash = bcrypt::hash("s3cret", 8).expect("hash");
+        let users = BTreeMap::from([("alice".to_owned(), hash)]);
+        let checks = CredentialChecks::start(Arc::new(BasicAuth::new(users))).expect("start");
+        let header = |pw: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("alice:{pw}"))
+            )
+        };
+        assert_eq!(
+            checks.user(&header("s3cret")).await,
+            Ok(Some("alice".to_owned()))
+        );
+        let flood: Vec<String> = (0..CHECKS_WAITING + 3 * CHECKERS)
+            .map(|n| header(&format!("wrong{n}")))
+            .collect();
+        let answers = futures_util::future::join_all(flood.iter().map(|h| checks.user(h))).await;
+        let busy = answers.iter().filter(|a| **a == Err(ChecksBusy)).count();
+        assert!(busy >= CHECKERS, "{busy} turned away");
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Ok(None) | Err(ChecksBusy)))
+        );
+        assert_eq!(
+            checks.user(&header("s3cret")).await,
+            Ok(Some("alice".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_full_memory_forgets_only_its_oldest_result() {
+        let mut remembered = Remembered::default();
+        let digest = |n: usize| {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&n.to_le_bytes());
+            d
+        };
+        for n in 0..REMEMBERED + 10 {
+            remembered.insert(digest(n), n % 2 == 0);
+        }
+        assert_eq!(remembered.len(), REMEMBERED);
+        assert_eq!(remembered.get(&digest(9)), None);
+        assert_eq!(remembered.get(&digest(10)), Some(true));
+        assert_eq!(remembered.get(&digest(REMEMBERED + 9)), Some(false));
     }
 
     #[test]

@@ -3,11 +3,10 @@
 use kcmp_trace_common::{
     event::{Event, comm_bytes},
     kcmp::{KCMP_EPOLL_TFD, KCMP_FILE, type_slot, type_slot_name},
-    result::errno_name,
 };
 use std::borrow::Cow;
 
-use crate::event_stream::EventStream;
+use crate::readout::{EpollSlotRecord, result_name};
 
 use serde::Serialize;
 
@@ -40,43 +39,6 @@ pub struct EventRecord<'a> {
     pub writer_tgid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_comm: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct EpollSlotRecord {
-    pub efd: u32,
-    pub tfd: u32,
-    pub toff: u32,
-}
-
-/// Reads the events the stream holds, until it is empty or `*delivered` reaches `limit`,
-/// handing each to `emit`.
-pub fn drain(
-    stream: &mut EventStream,
-    delivered: &mut u64,
-    limit: u64,
-    mut emit: impl FnMut(&EventRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    stream.read::<anyhow::Error>(limit.saturating_sub(*delivered), |event| {
-        // The stream hands over whole records: events past the limit are not shown.
-        if *delivered < limit {
-            emit(&EventRecord::from(event))?;
-            *delivered += 1;
-        }
-        Ok(())
-    })?;
-    Ok(())
-}
-
-pub fn result_name(ret: i64) -> Cow<'static, str> {
-    match ret {
-        0 => "equal".into(),
-        1 => "less".into(),
-        2 => "greater".into(),
-        3 => "unordered".into(),
-        r if r < 0 => errno_name(-r).map_or_else(|| format!("errno{}", -r).into(), Cow::Borrowed),
-        r => format!("ret{r}").into(),
-    }
 }
 
 impl<'a> From<&'a Event> for EventRecord<'a> {
@@ -211,14 +173,5 @@ mod tests {
                 .get("epoll_slot")
                 .is_none()
         );
-    }
-
-    #[test]
-    fn results_are_named() {
-        assert_eq!(result_name(0), "equal");
-        assert_eq!(result_name(3), "unordered");
-        assert_eq!(result_name(-9), "EBADF");
-        assert_eq!(result_name(-38), "errno38");
-        assert_eq!(result_name(7), "ret7");
     }
 }

@@ -356,7 +356,7 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
 mod tests {
     use super::*;
     use crate::{
-        recording::{Header, KernelInfo},
+        recording::{Header, RecordedKernel},
         report::Reading,
     };
 
@@ -381,9 +381,9 @@ mod tests {
         let plan = serde_json::json!({"mode": "kprobe", "strategy": "direct"});
         Session {
             path: PathBuf::from(name),
-            header: Header::new(KernelInfo::from_plan(&plan, None), plan, 1.0, 5),
+            header: Header::new(RecordedKernel::from_plan(&plan, None), plan, 1.0, 5),
             baseline: Reading::attach(),
-            intervals: vec![at(1.0, half)],
+            intervals: vec![(1.0, at(1.0, half).report_since(&Reading::attach(), 5).0)],
             last: at(2.0, counters),
             complete: true,
             events: 0,

@@ -1,0 +1,47 @@
+//! The bench's programs, in an object of their own that only `kcmp-trace bench` loads: the
+//! do-nothing programs, attached to a plan's hooks for the floor any tracer there pays,
+//! and the cost ladder (cost.rs), each step through the same code and maps (calls.rs) as
+//! the tracer's programs.
+#![no_std]
+#![no_main]
+// Atomic adds (calls.rs): the BPF target has no compare-and-swap, so no core atomics.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+// The ladder runs parts of the tracer's code, not all of it.
+#[allow(dead_code)]
+mod calls;
+mod cost;
+mod support;
+#[allow(dead_code)]
+mod tp;
+
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+
+#[tracepoint]
+pub fn noop_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[kprobe]
+pub fn noop_kprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[kretprobe]
+pub fn noop_kretprobe(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
+#[fentry]
+pub fn noop_fentry(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[fexit]
+pub fn noop_fexit(_ctx: FExitContext) -> u32 {
+    0
+}

@@ -1,0 +1,71 @@
+//! What a tracer is asked to trace and collect, checked before anything is loaded.
+
+use kcmp_trace_common::{event::COMM_LEN, maps};
+
+use crate::{
+    error::Error,
+    plan::{AttachRequest, StrategyRequest},
+};
+
+/// What to trace and what to collect.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    pub tgids: Vec<u32>,
+    pub comm: Option<String>,
+    pub events: bool,
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ring_bytes: u32,
+    pub attach: AttachRequest,
+    pub strategy: StrategyRequest,
+    /// Let the eBPF side log its rare diagnostics through aya-log.
+    pub bpf_log: bool,
+    /// Entries of the per-thread (calls in flight) and per-process (totals) maps.
+    pub max_threads: u32,
+    pub max_processes: u32,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            tgids: Vec::new(),
+            comm: None,
+            events: false,
+            ring_bytes: 1 << 22,
+            attach: AttachRequest::Auto,
+            strategy: StrategyRequest::Auto,
+            bpf_log: false,
+            max_threads: maps::DEFAULT_MAX_THREADS,
+            max_processes: maps::DEFAULT_MAX_PROCESSES,
+        }
+    }
+}
+
+/// Refuses settings the kernel would refuse later, or that make no sense, with a usage error.
+pub fn validate(config: &TraceConfig) -> Result<(), Error> {
+    let page = 4096;
+    if config.ring_bytes < page || !config.ring_bytes.is_power_of_two() {
+        return Err(Error::Usage(format!(
+            "ring buffer size must be a power of two of at least {page} bytes, got {}",
+            config.ring_bytes
+        )));
+    }
+    let mut tgids = config.tgids.clone();
+    tgids.sort_unstable();
+    tgids.dedup();
+    if tgids.len() > maps::MAX_TGID_FILTER as usize {
+        return Err(Error::Usage(format!(
+            "at most {} processes can be traced by pid, got {}",
+            maps::MAX_TGID_FILTER,
+            tgids.len()
+        )));
+    }
+    if let Some(comm) = &config.comm
+        && (comm.is_empty() || comm.len() >= COMM_LEN)
+    {
+        return Err(Error::Usage(format!(
+            "comm filter must be 1 to {} bytes (the kernel's comm length), got {comm:?}",
+            COMM_LEN - 1
+        )));
+    }
+    Ok(())
+}
