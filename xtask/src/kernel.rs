@@ -194,7 +194,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step(format!("installing packages: {}", missing.join(" ")));
+    eprintln!("apt: installing {}", missing.join(" "));
     let install = |pkgs: &[&str]| {
         let mut args = vec!["install", "-y", "--no-install-recommends"];
         args.extend_from_slice(pkgs);
@@ -202,7 +202,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     };
     if install(&missing).is_err() {
         // A fresh machine has no package lists yet.
-        step("apt-get update");
+        eprintln!("apt: update (no package lists yet, or stale ones)");
         apt_get(&["update"])?;
         install(&missing)?;
     }
@@ -278,7 +278,7 @@ fn apt_get(args: &[&str]) -> Result<()> {
         c
     };
     cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    capture(&mut cmd).map(drop)
+    logged(&mut cmd, &crate::setup::log_path())
 }
 
 fn is_root() -> bool {
@@ -682,7 +682,7 @@ fn capture(cmd: &mut Command) -> Result<String> {
 
 /// Runs `cmd` with stdout and stderr appended to `log`; on failure the error carries
 /// the log's tail.
-fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
+pub(crate) fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
     let open = || {
         File::options()
             .append(true)
