@@ -27,6 +27,7 @@ const MIX: &[&str] = &[
 ];
 
 #[test]
+#[ignore = "needs root"]
 fn watch_counts_equal_the_workload_by_type_and_result() {
     if !require_root() {
         return;
@@ -94,6 +95,7 @@ fn stress_pid(workload: &serde_json::Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pid_filter_leaves_out_other_processes() {
     if !require_root() {
         return;
@@ -116,6 +118,7 @@ fn pid_filter_leaves_out_other_processes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn comm_filter_matches_only_that_comm() {
     if !require_root() {
         return;
@@ -168,6 +171,7 @@ fn streamed(stress_args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>,
 }
 
 #[test]
+#[ignore = "needs root"]
 fn epoll_slots_are_read_from_the_callers_memory() {
     if !require_root() {
         return;
@@ -194,6 +198,7 @@ fn epoll_slots_are_read_from_the_callers_memory() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn events_json_has_one_line_per_call() {
     if !require_root() {
         return;
@@ -219,6 +224,7 @@ fn events_json_has_one_line_per_call() {
 /// Fewer calls than fill a CPU's stage reach the reader while it runs (its drain tick flushes
 /// the stages), each with its caller's comm.
 #[test]
+#[ignore = "needs root"]
 fn a_few_calls_reach_a_running_reader() {
     if !require_root() {
         return;
@@ -248,6 +254,7 @@ fn a_few_calls_reach_a_running_reader() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_tiny_ring_buffer_drops_and_says_how_many() {
     if !require_root() {
         return;
@@ -274,6 +281,7 @@ fn a_tiny_ring_buffer_drops_and_says_how_many() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bpftrace_counts_the_same_calls() {
     if !require_root() {
         return;
@@ -321,6 +329,7 @@ fn bpftrace_counts_the_same_calls() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn doctor_reports_what_this_kernel_allows() {
     if !require_root() {
         return;
@@ -426,6 +435,7 @@ fn as_nobody(args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unprivileged_user_is_told_to_use_root() {
     if !require_root() {
         return;
@@ -502,6 +512,7 @@ fn an_answer_larger_than_any_snapshot_is_refused() {
 /// Per-process totals outlive their threads: 20,000 threads that make one call each and
 /// exit, more than the per-thread map holds, all count toward their process.
 #[test]
+#[ignore = "needs root"]
 fn per_process_totals_survive_thread_churn() {
     if !require_root() {
         return;
@@ -543,6 +554,7 @@ fn one_call_processes(n: usize, comm: &str) {
 /// one-call processes against 64 slots leave calls unattributed; once the tracer has read
 /// (and removed) the exited ones, 40 more are all attributed.
 #[test]
+#[ignore = "needs root"]
 fn a_full_process_map_is_counted_and_reclaimed() {
     if !require_root() {
         return;
