@@ -144,6 +144,37 @@ fn comm_filter_matches_only_that_comm() {
     assert_eq!(total_line(&out)["calls"], 0);
 }
 
+#[test]
+#[ignore = "needs root"]
+fn an_idle_watch_hints_once_in_text_and_never_in_json() {
+    if !require_root() {
+        return;
+    }
+    // A comm nothing has: the kernel leaves every call out, as on a host where nothing
+    // calls kcmp.
+    let text = Proc::spawn(&["watch", "-c", "kt-idle-none", "-d", "8s"]);
+    let json = Proc::spawn(&["watch", "--json", "-c", "kt-idle-none", "-d", "8s"]);
+    let (code, out, err) = text.finish();
+    assert_eq!(code, 0, "{err}");
+    let hints: Vec<&str> = out.lines().filter(|l| l.starts_with("hint:")).collect();
+    assert_eq!(hints.len(), 1, "{out}");
+    assert!(hints[0].contains("-p/-c") && hints[0].contains("kcmp-trace stress"));
+    // It follows the fifth report, not the first.
+    let reports_before = out
+        .lines()
+        .take_while(|l| !l.starts_with("hint:"))
+        .filter(|l| l.contains("calls=0"))
+        .count();
+    assert_eq!(reports_before, 5, "{out}");
+    let (code, out, err) = json.finish();
+    assert_eq!(code, 0, "{err}");
+    for line in out.lines() {
+        let parsed = serde_json::from_str::<serde_json::Value>(line);
+        assert!(parsed.is_ok(), "not JSON: {line}");
+    }
+    assert_eq!(total_line(&out)["calls"], 0);
+}
+
 fn event_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
