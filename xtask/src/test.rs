@@ -33,6 +33,11 @@ pub struct TestArgs {
     /// Pass even if privileged tests skipped themselves (not root); they are still counted.
     #[arg(long)]
     pub allow_skips: bool,
+    /// Prove setup on a clean root filesystem: a debootstrapped Debian bookworm chroot with
+    /// a fresh clone of HEAD runs `cargo xtask setup`, then the lint, host and package
+    /// stages (not the VM stage).
+    #[arg(long, conflicts_with_all = ["no_vm", "vm_only", "stages", "full", "guest", "allow_skips"])]
+    pub fresh_root: bool,
 }
 
 /// The suite's stages, in the order they run.
@@ -69,6 +74,9 @@ impl TestArgs {
 const SKIP_LOG: &str = "target/test-skips.txt";
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    if args.fresh_root {
+        return crate::fresh_root::run();
+    }
     let path = setup::ensure()?;
     let stages = args.selected();
     let mut failed = Vec::new();
