@@ -4,8 +4,9 @@
 //! chance) gets a fresh clone of HEAD and runs `cargo xtask setup`, then the lint, host and
 //! package stages, each timed. Only the machine's own prerequisites are there beforehand:
 //! rustup and its toolchains (the host's `/root/.rustup` and `/root/.cargo`, bind-mounted),
-//! and the Debian packages Rust itself needs before xtask can build. The chroot has its own
-//! cache root, so setup builds its own bpf-linker there.
+//! and the Debian packages Rust itself needs before xtask can build. The network is the
+//! host's: its resolv.conf, and its CA bundle for cargo. The chroot has its own cache root,
+//! so setup builds its own bpf-linker there.
 //!
 //! The debootstrap base is cached as a tarball under the cache root, keyed by what it is
 //! made of; each run unpacks it afresh into `target/fresh-root/root`, which is kept until
@@ -38,6 +39,8 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 /// Where the clone sits inside the root.
 const CLONE: &str = "/src/kcmp-trace";
+/// The host's CA bundle, inside the root.
+const HOST_CAS: &str = "/etc/ssl/host-ca-certificates.crt";
 /// The machine's own prerequisites, shared with the chroot at the same paths.
 const RUST_TOOLCHAINS: &[&str] = &["/root/.rustup", "/root/.cargo"];
 
@@ -267,12 +270,20 @@ fn clone_head(root: &Path) -> Result<String> {
     Ok(commit)
 }
 
-/// DNS, and the mounts the stages need: /proc, /sys, /dev and the Rust toolchains.
-/// tracefs is left to setup, which must mount it itself.
+/// The host's network settings, and the mounts the stages need: /proc, /sys, /dev and the
+/// Rust toolchains. tracefs is left to setup, which must mount it itself.
 fn enter_ready(root: &Path) -> Result<()> {
     let resolv = root.join("etc/resolv.conf");
     let _ = fs::remove_file(&resolv);
     fs::copy("/etc/resolv.conf", &resolv).context("copying /etc/resolv.conf")?;
+    // A network that intercepts TLS adds its CA to the host's bundle, which Debian's bundle
+    // in the root lacks: cargo gets the host's (CARGO_HTTP_CAINFO).
+    let host_cas = std::env::var_os("SSL_CERT_FILE").map_or_else(
+        || PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+        PathBuf::from,
+    );
+    fs::copy(&host_cas, root.join(HOST_CAS.trim_start_matches('/')))
+        .with_context(|| format!("copying {}", host_cas.display()))?;
     let inside = |path: &str| root.join(path.trim_start_matches('/'));
     let target = |path: &str| -> Result<String> {
         let dir = inside(path);
@@ -302,6 +313,7 @@ fn in_chroot(root: &Path, args: &[&str]) -> Command {
         )
         .env("RUSTUP_HOME", RUST_TOOLCHAINS[0])
         .env("CARGO_HOME", RUST_TOOLCHAINS[1])
+        .env("CARGO_HTTP_CAINFO", HOST_CAS)
         // The chroot's own, not the host's: setup builds bpf-linker afresh.
         .env("KCMP_TRACE_CACHE", "/var/cache/kcmp-trace")
         .arg(root)
