@@ -1,12 +1,12 @@
 //! `cargo xtask test --fresh-root`: setup proven on a clean root filesystem.
 //!
 //! A debootstrapped Debian bookworm (minbase, so nothing the project needs is there by
-//! chance) gets a fresh clone of HEAD and runs `cargo xtask setup`, then the lint, host and
-//! package stages, each timed. Only the machine's own prerequisites are there beforehand:
-//! rustup and its toolchains (the host's `/root/.rustup` and `/root/.cargo`, bind-mounted),
-//! and the Debian packages Rust itself needs before xtask can build. The network is the
-//! host's: its resolv.conf, and its CA bundle for cargo. The chroot has its own cache root,
-//! so setup builds its own bpf-linker there.
+//! chance) gets a fresh clone of HEAD and runs `cargo xtask setup`, which must write nothing
+//! on stdout, then the lint, host and package stages, each timed. Only the machine's own
+//! prerequisites are there beforehand: rustup and its toolchains (the host's `/root/.rustup`
+//! and `/root/.cargo`, bind-mounted), and the Debian packages Rust itself needs before xtask
+//! can build. The network is the host's: its resolv.conf, and its CA bundle for cargo. The
+//! chroot has its own cache root, so setup builds its own bpf-linker there.
 //!
 //! The debootstrap base is cached as a tarball under the cache root, keyed by what it is
 //! made of; each run unpacks it afresh into `target/fresh-root/root`, which is kept until
@@ -44,9 +44,10 @@ const HOST_CAS: &str = "/etc/ssl/host-ca-certificates.crt";
 /// The machine's own prerequisites, shared with the chroot at the same paths.
 const RUST_TOOLCHAINS: &[&str] = &["/root/.rustup", "/root/.cargo"];
 
+const SETUP: &str = "setup";
 /// What runs in the chroot, in order: a name and `cargo xtask` arguments.
 const PARTS: &[(&str, &[&str])] = &[
-    ("setup", &["setup"]),
+    (SETUP, &["setup"]),
     ("lint", &["test", "--stages", "lint"]),
     ("unit and host tests", &["test", "--stages", "host"]),
     ("packages", &["test", "--stages", "packages"]),
@@ -87,12 +88,26 @@ pub fn run() -> Result<ExitCode> {
     for (name, args) in PARTS {
         step(&format!("{name}: cargo xtask {}", args.join(" ")));
         let started = Instant::now();
-        let status = in_chroot(&root, args)
-            .status()
-            .with_context(|| format!("running chroot {}", root.display()))?;
-        let verdict = if status.success() { "passed" } else { "FAILED" };
+        let mut cmd = in_chroot(&root, args);
+        let running = || format!("running chroot {}", root.display());
+        let passed = if *name == SETUP {
+            // Setup runs before the tool in `cargo xtask run -- watch`, whose stdout is the
+            // tool's: on a fresh machine, where setup does the most, it must write none.
+            let out = cmd
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(running)?;
+            let stray = String::from_utf8_lossy(&out.stdout);
+            if !stray.is_empty() {
+                step(&format!("setup wrote on stdout:\n{stray}"));
+            }
+            out.status.success() && stray.is_empty()
+        } else {
+            cmd.status().with_context(running)?.success()
+        };
+        let verdict = if passed { "passed" } else { "FAILED" };
         timed(&format!("{name} {verdict}"), started);
-        if !status.success() {
+        if !passed {
             failed = Some(*name);
             break;
         }
