@@ -5,8 +5,8 @@
 //! on stdout, then the lint, host and package stages, each timed. Only the machine's own
 //! prerequisites are there beforehand: rustup and its toolchains (the host's `/root/.rustup`
 //! and `/root/.cargo`, bind-mounted), and the Debian packages Rust itself needs before xtask
-//! can build. The network is the host's: its resolv.conf, and its CA bundle for cargo. The
-//! chroot has its own cache root, so setup builds its own bpf-linker there.
+//! can build. The network is the host's: its resolv.conf and hosts, and its CA bundle for
+//! cargo. The chroot has its own cache root, so setup builds its own bpf-linker there.
 //!
 //! The debootstrap base is cached as a tarball under the cache root, keyed by what it is
 //! made of; each run unpacks it afresh into `target/fresh-root/root`, which is kept until
@@ -288,18 +288,20 @@ fn clone_head(root: &Path) -> Result<String> {
 /// The host's network settings, and the mounts the stages need: /proc, /sys, /dev and the
 /// Rust toolchains. tracefs is left to setup, which must mount it itself.
 fn enter_ready(root: &Path) -> Result<()> {
-    let resolv = root.join("etc/resolv.conf");
-    let _ = fs::remove_file(&resolv);
-    fs::copy("/etc/resolv.conf", &resolv).context("copying /etc/resolv.conf")?;
+    let inside = |path: &str| root.join(path.trim_start_matches('/'));
+    // debootstrap writes no /etc/hosts (an installer does), and `localhost` must resolve.
+    for file in ["/etc/resolv.conf", "/etc/hosts"] {
+        let _ = fs::remove_file(inside(file));
+        fs::copy(file, inside(file)).with_context(|| format!("copying {file}"))?;
+    }
     // A network that intercepts TLS adds its CA to the host's bundle, which Debian's bundle
     // in the root lacks: cargo gets the host's (CARGO_HTTP_CAINFO).
     let host_cas = std::env::var_os("SSL_CERT_FILE").map_or_else(
         || PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
         PathBuf::from,
     );
-    fs::copy(&host_cas, root.join(HOST_CAS.trim_start_matches('/')))
+    fs::copy(&host_cas, inside(HOST_CAS))
         .with_context(|| format!("copying {}", host_cas.display()))?;
-    let inside = |path: &str| root.join(path.trim_start_matches('/'));
     let target = |path: &str| -> Result<String> {
         let dir = inside(path);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
