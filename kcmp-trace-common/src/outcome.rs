@@ -4,7 +4,9 @@
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
-    /// Only the syscall boundary is visible (tracepoint mode): the path is not known.
+    /// The path was not seen: in tracepoint mode every call (only the syscall boundary is
+    /// visible); with fentry or kprobes a call whose trail fits no path because a probe's
+    /// run was skipped (also counted as unclassified).
     Unknown = 0,
     /// Speculation began for both tasks and revalidation passed; no lock taken.
     Fast = 1,

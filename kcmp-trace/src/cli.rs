@@ -209,7 +209,8 @@ pub struct WatchArgs {
     /// Processes shown per report.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
-    /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH.
+    /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH
+    /// (plain HTTP: a daemon serving TLS is reached through its Unix socket).
     #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log", "max_threads", "max_processes"])]
     pub connect: Option<String>,
 }

@@ -22,8 +22,13 @@ impl Target {
             }
             return Ok(Target::Unix(path.into()));
         }
+        // The daemon may serve TLS (--web.config.file), but this client speaks plain HTTP;
+        // its Unix socket reaches such a daemon.
         let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("{url:?}: use http://HOST:PORT or unix:PATH (https is not served)")
+            format!(
+                "{url:?}: use http://HOST:PORT or unix:PATH (this client has no TLS: \
+                 reach a daemon that serves https through its Unix socket)"
+            )
         })?;
         let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty() || !authority.contains(':') {
@@ -191,7 +196,8 @@ mod tests {
             Target::parse("unix:/run/kcmp-trace.sock"),
             Ok(Target::Unix("/run/kcmp-trace.sock".into()))
         );
-        assert!(Target::parse("https://x:1").is_err());
+        let https = Target::parse("https://x:1").expect_err("https is refused");
+        assert!(https.contains("no TLS"), "{https}");
         assert!(Target::parse("http://localhost").is_err());
         assert!(Target::parse("unix:").is_err());
     }

@@ -66,6 +66,7 @@ fn recorded(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_recording_reports_what_watch_printed() {
     if !require_root() {
         return;
@@ -129,6 +130,7 @@ fn a_recording_reports_what_watch_printed() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_recording_reads_up_to_its_last_reading() {
     if !require_root() {
         return;

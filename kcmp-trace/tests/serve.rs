@@ -305,6 +305,7 @@ fn prom_query(port: u16, query: &str) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn prometheus_scrapes_exact_counts() {
     if !privileged() {
         return;
@@ -552,6 +553,7 @@ fn count(lines: &[String]) -> (u64, u64) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn events_stream_every_call_and_filter() {
     if !privileged() {
         return;
@@ -661,6 +663,7 @@ fn open_events(port: u16) -> (TcpStream, String) {
 /// Clients that connect to `/events` and leave free their slots even when no kcmp call
 /// happens, so the next client is served.
 #[test]
+#[ignore = "needs root"]
 fn event_slots_free_when_clients_leave() {
     if !privileged() {
         return;
@@ -695,6 +698,7 @@ fn event_slots_free_when_clients_leave() {
 
 /// One client gets its share of the /events slots, not all of them.
 #[test]
+#[ignore = "needs root"]
 fn one_client_gets_its_share_of_event_slots() {
     if !privileged() {
         return;
@@ -762,6 +766,7 @@ fn rejected(metrics: &str, reason: &str) -> Option<f64> {
 /// scrape arriving at the connection cap gets in at once: the connection idle the longest
 /// is closed to make room, and counted.
 #[test]
+#[ignore = "needs root"]
 fn idle_and_half_sent_connections_are_bounded() {
     if !privileged() {
         return;
@@ -831,6 +836,7 @@ fn allow_open_files(n: u64) {
 /// 1,100 idle connections, far past the default cap of 256 and the default open-files
 /// limit, do not keep a scrape out.
 #[test]
+#[ignore = "needs root"]
 fn a_scrape_gets_past_a_thousand_idle_connections() {
     if !privileged() {
         return;
@@ -862,6 +868,7 @@ fn a_scrape_gets_past_a_thousand_idle_connections() {
 /// By default TCP serves the aggregates only; per-call and per-process data goes out over
 /// the Unix socket, to whoever its mode lets in.
 #[test]
+#[ignore = "needs root"]
 fn per_call_data_stays_off_tcp_by_default() {
     if !privileged() {
         return;
@@ -960,6 +967,7 @@ fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn dashboard_queries_only_served_metrics() {
     if !privileged() {
         return;
@@ -1033,6 +1041,7 @@ fn prog_held_anywhere(id: u32) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sigterm_exits_promptly_and_unloads() {
     if !privileged() {
         return;
@@ -1091,6 +1100,7 @@ fn sigterm_exits_promptly_and_unloads() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_requests_and_busy_addresses() {
     if !privileged() {
         return;
@@ -1178,6 +1188,7 @@ fn bad_requests_and_busy_addresses() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn many_scrapers_and_readers_under_load() {
     if !privileged() {
         return;
@@ -1257,7 +1268,7 @@ fn many_scrapers_and_readers_under_load() {
 /// KCMP_TRACE_BENCH_EVENTS=0: no /events client; KCMP_TRACE_BENCH_OUT: also write the
 /// line to this file.
 #[test]
-#[ignore]
+#[ignore = "a benchmark: cargo xtask bench runs it"]
 fn scrape_benchmark() {
     if !privileged() {
         return;
@@ -1380,6 +1391,7 @@ fn certificate(dir: &Path) {
 /// refused, per-call data for authenticated users; and Prometheus, whose own web server
 /// reads the same file, scrapes every call through it.
 #[test]
+#[ignore = "needs root"]
 fn tls_and_basic_auth_from_a_web_config() {
     if !privileged() {
         return;
@@ -1552,6 +1564,7 @@ fn curl_as(user: &str, args: &[&str]) -> (u16, String) {
 /// An unprivileged user gets no per-call data over TCP, and gets it over a 0660 socket
 /// only as a member of its group.
 #[test]
+#[ignore = "needs root"]
 fn per_call_data_for_the_socket_group_only() {
     if !privileged() {
         return;

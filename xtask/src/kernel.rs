@@ -330,7 +330,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step(format!("installing packages: {}", missing.join(" ")));
+    eprintln!("apt: installing {}", missing.join(" "));
     let install = |pkgs: &[&str]| {
         let mut args = vec!["install", "-y", "--no-install-recommends"];
         args.extend_from_slice(pkgs);
@@ -338,7 +338,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     };
     if install(&missing).is_err() {
         // A fresh machine has no package lists yet.
-        step("apt-get update");
+        eprintln!("apt: update (no package lists yet, or stale ones)");
         apt_get(&["update"])?;
         install(&missing)?;
     }
@@ -436,7 +436,7 @@ fn apt_get(args: &[&str]) -> Result<()> {
         c
     };
     cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    capture(&mut cmd).map(drop)
+    logged(&mut cmd, &crate::setup::log_path())
 }
 
 fn is_root() -> bool {
@@ -1051,8 +1051,9 @@ fn capture(cmd: &mut Command) -> Result<String> {
 }
 
 /// Runs `cmd` with stdout and stderr appended to `log`; on failure the error carries
-/// the log's tail.
-fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
+/// the tail of what `cmd` wrote there.
+pub(crate) fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
+    let start = fs::metadata(log).map_or(0, |m| m.len());
     let open = || {
         File::options()
             .append(true)
@@ -1068,9 +1069,9 @@ fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
         .with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!(
-            "{cmd:?} failed ({status}); last lines of {}:\n{}",
+            "{cmd:?} failed ({status}); its last lines in {}:\n{}",
             log.display(),
-            tail(log, LOG_TAIL_LINES)
+            tail_from(log, start, LOG_TAIL_LINES)
         );
     }
     Ok(())
@@ -1078,10 +1079,15 @@ fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
 
 /// The last `lines` lines of a (possibly large) text file.
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    tail_from(path, 0, lines)
+}
+
+/// The last `lines` lines of a text file written from byte `start` on.
+fn tail_from(path: &Path, start: u64, lines: usize) -> String {
     let read = || -> std::io::Result<String> {
         let mut f = File::open(path)?;
         let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
+        f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024).max(start)))?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())

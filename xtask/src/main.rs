@@ -4,6 +4,7 @@ mod bench;
 mod compare;
 mod demo;
 mod dist;
+mod fresh_root;
 mod initramfs;
 mod kernel;
 mod setup;

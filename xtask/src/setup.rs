@@ -1,5 +1,7 @@
-//! Everything a fresh machine needs, installed idempotently: each step says what it does and
-//! skips what is already there.
+//! Everything a fresh machine needs, installed idempotently: each step says in one line on
+//! stderr what it does and skips what is already there. What the tools it runs print goes to
+//! a log file (stdout belongs to the command setup runs before, e.g. `watch`); a step that
+//! fails shows the log's path and its last lines.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,9 +11,8 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    kernel::{cache_root, ensure_packages},
+    kernel::{cache_root, ensure_packages, logged},
     target::Target,
-    workspace::run_checked,
 };
 
 /// Debian packages, with why we need them.
@@ -47,6 +48,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "the aarch64 C headers ring's C code includes (gcc-aarch64-linux-gnu only recommends it)",
     ),
     ("file", "dist checks its binaries are static"),
+    ("systemd", "systemd-analyze verify checks the packaged unit"),
     ("busybox-static", "the VM initramfs"),
     ("cpio", "the VM initramfs"),
     ("util-linux", "setpriv, for the unprivileged-user tests"),
@@ -60,6 +62,16 @@ const LLVM_MAJOR: &str = "22";
 
 fn step(msg: &str) {
     eprintln!("setup: {msg}");
+}
+
+/// Where setup's tools (apt, rustup, cargo install) write their output.
+pub fn log_path() -> PathBuf {
+    crate::workspace::workspace_root().join("target/setup.log")
+}
+
+/// Runs one of setup's tools with its output in the log.
+fn quietly(cmd: &mut Command) -> anyhow::Result<()> {
+    logged(cmd, &log_path())
 }
 
 fn rust_src() -> anyhow::Result<()> {
@@ -86,13 +98,7 @@ fn rust_src() -> anyhow::Result<()> {
         return Ok(());
     }
     step("rustup component add rust-src --toolchain nightly");
-    run_checked(Command::new("rustup").args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ]))
+    quietly(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
 /// bpf-linker built against LLVM 22, cached by version and LLVM major.
@@ -109,7 +115,7 @@ fn bpf_linker() -> anyhow::Result<PathBuf> {
     let llvm = format!("/usr/lib/llvm-{LLVM_MAJOR}");
     let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_checked(
+    quietly(
         Command::new(cargo)
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
             .args([
@@ -136,7 +142,7 @@ fn rust_targets() -> anyhow::Result<()> {
     for target in Target::ALL {
         if !installed.lines().any(|l| l.trim() == target.triple()) {
             step(&format!("rustup target add {}", target.triple()));
-            run_checked(Command::new("rustup").args(["target", "add", target.triple()]))?;
+            quietly(Command::new("rustup").args(["target", "add", target.triple()]))?;
         }
     }
     Ok(())
@@ -155,8 +161,8 @@ fn arm64_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     step("dpkg --add-architecture arm64 && apt-get update");
-    run_checked(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
-    run_checked(Command::new("apt-get").args(["update", "-q"]))
+    quietly(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+    quietly(Command::new("apt-get").args(["update", "-q"]))
 }
 
 fn tracefs() -> anyhow::Result<()> {
@@ -164,12 +170,17 @@ fn tracefs() -> anyhow::Result<()> {
         return Ok(());
     }
     step("mount -t tracefs nodev /sys/kernel/tracing");
-    run_checked(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+    quietly(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
         .context("mounting tracefs")
 }
 
 /// Runs every step; returns the PATH that builds must use (bpf-linker first).
 pub fn ensure() -> anyhow::Result<String> {
+    let log = log_path();
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&log, "").with_context(|| format!("starting {}", log.display()))?;
     let packages: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
     ensure_packages(&packages)?;
     arm64_packages()?;

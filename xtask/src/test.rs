@@ -1,8 +1,11 @@
 //! `cargo xtask test`: the whole suite, from a fresh machine.
 
-use std::process::ExitCode;
+use std::{
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::{
     setup,
@@ -19,6 +22,10 @@ pub struct TestArgs {
     /// Only the static builds, the package checks and the VM tests.
     #[arg(long)]
     pub vm_only: bool,
+    /// Only these stages, in the suite's order (comma-separated), e.g.
+    /// `--stages lint,host,packages`.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["no_vm", "vm_only"])]
+    pub stages: Vec<Stage>,
     /// The whole kernel matrix: also the PREEMPT_RT fast-path kernel (an extra kernel
     /// build), preempt=none, and Debian's 6.1 PREEMPT_RT image.
     #[arg(long)]
@@ -30,16 +37,57 @@ pub struct TestArgs {
     /// Pass even if privileged tests skipped themselves (not root); they are still counted.
     #[arg(long)]
     pub allow_skips: bool,
+    /// Prove setup on a clean root filesystem: a debootstrapped Debian bookworm chroot with
+    /// a fresh clone of HEAD runs `cargo xtask setup`, then the lint, host and package
+    /// stages (not the VM stage).
+    #[arg(long, conflicts_with_all = ["no_vm", "vm_only", "stages", "full", "guest", "allow_skips"])]
+    pub fresh_root: bool,
 }
 
+/// The suite's stages, in the order they run.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Stage {
+    /// rustfmt, clippy on the host crates and on the eBPF crate's target.
+    Lint,
+    /// `cargo test`: unit tests and real BPF on this kernel.
+    Host,
+    /// The static binaries and packages, each package checked.
+    Packages,
+    /// The guest matrix under qemu.
+    Vm,
+}
+
+impl TestArgs {
+    fn selected(&self) -> Vec<Stage> {
+        let mut stages = if !self.stages.is_empty() {
+            self.stages.clone()
+        } else if self.no_vm {
+            vec![Stage::Lint, Stage::Host]
+        } else if self.vm_only {
+            vec![Stage::Packages, Stage::Vm]
+        } else {
+            vec![Stage::Lint, Stage::Host, Stage::Packages, Stage::Vm]
+        };
+        stages.sort();
+        stages.dedup();
+        stages
+    }
+}
+
+/// The test binaries' skip log: privileged tests run without root append their names.
+const SKIP_LOG: &str = "target/test-skips.txt";
+
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    if args.fresh_root {
+        return crate::fresh_root::run();
+    }
     let path = setup::ensure()?;
+    let stages = args.selected();
     let mut failed = Vec::new();
 
-    if !args.vm_only {
-        eprintln!(
-            "xtask: lint (rustfmt, clippy on the host crates and on the eBPF crate's target)"
-        );
+    if stages.contains(&Stage::Lint) {
+        let started =
+            stage_start("lint (rustfmt, clippy on the host crates and on the eBPF crate's target)");
         let mut fmt = cargo(&path);
         fmt.args(["fmt", "--all", "--", "--check"]);
         let mut clippy = cargo(&path);
@@ -55,6 +103,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             .args(["run", "nightly", "cargo", "clippy", "--release"])
             .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
             .args(["--", "-D", "warnings"]);
+        let before = failed.len();
         for (name, mut lint) in [
             ("cargo fmt", fmt),
             ("clippy", clippy),
@@ -64,11 +113,18 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                 failed.push(name);
             }
         }
-        eprintln!("xtask: unit and host tests (real BPF on this kernel)");
-        let skip_log = workspace_root().join("target/test-skips.txt");
+        stage_end("lint", started, failed.len() == before);
+    }
+    if stages.contains(&Stage::Host) {
+        let started = stage_start("unit and host tests (real BPF on this kernel)");
+        let before = failed.len();
+        let skip_log = workspace_root().join(SKIP_LOG);
         let _ = std::fs::remove_file(&skip_log);
+        // Privileged tests are #[ignore = "needs root"] so that plain `cargo test` shows
+        // them as not run; the suite runs them. The scrape benchmark is `cargo xtask bench`'s.
         let status = cargo(&path)
             .args(["test", "--workspace", "--exclude", "kcmp-trace-ebpf"])
+            .args(["--", "--include-ignored", "--skip", "scrape_benchmark"])
             .env("KCMP_TRACE_SKIP_LOG", &skip_log)
             .status()?;
         if !status.success() {
@@ -86,26 +142,33 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                 failed.push("skipped tests (run as root, or pass --allow-skips)");
             }
         }
+        stage_end("unit and host tests", started, failed.len() == before);
     }
-    if !args.no_vm {
-        eprintln!(
-            "xtask: VM tests under qemu: {}",
-            crate::vmtest::guests(args.full).join(", ")
-        );
-        if args.guest.is_none() {
-            eprintln!("xtask: packages (cargo xtask dist, then each package checked)");
-            crate::dist::run(&path)?;
-            for arch in Target::ALL {
-                let result = crate::dist::verify(arch);
-                match &result {
-                    Ok(()) => eprintln!("package {} ... ok", arch.deb_arch()),
-                    Err(e) => eprintln!("package {} ... FAILED: {e:#}", arch.deb_arch()),
-                }
-                if result.is_err() && !failed.contains(&"packages") {
-                    failed.push("packages");
-                }
+    // With --guest the packages are not built: the guests need only their own binaries.
+    let packages = stages.contains(&Stage::Packages) && args.guest.is_none();
+    if packages {
+        let started = stage_start("packages (cargo xtask dist, then each package checked)");
+        crate::dist::run(&path)?;
+        let mut passed = true;
+        for arch in Target::ALL {
+            let result = crate::dist::verify(arch);
+            match &result {
+                Ok(()) => eprintln!("package {} ... ok", arch.deb_arch()),
+                Err(e) => eprintln!("package {} ... FAILED: {e:#}", arch.deb_arch()),
             }
-        } else {
+            passed &= result.is_ok();
+        }
+        if !passed {
+            failed.push("packages");
+        }
+        stage_end("packages", started, passed);
+    }
+    if stages.contains(&Stage::Vm) {
+        let started = stage_start(&format!(
+            "VM tests under qemu: {}",
+            crate::vmtest::guests(args.full).join(", ")
+        ));
+        if !packages {
             crate::dist::build_static(
                 &path,
                 &crate::vmtest::arches(args.full, args.guest.as_deref()),
@@ -116,6 +179,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             failed.push("vm tests");
         }
         println!("vm: {passed} passed, {} failed", vm_failed.len());
+        stage_end("VM tests", started, vm_failed.is_empty());
     }
 
     if failed.is_empty() {
@@ -124,5 +188,28 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("xtask: failed stages: {}", failed.join(", "));
         Ok(ExitCode::FAILURE)
+    }
+}
+
+fn stage_start(what: &str) -> Instant {
+    eprintln!("xtask: {what}");
+    Instant::now()
+}
+
+fn stage_end(stage: &str, started: Instant, passed: bool) {
+    let verdict = if passed { "passed" } else { "FAILED" };
+    eprintln!(
+        "xtask: {stage} {verdict} in {}",
+        minutes_and_seconds(started.elapsed())
+    );
+}
+
+/// `3m 07s`, or `42s` under a minute: how the stages' times read in the README.
+pub fn minutes_and_seconds(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m {:02}s", secs / 60, secs % 60)
     }
 }

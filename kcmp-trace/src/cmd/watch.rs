@@ -15,6 +15,27 @@ use crate::{
     sinks::{event::EventRecord, json::JsonLine, table},
 };
 
+/// Seconds without a call before `watch` explains an idle host: long enough to tell an idle
+/// host from a quiet second.
+const IDLE_HINT_AFTER_S: f64 = 5.0;
+
+/// What `watch` prints once on a host where nothing calls kcmp, so that `calls=0` every
+/// second does not look like a broken tracer.
+fn idle_hint(filtered: bool) -> String {
+    let matching = if filtered { " matching -p/-c" } else { "" };
+    format!(
+        "hint: no kcmp call{matching} in {IDLE_HINT_AFTER_S:.0} s. kcmp is rare on most hosts \
+         (CRIU, systemd, Mesa and checkpoint tools call it): `kcmp-trace stress` in another \
+         terminal makes calls, and `cargo xtask demo` shows the fast path in a VM."
+    )
+}
+
+/// Whether `watch` prints the idle hint now: in text output only (JSON stays machine-clean),
+/// once, and only while no call has been seen since it started.
+fn idle_hint_due(json: bool, hinted: bool, calls_seen: u64, watched_s: f64) -> bool {
+    !json && !hinted && calls_seen == 0 && watched_s >= IDLE_HINT_AFTER_S
+}
+
 /// Resolves when the reader may have events; never without a reader.
 async fn events_ready(events: &mut Option<EventReader>) -> anyhow::Result<()> {
     match events {
@@ -162,6 +183,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
         }
         let mut prev = first.clone();
         let mut reports = 0u64;
+        let (mut calls_seen, mut hinted) = (0u64, false);
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
         let until_deadline = crate::lifecycle::deadline(args.duration);
@@ -186,6 +208,13 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             };
             let (report, delta) = now.report_since(&prev, args.top);
             print_report(&mut out, &args, "interval", now.at_s, &report, &delta)?;
+            calls_seen += report.calls;
+            if idle_hint_due(args.json, hinted, calls_seen, now.at_s - first.at_s) {
+                let filtered = !args.trace.pids.is_empty() || args.trace.comm.is_some();
+                writeln!(out, "{}", idle_hint(filtered))?;
+                out.flush()?;
+                hinted = true;
+            }
             if let Some(recorder) = &mut recorder {
                 recorder.reading(Scope::Interval, &now)?;
             }
@@ -252,4 +281,32 @@ fn print_report(
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_hint_comes_once_after_a_few_seconds_without_a_call() {
+        // A second or two of nothing is not yet a sign.
+        assert!(!idle_hint_due(false, false, 0, 1.0));
+        assert!(!idle_hint_due(false, false, 0, IDLE_HINT_AFTER_S - 0.1));
+        assert!(idle_hint_due(false, false, 0, IDLE_HINT_AFTER_S));
+        // Once.
+        assert!(!idle_hint_due(false, true, 0, 60.0));
+        // A host that made one call is not idle, even if it went quiet since.
+        assert!(!idle_hint_due(false, false, 1, 60.0));
+        // JSON output never carries it.
+        assert!(!idle_hint_due(true, false, 0, 60.0));
+    }
+
+    #[test]
+    fn the_idle_hint_names_the_filter_and_what_to_run() {
+        let plain = idle_hint(false);
+        assert!(plain.contains("kcmp-trace stress") && plain.contains("cargo xtask demo"));
+        assert!(!plain.contains("-p/-c"));
+        assert!(idle_hint(true).contains("matching -p/-c"));
+        assert!(!plain.contains('\n'), "one line: {plain}");
+    }
 }

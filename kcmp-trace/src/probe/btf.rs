@@ -289,7 +289,14 @@ mod tests {
         let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
             return;
         };
-        let out = std::process::Command::new("bpftool")
+        // Debian puts bpftool in /usr/sbin, which a user's PATH leaves out.
+        let sbin = std::path::Path::new("/usr/sbin/bpftool");
+        let bpftool = if sbin.exists() {
+            sbin
+        } else {
+            "bpftool".as_ref()
+        };
+        let out = std::process::Command::new(bpftool)
             .args([
                 "btf",
                 "dump",

@@ -25,7 +25,10 @@ pub fn kcmp_trace() -> Command {
     cmd
 }
 
-/// Privileged tests need root. In CI a missing privilege is a failure, never a skip.
+/// Privileged tests need root: they are `#[ignore = "needs root"]`, so plain `cargo test`
+/// lists them as ignored, and `cargo xtask test` runs them with `--include-ignored`. Run
+/// that way without root, a test skips itself here and `cargo xtask test` counts the skip.
+/// In CI a missing privilege is a failure, never a skip.
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
