@@ -22,7 +22,10 @@ use kcmp_trace_common::{
 };
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{conns::Peer, reads::Reads};
+use super::{
+    conns::Peer,
+    reads::{Reads, Snapshot},
+};
 use crate::{
     event_stream::{EventReader, EventStream},
     sinks::event::EventRecord,
@@ -480,8 +483,8 @@ pub async fn pump(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ring_drops = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
-    let report_ring_drops = async |seen: &mut u64| {
-        if let Ok(snapshot) = reads.fresh(false).await {
+    let report_ring_drops = |seen: &mut u64, snapshot: Option<Arc<Snapshot>>| {
+        if let Some(snapshot) = snapshot {
             let now = snapshot.counters.misc[misc::EVENTS_DROPPED];
             if now > *seen {
                 hub.ring_dropped(now - *seen);
@@ -502,7 +505,8 @@ pub async fn pump(
                 ready?;
                 more = !drain(&mut ring, &mut batch, &hub);
             }
-            _ = tick.tick() => report_ring_drops(&mut ring_drops).await,
+            // The last snapshot, not a fresh read: draining must not wait for the reader.
+            _ = tick.tick() => report_ring_drops(&mut ring_drops, reads.latest()),
             _ = stop.changed() => break,
         }
         // Yield between batches so a flood of events cannot starve HTTP on this worker.
@@ -516,7 +520,7 @@ pub async fn pump(
             left.total()
         );
     }
-    report_ring_drops(&mut ring_drops).await;
+    report_ring_drops(&mut ring_drops, reads.fresh(false).await.ok());
     hub.close();
     Ok(())
 }

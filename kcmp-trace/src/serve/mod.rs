@@ -259,6 +259,15 @@ async fn attach_and_serve(
     unsafe {
         libc::malloc_trim(0)
     };
+    // The threads about to start (the map reader, the event thread, the HTTP workers and
+    // credential checkers) would each get a glibc arena of their own, whose freed memory
+    // stays resident; two arenas serve them all.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; no allocation is in flight here
+    // that depends on it.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2)
+    };
     let started = Instant::now();
     let ring = tracer.take_events();
     let plan = Arc::new(tracer.plan.clone());

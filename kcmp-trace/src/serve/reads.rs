@@ -126,6 +126,14 @@ impl Reads {
         }
     }
 
+    /// The last snapshot read, at once: at most a second old while the reader runs.
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        match &*self.latest.borrow() {
+            Published::Read(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
     /// Ends the reader, which detaches the programs as it drops the tracer.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
