@@ -49,6 +49,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("file", "dist checks its binaries are static"),
     ("systemd", "systemd-analyze verify checks the packaged unit"),
+    (
+        "man-db",
+        "man, with which systemd-analyze verify looks up the unit's Documentation=",
+    ),
+    (
+        "manpages-dev",
+        "kcmp(2), the unit's Documentation= page that systemd-analyze verify looks up",
+    ),
     ("busybox-static", "the VM initramfs"),
     ("cpio", "the VM initramfs"),
     ("util-linux", "setpriv, for the unprivileged-user tests"),
