@@ -246,7 +246,7 @@ impl Tracer {
             let dead: Vec<u32> = live
                 .iter()
                 .map(|r| r.tgid)
-                .filter(|&tgid| !process_alive(tgid))
+                .filter(|&tgid| !probe::process_alive(tgid))
                 .collect();
             let mut removed = std::collections::BTreeSet::new();
             for tgid in dead {
@@ -316,19 +316,6 @@ fn process_row(tgid: u32, t: &ProcessTotals) -> ProcessRow {
         calls: t.calls,
         errors: t.errors,
         latency_sum_ns: t.latency_sum_ns,
-    }
-}
-
-/// Whether a process with this tgid exists (zombies included: their totals are final, but
-/// so is the next read).
-fn process_alive(tgid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(tgid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe {
-        libc::kill(pid, 0) == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 }
 

@@ -103,7 +103,7 @@ fn remove_stale_events() {
     };
     for event in defined.lines().filter_map(our_event) {
         if let Some(pid) = owner(event)
-            && !pid_alive(pid)
+            && !crate::probe::process_alive(pid)
         {
             let _ = define(&format!("-:{GROUP}/{event}"));
         }
@@ -118,16 +118,8 @@ fn our_event(line: &str) -> Option<&str> {
 }
 
 /// The pid that made an event, from its name (`r<pid>_<n>_<function>`).
-fn owner(event: &str) -> Option<i32> {
+fn owner(event: &str) -> Option<u32> {
     event.strip_prefix('r')?.split('_').next()?.parse().ok()
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe {
-        libc::kill(pid, 0) == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
 }
 
 /// A perf event on a tracefs event, for all processes (an attached program runs on every

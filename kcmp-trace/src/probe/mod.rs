@@ -183,6 +183,19 @@ fn read_trimmed(path: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// Whether a process with this tgid exists (zombies included: their totals are final, but
+/// so is the next read).
+pub fn process_alive(tgid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(tgid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
 /// Root, or the capabilities BPF tracing needs (CAP_BPF 39 and CAP_PERFMON 38, or CAP_SYS_ADMIN 21).
 pub fn privileged() -> bool {
     let Some(caps) = std::fs::read_to_string("/proc/self/status")
