@@ -21,7 +21,8 @@
 //! instances): a trail can lack a bit it should have. The rules never read an absence as
 //! `fast` when what was seen contradicts it: a lock on a call whose helpers say it
 //! validated, or checks without a lock on a kernel that always locks first, leave the call
-//! `unknown` (counted as unclassified) rather than invent a path.
+//! `unknown` (counted as unclassified) rather than invent a path. Nor do they give a
+//! kernel without the series a path it does not have: a lock seen there is `locked`.
 
 use crate::outcome::Outcome;
 
@@ -113,7 +114,11 @@ pub fn classify(strategy: Strategy, series: bool, trail: Trail, ret: i64) -> Out
                 // Without the series every call that reaches the checks locked first: the
                 // lock's probes were skipped.
                 (true, false) => Outcome::Unknown,
-                (true, true) => locked_path(Outcome::Retry),
+                (true, true) if series => locked_path(Outcome::Retry),
+                // Checks before any lock seen, then a lock: the first lock's probes were
+                // skipped. Without the series the locks always come first, so the call
+                // locked; never a retry on a kernel that has none.
+                (true, true) => locked_path(Outcome::Locked),
                 (false, true) if series => locked_path(Outcome::Busy),
                 (false, true) => locked_path(Outcome::Locked),
                 (false, false) if ret == -ESRCH => Outcome::NoTask,
@@ -161,6 +166,13 @@ mod tests {
         assert_eq!(classify(Direct, true, SPEC_BEGIN_OK | LOCK, 0), Unknown);
         // Checks without a lock on a kernel that always locks first.
         assert_eq!(classify(Infer, false, PERM_BEFORE_LOCK, 0), Unknown);
+        // Checks seen before the lock there: the lock's first runs were skipped, and the
+        // call locked (there is no retry without the series).
+        assert_eq!(classify(Infer, false, PERM_BEFORE_LOCK | LOCK, 0), Locked);
+        assert_eq!(
+            classify(Infer, false, PERM_BEFORE_LOCK | LOCK, -EINTR),
+            Interrupted
+        );
         // Both try_begin runs skipped on a fast call: nothing to go by.
         assert_eq!(classify(Direct, true, 0, 0), Unknown);
     }

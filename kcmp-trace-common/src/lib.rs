@@ -11,6 +11,7 @@ pub mod hist;
 pub mod kcmp;
 pub mod maps;
 pub mod outcome;
+pub mod programs;
 pub mod result;
 pub mod snapshot;
 

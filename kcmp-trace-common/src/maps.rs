@@ -14,8 +14,10 @@ pub const THREADS_MAP: &str = "THREADS";
 pub const PROCESSES_MAP: &str = "PROCESSES";
 /// Per-CPU fill state of the event stage (`StageFill`, index 0).
 pub const STAGE_FILL_MAP: &str = "STAGE_FILL";
-/// The program userspace runs on a CPU (BPF_PROG_TEST_RUN) to send what that CPU staged.
-pub const FLUSH_PROGRAM: &str = "flush_events";
+/// Each CPU's staged events (`[Event; STAGE_EVENTS]`, index 0).
+pub const STAGE_MAP: &str = "STAGE";
+/// The last exec_update_lock write section of a process, by tgid.
+pub const WRITERS_MAP: &str = "WRITERS";
 
 /// Read-only globals set at load time (the verifier prunes what they switch off).
 pub mod globals {

@@ -20,6 +20,13 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
+use kcmp_trace_common::{named_as, programs::bench};
+
+named_as!(noop_tp, bench::NOOP_TP);
+named_as!(noop_fentry, bench::NOOP_ENTRY.trampoline);
+named_as!(noop_kprobe, bench::NOOP_ENTRY.kprobe);
+named_as!(noop_fexit, bench::NOOP_RETURN.trampoline);
+named_as!(noop_kretprobe, bench::NOOP_RETURN.kprobe);
 
 #[tracepoint]
 pub fn noop_tp(_ctx: TracePointContext) -> u32 {

@@ -37,9 +37,11 @@ use kcmp_trace_common::{
     hist::log2_slot,
     kcmp::{KCMP_EPOLL_TFD, type_slot},
     maps::{
-        DEFAULT_MAX_PROCESSES, DEFAULT_MAX_THREADS, MAX_TGID_FILTER, MAX_WRITERS, ProcessTotals,
-        STAGE_EVENTS, STAGE_RECORD_BYTES, StageFill, ThreadState, flush, misc, writer,
+        self, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_THREADS, MAX_TGID_FILTER, MAX_WRITERS,
+        ProcessTotals, STAGE_EVENTS, STAGE_RECORD_BYTES, StageFill, ThreadState, flush, globals,
+        misc, writer,
     },
+    named_as,
     outcome::Outcome,
     result::{result_slot, result_slot_is_error},
     snapshot::Counters,
@@ -93,6 +95,23 @@ static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(DEFA
 /// (`--max-processes`), which removes exited processes as it fills.
 #[map]
 static PROCESSES: HashMap<u32, ProcessTotals> = HashMap::with_max_entries(DEFAULT_MAX_PROCESSES, 0);
+
+named_as!(FILTER_TGID, globals::FILTER_TGID);
+named_as!(FILTER_COMM, globals::FILTER_COMM);
+named_as!(FILTER_COMM_NAME, globals::FILTER_COMM_NAME);
+named_as!(COMM_OFFSET, globals::COMM_OFFSET);
+named_as!(EMIT_EVENTS, globals::EMIT_EVENTS);
+named_as!(WAKEUP_BYTES, globals::WAKEUP_BYTES);
+named_as!(STRATEGY, globals::STRATEGY);
+named_as!(SERIES, globals::SERIES);
+named_as!(COUNTERS, maps::COUNTERS_MAP);
+named_as!(EVENTS, maps::EVENTS_MAP);
+named_as!(STAGE, maps::STAGE_MAP);
+named_as!(STAGE_FILL, maps::STAGE_FILL_MAP);
+named_as!(TGID_FILTER, maps::TGID_FILTER_MAP);
+named_as!(THREADS, maps::THREADS_MAP);
+named_as!(PROCESSES, maps::PROCESSES_MAP);
+named_as!(WRITERS, maps::WRITERS_MAP);
 
 pub struct KcmpArgs {
     pub pid1: i32,

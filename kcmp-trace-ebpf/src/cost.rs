@@ -10,11 +10,20 @@ use aya_ebpf::{
 use kcmp_trace_common::{
     event::EpollSlot,
     maps::ThreadState,
+    named_as,
     outcome::Outcome,
+    programs::bench,
     result::{result_slot, result_slot_is_error},
 };
 
 use crate::{calls, tp::tp_args};
+
+named_as!(cost_pid_tgid, bench::COST_PID_TGID);
+named_as!(cost_clock, bench::COST_CLOCK);
+named_as!(cost_thread, bench::COST_THREAD);
+named_as!(cost_totals, bench::COST_TOTALS);
+named_as!(cost_counters, bench::COST_COUNTERS);
+named_as!(cost_event, bench::COST_EVENT);
 
 /// A step's inputs, read from kcmp's arguments so that no step pays another's helper call
 /// and the compiler folds nothing. The bench calls kcmp(self, self, KCMP_FILE, fd, fd) from

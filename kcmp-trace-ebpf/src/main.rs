@@ -23,8 +23,15 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use calls::KcmpArgs;
-use kcmp_trace_common::arch::Arch;
+use kcmp_trace_common::{arch::Arch, named_as, programs};
 use tp::{tp_args, tp_ret};
+
+named_as!(kcmp_tp_enter, programs::KCMP_TP_ENTER);
+named_as!(kcmp_tp_exit, programs::KCMP_TP_EXIT);
+named_as!(kcmp_fentry, programs::KCMP_ENTRY.trampoline);
+named_as!(kcmp_kprobe, programs::KCMP_ENTRY.kprobe);
+named_as!(kcmp_fexit, programs::KCMP_RETURN.trampoline);
+named_as!(kcmp_kretprobe, programs::KCMP_RETURN.kprobe);
 
 #[tracepoint]
 pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
@@ -92,9 +99,13 @@ pub fn kcmp_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// A kernel function's entry, as an fentry and a kprobe program sharing one handler.
+/// A kernel function's entry, as an fentry and a kprobe program sharing one handler, named
+/// as `programs` names the pair.
 macro_rules! entry_hook {
-    ($fentry:ident, $kprobe:ident, $handler:expr) => {
+    ($pair:expr => $fentry:ident, $kprobe:ident, $handler:expr) => {
+        named_as!($fentry, $pair.trampoline);
+        named_as!($kprobe, $pair.kprobe);
+
         #[fentry]
         pub fn $fentry(_ctx: FEntryContext) -> u32 {
             $handler;
@@ -112,7 +123,10 @@ macro_rules! entry_hook {
 /// A kernel function's return, as an fexit and a kretprobe program; the handler gets the
 /// raw return register.
 macro_rules! return_hook {
-    ($fexit:ident, $kretprobe:ident, $handler:expr) => {
+    ($pair:expr => $fexit:ident, $kretprobe:ident, $handler:expr) => {
+        named_as!($fexit, $pair.trampoline);
+        named_as!($kretprobe, $pair.kprobe);
+
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
             ($handler)(ctx.ret::<u64>().unwrap_or(0));
@@ -134,42 +148,42 @@ fn c_bool(ret: u64) -> bool {
 }
 
 // The exec_update_seq helpers' verdicts (direct strategy).
-return_hook!(spec_begin_fexit, spec_begin_kretprobe, |r| {
+return_hook!(programs::SPEC_BEGIN_RETURN => spec_begin_fexit, spec_begin_kretprobe, |r| {
     calls::on_spec_begin(c_bool(r))
 });
-return_hook!(spec_retry_fexit, spec_retry_kretprobe, |r| {
+return_hook!(programs::SPEC_RETRY_RETURN => spec_retry_fexit, spec_retry_kretprobe, |r| {
     calls::on_spec_retry(c_bool(r))
 });
 
 // Permission checks and exec_update_lock waits inside kcmp (infer strategy, lock wait).
-entry_hook!(perm_fentry, perm_kprobe, calls::on_perm_check());
-entry_hook!(lock_fentry, lock_kprobe, calls::on_lock_enter());
-return_hook!(lock_fexit, lock_kretprobe, |_| calls::on_lock_exit());
+entry_hook!(programs::PERM_ENTRY => perm_fentry, perm_kprobe, calls::on_perm_check());
+entry_hook!(programs::LOCK_ENTRY => lock_fentry, lock_kprobe, calls::on_lock_enter());
+return_hook!(programs::LOCK_RETURN => lock_fexit, lock_kretprobe, |_| calls::on_lock_exit());
 // An fentry program is bound to one function: lockdep kernels' nested variant needs its own.
 entry_hook!(
-    lock_nested_fentry,
+    programs::LOCK_NESTED_ENTRY => lock_nested_fentry,
     lock_nested_kprobe,
     calls::on_lock_enter()
 );
-return_hook!(lock_nested_fexit, lock_nested_kretprobe, |_| {
+return_hook!(programs::LOCK_NESTED_RETURN => lock_nested_fexit, lock_nested_kretprobe, |_| {
     calls::on_lock_exit()
 });
 
 // The write side: an exec holds exec_update_lock from exec_mmap() (inside begin_new_exec())
 // until setup_new_exec(), or until begin_new_exec() fails.
-entry_hook!(exec_begin_fentry, exec_begin_kprobe, calls::on_exec_begin());
-return_hook!(exec_begin_fexit, exec_begin_kretprobe, |r: u64| {
+entry_hook!(programs::EXEC_BEGIN_ENTRY => exec_begin_fentry, exec_begin_kprobe, calls::on_exec_begin());
+return_hook!(programs::EXEC_BEGIN_RETURN => exec_begin_fexit, exec_begin_kretprobe, |r: u64| {
     if r as i32 != 0 {
         calls::on_exec_end()
     }
 });
-return_hook!(exec_setup_fexit, exec_setup_kretprobe, |_| {
+return_hook!(programs::EXEC_SETUP_RETURN => exec_setup_fexit, exec_setup_kretprobe, |_| {
     calls::on_exec_end()
 });
 
 // The other writer (7.2): Landlock TSYNC holds exec_update_lock for writing in
 // landlock_restrict_sibling_threads(), from its down_write_trylock() to its up_write().
-entry_hook!(tsync_fentry, tsync_kprobe, calls::on_tsync_begin());
-return_hook!(tsync_fexit, tsync_kretprobe, |r: u64| {
+entry_hook!(programs::TSYNC_ENTRY => tsync_fentry, tsync_kprobe, calls::on_tsync_begin());
+return_hook!(programs::TSYNC_RETURN => tsync_fexit, tsync_kretprobe, |r: u64| {
     calls::on_tsync_end(r as i32)
 });

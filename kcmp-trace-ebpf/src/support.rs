@@ -3,7 +3,12 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
+use kcmp_trace_common::{named_as, programs};
+
 use crate::calls;
+
+named_as!(flush_events, programs::FLUSH_EVENTS);
+named_as!(comm_read, programs::COMM_READ);
 
 /// Sends the events this CPU staged (`calls::flush_stage`). Never attached: userspace runs
 /// it on a CPU with BPF_PROG_TEST_RUN, and reads what it did from its return value, which

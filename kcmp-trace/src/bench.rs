@@ -17,16 +17,22 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use kcmp_trace_common::{event::Event, kcmp::KCMP_FILE, maps::misc};
+use kcmp_trace_common::{
+    event::Event,
+    kcmp::KCMP_FILE,
+    maps::misc,
+    programs::{self, bench},
+};
 use serde::Serialize;
 
 use crate::{
     bench_attach::{Floor, Solo},
     bpf_info::ProgramCounters,
     config::TraceConfig,
+    config::{AttachRequest, StrategyRequest},
     event_stream::{EventReader, EventStream},
     loader::Tracer,
-    plan::{Affects, AttachRequest, StrategyRequest},
+    plan::Affects,
     probe::Capabilities,
     sinks::event::EventRecord,
 };
@@ -169,13 +175,13 @@ impl Step {
 
     fn program(self) -> &'static str {
         match self {
-            Step::PidTgid => "cost_pid_tgid",
-            Step::Clock => "cost_clock",
-            Step::Thread => "cost_thread",
-            Step::Totals => "cost_totals",
-            Step::Counters => "cost_counters",
-            Step::Comm => "comm_read",
-            Step::Event => "cost_event",
+            Step::PidTgid => bench::COST_PID_TGID,
+            Step::Clock => bench::COST_CLOCK,
+            Step::Thread => bench::COST_THREAD,
+            Step::Totals => bench::COST_TOTALS,
+            Step::Counters => bench::COST_COUNTERS,
+            Step::Comm => programs::COMM_READ,
+            Step::Event => bench::COST_EVENT,
         }
     }
 
@@ -641,14 +647,14 @@ fn program_costs(
             .plan
             .hooks
             .iter()
-            .map(|h| tracer.program_counters(&h.program))
+            .map(|h| tracer.program_counters(h.program))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let share = per_call(&stats.iter().map(|c| c.run_count).collect::<Vec<_>>());
         for ((hook, c), share) in tracer.plan.hooks.iter().zip(&stats).zip(share) {
             let steps = Step::of(hook.affects, config.events);
             costs.push(ProgramCost {
                 runs_per_call: share,
-                ..cost(setup, &hook.program, &hook.target, c, steps)
+                ..cost(setup, hook.program, &hook.target, c, steps)
             });
         }
         drop(tracer);
@@ -669,7 +675,7 @@ fn ladder(
     caps: &Capabilities,
     kcmp: impl Fn() + Copy,
 ) -> anyhow::Result<Vec<Component>> {
-    let rungs: Vec<(Option<Step>, &'static str)> = std::iter::once((None, "noop_tp"))
+    let rungs: Vec<(Option<Step>, &'static str)> = std::iter::once((None, bench::NOOP_TP))
         .chain(Step::ALL.map(|s| (Some(s), s.program())))
         .collect();
     let mut ns = vec![Vec::new(); rungs.len()];

@@ -5,22 +5,15 @@ use aya::Ebpf;
 use kcmp_trace_common::classify::Strategy;
 
 use crate::{
+    attach::attach_program,
     bpf_info,
     config::TraceConfig,
     event_stream::EventStream,
-    loader::{Object, attach_program, event_stream, load_object, program_counters},
-    plan::Plan,
+    object::{bench_object, event_stream, load_object, program_counters},
+    plan::{Plan, checks},
     probe,
     retprobe::ReturnProbe,
 };
-
-/// The bench's programs: the do-nothing ones and the cost ladder's.
-fn bench_probes() -> Object {
-    Object {
-        name: "kcmp-trace-bench-probes",
-        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-bench-probes")),
-    }
-}
 
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
@@ -39,7 +32,7 @@ impl Floor {
             .hooks
             .iter()
             .map(|hook| {
-                let mut ebpf = bench_probes().load()?;
+                let mut ebpf = bench_object().load()?;
                 attach_program(&mut ebpf, btf, hook.noop, &hook.target, &mut return_probes)?;
                 Ok((ebpf, hook.noop, hook.target.clone()))
             })
@@ -80,11 +73,11 @@ impl Solo {
     ) -> anyhow::Result<Solo> {
         probe::ensure_tracefs()?;
         let mut ebpf = load_object(
-            bench_probes(),
+            bench_object(),
             config,
             Strategy::Boundary,
             false,
-            caps.task_comm_offset,
+            checks::comm_offset(caps),
         )?;
         attach_program(&mut ebpf, None, program, target, &mut Vec::new())?;
         Ok(Solo { ebpf, program })

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::plan::{AttachRequest, StrategyRequest};
+use crate::config::{AttachRequest, StrategyRequest};
 
 const EXIT_CODES: &str = "\
 Exit codes:

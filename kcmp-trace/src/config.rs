@@ -1,11 +1,29 @@
 //! What a tracer is asked to trace and collect, checked before anything is loaded.
 
 use kcmp_trace_common::{event::COMM_LEN, maps};
+use serde::Serialize;
 
-use crate::{
-    error::Error,
-    plan::{AttachRequest, StrategyRequest},
-};
+use crate::error::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachRequest {
+    /// The best mode that attaches here.
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+/// How to tell a call's path: the helpers' return values, or the order of what they guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyRequest {
+    /// direct where the helpers are real functions, else infer.
+    Auto,
+    Direct,
+    Infer,
+}
 
 /// What to trace and what to collect.
 #[derive(Clone, Debug)]

@@ -1,34 +1,33 @@
-//! Loading the eBPF object, attaching it by plan, and reading what it aggregates.
+//! The tracer: the plan's hooks attached from the tracer's object, and what its maps
+//! aggregate, read for every reader alike.
 
-use std::{os::fd::AsFd as _, sync::Mutex};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 use aya::{
-    Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProbeKind, ProgramError, RawTracePoint, TracePoint},
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray},
 };
 use kcmp_trace_common::{
     classify::Strategy,
-    event::{COMM_LEN, comm_bytes, comm_key},
-    maps::{self, ProcessTotals, globals},
+    event::comm_bytes,
+    maps::{self, ProcessTotals},
     snapshot::Counters,
 };
 
 use crate::{
+    attach::attach_program,
     bpf_info,
     bpf_log::BpfLog,
     config::{TraceConfig, validate},
     error::Error,
     event_stream::EventStream,
     exited::Exited,
-    plan::{
-        AttachMode, Hook, Plan, Role, accuracy, candidates, hook_mode, program_for, roles,
-        syscall_tracepoints_exact,
-    },
+    object::{event_stream, load_object, program_counters, tracer_object},
+    plan::{AttachMode, Hook, Plan, Role, accuracy, candidates, checks},
     probe,
     readout::{HookCounters, ProcessRow},
-    retprobe::{self, ReturnProbe},
+    retprobe::ReturnProbe,
     unpreempted::UnpreemptedReads,
 };
 
@@ -53,37 +52,6 @@ pub struct Tracer {
     _return_probes: Vec<ReturnProbe>,
     // Keeps programs and links alive; declared last so maps are read before teardown.
     ebpf: Ebpf,
-}
-
-/// An eBPF object the build made from the eBPF crate.
-#[derive(Clone, Copy)]
-pub(crate) struct Object {
-    pub name: &'static str,
-    pub bytes: &'static [u8],
-}
-
-impl Object {
-    /// Loads it as built, without a tracer's settings.
-    pub(crate) fn load(self) -> Result<Ebpf, Error> {
-        EbpfLoader::new()
-            .load(self.bytes)
-            .map_err(|e| self.refused(e))
-    }
-
-    fn refused(self, e: aya::EbpfError) -> Error {
-        Error::Bpf {
-            what: format!("the eBPF object {}", self.name),
-            source: e.into(),
-        }
-    }
-}
-
-/// The tracer's programs: all that tracing loads.
-pub(crate) fn probes() -> Object {
-    Object {
-        name: "kcmp-trace-probes",
-        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-probes")),
-    }
 }
 
 impl Tracer {
@@ -112,9 +80,10 @@ impl Tracer {
 
         let mut rejected = Vec::new();
         let (tried, why) = candidates(config.attach, config.strategy, &caps.preemption);
+        let comm_offset = checks::comm_offset(caps);
         let mut attached = None;
         for &(mode, strategy) in &tried {
-            match load_and_attach(config, caps, mode, strategy) {
+            match load_and_attach(config, caps, mode, strategy, comm_offset) {
                 Ok(found) => {
                     attached = Some(found);
                     break;
@@ -201,14 +170,14 @@ impl Tracer {
             .iter()
             .enumerate()
             .map(|(i, hook)| {
-                let kernel = program_counters(&self.ebpf, &hook.program)?;
+                let kernel = program_counters(&self.ebpf, hook.program)?;
                 let mut probe_misses = 0;
                 for &(_, link) in self.probe_links.iter().filter(|(h, _)| *h == i) {
                     probe_misses += bpf_info::kprobe_link_missed(link)
                         .with_context(|| format!("reading {}'s link", hook.program))?;
                 }
                 Ok(HookCounters {
-                    program: hook.program.clone(),
+                    program: hook.program.to_owned(),
                     target: hook.target.clone(),
                     affects: hook.affects.to_vec(),
                     misses: kernel.recursion_misses + probe_misses,
@@ -274,41 +243,6 @@ impl Tracer {
     }
 }
 
-/// The event ring of a loaded object, with the stages its flush program sends.
-pub(crate) fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
-    let flush: &mut RawTracePoint = ebpf
-        .program_mut(maps::FLUSH_PROGRAM)
-        .context("flush program missing")?
-        .try_into()?;
-    flush.load().map_err(bpf_err(maps::FLUSH_PROGRAM))?;
-    let flush = flush
-        .fd()?
-        .try_clone()
-        .context("flush program descriptor")?;
-    let ring = RingBuf::try_from(
-        ebpf.take_map(maps::EVENTS_MAP)
-            .context("EVENTS map missing")?,
-    )?;
-    let fill = PerCpuArray::try_from(
-        ebpf.take_map(maps::STAGE_FILL_MAP)
-            .context("STAGE_FILL map missing")?,
-    )?;
-    Ok(EventStream::new(ring, fill, flush))
-}
-
-/// What the kernel says about a loaded program of `ebpf`.
-pub(crate) fn program_counters(
-    ebpf: &Ebpf,
-    program: &str,
-) -> anyhow::Result<bpf_info::ProgramCounters> {
-    let fd = ebpf
-        .program(program)
-        .with_context(|| format!("program {program} missing"))?
-        .fd()
-        .context("program descriptor")?;
-    bpf_info::program_counters(fd.as_fd()).with_context(|| format!("reading {program}'s counters"))
-}
-
 fn process_row(tgid: u32, t: &ProcessTotals) -> ProcessRow {
     ProcessRow {
         tgid,
@@ -324,7 +258,7 @@ fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
     let mut ids = Vec::new();
     for (i, hook) in plan.hooks.iter().enumerate() {
         let program = ebpf
-            .program(&hook.program)
+            .program(hook.program)
             .with_context(|| format!("program {} missing", hook.program))?;
         let info = program
             .info()
@@ -350,104 +284,6 @@ fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
     Ok(links)
 }
 
-/// Loads the tracer's object, its programs reading comms straight from task_struct at
-/// `comm_offset` where the verifier allows that, else through bpf_get_current_comm().
-fn load(
-    config: &TraceConfig,
-    strategy: Strategy,
-    series: bool,
-    comm_offset: Option<u32>,
-) -> anyhow::Result<Ebpf> {
-    load_object(probes(), config, strategy, series, comm_offset)
-}
-
-/// Loads `object` with a tracer's settings, as [`load`] does the tracer's own.
-pub(crate) fn load_object(
-    object: Object,
-    config: &TraceConfig,
-    strategy: Strategy,
-    series: bool,
-    comm_offset: Option<u32>,
-) -> anyhow::Result<Ebpf> {
-    if let Some(offset) = comm_offset.filter(|&o| o != 0) {
-        let mut ebpf = load_with(object, config, strategy, series, offset)?;
-        match direct_comm_verifies(&mut ebpf) {
-            Ok(()) => return Ok(ebpf),
-            Err(e) => log::info!(
-                "comms are read through bpf_get_current_comm(): {}",
-                crate::error::one_line(&e)
-            ),
-        }
-    }
-    load_with(object, config, strategy, series, 0)
-}
-
-/// Whether the verifier takes the direct comm read, asked of the object's program that
-/// makes only that read, which is unloaded again.
-fn direct_comm_verifies(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    const COMM_READ: &str = "comm_read";
-    let program: &mut TracePoint = ebpf
-        .program_mut(COMM_READ)
-        .with_context(|| format!("program {COMM_READ} missing"))?
-        .try_into()?;
-    program
-        .load()
-        .map_err(bpf_err(format!("loading {COMM_READ}")))?;
-    program.unload()?;
-    Ok(())
-}
-
-fn load_with(
-    object: Object,
-    config: &TraceConfig,
-    strategy: Strategy,
-    series: bool,
-    comm_offset: u32,
-) -> anyhow::Result<Ebpf> {
-    let comm_name = config
-        .comm
-        .as_deref()
-        .map_or([0; COMM_LEN], |c| comm_key(c.as_bytes()));
-    let mut ebpf = EbpfLoader::new()
-        .override_global(
-            globals::FILTER_TGID,
-            &u8::from(!config.tgids.is_empty()),
-            true,
-        )
-        .override_global(globals::FILTER_COMM, &u8::from(config.comm.is_some()), true)
-        .override_global(globals::FILTER_COMM_NAME, &comm_name, true)
-        .override_global(globals::COMM_OFFSET, &comm_offset, true)
-        .override_global(globals::EMIT_EVENTS, &u8::from(config.events), true)
-        .override_global(
-            globals::WAKEUP_BYTES,
-            &maps::wakeup_bytes(config.ring_bytes),
-            true,
-        )
-        .override_global(globals::STRATEGY, &(strategy as u8), true)
-        .override_global(globals::SERIES, &u8::from(series), true)
-        // aya-log's own name for the level its programs check (aya-log-ebpf documents
-        // setting it before load), which must exist: a rename would fail the load, not
-        // silence the logs.
-        .override_global(aya_log::LEVEL, &bpf_log_level(config.bpf_log), true)
-        .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
-        .map_max_entries(maps::THREADS_MAP, config.max_threads)
-        .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
-        .load(object.bytes)
-        .map_err(|e| object.refused(e))?;
-    if !config.tgids.is_empty() {
-        let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
-            ebpf.map_mut(maps::TGID_FILTER_MAP)
-                .context("TGID_FILTER map missing")?,
-        )?;
-        for tgid in &config.tgids {
-            filter
-                .insert(tgid, 1, 0)
-                .context("filling the tgid filter")?;
-        }
-    }
-    Ok(ebpf)
-}
-
 /// A loaded object whose programs are attached by a plan.
 struct Attached {
     ebpf: Ebpf,
@@ -455,66 +291,33 @@ struct Attached {
     return_probes: Vec<ReturnProbe>,
 }
 
-/// The highest level the programs log at: every record with `--bpf-log`, none without
-/// (0 is below aya-log's lowest level, Error).
-fn bpf_log_level(on: bool) -> u8 {
-    if on { aya_log::Level::Trace as u8 } else { 0 }
-}
-
-/// Loads the object for one (mode, strategy) and attaches every hook it needs.
+/// Loads the tracer's object for one (mode, strategy) and attaches every hook the plan
+/// names; an optional hook that fails to attach is left out, with why.
 fn load_and_attach(
     config: &TraceConfig,
     caps: &probe::Capabilities,
     mode: AttachMode,
     strategy: Strategy,
+    comm_offset: u32,
 ) -> anyhow::Result<Attached> {
-    preflight(mode)?;
-    if strategy == Strategy::Direct && !caps.series.helpers_out_of_line {
-        return Err(Error::NoHook(
-            "the exec_update_speculate_* helpers are not real functions here (absent or inlined)"
-                .into(),
-        )
-        .into());
-    }
+    let checks::HookPlan {
+        attach: planned,
+        mut skipped,
+    } = checks::hooks(caps, mode, strategy)?;
     let series = caps.series.present();
-    let mut ebpf = load(config, strategy, series, caps.task_comm_offset)?;
-    let mut hooks = Vec::new();
+    let mut ebpf = load_object(tracer_object(), config, strategy, series, comm_offset)?;
     let btf = caps.kernel_btf.as_deref();
-    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut hooks = Vec::new();
     let mut return_probes = Vec::new();
-    for (role, required) in roles(strategy) {
-        let kind = hook_mode(
-            mode,
-            role,
-            syscall_tracepoints_exact(
-                caps.kcmp_tracepoints,
-                caps.syscall_tracepoints_faultable,
-                &caps.preemption,
-            ),
-        );
-        let (program, noop, target) = program_for(kind, role);
-        // Entry and return hooks of one function share the verdict; say it once.
-        if skipped.iter().any(|(t, _)| *t == target) {
-            continue;
-        }
-        // A function that is not a real symbol here (absent or inlined) cannot be hooked.
-        let function = role.function();
-        if kind != AttachMode::Tracepoint && !caps.symbol(function).is_some_and(|s| s.kallsyms) {
-            let why = "not a function in this kernel (absent or inlined)".to_owned();
-            if required {
-                return Err(Error::NoHook(format!("{target}: {why}")).into());
-            }
-            skipped.push((target, why));
-            continue;
-        }
-        match attach_program(&mut ebpf, btf, &program, &target, &mut return_probes) {
+    for p in planned {
+        match attach_program(&mut ebpf, btf, p.program, &p.target, &mut return_probes) {
             Ok(()) => hooks.push(Hook {
-                target,
-                program,
-                affects: role.affects(),
-                noop,
+                target: p.target,
+                program: p.program,
+                affects: p.role.affects(),
+                noop: p.noop,
             }),
-            Err(e) if !required => skipped.push((target, crate::error::one_line(&e))),
+            Err(e) if !p.required => skipped.push((p.target, crate::error::one_line(&e))),
             Err(e) => return Err(e),
         }
     }
@@ -543,166 +346,4 @@ fn load_and_attach(
         },
         return_probes,
     })
-}
-
-/// A refusal in one line: the verifier's log can run to thousands of lines, and its verdict
-/// is at the end. The whole log is kept at debug level (-vv).
-fn bpf_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> Error {
-    let what = what.into();
-    move |e| {
-        log::debug!("{what}: {e}");
-        let why = match e {
-            ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            } => {
-                let log = verifier_log.to_string();
-                match verdict(&log) {
-                    Some(v) => {
-                        format!("the BPF_PROG_LOAD syscall returned {io_error}; verifier: {v}")
-                    }
-                    None => format!("the BPF_PROG_LOAD syscall returned {io_error}"),
-                }
-            }
-            other => crate::error::one_line(&anyhow::Error::new(other)),
-        };
-        Error::Bpf {
-            what,
-            source: anyhow::anyhow!(why),
-        }
-    }
-}
-
-/// The verifier's verdict: the last line of its log that is not a statistic.
-fn verdict(log: &str) -> Option<&str> {
-    log.lines().map(str::trim).rfind(|l| {
-        !l.is_empty()
-            && !l.starts_with("verification time")
-            && !l.starts_with("processed ")
-            && !l.starts_with("stack depth")
-    })
-}
-
-/// Checks what a mode needs before trying it, for a clearer reason than the kernel's.
-fn preflight(mode: AttachMode) -> anyhow::Result<()> {
-    match mode {
-        AttachMode::Tracepoint => {
-            probe::ensure_tracefs()?;
-            for tp in ["syscalls/sys_enter_kcmp", "syscalls/sys_exit_kcmp"] {
-                let path = format!("{}/events/{tp}", probe::TRACEFS);
-                if !std::path::Path::new(&path).exists() {
-                    return Err(Error::NoHook(format!(
-                        "tracepoint {tp} does not exist (kernel without CONFIG_FTRACE_SYSCALLS?)"
-                    ))
-                    .into());
-                }
-            }
-        }
-        AttachMode::Kprobe => {
-            if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-                return Err(Error::NoHook(
-                    "kprobes are not available (CONFIG_KPROBES is off)".into(),
-                )
-                .into());
-            }
-        }
-        AttachMode::Fentry => {}
-    }
-    Ok(())
-}
-
-/// Loads (once) and attaches one program to one target. Return probes go through tracefs
-/// where it can define them (`retprobe`: room for every call in flight), and are kept in
-/// `return_probes`.
-pub(crate) fn attach_program(
-    ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    name: &str,
-    target: &str,
-    return_probes: &mut Vec<ReturnProbe>,
-) -> anyhow::Result<()> {
-    let btf = || btf.context("no kernel BTF for fentry/fexit");
-    use aya::programs::Program;
-    let loaded = |fd: Result<_, _>| fd.is_ok();
-    match ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?
-    {
-        Program::TracePoint(p) => {
-            let (category, tp) = target
-                .split_once('/')
-                .with_context(|| format!("bad tracepoint {target}"))?;
-            if !loaded(p.fd()) {
-                p.load().map_err(bpf_err(format!("loading {name}")))?;
-            }
-            p.attach(category, tp)
-                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
-        }
-        Program::KProbe(p) => {
-            if !loaded(p.fd()) {
-                p.load().map_err(bpf_err(format!("loading {name}")))?;
-            }
-            if matches!(p.kind(), ProbeKind::Return) && retprobe::available() {
-                let program = p.fd()?.as_fd();
-                return_probes.push(
-                    ReturnProbe::attach(program, target)
-                        .with_context(|| format!("attaching {name} to {target}"))?,
-                );
-            } else {
-                p.attach(target, 0)
-                    .map_err(bpf_err(format!("attaching {name} to {target}")))?;
-            }
-        }
-        // FEntry and FExit are distinct types with the same load/attach shape.
-        Program::FEntry(p) => {
-            p.load(target, btf()?)
-                .map_err(bpf_err(format!("loading {name} for {target}")))?;
-            p.attach()
-                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
-        }
-        Program::FExit(p) => {
-            p.load(target, btf()?)
-                .map_err(bpf_err(format!("loading {name} for {target}")))?;
-            p.attach()
-                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
-        }
-        _ => anyhow::bail!("program {name} is of a kind the planner does not attach"),
-    }
-    Ok(())
-}
-
-/// Whether fentry can attach here: tried on kcmp itself, as the planner would.
-pub fn probe_fentry(caps: &probe::Capabilities) -> anyhow::Result<()> {
-    if !probe::privileged() {
-        return Err(Error::Permission.into());
-    }
-    let mut ebpf = probes().load()?;
-    let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
-    attach_program(
-        &mut ebpf,
-        caps.kernel_btf.as_deref(),
-        &program,
-        &target,
-        &mut Vec::new(),
-    )
-}
-
-/// Whether the programs can read comms straight from task_struct here: the offset from
-/// BTF, and the verifier's verdict on the read.
-pub fn probe_direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
-    if !probe::privileged() {
-        return Err(Error::Permission.into());
-    }
-    let offset = caps
-        .task_comm_offset
-        .context("the kernel's BTF does not place task_struct.comm as a 16-byte array")?;
-    let mut ebpf = load_with(
-        probes(),
-        &TraceConfig::default(),
-        Strategy::Boundary,
-        false,
-        offset,
-    )?;
-    direct_comm_verifies(&mut ebpf)?;
-    Ok(offset)
 }

@@ -12,27 +12,19 @@ use std::{
     fs::OpenOptions,
     io::Write as _,
     os::fd::{AsFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
-    path::{Path, PathBuf},
+    path::Path,
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use anyhow::Context as _;
 
-use crate::{bpf_info, probe::TRACEFS};
+use crate::{
+    bpf_info,
+    probe::{RETPROBE_INSTANCES as INSTANCES, TRACEFS, kprobe_events_file},
+};
 
-/// Instances each return probe is given: the kernel's limit (KRETPROBE_MAXACTIVE_MAX).
-pub const INSTANCES: u32 = 4096;
 /// The tracefs group our events are made in.
 const GROUP: &str = "kcmp_trace";
-
-fn events_file() -> PathBuf {
-    Path::new(TRACEFS).join("kprobe_events")
-}
-
-/// Whether return probes can be defined in tracefs here (kprobe events, tracefs mounted).
-pub fn available() -> bool {
-    events_file().is_file()
-}
 
 /// A program attached to a return probe of ours. Dropping it detaches the program and
 /// removes the probe.
@@ -92,13 +84,13 @@ impl Drop for ReturnProbe {
 fn define(line: &str) -> std::io::Result<()> {
     OpenOptions::new()
         .append(true)
-        .open(events_file())?
+        .open(kprobe_events_file())?
         .write_all(format!("{line}\n").as_bytes())
 }
 
 /// Removes return probes that tracers which died without cleaning up left in our group.
 fn remove_stale_events() {
-    let Ok(defined) = std::fs::read_to_string(events_file()) else {
+    let Ok(defined) = std::fs::read_to_string(kprobe_events_file()) else {
         return;
     };
     for event in defined.lines().filter_map(our_event) {

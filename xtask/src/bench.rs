@@ -8,10 +8,10 @@ use anyhow::{Context as _, ensure};
 use clap::Args;
 
 use crate::{
-    kernel::{Flavour, Kernel, Version, ensure_kernel},
+    kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
     setup,
     target::Target,
-    vm::{Preempt, VmSpec, default_files, run as run_vm},
+    vm::{VmSpec, default_files, run as run_vm},
     workspace::{build_release, cargo, run_checked, workspace_root},
 };
 

@@ -11,9 +11,9 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Args;
 
 use crate::{
-    kernel::{Flavour, Kernel, Version, ensure_kernel},
+    kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
     setup,
-    vm::{Preempt, VmSpec, default_files, parse_file_arg, run as run_vm},
+    vm::{VmSpec, default_files, parse_file_arg, run as run_vm},
     workspace::workspace_root,
 };
 
@@ -25,11 +25,12 @@ pub const DEFAULT_WORKLOAD: &str =
 #[derive(Args)]
 pub struct CompareArgs {
     /// Kernel version: its stock and its fast-path kernel are compared.
-    #[arg(long, value_enum, default_value = "6.12")]
+    #[arg(long, value_enum, default_value = "7.2")]
     kernel_version: Version,
-    /// Preemption model both kernels boot with (PREEMPT_DYNAMIC kernels; others ignore it).
-    #[arg(long, value_enum, default_value = "voluntary")]
-    preempt: Preempt,
+    /// Preemption model both kernels boot with (default: the version's own, lazy on 7.2,
+    /// voluntary before). 7.2 boots only full or lazy.
+    #[arg(long, value_enum)]
+    preempt: Option<Preempt>,
     /// Time between the recording's readings.
     #[arg(long, default_value = "500ms")]
     interval: String,
@@ -51,7 +52,8 @@ pub struct CompareArgs {
 /// One comparison to run.
 pub struct Plan {
     pub version: Version,
-    pub preempt: Preempt,
+    /// None: each kernel's default model.
+    pub preempt: Option<Preempt>,
     pub interval: String,
     pub timeout: Duration,
     pub files: Vec<(PathBuf, String)>,
@@ -95,7 +97,7 @@ exit $status
         workload = plan.workload,
     );
     let mut spec = VmSpec::new(format!("compare-{kernel}"), ensure_kernel(kernel)?, script);
-    spec.cmdline.push(plan.preempt.cmdline());
+    spec.cmdline.extend(plan.preempt.map(Preempt::cmdline));
     spec.files = default_files(crate::target::HOST)?;
     spec.files.extend(plan.files.iter().cloned());
     spec.timeout = plan.timeout;
@@ -164,6 +166,7 @@ pub fn compare(plan: &Plan) -> anyhow::Result<Compared> {
 }
 
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    args.kernel_version.ensure_boots(args.preempt)?;
     let path = setup::ensure()?;
     crate::dist::build_static(&path, &[crate::target::HOST])?;
     let workload = if args.command.is_empty() {

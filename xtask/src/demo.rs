@@ -7,10 +7,10 @@ use anyhow::ensure;
 use clap::Args;
 
 use crate::{
-    kernel::{Flavour, Kernel, Version, ensure_kernel},
+    kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
     setup,
     target::Target,
-    vm::{Preempt, VmSpec, default_files, run as run_vm},
+    vm::{VmSpec, default_files, run as run_vm},
 };
 
 #[derive(Args)]
@@ -21,14 +21,16 @@ pub struct DemoArgs {
     /// Kernel to boot: fastpath shows fast/retry/busy, stock shows locked.
     #[arg(long, value_enum, default_value = "fastpath")]
     kernel: Flavour,
-    #[arg(long, value_enum, default_value = "6.12")]
+    /// The series' own base by default, the kernel the default test matrix builds.
+    #[arg(long, value_enum, default_value = "7.2")]
     kernel_version: Version,
-    /// Preemption model (PREEMPT_DYNAMIC kernels).
+    /// Preemption model (PREEMPT_DYNAMIC kernels); 7.2 boots only full or lazy.
     #[arg(long, value_enum)]
     preempt: Option<Preempt>,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    args.kernel_version.ensure_boots(args.preempt)?;
     let path = setup::ensure()?;
     crate::dist::build_static(&path, &[Target::X86_64])?;
     let secs = args.seconds;

@@ -25,8 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     kernel::{cache_root, ensure_packages, fresh_dir, hex, logged},
-    test::minutes_and_seconds,
-    workspace::workspace_root,
+    workspace::{minutes_and_seconds, workspace_root},
 };
 
 const SUITE: &str = "bookworm";

@@ -97,6 +97,25 @@ impl Version {
         }
     }
 
+    /// Fails unless its kernels boot with `preempt=<model>`: a kernel ignores a model it
+    /// does not know and boots its default silently. x86 has lazy preemption from 6.13 on,
+    /// and no longer none or voluntary in 7.2.
+    pub fn ensure_boots(self, model: Option<Preempt>) -> Result<()> {
+        let boots = match (self, model) {
+            (_, None) => true,
+            (Version::V6_1 | Version::V6_12, Some(model)) => model != Preempt::Lazy,
+            (Version::V7_2, Some(model)) => matches!(model, Preempt::Full | Preempt::Lazy),
+        };
+        match model {
+            Some(model) if !boots => bail!(
+                "{} kernels do not boot with preempt={}",
+                self.name(),
+                model.name()
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// The ordering number of a kernel release of this version (the release without its
     /// `-<variant>-<arch>` tail), or None if the release is not of this version.
     fn image_abi(self, release: &str) -> Option<u32> {
@@ -436,7 +455,7 @@ fn apt_get(args: &[&str]) -> Result<()> {
         c
     };
     cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    logged(&mut cmd, &crate::setup::log_path())
+    logged(&mut cmd, &crate::workspace::setup_log())
 }
 
 fn is_root() -> bool {
@@ -1194,5 +1213,31 @@ mod tests {
         let err = checked.1.expect_err("a different blob must fail");
         assert!(err.to_string().contains("expected e69de29b"), "{err}");
         Ok(())
+    }
+}
+
+/// The models a PREEMPT_DYNAMIC kernel accepts on its command line (which ones depends on
+/// the kernel: Debian's 7.2 offers only full and lazy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preempt {
+    None,
+    Voluntary,
+    Full,
+    /// Full, with preemption of ordinary tasks deferred to the next tick (6.13 and later).
+    Lazy,
+}
+
+impl Preempt {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preempt::None => "none",
+            Preempt::Voluntary => "voluntary",
+            Preempt::Full => "full",
+            Preempt::Lazy => "lazy",
+        }
+    }
+
+    pub fn cmdline(self) -> String {
+        format!("preempt={}", self.name())
     }
 }

@@ -7,6 +7,7 @@ mod dist;
 mod fresh_root;
 mod initramfs;
 mod kernel;
+mod layers;
 mod setup;
 mod stream;
 mod target;

@@ -72,14 +72,9 @@ fn step(msg: &str) {
     eprintln!("setup: {msg}");
 }
 
-/// Where setup's tools (apt, rustup, cargo install) write their output.
-pub fn log_path() -> PathBuf {
-    crate::workspace::workspace_root().join("target/setup.log")
-}
-
 /// Runs one of setup's tools with its output in the log.
 fn quietly(cmd: &mut Command) -> anyhow::Result<()> {
-    logged(cmd, &log_path())
+    logged(cmd, &crate::workspace::setup_log())
 }
 
 fn rust_src() -> anyhow::Result<()> {
@@ -184,7 +179,7 @@ fn tracefs() -> anyhow::Result<()> {
 
 /// Runs every step; returns the PATH that builds must use (bpf-linker first).
 pub fn ensure() -> anyhow::Result<String> {
-    let log = log_path();
+    let log = crate::workspace::setup_log();
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -1,9 +1,6 @@
 //! `cargo xtask test`: the whole suite, from a fresh machine.
 
-use std::{
-    process::ExitCode,
-    time::{Duration, Instant},
-};
+use std::{process::ExitCode, time::Instant};
 
 use clap::{Args, ValueEnum};
 
@@ -86,8 +83,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut failed = Vec::new();
 
     if stages.contains(&Stage::Lint) {
-        let started =
-            stage_start("lint (rustfmt, clippy on the host crates and on the eBPF crate's target)");
+        let started = stage_start(
+            "lint (rustfmt, clippy on the host crates and on the eBPF crate's target, the layers)",
+        );
         let mut fmt = cargo(&path);
         fmt.args(["fmt", "--all", "--", "--check"]);
         let mut clippy = cargo(&path);
@@ -112,6 +110,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             if !lint.status()?.success() {
                 failed.push(name);
             }
+        }
+        if let Err(e) = crate::layers::check() {
+            eprintln!("layers: docs/architecture.md's picture does not hold:\n{e:#}");
+            failed.push("layers");
         }
         stage_end("lint", started, failed.len() == before);
     }
@@ -179,6 +181,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             failed.push("vm tests");
         }
         println!("vm: {passed} passed, {} failed", vm_failed.len());
+        // Named again at the end, where a truncated log still shows them.
+        for name in &vm_failed {
+            println!("vm test {name} ... FAILED (its error is above)");
+        }
         stage_end("VM tests", started, vm_failed.is_empty());
     }
 
@@ -200,16 +206,6 @@ fn stage_end(stage: &str, started: Instant, passed: bool) {
     let verdict = if passed { "passed" } else { "FAILED" };
     eprintln!(
         "xtask: {stage} {verdict} in {}",
-        minutes_and_seconds(started.elapsed())
+        crate::workspace::minutes_and_seconds(started.elapsed())
     );
-}
-
-/// `3m 07s`, or `42s` under a minute: how the stages' times read in the README.
-pub fn minutes_and_seconds(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs < 60 {
-        format!("{secs}s")
-    } else {
-        format!("{}m {:02}s", secs / 60, secs % 60)
-    }
 }

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     initramfs::{Node, Tree},
-    kernel::{self, Flavour, Kernel, Version, fresh_dir, hex},
+    kernel::{self, Flavour, Kernel, Preempt, Version, fresh_dir, hex},
     target::{Target, static_binary, target_dir},
 };
 
@@ -165,32 +165,6 @@ pub struct VmArgs {
     pub command: Vec<String>,
 }
 
-/// The models a PREEMPT_DYNAMIC kernel accepts on its command line (which ones depends on
-/// the kernel: Debian's 7.2 offers only full and lazy).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preempt {
-    None,
-    Voluntary,
-    Full,
-    /// Full, with preemption of ordinary tasks deferred to the next tick (6.13 and later).
-    Lazy,
-}
-
-impl Preempt {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preempt::None => "none",
-            Preempt::Voluntary => "voluntary",
-            Preempt::Full => "full",
-            Preempt::Lazy => "lazy",
-        }
-    }
-
-    pub fn cmdline(self) -> String {
-        format!("preempt={}", self.name())
-    }
-}
-
 pub fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
     match s.split_once(':') {
         Some((host, guest)) if !host.is_empty() && guest.starts_with('/') => {
@@ -207,6 +181,7 @@ pub fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
 /// The static kcmp-trace binary of the guest's architecture goes to /usr/bin/kcmp-trace
 /// when it has been built; a command naming kcmp-trace without it fails early.
 pub fn cli(args: VmArgs) -> Result<i32> {
+    args.kernel_version.ensure_boots(args.preempt)?;
     let command = args.command.join(" ");
     let mut files = match default_files(args.arch) {
         Ok(files) => files,

@@ -17,9 +17,9 @@ use serde_json::Value;
 
 use crate::{
     compare,
-    kernel::{Flavour, Kernel, Version, ensure_kernel},
+    kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
     target::Target,
-    vm::{Preempt, VmSpec, default_files, run as run_vm},
+    vm::{VmSpec, default_files, run as run_vm},
     workspace::workspace_root,
 };
 
@@ -159,7 +159,6 @@ fn matrix() -> Vec<Guest> {
     };
     vec![
         guest(Stock, V6_1, None, "voluntary", false, false),
-        guest(Fastpath, V6_12, Some(Preempt::Full), "full", true, false),
         guest(Stock, V6_12, None, "voluntary", false, false),
         guest(Stock, V6_12, Some(Preempt::Full), "full", false, false),
         guest(StockRt, V6_12, None, "rt", false, false),
@@ -175,6 +174,7 @@ fn matrix() -> Vec<Guest> {
             smoke: true,
             ..guest(Stock, V6_12, None, "voluntary", false, false)
         },
+        guest(Fastpath, V6_12, Some(Preempt::Full), "full", true, true),
         guest(Fastpath, V6_1, None, "none", false, true),
         guest(
             Fastpath,
@@ -1018,8 +1018,9 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
     }
 }
 
-/// The comparison the VM stage runs: 6.12 stock against fast path, a counted workload.
-const COMPARE_NAME: &str = "compare-6.12";
+/// The comparison the VM stage runs: 7.2 stock against fast path, each in its default model
+/// (lazy), a counted workload.
+const COMPARE_NAME: &str = "compare-7.2";
 const COMPARE_WORKLOAD: &str =
     "kcmp-trace stress --json -n 30000 --threads 2 --exec-racers 2 --types vm,files";
 
@@ -1032,8 +1033,8 @@ fn compare_counts_every_call() -> anyhow::Result<()> {
         .join(COMPARE_NAME);
     let _ = std::fs::remove_dir_all(&out);
     let done = compare::compare(&compare::Plan {
-        version: Version::V6_12,
-        preempt: Preempt::Voluntary,
+        version: Version::V7_2,
+        preempt: None,
         interval: "500ms".into(),
         timeout: Duration::from_secs(300),
         files: Vec::new(),

@@ -3,6 +3,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -12,6 +13,21 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Where setup's tools (apt, rustup, cargo install) write their output.
+pub fn setup_log() -> PathBuf {
+    workspace_root().join("target/setup.log")
+}
+
+/// `3m 07s`, or `42s` under a minute: how the stages' times read in the README.
+pub fn minutes_and_seconds(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    }
 }
 
 /// A cargo command in the workspace with bpf-linker on PATH.

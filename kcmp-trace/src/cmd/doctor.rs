@@ -83,9 +83,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let capabilities = Capabilities::detect();
     // Before trying anything ourselves, so only other processes' programs are listed.
     let loaded = loaded_programs()?;
-    let fentry = crate::loader::probe_fentry(&capabilities).map_err(|e| crate::error::one_line(&e));
+    let fentry =
+        crate::plan::checks::fentry_attaches(&capabilities).map_err(|e| crate::error::one_line(&e));
     let direct_comm =
-        crate::loader::probe_direct_comm(&capabilities).map_err(|e| crate::error::one_line(&e));
+        crate::plan::checks::direct_comm(&capabilities).map_err(|e| crate::error::one_line(&e));
     let plan = try_plan(&capabilities);
     let doctor = Doctor {
         capabilities,
@@ -132,7 +133,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     println!(
         "kretprobes        {} instances each{}",
         c.kretprobe_instances,
-        if crate::retprobe::available() {
+        if crate::probe::kprobe_events_available() {
             " (defined in tracefs kprobe_events)"
         } else {
             " (the kernel's default for perf kprobes)"

@@ -23,6 +23,19 @@ use self::{
 };
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// Instances a return probe defined in tracefs is given (`retprobe`): the kernel's limit
+/// (KRETPROBE_MAXACTIVE_MAX).
+pub const RETPROBE_INSTANCES: u32 = 4096;
+
+/// Where kprobe events are defined.
+pub fn kprobe_events_file() -> PathBuf {
+    Path::new(TRACEFS).join("kprobe_events")
+}
+
+/// Whether return probes can be defined in tracefs here (kprobe events, tracefs mounted).
+pub fn kprobe_events_available() -> bool {
+    kprobe_events_file().is_file()
+}
 const DEBUGFS: &str = "/sys/kernel/debug";
 
 /// Kernel functions kcmp-trace may hook, reported by `doctor`.
@@ -164,8 +177,8 @@ impl Capabilities {
             recursion_misses_readable: at_least(5, 12),
             probe_misses_readable: at_least(6, 7),
             task_comm_offset,
-            kretprobe_instances: if crate::retprobe::available() {
-                crate::retprobe::INSTANCES
+            kretprobe_instances: if kprobe_events_available() {
+                RETPROBE_INSTANCES
             } else {
                 10.max(2 * kernel.possible_cpus)
             },

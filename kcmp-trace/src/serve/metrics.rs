@@ -362,7 +362,7 @@ impl Collector for Sample {
             )?;
             for hook in &self.plan.hooks {
                 let labels = [
-                    ("program", hook.program.as_str()),
+                    ("program", hook.program),
                     ("target", hook.target.as_str()),
                     ("mode", self.plan.mode.name()),
                 ];
@@ -457,7 +457,7 @@ pub fn encode(sample: Sample, format: Format) -> Result<String, fmt::Error> {
 mod tests {
     use super::*;
     use crate::plan::{Affects, Hook};
-    use kcmp_trace_common::{kcmp::KCMP_VM, result::result_slot};
+    use kcmp_trace_common::{kcmp::KCMP_VM, programs, result::result_slot};
 
     fn plan() -> std::sync::Arc<Plan> {
         std::sync::Arc::new(Plan {
@@ -472,9 +472,9 @@ mod tests {
             why: "test".into(),
             hooks: vec![Hook {
                 target: "syscalls/sys_enter_kcmp".into(),
-                program: "kcmp_tp_enter".into(),
+                program: programs::KCMP_TP_ENTER,
                 affects: &[Affects::CallEntry],
-                noop: "noop_tp",
+                noop: programs::bench::NOOP_TP,
             }],
             skipped: Vec::new(),
             rejected: vec![("fentry/direct".into(), "no".into())],
@@ -494,7 +494,7 @@ mod tests {
                 },
             )],
             programs: vec![HookCounters {
-                program: "kcmp_tp_exit".into(),
+                program: programs::KCMP_TP_EXIT.into(),
                 target: "syscalls/sys_exit_kcmp".into(),
                 affects: vec![Affects::CallExit],
                 misses: 4,

@@ -6,32 +6,20 @@
 //! skip that program's other runs on the CPU; elsewhere fentry comes first (cheapest), then
 //! kprobes, then the syscall tracepoints. Each is tried in turn until one attaches.
 
-use kcmp_trace_common::classify::Strategy;
+use kcmp_trace_common::{
+    classify::Strategy,
+    programs::{self, Pair},
+};
 use serde::Serialize;
 
-use crate::probe::preempt::Preemption;
+use crate::{
+    config::{AttachRequest, StrategyRequest},
+    probe::preempt::Preemption,
+};
+
+pub mod checks;
 
 const SYSCALL_FN: &str = kcmp_trace_common::arch::NATIVE.kcmp_wrapper();
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachRequest {
-    /// The best mode that attaches here.
-    Auto,
-    Fentry,
-    Kprobe,
-    Tracepoint,
-}
-
-/// How to tell a call's path: the helpers' return values, or the order of what they guard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StrategyRequest {
-    /// direct where the helpers are real functions, else infer.
-    Auto,
-    Direct,
-    Infer,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,23 +136,24 @@ pub enum Affects {
 }
 
 impl Role {
-    /// (program base name, target function, runs at return)
-    fn spec(self) -> (&'static str, &'static str, bool) {
+    /// (its programs, the kernel function they hook, whether they run at its return)
+    fn spec(self) -> (Pair, &'static str, bool) {
+        use programs::*;
         match self {
-            Role::KcmpEntry => ("kcmp", SYSCALL_FN, false),
-            Role::KcmpExit => ("kcmp", SYSCALL_FN, true),
-            Role::SpecBegin => ("spec_begin", "exec_update_speculate_try_begin", true),
-            Role::SpecRetry => ("spec_retry", "exec_update_speculate_retry", true),
-            Role::PermCheck => ("perm", "ptrace_may_access", false),
-            Role::LockEnter => ("lock", "down_read_killable", false),
-            Role::LockExit => ("lock", "down_read_killable", true),
-            Role::LockNestedEnter => ("lock_nested", "down_read_killable_nested", false),
-            Role::LockNestedExit => ("lock_nested", "down_read_killable_nested", true),
-            Role::ExecBegin => ("exec_begin", "begin_new_exec", false),
-            Role::ExecBeginExit => ("exec_begin", "begin_new_exec", true),
-            Role::ExecSetupExit => ("exec_setup", "setup_new_exec", true),
-            Role::TsyncBegin => ("tsync", "landlock_restrict_sibling_threads", false),
-            Role::TsyncEnd => ("tsync", "landlock_restrict_sibling_threads", true),
+            Role::KcmpEntry => (KCMP_ENTRY, SYSCALL_FN, false),
+            Role::KcmpExit => (KCMP_RETURN, SYSCALL_FN, true),
+            Role::SpecBegin => (SPEC_BEGIN_RETURN, "exec_update_speculate_try_begin", true),
+            Role::SpecRetry => (SPEC_RETRY_RETURN, "exec_update_speculate_retry", true),
+            Role::PermCheck => (PERM_ENTRY, "ptrace_may_access", false),
+            Role::LockEnter => (LOCK_ENTRY, "down_read_killable", false),
+            Role::LockExit => (LOCK_RETURN, "down_read_killable", true),
+            Role::LockNestedEnter => (LOCK_NESTED_ENTRY, "down_read_killable_nested", false),
+            Role::LockNestedExit => (LOCK_NESTED_RETURN, "down_read_killable_nested", true),
+            Role::ExecBegin => (EXEC_BEGIN_ENTRY, "begin_new_exec", false),
+            Role::ExecBeginExit => (EXEC_BEGIN_RETURN, "begin_new_exec", true),
+            Role::ExecSetupExit => (EXEC_SETUP_RETURN, "setup_new_exec", true),
+            Role::TsyncBegin => (TSYNC_ENTRY, "landlock_restrict_sibling_threads", false),
+            Role::TsyncEnd => (TSYNC_RETURN, "landlock_restrict_sibling_threads", true),
         }
     }
 
@@ -239,45 +228,33 @@ pub fn hook_mode(mode: AttachMode, role: Role, syscall_tracepoints_exact: bool) 
 }
 
 /// (program, its do-nothing twin, target) of a role in a mode.
-pub fn program_for(mode: AttachMode, role: Role) -> (String, &'static str, String) {
-    let (base, target, at_return) = role.spec();
-    let (program, noop, target) = match (mode, at_return) {
-        (AttachMode::Tracepoint, false) => {
-            ("kcmp_tp_enter".into(), "noop_tp", "syscalls/sys_enter_kcmp")
-        }
-        (AttachMode::Tracepoint, true) => {
-            ("kcmp_tp_exit".into(), "noop_tp", "syscalls/sys_exit_kcmp")
-        }
-        (AttachMode::Kprobe, false) => (format!("{base}_kprobe"), "noop_kprobe", target),
-        (AttachMode::Kprobe, true) => (format!("{base}_kretprobe"), "noop_kretprobe", target),
-        (AttachMode::Fentry, false) => (format!("{base}_fentry"), "noop_fentry", target),
-        (AttachMode::Fentry, true) => (format!("{base}_fexit"), "noop_fexit", target),
-    };
-    (program, noop, target.to_owned())
+pub fn program_for(mode: AttachMode, role: Role) -> (&'static str, &'static str, String) {
+    use programs::bench::{NOOP_ENTRY, NOOP_RETURN, NOOP_TP};
+    let (pair, function, at_return) = role.spec();
+    let noop = if at_return { NOOP_RETURN } else { NOOP_ENTRY };
+    match (mode, at_return) {
+        (AttachMode::Tracepoint, false) => (
+            programs::KCMP_TP_ENTER,
+            NOOP_TP,
+            "syscalls/sys_enter_kcmp".into(),
+        ),
+        (AttachMode::Tracepoint, true) => (
+            programs::KCMP_TP_EXIT,
+            NOOP_TP,
+            "syscalls/sys_exit_kcmp".into(),
+        ),
+        (AttachMode::Kprobe, _) => (pair.kprobe, noop.kprobe, function.into()),
+        (AttachMode::Fentry, _) => (pair.trampoline, noop.trampoline, function.into()),
+    }
 }
 
 /// Every program name a plan can attach, as the kernel keeps it (15 bytes at most).
-pub fn program_names() -> Vec<String> {
+pub fn program_names() -> Vec<&'static str> {
     const KERNEL_NAME_LEN: usize = 15;
-    let mut names: Vec<String> = [Strategy::Boundary, Strategy::Direct, Strategy::Infer]
-        .into_iter()
-        .flat_map(roles)
-        .flat_map(|(role, _)| {
-            [
-                AttachMode::Fentry,
-                AttachMode::Kprobe,
-                AttachMode::Tracepoint,
-            ]
-            .map(|mode| program_for(mode, role).0)
-        })
-        .map(|mut name| {
-            name.truncate(KERNEL_NAME_LEN);
-            name
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    programs::HOOKS
+        .iter()
+        .map(|name| &name[..name.len().min(KERNEL_NAME_LEN)])
+        .collect()
 }
 
 /// One attached program.
@@ -285,7 +262,7 @@ pub fn program_names() -> Vec<String> {
 pub struct Hook {
     /// Kernel function or tracepoint.
     pub target: String,
-    pub program: String,
+    pub program: &'static str,
     /// What a skipped run of this program leaves incomplete.
     pub affects: &'static [Affects],
     /// The do-nothing program of the same kind, for the benchmark floor.

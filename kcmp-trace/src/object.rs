@@ -1,0 +1,250 @@
+//! The eBPF objects the build made, and loading one with a tracer's settings: its globals
+//! (filters, strategy, comm offset, log level) and map sizes. What to attach is the plan's.
+
+use std::os::fd::AsFd as _;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint},
+};
+use kcmp_trace_common::{
+    classify::Strategy,
+    event::{COMM_LEN, comm_key},
+    maps::{self, globals},
+    programs,
+};
+
+use crate::{bpf_info, config::TraceConfig, error::Error, event_stream::EventStream};
+
+/// An eBPF object the build made from the eBPF crate.
+#[derive(Clone, Copy)]
+pub(crate) struct Object {
+    pub name: &'static str,
+    pub bytes: &'static [u8],
+}
+
+impl Object {
+    /// Loads it as built, without a tracer's settings.
+    pub(crate) fn load(self) -> Result<Ebpf, Error> {
+        EbpfLoader::new()
+            .load(self.bytes)
+            .map_err(|e| self.refused(e))
+    }
+
+    pub(crate) fn refused(self, e: aya::EbpfError) -> Error {
+        Error::Bpf {
+            what: format!("the eBPF object {}", self.name),
+            source: e.into(),
+        }
+    }
+}
+
+/// The tracer's programs: all that tracing loads.
+pub(crate) fn tracer_object() -> Object {
+    Object {
+        name: "kcmp-trace-probes",
+        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-probes")),
+    }
+}
+
+/// The bench's programs: the do-nothing ones and the cost ladder's. Only `bench` loads it.
+pub(crate) fn bench_object() -> Object {
+    Object {
+        name: "kcmp-trace-bench-probes",
+        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-bench-probes")),
+    }
+}
+
+/// Loads `object` with a tracer's settings; its programs read comms from task_struct at
+/// `comm_offset` (0: through bpf_get_current_comm(); `plan::checks::comm_offset` decides).
+pub(crate) fn load_object(
+    object: Object,
+    config: &TraceConfig,
+    strategy: Strategy,
+    series: bool,
+    comm_offset: u32,
+) -> anyhow::Result<Ebpf> {
+    let comm_name = config
+        .comm
+        .as_deref()
+        .map_or([0; COMM_LEN], |c| comm_key(c.as_bytes()));
+    let mut ebpf = EbpfLoader::new()
+        .override_global(
+            globals::FILTER_TGID,
+            &u8::from(!config.tgids.is_empty()),
+            true,
+        )
+        .override_global(globals::FILTER_COMM, &u8::from(config.comm.is_some()), true)
+        .override_global(globals::FILTER_COMM_NAME, &comm_name, true)
+        .override_global(globals::COMM_OFFSET, &comm_offset, true)
+        .override_global(globals::EMIT_EVENTS, &u8::from(config.events), true)
+        .override_global(
+            globals::WAKEUP_BYTES,
+            &maps::wakeup_bytes(config.ring_bytes),
+            true,
+        )
+        .override_global(globals::STRATEGY, &(strategy as u8), true)
+        .override_global(globals::SERIES, &u8::from(series), true)
+        // aya-log's own name for the level its programs check (aya-log-ebpf documents
+        // setting it before load), which must exist: a rename would fail the load, not
+        // silence the logs.
+        .override_global(aya_log::LEVEL, &bpf_log_level(config.bpf_log), true)
+        .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
+        .map_max_entries(maps::THREADS_MAP, config.max_threads)
+        .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
+        .load(object.bytes)
+        .map_err(|e| object.refused(e))?;
+    if !config.tgids.is_empty() {
+        let mut filter: HashMap<_, u32, u8> = HashMap::try_from(
+            ebpf.map_mut(maps::TGID_FILTER_MAP)
+                .context("TGID_FILTER map missing")?,
+        )?;
+        for tgid in &config.tgids {
+            filter
+                .insert(tgid, 1, 0)
+                .context("filling the tgid filter")?;
+        }
+    }
+    Ok(ebpf)
+}
+
+/// The highest level the programs log at: every record with `--bpf-log`, none without
+/// (0 is below aya-log's lowest level, Error).
+fn bpf_log_level(on: bool) -> u8 {
+    if on { aya_log::Level::Trace as u8 } else { 0 }
+}
+
+/// The event ring of a loaded object, with the stages its flush program sends.
+pub(crate) fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
+    let flush: &mut RawTracePoint = ebpf
+        .program_mut(programs::FLUSH_EVENTS)
+        .context("flush program missing")?
+        .try_into()?;
+    flush.load().map_err(bpf_err(programs::FLUSH_EVENTS))?;
+    let flush = flush
+        .fd()?
+        .try_clone()
+        .context("flush program descriptor")?;
+    let ring = RingBuf::try_from(
+        ebpf.take_map(maps::EVENTS_MAP)
+            .context("EVENTS map missing")?,
+    )?;
+    let fill = PerCpuArray::try_from(
+        ebpf.take_map(maps::STAGE_FILL_MAP)
+            .context("STAGE_FILL map missing")?,
+    )?;
+    Ok(EventStream::new(ring, fill, flush))
+}
+
+/// What the kernel says about a loaded program of `ebpf`.
+pub(crate) fn program_counters(
+    ebpf: &Ebpf,
+    program: &str,
+) -> anyhow::Result<bpf_info::ProgramCounters> {
+    let fd = ebpf
+        .program(program)
+        .with_context(|| format!("program {program} missing"))?
+        .fd()
+        .context("program descriptor")?;
+    bpf_info::program_counters(fd.as_fd()).with_context(|| format!("reading {program}'s counters"))
+}
+
+/// A refusal in one line: the verifier's log can run to thousands of lines, and its verdict
+/// is at the end. The whole log is kept at debug level (-vv).
+pub(crate) fn bpf_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> Error {
+    let what = what.into();
+    move |e| {
+        log::debug!("{what}: {e}");
+        let why = match e {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                match verdict(&log) {
+                    Some(v) => {
+                        format!("the BPF_PROG_LOAD syscall returned {io_error}; verifier: {v}")
+                    }
+                    None => format!("the BPF_PROG_LOAD syscall returned {io_error}"),
+                }
+            }
+            other => crate::error::one_line(&anyhow::Error::new(other)),
+        };
+        Error::Bpf {
+            what,
+            source: anyhow::anyhow!(why),
+        }
+    }
+}
+
+/// The verifier's verdict: the last line of its log that is not a statistic.
+fn verdict(log: &str) -> Option<&str> {
+    log.lines().map(str::trim).rfind(|l| {
+        !l.is_empty()
+            && !l.starts_with("verification time")
+            && !l.starts_with("processed ")
+            && !l.starts_with("stack depth")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kcmp_trace_common::programs::bench;
+
+    /// The program names of an object, as the build made it.
+    fn programs_of(object: Object) -> Vec<String> {
+        let parsed = aya_obj::Object::parse(object.bytes).expect("the object parses");
+        let mut names: Vec<String> = parsed.programs.into_keys().collect();
+        names.sort();
+        names
+    }
+
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_tracer_object_holds_the_table_s_programs_and_no_others() {
+        let mut table = programs::HOOKS.to_vec();
+        table.extend([programs::FLUSH_EVENTS, programs::COMM_READ]);
+        assert_eq!(programs_of(tracer_object()), sorted(&table));
+        let parsed = aya_obj::Object::parse(tracer_object().bytes).expect("the object parses");
+        for map in [
+            maps::COUNTERS_MAP,
+            maps::EVENTS_MAP,
+            maps::STAGE_MAP,
+            maps::STAGE_FILL_MAP,
+            maps::TGID_FILTER_MAP,
+            maps::THREADS_MAP,
+            maps::PROCESSES_MAP,
+            maps::WRITERS_MAP,
+        ] {
+            assert!(parsed.maps.contains_key(map), "map {map} missing");
+        }
+    }
+
+    #[test]
+    fn the_bench_object_holds_its_table_s_programs_and_no_others() {
+        let table = [
+            bench::NOOP_TP,
+            bench::NOOP_ENTRY.trampoline,
+            bench::NOOP_ENTRY.kprobe,
+            bench::NOOP_RETURN.trampoline,
+            bench::NOOP_RETURN.kprobe,
+            bench::COST_PID_TGID,
+            bench::COST_CLOCK,
+            bench::COST_THREAD,
+            bench::COST_TOTALS,
+            bench::COST_COUNTERS,
+            bench::COST_EVENT,
+            programs::COMM_READ,
+            programs::FLUSH_EVENTS,
+        ];
+        assert_eq!(programs_of(bench_object()), sorted(&table));
+    }
+}
