@@ -159,6 +159,7 @@ fn matrix() -> Vec<Guest> {
     };
     vec![
         guest(Stock, V6_1, None, "voluntary", false, false),
+        guest(Fastpath, V6_12, Some(Preempt::Full), "full", true, false),
         guest(Stock, V6_12, None, "voluntary", false, false),
         guest(Stock, V6_12, Some(Preempt::Full), "full", false, false),
         guest(StockRt, V6_12, None, "rt", false, false),
@@ -174,7 +175,6 @@ fn matrix() -> Vec<Guest> {
             smoke: true,
             ..guest(Stock, V6_12, None, "voluntary", false, false)
         },
-        guest(Fastpath, V6_12, Some(Preempt::Full), "full", true, true),
         guest(Fastpath, V6_1, None, "none", false, true),
         guest(
             Fastpath,
