@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use aya::{Ebpf, programs::TracePoint};
 use kcmp_trace_common::{classify::Strategy, programs};
 
-use super::{AttachMode, Role, hook_mode, program_for, roles, syscall_tracepoints_exact};
+use super::{
+    AttachMode, KCMP_TRACEPOINTS, Role, hook_mode, program_for, roles, syscall_tracepoints_exact,
+};
 use crate::{
     attach::attach_program,
     config::TraceConfig,
@@ -16,11 +18,11 @@ use crate::{
 };
 
 /// Checks what a mode needs before trying it, for a clearer reason than the kernel's.
-pub(crate) fn preflight(mode: AttachMode) -> anyhow::Result<()> {
+fn preflight(mode: AttachMode) -> anyhow::Result<()> {
     match mode {
         AttachMode::Tracepoint => {
             probe::ensure_tracefs()?;
-            for tp in ["syscalls/sys_enter_kcmp", "syscalls/sys_exit_kcmp"] {
+            for tp in KCMP_TRACEPOINTS {
                 let path = format!("{}/events/{tp}", probe::TRACEFS);
                 if !std::path::Path::new(&path).exists() {
                     return Err(Error::NoHook(format!(

@@ -20,6 +20,8 @@ use crate::{
 pub mod checks;
 
 const SYSCALL_FN: &str = kcmp_trace_common::arch::NATIVE.kcmp_wrapper();
+/// kcmp's syscall tracepoints, entry and exit.
+const KCMP_TRACEPOINTS: [&str; 2] = ["syscalls/sys_enter_kcmp", "syscalls/sys_exit_kcmp"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -233,16 +235,12 @@ pub fn program_for(mode: AttachMode, role: Role) -> (&'static str, &'static str,
     let (pair, function, at_return) = role.spec();
     let noop = if at_return { NOOP_RETURN } else { NOOP_ENTRY };
     match (mode, at_return) {
-        (AttachMode::Tracepoint, false) => (
-            programs::KCMP_TP_ENTER,
-            NOOP_TP,
-            "syscalls/sys_enter_kcmp".into(),
-        ),
-        (AttachMode::Tracepoint, true) => (
-            programs::KCMP_TP_EXIT,
-            NOOP_TP,
-            "syscalls/sys_exit_kcmp".into(),
-        ),
+        (AttachMode::Tracepoint, false) => {
+            (programs::KCMP_TP_ENTER, NOOP_TP, KCMP_TRACEPOINTS[0].into())
+        }
+        (AttachMode::Tracepoint, true) => {
+            (programs::KCMP_TP_EXIT, NOOP_TP, KCMP_TRACEPOINTS[1].into())
+        }
         (AttachMode::Kprobe, _) => (pair.kprobe, noop.kprobe, function.into()),
         (AttachMode::Fentry, _) => (pair.trampoline, noop.trampoline, function.into()),
     }
