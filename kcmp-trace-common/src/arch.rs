@@ -44,6 +44,16 @@ impl Arch {
             Arch::Aarch64 => [0, 8, 16, 24, 32],
         }
     }
+
+    /// The `struct pt_regs` offset of the instruction pointer: in a kretprobe, the kernel
+    /// sets it to the return address into the caller (at the entry, a kretprobe on the
+    /// same function has already replaced that address on the stack with its trampoline).
+    pub const fn ip_offset(self) -> usize {
+        match self {
+            Arch::X86_64 => 16 * 8,
+            Arch::Aarch64 => 32 * 8,
+        }
+    }
 }
 
 #[cfg(test)]

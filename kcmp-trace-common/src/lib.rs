@@ -12,6 +12,7 @@ pub mod kcmp;
 pub mod maps;
 pub mod outcome;
 pub mod programs;
+pub mod reader;
 pub mod result;
 pub mod snapshot;
 
@@ -27,4 +28,6 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::StageFill {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::snapshot::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::reader::CallerCounts {}
 }

@@ -18,6 +18,11 @@ pub const STAGE_FILL_MAP: &str = "STAGE_FILL";
 pub const STAGE_MAP: &str = "STAGE";
 /// The last exec_update_lock write section of a process, by tgid.
 pub const WRITERS_MAP: &str = "WRITERS";
+/// Per-thread state of /proc readers' calls and other callers' lock waits (`ThreadState`),
+/// apart from kcmp's so that kcmp's probes look up one map as before.
+pub const READER_THREADS_MAP: &str = "READER_THREADS";
+/// Other callers' counts by caller address (`reader::CallerCounts`).
+pub const OTHER_CALLERS_MAP: &str = "OTHER_CALLERS";
 
 /// Read-only globals set at load time (the verifier prunes what they switch off).
 pub mod globals {
@@ -38,6 +43,18 @@ pub mod globals {
     pub const STRATEGY: &str = "STRATEGY";
     /// u8: 1 when the kernel has the exec_update_seq series.
     pub const SERIES: &str = "SERIES";
+    /// u8: 1 to follow the /proc readers and other callers too (`reader`).
+    pub const TRACE_READERS: &str = "TRACE_READERS";
+    /// u32: where task_struct.signal is (BTF).
+    pub const SIGNAL_OFFSET: &str = "SIGNAL_OFFSET";
+    /// u32: where signal_struct.exec_update_lock is (BTF).
+    pub const EXEC_UPDATE_LOCK_OFFSET: &str = "EXEC_UPDATE_LOCK_OFFSET";
+    /// u32: where signal_struct.thread_head is (BTF; 0 where the kernel has none, 6.6 and
+    /// earlier): with THREAD_NODE_OFFSET, how another caller's rwsem is recognised as an
+    /// exec_update_lock.
+    pub const THREAD_HEAD_OFFSET: &str = "THREAD_HEAD_OFFSET";
+    /// u32: where task_struct.thread_node is (BTF).
+    pub const THREAD_NODE_OFFSET: &str = "THREAD_NODE_OFFSET";
 }
 
 pub const MAX_TGID_FILTER: u32 = 1024;
@@ -88,6 +105,9 @@ pub const DEFAULT_MAX_PROCESSES: u32 = 16384;
 /// Processes whose last exec_update_lock write section is remembered, to name the writer of
 /// a retry.
 pub const MAX_WRITERS: u32 = 4096;
+/// Call sites of other callers counted apart (`OTHER_CALLERS`); beyond them, only in the
+/// other callers' slot (`misc::OTHERS_UNPLACED`).
+pub const MAX_OTHER_CALLERS: u32 = 1024;
 
 /// Who held a process's exec_update_lock for writing.
 pub mod writer {
@@ -119,6 +139,10 @@ pub mod misc {
     pub const LOCK_WAITS_UNFINISHED: usize = 5;
     /// Calls counted everywhere except in a per-process total: the per-process map was full.
     pub const UNATTRIBUTED: usize = 6;
+    /// Helper calls and lock waits of other callers counted in their slot but under no call
+    /// site: the caller's address was not seen (a trampoline program) or `OTHER_CALLERS` was
+    /// full. Written atomically by the helper and lock probes.
+    pub const OTHERS_UNPLACED: usize = 7;
     pub const SLOTS: usize = 8;
 }
 
@@ -142,9 +166,13 @@ pub struct ThreadState {
     pub active: u32,
     /// What the probes saw (`classify::Trail` bits).
     pub trail: u32,
-    pub _pad: u32,
+    /// A /proc reader's call: its `reader::ProcReader`.
+    pub reader: u32,
     /// KCMP_EPOLL_TFD's slot, read at entry.
     pub epoll: EpollSlot,
+    /// A /proc reader's call: the address of its task's exec_update_lock, the only rwsem
+    /// whose waits count as its lock waits. 0 in kcmp's calls, where every probed lock is one.
+    pub lock_addr: u64,
 }
 
 /// One process's kcmp totals. Its threads exit kcmp on several CPUs at once, so every field

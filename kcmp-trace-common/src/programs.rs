@@ -2,6 +2,8 @@
 //! by these names; the eBPF crate checks at compile time ([`named_as!`](crate::named_as))
 //! that each of its programs, maps and globals is named as the table (and `maps`) says.
 
+use crate::reader::PROC_READERS;
+
 /// The two programs on one end of a hooked kernel function: a trampoline program (fentry at
 /// entry, fexit at return) and a kprobe program (kprobe at entry, kretprobe at return).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +39,17 @@ pub const EXEC_SETUP_RETURN: Pair = pair("exec_setup_fexit", "exec_setup_kretpro
 /// Landlock TSYNC's write section: landlock_restrict_sibling_threads().
 pub const TSYNC_ENTRY: Pair = pair("tsync_fentry", "tsync_kprobe");
 pub const TSYNC_RETURN: Pair = pair("tsync_fexit", "tsync_kretprobe");
+/// The /proc readers' functions (`reader::ProcReader::function`), by `ProcReader` index.
+pub const READER_ENTRY: [Pair; PROC_READERS] = [
+    pair("rd_stack_fentry", "rd_stack_kprobe"),
+    pair("rd_syscall_fentry", "rd_syscall_kprobe"),
+    pair("rd_wchan_fentry", "rd_wchan_kprobe"),
+];
+pub const READER_RETURN: [Pair; PROC_READERS] = [
+    pair("rd_stack_fexit", "rd_stack_kretprobe"),
+    pair("rd_syscall_fexit", "rd_syscall_kretprobe"),
+    pair("rd_wchan_fexit", "rd_wchan_kretprobe"),
+];
 
 /// Sends the events a CPU staged; run by userspace with BPF_PROG_TEST_RUN, never attached.
 pub const FLUSH_EVENTS: &str = "flush_events";
@@ -45,7 +58,7 @@ pub const FLUSH_EVENTS: &str = "flush_events";
 pub const COMM_READ: &str = "comm_read";
 
 /// The function hooks' pairs.
-const PAIRS: [Pair; 14] = [
+const PAIRS: [Pair; 20] = [
     KCMP_ENTRY,
     KCMP_RETURN,
     SPEC_BEGIN_RETURN,
@@ -60,6 +73,12 @@ const PAIRS: [Pair; 14] = [
     EXEC_SETUP_RETURN,
     TSYNC_ENTRY,
     TSYNC_RETURN,
+    READER_ENTRY[0],
+    READER_ENTRY[1],
+    READER_ENTRY[2],
+    READER_RETURN[0],
+    READER_RETURN[1],
+    READER_RETURN[2],
 ];
 
 /// Every hook program of the tracer's object (`kcmp-trace-probes`): the syscall

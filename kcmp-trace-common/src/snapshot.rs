@@ -5,6 +5,7 @@ use crate::{
     kcmp::TYPE_SLOTS,
     maps::misc,
     outcome::{OUTCOMES, Outcome},
+    reader::{READER_SLOTS, ReaderCounters},
     result::{RESULT_SLOTS, result_slot_is_error},
 };
 
@@ -30,6 +31,9 @@ pub struct Counters {
     pub exec_hold_sum_ns: u64,
     pub tsync_hold_sum_ns: u64,
     pub misc: [u64; misc::SLOTS],
+    /// The /proc readers of exec_update_lock, then all other callers (`reader`); kcmp's
+    /// own are the fields above. All zero unless readers are traced.
+    pub readers: [ReaderCounters; READER_SLOTS],
 }
 
 impl Default for Counters {
@@ -50,6 +54,7 @@ impl Counters {
         exec_hold_sum_ns: 0,
         tsync_hold_sum_ns: 0,
         misc: [0; misc::SLOTS],
+        readers: [ReaderCounters::ZERO; READER_SLOTS],
     };
 
     fn cells_mut(&mut self) -> impl Iterator<Item = &mut u64> {
@@ -68,6 +73,7 @@ impl Counters {
                 &mut self.tsync_hold_sum_ns,
             ])
             .chain(self.misc.iter_mut())
+            .chain(self.readers.iter_mut().flat_map(ReaderCounters::cells_mut))
     }
 
     fn cells(&self) -> impl Iterator<Item = &u64> {
@@ -86,6 +92,7 @@ impl Counters {
                 &self.tsync_hold_sum_ns,
             ])
             .chain(self.misc.iter())
+            .chain(self.readers.iter().flat_map(ReaderCounters::cells))
     }
 
     /// Adds another CPU's counters.

@@ -22,7 +22,8 @@ use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
         generated::{bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_current_task_btf},
     },
     macros::map,
@@ -37,12 +38,13 @@ use kcmp_trace_common::{
     hist::log2_slot,
     kcmp::{KCMP_EPOLL_TFD, type_slot},
     maps::{
-        self, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_THREADS, MAX_TGID_FILTER, MAX_WRITERS,
-        ProcessTotals, STAGE_EVENTS, STAGE_RECORD_BYTES, StageFill, ThreadState, flush, globals,
-        misc, writer,
+        self, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_THREADS, MAX_OTHER_CALLERS, MAX_TGID_FILTER,
+        MAX_WRITERS, ProcessTotals, STAGE_EVENTS, STAGE_RECORD_BYTES, StageFill, ThreadState,
+        flush, globals, misc, writer,
     },
     named_as,
     outcome::Outcome,
+    reader::{CallerCounts, OTHER_SLOT, ProcReader, ReaderCounters, verdict},
     result::{result_slot, result_slot_is_error},
     snapshot::Counters,
 };
@@ -74,6 +76,20 @@ static STRATEGY: Global<u8> = Global::new(0);
 /// 1 when the kernel has the exec_update_seq series (a lock taken first means busy).
 #[unsafe(no_mangle)]
 static SERIES: Global<u8> = Global::new(0);
+/// 1 to follow the /proc readers and other callers (`kcmp_trace_common::reader`). Off, the
+/// helper and lock probes return for non-kcmp threads as they always did.
+#[unsafe(no_mangle)]
+static TRACE_READERS: Global<u8> = Global::new(0);
+/// BTF offsets: task_struct.signal, signal_struct.exec_update_lock, signal_struct.thread_head
+/// (0: not in this kernel) and task_struct.thread_node.
+#[unsafe(no_mangle)]
+static SIGNAL_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static EXEC_UPDATE_LOCK_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static THREAD_HEAD_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static THREAD_NODE_OFFSET: Global<u32> = Global::new(0);
 
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
@@ -95,6 +111,13 @@ static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(DEFA
 /// (`--max-processes`), which removes exited processes as it fills.
 #[map]
 static PROCESSES: HashMap<u32, ProcessTotals> = HashMap::with_max_entries(DEFAULT_MAX_PROCESSES, 0);
+/// A /proc reader's call in flight, or another caller's lock wait, per thread: kept apart
+/// from THREADS so that kcmp's probes look up only kcmp's calls.
+#[map]
+static READER_THREADS: LruHashMap<u32, ThreadState> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_THREADS, 0);
+#[map]
+static OTHER_CALLERS: HashMap<u64, CallerCounts> = HashMap::with_max_entries(MAX_OTHER_CALLERS, 0);
 
 named_as!(FILTER_TGID, globals::FILTER_TGID);
 named_as!(FILTER_COMM, globals::FILTER_COMM);
@@ -104,6 +127,13 @@ named_as!(EMIT_EVENTS, globals::EMIT_EVENTS);
 named_as!(WAKEUP_BYTES, globals::WAKEUP_BYTES);
 named_as!(STRATEGY, globals::STRATEGY);
 named_as!(SERIES, globals::SERIES);
+named_as!(TRACE_READERS, globals::TRACE_READERS);
+named_as!(SIGNAL_OFFSET, globals::SIGNAL_OFFSET);
+named_as!(EXEC_UPDATE_LOCK_OFFSET, globals::EXEC_UPDATE_LOCK_OFFSET);
+named_as!(THREAD_HEAD_OFFSET, globals::THREAD_HEAD_OFFSET);
+named_as!(THREAD_NODE_OFFSET, globals::THREAD_NODE_OFFSET);
+named_as!(READER_THREADS, maps::READER_THREADS_MAP);
+named_as!(OTHER_CALLERS, maps::OTHER_CALLERS_MAP);
 named_as!(COUNTERS, maps::COUNTERS_MAP);
 named_as!(EVENTS, maps::EVENTS_MAP);
 named_as!(STAGE, maps::STAGE_MAP);
@@ -241,8 +271,9 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
                 tgid,
                 active: 1,
                 trail: 0,
-                _pad: 0,
+                reader: 0,
                 epoll,
+                lock_addr: 0,
             };
             new_thread_state(tid, fresh);
         }
@@ -277,47 +308,145 @@ fn in_kcmp() -> Option<&'static mut ThreadState> {
     (call.active != 0).then_some(call)
 }
 
-/// exec_update_speculate_try_begin() returned.
+/// The calling thread's entry in READER_THREADS, if readers are traced.
 #[inline(always)]
-pub fn on_spec_begin(ok: bool) {
-    if let Some(call) = in_kcmp() {
+fn reader_thread() -> Option<&'static mut ThreadState> {
+    if TRACE_READERS.load() == 0 {
+        return None;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: only this thread writes its own entry.
+    READER_THREADS.get_ptr_mut(tid).map(|t| unsafe { &mut *t })
+}
+
+/// The calling thread's kcmp or /proc reader call in flight.
+#[inline(always)]
+fn in_call() -> Option<&'static mut ThreadState> {
+    in_kcmp().or_else(|| reader_thread().filter(|t| t.active != 0))
+}
+
+/// exec_update_speculate_try_begin() returned: a call's trail, or another caller's count.
+#[inline(always)]
+pub fn on_spec_begin(ok: bool, caller: impl FnOnce() -> u64) {
+    if let Some(call) = in_call() {
         call.trail |= if ok { SPEC_BEGIN_OK } else { SPEC_BEGIN_FAILED };
+    } else if TRACE_READERS.load() != 0 && traced((bpf_get_current_pid_tgid() >> 32) as u32) {
+        let v = if ok {
+            verdict::BEGIN_OK
+        } else {
+            verdict::BEGIN_FAILED
+        };
+        count_other(
+            caller(),
+            |c| c.verdicts.get_mut(v),
+            |c| c.verdicts.get_mut(v),
+            1,
+        );
     }
 }
 
 /// exec_update_speculate_retry() returned.
 #[inline(always)]
-pub fn on_spec_retry(retry: bool) {
-    if let Some(call) = in_kcmp()
-        && retry
-    {
-        call.trail |= SPEC_RETRY;
+pub fn on_spec_retry(retry: bool, caller: impl FnOnce() -> u64) {
+    if let Some(call) = in_call() {
+        if retry {
+            call.trail |= SPEC_RETRY;
+        }
+    } else if TRACE_READERS.load() != 0 && traced((bpf_get_current_pid_tgid() >> 32) as u32) {
+        let v = if retry {
+            verdict::RETRY
+        } else {
+            verdict::VALID
+        };
+        count_other(
+            caller(),
+            |c| c.verdicts.get_mut(v),
+            |c| c.verdicts.get_mut(v),
+            1,
+        );
     }
 }
 
 /// ptrace_may_access() was called.
 #[inline(always)]
 pub fn on_perm_check() {
-    if let Some(call) = in_kcmp()
+    if let Some(call) = in_call()
         && call.trail & LOCK == 0
     {
         call.trail |= PERM_BEFORE_LOCK;
     }
 }
 
-/// down_read_killable() was called: inside kcmp that is an exec_update_lock.
+/// down_read_killable(sem) was called. Inside kcmp every such lock is an exec_update_lock;
+/// inside a /proc reader only its task's counts; for any other caller, an exec_update_lock
+/// recognised by where it sits (`is_exec_update_lock`) starts a wait counted by caller.
 #[inline(always)]
-pub fn on_lock_enter() {
+pub fn on_lock_enter(sem: impl FnOnce() -> u64) {
     if let Some(call) = in_kcmp() {
-        call.trail |= LOCK;
-        if call.lock_start_ns != 0
-            && let Some(counters) = cpu_counters()
-        {
-            // The previous lock's return was never seen (a kretprobe out of instances).
-            // SAFETY: this CPU's counters; every writer of this cell adds atomically.
-            unfinished_lock_wait(unsafe { &mut (*counters).misc });
+        lock_wait_begins(call);
+        return;
+    }
+    if TRACE_READERS.load() == 0 {
+        return;
+    }
+    let sem = sem();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: only this thread writes its own entry.
+    match READER_THREADS.get_ptr_mut(tid).map(|t| unsafe { &mut *t }) {
+        Some(call) if call.active != 0 => {
+            if call.lock_addr == sem {
+                lock_wait_begins(call);
+            }
         }
-        call.lock_start_ns = now_ns();
+        thread => {
+            if !traced((pid_tgid >> 32) as u32) || !is_exec_update_lock(sem) {
+                return;
+            }
+            match thread {
+                Some(t) => t.lock_start_ns = now_ns(),
+                None => {
+                    let fresh = ThreadState {
+                        lock_start_ns: now_ns(),
+                        ..ThreadState::default()
+                    };
+                    let _ = READER_THREADS.insert(tid, fresh, 0);
+                }
+            }
+        }
+    }
+}
+
+/// A call's exec_update_lock wait begins.
+#[inline(always)]
+fn lock_wait_begins(call: &mut ThreadState) {
+    call.trail |= LOCK;
+    if call.lock_start_ns != 0
+        && let Some(counters) = cpu_counters()
+    {
+        // The previous lock's return was never seen (a kretprobe out of instances).
+        // SAFETY: this CPU's counters; every writer of this cell adds atomically.
+        unfinished_lock_wait(unsafe { &mut (*counters).misc });
+    }
+    call.lock_start_ns = now_ns();
+}
+
+/// Whether `sem` is some task's exec_update_lock: the signal_struct it would sit in lists a
+/// thread whose task_struct points back to that signal_struct (BTF offsets, probe reads).
+#[inline(always)]
+fn is_exec_update_lock(sem: u64) -> bool {
+    let head = THREAD_HEAD_OFFSET.load();
+    if head == 0 {
+        return false;
+    }
+    let signal = sem.wrapping_sub(u64::from(EXEC_UPDATE_LOCK_OFFSET.load()));
+    // SAFETY: bpf_probe_read_kernel checks the addresses; a failed read says no.
+    unsafe {
+        let Ok(first) = bpf_probe_read_kernel((signal + u64::from(head)) as *const u64) else {
+            return false;
+        };
+        let task = first.wrapping_sub(u64::from(THREAD_NODE_OFFSET.load()));
+        bpf_probe_read_kernel((task + u64::from(SIGNAL_OFFSET.load())) as *const u64) == Ok(signal)
     }
 }
 
@@ -330,15 +459,204 @@ fn unfinished_lock_wait(misc: &mut [u64; misc::SLOTS]) {
     }
 }
 
-/// down_read_killable() returned. Marks the lock too, in case its entry was skipped.
+/// down_read_killable() returned to `caller`. Marks kcmp's lock too, in case its entry was
+/// skipped; another caller's wait ends and is counted under its call site.
 #[inline(always)]
-pub fn on_lock_exit() {
+pub fn on_lock_exit(caller: impl FnOnce() -> u64) {
     if let Some(call) = in_kcmp() {
         call.trail |= LOCK;
-        if call.lock_start_ns != 0 {
-            let now = now_ns();
-            call.lock_wait_ns += now.wrapping_sub(call.lock_start_ns);
+        lock_wait_ends(call);
+        return;
+    }
+    let Some(thread) = reader_thread() else {
+        return;
+    };
+    if thread.lock_start_ns == 0 {
+        return;
+    }
+    if thread.active != 0 {
+        lock_wait_ends(thread);
+        return;
+    }
+    let wait = now_ns().wrapping_sub(thread.lock_start_ns);
+    thread.lock_start_ns = 0;
+    let slot = log2_slot(wait) as usize;
+    let caller = caller();
+    count_other(
+        caller,
+        |c| c.lock_wait.get_mut(slot),
+        |c| Some(&mut c.lock_waits),
+        1,
+    );
+    count_other(
+        caller,
+        |c| Some(&mut c.lock_wait_sum_ns),
+        |c| Some(&mut c.lock_wait_sum_ns),
+        wait,
+    );
+}
+
+/// A call's exec_update_lock wait ends.
+#[inline(always)]
+fn lock_wait_ends(call: &mut ThreadState) {
+    if call.lock_start_ns != 0 {
+        call.lock_wait_ns += now_ns().wrapping_sub(call.lock_start_ns);
+        call.lock_start_ns = 0;
+    }
+}
+
+/// Adds `n` to another caller's cell: in the other callers' slot (`in_slot`) and under its
+/// call site (`at_site`), or as unplaced when its address is unknown or the map is full.
+/// Several programs on several CPUs add to these: atomics.
+#[inline(always)]
+fn count_other(
+    caller: u64,
+    in_slot: impl FnOnce(&mut ReaderCounters) -> Option<&mut u64>,
+    at_site: impl FnOnce(&mut CallerCounts) -> Option<&mut u64>,
+    n: u64,
+) {
+    let Some(counters) = cpu_counters() else {
+        return;
+    };
+    // SAFETY: this CPU's counters; every writer of these cells adds atomically.
+    let counters = unsafe { &mut *counters };
+    if let Some(slot) = counters.readers.get_mut(OTHER_SLOT)
+        && let Some(cell) = in_slot(slot)
+    {
+        add_shared(cell, n);
+    }
+    match other_caller(caller).and_then(at_site) {
+        Some(cell) => add_shared(cell, n),
+        None => {
+            if let Some(cell) = counters.misc.get_mut(misc::OTHERS_UNPLACED) {
+                add_shared(cell, n);
+            }
+        }
+    }
+}
+
+/// A call site's counts, created at its first count; None for an unknown address or a full
+/// map.
+#[inline(always)]
+fn other_caller(caller: u64) -> Option<&'static mut CallerCounts> {
+    if caller == 0 {
+        return None;
+    }
+    if OTHER_CALLERS.get_ptr_mut(caller).is_none() {
+        let _ = OTHER_CALLERS.insert(caller, CallerCounts::default(), BPF_NOEXIST as u64);
+    }
+    // SAFETY: a live map value; every writer adds atomically.
+    OTHER_CALLERS
+        .get_ptr_mut(caller)
+        .map(|c| unsafe { &mut *c })
+}
+
+/// A /proc reader's function was entered for `task`: its call opens (unless the caller is
+/// filtered out), waiting only on `task`'s exec_update_lock.
+#[inline(always)]
+pub fn on_reader_enter(reader: ProcReader, task: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if !traced(tgid) {
+        return;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; 0 (no lock matches) if unreadable.
+    let signal =
+        unsafe { bpf_probe_read_kernel((task + u64::from(SIGNAL_OFFSET.load())) as *const u64) }
+            .unwrap_or(0);
+    let lock_addr = signal + u64::from(EXEC_UPDATE_LOCK_OFFSET.load());
+    // SAFETY: only this thread writes its own entry.
+    match READER_THREADS.get_ptr_mut(tid).map(|t| unsafe { &mut *t }) {
+        Some(call) => {
+            if call.active != 0 {
+                // The previous call's return was never seen: it goes uncounted, and says so.
+                reader_slot(reader, |r| &mut r.lost_exits);
+            }
+            call.start_ns = now_ns();
             call.lock_start_ns = 0;
+            call.lock_wait_ns = 0;
+            call.trail = 0;
+            call.reader = reader as u32;
+            call.lock_addr = lock_addr;
+            call.tgid = tgid;
+            call.active = 1;
+        }
+        None => {
+            let fresh = ThreadState {
+                start_ns: now_ns(),
+                tgid,
+                active: 1,
+                reader: reader as u32,
+                lock_addr,
+                ..ThreadState::default()
+            };
+            let _ = READER_THREADS.insert(tid, fresh, 0);
+        }
+    }
+}
+
+/// A /proc reader's function returned `ret`: its call is classified as kcmp's are, and
+/// counted with its lock wait. A call that never reached its exec_update_lock section
+/// (refused before it, as /proc/PID/stack refuses non-admins) left no trail and is not a
+/// reader call.
+#[inline(always)]
+pub fn on_reader_exit(reader: ProcReader, ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: only this thread writes its own entry.
+    let call = match READER_THREADS.get_ptr_mut(tid).map(|t| unsafe { &mut *t }) {
+        Some(call) if call.active != 0 && call.reader == reader as u32 => call,
+        _ => {
+            if traced((pid_tgid >> 32) as u32) {
+                reader_slot(reader, |r| &mut r.unpaired_exits);
+            }
+            return;
+        }
+    };
+    call.active = 0;
+    if call.trail == 0 {
+        return;
+    }
+    let outcome = classify(
+        Strategy::from_u8(STRATEGY.load()),
+        SERIES.load() != 0,
+        call.trail,
+        ret,
+    );
+    let Some(counters) = cpu_counters() else {
+        return;
+    };
+    // SAFETY: this CPU's counters. This reader's cells have this program as their only
+    // writer; the unfinished-wait count is shared and added atomically.
+    let counters = unsafe { &mut *counters };
+    if call.lock_start_ns != 0 {
+        unfinished_lock_wait(&mut counters.misc);
+    }
+    let Some(slot) = counters.readers.get_mut(reader as usize) else {
+        return;
+    };
+    if let Some(n) = slot.calls.get_mut(outcome as usize) {
+        *n += 1;
+    }
+    if call.trail & LOCK != 0 && call.lock_start_ns == 0 {
+        slot.lock_wait_sum_ns += call.lock_wait_ns;
+        if let Some(n) = slot
+            .lock_wait
+            .get_mut(log2_slot(call.lock_wait_ns) as usize)
+        {
+            *n += 1;
+        }
+    }
+}
+
+/// Adds one to a reader's cell that only one of its programs writes.
+#[inline(always)]
+fn reader_slot(reader: ProcReader, cell: impl FnOnce(&mut ReaderCounters) -> &mut u64) {
+    if let Some(counters) = cpu_counters() {
+        // SAFETY: this CPU's counters; the cell has one writer (see ReaderCounters).
+        let counters = unsafe { &mut *counters };
+        if let Some(slot) = counters.readers.get_mut(reader as usize) {
+            *cell(slot) += 1;
         }
     }
 }

@@ -113,13 +113,14 @@ pub fn cost_event(ctx: TracePointContext) -> u32 {
         tgid: a,
         active: b,
         trail: a,
-        _pad: b,
+        reader: b,
         epoll: EpollSlot {
             efd: a,
             tfd: b,
             toff: a,
             read: b,
         },
+        lock_addr: args.idx1,
     };
     let done = calls::CallDone {
         tgid: args.pid1 as u32,

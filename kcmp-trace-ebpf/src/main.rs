@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use calls::KcmpArgs;
-use kcmp_trace_common::{arch::Arch, named_as, programs};
+use kcmp_trace_common::{arch::Arch, named_as, programs, reader::ProcReader};
 use tp::{tp_args, tp_ret};
 
 named_as!(kcmp_tp_enter, programs::KCMP_TP_ENTER);
@@ -71,6 +71,60 @@ fn args_from_regs(regs: *const pt_regs) -> KcmpArgs {
     }
 }
 
+/// The `u64` at `offset` in a `struct pt_regs`; 0 if unreadable.
+#[inline(always)]
+fn regs_word(regs: *const pt_regs, offset: usize) -> u64 {
+    // SAFETY: only an address is computed here; bpf_probe_read_kernel checks it.
+    unsafe { bpf_probe_read_kernel(regs.cast::<u8>().add(offset).cast::<u64>()) }.unwrap_or(0)
+}
+
+/// What an entry hook may ask of the call it sees; read only on the path that needs it, so
+/// a hook that returns early pays for nothing.
+trait Site {
+    /// The `n`th argument, as a word.
+    fn arg_word(&self, n: usize) -> u64;
+}
+
+impl Site for FEntryContext {
+    fn arg_word(&self, n: usize) -> u64 {
+        self.arg(n)
+    }
+}
+
+impl Site for ProbeContext {
+    fn arg_word(&self, n: usize) -> u64 {
+        self.arg(n).unwrap_or(0)
+    }
+}
+
+/// A hooked function's return: its raw return register, and where it returned to.
+trait ReturnSite {
+    fn ret_word(&self) -> u64;
+    /// The address in the caller it returned to; 0 where it is not seen (a trampoline
+    /// program).
+    fn caller(&self) -> u64;
+}
+
+impl ReturnSite for FExitContext {
+    fn ret_word(&self) -> u64 {
+        self.ret::<u64>().unwrap_or(0)
+    }
+
+    fn caller(&self) -> u64 {
+        0
+    }
+}
+
+impl ReturnSite for RetProbeContext {
+    fn ret_word(&self) -> u64 {
+        self.ret::<u64>()
+    }
+
+    fn caller(&self) -> u64 {
+        regs_word(self.regs, ARCH.ip_offset())
+    }
+}
+
 #[fentry]
 pub fn kcmp_fentry(ctx: FEntryContext) -> u32 {
     calls::on_enter(&ctx, &args_from_regs(ctx.arg(0)));
@@ -99,29 +153,29 @@ pub fn kcmp_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// A kernel function's entry, as an fentry and a kprobe program sharing one handler, named
-/// as `programs` names the pair.
+/// A kernel function's entry, as an fentry and a kprobe program sharing one handler (given
+/// the call's `Site`), named as `programs` names the pair.
 macro_rules! entry_hook {
     ($pair:expr => $fentry:ident, $kprobe:ident, $handler:expr) => {
         named_as!($fentry, $pair.trampoline);
         named_as!($kprobe, $pair.kprobe);
 
         #[fentry]
-        pub fn $fentry(_ctx: FEntryContext) -> u32 {
-            $handler;
+        pub fn $fentry(ctx: FEntryContext) -> u32 {
+            ($handler)(&ctx);
             0
         }
 
         #[kprobe]
-        pub fn $kprobe(_ctx: ProbeContext) -> u32 {
-            $handler;
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            ($handler)(&ctx);
             0
         }
     };
 }
 
 /// A kernel function's return, as an fexit and a kretprobe program; the handler gets the
-/// raw return register.
+/// raw return register and the `ReturnSite`.
 macro_rules! return_hook {
     ($pair:expr => $fexit:ident, $kretprobe:ident, $handler:expr) => {
         named_as!($fexit, $pair.trampoline);
@@ -129,13 +183,13 @@ macro_rules! return_hook {
 
         #[fexit]
         pub fn $fexit(ctx: FExitContext) -> u32 {
-            ($handler)(ctx.ret::<u64>().unwrap_or(0));
+            ($handler)(ctx.ret_word(), &ctx);
             0
         }
 
         #[kretprobe]
         pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
-            ($handler)(ctx.ret::<u64>());
+            ($handler)(ctx.ret_word(), &ctx);
             0
         }
     };
@@ -147,43 +201,68 @@ fn c_bool(ret: u64) -> bool {
     ret & 0xff != 0
 }
 
-// The exec_update_seq helpers' verdicts (direct strategy).
-return_hook!(programs::SPEC_BEGIN_RETURN => spec_begin_fexit, spec_begin_kretprobe, |r| {
-    calls::on_spec_begin(c_bool(r))
-});
-return_hook!(programs::SPEC_RETRY_RETURN => spec_retry_fexit, spec_retry_kretprobe, |r| {
-    calls::on_spec_retry(c_bool(r))
-});
+// The exec_update_seq helpers' verdicts (direct strategy), and other callers' by address.
+return_hook!(programs::SPEC_BEGIN_RETURN => spec_begin_fexit, spec_begin_kretprobe,
+    |r, site: &_| calls::on_spec_begin(c_bool(r), || ReturnSite::caller(site)));
+return_hook!(programs::SPEC_RETRY_RETURN => spec_retry_fexit, spec_retry_kretprobe,
+    |r, site: &_| calls::on_spec_retry(c_bool(r), || ReturnSite::caller(site)));
 
-// Permission checks and exec_update_lock waits inside kcmp (infer strategy, lock wait).
-entry_hook!(programs::PERM_ENTRY => perm_fentry, perm_kprobe, calls::on_perm_check());
-entry_hook!(programs::LOCK_ENTRY => lock_fentry, lock_kprobe, calls::on_lock_enter());
-return_hook!(programs::LOCK_RETURN => lock_fexit, lock_kretprobe, |_| calls::on_lock_exit());
+// Permission checks and exec_update_lock waits inside kcmp and the /proc readers (infer
+// strategy, lock wait), and other callers' exec_update_lock waits.
+entry_hook!(programs::PERM_ENTRY => perm_fentry, perm_kprobe, |_: &_| calls::on_perm_check());
+entry_hook!(programs::LOCK_ENTRY => lock_fentry, lock_kprobe, |site: &_| lock_enter(site));
+return_hook!(programs::LOCK_RETURN => lock_fexit, lock_kretprobe, |_, site: &_| lock_exit(site));
 // An fentry program is bound to one function: lockdep kernels' nested variant needs its own.
 entry_hook!(
     programs::LOCK_NESTED_ENTRY => lock_nested_fentry,
     lock_nested_kprobe,
-    calls::on_lock_enter()
+    |site: &_| lock_enter(site)
 );
-return_hook!(programs::LOCK_NESTED_RETURN => lock_nested_fexit, lock_nested_kretprobe, |_| {
-    calls::on_lock_exit()
-});
+return_hook!(programs::LOCK_NESTED_RETURN => lock_nested_fexit, lock_nested_kretprobe,
+    |_, site: &_| lock_exit(site));
+
+/// down_read_killable(sem): its rwsem, read only if a reader or other caller needs it.
+#[inline(always)]
+fn lock_enter(site: &impl Site) {
+    calls::on_lock_enter(|| site.arg_word(0));
+}
+
+/// down_read_killable() returned: where to, read only for another caller's wait.
+#[inline(always)]
+fn lock_exit(site: &impl ReturnSite) {
+    calls::on_lock_exit(|| site.caller());
+}
 
 // The write side: an exec holds exec_update_lock from exec_mmap() (inside begin_new_exec())
 // until setup_new_exec(), or until begin_new_exec() fails.
-entry_hook!(programs::EXEC_BEGIN_ENTRY => exec_begin_fentry, exec_begin_kprobe, calls::on_exec_begin());
-return_hook!(programs::EXEC_BEGIN_RETURN => exec_begin_fexit, exec_begin_kretprobe, |r: u64| {
+entry_hook!(programs::EXEC_BEGIN_ENTRY => exec_begin_fentry, exec_begin_kprobe,
+    |_: &_| calls::on_exec_begin());
+return_hook!(programs::EXEC_BEGIN_RETURN => exec_begin_fexit, exec_begin_kretprobe,
+|r: u64, _: &_| {
     if r as i32 != 0 {
         calls::on_exec_end()
     }
 });
-return_hook!(programs::EXEC_SETUP_RETURN => exec_setup_fexit, exec_setup_kretprobe, |_| {
-    calls::on_exec_end()
-});
+return_hook!(programs::EXEC_SETUP_RETURN => exec_setup_fexit, exec_setup_kretprobe,
+    |_, _: &_| calls::on_exec_end());
 
 // The other writer (7.2): Landlock TSYNC holds exec_update_lock for writing in
 // landlock_restrict_sibling_threads(), from its down_write_trylock() to its up_write().
-entry_hook!(programs::TSYNC_ENTRY => tsync_fentry, tsync_kprobe, calls::on_tsync_begin());
-return_hook!(programs::TSYNC_RETURN => tsync_fexit, tsync_kretprobe, |r: u64| {
-    calls::on_tsync_end(r as i32)
-});
+entry_hook!(programs::TSYNC_ENTRY => tsync_fentry, tsync_kprobe, |_: &_| calls::on_tsync_begin());
+return_hook!(programs::TSYNC_RETURN => tsync_fexit, tsync_kretprobe,
+    |r: u64, _: &_| calls::on_tsync_end(r as i32));
+
+/// The /proc readers: `proc_pid_<file>(m, ns, pid, task)` opens a call on entry (its task
+/// names the one exec_update_lock it may wait for) and classifies it on return.
+macro_rules! reader_hooks {
+    ($reader:expr => $fentry:ident, $kprobe:ident, $fexit:ident, $kretprobe:ident) => {
+        entry_hook!(programs::READER_ENTRY[$reader as usize] => $fentry, $kprobe,
+            |site: &_| calls::on_reader_enter($reader, Site::arg_word(site, 3)));
+        return_hook!(programs::READER_RETURN[$reader as usize] => $fexit, $kretprobe,
+            |r: u64, _: &_| calls::on_reader_exit($reader, r as i32 as i64));
+    };
+}
+
+reader_hooks!(ProcReader::Stack => rd_stack_fentry, rd_stack_kprobe, rd_stack_fexit, rd_stack_kretprobe);
+reader_hooks!(ProcReader::Syscall => rd_syscall_fentry, rd_syscall_kprobe, rd_syscall_fexit, rd_syscall_kretprobe);
+reader_hooks!(ProcReader::Wchan => rd_wchan_fentry, rd_wchan_kprobe, rd_wchan_fexit, rd_wchan_kretprobe);

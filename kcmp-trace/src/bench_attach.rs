@@ -9,7 +9,7 @@ use crate::{
     bpf_info,
     config::TraceConfig,
     event_stream::EventStream,
-    object::{bench_object, event_stream, load_object, program_counters},
+    object::{KernelFacts, bench_object, event_stream, load_object, program_counters},
     plan::{Plan, checks},
     probe,
     retprobe::ReturnProbe,
@@ -72,13 +72,11 @@ impl Solo {
         target: &str,
     ) -> anyhow::Result<Solo> {
         probe::ensure_tracefs()?;
-        let mut ebpf = load_object(
-            bench_object(),
-            config,
-            Strategy::Boundary,
-            false,
-            checks::comm_offset(caps),
-        )?;
+        let facts = KernelFacts {
+            comm_offset: checks::comm_offset(caps),
+            ..KernelFacts::default()
+        };
+        let mut ebpf = load_object(bench_object(), config, Strategy::Boundary, facts)?;
         attach_program(&mut ebpf, None, program, target, &mut Vec::new())?;
         Ok(Solo { ebpf, program })
     }

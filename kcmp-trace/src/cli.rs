@@ -185,6 +185,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = kcmp_trace_common::maps::DEFAULT_MAX_PROCESSES,
           value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
     pub max_processes: u32,
+    /// Follow exec_update_lock's other readers beside kcmp: /proc/PID/stack, syscall and
+    /// wchan call by call, any other caller by its call site (other:SYMBOL).
+    #[arg(long)]
+    pub readers: bool,
 }
 
 #[derive(Debug, Args)]
@@ -209,9 +213,13 @@ pub struct WatchArgs {
     /// Processes shown per report.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// Show one reader of exec_update_lock only (implies --readers): kcmp, proc_stack,
+    /// proc_syscall, proc_wchan, other (with its call sites), or other:SYMBOL.
+    #[arg(long, value_name = "READER", value_parser = crate::report::parse_reader)]
+    pub reader: Option<String>,
     /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH
     /// (plain HTTP: a daemon serving TLS is reached through its Unix socket).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log", "max_threads", "max_processes"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log", "max_threads", "max_processes", "readers"])]
     pub connect: Option<String>,
 }
 
@@ -307,6 +315,10 @@ pub struct StressArgs {
     /// per-process totals that must outlive their threads.
     #[arg(long)]
     pub thread_per_call: bool,
+    /// Threads reading /proc/PID/{stack,syscall,wchan} of the racers (of this process
+    /// without racers) alongside: exec_update_lock's /proc readers, for `--readers`.
+    #[arg(long, default_value_t = 0)]
+    pub proc_readers: usize,
     /// Run under this comm (at most 15 bytes), so `-c` can pick this workload out.
     #[arg(long, value_parser = parse_comm)]
     pub comm: Option<String>,

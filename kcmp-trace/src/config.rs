@@ -40,6 +40,9 @@ pub struct TraceConfig {
     /// Entries of the per-thread (calls in flight) and per-process (totals) maps.
     pub max_threads: u32,
     pub max_processes: u32,
+    /// Follow exec_update_lock's other readers too: the /proc readers call by call, any
+    /// other caller by call site (`kcmp_trace_common::reader`).
+    pub readers: bool,
 }
 
 impl Default for TraceConfig {
@@ -54,6 +57,7 @@ impl Default for TraceConfig {
             bpf_log: false,
             max_threads: maps::DEFAULT_MAX_THREADS,
             max_processes: maps::DEFAULT_MAX_PROCESSES,
+            readers: false,
         }
     }
 }

@@ -12,6 +12,7 @@ use kcmp_trace_common::{
     classify::Strategy,
     event::comm_bytes,
     maps::{self, ProcessTotals},
+    reader::CallerCounts,
     snapshot::Counters,
 };
 
@@ -23,10 +24,10 @@ use crate::{
     error::Error,
     event_stream::EventStream,
     exited::Exited,
-    object::{event_stream, load_object, program_counters, tracer_object},
-    plan::{AttachMode, Hook, Plan, Role, accuracy, candidates, checks},
-    probe,
-    readout::{HookCounters, ProcessRow},
+    object::{KernelFacts, event_stream, load_object, program_counters, tracer_object},
+    plan::{AttachMode, Hook, Plan, Role, accuracy, candidates, checks, reader_accuracy},
+    probe::{self, kallsyms::TextSymbols},
+    readout::{CallerRow, HookCounters, ProcessRow},
     retprobe::ReturnProbe,
     unpreempted::UnpreemptedReads,
 };
@@ -42,6 +43,8 @@ pub struct Tracer {
     processes: Mutex<HashMap<MapData, u32, ProcessTotals>>,
     exited: Mutex<Exited>,
     max_processes: u32,
+    /// Other callers' counts by call site, and the symbols that name them (`--readers`).
+    callers: Option<(HashMap<MapData, u64, CallerCounts>, TextSymbols)>,
     events: Option<EventStream>,
     /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
     /// misses the kernel reports; empty where it does not (before 6.7) or for other modes.
@@ -80,10 +83,24 @@ impl Tracer {
 
         let mut rejected = Vec::new();
         let (tried, why) = candidates(config.attach, config.strategy, &caps.preemption);
-        let comm_offset = checks::comm_offset(caps);
+        let facts = KernelFacts {
+            series: caps.series.present(),
+            comm_offset: checks::comm_offset(caps),
+            readers: if config.readers {
+                Some(caps.reader_offsets.ok_or_else(|| {
+                    Error::NoHook(
+                        "--readers: the kernel's BTF does not place task_struct.signal and \
+                         signal_struct.exec_update_lock"
+                            .into(),
+                    )
+                })?)
+            } else {
+                None
+            },
+        };
         let mut attached = None;
         for &(mode, strategy) in &tried {
-            match load_and_attach(config, caps, mode, strategy, comm_offset) {
+            match load_and_attach(config, caps, mode, strategy, facts) {
                 Ok(found) => {
                     attached = Some(found);
                     break;
@@ -126,6 +143,15 @@ impl Tracer {
             ebpf.take_map(maps::PROCESSES_MAP)
                 .context("PROCESSES map missing")?,
         )?);
+        let callers = if config.readers {
+            let map = HashMap::try_from(
+                ebpf.take_map(maps::OTHER_CALLERS_MAP)
+                    .context("OTHER_CALLERS map missing")?,
+            )?;
+            Some((map, TextSymbols::read().context("reading /proc/kallsyms")?))
+        } else {
+            None
+        };
         let events = if config.events {
             Some(event_stream(&mut ebpf)?)
         } else {
@@ -144,6 +170,7 @@ impl Tracer {
             processes,
             exited: Mutex::new(Exited::new(config.max_processes as usize)),
             max_processes: config.max_processes,
+            callers,
             events,
             probe_links,
             _bpf_log: bpf_log,
@@ -237,6 +264,27 @@ impl Tracer {
         Ok(exited.merged(live))
     }
 
+    /// Other callers' counts since attach, one row per function they called from (None
+    /// unless readers are followed). A site the kernel saw no address for is not here: it
+    /// is counted in `misc::OTHERS_UNPLACED`.
+    pub fn callers(&self) -> anyhow::Result<Option<Vec<CallerRow>>> {
+        let Some((map, symbols)) = &self.callers else {
+            return Ok(None);
+        };
+        let mut rows = Vec::new();
+        {
+            let _fifo = UnpreemptedReads::enter();
+            for entry in map.iter() {
+                let (addr, counts) = entry.context("reading OTHER_CALLERS")?;
+                let symbol = symbols
+                    .containing(addr)
+                    .map_or_else(|| format!("{addr:#x}"), str::to_owned);
+                rows.push(CallerRow::of(symbol, &counts));
+            }
+        }
+        Ok(Some(CallerRow::by_symbol(rows)))
+    }
+
     /// The per-call event stream (only when the config asked for events).
     pub fn take_events(&mut self) -> Option<EventStream> {
         self.events.take()
@@ -298,14 +346,14 @@ fn load_and_attach(
     caps: &probe::Capabilities,
     mode: AttachMode,
     strategy: Strategy,
-    comm_offset: u32,
+    facts: KernelFacts,
 ) -> anyhow::Result<Attached> {
     let checks::HookPlan {
         attach: planned,
         mut skipped,
-    } = checks::hooks(caps, mode, strategy)?;
-    let series = caps.series.present();
-    let mut ebpf = load_object(tracer_object(), config, strategy, series, comm_offset)?;
+    } = checks::hooks(caps, mode, strategy, facts.readers.is_some())?;
+    let series = facts.series;
+    let mut ebpf = load_object(tracer_object(), config, strategy, facts)?;
     let btf = caps.kernel_btf.as_deref();
     let mut hooks = Vec::new();
     let mut return_probes = Vec::new();
@@ -322,7 +370,7 @@ fn load_and_attach(
         }
     }
     let attached = |role: Role| hooks.iter().any(|h: &Hook| h.target == role.function());
-    let accuracy = accuracy(
+    let mut accuracy = accuracy(
         mode,
         strategy,
         series,
@@ -331,6 +379,18 @@ fn load_and_attach(
         attached(Role::TsyncEnd),
         caps,
     );
+    if let Some(offsets) = facts.readers {
+        let followed: Vec<_> = kcmp_trace_common::reader::ProcReader::ALL
+            .into_iter()
+            .filter(|&r| attached(Role::ReaderExit(r)))
+            .collect();
+        accuracy.extend(reader_accuracy(
+            mode,
+            strategy,
+            &followed,
+            offsets.thread_list.is_some(),
+        ));
+    }
     Ok(Attached {
         ebpf,
         plan: Plan {

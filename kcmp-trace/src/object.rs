@@ -16,7 +16,10 @@ use kcmp_trace_common::{
     programs,
 };
 
-use crate::{bpf_info, config::TraceConfig, error::Error, event_stream::EventStream};
+use crate::{
+    bpf_info, config::TraceConfig, error::Error, event_stream::EventStream,
+    probe::btf::ReaderOffsets,
+};
 
 /// An eBPF object the build made from the eBPF crate.
 #[derive(Clone, Copy)]
@@ -57,15 +60,29 @@ pub(crate) fn bench_object() -> Object {
     }
 }
 
-/// Loads `object` with a tracer's settings; its programs read comms from task_struct at
-/// `comm_offset` (0: through bpf_get_current_comm(); `plan::checks::comm_offset` decides).
+/// What the loaded programs are told of the kernel: whether it has the series, where they
+/// read comms (0: through bpf_get_current_comm(); `plan::checks::comm_offset` decides), and
+/// where a task's exec_update_lock is when readers are followed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KernelFacts {
+    pub series: bool,
+    pub comm_offset: u32,
+    pub readers: Option<ReaderOffsets>,
+}
+
+/// Loads `object` with a tracer's settings and the kernel's facts.
 pub(crate) fn load_object(
     object: Object,
     config: &TraceConfig,
     strategy: Strategy,
-    series: bool,
-    comm_offset: u32,
+    facts: KernelFacts,
 ) -> anyhow::Result<Ebpf> {
+    let KernelFacts {
+        series,
+        comm_offset,
+        readers,
+    } = facts;
+    let (thread_head, thread_node) = readers.and_then(|r| r.thread_list).unwrap_or((0, 0));
     let comm_name = config
         .comm
         .as_deref()
@@ -87,12 +104,42 @@ pub(crate) fn load_object(
         )
         .override_global(globals::STRATEGY, &(strategy as u8), true)
         .override_global(globals::SERIES, &u8::from(series), true)
+        .override_global(globals::TRACE_READERS, &u8::from(readers.is_some()), true)
+        .override_global(
+            globals::SIGNAL_OFFSET,
+            &readers.map_or(0, |r| r.signal),
+            true,
+        )
+        .override_global(
+            globals::EXEC_UPDATE_LOCK_OFFSET,
+            &readers.map_or(0, |r| r.exec_update_lock),
+            true,
+        )
+        .override_global(globals::THREAD_HEAD_OFFSET, &thread_head, true)
+        .override_global(globals::THREAD_NODE_OFFSET, &thread_node, true)
         // aya-log's own name for the level its programs check (aya-log-ebpf documents
         // setting it before load), which must exist: a rename would fail the load, not
         // silence the logs.
         .override_global(aya_log::LEVEL, &bpf_log_level(config.bpf_log), true)
         .map_max_entries(maps::EVENTS_MAP, config.ring_bytes)
         .map_max_entries(maps::THREADS_MAP, config.max_threads)
+        // Preallocated maps: a tracer that does not follow readers keeps them at one entry.
+        .map_max_entries(
+            maps::READER_THREADS_MAP,
+            if readers.is_some() {
+                config.max_threads
+            } else {
+                1
+            },
+        )
+        .map_max_entries(
+            maps::OTHER_CALLERS_MAP,
+            if readers.is_some() {
+                maps::MAX_OTHER_CALLERS
+            } else {
+                1
+            },
+        )
         .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
         .load(object.bytes)
         .map_err(|e| object.refused(e))?;

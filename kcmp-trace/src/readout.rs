@@ -3,7 +3,10 @@
 
 use std::borrow::Cow;
 
-use kcmp_trace_common::result::errno_name;
+use kcmp_trace_common::{
+    reader::{CallerCounts, verdict},
+    result::errno_name,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Affects;
@@ -50,6 +53,66 @@ impl ProcessRow {
     /// Busiest first; equal ones by tgid.
     pub fn sort_busiest_first(rows: &mut [ProcessRow]) {
         rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
+    }
+}
+
+/// Another caller of the exec_update_seq helpers or waiter on an exec_update_lock, by the
+/// function it called from (`other:SYMBOL`): what it did since attach, or over an interval.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CallerRow {
+    pub symbol: String,
+    /// Helper calls by verdict, in `reader::verdict` order.
+    pub verdicts: [u64; verdict::SLOTS],
+    pub lock_waits: u64,
+    pub lock_wait_sum_ns: u64,
+}
+
+impl CallerRow {
+    pub fn of(symbol: String, c: &CallerCounts) -> CallerRow {
+        CallerRow {
+            symbol,
+            verdicts: c.verdicts,
+            lock_waits: c.lock_waits,
+            lock_wait_sum_ns: c.lock_wait_sum_ns,
+        }
+    }
+
+    fn counts(&self) -> CallerCounts {
+        CallerCounts {
+            verdicts: self.verdicts,
+            lock_waits: self.lock_waits,
+            lock_wait_sum_ns: self.lock_wait_sum_ns,
+        }
+    }
+
+    /// Each call site's counts since `earlier` (by symbol), those with none left out.
+    pub fn deltas(now: &[CallerRow], earlier: &[CallerRow]) -> Vec<CallerRow> {
+        now.iter()
+            .filter_map(|row| {
+                let before = earlier
+                    .iter()
+                    .find(|e| e.symbol == row.symbol)
+                    .map(CallerRow::counts)
+                    .unwrap_or_default();
+                let d = row.counts().since(&before);
+                (!d.is_zero()).then(|| CallerRow::of(row.symbol.clone(), &d))
+            })
+            .collect()
+    }
+
+    /// Rows of call sites in the same function, summed into one per symbol, sorted.
+    pub fn by_symbol(rows: impl IntoIterator<Item = CallerRow>) -> Vec<CallerRow> {
+        let mut merged: std::collections::BTreeMap<String, CallerCounts> = Default::default();
+        for row in rows {
+            merged
+                .entry(row.symbol.clone())
+                .or_default()
+                .add(&row.counts());
+        }
+        merged
+            .into_iter()
+            .map(|(symbol, c)| CallerRow::of(symbol, &c))
+            .collect()
     }
 }
 

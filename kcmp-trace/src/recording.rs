@@ -33,7 +33,7 @@ use kcmp_trace_common::snapshot::Counters;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    readout::{HookCounters, ProcessRow},
+    readout::{CallerRow, HookCounters, ProcessRow},
     report::{Reading, Report},
     sinks::event::EventRecord,
     wire::WireCounters,
@@ -135,6 +135,8 @@ struct ReadingOut<'a> {
     counters: WireCounters,
     processes: &'a [ProcessRow],
     programs: &'a [HookCounters],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callers: Option<&'a [CallerRow]>,
 }
 
 #[derive(Serialize)]
@@ -151,6 +153,8 @@ struct ReadingIn {
     counters: WireCounters,
     processes: Vec<ProcessRow>,
     programs: Vec<HookCounters>,
+    #[serde(default)]
+    callers: Option<Vec<CallerRow>>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +212,7 @@ impl Recorder {
             counters: WireCounters::from(&reading.counters),
             processes: &reading.procs,
             programs: &reading.hooks,
+            callers: reading.callers.as_deref(),
         })?;
         self.flush()
     }
@@ -354,6 +359,7 @@ impl Session {
                     let reading = Reading {
                         counters,
                         procs: r.processes,
+                        callers: r.callers,
                         hooks: r.programs,
                         at_s: r.at_s,
                     };
@@ -421,7 +427,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kcmp_trace_common::outcome::Outcome;
+    use kcmp_trace_common::{outcome::Outcome, reader::ProcReader};
 
     fn temp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("kcmp-trace-{}-{name}", std::process::id()))
@@ -431,8 +437,18 @@ mod tests {
         let mut counters = Counters::ZERO;
         counters.calls[Outcome::Fast as usize][0][0] = fast;
         counters.latency[Outcome::Fast as usize][10] = fast;
+        // A session that followed the readers: a /proc reader and another caller's site.
+        let wchan = &mut counters.readers[ProcReader::Wchan as usize];
+        wchan.calls[Outcome::Fast as usize] = fast / 10;
+        wchan.lock_wait[12] = fast / 100;
         Reading {
             counters,
+            callers: Some(vec![CallerRow {
+                symbol: "mm_access".into(),
+                lock_waits: fast / 100,
+                lock_wait_sum_ns: fast,
+                ..CallerRow::default()
+            }]),
             procs: vec![ProcessRow {
                 tgid: 7,
                 comm: "stress".into(),
@@ -504,6 +520,10 @@ mod tests {
         assert_eq!(total.calls, 2500);
         assert_eq!(total.missed_runs["kcmp_fexit"], 3);
         assert_eq!(counters.latency[Outcome::Fast as usize][10], 2500);
+        let readers = total.by_reader.as_ref().expect("readers were followed");
+        assert_eq!(readers["proc_wchan"].by_outcome["fast"], 250);
+        assert_eq!(readers["proc_wchan"].lock_waits, 25);
+        assert_eq!(readers["other:mm_access"].lock_waits, 25);
         let intervals: Vec<(f64, u64)> = s
             .interval_reports()
             .iter()

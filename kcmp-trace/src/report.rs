@@ -7,6 +7,7 @@ use kcmp_trace_common::{
     kcmp::{TYPE_SLOTS, type_slot_name},
     maps::misc,
     outcome::Outcome,
+    reader::{OTHER_SLOT, ProcReader, ReaderCounters, verdict},
     result::{RESULT_SLOTS, result_slot_name},
     snapshot::Counters,
 };
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::{
     plan::Affects,
-    readout::{HookCounters, ProcessRow},
+    readout::{CallerRow, HookCounters, ProcessRow},
 };
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -69,6 +70,10 @@ pub struct Report {
     pub lock_waits_unfinished: u64,
     /// Calls counted everywhere but in their process's totals: the per-process map was full.
     pub unattributed: u64,
+    /// Other callers' helper calls and lock waits counted under `other` but no call site
+    /// (no caller address seen, or the call-site map full).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub others_unplaced: u64,
     /// Runs of each program the kernel skipped in this interval (programs with none left
     /// out).
     pub missed_runs: BTreeMap<String, u64>,
@@ -77,6 +82,140 @@ pub struct Report {
     /// Nothing was skipped or left unpaired: every number is complete.
     pub exact: bool,
     pub top_processes: Vec<ProcessRow>,
+    /// With `--readers`: kcmp, each /proc reader, all other callers (`other`) and each
+    /// other call site (`other:SYMBOL`), by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_reader: Option<BTreeMap<String, ReaderReport>>,
+}
+
+/// One reader of exec_update_lock over an interval: its calls' outcomes (kcmp and the /proc
+/// readers, whose calls are followed) or its helper verdicts (other callers), and its lock
+/// waits.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ReaderReport {
+    pub calls: u64,
+    pub by_outcome: BTreeMap<&'static str, u64>,
+    /// Other callers' helper calls by verdict (begin_ok, begin_failed, valid, retry).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub verdicts: BTreeMap<&'static str, u64>,
+    pub lock_waits: u64,
+    pub lock_wait_sum_ns: u64,
+    /// Log2 quantiles of the lock waits (not kept per call site).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_wait_ns: Option<Quantiles>,
+    /// Calls left uncounted: returns never seen, or seen without their entry.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub uncounted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ReaderReport {
+    fn of_slot(slot: &ReaderCounters) -> ReaderReport {
+        ReaderReport {
+            calls: slot.total_calls(),
+            by_outcome: outcome_counts(|o| slot.calls[o as usize]),
+            verdicts: verdict_counts(&slot.verdicts),
+            lock_waits: slot.lock_waits(),
+            lock_wait_sum_ns: slot.lock_wait_sum_ns,
+            lock_wait_ns: Some(Quantiles::of(&slot.lock_wait)),
+            uncounted: slot.lost_exits + slot.unpaired_exits,
+        }
+    }
+
+    fn of_kcmp(delta: &Counters) -> ReaderReport {
+        ReaderReport {
+            calls: delta.total_calls(),
+            by_outcome: outcome_counts(|o| delta.calls_by_outcome(o)),
+            verdicts: BTreeMap::new(),
+            lock_waits: hist::total(&delta.lock_wait),
+            lock_wait_sum_ns: delta.lock_wait_sum_ns,
+            lock_wait_ns: Some(Quantiles::of(&delta.lock_wait)),
+            uncounted: delta.misc[misc::UNPAIRED_EXITS] + delta.misc[misc::LOST_EXITS],
+        }
+    }
+
+    fn of_site(row: &CallerRow) -> ReaderReport {
+        ReaderReport {
+            verdicts: verdict_counts(&row.verdicts),
+            lock_waits: row.lock_waits,
+            lock_wait_sum_ns: row.lock_wait_sum_ns,
+            ..ReaderReport::default()
+        }
+    }
+
+    /// Mean lock wait, ns.
+    pub fn mean_lock_wait_ns(&self) -> Option<f64> {
+        (self.lock_waits != 0).then(|| self.lock_wait_sum_ns as f64 / self.lock_waits as f64)
+    }
+}
+
+fn outcome_counts(n: impl Fn(Outcome) -> u64) -> BTreeMap<&'static str, u64> {
+    Outcome::ALL
+        .iter()
+        .map(|&o| (o.name(), n(o)))
+        .filter(|&(_, n)| n != 0)
+        .collect()
+}
+
+fn verdict_counts(v: &[u64; verdict::SLOTS]) -> BTreeMap<&'static str, u64> {
+    verdict::NAMES
+        .iter()
+        .zip(v)
+        .filter(|&(_, &n)| n != 0)
+        .map(|(&name, &n)| (name, n))
+        .collect()
+}
+
+/// The name kcmp goes by among the readers.
+pub const KCMP_READER: &str = "kcmp";
+/// Every caller that is neither kcmp nor a /proc reader, together.
+pub const OTHER_READER: &str = "other";
+
+/// Checks a `--reader` name: one of the readers, or a call site `other:SYMBOL`.
+pub fn parse_reader(name: &str) -> Result<String, String> {
+    let known: Vec<&str> = [KCMP_READER]
+        .into_iter()
+        .chain(ProcReader::ALL.map(ProcReader::name))
+        .chain([OTHER_READER])
+        .collect();
+    let site = name
+        .strip_prefix(OTHER_READER)
+        .and_then(|s| s.strip_prefix(':'))
+        .is_some_and(|symbol| !symbol.is_empty());
+    if known.contains(&name) || site {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "unknown reader {name:?}: one of {}, or other:SYMBOL",
+            known.join(", ")
+        ))
+    }
+}
+
+/// Every reader's report: kcmp, the /proc readers, the other callers together and each
+/// other call site. Readers with nothing to show are still listed but for call sites.
+pub fn by_reader(delta: &Counters, sites: &[CallerRow]) -> BTreeMap<String, ReaderReport> {
+    let mut readers = BTreeMap::from([(KCMP_READER.to_owned(), ReaderReport::of_kcmp(delta))]);
+    for r in ProcReader::ALL {
+        readers.insert(
+            r.name().to_owned(),
+            ReaderReport::of_slot(&delta.readers[r as usize]),
+        );
+    }
+    readers.insert(
+        OTHER_READER.to_owned(),
+        ReaderReport::of_slot(&delta.readers[OTHER_SLOT]),
+    );
+    for site in sites {
+        readers.insert(
+            format!("{OTHER_READER}:{}", site.symbol),
+            ReaderReport::of_site(site),
+        );
+    }
+    readers
 }
 
 /// Upper bounds on what skipped program runs and unpaired calls leave out of a report.
@@ -92,6 +231,9 @@ pub struct Incomplete {
     pub exec_write_sections: u64,
     /// TSYNC write sections that may be missing from tsync_hold_ns.
     pub tsync_write_sections: u64,
+    /// /proc reader calls that may be missing or misread (`--readers`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reader_calls: u64,
 }
 
 impl Incomplete {
@@ -116,6 +258,11 @@ impl Incomplete {
             lock_wait: delta.misc[misc::LOCK_WAITS_UNFINISHED] + skipped(Affects::LockWait),
             exec_write_sections: skipped(Affects::ExecSections),
             tsync_write_sections: skipped(Affects::TsyncSections),
+            reader_calls: delta.readers[..OTHER_SLOT]
+                .iter()
+                .map(|r| r.lost_exits + r.unpaired_exits)
+                .sum::<u64>()
+                + skipped(Affects::ReaderCalls),
         }
     }
 
@@ -157,6 +304,7 @@ impl Report {
         interval_s: f64,
         top_processes: Vec<ProcessRow>,
         missed: &[Missed],
+        callers: Option<&[CallerRow]>,
     ) -> Report {
         let incomplete = Incomplete::of(delta, missed);
         let nonzero = |pairs: Vec<(&'static str, u64)>| -> BTreeMap<&'static str, u64> {
@@ -220,6 +368,7 @@ impl Report {
             unclassified: delta.misc[misc::UNCLASSIFIED],
             lock_waits_unfinished: delta.misc[misc::LOCK_WAITS_UNFINISHED],
             unattributed: delta.misc[misc::UNATTRIBUTED],
+            others_unplaced: delta.misc[misc::OTHERS_UNPLACED],
             missed_runs: missed
                 .iter()
                 .filter(|m| m.runs != 0)
@@ -230,6 +379,7 @@ impl Report {
                 && delta.misc[misc::UNATTRIBUTED] == 0,
             incomplete,
             top_processes,
+            by_reader: callers.map(|sites| by_reader(delta, sites)),
         }
     }
 }
@@ -240,6 +390,8 @@ impl Report {
 pub struct Reading {
     pub counters: Counters,
     pub procs: Vec<ProcessRow>,
+    /// Other callers by call site, since attach (readers followed; else None).
+    pub callers: Option<Vec<CallerRow>>,
     /// What the kernel counted for each attached program (skipped runs among it).
     pub hooks: Vec<HookCounters>,
     /// Seconds since attach.
@@ -252,6 +404,7 @@ impl Reading {
         Reading {
             counters: Counters::ZERO,
             procs: Vec::new(),
+            callers: None,
             hooks: Vec::new(),
             at_s: 0.0,
         }
@@ -265,6 +418,10 @@ impl Reading {
             (self.at_s - earlier.at_s).max(0.0),
             process_deltas(&self.procs, &earlier.procs, top),
             &missed_since(&self.hooks, &earlier.hooks),
+            self.callers
+                .as_ref()
+                .map(|now| CallerRow::deltas(now, earlier.callers.as_deref().unwrap_or_default()))
+                .as_deref(),
         );
         (report, delta)
     }
@@ -358,7 +515,56 @@ pub fn compare(a: &Report, b: &Report) -> Vec<CompareRow> {
         ));
         quantile_rows(&mut rows, name, Some(qa), Some(qb));
     }
+    reader_compare_rows(&mut rows, a, b);
     rows
+}
+
+/// Each reader that either session followed (`--readers`): its calls, their outcomes, and
+/// its lock waits and mean wait, A against B.
+fn reader_compare_rows(rows: &mut Vec<CompareRow>, a: &Report, b: &Report) {
+    let (Some(ra), Some(rb)) = (&a.by_reader, &b.by_reader) else {
+        return;
+    };
+    let empty = ReaderReport::default();
+    let names: std::collections::BTreeSet<&String> = ra.keys().chain(rb.keys()).collect();
+    for name in names {
+        let (x, y) = (
+            ra.get(name).unwrap_or(&empty),
+            rb.get(name).unwrap_or(&empty),
+        );
+        let count = |n: u64| Some(n as f64);
+        if x.calls != 0 || y.calls != 0 {
+            rows.push(CompareRow::new(
+                format!("reader {name} calls"),
+                "calls",
+                count(x.calls),
+                count(y.calls),
+            ));
+            let outcomes: std::collections::BTreeSet<&&str> =
+                x.by_outcome.keys().chain(y.by_outcome.keys()).collect();
+            for o in outcomes {
+                let n = |r: &ReaderReport| count(r.by_outcome.get(*o).copied().unwrap_or(0));
+                rows.push(CompareRow::new(
+                    format!("reader {name} {o}"),
+                    "calls",
+                    n(x),
+                    n(y),
+                ));
+            }
+        }
+        rows.push(CompareRow::new(
+            format!("reader {name} lock waits"),
+            "count",
+            count(x.lock_waits),
+            count(y.lock_waits),
+        ));
+        rows.push(CompareRow::new(
+            format!("reader {name} mean lock wait"),
+            "ns",
+            x.mean_lock_wait_ns(),
+            y.mean_lock_wait_ns(),
+        ));
+    }
 }
 
 /// p50, p90, p99 and max of one distribution in A and B (absent where it has no samples).
@@ -421,6 +627,27 @@ pub fn hist_rows(h: &[u64; HIST_SLOTS]) -> Vec<(u64, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_are_named_as_the_reports_name_them() {
+        assert_eq!(parse_reader("proc_wchan").as_deref(), Ok("proc_wchan"));
+        assert_eq!(
+            parse_reader("other:mm_access").as_deref(),
+            Ok("other:mm_access")
+        );
+        assert!(parse_reader("other:").is_err());
+        assert!(parse_reader("wchan").is_err());
+        let sites = [CallerRow {
+            symbol: "mm_access".into(),
+            lock_waits: 2,
+            ..CallerRow::default()
+        }];
+        let names: Vec<String> = by_reader(&Counters::ZERO, &sites).into_keys().collect();
+        for name in &names {
+            assert_eq!(parse_reader(name).as_deref(), Ok(name.as_str()));
+        }
+        assert_eq!(names.len(), 6, "{names:?}");
+    }
     use kcmp_trace_common::result::result_slot;
 
     fn row(tgid: u32, calls: u64) -> ProcessRow {
@@ -440,7 +667,7 @@ mod tests {
         c.calls[Outcome::Unknown as usize][0][result_slot(-9) as usize] = 10;
         c.latency[Outcome::Unknown as usize][11] = 100;
         c.misc[misc::EVENTS_DROPPED] = 3;
-        let r = Report::new(&c, 2.0, Vec::new(), &[]);
+        let r = Report::new(&c, 2.0, Vec::new(), &[], None);
         assert_eq!(r.calls, 100);
         assert_eq!(r.calls_per_s, 50.0);
         assert_eq!(r.errors, 10);
@@ -478,7 +705,7 @@ mod tests {
             missed("perm_fentry", &[Affects::Outcome], 4),
             missed("exec_setup_fexit", &[Affects::ExecSections], 0),
         ];
-        let r = Report::new(&c, 1.0, Vec::new(), &skipped);
+        let r = Report::new(&c, 1.0, Vec::new(), &skipped, None);
         assert_eq!(
             r.incomplete,
             Incomplete {
@@ -488,6 +715,7 @@ mod tests {
                 lock_wait: 1 + 3,
                 exec_write_sections: 0,
                 tsync_write_sections: 0,
+                reader_calls: 0,
             }
         );
         assert!(!r.exact);
@@ -542,8 +770,8 @@ mod tests {
         b.latency[Outcome::Retry as usize][14] = 100;
         b.lock_wait[11] = 100;
         (
-            Report::new(&a, 2.0, Vec::new(), &[]),
-            Report::new(&b, 1.0, Vec::new(), &[]),
+            Report::new(&a, 2.0, Vec::new(), &[], None),
+            Report::new(&b, 1.0, Vec::new(), &[], None),
         )
     }
 

@@ -12,9 +12,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use kcmp_trace_common::kcmp::{
-    KCMP_EPOLL_TFD, KCMP_FILE, KCMP_FILES, KCMP_FS, KCMP_IO, KCMP_SIGHAND, KCMP_SYSVSEM, KCMP_VM,
-    type_slot, type_slot_name,
+use kcmp_trace_common::{
+    kcmp::{
+        KCMP_EPOLL_TFD, KCMP_FILE, KCMP_FILES, KCMP_FS, KCMP_IO, KCMP_SIGHAND, KCMP_SYSVSEM,
+        KCMP_VM, type_slot, type_slot_name,
+    },
+    reader::{PROC_READERS, ProcReader},
 };
 use serde::Serialize;
 
@@ -54,6 +57,9 @@ pub struct StressConfig {
     pub tsync_racers: usize,
     /// Make every call from a thread of its own that exits right after (thread churn).
     pub thread_per_call: bool,
+    /// Threads that read /proc/PID/{stack,syscall,wchan} of the racers (or of this process
+    /// without racers) while the kcmp threads run: exec_update_lock's /proc readers.
+    pub proc_readers: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -75,6 +81,11 @@ pub struct StressReport {
     pub by_result: BTreeMap<String, u64>,
     /// Calls that found both tasks (not ESRCH) and so reached the permission check and comparison.
     pub reached_comparison: u64,
+    /// Reads of each /proc reader's file (`proc_stack`, ...) that got past open(): each
+    /// ran the reader's function once; and `environ`, whose opens each waited on the
+    /// target's exec_update_lock (mm_access()).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub proc_reads: BTreeMap<&'static str, u64>,
     /// The `struct kcmp_epoll_slot` every valid KCMP_EPOLL_TFD call passes (when any does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoll_slot: Option<EpollSlotRecord>,
@@ -290,6 +301,40 @@ fn run_unprivileged(me: i32, n: u64) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
+/// The files a `--proc-readers` thread reads: the /proc readers' (`ProcReader` order), then
+/// /proc/PID/environ, whose open waits on exec_update_lock in mm_access(): a reader the
+/// series leaves alone, for the tracer's `other` callers.
+const PROC_FILES: [&str; PROC_READERS + 1] = [
+    ProcReader::Stack.file(),
+    ProcReader::Syscall.file(),
+    ProcReader::Wchan.file(),
+    ENVIRON,
+];
+const ENVIRON: &str = "environ";
+
+/// The body of a `--proc-readers` thread: reads each file of each target in turn until
+/// stopped. A read() of a fresh open runs a reader's show function once (a single_open seq
+/// file whose output fits a page); environ's open takes the lock. An open that fails (the
+/// target exiting) is not counted.
+fn run_proc_reader(targets: &[i32], first: usize, stop: &AtomicBool) -> [u64; PROC_FILES.len()] {
+    use std::io::Read as _;
+    let mut reads = [0u64; PROC_FILES.len()];
+    let mut page = vec![0u8; 4096];
+    let mut i = first;
+    while !stop.load(Ordering::Relaxed) {
+        let f = i % PROC_FILES.len();
+        let target = targets[(i / PROC_FILES.len()) % targets.len()];
+        i += 1;
+        let path = format!("/proc/{target}/{}", PROC_FILES[f]);
+        if let Ok(mut file) = std::fs::File::open(&path) {
+            // Refused reads (EPERM, EACCES) ran the function too.
+            let _ = file.read(&mut page);
+            reads[f] += 1;
+        }
+    }
+    reads
+}
+
 /// Pins a thread (0: the caller) or process to one CPU. With exec racers, kcmp threads and
 /// the racers they compare run on different CPUs: on a non-preemptive kernel the scheduler
 /// otherwise keeps a caller and its target on one CPU, and their critical sections never
@@ -318,7 +363,9 @@ fn spawn_racers(
     report: bool,
 ) -> anyhow::Result<Vec<std::process::Child>> {
     use std::process::Stdio;
-    let exe = std::env::current_exe().context("locating our own binary")?;
+    // Resolved by the child's execve: readlink(/proc/self/exe) here would wait on this
+    // process's exec_update_lock, a read the workload does not count.
+    let exe = std::path::Path::new("/proc/self/exe");
     let output = || {
         if report {
             Stdio::piped()
@@ -328,7 +375,7 @@ fn spawn_racers(
     };
     (0..n)
         .map(|j| {
-            let child = std::process::Command::new(&exe)
+            let child = std::process::Command::new(exe)
                 .arg(arg)
                 .stdin(Stdio::null())
                 .stdout(output())
@@ -521,7 +568,22 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         share_of(config.bad_type),
     );
 
+    let proc_targets: Vec<i32> = if racers.is_empty() {
+        vec![fixture.pid]
+    } else {
+        racers.clone()
+    };
+    let proc_stop = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
+        let proc_readers: Vec<_> = (0..config.proc_readers)
+            .map(|r| {
+                let (targets, stop) = (&proc_targets, &proc_stop);
+                scope.spawn(move || {
+                    pin(0, (config.threads + r) % cpus());
+                    run_proc_reader(targets, r, stop)
+                })
+            })
+            .collect();
         let unprivileged = (config.eperm > 0).then(|| {
             let me = fixture.pid;
             scope.spawn(move || run_unprivileged(me, config.eperm))
@@ -560,7 +622,18 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
                 .map_err(|_| anyhow::anyhow!("the unprivileged thread panicked"))??;
             tallies.push((tally, 0));
         }
-        anyhow::Ok(tallies)
+        // The readers run for as long as the kcmp threads did.
+        proc_stop.store(true, Ordering::Relaxed);
+        let mut reads = [0u64; PROC_FILES.len()];
+        for h in proc_readers {
+            let theirs = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a /proc reader thread panicked"))?;
+            for (sum, n) in reads.iter_mut().zip(theirs) {
+                *sum += n;
+            }
+        }
+        anyhow::Ok((tallies, reads))
     });
     let elapsed = started.elapsed().as_secs_f64();
     for child in &mut racer_children {
@@ -568,7 +641,7 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         let _ = child.wait();
     }
     let tsync_sections = stop_tsync_racers(tsync_children)?;
-    let tallies = result?;
+    let (tallies, reads) = result?;
 
     let mut report = StressReport {
         pid: std::process::id(),
@@ -586,6 +659,15 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
                 tfd: fixture.file.as_raw_fd() as u32,
                 toff: 0,
             }),
+        proc_reads: if config.proc_readers > 0 {
+            ProcReader::ALL
+                .iter()
+                .map(|&r| (r.name(), reads[r as usize]))
+                .chain([(ENVIRON, reads[PROC_READERS])])
+                .collect()
+        } else {
+            BTreeMap::new()
+        },
         ..Default::default()
     };
     report.call_threads = tallies.iter().map(|(_, spawned)| spawned).sum();
@@ -644,9 +726,13 @@ mod tests {
             exec_racers: 0,
             tsync_racers: 0,
             thread_per_call: false,
+            proc_readers: 2,
         })
         .expect("stress");
         assert_eq!(report.calls, 1_000);
+        // This process's own files: every read got past open().
+        assert_eq!(report.proc_reads.len(), PROC_FILES.len());
+        assert!(report.proc_reads.values().sum::<u64>() > 0);
         assert_eq!(report.by_result.get("EBADF"), Some(&50));
         assert_eq!(report.by_result.get("ESRCH"), Some(&20));
         assert_eq!(report.by_result.get("EINVAL"), Some(&10));
@@ -671,6 +757,7 @@ mod tests {
             exec_racers: 0,
             tsync_racers: 0,
             thread_per_call: true,
+            proc_readers: 0,
         })
         .expect("stress");
         assert_eq!(report.calls, 300);

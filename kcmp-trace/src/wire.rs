@@ -4,14 +4,14 @@
 
 use anyhow::bail;
 use kcmp_trace_common::{
-    hist::HIST_SLOTS, kcmp::TYPE_SLOTS, maps::misc, outcome::OUTCOMES, result::RESULT_SLOTS,
-    snapshot::Counters,
+    hist::HIST_SLOTS, kcmp::TYPE_SLOTS, maps::misc, outcome::OUTCOMES, reader::ReaderCounters,
+    result::RESULT_SLOTS, snapshot::Counters,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     plan::Plan,
-    readout::{HookCounters, ProcessRow},
+    readout::{CallerRow, HookCounters, ProcessRow},
     report::Report,
 };
 
@@ -36,6 +36,14 @@ pub struct WireCounters {
     #[serde(default)]
     pub tsync_hold_sum_ns: u64,
     pub misc: Vec<u64>,
+    /// `Counters::readers`, each slot's cells in order; absent from recordings and daemons
+    /// that did not follow readers.
+    #[serde(default, skip_serializing_if = "all_zero")]
+    pub readers: Vec<u64>,
+}
+
+fn all_zero(cells: &[u64]) -> bool {
+    cells.iter().all(|&n| n == 0)
 }
 
 fn empty_hist() -> Vec<u64> {
@@ -58,6 +66,12 @@ impl From<&Counters> for WireCounters {
             exec_hold_sum_ns: c.exec_hold_sum_ns,
             tsync_hold_sum_ns: c.tsync_hold_sum_ns,
             misc: c.misc.to_vec(),
+            readers: c
+                .readers
+                .iter()
+                .flat_map(ReaderCounters::cells)
+                .copied()
+                .collect(),
         }
     }
 }
@@ -97,6 +111,23 @@ impl WireCounters {
             "latency_sum_ns",
         )?;
         copy(&mut c.misc, &self.misc, "misc")?;
+        if !self.readers.is_empty() {
+            let mut cells: Vec<&mut u64> = c
+                .readers
+                .iter_mut()
+                .flat_map(ReaderCounters::cells_mut)
+                .collect();
+            if cells.len() != self.readers.len() {
+                bail!(
+                    "snapshot readers: {} values, expected {} (versions differ)",
+                    self.readers.len(),
+                    cells.len()
+                );
+            }
+            for (dst, &src) in cells.iter_mut().zip(&self.readers) {
+                **dst = src;
+            }
+        }
         c.lock_wait_sum_ns = self.lock_wait_sum_ns;
         c.exec_hold_sum_ns = self.exec_hold_sum_ns;
         c.tsync_hold_sum_ns = self.tsync_hold_sum_ns;
@@ -118,6 +149,9 @@ pub struct SnapshotOut<'a> {
     pub processes: &'a [ProcessRow],
     /// What the kernel counted for each attached program (skipped runs, run time).
     pub programs: &'a [HookCounters],
+    /// Other callers by call site (readers followed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callers: Option<&'a [CallerRow]>,
 }
 
 /// What a client reads back.
@@ -128,6 +162,8 @@ pub struct SnapshotIn {
     pub counters: WireCounters,
     pub processes: Vec<ProcessRow>,
     pub programs: Vec<HookCounters>,
+    #[serde(default)]
+    pub callers: Option<Vec<CallerRow>>,
 }
 
 #[cfg(test)]
@@ -146,6 +182,8 @@ mod tests {
         c.exec_hold_sum_ns = 67;
         c.tsync_hold[6] = 2;
         c.tsync_hold_sum_ns = 89;
+        c.readers[2].calls[1] = 11;
+        c.readers[3].unpaired_exits = 3;
         let json = serde_json::to_string(&WireCounters::from(&c)).expect("encode");
         let wire: WireCounters = serde_json::from_str(&json).expect("decode");
         let back = wire.to_counters().expect("same shape");
@@ -159,6 +197,15 @@ mod tests {
         assert_eq!(back.exec_hold_sum_ns, 67);
         assert_eq!(back.tsync_hold[6], 2);
         assert_eq!(back.tsync_hold_sum_ns, 89);
+        assert_eq!(back.readers, c.readers);
+        // A kcmp-only snapshot sends no reader cells; one without them reads as zeros.
+        let kcmp_only = WireCounters::from(&Counters::ZERO);
+        assert!(kcmp_only.readers.is_empty() || all_zero(&kcmp_only.readers));
+        assert!(
+            !serde_json::to_string(&kcmp_only)
+                .expect("encode")
+                .contains("readers")
+        );
         let mut bad = WireCounters::from(&c);
         bad.shape[3] = 64;
         assert!(bad.to_counters().is_err());

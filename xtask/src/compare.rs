@@ -40,6 +40,11 @@ pub struct CompareArgs {
     /// Extra file or directory for the command (repeatable).
     #[arg(long = "file", value_name = "HOST:GUEST", value_parser = parse_file_arg)]
     files: Vec<(PathBuf, String)>,
+    /// Follow exec_update_lock's /proc readers too (`record --readers`), with this many
+    /// `--proc-readers` threads in the default workload (a command of your own reads /proc
+    /// itself).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    proc_readers: usize,
     /// Where the recordings, the report and the plots go.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -58,6 +63,8 @@ pub struct Plan {
     pub timeout: Duration,
     pub files: Vec<(PathBuf, String)>,
     pub workload: String,
+    /// Record with `--readers`.
+    pub readers: bool,
     pub out: PathBuf,
 }
 
@@ -79,7 +86,7 @@ fn record_in(plan: &Plan, flavour: Flavour) -> anyhow::Result<PathBuf> {
     let script = format!(
         r#"
 mkdir -p /tmp
-kcmp-trace record -o /results/recording.jsonl -i {interval} > /results/record.out 2> /results/record.err &
+kcmp-trace record {readers} -o /results/recording.jsonl -i {interval} > /results/record.out 2> /results/record.err &
 rp=$!
 n=0
 until grep -q attached /results/record.err; do
@@ -95,6 +102,7 @@ exit $status
 "#,
         interval = plan.interval,
         workload = plan.workload,
+        readers = if plan.readers { "--readers" } else { "" },
     );
     let mut spec = VmSpec::new(format!("compare-{kernel}"), ensure_kernel(kernel)?, script);
     spec.cmdline.extend(plan.preempt.map(Preempt::cmdline));
@@ -169,10 +177,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     args.kernel_version.ensure_boots(args.preempt)?;
     let path = setup::ensure()?;
     crate::dist::build_static(&path, &[crate::target::HOST])?;
-    let workload = if args.command.is_empty() {
-        DEFAULT_WORKLOAD.to_owned()
-    } else {
-        args.command.join(" ")
+    let workload = match (args.command.is_empty(), args.proc_readers) {
+        (true, 0) => DEFAULT_WORKLOAD.to_owned(),
+        (true, n) => format!("{DEFAULT_WORKLOAD} --proc-readers {n}"),
+        (false, _) => args.command.join(" "),
     };
     let plan = Plan {
         version: args.kernel_version,
@@ -181,6 +189,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout),
         files: args.files,
         workload,
+        readers: args.proc_readers > 0,
         out: args
             .out
             .unwrap_or_else(|| workspace_root().join("target/compare")),

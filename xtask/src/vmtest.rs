@@ -28,8 +28,18 @@ use crate::{
 /// and `$T2` are the two tracers' options (empty: the default plan).
 const GUEST_LIB: &str = r#"
 mkdir -p /tmp
-oracle() { cat /sys/kernel/debug/kcmp_fastpath > /results/$1.oracle 2>/dev/null || true; }
-reset_oracle() { echo 0 > /sys/kernel/debug/kcmp_fastpath 2>/dev/null || true; }
+oracle() {
+    cat /sys/kernel/debug/kcmp_fastpath > /results/$1.oracle 2>/dev/null || true
+    for f in stack syscall wchan; do
+        cat /sys/kernel/debug/proc_fastpath/$f > /results/$1.proc_$f.oracle 2>/dev/null || true
+    done
+}
+reset_oracle() {
+    echo 0 > /sys/kernel/debug/kcmp_fastpath 2>/dev/null || true
+    for f in stack syscall wchan; do
+        echo 0 > /sys/kernel/debug/proc_fastpath/$f 2>/dev/null || true
+    done
+}
 traced_stress() {
     name=$1; shift
     rm -f /tmp/go
@@ -67,6 +77,27 @@ const CROWD_ROUNDS: usize = 4;
 /// The other writer of exec_update_lock (7.2): processes taking it through Landlock TSYNC,
 /// and no exec racer.
 const RACE_TSYNC: &str = "--duration 4s --threads 2 --tsync-racers 2 --types vm,files,sighand";
+
+/// exec_update_lock's /proc readers (and environ, an `other` caller) beside kcmp, racing
+/// execs or TSYNCs (7.2).
+const READERS_EXEC: &str =
+    "--duration 4s --threads 2 --exec-racers 2 --proc-readers 2 --types vm,files";
+const READERS_TSYNC: &str =
+    "--duration 4s --threads 2 --tsync-racers 2 --proc-readers 2 --types vm,files";
+
+/// The readers runs: the default plan and a kprobe + infer tracer, both following readers.
+/// Without the series a single run, against exec racers.
+fn readers_script(series: bool) -> String {
+    let both = r#"T1="--readers" T2="--readers --attach kprobe --strategy infer""#;
+    if series {
+        format!(
+            "\n{both} traced_stress readers_exec {READERS_EXEC}\n\
+             {both} traced_stress readers_tsync {READERS_TSYNC}\n"
+        )
+    } else {
+        format!("\n{both} traced_stress readers_stock {READERS_EXEC}\n")
+    }
+}
 
 /// What a guest runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -248,6 +279,7 @@ wait $ep
     );
     if tsync {
         script += &tsync_script("--attach kprobe --strategy infer");
+        script += &readers_script(true);
     }
     if let Some(crowd) = crowd {
         script += &crowd_script(crowd);
@@ -284,6 +316,7 @@ T1="" T2="--attach tracepoint" traced_stress race_default {RACE}
     );
     if tsync {
         script += &tsync_script("--attach tracepoint");
+        script += &readers_script(false);
     }
     if let Some(crowd) = crowd {
         script += &crowd_script(crowd);
@@ -710,6 +743,138 @@ fn tsync_sections_counted(dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The /proc readers the workload reads, as the oracle's files and the tracer name them.
+const PROC_READERS: [&str; 3] = ["stack", "syscall", "wchan"];
+
+/// Each /proc reader of a run on the fast-path kernel, in both tracers: its calls equal
+/// the workload's reads, and its fast, retry, busy, locked and interrupted counts the
+/// kernel's own (proc_fastpath/<file>), exactly; kcmp's against its oracle as always.
+fn readers_match_oracle(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> {
+    run_matches_oracle(dir, name, false, strict)?;
+    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    let totals = [
+        total_of(dir, &format!("{name}.t1.json"))?,
+        total_of(dir, &format!("{name}.t2.json"))?,
+    ];
+    let mut raced = 0;
+    for file in PROC_READERS {
+        let reader = format!("proc_{file}");
+        let o = oracle(dir, &format!("{name}.{reader}"))?;
+        let reads = count(&stress["proc_reads"], &reader);
+        eprintln!(
+            "vm: {name}: {reads} reads of {file}; oracle fast={} retry={} busy={} locked={} interrupted={}",
+            o.fast, o.retry, o.busy, o.locked, o.interrupted
+        );
+        ensure!(reads > 0, "the workload read no {file}");
+        ensure!(
+            o.fast + o.retry + o.busy == reads,
+            "{file}: oracle {o:?} vs {reads} reads"
+        );
+        ensure!(
+            o.locked + o.interrupted == o.retry + o.busy,
+            "{file}: oracle {o:?}"
+        );
+        raced += o.retry + o.busy;
+        for (t, total) in ["t1", "t2"].iter().zip(&totals) {
+            ensure!(
+                total["exact"] == true,
+                "{t}: not exact: {}",
+                total["incomplete"]
+            );
+            let r = &total["by_reader"][&reader];
+            ensure!(
+                count(r, "calls") == reads,
+                "{t}: {reader} {r} vs {reads} reads"
+            );
+            for path in ["fast", "retry", "busy", "locked", "interrupted"] {
+                ensure!(
+                    count(&r["by_outcome"], path) == o.of(path),
+                    "{t}: {reader} {} vs the kernel's {o:?}",
+                    r["by_outcome"]
+                );
+            }
+        }
+    }
+    ensure!(raced > 0, "no /proc read raced a writer");
+    others_by_site(dir, name, &stress, &totals)
+}
+
+/// Each /proc reader of a run on a kernel without the series: every read waited for the
+/// lock once, and was locked.
+fn readers_all_locked(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> {
+    run_all_locked(dir, name, strict)?;
+    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    let totals = [
+        total_of(dir, &format!("{name}.t1.json"))?,
+        total_of(dir, &format!("{name}.t2.json"))?,
+    ];
+    for file in PROC_READERS {
+        let reader = format!("proc_{file}");
+        let reads = count(&stress["proc_reads"], &reader);
+        ensure!(reads > 0, "the workload read no {file}");
+        for (t, total) in ["t1", "t2"].iter().zip(&totals) {
+            ensure!(
+                total["exact"] == true,
+                "{t}: not exact: {}",
+                total["incomplete"]
+            );
+            let r = &total["by_reader"][&reader];
+            eprintln!("vm: {name}: {t}: {reader}: {r} ({reads} reads)");
+            ensure!(
+                count(r, "lock_waits") == reads
+                    && count(&r["by_outcome"], "locked") == reads
+                    && count(r, "calls") == reads,
+                "{t}: {reader} {r} vs {reads} reads, each one lock wait"
+            );
+        }
+    }
+    others_by_site(dir, name, &stress, &totals)
+}
+
+/// The workload's opens of /proc/PID/environ each waited on the target's exec_update_lock
+/// in mm_access(), a reader the series leaves alone: counted as `other`, and in kprobe
+/// mode under the function that called down_read_killable().
+fn others_by_site(
+    dir: &Path,
+    name: &str,
+    stress: &Value,
+    totals: &[Value; 2],
+) -> anyhow::Result<()> {
+    let opens = count(&stress["proc_reads"], "environ");
+    ensure!(opens > 0, "the workload opened no environ");
+    for (t, total) in ["t1", "t2"].iter().zip(totals) {
+        let plan = plan_of(dir, &format!("{name}.{t}.json"))?;
+        let readers = total["by_reader"].as_object().context("no by_reader")?;
+        let other = count(&readers["other"], "lock_waits");
+        let sites: BTreeMap<&String, u64> = readers
+            .iter()
+            .filter(|(k, _)| k.starts_with("other:"))
+            .map(|(k, v)| (k, count(v, "lock_waits")))
+            .collect();
+        eprintln!(
+            "vm: {name}: {t}: other lock waits {other} of {opens} environ opens, sites {sites:?}"
+        );
+        ensure!(
+            other == opens,
+            "{t}: other waited {other} times, environ was opened {opens}"
+        );
+        let placed: u64 = sites.values().sum();
+        if plan["mode"] == "kprobe" {
+            ensure!(
+                placed == opens && total.get("others_unplaced").is_none(),
+                "{t}: {placed} of {opens} waits under a call site: {sites:?}"
+            );
+        } else {
+            ensure!(
+                count(total, "others_unplaced") == opens,
+                "{t}: {} unplaced of {opens}",
+                total["others_unplaced"]
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The eBPF side's diagnostic for the workload's first call came out on stderr.
 fn bpf_log_reaches_the_terminal(dir: &Path) -> anyhow::Result<()> {
     let stress = read_json(dir, "bpflog.stress.json")?;
@@ -963,6 +1128,14 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                 &test("events_name_the_writers"),
                 events_name_the_writers(dir),
             );
+            if guest.landlock_tsync() {
+                for run in ["readers_exec", "readers_tsync"] {
+                    checks.check(
+                        &test(&format!("{run}_each_reader_equals_its_oracle")),
+                        readers_match_oracle(dir, run, strict),
+                    );
+                }
+            }
             checks.check(
                 &test("bpf_log_reaches_the_terminal"),
                 bpf_log_reaches_the_terminal(dir),
@@ -987,6 +1160,12 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                 checks.check(
                     &test(&format!("{run}_every_call_locked")),
                     run_all_locked(dir, run, strict),
+                );
+            }
+            if guest.landlock_tsync() {
+                checks.check(
+                    &test("readers_lock_once_per_read"),
+                    readers_all_locked(dir, "readers_stock", strict),
                 );
             }
         }
@@ -1048,8 +1227,8 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
 /// The comparison the VM stage runs: 7.2 stock against fast path, each in its default model
 /// (lazy), a counted workload.
 const COMPARE_NAME: &str = "compare-7.2";
-const COMPARE_WORKLOAD: &str =
-    "kcmp-trace stress --json -n 30000 --threads 2 --exec-racers 2 --types vm,files";
+const COMPARE_WORKLOAD: &str = "kcmp-trace stress --json -n 30000 --threads 2 --exec-racers 2 \
+     --types vm,files --proc-readers 1";
 
 /// `cargo xtask compare` on a short counted workload: each side's recording counts every
 /// call of its workload, every call on the stock kernel took the locks, and the fast-path
@@ -1066,6 +1245,7 @@ fn compare_counts_every_call() -> anyhow::Result<()> {
         timeout: Duration::from_secs(300),
         files: Vec::new(),
         workload: COMPARE_WORKLOAD.into(),
+        readers: true,
         out: out.clone(),
     })?;
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&done.report_json)?)?;
@@ -1099,12 +1279,34 @@ fn compare_counts_every_call() -> anyhow::Result<()> {
         "fast path: {}",
         fastpath["by_outcome"]
     );
+    // The /proc readers side by side: every read waited on stock, and took a path on the
+    // fast path; the comparison has their rows.
+    for (side, dir) in [("a", &done.stock), ("b", &done.fastpath)] {
+        let reads = &read_json(dir, "workload.out")?["proc_reads"];
+        for file in PROC_READERS {
+            let reader = format!("proc_{file}");
+            let n = count(reads, &reader);
+            let r = &report[side]["total"]["by_reader"][&reader];
+            let waits = count(r, "lock_waits");
+            ensure!(
+                n > 0 && count(r, "calls") == n && (side == "b" || waits == n),
+                "{side}: {reader} {r} of {n} reads"
+            );
+        }
+    }
+    let rows = report["rows"].as_array().context("no compare rows")?;
+    ensure!(
+        rows.iter()
+            .any(|r| r["metric"] == "reader proc_wchan lock waits"),
+        "no per-reader rows in the comparison"
+    );
     let page = std::fs::read_to_string(out.join("index.html"))?;
     for svg in [
         "latency.svg",
         "outcomes.svg",
         "lock_wait.svg",
         "exec_write_sections.svg",
+        "lock_wait_by_reader.svg",
     ] {
         ensure!(
             out.join(svg).is_file() && page.contains(&format!("src=\"{svg}\"")),

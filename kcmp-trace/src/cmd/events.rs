@@ -102,6 +102,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         Vec::new(),
         &missed_since(&hooks, &[]),
+        None,
     );
     let dropped = summary.events_dropped;
     if args.json {

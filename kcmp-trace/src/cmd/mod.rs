@@ -22,6 +22,7 @@ impl TraceArgs {
             bpf_log: self.bpf_log,
             max_threads: self.max_threads,
             max_processes: self.max_processes,
+            readers: self.readers,
             ..TraceConfig::default()
         }
     }

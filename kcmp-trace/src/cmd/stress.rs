@@ -36,6 +36,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         exec_racers: args.exec_racers,
         tsync_racers: args.tsync_racers,
         thread_per_call: args.thread_per_call,
+        proc_readers: args.proc_readers,
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -64,6 +65,14 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         println!("  reached the comparison: {}", report.reached_comparison);
         if args.thread_per_call {
             println!("  threads started, one per call: {}", report.call_threads);
+        }
+        if !report.proc_reads.is_empty() {
+            let reads: Vec<String> = report
+                .proc_reads
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            println!("  /proc reads: {}", reads.join(" "));
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use crate::{
     event_stream::EventReader,
     loader::Tracer,
     recording::{Header, RecordedKernel, Recorder, Scope},
-    report::{Reading, Report},
+    report::{OTHER_READER, Reading, Report},
     sinks::{event::EventRecord, json::JsonLine, table},
 };
 
@@ -82,6 +82,7 @@ impl Source {
             Source::Local(tracer, started) => Ok(Reading {
                 counters: tracer.counters()?,
                 procs: tracer.processes()?,
+                callers: tracer.callers()?,
                 hooks: tracer.hook_counters()?,
                 at_s: started.elapsed().as_secs_f64(),
             }),
@@ -90,6 +91,7 @@ impl Source {
                 Ok(Reading {
                     counters: snap.counters.to_counters()?,
                     procs: snap.processes,
+                    callers: snap.callers,
                     hooks: snap.programs,
                     // The daemon's clock, so intervals match what it counted.
                     at_s: snap.elapsed_s,
@@ -144,6 +146,8 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
         None => {
             let config = TraceConfig {
                 events: recorder.as_ref().is_some_and(|r| r.events),
+                // Showing one reader means following them.
+                readers: args.trace.readers || args.reader.is_some(),
                 ..args.trace.config()
             };
             let mut tracer = Tracer::start(&config)?;
@@ -260,6 +264,14 @@ fn print_report(
     report: &Report,
     counters: &Counters,
 ) -> anyhow::Result<()> {
+    let filtered;
+    let report = match &args.reader {
+        Some(reader) => {
+            filtered = only_reader(report, reader);
+            &filtered
+        }
+        None => report,
+    };
     if args.json {
         let line = JsonLine {
             scope,
@@ -281,6 +293,18 @@ fn print_report(
     }
     out.flush()?;
     Ok(())
+}
+
+/// The report with `by_reader` cut to one reader; `other` keeps every other call site too.
+fn only_reader(report: &Report, reader: &str) -> Report {
+    let mut report = report.clone();
+    if let Some(readers) = &mut report.by_reader {
+        let site = format!("{reader}:");
+        readers.retain(|name, _| {
+            name == reader || (reader == OTHER_READER && name.starts_with(&site))
+        });
+    }
+    report
 }
 
 #[cfg(test)]

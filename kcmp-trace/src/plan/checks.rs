@@ -13,7 +13,7 @@ use crate::{
     attach::attach_program,
     config::TraceConfig,
     error::Error,
-    object::{bpf_err, load_object, tracer_object},
+    object::{KernelFacts, bpf_err, load_object, tracer_object},
     probe,
 };
 
@@ -62,12 +62,13 @@ pub(crate) struct HookPlan {
     pub skipped: Vec<(String, String)>,
 }
 
-/// The hooks of one (mode, strategy) on this kernel. Fails when a required one is missing,
-/// or the strategy cannot work here.
+/// The hooks of one (mode, strategy) on this kernel, with the /proc readers' when `readers`
+/// are followed. Fails when a required one is missing, or the strategy cannot work here.
 pub(crate) fn hooks(
     caps: &probe::Capabilities,
     mode: AttachMode,
     strategy: Strategy,
+    readers: bool,
 ) -> anyhow::Result<HookPlan> {
     preflight(mode)?;
     if strategy == Strategy::Direct && !caps.series.helpers_out_of_line {
@@ -84,7 +85,7 @@ pub(crate) fn hooks(
     );
     let mut attach = Vec::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
-    for (role, required) in roles(strategy) {
+    for (role, required) in roles(strategy, readers) {
         let kind = hook_mode(mode, role, tracepoints_exact);
         let (program, noop, target) = program_for(kind, role);
         // Entry and return hooks of one function share the verdict; say it once.
@@ -138,12 +139,15 @@ pub fn direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
     let offset = caps
         .task_comm_offset
         .context("the kernel's BTF does not place task_struct.comm as a 16-byte array")?;
+    let facts = KernelFacts {
+        comm_offset: offset,
+        ..KernelFacts::default()
+    };
     let mut ebpf = load_object(
         tracer_object(),
         &TraceConfig::default(),
         Strategy::Boundary,
-        false,
-        offset,
+        facts,
     )?;
     direct_comm_verifies(&mut ebpf)?;
     Ok(offset)

@@ -9,6 +9,7 @@
 use kcmp_trace_common::{
     classify::Strategy,
     programs::{self, Pair},
+    reader::ProcReader,
 };
 use serde::Serialize;
 
@@ -120,6 +121,8 @@ pub enum Role {
     ExecSetupExit,
     TsyncBegin,
     TsyncEnd,
+    ReaderEnter(ProcReader),
+    ReaderExit(ProcReader),
 }
 
 /// The numbers a skipped run of a hook's program can leave incomplete.
@@ -135,6 +138,8 @@ pub enum Affects {
     LockWait,
     ExecSections,
     TsyncSections,
+    /// A /proc reader's call may go uncounted, or its path be misread.
+    ReaderCalls,
 }
 
 impl Role {
@@ -156,6 +161,8 @@ impl Role {
             Role::ExecSetupExit => (EXEC_SETUP_RETURN, "setup_new_exec", true),
             Role::TsyncBegin => (TSYNC_ENTRY, "landlock_restrict_sibling_threads", false),
             Role::TsyncEnd => (TSYNC_RETURN, "landlock_restrict_sibling_threads", true),
+            Role::ReaderEnter(r) => (READER_ENTRY[r as usize], r.function(), false),
+            Role::ReaderExit(r) => (READER_RETURN[r as usize], r.function(), true),
         }
     }
 
@@ -175,13 +182,15 @@ impl Role {
             }
             Role::ExecBegin | Role::ExecBeginExit | Role::ExecSetupExit => &[Affects::ExecSections],
             Role::TsyncBegin | Role::TsyncEnd => &[Affects::TsyncSections],
+            Role::ReaderEnter(_) | Role::ReaderExit(_) => &[Affects::ReaderCalls],
         }
     }
 }
 
-/// The hooks of a strategy: (role, required). Optional hooks add lock wait and the exec
-/// side; without them the outcomes stay right.
-pub fn roles(strategy: Strategy) -> Vec<(Role, bool)> {
+/// The hooks of a strategy: (role, required). Optional hooks add lock wait, the exec side
+/// and, when `readers` are followed, the /proc readers present in this kernel; without
+/// them kcmp's outcomes stay right.
+pub fn roles(strategy: Strategy, readers: bool) -> Vec<(Role, bool)> {
     let mut roles = vec![(Role::KcmpEntry, true), (Role::KcmpExit, true)];
     match strategy {
         Strategy::Boundary => return roles,
@@ -202,6 +211,11 @@ pub fn roles(strategy: Strategy) -> Vec<(Role, bool)> {
         (Role::TsyncBegin, false),
         (Role::TsyncEnd, false),
     ]);
+    if readers {
+        for r in ProcReader::ALL {
+            roles.extend([(Role::ReaderEnter(r), false), (Role::ReaderExit(r), false)]);
+        }
+    }
     roles
 }
 
@@ -421,6 +435,51 @@ pub fn accuracy(
     lines
 }
 
+/// What the per-reader numbers mean on a plan that follows the readers (`--readers`).
+pub fn reader_accuracy(
+    mode: AttachMode,
+    strategy: Strategy,
+    followed: &[ProcReader],
+    others_recognised: bool,
+) -> Vec<(&'static str, String)> {
+    let names: Vec<&str> = followed.iter().map(|r| r.name()).collect();
+    let mut lines = vec![(
+        "/proc readers",
+        if strategy == Strategy::Boundary {
+            "unavailable: the syscall boundary shows no reader".to_owned()
+        } else if names.is_empty() {
+            "unavailable: no /proc reader function is a real symbol here".to_owned()
+        } else {
+            format!(
+                "{}: call by call from their functions' entry and return, outcomes as kcmp's; \
+                 lock waits only on the read task's exec_update_lock (its address from \
+                 task_struct.signal)",
+                names.join(", ")
+            )
+        },
+    )];
+    lines.push((
+        "other callers",
+        match (others_recognised, mode) {
+            (false, _) => "helper verdicts by call site; lock waits unavailable: no \
+                           signal_struct.thread_head in this kernel's BTF to recognise an \
+                           exec_update_lock by"
+                .to_owned(),
+            (true, AttachMode::Kprobe) => "by call site: where down_read_killable() or the \
+                                           helper returned to, seen by its kretprobe and \
+                                           named through kallsyms; an exec_update_lock is \
+                                           recognised by its signal_struct's thread list"
+                .to_owned(),
+            (true, _) => format!(
+                "counted, but under no call site: {} programs do not see their caller \
+                 (--attach kprobe names them)",
+                mode.name()
+            ),
+        },
+    ));
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,7 +543,7 @@ mod tests {
     #[test]
     fn every_role_says_what_a_skipped_run_costs() {
         for strategy in [Strategy::Boundary, Strategy::Direct, Strategy::Infer] {
-            let roles = roles(strategy);
+            let roles = roles(strategy, true);
             assert!(roles.contains(&(Role::KcmpEntry, true)));
             assert!(roles.contains(&(Role::KcmpExit, true)));
             for (role, _) in roles {

@@ -196,6 +196,39 @@ pub fn task_comm_offset(data: &[u8]) -> Result<Option<u32>, BtfParseError> {
     Ok(comm.byte_offset.filter(|_| is_16_bytes))
 }
 
+/// Where the programs find a task's exec_update_lock, and how they recognise one another
+/// caller waits on (`reader`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReaderOffsets {
+    /// task_struct.signal.
+    pub signal: u32,
+    /// signal_struct.exec_update_lock.
+    pub exec_update_lock: u32,
+    /// signal_struct.thread_head and task_struct.thread_node (6.7 and later): a rwsem is an
+    /// exec_update_lock when the signal_struct it would sit in lists a thread whose
+    /// task_struct points back to it. None: other callers' waits cannot be told apart.
+    pub thread_list: Option<(u32, u32)>,
+}
+
+/// The offsets the reader programs need, where BTF places them at whole bytes.
+pub fn reader_offsets(data: &[u8]) -> Result<Option<ReaderOffsets>, BtfParseError> {
+    let at = |ty: &str, member: &str| -> Result<Option<u32>, BtfParseError> {
+        Ok(struct_member(data, ty, member)?.and_then(|m| m.byte_offset))
+    };
+    let (Some(signal), Some(exec_update_lock)) = (
+        at("task_struct", "signal")?,
+        at("signal_struct", "exec_update_lock")?,
+    ) else {
+        return Ok(None);
+    };
+    let thread_list = at("signal_struct", "thread_head")?.zip(at("task_struct", "thread_node")?);
+    Ok(Some(ReaderOffsets {
+        signal,
+        exec_update_lock,
+        thread_list,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

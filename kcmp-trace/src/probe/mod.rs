@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use aya::Btf;
 use aya_obj::btf::BtfKind;
-use kcmp_trace_common::arch;
+use kcmp_trace_common::{arch, reader::ProcReader};
 
 use self::{
-    btf::{struct_has_member, task_comm_offset},
+    btf::{ReaderOffsets, reader_offsets, struct_has_member, task_comm_offset},
     kernel::KernelInfo,
     preempt::Preemption,
 };
@@ -52,6 +52,9 @@ pub const KCMP_SYMBOLS: &[&str] = &[
     "setup_new_exec",
     "exec_mmap",
     "landlock_restrict_sibling_threads",
+    ProcReader::Stack.function(),
+    ProcReader::Syscall.function(),
+    ProcReader::Wchan.function(),
 ];
 
 /// The function through which the kernel runs syscall tracepoints' BPF programs where it
@@ -117,6 +120,8 @@ pub struct Capabilities {
     /// directly instead of calling bpf_get_current_comm(), when the verifier allows it
     /// (`doctor` asks it).
     pub task_comm_offset: Option<u32>,
+    /// Where a task's exec_update_lock is (BTF), for following the /proc readers.
+    pub reader_offsets: Option<ReaderOffsets>,
     /// Calls a kretprobe can follow at once: as many as tracefs kprobe events allow
     /// (`retprobe`), else the kernel's default for perf kprobes, max(10, 2 x possible CPUs).
     pub kretprobe_instances: u32,
@@ -158,6 +163,7 @@ impl Capabilities {
             helpers_out_of_line: SERIES_HELPERS.iter().all(|h| kallsyms.contains(h)),
         };
         let task_comm_offset = raw_btf.and_then(|data| task_comm_offset(data).ok().flatten());
+        let reader_offsets = raw_btf.and_then(|data| reader_offsets(data).ok().flatten());
         let at_least = |major, minor| kernel.at_least(major, minor);
         Capabilities {
             kernel: kernel.release.clone(),
@@ -177,6 +183,7 @@ impl Capabilities {
             recursion_misses_readable: at_least(5, 12),
             probe_misses_readable: at_least(6, 7),
             task_comm_offset,
+            reader_offsets,
             kretprobe_instances: if kprobe_events_available() {
                 RETPROBE_INSTANCES
             } else {

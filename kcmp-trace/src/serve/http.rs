@@ -208,6 +208,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap)
         rejections: state.rejections.totals(),
         start_time_s: state.start_time_s,
         kernel: state.kernel.clone(),
+        callers: snapshot.callers.clone(),
     };
     match metrics::encode(sample, format) {
         Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
@@ -322,10 +323,12 @@ async fn snapshot_handler(
             elapsed_s,
             read.processes.iter().take(top).cloned().collect(),
             &missed_since(&read.programs, &[]),
+            read.callers.as_deref(),
         ),
         counters: WireCounters::from(&read.counters),
         processes: &read.processes,
         programs: &read.programs,
+        callers: read.callers.as_deref(),
     };
     match serde_json::to_vec(&snapshot) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

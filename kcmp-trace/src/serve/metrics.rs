@@ -11,6 +11,7 @@ use kcmp_trace_common::{
     kcmp::{TYPE_SLOTS, type_slot_name},
     maps::misc,
     outcome::Outcome,
+    reader::{OTHER_SLOT, ProcReader, verdict},
     result::{RESULT_SLOTS, result_slot_name},
     snapshot::Counters,
 };
@@ -24,8 +25,8 @@ use prometheus_client::{
 use super::{comms::CommCounts, negotiate::Format, rejections::Reason};
 use crate::{
     plan::{AttachMode, Plan},
-    readout::HookCounters,
-    report::{Incomplete, missed_since},
+    readout::{CallerRow, HookCounters},
+    report::{Incomplete, KCMP_READER, OTHER_READER, missed_since},
 };
 
 /// Whether the kernel keeps per-program run time and count; None when unreadable.
@@ -53,6 +54,9 @@ pub struct Sample {
     /// Unix time of attach.
     pub start_time_s: f64,
     pub kernel: String,
+    /// Other callers by call site: Some when readers are followed (`--readers`), which adds
+    /// the `reader_*` families.
+    pub callers: Option<Vec<CallerRow>>,
 }
 
 /// Upper bounds (`le`, seconds) of the explicit buckets: slot s holds integer nanoseconds up
@@ -92,10 +96,104 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
     }
 }
 
+impl Sample {
+    /// The `reader_*` families: kcmp beside exec_update_lock's other readers, by `reader`
+    /// (kcmp, proc_stack, proc_syscall, proc_wchan, other, other:SYMBOL).
+    fn encode_readers(&self, enc: &mut DescriptorEncoder, sites: &[CallerRow]) -> fmt::Result {
+        let c = &self.counters;
+        let procs = ProcReader::ALL.map(|r| (r.name(), &c.readers[r as usize]));
+        let other = &c.readers[OTHER_SLOT];
+        {
+            let mut m = enc.encode_descriptor(
+                "reader_calls",
+                "Calls of exec_update_lock's readers followed call by call (kcmp, /proc stack, syscall, wchan), by kernel path (outcome).",
+                None,
+                MetricType::Counter,
+            )?;
+            for o in Outcome::ALL {
+                let kcmp = c.calls_by_outcome(o);
+                let rows = std::iter::once((KCMP_READER, kcmp))
+                    .chain(procs.iter().map(|(name, r)| (*name, r.calls[o as usize])));
+                for (reader, n) in rows.filter(|&(_, n)| n != 0) {
+                    counter(&mut m, &[("reader", reader), ("outcome", o.name())], n)?;
+                }
+            }
+        }
+        let site_names: Vec<String> = sites
+            .iter()
+            .map(|s| format!("{OTHER_READER}:{}", s.symbol))
+            .collect();
+        let slots: Vec<(&str, _)> = procs.into_iter().chain([(OTHER_READER, other)]).collect();
+        let waits = std::iter::once((KCMP_READER, hist_total(&c.lock_wait), c.lock_wait_sum_ns))
+            .chain(
+                slots
+                    .iter()
+                    .map(|(name, r)| (*name, r.lock_waits(), r.lock_wait_sum_ns)),
+            )
+            .chain(
+                site_names
+                    .iter()
+                    .zip(sites)
+                    .map(|(name, s)| (name.as_str(), s.lock_waits, s.lock_wait_sum_ns)),
+            );
+        let waits: Vec<_> = waits.collect();
+        {
+            let mut m = enc.encode_descriptor(
+                "reader_lock_waits",
+                "exec_update_lock waits by reader.",
+                None,
+                MetricType::Counter,
+            )?;
+            for &(reader, n, _) in &waits {
+                counter(&mut m, &[("reader", reader)], n)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "reader_lock_wait",
+                "Time spent waiting for exec_update_lock, by reader.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            for &(reader, _, sum_ns) in &waits {
+                m.encode_family(&[("reader", reader)])?
+                    .encode_counter::<NoLabelSet, _, f64>(&(sum_ns as f64 / 1e9), None)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "reader_helper_calls",
+            "exec_update_speculate_try_begin/retry calls of other callers, by verdict (begin_ok, begin_failed, valid, retry).",
+            None,
+            MetricType::Counter,
+        )?;
+        let rows = std::iter::once((OTHER_READER, &other.verdicts)).chain(
+            site_names
+                .iter()
+                .zip(sites)
+                .map(|(name, s)| (name.as_str(), &s.verdicts)),
+        );
+        for (reader, verdicts) in rows {
+            for (name, &n) in verdict::NAMES.iter().zip(verdicts) {
+                if n != 0 {
+                    counter(&mut m, &[("reader", reader), ("verdict", name)], n)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hist_total(h: &[u64; HIST_SLOTS]) -> u64 {
+    h.iter().sum()
+}
+
 impl Collector for Sample {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let c = &self.counters;
         let seconds = Unit::Seconds;
+        if let Some(sites) = &self.callers {
+            self.encode_readers(&mut enc, sites)?;
+        }
         {
             let mut m = enc.encode_descriptor(
                 "calls",
@@ -508,6 +606,7 @@ mod tests {
             rejections: Reason::ALL.map(|r| (r, u64::from(r == Reason::Unauthorized))),
             start_time_s: 1.0,
             kernel: "6.1".into(),
+            callers: None,
         }
     }
 
@@ -597,6 +696,66 @@ mod tests {
         assert_eq!(
             value(&text, "kcmp_trace_lock_wait_seconds_count"),
             Some(0.0)
+        );
+    }
+
+    #[test]
+    fn readers_get_their_own_families_and_a_reader_label() {
+        let mut c = Counters::ZERO;
+        c.calls[Outcome::Fast as usize][KCMP_VM as usize][0] = 9;
+        c.lock_wait[10] = 2;
+        let wchan = &mut c.readers[ProcReader::Wchan as usize];
+        wchan.calls[Outcome::Busy as usize] = 3;
+        wchan.lock_wait[11] = 3;
+        wchan.lock_wait_sum_ns = 6_000;
+        c.readers[OTHER_SLOT].lock_wait[12] = 4;
+        // kcmp-only: no reader family at all.
+        let plain = encode(sample(c), Format::Prometheus).unwrap();
+        assert!(!plain.contains("kcmp_trace_reader_"), "{plain}");
+        let mut with = sample(c);
+        with.callers = Some(vec![CallerRow {
+            symbol: "mm_access".into(),
+            lock_waits: 4,
+            lock_wait_sum_ns: 8_000,
+            ..CallerRow::default()
+        }]);
+        let text = encode(with, Format::Prometheus).unwrap();
+        let v = |series: &str| {
+            value(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        };
+        assert_eq!(
+            v(r#"kcmp_trace_reader_calls_total{reader="kcmp",outcome="fast"}"#),
+            9.0
+        );
+        assert_eq!(
+            v(r#"kcmp_trace_reader_calls_total{reader="proc_wchan",outcome="busy"}"#),
+            3.0
+        );
+        assert_eq!(
+            v(r#"kcmp_trace_reader_lock_waits_total{reader="kcmp"}"#),
+            2.0
+        );
+        assert_eq!(
+            v(r#"kcmp_trace_reader_lock_waits_total{reader="proc_wchan"}"#),
+            3.0
+        );
+        assert_eq!(
+            v(r#"kcmp_trace_reader_lock_waits_total{reader="other"}"#),
+            4.0
+        );
+        assert_eq!(
+            v(r#"kcmp_trace_reader_lock_waits_total{reader="other:mm_access"}"#),
+            4.0
+        );
+        assert_eq!(
+            v(r#"kcmp_trace_reader_lock_wait_seconds_total{reader="proc_wchan"}"#),
+            6e-6
+        );
+        // The kcmp families keep their labels: a dashboard built on them sees no change.
+        assert!(
+            text.contains(
+                r#"kcmp_trace_calls_total{type="KCMP_VM",outcome="fast",result="equal"} 9"#
+            )
         );
     }
 

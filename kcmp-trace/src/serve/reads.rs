@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, watch};
 use super::comms::CommTable;
 use crate::{
     loader::Tracer,
-    readout::{HookCounters, ProcessRow},
+    readout::{CallerRow, HookCounters, ProcessRow},
 };
 
 /// How often per-process totals are folded into the per-comm series (and a snapshot is
@@ -40,6 +40,8 @@ pub struct Snapshot {
     /// the per-comm series.
     pub processes_taken: Instant,
     pub processes: Arc<Vec<ProcessRow>>,
+    /// Other callers by call site (readers followed).
+    pub callers: Option<Vec<CallerRow>>,
 }
 
 /// The last read: its snapshot, or why it failed.
@@ -185,9 +187,9 @@ impl Reader {
             match self
                 .tracer
                 .counters()
-                .and_then(|c| Ok((c, self.tracer.hook_counters()?)))
+                .and_then(|c| Ok((c, self.tracer.hook_counters()?, self.tracer.callers()?)))
             {
-                Ok((counters, programs)) => {
+                Ok((counters, programs, callers)) => {
                     self.publish
                         .send_replace(Published::Read(Arc::new(Snapshot {
                             taken: now,
@@ -195,6 +197,7 @@ impl Reader {
                             programs,
                             processes_taken: processes.0,
                             processes: processes.1.clone(),
+                            callers,
                         })));
                 }
                 Err(e) => self.failed(now, "reading the counters", &e),

@@ -9,6 +9,7 @@ use std::{
 use kcmp_trace_common::{
     hist::{HIST_SLOTS, slot_lower_bound},
     outcome::Outcome,
+    reader::{OTHER_SLOT, ProcReader},
     snapshot::Counters,
 };
 use plotters::prelude::*;
@@ -262,6 +263,27 @@ const FIGURES: [Figure; 4] = [
     },
 ];
 
+/// With `--readers`: the lock waits of each reader side by side.
+const READER_FIGURE: Figure = Figure {
+    file: "lock_wait_by_reader.svg",
+    heading: "exec_update_lock wait by reader",
+    how_to_read: "Lock waits per log2 bucket, one line per reader of exec_update_lock (kcmp, the \
+        /proc readers, every other caller) and recording (A dashed, B solid). On the fast path a \
+        reader waits only when an exec or TSYNC raced it; without the series every read waits.",
+};
+
+/// Each reader's lock-wait histogram in a session's totals, kcmp first.
+fn reader_waits(total: &Counters) -> Vec<(&'static str, [u64; HIST_SLOTS])> {
+    std::iter::once(("kcmp", total.lock_wait))
+        .chain(
+            ProcReader::ALL
+                .iter()
+                .map(|&r| (r.name(), total.readers[r as usize].lock_wait)),
+        )
+        .chain([("other", total.readers[OTHER_SLOT].lock_wait)])
+        .collect()
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -323,6 +345,43 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
             .collect();
         log2_plot(&dir.join(figure.file), &format!("{title}: {key}"), &series)?;
     }
+    // Only sessions that followed the readers have reader counts; kcmp-only pages stay as
+    // they were.
+    let readers_followed = totals.iter().any(|t| {
+        t.readers
+            .iter()
+            .any(|r| r.total_calls() != 0 || r.lock_waits() != 0)
+    });
+    if readers_followed {
+        let palette = [
+            RGBColor(0x44, 0x44, 0x44),
+            RGBColor(0x1b, 0x9e, 0x77),
+            RGBColor(0xd9, 0x5f, 0x02),
+            RGBColor(0x75, 0x70, 0xb3),
+            RGBColor(0xe7, 0x29, 0x8a),
+        ];
+        let series: Vec<Series> = totals
+            .iter()
+            .enumerate()
+            .flat_map(|(i, total)| {
+                reader_waits(total).into_iter().zip(palette).filter_map(
+                    move |((name, h), color)| {
+                        Some(Series {
+                            name: format!("{} {name}", label_of(i)),
+                            color,
+                            dashed: dashed(i),
+                            points: hist_points(&h)?,
+                        })
+                    },
+                )
+            })
+            .collect();
+        log2_plot(
+            &dir.join(READER_FIGURE.file),
+            &format!("exec_update_lock wait by reader: {key}"),
+            &series,
+        )?;
+    }
 
     let mut page = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -339,7 +398,10 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
         );
     }
     let _ = writeln!(page, "</ul>\n<pre>{}</pre>", escape(table));
-    for f in &FIGURES {
+    for f in FIGURES
+        .iter()
+        .chain(readers_followed.then_some(&READER_FIGURE))
+    {
         let _ = writeln!(
             page,
             "<h2>{}</h2>\n<p>{}</p>\n<p><img src=\"{}\" alt=\"{}\"></p>",
@@ -375,6 +437,7 @@ mod tests {
         let at = |at_s, counters| Reading {
             counters,
             procs: Vec::new(),
+            callers: None,
             hooks: Vec::new(),
             at_s,
         };

@@ -6,7 +6,7 @@ use kcmp_trace_common::{hist::HIST_SLOTS, outcome::Outcome, snapshot::Counters};
 
 use crate::{
     recording::Session,
-    report::{CompareRow, Incomplete, Quantiles, Report, hist_rows},
+    report::{CompareRow, Incomplete, Quantiles, ReaderReport, Report, hist_rows},
 };
 
 fn ns(v: Option<u64>) -> String {
@@ -89,6 +89,9 @@ pub fn interval(clock: &str, r: &Report) -> String {
     if let Some(line) = incomplete(&r.incomplete) {
         let _ = writeln!(out, "  INCOMPLETE: {line}");
     }
+    if let Some(readers) = &r.by_reader {
+        out += &reader_rows(readers);
+    }
     if !r.top_processes.is_empty() {
         let procs = r
             .top_processes
@@ -97,6 +100,55 @@ pub fn interval(clock: &str, r: &Report) -> String {
             .collect::<Vec<_>>()
             .join(" ");
         let _ = writeln!(out, "  top:     {procs}");
+    }
+    out
+}
+
+/// The readers of exec_update_lock side by side: a row each, outcomes for the readers whose
+/// calls are followed, helper verdicts for other call sites, and lock waits.
+pub fn reader_rows(readers: &std::collections::BTreeMap<String, ReaderReport>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>9} {:>9} {:>7} {:>7} {:>9} {:>7} {:>10} {:>10}",
+        "reader", "calls", "fast", "retry", "busy", "locked", "rest", "lock waits", "mean wait"
+    );
+    for (name, r) in readers {
+        let n = |o: Outcome| r.by_outcome.get(o.name()).copied().unwrap_or(0);
+        let rest = r.calls
+            - [
+                Outcome::Fast,
+                Outcome::Retry,
+                Outcome::Busy,
+                Outcome::Locked,
+            ]
+            .into_iter()
+            .map(n)
+            .sum::<u64>();
+        let mean = r
+            .mean_lock_wait_ns()
+            .map_or_else(|| "-".to_owned(), |m| ns(Some(m as u64)));
+        if r.calls == 0 && !r.verdicts.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {name:<28} {:>9} {:<42} {:>10} {mean:>10}",
+                "-",
+                breakdown(&r.verdicts),
+                r.lock_waits
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  {name:<28} {:>9} {:>9} {:>7} {:>7} {:>9} {:>7} {:>10} {mean:>10}",
+            r.calls,
+            n(Outcome::Fast),
+            n(Outcome::Retry),
+            n(Outcome::Busy),
+            n(Outcome::Locked),
+            rest,
+            r.lock_waits
+        );
     }
     out
 }
@@ -235,6 +287,10 @@ pub fn incomplete(i: &Incomplete) -> Option<String> {
         (i.lock_wait, "lock waits missing up to"),
         (i.exec_write_sections, "exec write sections missing up to"),
         (i.tsync_write_sections, "TSYNC write sections missing up to"),
+        (
+            i.reader_calls,
+            "/proc reader calls short or misread by up to",
+        ),
     ]
     .into_iter()
     .filter(|&(n, _)| n != 0)
