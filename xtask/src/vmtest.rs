@@ -747,8 +747,8 @@ fn tsync_sections_counted(dir: &Path, name: &str) -> anyhow::Result<()> {
 const PROC_READERS: [&str; 3] = ["stack", "syscall", "wchan"];
 
 /// Each /proc reader of a run on the fast-path kernel, in both tracers: its calls equal
-/// the workload's reads, and its fast, retry, busy, locked and interrupted counts the
-/// kernel's own (proc_fastpath/<file>), exactly; kcmp's against its oracle as always.
+/// the workload's reads, and its fast, retry, busy and interrupted counts the kernel's own
+/// (proc_fastpath/<file>), exactly; kcmp's against its oracle as always.
 fn readers_match_oracle(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> {
     run_matches_oracle(dir, name, false, strict)?;
     let stress = read_json(dir, &format!("{name}.stress.json"))?;
@@ -786,13 +786,26 @@ fn readers_match_oracle(dir: &Path, name: &str, strict: Strict) -> anyhow::Resul
                 count(r, "calls") == reads,
                 "{t}: {reader} {r} vs {reads} reads"
             );
-            for path in ["fast", "retry", "busy", "locked", "interrupted"] {
+            // The oracle's `locked` counts the retry and busy reads again (the fallback took
+            // the lock); a call's outcome is one of the paths.
+            for path in ["fast", "retry", "busy", "interrupted"] {
                 ensure!(
                     count(&r["by_outcome"], path) == o.of(path),
                     "{t}: {reader} {} vs the kernel's {o:?}",
                     r["by_outcome"]
                 );
             }
+            ensure!(
+                count(&r["by_outcome"], "locked") + count(&r["by_outcome"], "unknown") == 0,
+                "{t}: {reader} {}: a path the fast-path kernel does not take",
+                r["by_outcome"]
+            );
+            // Each fallback waited on the lock once.
+            ensure!(
+                count(r, "lock_waits") == o.locked,
+                "{t}: {reader}: {} lock waits, the kernel's fallbacks {o:?}",
+                r["lock_waits"]
+            );
         }
     }
     ensure!(raced > 0, "no /proc read raced a writer");
