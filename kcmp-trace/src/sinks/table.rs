@@ -6,7 +6,7 @@ use kcmp_trace_common::{hist::HIST_SLOTS, outcome::Outcome, snapshot::Counters};
 
 use crate::{
     recording::Session,
-    report::{CompareRow, Incomplete, Quantiles, ReaderReport, Report, hist_rows},
+    report::{CompareRow, Incomplete, OTHER_READER, Quantiles, ReaderReport, Report, hist_rows},
 };
 
 fn ns(v: Option<u64>) -> String {
@@ -128,13 +128,18 @@ pub fn reader_rows(readers: &std::collections::BTreeMap<String, ReaderReport>) -
         let mean = r
             .mean_lock_wait_ns()
             .map_or_else(|| "-".to_owned(), |m| ns(Some(m as u64)));
-        if r.calls == 0 && !r.verdicts.is_empty() {
+        // Other callers have no call boundary: their helper verdicts, if any, stand in for
+        // the outcome columns.
+        if name == OTHER_READER || name.starts_with(&format!("{OTHER_READER}:")) {
+            let verdicts = if r.verdicts.is_empty() {
+                "-".to_owned()
+            } else {
+                breakdown(&r.verdicts)
+            };
             let _ = writeln!(
                 out,
-                "  {name:<28} {:>9} {:<42} {:>10} {mean:>10}",
-                "-",
-                breakdown(&r.verdicts),
-                r.lock_waits
+                "  {name:<28} {:>9} {verdicts:<43} {:>10} {mean:>10}",
+                "-", r.lock_waits
             );
             continue;
         }
@@ -342,6 +347,42 @@ mod tests {
         assert!(lines[2].contains("1024 -> 2047") && lines[2].contains(&"*".repeat(40)));
         assert!(lines[3].contains("2048 -> 4095") && lines[3].contains("|**********"));
         assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn reader_rows_line_up_and_other_callers_have_no_outcomes() {
+        let mut readers = std::collections::BTreeMap::new();
+        readers.insert(
+            "proc_wchan".to_owned(),
+            ReaderReport {
+                calls: 10,
+                by_outcome: [("fast", 9), ("busy", 1)].into_iter().collect(),
+                lock_waits: 1,
+                lock_wait_sum_ns: 2_000,
+                ..ReaderReport::default()
+            },
+        );
+        readers.insert(
+            "other:mm_access".to_owned(),
+            ReaderReport {
+                lock_waits: 4,
+                lock_wait_sum_ns: 4_000,
+                ..ReaderReport::default()
+            },
+        );
+        let text = reader_rows(&readers);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        // The lock-wait columns end where the header's do.
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
+        assert!(
+            lines[1].starts_with("  other:mm_access") && lines[1].contains(" - "),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("2000ns") && lines[1].contains("1000ns"),
+            "{text}"
+        );
     }
 
     #[test]
