@@ -252,9 +252,16 @@ pub fn comparison(a: &Session, b: &Session, rows: &[CompareRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# A: {}: {}", a.name(), describe_session(a));
     let _ = writeln!(out, "# B: {}: {}", b.name(), describe_session(b));
+    // The metric column fits the longest name (a reader's call site can be long).
+    let width = rows
+        .iter()
+        .map(|r| r.metric.len())
+        .max()
+        .unwrap_or(0)
+        .max(30);
     let _ = writeln!(
         out,
-        "{:<30} {:>8} {:>12} {:>12} {:>12} {:>9}",
+        "{:<width$} {:>8} {:>12} {:>12} {:>12} {:>9}",
         "metric", "unit", "A", "B", "B-A", "B/A"
     );
     for r in rows {
@@ -267,7 +274,7 @@ pub fn comparison(a: &Session, b: &Session, rows: &[CompareRow]) -> String {
         let ratio = r.ratio.map_or_else(|| "-".into(), |x| format!("{x:.2}x"));
         let _ = writeln!(
             out,
-            "{:<30} {:>8} {:>12} {:>12} {:>12} {:>9}",
+            "{:<width$} {:>8} {:>12} {:>12} {:>12} {:>9}",
             r.metric,
             r.unit,
             compared(r.unit, r.a),
