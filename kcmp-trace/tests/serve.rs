@@ -490,6 +490,55 @@ fn prometheus_scrapes_exact_counts() {
     );
 }
 
+#[test]
+#[ignore = "needs root"]
+fn readers_are_served_beside_kcmp_with_a_reader_label() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new("readers");
+    let mut procs = Procs::default();
+    let stress = Stress::spawn(
+        &mut procs,
+        &dir.0,
+        &["-n", "5000", "--types", "vm", "--proc-readers", "1"],
+    );
+    let pid = stress.pid.to_string();
+    let daemon = Daemon::start(&mut procs, &["-p", &pid, "--readers"]);
+    stress.go();
+    let report = stress.finish(&mut procs);
+    let calls = report["calls"].as_u64().expect("calls") as f64;
+    assert!(
+        report["proc_reads"]["proc_wchan"].as_u64() > Some(0),
+        "{report}"
+    );
+    // kcmp is a reader like the others, with the same count as its own families.
+    let metrics = wait_until("every call in /metrics", Duration::from_secs(10), || {
+        let m = samples(&daemon.get("/metrics").body);
+        (sum_of(&m, "kcmp_trace_calls_total") == calls).then_some(m)
+    });
+    assert_eq!(sum_of(&metrics, "kcmp_trace_reader_calls_total"), calls);
+    assert_eq!(
+        metrics
+            .keys()
+            .filter(|k| k.starts_with("kcmp_trace_reader_lock_waits_total{"))
+            .count(),
+        5,
+        "kcmp, the three /proc readers and other: {metrics:?}"
+    );
+    let snap: serde_json::Value =
+        serde_json::from_str(&daemon.get("/api/v1/snapshot").body).expect("snapshot");
+    let readers = &snap["report"]["by_reader"];
+    assert_eq!(readers["kcmp"]["calls"].as_f64(), Some(calls), "{readers}");
+    // Here only the syscall boundary attaches (no kprobes, no fentry): the plan says the
+    // /proc readers are unavailable rather than counting none.
+    let accuracy = snap["plan"]["accuracy"].to_string();
+    if snap["plan"]["mode"] == "tracepoint" {
+        assert!(accuracy.contains("unavailable: the syscall boundary shows no reader"));
+        assert_eq!(readers["proc_wchan"]["calls"].as_u64(), Some(0));
+    }
+}
+
 /// Reads /events, handing each body line to `each`; the thread returns what `each` built.
 /// The counter says how many calls the lines so far account for (an event each, a drop
 /// notice its count), so a test can wait for a stream to catch up.
