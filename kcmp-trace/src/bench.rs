@@ -365,8 +365,9 @@ struct Peer {
 
 impl Peer {
     fn start(script: &str) -> anyhow::Result<Peer> {
+        // Unbuffered, so that its "Attaching" line arrives while it runs.
         let mut child = Command::new("bpftrace")
-            .args(["-e", script])
+            .args(["-B", "none", "-e", script])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

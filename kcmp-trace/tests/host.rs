@@ -321,22 +321,35 @@ fn bpftrace_counts_the_same_calls() {
     let pid = stress.pid().to_string();
     let script =
         format!("tracepoint:syscalls:sys_exit_kcmp /pid == {pid}/ {{ @calls = count(); }}");
+    // Unbuffered: into a pipe, bpftrace's "Attaching" line can otherwise sit in its buffer
+    // until it exits.
     let mut bpftrace = Command::new("bpftrace")
-        .args(["-e", &script])
+        .args(["-B", "none", "-e", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("bpftrace must be installed (cargo xtask setup installs it)");
-    let mut reader = BufReader::new(bpftrace.stdout.take().expect("stdout"));
-    let mut line = String::new();
+    // Its lines arrive through a thread, so that the wait for them has a deadline.
+    let stdout = bpftrace.stdout.take().expect("stdout");
+    let (lines, from_bpftrace) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !line.contains("Attaching") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).expect("read") > 0,
-            "bpftrace exited"
-        );
-        assert!(Instant::now() < deadline, "bpftrace did not attach");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match from_bpftrace.recv_timeout(left) {
+            Ok(line) if line.contains("Attaching") => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = bpftrace.kill();
+                panic!("bpftrace did not say it attached within 60 s ({e})");
+            }
+        }
     }
     let mut watch = Proc::spawn(&["watch", "--json", "-p", &pid]);
     watch.wait_attached();
@@ -345,11 +358,11 @@ fn bpftrace_counts_the_same_calls() {
     assert_eq!(code, 0, "{err}");
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(bpftrace.id() as i32, libc::SIGINT) };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut reader, &mut rest).expect("read bpftrace");
     let _ = bpftrace.wait();
+    reader.join().expect("bpftrace's reader");
+    let rest: Vec<String> = from_bpftrace.try_iter().collect();
     let peer: u64 = rest
-        .lines()
+        .iter()
         .find_map(|l| l.strip_prefix("@calls: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no @calls in bpftrace output {rest:?}"));
