@@ -313,7 +313,7 @@ const PROC_FILES: [&str; PROC_READERS + 1] = [
 const ENVIRON: &str = "environ";
 
 /// The body of a `--proc-readers` thread: reads each file of each target in turn until
-/// stopped. A read() of a fresh open runs a reader's show function once (a single_open seq
+/// stopped, at least once. A read() of a fresh open runs a reader's show function once (a single_open seq
 /// file whose output fits a page); environ's open takes the lock. An open that fails (the
 /// target exiting) is not counted.
 fn run_proc_reader(targets: &[i32], first: usize, stop: &AtomicBool) -> [u64; PROC_FILES.len()] {
@@ -321,7 +321,8 @@ fn run_proc_reader(targets: &[i32], first: usize, stop: &AtomicBool) -> [u64; PR
     let mut reads = [0u64; PROC_FILES.len()];
     let mut page = vec![0u8; 4096];
     let mut i = first;
-    while !stop.load(Ordering::Relaxed) {
+    // At least one read, however short the run.
+    loop {
         let f = i % PROC_FILES.len();
         let target = targets[(i / PROC_FILES.len()) % targets.len()];
         i += 1;
@@ -331,8 +332,10 @@ fn run_proc_reader(targets: &[i32], first: usize, stop: &AtomicBool) -> [u64; PR
             let _ = file.read(&mut page);
             reads[f] += 1;
         }
+        if stop.load(Ordering::Relaxed) {
+            return reads;
+        }
     }
-    reads
 }
 
 /// Pins a thread (0: the caller) or process to one CPU. With exec racers, kcmp threads and
