@@ -16,6 +16,8 @@
 //! ```
 //!
 //! Without the series (6.1 and earlier) kcmp_lock() comes first, then kcmp_access(): locked.
+//! There a call's path follows from its result alone (the `stock` strategy): -ESRCH before
+//! the lock, -EINTR in it, anything else after it, so no probe inside kcmp is needed.
 //!
 //! The kernel may skip a probe's run (a preempted fentry program, a kretprobe out of
 //! instances): a trail can lack a bit it should have. The rules never read an absence as
@@ -51,6 +53,9 @@ pub enum Strategy {
     Direct = 1,
     /// Order of ptrace_may_access() and down_read_killable() (for inlined helpers).
     Infer = 2,
+    /// A kernel without the series: every call that finds both tasks locks first, so its
+    /// result alone tells its path (exact, with no probe inside kcmp).
+    Stock = 3,
 }
 
 impl Strategy {
@@ -58,6 +63,7 @@ impl Strategy {
         match v {
             1 => Strategy::Direct,
             2 => Strategy::Infer,
+            3 => Strategy::Stock,
             _ => Strategy::Boundary,
         }
     }
@@ -67,6 +73,7 @@ impl Strategy {
             Strategy::Boundary => "boundary",
             Strategy::Direct => "direct",
             Strategy::Infer => "infer",
+            Strategy::Stock => "stock",
         }
     }
 }
@@ -87,6 +94,8 @@ pub fn classify(strategy: Strategy, series: bool, trail: Trail, ret: i64) -> Out
     };
     match strategy {
         Strategy::Boundary => Outcome::Unknown,
+        Strategy::Stock if ret == -ESRCH => Outcome::NoTask,
+        Strategy::Stock => locked_path(Outcome::Locked),
         Strategy::Direct => {
             if trail & SPEC_BEGIN_FAILED != 0 {
                 locked_path(Outcome::Busy)
@@ -197,6 +206,17 @@ mod tests {
         assert_eq!(classify(Infer, true, 0, -ESRCH), NoTask);
         assert_eq!(classify(Infer, false, 0, -ESRCH), NoTask);
         assert_eq!(classify(Infer, true, 0, 0), Unknown);
+    }
+
+    #[test]
+    fn stock_reads_the_result_alone() {
+        assert_eq!(classify(Stock, false, 0, 0), Locked);
+        assert_eq!(classify(Stock, false, 0, EPERM), Locked);
+        assert_eq!(classify(Stock, false, 0, -EINTR), Interrupted);
+        assert_eq!(classify(Stock, false, 0, -ESRCH), NoTask);
+        // A lock probe's bit, where one is attached, changes nothing.
+        assert_eq!(classify(Stock, false, LOCK, 1), Locked);
+        assert_eq!(Strategy::from_u8(Stock as u8), Stock);
     }
 
     #[test]

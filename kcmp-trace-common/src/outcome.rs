@@ -54,6 +54,15 @@ impl Outcome {
         }
     }
 
+    /// Whether a call of this outcome took (or waited for) its exec_update_locks: each such
+    /// call counts one lock wait, however short.
+    pub fn took_locks(self) -> bool {
+        matches!(
+            self,
+            Outcome::Retry | Outcome::Busy | Outcome::Locked | Outcome::Interrupted
+        )
+    }
+
     pub fn parse(name: &str) -> Option<Outcome> {
         Self::ALL
             .into_iter()
@@ -72,5 +81,13 @@ mod tests {
             assert_eq!(Outcome::parse(o.name()), Some(o));
         }
         assert_eq!(Outcome::from_u8(200), Outcome::Unknown);
+    }
+
+    #[test]
+    fn only_the_fast_path_and_what_never_began_take_no_lock() {
+        for o in Outcome::ALL {
+            let unlocked = matches!(o, Outcome::Unknown | Outcome::Fast | Outcome::NoTask);
+            assert_eq!(o.took_locks(), !unlocked, "{}", o.name());
+        }
     }
 }

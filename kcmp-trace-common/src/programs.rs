@@ -32,6 +32,11 @@ pub const LOCK_ENTRY: Pair = pair("lock_fentry", "lock_kprobe");
 pub const LOCK_RETURN: Pair = pair("lock_fexit", "lock_kretprobe");
 pub const LOCK_NESTED_ENTRY: Pair = pair("lock_nested_fentry", "lock_nested_kprobe");
 pub const LOCK_NESTED_RETURN: Pair = pair("lock_nested_fexit", "lock_nested_kretprobe");
+/// exec_update_lock waits where they happen: the `lock:contention_begin` and
+/// `contention_end` tracepoints, which fire only for a contended lock (raw tracepoints,
+/// attached through a bpf() link).
+pub const CONTENTION_BEGIN: &str = "contend_begin";
+pub const CONTENTION_END: &str = "contend_end";
 /// exec's write section: begin_new_exec() to setup_new_exec().
 pub const EXEC_BEGIN_ENTRY: Pair = pair("exec_begin_fentry", "exec_begin_kprobe");
 pub const EXEC_BEGIN_RETURN: Pair = pair("exec_begin_fexit", "exec_begin_kretprobe");
@@ -81,15 +86,28 @@ const PAIRS: [Pair; 20] = [
     READER_RETURN[2],
 ];
 
-/// Every hook program of the tracer's object (`kcmp-trace-probes`): the syscall
-/// tracepoints' and both programs of every pair.
-pub const HOOKS: [&str; 2 + 2 * PAIRS.len()] = {
-    let mut names = [KCMP_TP_ENTER; 2 + 2 * PAIRS.len()];
-    names[1] = KCMP_TP_EXIT;
+/// The tracer's programs that are no pair: kcmp's syscall tracepoints and the lock
+/// contention tracepoints.
+const SINGLES: [&str; 4] = [
+    KCMP_TP_ENTER,
+    KCMP_TP_EXIT,
+    CONTENTION_BEGIN,
+    CONTENTION_END,
+];
+
+/// Every hook program of the tracer's object (`kcmp-trace-probes`): the single programs and
+/// both programs of every pair.
+pub const HOOKS: [&str; SINGLES.len() + 2 * PAIRS.len()] = {
+    let mut names = [KCMP_TP_ENTER; SINGLES.len() + 2 * PAIRS.len()];
+    let mut i = 0;
+    while i < SINGLES.len() {
+        names[i] = SINGLES[i];
+        i += 1;
+    }
     let mut i = 0;
     while i < PAIRS.len() {
-        names[2 + 2 * i] = PAIRS[i].trampoline;
-        names[3 + 2 * i] = PAIRS[i].kprobe;
+        names[SINGLES.len() + 2 * i] = PAIRS[i].trampoline;
+        names[SINGLES.len() + 1 + 2 * i] = PAIRS[i].kprobe;
         i += 1;
     }
     names
@@ -101,6 +119,7 @@ pub mod bench {
     use super::{Pair, pair};
 
     pub const NOOP_TP: &str = "noop_tp";
+    pub const NOOP_RAW_TP: &str = "noop_raw_tp";
     pub const NOOP_ENTRY: Pair = pair("noop_fentry", "noop_kprobe");
     pub const NOOP_RETURN: Pair = pair("noop_fexit", "noop_kretprobe");
     pub const COST_PID_TGID: &str = "cost_pid_tgid";

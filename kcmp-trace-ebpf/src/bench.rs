@@ -17,12 +17,16 @@ mod support;
 mod tp;
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint, tracepoint},
+    programs::{
+        FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
+        TracePointContext,
+    },
 };
 use kcmp_trace_common::{named_as, programs::bench};
 
 named_as!(noop_tp, bench::NOOP_TP);
+named_as!(noop_raw_tp, bench::NOOP_RAW_TP);
 named_as!(noop_fentry, bench::NOOP_ENTRY.trampoline);
 named_as!(noop_kprobe, bench::NOOP_ENTRY.kprobe);
 named_as!(noop_fexit, bench::NOOP_RETURN.trampoline);
@@ -30,6 +34,11 @@ named_as!(noop_kretprobe, bench::NOOP_RETURN.kprobe);
 
 #[tracepoint]
 pub fn noop_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint]
+pub fn noop_raw_tp(_ctx: RawTracePointContext) -> u32 {
     0
 }
 

@@ -251,6 +251,7 @@ pub fn on_enter<C: EbpfContext>(ctx: &C, args: &KcmpArgs) {
                 put(&raw mut call.lock_start_ns, 0);
                 put(&raw mut call.lock_wait_ns, 0);
                 put(&raw mut call.trail, 0);
+                put(&raw mut call.lock_addr, 0);
             }
             call.active = 1;
         }
@@ -414,6 +415,39 @@ pub fn on_lock_enter(sem: impl FnOnce() -> u64) {
                 }
             }
         }
+    }
+}
+
+/// lock:contention_begin's flags for a blocking rwsem read: LCB_F_READ, with LCB_F_RT on
+/// PREEMPT_RT (include/trace/events/lock.h).
+const LCB_F_READ: u32 = 1 << 1;
+const LCB_F_RT: u32 = 1 << 3;
+
+/// A contended lock's wait began (lock:contention_begin). Inside kcmp the only rwsem taken
+/// for reading is an exec_update_lock (kcmp_lock()), so a read wait there is one, timed
+/// until that lock's contention_end. Any other contention returns after the flags test,
+/// or after one lookup.
+#[inline(always)]
+pub fn on_contention_begin(lock: u64, flags: u32) {
+    if flags & !LCB_F_RT != LCB_F_READ {
+        return;
+    }
+    if let Some(call) = in_kcmp() {
+        call.lock_addr = lock;
+        lock_wait_begins(call);
+    }
+}
+
+/// A contended lock's wait ended (lock:contention_end): kcmp's, if it is the lock its wait
+/// began on (the rwsem's own wait_lock may contend in between).
+#[inline(always)]
+pub fn on_contention_end(lock: u64) {
+    if let Some(call) = in_kcmp()
+        && lock != 0
+        && call.lock_addr == lock
+    {
+        lock_wait_ends(call);
+        call.lock_addr = 0;
     }
 }
 
@@ -617,12 +651,13 @@ pub fn on_reader_exit(reader: ProcReader, ret: i64) {
     if call.trail == 0 {
         return;
     }
-    let outcome = classify(
-        Strategy::from_u8(STRATEGY.load()),
-        SERIES.load() != 0,
-        call.trail,
-        ret,
-    );
+    // A reader can return before its lock (/proc/PID/stack refuses non-admins first), so
+    // on a stock kernel its lock probes, not its result, tell whether it locked.
+    let strategy = match Strategy::from_u8(STRATEGY.load()) {
+        Strategy::Stock => Strategy::Infer,
+        strategy => strategy,
+    };
+    let outcome = classify(strategy, SERIES.load() != 0, call.trail, ret);
     let Some(counters) = cpu_counters() else {
         return;
     };
@@ -940,9 +975,11 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             "unclassified kcmp call: trail {:x}, ret {}", call.trail, ret
         );
     }
+    // A call that took its locks counts one wait: as long as its lock probes timed, or
+    // its contentions lasted (none: an uncontended lock, a wait of 0).
     if call.lock_start_ns != 0 {
         unfinished_lock_wait(&mut counters.misc);
-    } else if call.trail & LOCK != 0 {
+    } else if call.trail & LOCK != 0 || outcome.took_locks() {
         counters.lock_wait_sum_ns += call.lock_wait_ns;
         if let Some(n) = counters
             .lock_wait

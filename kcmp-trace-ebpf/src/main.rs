@@ -1,11 +1,11 @@
 //! kcmp-trace's in-kernel half: programs on kcmp's entry and exit (syscall tracepoints,
-//! kprobes or fentry), on the exec_update_seq helpers, the permission checks and lock waits
-//! inside kcmp, and on the exec side.
+//! kprobes or fentry), on the exec_update_seq helpers, on contended locks, on the permission
+//! checks and lock calls inside kcmp (infer strategy, /proc readers), and on the exec side.
 //!
-//! Everything runs on every kcmp call of every process (and the lock and permission hooks on
-//! every call of those functions), so each program filters first, touches one per-thread
-//! entry and one per-CPU counter block, and does anything costlier (comm, ring buffer) only
-//! when it must.
+//! Everything runs on every kcmp call of every process, and the lock hooks on every
+//! contention (or, where they are probes, every call) of the whole system, so each program
+//! filters first, touches one per-thread entry and one per-CPU counter block, and does
+//! anything costlier (comm, ring buffer) only when it must.
 #![no_std]
 #![no_main]
 // Atomic adds (calls.rs): the BPF target has no compare-and-swap, so no core atomics.
@@ -19,8 +19,11 @@ mod tp;
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::bpf_probe_read_kernel,
-    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint, tracepoint},
+    programs::{
+        FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
+        TracePointContext,
+    },
 };
 use calls::KcmpArgs;
 use kcmp_trace_common::{arch::Arch, named_as, programs, reader::ProcReader};
@@ -220,6 +223,24 @@ entry_hook!(
 );
 return_hook!(programs::LOCK_NESTED_RETURN => lock_nested_fexit, lock_nested_kretprobe,
     |_, site: &_| lock_exit(site));
+
+named_as!(contend_begin, programs::CONTENTION_BEGIN);
+named_as!(contend_end, programs::CONTENTION_END);
+
+/// lock:contention_begin(lock, flags): a wait for a contended lock begins. An uncontended
+/// acquisition fires nothing, so a process that never waits pays nothing.
+#[raw_tracepoint(tracepoint = "contention_begin")]
+pub fn contend_begin(ctx: RawTracePointContext) -> u32 {
+    calls::on_contention_begin(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as u32);
+    0
+}
+
+/// lock:contention_end(lock, ret): the wait ended, acquired or not.
+#[raw_tracepoint(tracepoint = "contention_end")]
+pub fn contend_end(ctx: RawTracePointContext) -> u32 {
+    calls::on_contention_end(ctx.arg::<u64>(0));
+    0
+}
 
 /// down_read_killable(sem): its rwsem, read only if a reader or other caller needs it.
 #[inline(always)]

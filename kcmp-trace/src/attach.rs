@@ -1,5 +1,6 @@
-//! Attaching one loaded program to one target, whatever its kind: tracepoints, kprobes
-//! (return probes through `retprobe` where tracefs can define them), fentry and fexit.
+//! Attaching one loaded program to one target, whatever its kind: tracepoints, raw
+//! tracepoints, kprobes (return probes through `retprobe` where tracefs can define them),
+//! fentry and fexit.
 
 use std::os::fd::AsFd as _;
 
@@ -49,6 +50,13 @@ pub(crate) fn attach_program(
                 p.attach(target, 0)
                     .map_err(bpf_err(format!("attaching {name} to {target}")))?;
             }
+        }
+        Program::RawTracePoint(p) => {
+            if !loaded(p.fd()) {
+                p.load().map_err(bpf_err(format!("loading {name}")))?;
+            }
+            p.attach(target)
+                .map_err(bpf_err(format!("attaching {name} to {target}")))?;
         }
         // FEntry and FExit are distinct types with the same load/attach shape.
         Program::FEntry(p) => {

@@ -7,6 +7,9 @@
 //! kernel's BPF statistics, what the verifier and the JIT made of it, and the cost ladder:
 //! each component of the programs' work alone on one hook) and how fast the event consumer
 //! drains and formats a full ring.
+//!
+//! Everyone else: loops that never call kcmp ([`everyone_else`]), each with no tracer, the
+//! do-nothing programs on the plan's hooks, counting and `--readers`, interleaved likewise.
 
 use std::{
     convert::Infallible,
@@ -32,10 +35,14 @@ use crate::{
     config::{AttachRequest, StrategyRequest},
     event_stream::{EventReader, EventStream},
     loader::Tracer,
-    plan::Affects,
+    plan::{Affects, Plan},
     probe::Capabilities,
     sinks::event::EventRecord,
 };
+
+pub mod everyone_else;
+
+use everyone_else::{Workbench, Workload};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +51,8 @@ pub enum Setup {
     EmptyPrograms,
     Counters,
     Events,
+    /// kcmp-trace counting with `--readers` (the everyone-else section only).
+    Readers,
     /// bpftrace on the syscall tracepoints: calls by type and result, a log2 latency
     /// histogram.
     BpftraceCounts,
@@ -58,8 +67,18 @@ impl Setup {
             Setup::EmptyPrograms => "empty_programs",
             Setup::Counters => "counters",
             Setup::Events => "events",
+            Setup::Readers => "readers",
             Setup::BpftraceCounts => "bpftrace_counts",
             Setup::BpftraceLines => "bpftrace_lines",
+        }
+    }
+
+    /// What kcmp-trace is asked for in this setup, on top of counting's `config`.
+    fn config(self, config: &TraceConfig) -> TraceConfig {
+        TraceConfig {
+            events: self == Setup::Events,
+            readers: self == Setup::Readers,
+            ..config.clone()
         }
     }
 }
@@ -242,6 +261,15 @@ pub struct BenchReport {
     pub preemption: String,
     pub rounds: usize,
     pub round_ms: u64,
+    /// What a kcmp call pays (absent with `--only everyone-else`).
+    #[serde(flatten)]
+    pub kcmp: Option<KcmpBench>,
+    /// What processes that never call kcmp pay (absent with `--only kcmp`).
+    pub everyone_else: Option<EveryoneElse>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KcmpBench {
     pub rows: Vec<Row>,
     /// kcmp-trace's added cost per kcmp call over that of the empty programs (target <= 1.3).
     pub counters_vs_empty: f64,
@@ -267,16 +295,56 @@ pub struct BenchReport {
     pub consumer_events_per_s: f64,
 }
 
-/// ns per call of `f`, run for `len`.
+/// Loops that never call kcmp, beside no tracer, the floor, counting and `--readers`.
+#[derive(Debug, Serialize)]
+pub struct EveryoneElse {
+    /// What each setup hooks (the floor hooks what counting does).
+    pub hooks: Vec<SetupHooks>,
+    /// Why there is no readers setup, when there is none.
+    pub readers_missing: Option<String>,
+    pub rows: Vec<OtherRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SetupHooks {
+    pub setup: Setup,
+    /// Kernel functions or tracepoints, one per attached program.
+    pub targets: Vec<String>,
+}
+
+/// One loop under one setup, medians of the rounds.
+#[derive(Debug, Serialize)]
+pub struct OtherRow {
+    pub workload: Workload,
+    pub setup: Setup,
+    pub ns_per_op: f64,
+    pub ops_per_s: f64,
+    /// Slowdown in percent: over no tracer, and over the empty programs on the plan's hooks.
+    pub vs_no_tracer_pct: f64,
+    pub vs_floor_pct: f64,
+}
+
+/// A part of the bench, run alone with `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// kcmp calls: the floor, counting, streaming, bpftrace, and where the time goes.
+    Kcmp,
+    /// Loops that never call kcmp, beside the floor, counting and --readers.
+    EveryoneElse,
+}
+
+/// ns per call of `f`, run for `len`. Batches grow to 256 calls: a fast call reads the clock
+/// rarely, and a slow one (an exec under emulation) overruns `len` by little.
 fn time_loop(len: Duration, mut f: impl FnMut()) -> f64 {
     const BATCH: u64 = 256;
     let start = Instant::now();
-    let mut calls = 0u64;
+    let (mut calls, mut batch) = (0u64, 1u64);
     while start.elapsed() < len {
-        for _ in 0..BATCH {
+        for _ in 0..batch {
             f();
         }
-        calls += BATCH;
+        calls += batch;
+        batch = (batch * 2).min(BATCH);
     }
     start.elapsed().as_nanos() as f64 / calls as f64
 }
@@ -415,24 +483,79 @@ fn peer_missing() -> Option<String> {
     }
 }
 
+/// Attaches a setup: `plan` places the floor, `config` is what counting is asked for.
+fn attach(
+    setup: Setup,
+    plan: &Plan,
+    caps: &Capabilities,
+    config: &TraceConfig,
+) -> anyhow::Result<Attached> {
+    Ok(match setup {
+        Setup::NoTracer => Attached::None,
+        Setup::EmptyPrograms => Attached::Floor(Floor::attach(plan, caps)?),
+        Setup::Counters | Setup::Events | Setup::Readers => {
+            let mut tracer = Tracer::start_with(&setup.config(config), caps)?;
+            let drain = tracer.take_events().map(EventDrain::start);
+            Attached::Tracer(Box::new(tracer), drain)
+        }
+        Setup::BpftraceCounts => Attached::Peer(Peer::start(BPFTRACE_COUNTS)?),
+        Setup::BpftraceLines => Attached::Peer(Peer::start(BPFTRACE_LINES)?),
+    })
+}
+
+/// Indices of `setups` setups, round after round; each round's order is rotated so that no
+/// setup always runs first or last.
+fn interleaved(rounds: usize, setups: usize) -> impl Iterator<Item = usize> {
+    (0..rounds).flat_map(move |r| (0..setups).map(move |k| (k + r) % setups))
+}
+
 pub fn run(
     attach: AttachRequest,
     strategy: StrategyRequest,
     rounds: usize,
     round: Duration,
+    only: Option<Section>,
 ) -> anyhow::Result<BenchReport> {
+    let runs = |section| only.is_none_or(|only| only == section);
+    // Forked before anything is attached (Workbench::new says why).
+    let workbench = runs(Section::EveryoneElse)
+        .then(Workbench::new)
+        .transpose()?;
     let config = TraceConfig {
         attach,
         strategy,
         ..TraceConfig::default()
     };
-    let events_config = TraceConfig {
-        events: true,
-        ..config.clone()
-    };
     let caps = Capabilities::detect();
     // The plan the tracer picks decides where the floor goes.
     let plan = Tracer::start_with(&config, &caps)?.plan.clone();
+    let kcmp = runs(Section::Kcmp)
+        .then(|| kcmp_calls(&plan, &caps, &config, rounds, round))
+        .transpose()?;
+    let everyone_else = workbench
+        .map(|mut bench| other_loops(&mut bench, &plan, &caps, &config, rounds, round))
+        .transpose()?;
+    Ok(BenchReport {
+        attach_mode: plan.mode.name().to_owned(),
+        strategy: plan.strategy.name().to_owned(),
+        preemption: plan.preemption.describe(),
+        rounds,
+        round_ms: round.as_millis() as u64,
+        kcmp,
+        everyone_else,
+    })
+}
+
+/// The kcmp loop (and getpid, mmap) under every setup, interleaved; then where the time
+/// goes and the consumer's ceiling.
+fn kcmp_calls(
+    plan: &Plan,
+    caps: &Capabilities,
+    config: &TraceConfig,
+    rounds: usize,
+    round: Duration,
+) -> anyhow::Result<KcmpBench> {
+    let events_config = Setup::Events.config(config);
     let peer_missing = peer_missing();
     let setups: Vec<Setup> = [
         Setup::NoTracer,
@@ -457,63 +580,23 @@ pub fn run(
         // SAFETY: kcmp with integer arguments only.
         unsafe { libc::syscall(libc::SYS_kcmp, me, me, KCMP_FILE as i64, fd, fd) };
     };
-    let getpid = || {
-        // SAFETY: no arguments.
-        unsafe { libc::syscall(libc::SYS_getpid) };
-    };
-    let mmap = || {
-        // SAFETY: an anonymous private page, unmapped at once.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p != libc::MAP_FAILED {
-                libc::munmap(p, 4096);
-            }
-        }
-    };
-    let attach_setup = |setup: Setup| -> anyhow::Result<Attached> {
-        Ok(match setup {
-            Setup::NoTracer => Attached::None,
-            Setup::EmptyPrograms => Attached::Floor(Floor::attach(&plan, &caps)?),
-            Setup::Counters => {
-                Attached::Tracer(Box::new(Tracer::start_with(&config, &caps)?), None)
-            }
-            Setup::Events => {
-                let mut t = Tracer::start_with(&events_config, &caps)?;
-                let drain = t.take_events().map(EventDrain::start);
-                Attached::Tracer(Box::new(t), drain)
-            }
-            Setup::BpftraceCounts => Attached::Peer(Peer::start(BPFTRACE_COUNTS)?),
-            Setup::BpftraceLines => Attached::Peer(Peer::start(BPFTRACE_LINES)?),
-        })
-    };
 
     let mut kcmp_ns = vec![Vec::new(); setups.len()];
     let mut getpid_ns = vec![Vec::new(); setups.len()];
     let mut mmap_ns = vec![Vec::new(); setups.len()];
     let (mut delivered, mut dropped, mut missed) = (0u64, 0u64, 0u64);
-    for r in 0..rounds {
-        // Rotate the order so no setup always runs first or last in a round.
-        for k in 0..setups.len() {
-            let i = (k + r) % setups.len();
-            let attached = attach_setup(setups[i])?;
-            time_loop(round / 10, kcmp); // warm caches and the JIT'd path
-            kcmp_ns[i].push(time_loop(round, kcmp));
-            getpid_ns[i].push(time_loop(round, getpid));
-            mmap_ns[i].push(time_loop(round, mmap));
-            if let Attached::Tracer(t, drain) = attached {
-                missed += t.hook_counters()?.iter().map(|h| h.misses).sum::<u64>();
-                if let Some(drain) = drain {
-                    dropped += t.counters()?.misc[misc::EVENTS_DROPPED];
-                    drop(t);
-                    delivered += drain.finish();
-                }
+    for i in interleaved(rounds, setups.len()) {
+        let attached = attach(setups[i], plan, caps, config)?;
+        time_loop(round / 10, kcmp); // warm caches and the JIT'd path
+        kcmp_ns[i].push(time_loop(round, kcmp));
+        getpid_ns[i].push(time_loop(round, everyone_else::getpid));
+        mmap_ns[i].push(time_loop(round, everyone_else::mmap_munmap));
+        if let Attached::Tracer(t, drain) = attached {
+            missed += t.hook_counters()?.iter().map(|h| h.misses).sum::<u64>();
+            if let Some(drain) = drain {
+                dropped += t.counters()?.misc[misc::EVENTS_DROPPED];
+                drop(t);
+                delivered += drain.finish();
             }
         }
     }
@@ -532,7 +615,7 @@ pub fn run(
             getpid_ns: g[i],
             getpid_added_ns: g[i] - g[0],
             mmap_ns: m[i],
-            mmap_slowdown_pct: (m[i] / m[0] - 1.0) * 100.0,
+            mmap_slowdown_pct: slowdown_pct(m[i], m[0]),
         })
         .collect();
     let added = |setup: Setup| {
@@ -547,18 +630,13 @@ pub fn run(
         let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?;
         (
-            program_costs(round, &plan, &caps, &config, &events_config, kcmp)?,
-            ladder(rounds, round / 2, &config, &caps, kcmp)?,
+            program_costs(round, plan, caps, config, &events_config, kcmp)?,
+            ladder(rounds, round / 2, config, caps, kcmp)?,
         )
     };
     attribute(&mut program_costs, &components);
     let explained = explain(&program_costs);
-    Ok(BenchReport {
-        attach_mode: plan.mode.name().to_owned(),
-        strategy: plan.strategy.name().to_owned(),
-        preemption: plan.preemption.describe(),
-        rounds,
-        round_ms: round.as_millis() as u64,
+    Ok(KcmpBench {
         counters_vs_empty: counters / floor,
         events_vs_empty: events / floor,
         events_vs_counters: events / counters,
@@ -572,7 +650,82 @@ pub fn run(
         program_costs,
         components,
         explained,
-        consumer_events_per_s: consumer_ceiling(&caps, &events_config, kcmp)?,
+        consumer_events_per_s: consumer_ceiling(caps, &events_config, kcmp)?,
+    })
+}
+
+/// `ns` over `base`, in percent.
+fn slowdown_pct(ns: f64, base: f64) -> f64 {
+    (ns / base - 1.0) * 100.0
+}
+
+/// Every loop of [`Workload::ALL`] under no tracer, the floor, counting and `--readers`,
+/// interleaved as the kcmp loop's setups are.
+fn other_loops(
+    bench: &mut Workbench,
+    plan: &Plan,
+    caps: &Capabilities,
+    config: &TraceConfig,
+    rounds: usize,
+    round: Duration,
+) -> anyhow::Result<EveryoneElse> {
+    // Following the readers needs the kernel's BTF to place exec_update_lock.
+    let (readers, readers_missing) = match Tracer::start_with(&Setup::Readers.config(config), caps)
+    {
+        Ok(tracer) => (Some(tracer.plan.clone()), None),
+        Err(e) => (None, Some(crate::error::one_line(&e))),
+    };
+    let targets = |plan: &Plan| plan.hooks.iter().map(|h| h.target.clone()).collect();
+    let mut setups = vec![Setup::NoTracer, Setup::EmptyPrograms, Setup::Counters];
+    let mut hooks = vec![
+        SetupHooks {
+            setup: Setup::EmptyPrograms,
+            targets: targets(plan),
+        },
+        SetupHooks {
+            setup: Setup::Counters,
+            targets: targets(plan),
+        },
+    ];
+    if let Some(readers) = &readers {
+        setups.push(Setup::Readers);
+        hooks.push(SetupHooks {
+            setup: Setup::Readers,
+            targets: targets(readers),
+        });
+    }
+
+    let mut ns = vec![vec![Vec::new(); setups.len()]; Workload::ALL.len()];
+    for i in interleaved(rounds, setups.len()) {
+        let _attached = attach(setups[i], plan, caps, config)?;
+        for (w, &workload) in Workload::ALL.iter().enumerate() {
+            let len = workload.len(round);
+            // Failures were ruled out when the workbench was made; timing ignores them.
+            let mut op = || {
+                let _ = bench.op(workload);
+            };
+            time_loop(len / 10, &mut op); // warm caches and the hooks' paths
+            ns[w][i].push(time_loop(len, &mut op));
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (workload, ns) in Workload::ALL.into_iter().zip(ns) {
+        let ns: Vec<f64> = ns.into_iter().map(median).collect();
+        let (none, floor) = (ns[0], ns[1]);
+        rows.extend(setups.iter().zip(ns).map(|(&setup, ns)| OtherRow {
+            workload,
+            setup,
+            ns_per_op: ns,
+            ops_per_s: 1e9 / ns,
+            vs_no_tracer_pct: slowdown_pct(ns, none),
+            vs_floor_pct: slowdown_pct(ns, floor),
+        }));
+    }
+    Ok(EveryoneElse {
+        hooks,
+        readers_missing,
+        rows,
     })
 }
 
@@ -588,7 +741,7 @@ fn per_run(c: &ProgramCounters) -> f64 {
 /// run a clock read or two, so they stay off during the rounds).
 fn program_costs(
     round: Duration,
-    plan: &crate::plan::Plan,
+    plan: &Plan,
     caps: &Capabilities,
     config: &TraceConfig,
     events_config: &TraceConfig,
@@ -682,25 +835,22 @@ fn ladder(
     let mut ns = vec![Vec::new(); rungs.len()];
     let mut runs = vec![0u64; rungs.len()];
     let mut images = vec![Image::default(); rungs.len()];
-    for r in 0..rounds {
-        for k in 0..rungs.len() {
-            let i = (k + r) % rungs.len();
-            let (step, program) = rungs[i];
-            let mut solo = Solo::attach(config, caps, program, LADDER_HOOK)?;
-            let drain = match step {
-                Some(Step::Event) => Some(EventDrain::start(solo.take_events()?)),
-                _ => None,
-            };
-            time_loop(len, kcmp);
-            let c = solo.program_counters()?;
-            drop(solo);
-            if let Some(drain) = drain {
-                drain.finish();
-            }
-            ns[i].push(per_run(&c));
-            runs[i] += c.run_count;
-            images[i] = Image::from(&c);
+    for i in interleaved(rounds, rungs.len()) {
+        let (step, program) = rungs[i];
+        let mut solo = Solo::attach(config, caps, program, LADDER_HOOK)?;
+        let drain = match step {
+            Some(Step::Event) => Some(EventDrain::start(solo.take_events()?)),
+            _ => None,
+        };
+        time_loop(len, kcmp);
+        let c = solo.program_counters()?;
+        drop(solo);
+        if let Some(drain) = drain {
+            drain.finish();
         }
+        ns[i].push(per_run(&c));
+        runs[i] += c.run_count;
+        images[i] = Image::from(&c);
     }
     let ns: Vec<f64> = ns.into_iter().map(median).collect();
     Ok(rungs
@@ -791,7 +941,17 @@ pub fn table(r: &BenchReport) -> String {
         "kcmp-trace overhead, attach mode {} (strategy {}), preemption {}, {} interleaved rounds of {} ms, medians\n",
         r.attach_mode, r.strategy, r.preemption, r.rounds, r.round_ms
     );
-    out.push_str(&format!(
+    if let Some(k) = &r.kcmp {
+        out.push_str(&kcmp_table(k, r.rounds));
+    }
+    if let Some(e) = &r.everyone_else {
+        out.push_str(&everyone_else_table(e));
+    }
+    out
+}
+
+fn kcmp_table(r: &KcmpBench, rounds: usize) -> String {
+    let mut out = format!(
         "{:<16} {:>10} {:>13} {:>10} {:>10} {:>10} {:>10} {:>9}\n",
         "setup",
         "kcmp ns",
@@ -801,7 +961,7 @@ pub fn table(r: &BenchReport) -> String {
         "getpid +ns",
         "mmap ns",
         "mmap +%"
-    ));
+    );
     for row in &r.rows {
         out.push_str(&format!(
             "{:<16} {:>10.1} {:>13.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2}\n",
@@ -834,13 +994,61 @@ pub fn table(r: &BenchReport) -> String {
         "consumer: drains and formats {:.0} events/s from a full ring (target >= 1,000,000)\n",
         r.consumer_events_per_s
     ));
-    out.push_str(&where_the_time_goes(r));
+    out.push_str(&where_the_time_goes(r, rounds));
+    out
+}
+
+/// Per loop that never calls kcmp, each setup's ns per op and slowdown; a setup is not
+/// compared with itself.
+fn everyone_else_table(e: &EveryoneElse) -> String {
+    let mut out = String::from(
+        "everyone else: loops that never call kcmp, ns per op; slowdown over no tracer and over \
+         the floor (the empty programs on counting's hooks)\n",
+    );
+    for h in &e.hooks {
+        out.push_str(&format!(
+            "  {} hooks {}: {}\n",
+            h.setup.name(),
+            h.targets.len(),
+            h.targets.join(", ")
+        ));
+    }
+    if let Some(why) = &e.readers_missing {
+        out.push_str(&format!("  no readers rows: {why}\n"));
+    }
+    out.push_str(&format!(
+        "{:<18} {:<16} {:>12} {:>12} {:>13} {:>9}\n",
+        "loop", "setup", "ns/op", "ops/s", "vs no tracer", "vs floor"
+    ));
+    let pct = |shown: bool, x: f64| {
+        if shown {
+            format!("{x:+.1}%")
+        } else {
+            String::new()
+        }
+    };
+    for row in &e.rows {
+        let line = format!(
+            "{:<18} {:<16} {:>12.1} {:>12.1} {:>13} {:>9}",
+            row.workload.name(),
+            row.setup.name(),
+            row.ns_per_op,
+            row.ops_per_s,
+            pct(row.setup != Setup::NoTracer, row.vs_no_tracer_pct),
+            pct(
+                !matches!(row.setup, Setup::NoTracer | Setup::EmptyPrograms),
+                row.vs_floor_pct
+            ),
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
     out
 }
 
 /// Each program's run time and image, the ladder's steps, and how much of counting's and
 /// streaming's added time the steps account for.
-fn where_the_time_goes(r: &BenchReport) -> String {
+fn where_the_time_goes(r: &KcmpBench, rounds: usize) -> String {
     let mut out = String::from(
         "where the time goes (BPF statistics, ns per run; +ns: over the empty program on the same hook; \
          explained: the +ns of the steps one run takes; instructions verified, bytes xlated and JIT'd):\n",
@@ -881,8 +1089,7 @@ fn where_the_time_goes(r: &BenchReport) -> String {
         ));
     }
     out.push_str(&format!(
-        "the steps, each alone on {LADDER_HOOK} (medians of {} rounds):\n",
-        r.rounds
+        "the steps, each alone on {LADDER_HOOK} (medians of {rounds} rounds):\n"
     ));
     for c in &r.components {
         out.push_str(&format!(

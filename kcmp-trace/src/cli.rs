@@ -11,11 +11,21 @@ Exit codes:
   0  success (also after Ctrl-C or SIGTERM)
   1  other failure
   2  bad arguments
-  3  not root and without CAP_BPF + CAP_PERFMON
+  3  not privileged: without CAP_BPF + CAP_PERFMON, or refused for lack of a capability or
+     sysctl, which the message names
   4  tracefs unavailable
   5  a needed hook (tracepoint or kernel function) does not exist
   6  the kernel refused to load or attach a BPF program
-  7  serve: cannot listen on the address";
+  7  serve: cannot listen on the address
+
+Capabilities without root (setcap on the binary, or a systemd unit's set), by attach mode:
+  fentry      CAP_BPF CAP_PERFMON
+  tracepoint  CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH (tracefs), and CAP_SYS_ADMIN where
+              kernel.perf_event_paranoid is 3 (Debian: perf_event_open needs it)
+  kprobe      as tracepoint, and CAP_DAC_OVERRIDE for a user other than root (return
+              probes are defined in tracefs's kprobe_events)
+  all modes   CAP_SYSLOG (kallsyms addresses), CAP_SYS_NICE (map reads at SCHED_FIFO),
+              CAP_SYS_RESOURCE (locked memory, before Linux 5.11)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -169,7 +179,8 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
     pub attach: AttachRequest,
     /// How to tell a call's path: the speculation helpers' return values (direct), or the
-    /// order of permission checks and lock waits (infer, for kernels that inline them).
+    /// order of permission checks and lock waits (infer, for kernels that inline them). On
+    /// a kernel without the series, auto reads each call's result (stock).
     #[arg(long, value_enum, default_value_t = StrategyRequest::Auto)]
     pub strategy: StrategyRequest,
     /// Let the eBPF programs log their diagnostics (aya-log).
@@ -343,6 +354,11 @@ pub struct BenchArgs {
     /// Length of each measurement.
     #[arg(long, value_parser = parse_duration, default_value = "400ms")]
     pub round: Duration,
+    /// Run one section only: `kcmp` (what kcmp calls pay) or `everyone-else` (loops that
+    /// never call kcmp: getpid, /proc/PID/maps, process_vm_readv, exec, a ps-style scan,
+    /// mmap).
+    #[arg(long, value_enum, value_name = "SECTION")]
+    pub only: Option<crate::bench::Section>,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "PATH")]
     pub json_out: Option<std::path::PathBuf>,

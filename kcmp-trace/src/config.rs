@@ -19,7 +19,8 @@ pub enum AttachRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StrategyRequest {
-    /// direct where the helpers are real functions, else infer.
+    /// Without the series, stock (the result tells the path); with it, direct where the
+    /// helpers are real functions, else infer.
     Auto,
     Direct,
     Infer,

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use crate::probe::privilege;
+
 /// Exit codes, documented in `kcmp-trace --help`.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -9,7 +11,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad arguments (clap uses 2 as well).
     pub const USAGE: u8 = 2;
-    /// Not root and without CAP_BPF + CAP_PERFMON.
+    /// Not privileged: without CAP_BPF + CAP_PERFMON, or refused for lack of a capability
+    /// or sysctl that the message names.
     pub const PERMISSION: u8 = 3;
     /// tracefs is not mounted and could not be mounted.
     pub const NO_TRACEFS: u8 = 4;
@@ -25,10 +28,14 @@ pub mod exit {
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error(
-        "permission denied: tracing kcmp needs root (or CAP_BPF and CAP_PERFMON); run with sudo"
-    )]
+    /// Without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN). The message names the missing ones,
+    /// read when it is shown: a process's effective set does not change as it runs.
+    #[error("{}", privilege::not_privileged(privilege::CapSet::effective()))]
     Permission,
+    /// The kernel refused something for lack of a capability or sysctl: what, and which
+    /// would allow it (`probe::privilege::why`).
+    #[error("{0}")]
+    Denied(String),
     #[error("tracefs is not available at /sys/kernel/tracing and mounting it failed: {0}")]
     NoTracefs(String),
     #[error("{0}")]
@@ -51,7 +58,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
-            Error::Permission => exit::PERMISSION,
+            Error::Permission | Error::Denied(_) => exit::PERMISSION,
             Error::NoTracefs(_) => exit::NO_TRACEFS,
             Error::NoHook(_) => exit::NO_HOOK,
             Error::Bpf { .. } => exit::BPF,

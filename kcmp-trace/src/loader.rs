@@ -25,7 +25,9 @@ use crate::{
     event_stream::EventStream,
     exited::Exited,
     object::{KernelFacts, event_stream, load_object, program_counters, tracer_object},
-    plan::{AttachMode, Hook, Plan, Role, accuracy, candidates, checks, reader_accuracy},
+    plan::{
+        AttachMode, Hook, LockWaits, Plan, Role, accuracy, candidates, checks, reader_accuracy,
+    },
     probe::{self, kallsyms::TextSymbols},
     readout::{CallerRow, HookCounters, ProcessRow},
     retprobe::ReturnProbe,
@@ -82,7 +84,12 @@ impl Tracer {
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 
         let mut rejected = Vec::new();
-        let (tried, why) = candidates(config.attach, config.strategy, &caps.preemption);
+        let (tried, why) = candidates(
+            config.attach,
+            config.strategy,
+            &caps.preemption,
+            caps.series.present(),
+        );
         let facts = KernelFacts {
             series: caps.series.present(),
             comm_offset: checks::comm_offset(caps),
@@ -351,6 +358,7 @@ fn load_and_attach(
     let checks::HookPlan {
         attach: planned,
         mut skipped,
+        lock_waits,
     } = checks::hooks(caps, mode, strategy, facts.readers.is_some())?;
     let series = facts.series;
     let mut ebpf = load_object(tracer_object(), config, strategy, facts)?;
@@ -363,6 +371,7 @@ fn load_and_attach(
                 target: p.target,
                 program: p.program,
                 affects: p.role.affects(),
+                outside_kcmp: p.role.outside_kcmp(),
                 noop: p.noop,
             }),
             Err(e) if !p.required => skipped.push((p.target, crate::error::one_line(&e))),
@@ -370,11 +379,16 @@ fn load_and_attach(
         }
     }
     let attached = |role: Role| hooks.iter().any(|h: &Hook| h.target == role.function());
+    // Waits are timed only if both ends of one attached.
+    let timed = lock_waits.filter(|(waits, _)| match waits {
+        LockWaits::Contention => attached(Role::ContentionBegin) && attached(Role::ContentionEnd),
+        LockWaits::Probes => attached(Role::LockEnter) && attached(Role::LockExit),
+    });
     let mut accuracy = accuracy(
         mode,
         strategy,
         series,
-        attached(Role::LockEnter),
+        timed.map(|(waits, _)| waits),
         attached(Role::ExecSetupExit),
         attached(Role::TsyncEnd),
         caps,
@@ -400,6 +414,8 @@ fn load_and_attach(
             preemption: caps.preemption.clone(),
             why: String::new(),
             hooks,
+            lock_waits: timed.map(|(waits, _)| waits),
+            lock_waits_why: timed.map_or("", |(_, why)| why),
             skipped,
             rejected: Vec::new(),
             accuracy,

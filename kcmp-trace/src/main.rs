@@ -2,16 +2,18 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use kcmp_trace::{
+    bench::everyone_else,
     cli::{Cli, Command, WatchArgs},
     cmd, error, stress,
 };
 
 fn main() -> ExitCode {
-    // Racers (exec racers re-exec themselves thousands of times a second): skip
-    // everything else.
+    // Racers (exec racers re-exec themselves thousands of times a second) and the bench's
+    // exec loop: skip everything else.
     match std::env::args_os().nth(1) {
         Some(a) if a == stress::EXEC_RACER_ARG => stress::exec_racer_loop(),
         Some(a) if a == stress::TSYNC_RACER_ARG => stress::tsync_racer_loop(),
+        Some(a) if a == everyone_else::EXIT_ARG => return ExitCode::SUCCESS,
         _ => {}
     }
     // Die quietly on a closed pipe (`kcmp-trace events | head`), as C tools do.

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint},
+    programs::{KProbeError, ProgramError, RawTracePoint, TracePointError},
+    sys::SyscallError,
 };
 use kcmp_trace_common::{
     classify::Strategy,
@@ -17,8 +18,14 @@ use kcmp_trace_common::{
 };
 
 use crate::{
-    bpf_info, config::TraceConfig, error::Error, event_stream::EventStream,
-    probe::btf::ReaderOffsets,
+    bpf_info,
+    config::TraceConfig,
+    error::Error,
+    event_stream::EventStream,
+    probe::{
+        btf::ReaderOffsets,
+        privilege::{Refused, explain},
+    },
 };
 
 /// An eBPF object the build made from the eBPF crate.
@@ -37,9 +44,23 @@ impl Object {
     }
 
     pub(crate) fn refused(self, e: aya::EbpfError) -> Error {
-        Error::Bpf {
-            what: format!("the eBPF object {}", self.name),
-            source: e.into(),
+        let what = format!("the eBPF object {}", self.name);
+        let hint = match &e {
+            aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) => {
+                explain(Refused::Bpf, io_error)
+            }
+            aya::EbpfError::ProgramError(p) => lacking(p),
+            _ => None,
+        };
+        match hint {
+            Some(hint) => Error::Denied(format!(
+                "the kernel refused {what}: {}; {hint}",
+                crate::error::one_line(&anyhow::Error::new(e))
+            )),
+            None => Error::Bpf {
+                what,
+                source: e.into(),
+            },
         }
     }
 }
@@ -204,6 +225,7 @@ pub(crate) fn bpf_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> E
     let what = what.into();
     move |e| {
         log::debug!("{what}: {e}");
+        let hint = lacking(&e);
         let why = match e {
             ProgramError::LoadError {
                 io_error,
@@ -219,11 +241,44 @@ pub(crate) fn bpf_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> E
             }
             other => crate::error::one_line(&anyhow::Error::new(other)),
         };
-        Error::Bpf {
-            what,
-            source: anyhow::anyhow!(why),
+        match hint {
+            Some(hint) => Error::Denied(format!("the kernel refused {what}: {why}; {hint}")),
+            None => Error::Bpf {
+                what,
+                source: anyhow::anyhow!(why),
+            },
         }
     }
+}
+
+/// Which capability or sysctl the program error's refusal lacks, if it is one: by what
+/// aya was doing when the kernel said EACCES or EPERM.
+fn lacking(e: &ProgramError) -> Option<String> {
+    let (what, io_error) = match e {
+        ProgramError::LoadError { io_error, .. } => (Refused::Bpf, io_error),
+        ProgramError::SyscallError(SyscallError { call, io_error }) => {
+            if call.starts_with("perf_event_open") {
+                (Refused::PerfEventOpen, io_error)
+            } else if call.starts_with("bpf") {
+                (Refused::Bpf, io_error)
+            } else {
+                return None;
+            }
+        }
+        ProgramError::TracePointError(TracePointError::FileError { io_error, .. }) => {
+            (Refused::TracefsRead, io_error)
+        }
+        // Where the kernel has no kprobe PMU, aya defines kprobes in kprobe_events.
+        ProgramError::KProbeError(KProbeError::FileError { filename, io_error }) => {
+            if filename.ends_with("kprobe_events") {
+                (Refused::TracefsWrite, io_error)
+            } else {
+                (Refused::TracefsRead, io_error)
+            }
+        }
+        _ => return None,
+    };
+    explain(what, io_error)
 }
 
 /// The verifier's verdict: the last line of its log that is not a statistic.
@@ -279,6 +334,7 @@ mod tests {
     fn the_bench_object_holds_its_table_s_programs_and_no_others() {
         let table = [
             bench::NOOP_TP,
+            bench::NOOP_RAW_TP,
             bench::NOOP_ENTRY.trampoline,
             bench::NOOP_ENTRY.kprobe,
             bench::NOOP_RETURN.trampoline,

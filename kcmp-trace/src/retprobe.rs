@@ -20,7 +20,11 @@ use anyhow::Context as _;
 
 use crate::{
     bpf_info,
-    probe::{RETPROBE_INSTANCES as INSTANCES, TRACEFS, kprobe_events_file},
+    error::Error,
+    probe::{
+        RETPROBE_INSTANCES as INSTANCES, TRACEFS, kprobe_events_file,
+        privilege::{Refused, explain},
+    },
 };
 
 /// The tracefs group our events are made in.
@@ -44,8 +48,13 @@ impl ReturnProbe {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        define(&format!("r{INSTANCES}:{GROUP}/{event} {function}"))
-            .with_context(|| format!("defining a return probe on {function} in tracefs"))?;
+        define(&format!("r{INSTANCES}:{GROUP}/{event} {function}")).map_err(|e| {
+            refusal(
+                format!("defining a return probe on {function} in tracefs"),
+                Refused::TracefsWrite,
+                e,
+            )
+        })?;
         // From here on, dropping the value removes the event.
         let mut probe = ReturnProbe {
             link: None,
@@ -58,13 +67,30 @@ impl ReturnProbe {
             .join(&probe.event)
             .join("id");
         let id: u64 = std::fs::read_to_string(&id_file)
-            .with_context(|| format!("reading {}", id_file.display()))?
+            .map_err(|e| {
+                refusal(
+                    format!("reading {}", id_file.display()),
+                    Refused::TracefsRead,
+                    e,
+                )
+            })?
             .trim()
             .parse()
             .with_context(|| format!("parsing {}", id_file.display()))?;
-        let perf = open_trace_event(id).context("perf_event_open on the return probe")?;
-        let link = bpf_info::link_perf_event(program, perf.as_fd())
-            .context("BPF_LINK_CREATE on the return probe")?;
+        let perf = open_trace_event(id).map_err(|e| {
+            refusal(
+                "perf_event_open on the return probe".into(),
+                Refused::PerfEventOpen,
+                e,
+            )
+        })?;
+        let link = bpf_info::link_perf_event(program, perf.as_fd()).map_err(|e| {
+            refusal(
+                "BPF_LINK_CREATE on the return probe".into(),
+                Refused::Bpf,
+                e,
+            )
+        })?;
         probe.perf = Some(perf);
         probe.link = Some(link);
         Ok(probe)
@@ -77,6 +103,15 @@ impl Drop for ReturnProbe {
         self.link.take();
         self.perf.take();
         let _ = define(&format!("-:{GROUP}/{}", self.event));
+    }
+}
+
+/// What `doing` met, in one line; a refusal for lack of privilege also says which capability
+/// or sysctl would allow it.
+fn refusal(doing: String, what: Refused, err: std::io::Error) -> anyhow::Error {
+    match explain(what, &err) {
+        Some(why) => Error::Denied(format!("{doing}: {err}; {why}")).into(),
+        None => anyhow::Error::new(err).context(doing),
     }
 }
 

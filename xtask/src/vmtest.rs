@@ -616,8 +616,31 @@ fn run_matches_oracle(
             boundary_paths(&tracer, &total)?;
         } else {
             honest_paths(&tracer, &total, &o)?;
+            one_wait_per_locking_call(&tracer, &plan, &total, o.retry + o.busy)?;
         }
     }
+    Ok(())
+}
+
+/// An exact tracer that times lock waits counts one per call that took its locks: the
+/// kernel's fallbacks, or every call that found its tasks on a kernel without the series.
+/// A contended wait is timed, an uncontended one is a wait of 0.
+fn one_wait_per_locking_call(
+    tracer: &str,
+    plan: &Value,
+    total: &Value,
+    locking_calls: u64,
+) -> anyhow::Result<()> {
+    if total["exact"] != true || plan["lock_waits"].is_null() {
+        return Ok(());
+    }
+    let waits = count(&total["lock_wait_ns"], "count");
+    ensure!(
+        waits == locking_calls,
+        "{tracer} ({} lock waits): {waits} lock waits for {locking_calls} calls that took their \
+         locks",
+        plan["lock_waits"]
+    );
     Ok(())
 }
 
@@ -638,6 +661,7 @@ fn run_all_locked(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> 
             "{tracer}: a fast path on a kernel without one: {}",
             total["by_outcome"]
         );
+        one_wait_per_locking_call(&tracer, &plan, &total, reached)?;
         if total["exact"] == true {
             ensure!(
                 locked == reached,
@@ -1033,7 +1057,7 @@ fn doctor_matches(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
         d["syscall_tracepoints_faultable"],
         guest.faultable_tracepoints()
     );
-    let strategy = if series { "direct" } else { "infer" };
+    let strategy = if series { "direct" } else { "stock" };
     let mode = if guest.preemptible() {
         "kprobe"
     } else {
@@ -1045,6 +1069,31 @@ fn doctor_matches(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
         plan["mode"],
         plan["strategy"],
         plan["why"]
+    );
+    // Nothing every process calls is hooked, but on PREEMPT_RT, where down_read_killable()
+    // times the waits (rwbase_rt fires contention_end preemptible).
+    let everyones = [
+        "down_read_killable",
+        "down_read_killable_nested",
+        "ptrace_may_access",
+    ];
+    let taxing: Vec<&Value> = plan["hooks"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|h| everyones.iter().any(|f| h["target"] == *f))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (waits, taxed) = if guest.model == "rt" {
+        ("probes", true)
+    } else {
+        ("contention", false)
+    };
+    ensure!(
+        plan["lock_waits"] == waits && taxing.is_empty() != taxed,
+        "lock waits {} (want {waits}), hooks on every process's functions: {taxing:?}",
+        plan["lock_waits"]
     );
     // Kprobe mode measures the syscall at its tracepoints only where they see every call.
     if mode == "kprobe" {

@@ -5,13 +5,19 @@ use std::os::fd::AsFd as _;
 use serde::Serialize;
 
 use crate::{
-    cli::DoctorArgs, config::TraceConfig, loader::Tracer, plan::Plan, probe::Capabilities,
+    cli::DoctorArgs,
+    config::TraceConfig,
+    loader::Tracer,
+    plan::Plan,
+    probe::{Capabilities, privilege::Privilege},
 };
 
 #[derive(Serialize)]
 struct Doctor {
     #[serde(flatten)]
     capabilities: Capabilities,
+    /// What this process may do: effective capabilities, perf_event_paranoid, perf events.
+    privilege: Privilege,
     /// fentry tried on kcmp's syscall wrapper: attached, or why not.
     fentry: Result<(), String>,
     /// Comms read straight from task_struct (at this offset), or why the programs call
@@ -90,6 +96,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let plan = try_plan(&capabilities);
     let doctor = Doctor {
         capabilities,
+        privilege: Privilege::read(),
         fentry,
         direct_comm,
         plan,
@@ -109,17 +116,55 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         kcmp_trace_common::arch::NATIVE.kcmp_wrapper()
     );
     println!("privileged        {}", yes(c.privileged));
+    let p = &doctor.privilege;
+    let caps = |held: bool| {
+        let caps: Vec<&str> = (p.capabilities.iter())
+            .filter(|&(_, &h)| h == held)
+            .map(|(&cap, _)| cap)
+            .collect();
+        if caps.is_empty() {
+            "none".to_owned()
+        } else {
+            caps.join(" ")
+        }
+    };
+    if p.capabilities.is_empty() {
+        println!("capabilities      unknown (/proc/self/status unreadable)");
+    } else {
+        println!(
+            "capabilities      held: {}; missing: {}",
+            caps(true),
+            caps(false)
+        );
+    }
+    println!(
+        "perf_event_paranoid {}",
+        p.perf_event_paranoid
+            .map_or("unknown".into(), |level| level.to_string())
+    );
+    match &p.perf_events {
+        Ok(()) => println!(
+            "perf events       allowed: kprobe mode (and tracepoint mode) can attach through \
+             perf_event_open"
+        ),
+        Err(why) => println!(
+            "perf events       refused, so kprobe and tracepoint mode cannot attach: {why}"
+        ),
+    }
     println!("BTF               {}", yes(c.btf));
     match &doctor.direct_comm {
         Ok(offset) => println!("comm read         task_struct+{offset} (two loads)"),
         Err(why) => println!("comm read         bpf_get_current_comm() ({why})"),
     }
-    println!(
-        "tracefs           {}",
-        c.tracefs
-            .as_ref()
-            .map_or("no".into(), |p| p.display().to_string())
-    );
+    match &c.tracefs {
+        Some(path) => println!("tracefs           {}", path.display()),
+        None => println!(
+            "tracefs           no ({})",
+            crate::probe::ensure_tracefs()
+                .err()
+                .map_or("not found".into(), |e| e.to_string())
+        ),
+    }
     println!("kcmp tracepoints  {}", yes(c.kcmp_tracepoints));
     println!(
         "tracepoint runs   {}",

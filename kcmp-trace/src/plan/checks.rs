@@ -7,7 +7,8 @@ use aya::{Ebpf, programs::TracePoint};
 use kcmp_trace_common::{classify::Strategy, programs};
 
 use super::{
-    AttachMode, KCMP_TRACEPOINTS, Role, hook_mode, program_for, roles, syscall_tracepoints_exact,
+    AttachMode, KCMP_TRACEPOINTS, LockWaits, Role, hook_mode, lock_waits, program_for, roles,
+    syscall_tracepoints_exact,
 };
 use crate::{
     attach::attach_program,
@@ -40,7 +41,7 @@ fn preflight(mode: AttachMode) -> anyhow::Result<()> {
                 .into());
             }
         }
-        AttachMode::Fentry => {}
+        AttachMode::Fentry | AttachMode::RawTracepoint => {}
     }
     Ok(())
 }
@@ -60,6 +61,8 @@ pub(crate) struct HookPlan {
     /// Optional hooks left out because their function is not a real symbol here: (target,
     /// why).
     pub skipped: Vec<(String, String)>,
+    /// How lock waits are timed, and why (none on the syscall boundary).
+    pub lock_waits: Option<(LockWaits, &'static str)>,
 }
 
 /// The hooks of one (mode, strategy) on this kernel, with the /proc readers' when `readers`
@@ -83,9 +86,15 @@ pub(crate) fn hooks(
         caps.syscall_tracepoints_faultable,
         &caps.preemption,
     );
+    let waits = lock_waits(
+        strategy,
+        readers,
+        &caps.preemption,
+        caps.lock_contention_tracepoints,
+    );
     let mut attach = Vec::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
-    for (role, required) in roles(strategy, readers) {
+    for (role, required) in roles(strategy, readers, waits.0) {
         let kind = hook_mode(mode, role, tracepoints_exact);
         let (program, noop, target) = program_for(kind, role);
         // Entry and return hooks of one function share the verdict; say it once.
@@ -93,9 +102,14 @@ pub(crate) fn hooks(
             continue;
         }
         // A function that is not a real symbol here (absent or inlined) cannot be hooked.
-        if kind != AttachMode::Tracepoint
-            && !caps.symbol(role.function()).is_some_and(|s| s.kallsyms)
-        {
+        let present = match kind {
+            AttachMode::Tracepoint => true,
+            AttachMode::RawTracepoint => caps.lock_contention_tracepoints,
+            AttachMode::Fentry | AttachMode::Kprobe => {
+                caps.symbol(role.function()).is_some_and(|s| s.kallsyms)
+            }
+        };
+        if !present {
             let why = "not a function in this kernel (absent or inlined)".to_owned();
             if required {
                 return Err(Error::NoHook(format!("{target}: {why}")).into());
@@ -111,7 +125,11 @@ pub(crate) fn hooks(
             target,
         });
     }
-    Ok(HookPlan { attach, skipped })
+    Ok(HookPlan {
+        attach,
+        skipped,
+        lock_waits: (strategy != Strategy::Boundary).then_some(waits),
+    })
 }
 
 /// Whether fentry can attach here: tried on kcmp itself, as a plan would.

@@ -5,6 +5,12 @@
 //! kprobes come first, because a preempted trampoline (fentry/fexit) program makes the kernel
 //! skip that program's other runs on the CPU; elsewhere fentry comes first (cheapest), then
 //! kprobes, then the syscall tracepoints. Each is tried in turn until one attaches.
+//!
+//! Cost for everyone else: the hooks on functions every process calls are only those the
+//! strategy needs. Direct reads the helpers, which only the series' readers call; stock
+//! reads kcmp's result; lock waits are timed at the lock contention tracepoints, which fire
+//! only when a lock is contended. Only infer, the /proc readers and PREEMPT_RT probe
+//! down_read_killable() itself (`lock_waits`).
 
 use kcmp_trace_common::{
     classify::Strategy,
@@ -15,7 +21,7 @@ use serde::Serialize;
 
 use crate::{
     config::{AttachRequest, StrategyRequest},
-    probe::preempt::Preemption,
+    probe::preempt::{Model, Preemption},
 };
 
 pub mod checks;
@@ -30,6 +36,9 @@ pub enum AttachMode {
     Fentry,
     Kprobe,
     Tracepoint,
+    /// A raw tracepoint (the lock contention hooks, in every mode): attached through a bpf()
+    /// link, never a plan's mode.
+    RawTracepoint,
 }
 
 impl AttachMode {
@@ -38,6 +47,7 @@ impl AttachMode {
             AttachMode::Fentry => "fentry",
             AttachMode::Kprobe => "kprobe",
             AttachMode::Tracepoint => "tracepoint",
+            AttachMode::RawTracepoint => "raw_tracepoint",
         }
     }
 }
@@ -78,13 +88,17 @@ pub fn mode_order(
     }
 }
 
-/// Candidate (mode, strategy) pairs, best first, and why the modes are in that order.
+/// Candidate (mode, strategy) pairs, best first, and why the modes are in that order. A
+/// kernel without the series (`series` false) is read by its results (`stock`) unless a
+/// strategy is asked for.
 pub fn candidates(
     attach: AttachRequest,
     strategy: StrategyRequest,
     preemption: &Preemption,
+    series: bool,
 ) -> (Vec<(AttachMode, Strategy)>, String) {
     let strategies: &[Strategy] = match strategy {
+        StrategyRequest::Auto if !series => &[Strategy::Stock],
         StrategyRequest::Auto => &[Strategy::Direct, Strategy::Infer],
         StrategyRequest::Direct => &[Strategy::Direct],
         StrategyRequest::Infer => &[Strategy::Infer],
@@ -116,6 +130,8 @@ pub enum Role {
     LockExit,
     LockNestedEnter,
     LockNestedExit,
+    ContentionBegin,
+    ContentionEnd,
     ExecBegin,
     ExecBeginExit,
     ExecSetupExit,
@@ -142,33 +158,65 @@ pub enum Affects {
     ReaderCalls,
 }
 
+/// What a role's programs hook.
+enum Hooked {
+    /// A kernel function: its pair of programs, and whether they run at its return.
+    Function(Pair, &'static str, bool),
+    /// A raw tracepoint, by name, and its program.
+    RawTracepoint(&'static str, &'static str),
+}
+
 impl Role {
-    /// (its programs, the kernel function they hook, whether they run at its return)
-    fn spec(self) -> (Pair, &'static str, bool) {
+    fn spec(self) -> Hooked {
+        use Hooked::Function;
         use programs::*;
         match self {
-            Role::KcmpEntry => (KCMP_ENTRY, SYSCALL_FN, false),
-            Role::KcmpExit => (KCMP_RETURN, SYSCALL_FN, true),
-            Role::SpecBegin => (SPEC_BEGIN_RETURN, "exec_update_speculate_try_begin", true),
-            Role::SpecRetry => (SPEC_RETRY_RETURN, "exec_update_speculate_retry", true),
-            Role::PermCheck => (PERM_ENTRY, "ptrace_may_access", false),
-            Role::LockEnter => (LOCK_ENTRY, "down_read_killable", false),
-            Role::LockExit => (LOCK_RETURN, "down_read_killable", true),
-            Role::LockNestedEnter => (LOCK_NESTED_ENTRY, "down_read_killable_nested", false),
-            Role::LockNestedExit => (LOCK_NESTED_RETURN, "down_read_killable_nested", true),
-            Role::ExecBegin => (EXEC_BEGIN_ENTRY, "begin_new_exec", false),
-            Role::ExecBeginExit => (EXEC_BEGIN_RETURN, "begin_new_exec", true),
-            Role::ExecSetupExit => (EXEC_SETUP_RETURN, "setup_new_exec", true),
-            Role::TsyncBegin => (TSYNC_ENTRY, "landlock_restrict_sibling_threads", false),
-            Role::TsyncEnd => (TSYNC_RETURN, "landlock_restrict_sibling_threads", true),
-            Role::ReaderEnter(r) => (READER_ENTRY[r as usize], r.function(), false),
-            Role::ReaderExit(r) => (READER_RETURN[r as usize], r.function(), true),
+            Role::KcmpEntry => Function(KCMP_ENTRY, SYSCALL_FN, false),
+            Role::KcmpExit => Function(KCMP_RETURN, SYSCALL_FN, true),
+            Role::SpecBegin => Function(SPEC_BEGIN_RETURN, "exec_update_speculate_try_begin", true),
+            Role::SpecRetry => Function(SPEC_RETRY_RETURN, "exec_update_speculate_retry", true),
+            Role::PermCheck => Function(PERM_ENTRY, "ptrace_may_access", false),
+            Role::LockEnter => Function(LOCK_ENTRY, "down_read_killable", false),
+            Role::LockExit => Function(LOCK_RETURN, "down_read_killable", true),
+            Role::LockNestedEnter => {
+                Function(LOCK_NESTED_ENTRY, "down_read_killable_nested", false)
+            }
+            Role::LockNestedExit => Function(LOCK_NESTED_RETURN, "down_read_killable_nested", true),
+            Role::ExecBegin => Function(EXEC_BEGIN_ENTRY, "begin_new_exec", false),
+            Role::ExecBeginExit => Function(EXEC_BEGIN_RETURN, "begin_new_exec", true),
+            Role::ExecSetupExit => Function(EXEC_SETUP_RETURN, "setup_new_exec", true),
+            Role::TsyncBegin => Function(TSYNC_ENTRY, "landlock_restrict_sibling_threads", false),
+            Role::TsyncEnd => Function(TSYNC_RETURN, "landlock_restrict_sibling_threads", true),
+            Role::ContentionBegin => Hooked::RawTracepoint(CONTENTION_BEGIN, "contention_begin"),
+            Role::ContentionEnd => Hooked::RawTracepoint(CONTENTION_END, "contention_end"),
+            Role::ReaderEnter(r) => Function(READER_ENTRY[r as usize], r.function(), false),
+            Role::ReaderExit(r) => Function(READER_RETURN[r as usize], r.function(), true),
         }
     }
 
-    /// The kernel function this role hooks (for modes other than tracepoint).
+    /// The kernel function this role hooks (for modes other than tracepoint), or its raw
+    /// tracepoint.
     pub fn function(self) -> &'static str {
-        self.spec().1
+        match self.spec() {
+            Hooked::Function(_, function, _) => function,
+            Hooked::RawTracepoint(_, tracepoint) => tracepoint,
+        }
+    }
+
+    /// When the program also runs for work that is not a traced call: what every other
+    /// process pays for it. None: only inside kcmp (or a followed reader).
+    pub fn outside_kcmp(self) -> Option<&'static str> {
+        match self {
+            Role::KcmpEntry | Role::KcmpExit | Role::SpecBegin | Role::SpecRetry => None,
+            Role::PermCheck => Some("every ptrace_may_access() call (mm_access, /proc, ptrace)"),
+            Role::LockEnter | Role::LockExit | Role::LockNestedEnter | Role::LockNestedExit => {
+                Some("every call of it (mmap_read_lock_killable, mm_access)")
+            }
+            Role::ContentionBegin | Role::ContentionEnd => Some("every contended lock only"),
+            Role::ExecBegin | Role::ExecBeginExit | Role::ExecSetupExit => Some("every exec"),
+            Role::TsyncBegin | Role::TsyncEnd => Some("every Landlock TSYNC restriction"),
+            Role::ReaderEnter(_) | Role::ReaderExit(_) => Some("every read of that /proc file"),
+        }
     }
 
     pub fn affects(self) -> &'static [Affects] {
@@ -180,6 +228,8 @@ impl Role {
             Role::LockEnter | Role::LockExit | Role::LockNestedEnter | Role::LockNestedExit => {
                 &[Affects::Outcome, Affects::LockWait]
             }
+            // Direct and stock read no path from them.
+            Role::ContentionBegin | Role::ContentionEnd => &[Affects::LockWait],
             Role::ExecBegin | Role::ExecBeginExit | Role::ExecSetupExit => &[Affects::ExecSections],
             Role::TsyncBegin | Role::TsyncEnd => &[Affects::TsyncSections],
             Role::ReaderEnter(_) | Role::ReaderExit(_) => &[Affects::ReaderCalls],
@@ -187,24 +237,83 @@ impl Role {
     }
 }
 
+/// How a plan times exec_update_lock waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockWaits {
+    /// lock:contention_begin to contention_end: only a contended lock fires them, so an
+    /// uncontended acquisition, anyone's, costs nothing.
+    Contention,
+    /// down_read_killable()'s entry and return: every call of it, in every process.
+    Probes,
+}
+
+/// How a strategy times lock waits here, and why. Infer reads its path from every lock
+/// call; the /proc readers count every other caller's acquisition by call site; on
+/// PREEMPT_RT, rwbase_rt fires contention_end after preempt_enable(), where a preempted
+/// program run makes the kernel skip the next one on that CPU. Everywhere else the
+/// contention tracepoints fire inside the rwsem slow path's preempt_disable() section.
+pub fn lock_waits(
+    strategy: Strategy,
+    readers: bool,
+    preemption: &Preemption,
+    contention_tracepoints: bool,
+) -> (LockWaits, &'static str) {
+    if strategy == Strategy::Infer {
+        (
+            LockWaits::Probes,
+            "down_read_killable() probed: infer reads the path from every lock call",
+        )
+    } else if readers {
+        (
+            LockWaits::Probes,
+            "down_read_killable() probed: --readers counts every caller's acquisition",
+        )
+    } else if preemption.model == Some(Model::Rt) {
+        (
+            LockWaits::Probes,
+            "down_read_killable() probed: PREEMPT_RT runs contention_end preemptible",
+        )
+    } else if !contention_tracepoints {
+        (
+            LockWaits::Probes,
+            "down_read_killable() probed: no lock contention tracepoints in this kernel",
+        )
+    } else {
+        (
+            LockWaits::Contention,
+            "lock contention tracepoints: only contended locks fire them",
+        )
+    }
+}
+
 /// The hooks of a strategy: (role, required). Optional hooks add lock wait, the exec side
 /// and, when `readers` are followed, the /proc readers present in this kernel; without
 /// them kcmp's outcomes stay right.
-pub fn roles(strategy: Strategy, readers: bool) -> Vec<(Role, bool)> {
+pub fn roles(strategy: Strategy, readers: bool, waits: LockWaits) -> Vec<(Role, bool)> {
     let mut roles = vec![(Role::KcmpEntry, true), (Role::KcmpExit, true)];
     match strategy {
         Strategy::Boundary => return roles,
-        Strategy::Direct => roles.extend([
-            (Role::SpecBegin, true),
-            (Role::SpecRetry, true),
-            (Role::LockEnter, false),
-        ]),
+        Strategy::Direct => roles.extend([(Role::SpecBegin, true), (Role::SpecRetry, true)]),
         Strategy::Infer => roles.extend([(Role::PermCheck, true), (Role::LockEnter, true)]),
+        Strategy::Stock => {}
+    }
+    match waits {
+        LockWaits::Contention => {
+            roles.extend([(Role::ContentionBegin, false), (Role::ContentionEnd, false)])
+        }
+        LockWaits::Probes => {
+            if strategy != Strategy::Infer {
+                roles.push((Role::LockEnter, false));
+            }
+            roles.extend([
+                (Role::LockExit, false),
+                (Role::LockNestedEnter, false),
+                (Role::LockNestedExit, false),
+            ]);
+        }
     }
     roles.extend([
-        (Role::LockExit, false),
-        (Role::LockNestedEnter, false),
-        (Role::LockNestedExit, false),
         (Role::ExecBegin, false),
         (Role::ExecBeginExit, false),
         (Role::ExecSetupExit, false),
@@ -236,6 +345,7 @@ pub fn syscall_tracepoints_exact(exist: bool, faultable: bool, preemption: &Pree
 /// (`retprobe`), whose handlers run with preemption off.
 pub fn hook_mode(mode: AttachMode, role: Role, syscall_tracepoints_exact: bool) -> AttachMode {
     match (mode, role) {
+        (_, Role::ContentionBegin | Role::ContentionEnd) => AttachMode::RawTracepoint,
         (AttachMode::Kprobe, Role::KcmpEntry | Role::KcmpExit) if syscall_tracepoints_exact => {
             AttachMode::Tracepoint
         }
@@ -245,8 +355,13 @@ pub fn hook_mode(mode: AttachMode, role: Role, syscall_tracepoints_exact: bool) 
 
 /// (program, its do-nothing twin, target) of a role in a mode.
 pub fn program_for(mode: AttachMode, role: Role) -> (&'static str, &'static str, String) {
-    use programs::bench::{NOOP_ENTRY, NOOP_RETURN, NOOP_TP};
-    let (pair, function, at_return) = role.spec();
+    use programs::bench::{NOOP_ENTRY, NOOP_RAW_TP, NOOP_RETURN, NOOP_TP};
+    let (pair, function, at_return) = match role.spec() {
+        Hooked::Function(pair, function, at_return) => (pair, function, at_return),
+        Hooked::RawTracepoint(program, tracepoint) => {
+            return (program, NOOP_RAW_TP, tracepoint.into());
+        }
+    };
     let noop = if at_return { NOOP_RETURN } else { NOOP_ENTRY };
     match (mode, at_return) {
         (AttachMode::Tracepoint, false) => {
@@ -256,7 +371,9 @@ pub fn program_for(mode: AttachMode, role: Role) -> (&'static str, &'static str,
             (programs::KCMP_TP_EXIT, NOOP_TP, KCMP_TRACEPOINTS[1].into())
         }
         (AttachMode::Kprobe, _) => (pair.kprobe, noop.kprobe, function.into()),
-        (AttachMode::Fentry, _) => (pair.trampoline, noop.trampoline, function.into()),
+        (AttachMode::Fentry | AttachMode::RawTracepoint, _) => {
+            (pair.trampoline, noop.trampoline, function.into())
+        }
     }
 }
 
@@ -277,6 +394,9 @@ pub struct Hook {
     pub program: &'static str,
     /// What a skipped run of this program leaves incomplete.
     pub affects: &'static [Affects],
+    /// When it also runs for processes that are not in a traced call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside_kcmp: Option<&'static str>,
     /// The do-nothing program of the same kind, for the benchmark floor.
     #[serde(skip)]
     pub noop: &'static str,
@@ -294,6 +414,9 @@ pub struct Plan {
     /// Why the modes were tried in the order they were.
     pub why: String,
     pub hooks: Vec<Hook>,
+    /// How lock waits are timed (none on the syscall boundary), and why.
+    pub lock_waits: Option<LockWaits>,
+    pub lock_waits_why: &'static str,
     /// Optional hooks that did not attach, and why.
     pub skipped: Vec<(String, String)>,
     /// (mode, strategy) pairs tried before this one, and why each did not attach.
@@ -317,8 +440,17 @@ impl Plan {
             ),
             format!("  why: {}", self.why),
         ];
+        if self.lock_waits.is_some() {
+            lines.push(format!("  lock waits: {}", self.lock_waits_why));
+        }
         for h in &self.hooks {
-            lines.push(format!("  {:<22} {}", h.program, h.target));
+            match h.outside_kcmp {
+                Some(when) => lines.push(format!(
+                    "  {:<22} {}  (also outside kcmp: {when})",
+                    h.program, h.target
+                )),
+                None => lines.push(format!("  {:<22} {}", h.program, h.target)),
+            }
         }
         for (target, why) in &self.skipped {
             lines.push(format!("  skipped {target}: {why}"));
@@ -338,7 +470,7 @@ pub fn accuracy(
     mode: AttachMode,
     strategy: Strategy,
     series: bool,
-    lock_hooked: bool,
+    lock_waits: Option<LockWaits>,
     exec_hooked: bool,
     tsync_hooked: bool,
     caps: &crate::probe::Capabilities,
@@ -395,6 +527,12 @@ pub fn accuracy(
             "fast, retry, busy",
             "exact (return values of exec_update_speculate_try_begin/retry)".to_owned(),
         )),
+        Strategy::Stock => lines.push((
+            "locked",
+            "exact: without the series every call that finds both tasks locks first, so its \
+             result tells its path (-ESRCH no_task, -EINTR interrupted, else locked)"
+                .to_owned(),
+        )),
         Strategy::Infer => lines.push((
             if series {
                 "fast, retry, busy"
@@ -407,10 +545,16 @@ pub fn accuracy(
     }
     lines.push((
         "lock wait",
-        if lock_hooked {
-            "exact (down_read_killable entry to return)"
-        } else {
-            "unavailable"
+        match lock_waits {
+            Some(LockWaits::Contention) => {
+                "exact: the time a call blocked on a contended exec_update_lock \
+                 (lock:contention_begin to contention_end); one wait of 0 for a call that took \
+                 its locks uncontended"
+            }
+            Some(LockWaits::Probes) => {
+                "exact: down_read_killable() entry to return, the acquisition's whole time"
+            }
+            None => "unavailable",
         }
         .to_owned(),
     ));
@@ -483,7 +627,7 @@ pub fn reader_accuracy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::preempt::{Model, Preemption};
+    use crate::probe::preempt::Preemption;
 
     fn preemption(model: Option<Model>) -> Preemption {
         Preemption {
@@ -500,6 +644,7 @@ mod tests {
                 AttachRequest::Auto,
                 StrategyRequest::Auto,
                 &preemption(model),
+                true,
             );
             assert_eq!(
                 order[0],
@@ -517,6 +662,7 @@ mod tests {
                 AttachRequest::Auto,
                 StrategyRequest::Infer,
                 &preemption(Some(model)),
+                false,
             );
             assert_eq!(
                 order,
@@ -535,19 +681,100 @@ mod tests {
             AttachRequest::Fentry,
             StrategyRequest::Direct,
             &preemption(Some(Model::Full)),
+            true,
         );
         assert_eq!(order, vec![(AttachMode::Fentry, Strategy::Direct)]);
         assert!(why.contains("skips are counted"), "{why}");
     }
 
     #[test]
+    fn a_kernel_without_the_series_is_read_by_its_results() {
+        let (order, _) = candidates(
+            AttachRequest::Auto,
+            StrategyRequest::Auto,
+            &preemption(Some(Model::Voluntary)),
+            false,
+        );
+        assert_eq!(
+            order,
+            vec![
+                (AttachMode::Fentry, Strategy::Stock),
+                (AttachMode::Kprobe, Strategy::Stock),
+                (AttachMode::Tracepoint, Strategy::Boundary)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_infer_readers_and_rt_probe_every_lock_call() {
+        let lazy = preemption(Some(Model::Lazy));
+        for strategy in [Strategy::Direct, Strategy::Stock] {
+            assert_eq!(
+                lock_waits(strategy, false, &lazy, true).0,
+                LockWaits::Contention
+            );
+            assert_eq!(lock_waits(strategy, true, &lazy, true).0, LockWaits::Probes);
+            assert_eq!(
+                lock_waits(strategy, false, &preemption(Some(Model::Rt)), true).0,
+                LockWaits::Probes
+            );
+            assert_eq!(
+                lock_waits(strategy, false, &lazy, false).0,
+                LockWaits::Probes
+            );
+        }
+        assert_eq!(
+            lock_waits(Strategy::Infer, false, &lazy, true).0,
+            LockWaits::Probes
+        );
+    }
+
+    #[test]
+    fn direct_and_stock_hook_nothing_every_process_calls() {
+        // Functions any process calls: a hook there taxes work that never calls kcmp.
+        let everyones = [
+            Role::PermCheck,
+            Role::LockEnter,
+            Role::LockExit,
+            Role::LockNestedEnter,
+            Role::LockNestedExit,
+        ];
+        for strategy in [Strategy::Direct, Strategy::Stock] {
+            let roles = roles(strategy, false, LockWaits::Contention);
+            assert!(
+                roles.iter().all(|(r, _)| !everyones.contains(r)),
+                "{strategy:?}: {roles:?}"
+            );
+            assert!(roles.contains(&(Role::ContentionEnd, false)));
+        }
+        let infer = roles(Strategy::Infer, false, LockWaits::Probes);
+        assert!(infer.contains(&(Role::LockEnter, true)));
+        assert!(infer.contains(&(Role::PermCheck, true)));
+        assert_eq!(
+            program_for(AttachMode::Kprobe, Role::ContentionBegin),
+            (
+                "contend_begin",
+                "noop_raw_tp",
+                "contention_begin".to_owned()
+            )
+        );
+    }
+
+    #[test]
     fn every_role_says_what_a_skipped_run_costs() {
-        for strategy in [Strategy::Boundary, Strategy::Direct, Strategy::Infer] {
-            let roles = roles(strategy, true);
-            assert!(roles.contains(&(Role::KcmpEntry, true)));
-            assert!(roles.contains(&(Role::KcmpExit, true)));
-            for (role, _) in roles {
-                assert!(!role.affects().is_empty());
+        for strategy in [
+            Strategy::Boundary,
+            Strategy::Direct,
+            Strategy::Infer,
+            Strategy::Stock,
+        ] {
+            for waits in [LockWaits::Contention, LockWaits::Probes] {
+                let roles = roles(strategy, true, waits);
+                assert!(roles.contains(&(Role::KcmpEntry, true)));
+                assert!(roles.contains(&(Role::KcmpExit, true)));
+                for (role, _) in roles {
+                    assert!(!role.affects().is_empty());
+                }
             }
         }
         assert_eq!(

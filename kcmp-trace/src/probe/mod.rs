@@ -4,6 +4,7 @@ pub mod btf;
 pub mod kallsyms;
 pub mod kernel;
 pub mod preempt;
+pub mod privilege;
 
 use std::{
     path::{Path, PathBuf},
@@ -61,6 +62,9 @@ pub const KCMP_SYMBOLS: &[&str] = &[
 /// runs them faultable: preemptible, with a per-program, per-CPU recursion guard (7.2).
 const FAULTABLE_TRACEPOINT_RUNNER: &str = "trace_call_bpf_faultable";
 
+/// The lock contention tracepoints' iterator (`lock:contention_begin`, 5.19 and later).
+const CONTENTION_TRACEPOINT: &str = "__traceiter_contention_begin";
+
 /// The helpers the exec_update_seq series adds.
 pub const SERIES_HELPERS: [&str; 2] = [
     "exec_update_speculate_try_begin",
@@ -106,6 +110,8 @@ pub struct Capabilities {
     /// in kallsyms): on a preemptible kernel one preempted mid-run makes the kernel skip
     /// that program's other runs on the CPU, as with fentry.
     pub syscall_tracepoints_faultable: bool,
+    /// The kernel has the `lock:contention_begin` and `contention_end` tracepoints.
+    pub lock_contention_tracepoints: bool,
     pub kprobes: bool,
     pub symbols: Vec<Symbol>,
     pub series: Series,
@@ -174,6 +180,7 @@ impl Capabilities {
             tracefs,
             kcmp_tracepoints,
             syscall_tracepoints_faultable: kallsyms.contains(FAULTABLE_TRACEPOINT_RUNNER),
+            lock_contention_tracepoints: kallsyms.contains(CONTENTION_TRACEPOINT),
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
             symbols,
             series,
@@ -216,24 +223,24 @@ pub fn process_alive(tgid: u32) -> bool {
     }
 }
 
-/// Root, or the capabilities BPF tracing needs (CAP_BPF 39 and CAP_PERFMON 38, or CAP_SYS_ADMIN 21).
+/// Root, or the capabilities BPF tracing needs at the least (CAP_BPF and CAP_PERFMON, or
+/// CAP_SYS_ADMIN); what each attach mode needs besides is named when the kernel refuses it.
 pub fn privileged() -> bool {
-    let Some(caps) = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-    else {
-        return false;
-    };
-    let has = |bit: u32| caps & (1u64 << bit) != 0;
-    has(21) || (has(39) && has(38))
+    privilege::CapSet::effective().is_some_and(privilege::may_trace)
 }
 
 /// tracefs at /sys/kernel/tracing, mounted if needed.
 pub fn ensure_tracefs() -> Result<PathBuf, crate::error::Error> {
+    // Mounted, but closed to us (mode 0700): mounting it again would not help.
+    let events = Path::new(TRACEFS).join("events");
+    if let Err(e) = std::fs::metadata(&events)
+        && let Some(why) = privilege::explain(privilege::Refused::TracefsRead, &e)
+    {
+        return Err(crate::error::Error::Denied(format!(
+            "reading {}: {e}; {why}",
+            events.display()
+        )));
+    }
     mount_if_needed("tracefs", TRACEFS, "events").map_err(crate::error::Error::NoTracefs)
 }
 

@@ -29,13 +29,26 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{config::TraceConfig, error::Error, lifecycle::announce, loader::Tracer};
+use crate::{config::TraceConfig, error::Error, lifecycle::announce, loader::Tracer, plan::Plan};
 use comms::CommTable;
 use events::Hub;
 use reads::Reads;
 use rejections::Rejections;
 use state::AppState;
 use webconfig::CredentialChecks;
+
+/// Names each candidate tried before the plan, and why it did not attach, in the journal at
+/// the unit's level (warn): a plan other than the first candidate is less exact, and a
+/// refusal for lack of privilege says there which capability or sysctl would allow it.
+fn log_fallback(plan: &Plan) {
+    for (what, why) in &plan.rejected {
+        log::warn!(
+            "attached {} + {} instead of {what}: {why}",
+            plan.mode.name(),
+            plan.strategy.name()
+        );
+    }
+}
 
 /// How long in-flight responses may take to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_millis(1500);
@@ -300,6 +313,7 @@ async fn attach_and_serve(
         encoders: tokio::sync::Semaphore::new(HTTP_WORKERS),
     });
     announce(&plan);
+    log_fallback(&plan);
     let credentials = match &web.auth {
         Some(auth) => Some(CredentialChecks::start(auth.clone())?),
         None => None,
