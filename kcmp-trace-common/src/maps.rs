@@ -24,6 +24,22 @@ pub const READER_THREADS_MAP: &str = "READER_THREADS";
 /// Other callers' counts by caller address (`reader::CallerCounts`).
 pub const OTHER_CALLERS_MAP: &str = "OTHER_CALLERS";
 
+/// Per-CPU runs of the hooks on functions every process calls that found no kcmp call in
+/// flight, by slot (`outside`): what the tracer costs the rest of the host.
+pub const OUTSIDE_RUNS_MAP: &str = "OUTSIDE_RUNS";
+
+/// Slots of `OUTSIDE_RUNS`, one per program that filters for kcmp's threads.
+pub mod outside {
+    pub const CONTENTION_BEGIN: u32 = 0;
+    pub const CONTENTION_END: u32 = 1;
+    pub const LOCK_ENTRY: u32 = 2;
+    pub const LOCK_RETURN: u32 = 3;
+    pub const LOCK_NESTED_ENTRY: u32 = 4;
+    pub const LOCK_NESTED_RETURN: u32 = 5;
+    pub const PERM_ENTRY: u32 = 6;
+    pub const SLOTS: u32 = 7;
+}
+
 /// Read-only globals set at load time (the verifier prunes what they switch off).
 pub mod globals {
     /// u8: 1 to trace only the tgids in TGID_FILTER.

@@ -40,7 +40,7 @@ use kcmp_trace_common::{
     maps::{
         self, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_THREADS, MAX_OTHER_CALLERS, MAX_TGID_FILTER,
         MAX_WRITERS, ProcessTotals, STAGE_EVENTS, STAGE_RECORD_BYTES, StageFill, ThreadState,
-        flush, globals, misc, writer,
+        flush, globals, misc, outside, writer,
     },
     named_as,
     outcome::Outcome,
@@ -93,6 +93,10 @@ static THREAD_NODE_OFFSET: Global<u32> = Global::new(0);
 
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+/// Runs outside kcmp of the hooks every process meets (`maps::outside`). Each slot is
+/// written by one program, whose runs never overlap on a CPU, so a plain add is exact.
+#[map]
+static OUTSIDE_RUNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(outside::SLOTS, 0);
 /// Sized by userspace at load time (`--ring-size`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -326,6 +330,25 @@ fn in_call() -> Option<&'static mut ThreadState> {
     in_kcmp().or_else(|| reader_thread().filter(|t| t.active != 0))
 }
 
+/// A run of the program of `slot` found no kcmp call: counted as work it taxed.
+#[inline(always)]
+fn ran_outside(slot: u32) {
+    if let Some(n) = OUTSIDE_RUNS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's cell of this program's slot (see OUTSIDE_RUNS).
+        unsafe { *n += 1 };
+    }
+}
+
+/// The calling thread's kcmp call in flight; a run that finds none counts in `slot`.
+#[inline(always)]
+fn in_kcmp_or_outside(slot: u32) -> Option<&'static mut ThreadState> {
+    let call = in_kcmp();
+    if call.is_none() {
+        ran_outside(slot);
+    }
+    call
+}
+
 /// exec_update_speculate_try_begin() returned: a call's trail, or another caller's count.
 #[inline(always)]
 pub fn on_spec_begin(ok: bool, caller: impl FnOnce() -> u64) {
@@ -371,7 +394,9 @@ pub fn on_spec_retry(retry: bool, caller: impl FnOnce() -> u64) {
 /// ptrace_may_access() was called.
 #[inline(always)]
 pub fn on_perm_check() {
-    if let Some(call) = in_call()
+    let call = in_kcmp_or_outside(outside::PERM_ENTRY)
+        .or_else(|| reader_thread().filter(|t| t.active != 0));
+    if let Some(call) = call
         && call.trail & LOCK == 0
     {
         call.trail |= PERM_BEFORE_LOCK;
@@ -382,8 +407,8 @@ pub fn on_perm_check() {
 /// inside a /proc reader only its task's counts; for any other caller, an exec_update_lock
 /// recognised by where it sits (`is_exec_update_lock`) starts a wait counted by caller.
 #[inline(always)]
-pub fn on_lock_enter(sem: impl FnOnce() -> u64) {
-    if let Some(call) = in_kcmp() {
+pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64) {
+    if let Some(call) = in_kcmp_or_outside(slot) {
         lock_wait_begins(call);
         return;
     }
@@ -430,9 +455,10 @@ const LCB_F_RT: u32 = 1 << 3;
 #[inline(always)]
 pub fn on_contention_begin(lock: u64, flags: u32) {
     if flags & !LCB_F_RT != LCB_F_READ {
+        ran_outside(outside::CONTENTION_BEGIN);
         return;
     }
-    if let Some(call) = in_kcmp() {
+    if let Some(call) = in_kcmp_or_outside(outside::CONTENTION_BEGIN) {
         call.lock_addr = lock;
         lock_wait_begins(call);
     }
@@ -442,7 +468,7 @@ pub fn on_contention_begin(lock: u64, flags: u32) {
 /// began on (the rwsem's own wait_lock may contend in between).
 #[inline(always)]
 pub fn on_contention_end(lock: u64) {
-    if let Some(call) = in_kcmp()
+    if let Some(call) = in_kcmp_or_outside(outside::CONTENTION_END)
         && lock != 0
         && call.lock_addr == lock
     {
@@ -496,8 +522,8 @@ fn unfinished_lock_wait(misc: &mut [u64; misc::SLOTS]) {
 /// down_read_killable() returned to `caller`. Marks kcmp's lock too, in case its entry was
 /// skipped; another caller's wait ends and is counted under its call site.
 #[inline(always)]
-pub fn on_lock_exit(caller: impl FnOnce() -> u64) {
-    if let Some(call) = in_kcmp() {
+pub fn on_lock_exit(slot: u32, caller: impl FnOnce() -> u64) {
+    if let Some(call) = in_kcmp_or_outside(slot) {
         call.trail |= LOCK;
         lock_wait_ends(call);
         return;

@@ -26,7 +26,7 @@ use aya_ebpf::{
     },
 };
 use calls::KcmpArgs;
-use kcmp_trace_common::{arch::Arch, named_as, programs, reader::ProcReader};
+use kcmp_trace_common::{arch::Arch, maps::outside, named_as, programs, reader::ProcReader};
 use tp::{tp_args, tp_ret};
 
 named_as!(kcmp_tp_enter, programs::KCMP_TP_ENTER);
@@ -213,16 +213,18 @@ return_hook!(programs::SPEC_RETRY_RETURN => spec_retry_fexit, spec_retry_kretpro
 // Permission checks and exec_update_lock waits inside kcmp and the /proc readers (infer
 // strategy, lock wait), and other callers' exec_update_lock waits.
 entry_hook!(programs::PERM_ENTRY => perm_fentry, perm_kprobe, |_: &_| calls::on_perm_check());
-entry_hook!(programs::LOCK_ENTRY => lock_fentry, lock_kprobe, |site: &_| lock_enter(site));
-return_hook!(programs::LOCK_RETURN => lock_fexit, lock_kretprobe, |_, site: &_| lock_exit(site));
+entry_hook!(programs::LOCK_ENTRY => lock_fentry, lock_kprobe,
+    |site: &_| lock_enter(outside::LOCK_ENTRY, site));
+return_hook!(programs::LOCK_RETURN => lock_fexit, lock_kretprobe,
+    |_, site: &_| lock_exit(outside::LOCK_RETURN, site));
 // An fentry program is bound to one function: lockdep kernels' nested variant needs its own.
 entry_hook!(
     programs::LOCK_NESTED_ENTRY => lock_nested_fentry,
     lock_nested_kprobe,
-    |site: &_| lock_enter(site)
+    |site: &_| lock_enter(outside::LOCK_NESTED_ENTRY, site)
 );
 return_hook!(programs::LOCK_NESTED_RETURN => lock_nested_fexit, lock_nested_kretprobe,
-    |_, site: &_| lock_exit(site));
+    |_, site: &_| lock_exit(outside::LOCK_NESTED_RETURN, site));
 
 named_as!(contend_begin, programs::CONTENTION_BEGIN);
 named_as!(contend_end, programs::CONTENTION_END);
@@ -244,14 +246,14 @@ pub fn contend_end(ctx: RawTracePointContext) -> u32 {
 
 /// down_read_killable(sem): its rwsem, read only if a reader or other caller needs it.
 #[inline(always)]
-fn lock_enter(site: &impl Site) {
-    calls::on_lock_enter(|| site.arg_word(0));
+fn lock_enter(slot: u32, site: &impl Site) {
+    calls::on_lock_enter(slot, || site.arg_word(0));
 }
 
 /// down_read_killable() returned: where to, read only for another caller's wait.
 #[inline(always)]
-fn lock_exit(site: &impl ReturnSite) {
-    calls::on_lock_exit(|| site.caller());
+fn lock_exit(slot: u32, site: &impl ReturnSite) {
+    calls::on_lock_exit(slot, || site.caller());
 }
 
 // The write side: an exec holds exec_update_lock from exec_mmap() (inside begin_new_exec())

@@ -40,6 +40,8 @@ pub struct Tracer {
     /// The release of the kernel it is attached to (`uname -r`).
     pub kernel_release: String,
     counters: PerCpuArray<MapData, Counters>,
+    /// Runs outside kcmp of the hooks every process meets, per slot (`maps::outside`).
+    outside_runs: PerCpuArray<MapData, u64>,
     /// Per-process totals; removing exited processes needs the map mutably. Their final
     /// totals move to `exited` first (taken under this lock, then `exited`'s).
     processes: Mutex<HashMap<MapData, u32, ProcessTotals>>,
@@ -146,6 +148,10 @@ impl Tracer {
             ebpf.take_map(maps::COUNTERS_MAP)
                 .context("COUNTERS map missing")?,
         )?;
+        let outside_runs = PerCpuArray::try_from(
+            ebpf.take_map(maps::OUTSIDE_RUNS_MAP)
+                .context("OUTSIDE_RUNS map missing")?,
+        )?;
         let processes = Mutex::new(HashMap::try_from(
             ebpf.take_map(maps::PROCESSES_MAP)
                 .context("PROCESSES map missing")?,
@@ -174,6 +180,7 @@ impl Tracer {
             plan,
             kernel_release: caps.kernel.clone(),
             counters,
+            outside_runs,
             processes,
             exited: Mutex::new(Exited::new(config.max_processes as usize)),
             max_processes: config.max_processes,
@@ -217,9 +224,23 @@ impl Tracer {
                     misses: kernel.recursion_misses + probe_misses,
                     run_time_ns: kernel.run_time_ns,
                     run_count: kernel.run_count,
+                    runs_outside_kcmp: hook
+                        .outside_slot
+                        .map(|slot| self.runs_outside_kcmp(slot))
+                        .transpose()?,
                 })
             })
             .collect()
+    }
+
+    /// All CPUs' runs of one OUTSIDE_RUNS slot.
+    fn runs_outside_kcmp(&self, slot: u32) -> anyhow::Result<u64> {
+        let _fifo = UnpreemptedReads::enter();
+        let per_cpu = self
+            .outside_runs
+            .get(&slot, 0)
+            .context("reading OUTSIDE_RUNS")?;
+        Ok(per_cpu.iter().sum())
     }
 
     /// What the kernel says about one of the attached programs.
@@ -372,6 +393,7 @@ fn load_and_attach(
                 program: p.program,
                 affects: p.role.affects(),
                 outside_kcmp: p.role.outside_kcmp(),
+                outside_slot: p.role.outside_slot(),
                 noop: p.noop,
             }),
             Err(e) if !p.required => skipped.push((p.target, crate::error::one_line(&e))),

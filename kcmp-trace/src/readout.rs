@@ -126,6 +126,10 @@ pub struct HookCounters {
     pub misses: u64,
     pub run_time_ns: u64,
     pub run_count: u64,
+    /// For a hook on a function every process calls: its runs that found no kcmp call,
+    /// the work it taxed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_outside_kcmp: Option<u64>,
 }
 
 #[cfg(test)]

@@ -463,6 +463,7 @@ mod tests {
                 misses: hooks_misses,
                 run_time_ns: 0,
                 run_count: 0,
+                runs_outside_kcmp: None,
             }],
             at_s,
         }

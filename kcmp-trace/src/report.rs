@@ -737,6 +737,7 @@ mod tests {
             misses,
             run_time_ns: 0,
             run_count: 0,
+            runs_outside_kcmp: None,
         };
         let d = missed_since(&[hook(12)], &[hook(5)]);
         assert_eq!(d, vec![missed("kcmp_fexit", &[Affects::CallExit], 7)]);

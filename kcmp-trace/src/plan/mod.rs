@@ -219,6 +219,21 @@ impl Role {
         }
     }
 
+    /// Its slot in OUTSIDE_RUNS, for a program that filters for kcmp's threads.
+    pub fn outside_slot(self) -> Option<u32> {
+        use kcmp_trace_common::maps::outside;
+        match self {
+            Role::ContentionBegin => Some(outside::CONTENTION_BEGIN),
+            Role::ContentionEnd => Some(outside::CONTENTION_END),
+            Role::LockEnter => Some(outside::LOCK_ENTRY),
+            Role::LockExit => Some(outside::LOCK_RETURN),
+            Role::LockNestedEnter => Some(outside::LOCK_NESTED_ENTRY),
+            Role::LockNestedExit => Some(outside::LOCK_NESTED_RETURN),
+            Role::PermCheck => Some(outside::PERM_ENTRY),
+            _ => None,
+        }
+    }
+
     pub fn affects(self) -> &'static [Affects] {
         match self {
             Role::KcmpEntry => &[Affects::CallEntry],
@@ -397,6 +412,9 @@ pub struct Hook {
     /// When it also runs for processes that are not in a traced call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outside_kcmp: Option<&'static str>,
+    /// Where its runs outside kcmp are counted (`maps::outside`).
+    #[serde(skip)]
+    pub outside_slot: Option<u32>,
     /// The do-nothing program of the same kind, for the benchmark floor.
     #[serde(skip)]
     pub noop: &'static str,

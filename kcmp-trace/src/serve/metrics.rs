@@ -504,6 +504,23 @@ impl Collector for Sample {
         }
         {
             let mut m = enc.encode_descriptor(
+                "hook_runs_outside_kcmp",
+                "Runs of each hook on a function every process calls that found no kcmp call: the work the tracer taxes on the rest of the host (always counted; their time is in bpf_program_run_seconds_total).",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in &self.programs {
+                if let Some(runs) = p.runs_outside_kcmp {
+                    let labels = [
+                        ("program", p.program.as_str()),
+                        ("target", p.target.as_str()),
+                    ];
+                    counter(&mut m, &labels, runs)?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
                 "bpf_program_runs",
                 "Runs of each program (counted while kernel.bpf_stats_enabled=1).",
                 None,
@@ -573,6 +590,7 @@ mod tests {
                 program: programs::KCMP_TP_ENTER,
                 affects: &[Affects::CallEntry],
                 outside_kcmp: None,
+                outside_slot: None,
                 noop: programs::bench::NOOP_TP,
             }],
             lock_waits: None,
@@ -601,6 +619,7 @@ mod tests {
                 misses: 4,
                 run_time_ns: 1_500_000_000,
                 run_count: 7,
+                runs_outside_kcmp: Some(12),
             }],
             bpf_stats_enabled: Some(false),
             client_drops: 2,
@@ -676,6 +695,13 @@ mod tests {
                 "kcmp_trace_program_misses_total{program=\"kcmp_tp_exit\",target=\"syscalls/sys_exit_kcmp\"}"
             ),
             Some(4.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "kcmp_trace_hook_runs_outside_kcmp_total{program=\"kcmp_tp_exit\",target=\"syscalls/sys_exit_kcmp\"}"
+            ),
+            Some(12.0)
         );
         // Four skipped exits: up to four calls missing, nothing else.
         assert_eq!(
