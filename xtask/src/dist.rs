@@ -56,12 +56,16 @@ pub fn dist_dir() -> PathBuf {
     target_dir().join("dist")
 }
 
-fn dist_binary(arch: Target) -> PathBuf {
-    dist_dir().join(format!("kcmp-trace-{VERSION}-{}-linux-musl", arch.name()))
+fn dist_binary(dir: &Path, arch: Target) -> PathBuf {
+    dir.join(format!("kcmp-trace-{VERSION}-{}-linux-musl", arch.name()))
+}
+
+fn package_in(dir: &Path, arch: Target) -> PathBuf {
+    dir.join(format!("kcmp-trace_{VERSION}_{}.deb", arch.deb_arch()))
 }
 
 fn package(arch: Target) -> PathBuf {
-    dist_dir().join(format!("kcmp-trace_{VERSION}_{}.deb", arch.deb_arch()))
+    package_in(&dist_dir(), arch)
 }
 
 /// Builds the static binaries of `arches` in one cargo run, and checks that they are.
@@ -111,37 +115,12 @@ pub fn run(path: &str) -> Result<()> {
     let dist = dist_dir();
     crate::kernel::fresh_dir(&dist)?;
     let stage = crate::kernel::fresh_dir(&target_dir().join("dist-stage"))?;
-
-    // Man pages and completions depend on the clap definitions only: the host's binary
-    // writes them for every architecture.
-    let docs = stage.join("generated");
-    let host_binary = static_binary(HOST);
-    for what in ["man", "completions"] {
-        run_checked(
-            Command::new(&host_binary)
-                .args(["generate", what])
-                .arg(docs.join(what)),
-        )
-        .with_context(|| format!("generating the {what}"))?;
-    }
-
+    let docs = generate_docs(&stage)?;
     let mut artifacts = Vec::new();
     for arch in Target::ALL {
-        let binary = dist_binary(arch);
-        fs::copy(static_binary(arch), &binary)
-            .with_context(|| format!("copying to {}", binary.display()))?;
-        run_checked(Command::new("llvm-strip-22").arg(&binary))?;
-        check_static(&binary, arch)?;
-        let root = stage.join(arch.deb_arch());
-        stage_package(&root, &binary, &docs, arch)?;
-        run_checked(
-            Command::new("dpkg-deb")
-                .args(["--root-owner-group", "-Zxz", "--build"])
-                .arg(&root)
-                .arg(package(arch)),
-        )?;
+        let (binary, deb) = build_package(arch, &dist, &stage, &docs)?;
         artifacts.push(binary);
-        artifacts.push(package(arch));
+        artifacts.push(deb);
     }
 
     let mut sums = String::new();
@@ -157,6 +136,58 @@ pub fn run(path: &str) -> Result<()> {
     fs::write(dist.join("SHA256SUMS"), sums)?;
     eprintln!("dist: {}", dist.join("SHA256SUMS").display());
     Ok(())
+}
+
+/// The package of `arch` alone, built into `out` (emptied first) from the static binary
+/// as last built, exactly as `cargo xtask dist` builds it: what the deployed guests install.
+pub fn package_into(arch: Target, out: &Path) -> Result<PathBuf> {
+    crate::kernel::fresh_dir(out)?;
+    let stage = out.join("stage");
+    let docs = generate_docs(&stage)?;
+    let (_, deb) = build_package(arch, out, &stage, &docs)?;
+    fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
+    Ok(deb)
+}
+
+/// Man pages and completions under `stage`. They depend on the clap definitions only: the
+/// host's binary writes them for every architecture.
+fn generate_docs(stage: &Path) -> Result<PathBuf> {
+    let docs = stage.join("generated");
+    let host_binary = static_binary(HOST);
+    for what in ["man", "completions"] {
+        run_checked(
+            Command::new(&host_binary)
+                .args(["generate", what])
+                .arg(docs.join(what)),
+        )
+        .with_context(|| format!("generating the {what}"))?;
+    }
+    Ok(docs)
+}
+
+/// The stripped static binary of `arch` and its package, both into `out`, staged under
+/// `stage`.
+fn build_package(
+    arch: Target,
+    out: &Path,
+    stage: &Path,
+    docs: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let binary = dist_binary(out, arch);
+    fs::copy(static_binary(arch), &binary)
+        .with_context(|| format!("copying to {}", binary.display()))?;
+    run_checked(Command::new("llvm-strip-22").arg(&binary))?;
+    check_static(&binary, arch)?;
+    let root = stage.join(arch.deb_arch());
+    stage_package(&root, &binary, docs, arch)?;
+    let deb = package_in(out, arch);
+    run_checked(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&root)
+            .arg(&deb),
+    )?;
+    Ok((binary, deb))
 }
 
 /// The package's tree under `root`, DEBIAN/control included.

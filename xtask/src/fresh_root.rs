@@ -28,12 +28,13 @@ use crate::{
     workspace::{minutes_and_seconds, workspace_root},
 };
 
-const SUITE: &str = "bookworm";
+/// The Debian release of every debootstrapped root: this check's, and the deployed guests'.
+pub const SUITE: &str = "bookworm";
 const VARIANT: &str = "minbase";
 /// What a Rust toolchain needs of Debian before any crate builds, xtask included: a C
 /// linker with its C library, and CA certificates for cargo's HTTPS (the README's
 /// prerequisites, with rustup).
-const RUST_NEEDS: &str = "gcc,libc6-dev,ca-certificates";
+const RUST_NEEDS: &[&str] = &["gcc", "libc6-dev", "ca-certificates"];
 const MIRROR: &str = "http://deb.debian.org/debian";
 const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 /// Where the clone sits inside the root.
@@ -161,19 +162,42 @@ fn sources_list() -> String {
     )
 }
 
+/// What [`debootstrap`] makes a root of: part of the key of every cached root built on it.
+pub fn debootstrap_recipe(include: &[&str]) -> String {
+    format!(
+        "debootstrap --variant={VARIANT} --include={} --arch=amd64 {SUITE} {MIRROR}\n{}",
+        include.join(","),
+        sources_list()
+    )
+}
+
+/// Debootstraps a minimal Debian (minbase, amd64) with the `include` packages into `tree`,
+/// and gives it the suite's apt sources, updates and security included. What debootstrap
+/// prints goes to `log`.
+pub fn debootstrap(tree: &Path, include: &[&str], log: &Path) -> Result<()> {
+    ensure_packages(&["debootstrap"])?;
+    logged(
+        Command::new("debootstrap")
+            .arg(format!("--variant={VARIANT}"))
+            .arg(format!("--include={}", include.join(",")))
+            .args(["--arch=amd64", SUITE])
+            .arg(tree)
+            .arg(MIRROR),
+        log,
+    )?;
+    fs::write(tree.join("etc/apt/sources.list"), sources_list())
+        .context("writing the root's apt sources")
+}
+
 /// The debootstrapped base as a tarball, built on first use; says whether it was built now.
 fn debootstrap_base(work: &Path) -> Result<(PathBuf, bool)> {
-    let recipe = format!(
-        "debootstrap --variant={VARIANT} --include={RUST_NEEDS} --arch=amd64 {SUITE} {MIRROR}\n{}",
-        sources_list()
-    );
+    let recipe = debootstrap_recipe(RUST_NEEDS);
     let key = &hex(&Sha256::digest(recipe.as_bytes()))[..12];
     let cache = cache_root().join("fresh-root");
     let tarball = cache.join(format!("{SUITE}-{VARIANT}-amd64-{key}.tar"));
     if tarball.is_file() {
         return Ok((tarball, false));
     }
-    ensure_packages(&["debootstrap"])?;
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     // Per process, so two first runs at once do not share a half-made tree.
     let tmp = fresh_dir(&cache.join(format!(".tmp-{key}-{}", std::process::id())))?;
@@ -185,17 +209,7 @@ fn debootstrap_base(work: &Path) -> Result<(PathBuf, bool)> {
         tree.display(),
         log.display()
     ));
-    logged(
-        Command::new("debootstrap")
-            .arg(format!("--variant={VARIANT}"))
-            .arg(format!("--include={RUST_NEEDS}"))
-            .args(["--arch=amd64", SUITE])
-            .arg(&tree)
-            .arg(MIRROR),
-        &log,
-    )?;
-    fs::write(tree.join("etc/apt/sources.list"), sources_list())
-        .context("writing the base's apt sources")?;
+    debootstrap(&tree, RUST_NEEDS, &log)?;
     let partial = tmp.join("base.tar");
     logged(
         Command::new("tar")

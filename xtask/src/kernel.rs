@@ -1122,7 +1122,7 @@ fn tail_from(path: &Path, start: u64, lines: usize) -> String {
 
 /// Holds an exclusive lock on `path` until dropped, so concurrent runs do not
 /// download or build the same kernel twice.
-fn lock(path: &Path) -> Result<File> {
+pub(crate) fn lock(path: &Path) -> Result<File> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     if file.try_lock().is_err() {
         step(format!(

@@ -3,6 +3,7 @@
 mod bench;
 mod compare;
 mod demo;
+mod deployed;
 mod dist;
 mod fresh_root;
 mod initramfs;

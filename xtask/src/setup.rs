@@ -59,6 +59,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("busybox-static", "the VM initramfs"),
     ("cpio", "the VM initramfs"),
+    (
+        "debootstrap",
+        "the Debian root of the deployed-daemon guests, and test --fresh-root",
+    ),
     ("util-linux", "setpriv, for the unprivileged-user tests"),
     ("passwd", "useradd and groupadd, for the socket-group test"),
     ("openssl", "a test certificate for the daemon's TLS test"),

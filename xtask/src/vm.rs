@@ -6,6 +6,9 @@
 //! `/boot/config-<release>` as Debian installs it, and an `/init` that mounts proc, sysfs,
 //! devtmpfs, tracefs, debugfs and bpffs, runs the command and powers off.
 //!
+//! Or ([`Root::Systemd`]) it boots a whole Debian root from the initramfs with systemd as
+//! PID 1, and a unit runs the command once the system is up; results come back the same way.
+//!
 //! Two channels keep kernel messages and data apart:
 //! * the serial console (ttyS0, ttyAMA0 on arm64: kernel log plus `@@KCMP-TRACE-VM@@`
 //!   markers from /init), written to `<log_dir>/<name>-<timestamp>.log` and scanned for
@@ -65,6 +68,20 @@ const KERNEL_PROBLEMS: &[&str] = &[
     "verifier internal error",
 ];
 
+/// The guest's root file system, and what runs the command.
+#[derive(Clone, Debug, Default)]
+pub enum Root {
+    /// A static busybox and the spec's files; a generated /init mounts the kernel's file
+    /// systems, runs the command and powers off.
+    #[default]
+    Busybox,
+    /// A Debian root booted with systemd as PID 1 (`rdinit=/sbin/init`): gzip cpio archives
+    /// unpacked in this order (each may overwrite what the ones before it hold), then one
+    /// with the spec's files and a unit that runs the command once multi-user.target is
+    /// reached. x86-64 only.
+    Systemd(Vec<PathBuf>),
+}
+
 /// What to run and how.
 #[derive(Clone, Debug)]
 pub struct VmSpec {
@@ -91,6 +108,8 @@ pub struct VmSpec {
     pub log_dir: PathBuf,
     /// Echo the command's output to the host's stdout while it runs (for people watching).
     pub live: bool,
+    /// The root file system: busybox by default.
+    pub root: Root,
 }
 
 impl VmSpec {
@@ -110,6 +129,7 @@ impl VmSpec {
             results_dir: None,
             log_dir: target_dir().join("vm"),
             live: false,
+            root: Root::Busybox,
         }
     }
 }
@@ -250,9 +270,19 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
     let unpacked = sidecar("d");
     let nonce = nonce()?;
 
-    build_initramfs(spec, &nonce, &initramfs)?;
+    let init = match &spec.root {
+        Root::Busybox => {
+            build_initramfs(spec, &nonce, &initramfs)?;
+            "/init"
+        }
+        Root::Systemd(layers) => {
+            ensure!(spec.arch == Target::X86_64, "systemd roots are x86-64 only");
+            build_systemd_initramfs(spec, layers, &nonce, &initramfs)?;
+            "/sbin/init"
+        }
+    };
     let mut append = format!(
-        "console={} quiet panic=-1 rdinit=/init",
+        "console={} quiet panic=-1 rdinit={init}",
         spec.arch.console()
     );
     for param in &spec.cmdline {
@@ -559,11 +589,88 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
             mode: 0o755,
         },
     );
+    let dest = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    write_gzip_cpio(&tree, dest)
+}
 
+/// The initramfs of a [`Root::Systemd`] guest: the root's layers, then one more with the
+/// spec's files, the command, the kernel's config and the unit that runs the command.
+fn build_systemd_initramfs(
+    spec: &VmSpec,
+    layers: &[PathBuf],
+    nonce: &str,
+    dest: &Path,
+) -> Result<()> {
+    let mut tree = Tree::default();
+    // Not /tmp or /root of the root: an entry sets its directory's mode.
+    tree.insert("/kcmp-vm/out/results", Node::Dir);
+    tree.insert("/results", Node::Symlink("/kcmp-vm/out/results".into()));
+    let config = spec.kernel.with_file_name("config");
+    if config.is_file() {
+        tree.add_host_file(&config, KERNEL_CONFIG)?;
+    }
+    for (host, guest) in &spec.files {
+        ensure!(
+            guest.starts_with('/'),
+            "guest path {guest:?} must be absolute"
+        );
+        tree.add_host_path(host, guest)?;
+    }
+    tree.insert(
+        "/kcmp-vm/command.sh",
+        Node::File {
+            data: format!("{}\n", spec.command).into_bytes(),
+            mode: 0o755,
+        },
+    );
+    tree.insert(
+        "/kcmp-vm/run",
+        Node::File {
+            data: systemd_runner(spec, nonce).into_bytes(),
+            mode: 0o755,
+        },
+    );
+    tree.insert(
+        &format!("/etc/systemd/system/{RUNNER_UNIT}"),
+        Node::File {
+            data: RUNNER_UNIT_FILE.as_bytes().to_vec(),
+            mode: 0o644,
+        },
+    );
+    tree.insert(
+        &format!("/etc/systemd/system/multi-user.target.wants/{RUNNER_UNIT}"),
+        Node::Symlink(format!("/etc/systemd/system/{RUNNER_UNIT}")),
+    );
+    let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    for layer in layers {
+        let mut from = File::open(layer).with_context(|| format!("opening {}", layer.display()))?;
+        io::copy(&mut from, &mut out).with_context(|| format!("copying {}", layer.display()))?;
+    }
+    write_gzip_cpio(&tree, out)
+}
+
+/// Runs the command of a [`Root::Systemd`] guest once the system is up; the runner writes
+/// its markers on the console, as /init does.
+const RUNNER_UNIT: &str = "kcmp-vm.service";
+const RUNNER_UNIT_FILE: &str = "\
+[Unit]
+Description=The VM test's command
+After=multi-user.target
+
+[Service]
+Type=exec
+ExecStart=/bin/sh -c 'exec /bin/sh /kcmp-vm/run >/dev/console 2>&1'
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// `tree` as a gzip cpio archive, appended to `dest`.
+fn write_gzip_cpio(tree: &Tree, dest: File) -> Result<()> {
     let mut gzip = Command::new("gzip")
         .args(["-1", "-n", "-c"])
         .stdin(Stdio::piped())
-        .stdout(File::create(dest).with_context(|| format!("creating {}", dest.display()))?)
+        .stdout(dest)
         .spawn()
         .context("running gzip")?;
     {
@@ -578,6 +685,44 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
 }
 
 fn init_script(spec: &VmSpec, nonce: &str) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+# PID 1 of a test guest, generated by xtask vm.
+export PATH={path}
+export HOME=/root TMPDIR=/tmp
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+[ -f {KERNEL_CONFIG} ] && mv {KERNEL_CONFIG} {KERNEL_CONFIG}-$(uname -r)
+for fs in tracefs:/sys/kernel/tracing debugfs:/sys/kernel/debug bpf:/sys/fs/bpf; do
+    mount -t "${{fs%%:*}}" "${{fs%%:*}}" "${{fs#*:}}" ||
+        echo "{MARKER} warning: cannot mount $fs"
+done
+ip link set lo up 2>/dev/null
+{run}"#,
+        path = guest_path(spec),
+        run = run_and_report(spec, nonce),
+    )
+}
+
+/// The script [`RUNNER_UNIT`] runs in a systemd guest, whose manager has mounted the
+/// kernel's file systems.
+fn systemd_runner(spec: &VmSpec, nonce: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+# The command of a test guest under systemd, generated by xtask vm.
+export PATH={path}
+export HOME=/root TMPDIR=/tmp
+[ -f {KERNEL_CONFIG} ] && mv {KERNEL_CONFIG} {KERNEL_CONFIG}-$(uname -r)
+{run}"#,
+        path = guest_path(spec),
+        run = run_and_report(spec, nonce),
+    )
+}
+
+/// PATH in the guest: the directories of the spec's files, then the usual ones.
+fn guest_path(spec: &VmSpec) -> String {
     let mut path: Vec<String> = Vec::new();
     for (_, guest) in &spec.files {
         if let Some(dir) = Path::new(guest).parent().and_then(Path::to_str)
@@ -599,27 +744,19 @@ fn init_script(spec: &VmSpec, nonce: &str) -> String {
             path.push(dir.to_string());
         }
     }
+    path.join(":")
+}
+
+/// Runs the command under its timeout, sends its output, status and results over the data
+/// port, says the status on the console and ends the guest.
+fn run_and_report(spec: &VmSpec, nonce: &str) -> String {
     let results = if spec.results_dir.is_some() {
         " results"
     } else {
         ""
     };
     format!(
-        r#"#!/bin/busybox sh
-# PID 1 of a test guest, generated by xtask vm.
-export PATH={path}
-export HOME=/root TMPDIR=/tmp
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-[ -f {KERNEL_CONFIG} ] && mv {KERNEL_CONFIG} {KERNEL_CONFIG}-$(uname -r)
-for fs in tracefs:/sys/kernel/tracing debugfs:/sys/kernel/debug bpf:/sys/fs/bpf; do
-    mount -t "${{fs%%:*}}" "${{fs%%:*}}" "${{fs#*:}}" ||
-        echo "{MARKER} warning: cannot mount $fs"
-done
-ip link set lo up 2>/dev/null
-{data_port}
+        r#"{data_port}
 
 echo "{MARKER} start"
 cd /
@@ -646,7 +783,6 @@ echo "{MARKER} exit=$status"
 # With qemu's -no-reboot a reboot ends qemu; poweroff -f would leave it running.
 reboot -f
 "#,
-        path = path.join(":"),
         data_port = match spec.arch {
             Target::X86_64 => format!(
                 "data=/dev/ttyS1\n\

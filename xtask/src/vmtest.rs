@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
 use crate::{
-    compare,
+    compare, deployed,
     kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
     target::Target,
     vm::{VmSpec, default_files, run as run_vm},
@@ -1400,20 +1400,31 @@ fn a_hang_is_reported() -> anyhow::Result<()> {
     }
 }
 
-/// The guests `cargo xtask test` boots: the default matrix, or all of it with `full`, and
-/// the comparison.
+/// The guests `cargo xtask test` boots: the default matrix, or all of it with `full`, the
+/// deployments and the comparison.
 pub fn guests(full: bool) -> Vec<String> {
     matrix()
         .iter()
         .filter(|g| full || !g.full_only)
         .map(Guest::name)
+        .chain(deployed::guests().iter().map(deployed::Guest::name))
         .chain([COMPARE_NAME.to_owned()])
         .collect()
 }
 
+/// The deployments `run` boots with `only`.
+fn deployments(only: Option<&str>) -> impl Iterator<Item = deployed::Guest> {
+    deployed::guests()
+        .into_iter()
+        .filter(move |g| only.is_none_or(|o| g.name().contains(o)))
+}
+
 /// The architectures of the guests `run` boots with these arguments.
 pub fn arches(full: bool, only: Option<&str>) -> Vec<Target> {
-    let mut arches: Vec<Target> = selected(full, only).map(|g| g.kernel.arch).collect();
+    let mut arches: Vec<Target> = selected(full, only)
+        .map(|g| g.kernel.arch)
+        .chain(deployments(only).map(|_| deployed::ARCH))
+        .collect();
     arches.sort_by_key(|a| a.name());
     arches.dedup();
     arches
@@ -1437,6 +1448,8 @@ pub fn run(full: bool, only: Option<&str>) -> (usize, Vec<String>) {
     for guest in selected(full, only) {
         check_guest(&mut checks, &guest, &base.join(guest.name()));
     }
+    let deployments: Vec<deployed::Guest> = deployments(only).collect();
+    deployed::run(&deployments, &mut |name, result| checks.check(name, result));
     if only.is_none_or(|o| COMPARE_NAME.contains(o)) {
         checks.check(
             &format!("{COMPARE_NAME}_stock_locked_fastpath_fast"),

@@ -1,0 +1,885 @@
+//! The daemon as deployed: the project's Debian package on a booted Debian root with
+//! systemd as PID 1, on Debian's stock kernels.
+//!
+//! The root is a debootstrapped bookworm (minbase with systemd, udev, dbus, curl and cpio),
+//! packed as a gzip initramfs and cached under the cache root, keyed by what it is made of.
+//! Each guest boots it twice:
+//!
+//! 1. The freshly built x86-64 `.deb` is installed with apt, the unit enabled and started
+//!    with systemctl, and `/healthz` awaited. The daemon's capabilities must be what the
+//!    unit leaves it (its bounding set less what its sandboxing drops), its plan kprobes,
+//!    and under a crowd (`kcmp-trace stress`, 6 kcmp threads and 2 exec racers) it must
+//!    count exactly the calls the workload made, with nothing incomplete, lost or missed.
+//!    What this boot wrote to the root is sent back as a cpio archive: what a disk would
+//!    keep.
+//! 2. The same root with that archive on top boots again: the unit must come back by
+//!    itself, with counters from zero, no warning in its journal, and count exactly.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    dist,
+    fresh_root::{SUITE, debootstrap, debootstrap_recipe},
+    kernel::{
+        Flavour, Kernel, Preempt, Version, cache_root, ensure_kernel, fresh_dir, hex, lock, logged,
+    },
+    target::{Target, target_dir},
+    vm::{self, Root, VmSpec},
+    workspace::workspace_root,
+};
+
+/// What the root holds beyond minbase: an init system as a server has one, and the tools
+/// the test uses (curl for the daemon's endpoints, cpio for what the first boot wrote).
+const PACKAGES: &[&str] = &["systemd-sysv", "systemd", "udev", "dbus", "curl", "cpio"];
+
+/// Run in the debootstrapped root (chroot) before it is packed.
+const CONFIGURE: &str = r#"set -e
+# One machine across boots, and no first-boot setup.
+echo kcmp-deployed > /etc/hostname
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tkcmp-deployed\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
+echo 6b636d70747261636564657065656c79 > /etc/machine-id
+# No login prompt on the serial lines: the console carries the kernel's log and the test's
+# markers, the second port its results.
+ln -sf /dev/null /etc/systemd/system/serial-getty@.service
+ln -sf /dev/null /etc/systemd/system/getty@.service
+# No background maintenance competing for the two vCPUs.
+ln -sf /dev/null /etc/systemd/system/apt-daily.timer
+ln -sf /dev/null /etc/systemd/system/apt-daily-upgrade.timer
+# The initramfs is unpacked at every boot: no documentation, locales or caches.
+rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
+rm -rf /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/lib/apt/lists/*
+"#;
+
+/// Where the daemon serves, as the unit sets it.
+const LISTEN: &str = "127.0.0.1:10470";
+const SOCKET: &str = "/run/kcmp-trace/kcmp-trace.sock";
+const UNIT: &str = "/lib/systemd/system/kcmp-trace.service";
+/// The crowd of the first boot.
+const CROWD: &str = "--duration 4s --threads 6 --exec-racers 2 --types vm,files";
+/// The count of the second boot.
+const AFTER_REBOOT: &str = "-n 5000 --threads 2 --types vm,files";
+/// Names the workload, so its calls can be told from anyone else's.
+const COMM: &str = "kcmp-deployed";
+
+/// One deployment: a stock kernel in one preemption model.
+pub struct Guest {
+    kernel: Kernel,
+    preempt: Option<Preempt>,
+    /// The model the kernel must run.
+    model: &'static str,
+}
+
+impl Guest {
+    pub fn name(&self) -> String {
+        match self.preempt {
+            Some(p) => format!("deployed-{}-{}", self.kernel, p.name()),
+            None => format!("deployed-{}", self.kernel),
+        }
+    }
+}
+
+/// Debian's 7.2 in its default model (lazy), and 6.12 booted `preempt=full`: both preempt
+/// kernel code, so only kprobes count every call, and the unit must let them attach.
+pub fn guests() -> Vec<Guest> {
+    vec![
+        Guest {
+            kernel: Kernel::new(Flavour::Stock, Version::V7_2),
+            preempt: None,
+            model: "lazy",
+        },
+        Guest {
+            kernel: Kernel::new(Flavour::Stock, Version::V6_12),
+            preempt: Some(Preempt::Full),
+            model: "full",
+        },
+    ]
+}
+
+/// The architecture the guests run (and whose static binary they need built).
+pub const ARCH: Target = Target::X86_64;
+
+/// Shared by both boots' commands: the daemon's endpoints, a deadline on its health, and
+/// its journal saved whatever happens.
+fn guest_lib() -> String {
+    format!(
+        r#"set -e
+R=/results
+metrics() {{ curl -fsS --max-time 30 http://{LISTEN}/metrics; }}
+healthy() {{
+    n=0
+    until curl -fs --max-time 5 -o /dev/null http://{LISTEN}/healthz; do
+        n=$((n+1))
+        if [ $n -ge 90 ]; then
+            echo "no answer on http://{LISTEN}/healthz after $n tries"
+            systemctl status --no-pager kcmp-trace || true
+            return 1
+        fi
+        sleep 1
+    done
+}}
+daemon() {{
+    systemctl show -p ActiveState -p SubState -p NRestarts -p UnitFileState -p MainPID \
+        kcmp-trace > $R/unit.show
+    pid=$(systemctl show -p MainPID --value kcmp-trace)
+    cat /proc/$pid/status > $R/daemon.status
+}}
+journal() {{
+    journalctl -b -u kcmp-trace -o short-monotonic --no-pager > $R/journal.txt 2>&1 || true
+    journalctl -b -u kcmp-trace -p warning -o cat --no-pager > $R/journal.warnings 2>&1 || true
+}}
+trap journal EXIT
+uname -r > $R/kernel
+readlink /proc/1/exe > $R/pid1
+cat /proc/sys/kernel/perf_event_paranoid > $R/perf_event_paranoid
+cat /sys/kernel/debug/sched/preempt > $R/preempt || true
+"#
+    )
+}
+
+/// The first boot: install, enable, start, a crowd; then what the boot wrote to the root.
+fn install_script(deb: &str) -> String {
+    format!(
+        r#"{lib}
+# What is written from here on is what a disk would keep for the next boot.
+touch /run/kcmp-vm-stamp
+apt-get install -y /kcmp-vm/{deb} > $R/apt.log 2>&1
+cp {UNIT} $R/unit
+systemctl enable --now kcmp-trace 2> $R/enable.log
+healthy
+systemctl is-enabled kcmp-trace > $R/enabled
+daemon
+metrics > $R/before.metrics
+kcmp-trace stress --json --comm {COMM} {CROWD} > $R/stress.json
+metrics > $R/after.metrics
+curl -fsS --max-time 30 --unix-socket {SOCKET} http://localhost/api/v1/snapshot > $R/snapshot.json
+# As a shutdown leaves them: the daemon stopped, the journal's files closed.
+systemctl stop kcmp-trace
+systemctl show -p Result -p ExecMainStatus -p ActiveState kcmp-trace > $R/stop.show
+journal
+systemctl stop systemd-journald
+cd /
+# What changed, and the directories it lies in (the archive creates no parents), parents first.
+find . -xdev -mindepth 1 \( -path ./dev -o -path ./proc -o -path ./sys -o -path ./run -o -path ./tmp \
+    -o -path ./kcmp-vm -o -path ./results \) -prune -o -cnewer /run/kcmp-vm-stamp -print |
+    awk '{{ p = $0; while (p != ".") {{ print p; sub("/[^/]*$", "", p) }} }}' |
+    LC_ALL=C sort -u > $R/state.list
+cpio -o -H newc --quiet < $R/state.list | gzip -1 > $R/state.cpio.gz
+"#,
+        lib = guest_lib(),
+    )
+}
+
+/// The second boot: nothing but waiting for the daemon, then a counted workload.
+fn reboot_script() -> String {
+    format!(
+        r#"{lib}
+healthy
+dpkg-query -W -f '${{Status}} ${{Version}}\n' kcmp-trace > $R/dpkg
+daemon
+metrics > $R/before.metrics
+kcmp-trace stress --json --comm {COMM} {AFTER_REBOOT} > $R/stress.json
+metrics > $R/after.metrics
+journalctl --list-boots --no-pager > $R/boots
+"#,
+        lib = guest_lib(),
+    )
+}
+
+/// The root as a gzip cpio archive, built on first use.
+fn ensure_root() -> Result<PathBuf> {
+    let recipe = format!("{}\n{CONFIGURE}", debootstrap_recipe(PACKAGES));
+    let key = &hex(&Sha256::digest(recipe.as_bytes()))[..12];
+    let cache = cache_root().join("deployed-root");
+    let image = cache.join(format!("{SUITE}-systemd-amd64-{key}.cpio.gz"));
+    if image.is_file() {
+        return Ok(image);
+    }
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let _lock = lock(&cache.join(format!("{key}.lock")))?;
+    if image.is_file() {
+        return Ok(image);
+    }
+    let tmp = fresh_dir(&cache.join(format!(".tmp-{key}")))?;
+    let tree = tmp.join("root");
+    let log = target_dir().join("deployed/root-build.log");
+    fs::create_dir_all(log.parent().context("log dir")?)?;
+    let _ = fs::remove_file(&log);
+    eprintln!(
+        "vm: debootstrapping the {SUITE} root of the deployed guests into {} (a minute or \
+         two, once; log: {})",
+        tree.display(),
+        log.display()
+    );
+    debootstrap(&tree, PACKAGES, &log)?;
+    logged(
+        Command::new("chroot")
+            .arg(&tree)
+            .args(["/bin/sh", "-c", CONFIGURE])
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        &log,
+    )?;
+    let packed = tmp.join("root.cpio.gz");
+    pack(&tree, &packed)?;
+    fs::rename(&packed, &image).with_context(|| format!("moving to {}", image.display()))?;
+    fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    eprintln!(
+        "vm: cached {} ({} MiB)",
+        image.display(),
+        fs::metadata(&image)?.len() >> 20
+    );
+    Ok(image)
+}
+
+/// `tree` as a gzip cpio ("newc") archive, owners, modes and times kept.
+fn pack(tree: &Path, dest: &Path) -> Result<()> {
+    let list = Command::new("find")
+        .current_dir(tree)
+        .args([".", "-mindepth", "1", "-print0"])
+        .output()
+        .context("running find")?;
+    ensure!(list.status.success(), "find in {} failed", tree.display());
+    let mut gzip = Command::new("gzip")
+        .args(["-6", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?)
+        .spawn()
+        .context("running gzip")?;
+    let mut cpio = Command::new("cpio")
+        .current_dir(tree)
+        .args(["--null", "--quiet", "-o", "-H", "newc"])
+        .stdin(Stdio::piped())
+        .stdout(gzip.stdin.take().context("gzip's stdin")?)
+        .spawn()
+        .context("running cpio")?;
+    cpio.stdin
+        .take()
+        .context("cpio's stdin")?
+        .write_all(&list.stdout)
+        .context("listing the root to cpio")?;
+    ensure!(cpio.wait()?.success(), "cpio failed");
+    ensure!(gzip.wait()?.success(), "gzip failed");
+    Ok(())
+}
+
+/// Boots `layers` with `command` once; the results land in `dir`.
+fn boot(
+    guest: &Guest,
+    which: &str,
+    layers: Vec<PathBuf>,
+    files: Vec<(PathBuf, String)>,
+    command: String,
+    dir: &Path,
+) -> Result<()> {
+    let _ = fs::remove_dir_all(dir);
+    let mut spec = VmSpec::new(
+        format!("{}-{which}", guest.name()),
+        ensure_kernel(guest.kernel)?,
+        command,
+    );
+    spec.cmdline.extend(guest.preempt.map(Preempt::cmdline));
+    spec.memory_mb = 2048;
+    spec.smp = 2;
+    spec.files = files;
+    spec.timeout = Duration::from_secs(240);
+    spec.results_dir = Some(dir.to_path_buf());
+    spec.root = Root::Systemd(layers);
+    let outcome = vm::run(&spec)?;
+    ensure!(
+        outcome.exit_code == 0,
+        "the {which} boot's command failed with {} (console: {}):\n{}",
+        outcome.exit_code,
+        outcome.console_log.display(),
+        outcome.output
+    );
+    eprintln!(
+        "vm: {} {which} boot done in {:.1} s (the command started {:.1} s after qemu)",
+        guest.name(),
+        outcome.elapsed.as_secs_f64(),
+        outcome.boot_time.map_or(f64::NAN, |t| t.as_secs_f64()),
+    );
+    Ok(())
+}
+
+/// Runs the deployments, reporting each check by name to `check`. The root and the package
+/// are made once, first.
+pub fn run(guests: &[Guest], check: &mut dyn FnMut(&str, Result<()>)) {
+    if guests.is_empty() {
+        return;
+    }
+    let made = (|| {
+        let root = ensure_root()?;
+        let deb = dist::package_into(ARCH, &target_dir().join("deployed/package"))?;
+        anyhow::Ok((root, deb))
+    })();
+    let Ok((root, deb)) = made else {
+        check("deployed_root_and_package", made.map(drop));
+        return;
+    };
+    for guest in guests {
+        run_guest(guest, &root, &deb, check);
+    }
+}
+
+fn run_guest(guest: &Guest, root: &Path, deb: &Path, check: &mut dyn FnMut(&str, Result<()>)) {
+    let name = guest.name();
+    let test = |what: &str| format!("{name}_{what}");
+    let base = workspace_root().join("target/vm-results").join(&name);
+    let (install, reboot) = (base.join("install"), base.join("reboot"));
+
+    let booted = (|| {
+        let deb_name = deb
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("the package's name")?;
+        boot(
+            guest,
+            "install",
+            vec![root.to_path_buf()],
+            vec![(deb.to_path_buf(), format!("/kcmp-vm/{deb_name}"))],
+            install_script(deb_name),
+            &install,
+        )
+    })();
+    let ok = booted.is_ok();
+    check(&test("installs_and_boots"), booted);
+    if !ok {
+        return;
+    }
+    check(&test("booted_as_deployed"), as_deployed(&install, guest));
+    check(&test("unit_confines_the_daemon"), confined(&install));
+    check(&test("kprobe_plan"), kprobe_plan(&install));
+    check(&test("crowd_counted_exactly"), crowd_exact(&install));
+    check(&test("stops_cleanly"), stops_cleanly(&install));
+
+    // A root in an initramfs forgets everything at a reboot: the second boot gets what the
+    // first one wrote on top of the root, as a disk would have kept it.
+    let rebooted = boot(
+        guest,
+        "reboot",
+        vec![root.to_path_buf(), install.join("state.cpio.gz")],
+        Vec::new(),
+        reboot_script(),
+        &reboot,
+    );
+    let ok = rebooted.is_ok();
+    check(&test("reboots"), rebooted);
+    if ok {
+        check(&test("comes_back_after_reboot"), comes_back(&reboot));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Checks
+
+fn read(dir: &Path, file: &str) -> Result<String> {
+    fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))
+}
+
+fn json(dir: &Path, file: &str) -> Result<Value> {
+    serde_json::from_str(read(dir, file)?.trim()).with_context(|| format!("parsing {file}"))
+}
+
+/// The kernel, init and sysctl Debian ships: systemd as PID 1, `perf_event_paranoid` 3,
+/// the guest's preemption model.
+fn as_deployed(dir: &Path, guest: &Guest) -> Result<()> {
+    let (kernel, pid1) = (read(dir, "kernel")?, read(dir, "pid1")?);
+    let paranoid = read(dir, "perf_event_paranoid")?;
+    let preempt = read(dir, "preempt").unwrap_or_default();
+    eprintln!(
+        "vm: {}: kernel {}, PID 1 {}, perf_event_paranoid {}, preemption {}",
+        guest.name(),
+        kernel.trim(),
+        pid1.trim(),
+        paranoid.trim(),
+        preempt.trim()
+    );
+    ensure!(
+        kernel.trim().ends_with("-cloud-amd64"),
+        "not Debian's cloud kernel: {kernel}"
+    );
+    ensure!(pid1.trim().ends_with("/systemd"), "PID 1 is {pid1}");
+    ensure!(
+        paranoid.trim() == "3",
+        "perf_event_paranoid is {paranoid}, Debian's is 3"
+    );
+    ensure!(
+        preempt.contains(&format!("({})", guest.model)),
+        "preemption {preempt:?}, want {}",
+        guest.model
+    );
+    Ok(())
+}
+
+/// Capability names by number (linux/capability.h).
+const CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+fn cap_bit(name: &str) -> Result<u64> {
+    let bit = CAPS
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(name))
+        .with_context(|| format!("unknown capability {name}"))?;
+    Ok(1 << bit)
+}
+
+/// The unit's `CapabilityBoundingSet=` as a mask.
+fn bounding_set(unit: &str) -> Result<u64> {
+    let mut mask = 0;
+    let mut found = false;
+    for names in setting(unit, "CapabilityBoundingSet") {
+        found = true;
+        for name in names.split_whitespace() {
+            mask |= cap_bit(name)?;
+        }
+    }
+    ensure!(found, "the unit sets no CapabilityBoundingSet");
+    Ok(mask)
+}
+
+/// The values of a `Key=` of the unit, in order.
+fn setting<'a>(unit: &'a str, key: &str) -> impl Iterator<Item = &'a str> {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .filter_map(move |l| l.trim().strip_prefix(prefix.as_str()).map(str::trim))
+}
+
+/// Sandboxing settings that take capabilities out of the bounding set whatever
+/// `CapabilityBoundingSet=` says, as systemd applies them (`unit_patch_contexts()`).
+const DROPPED_BY: &[(&str, &[&str])] = &[
+    ("PrivateDevices", &["CAP_MKNOD", "CAP_SYS_RAWIO"]),
+    ("ProtectKernelModules", &["CAP_SYS_MODULE"]),
+    ("ProtectKernelLogs", &["CAP_SYSLOG"]),
+    ("ProtectClock", &["CAP_SYS_TIME", "CAP_WAKE_ALARM"]),
+];
+
+/// The capabilities the unit leaves its process: its bounding set less what its sandboxing
+/// settings drop. Says which of its own capabilities a setting took away.
+fn granted(unit: &str) -> Result<(u64, Vec<String>)> {
+    let mut mask = bounding_set(unit)?;
+    let mut dropped = Vec::new();
+    for (key, caps) in DROPPED_BY {
+        let on = setting(unit, key)
+            .last()
+            .is_some_and(|v| matches!(v, "yes" | "true" | "on" | "1"));
+        if !on {
+            continue;
+        }
+        for cap in *caps {
+            let bit = cap_bit(cap)?;
+            if mask & bit != 0 {
+                dropped.push(format!("{key}= drops {cap}"));
+                mask &= !bit;
+            }
+        }
+    }
+    Ok((mask, dropped))
+}
+
+fn cap_names(mask: u64) -> String {
+    let names: Vec<&str> = (0..CAPS.len())
+        .filter(|b| mask & (1 << b) != 0)
+        .map(|b| CAPS[b])
+        .collect();
+    names.join(" ")
+}
+
+/// A line of /proc/PID/status.
+fn status_field<'a>(status: &'a str, field: &str) -> Result<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+        .with_context(|| format!("no {field} in the daemon's status"))
+}
+
+/// The daemon runs as root holding exactly the unit's capabilities, no more (no
+/// CAP_SYS_PTRACE, no CAP_SYS_MODULE, ...), and cannot gain any.
+fn daemon_caps(dir: &Path, want: u64) -> Result<()> {
+    let status = read(dir, "daemon.status")?;
+    let eff = u64::from_str_radix(status_field(&status, "CapEff")?, 16)?;
+    let bnd = u64::from_str_radix(status_field(&status, "CapBnd")?, 16)?;
+    eprintln!("vm: the daemon's CapEff: {}", cap_names(eff));
+    ensure!(
+        eff == want && bnd == want,
+        "CapEff {} and CapBnd {}, the unit's set {}",
+        cap_names(eff),
+        cap_names(bnd),
+        cap_names(want)
+    );
+    ensure!(
+        eff & (1 << 19) == 0,
+        "the daemon holds CAP_SYS_PTRACE: {}",
+        cap_names(eff)
+    );
+    ensure!(
+        status_field(&status, "NoNewPrivs")? == "1",
+        "NoNewPrivs is not set"
+    );
+    Ok(())
+}
+
+fn confined(dir: &Path) -> Result<()> {
+    let enabled = read(dir, "enabled")?;
+    ensure!(enabled.trim() == "enabled", "the unit is {enabled}");
+    let (want, dropped) = granted(&read(dir, "unit")?)?;
+    if !dropped.is_empty() {
+        eprintln!(
+            "vm: of the unit's CapabilityBoundingSet, {}",
+            dropped.join(", ")
+        );
+    }
+    daemon_caps(dir, want)
+}
+
+/// The plan the daemon logged and serves: kprobes, with no candidate tried before them.
+fn kprobe_plan(dir: &Path) -> Result<()> {
+    let journal = read(dir, "journal.txt")?;
+    let attached = journal
+        .lines()
+        .find(|l| l.contains("kcmp-trace: attached ("))
+        .with_context(|| format!("the journal has no attach line:\n{journal}"))?;
+    eprintln!("vm: journal: {}", attached.trim());
+    let fallbacks: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains(" instead of "))
+        .collect();
+    ensure!(
+        fallbacks.is_empty(),
+        "the daemon fell back:\n{}",
+        fallbacks.join("\n")
+    );
+    ensure!(
+        attached.contains("attached (kprobe)"),
+        "not the kprobe plan: {attached}"
+    );
+    journal_clean(dir)?;
+    let m = Metrics::read(dir, "after.metrics")?;
+    ensure!(
+        m.get("kcmp_trace_attach_mode{mode=\"kprobe\"}") == 1,
+        "attach_mode is not kprobe: {:?}",
+        m.family("kcmp_trace_attach_mode")
+    );
+    ensure!(
+        m.family("kcmp_trace_attach_rejected").is_empty(),
+        "candidates rejected: {:?}",
+        m.family("kcmp_trace_attach_rejected")
+    );
+    Ok(())
+}
+
+/// The counters that say what the numbers may be missing: all 0.
+fn nothing_missing(m: &Metrics) -> Result<()> {
+    let mut bad = Vec::new();
+    for family in [
+        "kcmp_trace_incomplete_total",
+        "kcmp_trace_program_misses_total",
+        "kcmp_trace_lost_exits_total",
+        "kcmp_trace_unpaired_exits_total",
+        "kcmp_trace_unclassified_total",
+        "kcmp_trace_unattributed_calls_total",
+        "kcmp_trace_lock_waits_unfinished_total",
+    ] {
+        let series = m.family(family);
+        ensure!(!series.is_empty(), "/metrics has no {family}");
+        bad.extend(series.into_iter().filter(|(_, v)| *v != 0));
+    }
+    ensure!(bad.is_empty(), "not exact: {bad:?}");
+    Ok(())
+}
+
+/// The crowd's calls, counted by the daemon exactly: for the workload's process and in
+/// all, by type, every one `locked` (Debian's kernels have no fast path), nothing missing.
+fn crowd_exact(dir: &Path) -> Result<()> {
+    let stress = json(dir, "stress.json")?;
+    let (before, after) = (
+        Metrics::read(dir, "before.metrics")?,
+        Metrics::read(dir, "after.metrics")?,
+    );
+    let snapshot = json(dir, "snapshot.json")?;
+    let calls = stress["calls"].as_u64().context("stress's count")?;
+    let total = after.sum("kcmp_trace_calls_total") - before.sum("kcmp_trace_calls_total");
+    let process = snapshot["report"]["top_processes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["tgid"] == stress["pid"]))
+        .and_then(|p| p["calls"].as_u64());
+    eprintln!(
+        "vm: crowd ({CROWD}): stress counted {calls} calls; the daemon {} for its process, \
+         {total} in all since the last scrape",
+        process.map_or_else(|| "none".to_owned(), |n| n.to_string())
+    );
+    ensure!(
+        calls > 0 && process == Some(calls) && total == calls,
+        "stress made {calls} calls; the daemon counted {} for it, {total} in all, and says \
+         exact {} with incomplete {}",
+        process.map_or_else(|| "none".to_owned(), |n| n.to_string()),
+        snapshot["report"]["exact"],
+        snapshot["report"]["incomplete"]
+    );
+    for (kcmp_type, n) in stress["by_type"].as_object().context("by_type")? {
+        let counted = after.sum_with("kcmp_trace_calls_total", &format!("type=\"{kcmp_type}\""))
+            - before.sum_with("kcmp_trace_calls_total", &format!("type=\"{kcmp_type}\""));
+        ensure!(
+            Some(counted) == n.as_u64(),
+            "{kcmp_type}: stress made {n}, the daemon counted {counted}"
+        );
+    }
+    let locked = after.sum_with("kcmp_trace_calls_total", "outcome=\"locked\"")
+        - before.sum_with("kcmp_trace_calls_total", "outcome=\"locked\"");
+    ensure!(
+        Some(locked) == stress["reached_comparison"].as_u64(),
+        "{locked} calls locked of the {} that found their tasks",
+        stress["reached_comparison"]
+    );
+    ensure!(
+        snapshot["report"]["exact"] == true,
+        "the daemon's report is not exact: {}",
+        snapshot["report"]["incomplete"]
+    );
+    nothing_missing(&after)
+}
+
+/// The unit's journal of the boot has no warning or error: none at systemd's priorities,
+/// and none in the daemon's own log lines.
+fn journal_clean(dir: &Path) -> Result<()> {
+    let journal = read(dir, "journal.txt")?;
+    let noisy: Vec<&str> = journal
+        .lines()
+        .filter(|l| {
+            l.contains(" WARN ") || l.contains(" ERROR ") || l.to_lowercase().contains("error")
+        })
+        .collect();
+    let warnings = read(dir, "journal.warnings")?;
+    let warnings = warnings.trim();
+    ensure!(
+        noisy.is_empty() && (warnings.is_empty() || warnings == "-- No entries --"),
+        "the unit's journal is not clean:\n{}\n{warnings}",
+        noisy.join("\n")
+    );
+    Ok(())
+}
+
+/// `systemctl stop`: SIGTERM, and the daemon exits 0.
+fn stops_cleanly(dir: &Path) -> Result<()> {
+    let show = read(dir, "stop.show")?;
+    for want in ["Result=success", "ExecMainStatus=0", "ActiveState=inactive"] {
+        ensure!(
+            show.lines().any(|l| l == want),
+            "after systemctl stop: {show}"
+        );
+    }
+    Ok(())
+}
+
+/// After the reboot: the package still installed, the unit started by itself and running
+/// with the same confinement, its counters from zero, its journal clean, and exact.
+fn comes_back(dir: &Path) -> Result<()> {
+    let dpkg = read(dir, "dpkg")?;
+    ensure!(
+        dpkg.starts_with("install ok installed"),
+        "the package after the reboot: {dpkg}"
+    );
+    let show = read(dir, "unit.show")?;
+    let prop = |name: &str| {
+        show.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+    };
+    ensure!(
+        prop("ActiveState") == "active"
+            && prop("UnitFileState") == "enabled"
+            && prop("NRestarts") == "0",
+        "the unit after the reboot: {show}"
+    );
+    // The journal is kept on the root: the first boot's must still be there.
+    let boots = read(dir, "boots")?;
+    let boots = boots
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    eprintln!(
+        "vm: after the reboot: {}; the journal holds {boots} boots",
+        dpkg.trim()
+    );
+    ensure!(boots == 2, "the journal holds {boots} boot(s), not both");
+    daemon_caps(dir, granted(&read(dir, "../install/unit")?)?.0)?;
+    let journal = read(dir, "journal.txt")?;
+    ensure!(
+        journal.contains("kcmp-trace: attached (kprobe)"),
+        "no kprobe attach in this boot's journal:\n{journal}"
+    );
+    journal_clean(dir)?;
+    let (before, after) = (
+        Metrics::read(dir, "before.metrics")?,
+        Metrics::read(dir, "after.metrics")?,
+    );
+    let at_start = before.sum("kcmp_trace_calls_total");
+    ensure!(
+        at_start == 0,
+        "the counters start at {at_start} calls after the reboot"
+    );
+    let stress = json(dir, "stress.json")?;
+    let calls = stress["calls"].as_u64().context("stress's count")?;
+    let total = after.sum("kcmp_trace_calls_total");
+    eprintln!(
+        "vm: after the reboot: counters from {at_start}; stress counted {calls} calls, the \
+         daemon {total}"
+    );
+    ensure!(
+        total == calls,
+        "stress made {calls} calls, the daemon counted {total}"
+    );
+    nothing_missing(&after)
+}
+
+/// A scrape of /metrics: each sample by its series (name and labels).
+struct Metrics(BTreeMap<String, f64>);
+
+impl Metrics {
+    fn read(dir: &Path, file: &str) -> Result<Metrics> {
+        let text = read(dir, file)?;
+        let mut samples = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .with_context(|| format!("{file}: bad line {line:?}"))?;
+            let value: f64 = value
+                .parse()
+                .with_context(|| format!("{file}: bad value in {line:?}"))?;
+            samples.insert(series.to_owned(), value);
+        }
+        if samples.is_empty() {
+            bail!("{file} is empty");
+        }
+        Ok(Metrics(samples))
+    }
+
+    /// One series' value, 0 when absent.
+    fn get(&self, series: &str) -> u64 {
+        self.0.get(series).map_or(0, |v| *v as u64)
+    }
+
+    /// The series of a family (`name` or `name{...}`).
+    fn family(&self, name: &str) -> Vec<(&str, u64)> {
+        self.0
+            .iter()
+            .filter(|(s, _)| *s == name || s.starts_with(&format!("{name}{{")))
+            .map(|(s, v)| (s.as_str(), *v as u64))
+            .collect()
+    }
+
+    fn sum(&self, name: &str) -> u64 {
+        self.family(name).iter().map(|(_, v)| v).sum()
+    }
+
+    /// The sum over the family's series carrying the label `label` (`key="value"`).
+    fn sum_with(&self, name: &str, label: &str) -> u64 {
+        self.family(name)
+            .iter()
+            .filter(|(s, _)| s.contains(label))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_units_bounding_set_reads_as_a_mask() -> Result<()> {
+        let unit = fs::read_to_string(workspace_root().join("contrib/kcmp-trace.service"))?;
+        let (mask, _) = granted(&unit)?;
+        assert_ne!(mask, 0);
+        assert_eq!(mask & (1 << 19), 0, "CAP_SYS_PTRACE: {}", cap_names(mask));
+        let (mask, dropped) = granted(
+            "CapabilityBoundingSet=CAP_BPF CAP_SYSLOG CAP_SYS_TIME\nProtectKernelLogs=yes\n\
+             ProtectClock=no\n",
+        )?;
+        assert_eq!(cap_names(mask), "CAP_SYS_TIME CAP_BPF");
+        assert_eq!(dropped, ["ProtectKernelLogs= drops CAP_SYSLOG"]);
+        assert_eq!(
+            bounding_set("CapabilityBoundingSet=CAP_BPF CAP_PERFMON\n")?,
+            0xc0_0000_0000
+        );
+        assert!(bounding_set("CapabilityBoundingSet=CAP_NOPE\n").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn metrics_families_and_sums() -> Result<()> {
+        let dir = fresh_dir(
+            &std::env::temp_dir().join(format!("xtask-deployed-{}", std::process::id())),
+        )?;
+        fs::write(
+            dir.join("m"),
+            "# HELP x\nkcmp_trace_calls_total{type=\"KCMP_VM\",outcome=\"locked\",result=\"equal\"} 3\n\
+             kcmp_trace_calls_total{type=\"KCMP_FILES\",outcome=\"locked\",result=\"less\"} 4\n\
+             kcmp_trace_calls_total_other 9\nkcmp_trace_lost_exits_total 0\n",
+        )?;
+        let m = Metrics::read(&dir, "m")?;
+        fs::remove_dir_all(&dir)?;
+        assert_eq!(m.sum("kcmp_trace_calls_total"), 7);
+        assert_eq!(m.sum_with("kcmp_trace_calls_total", "type=\"KCMP_VM\""), 3);
+        assert_eq!(
+            m.family("kcmp_trace_lost_exits_total"),
+            [("kcmp_trace_lost_exits_total", 0)]
+        );
+        Ok(())
+    }
+}
