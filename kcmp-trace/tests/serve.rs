@@ -2,7 +2,8 @@
 //! against the workload, and shutdown leaves nothing loaded.
 //!
 //! Needs root (CI runs as root and must not skip), and `prometheus` and `promtool` on PATH
-//! (Debian's `prometheus` package) for the scrape test.
+//! (Debian's `prometheus` package) for the scrape tests, contrib/'s rules and dashboard among
+//! them.
 
 use std::{
     collections::BTreeMap,
@@ -20,7 +21,11 @@ use std::{
 
 mod common;
 
-use common::{kcmp_trace, require_root as privileged};
+use common::{
+    kcmp_trace,
+    promql::{self, exprs, metric_names, tool, which},
+    require_root as privileged,
+};
 use kcmp_trace::client::Target;
 
 fn free_port() -> u16 {
@@ -28,22 +33,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
-}
-
-fn tool(name: &str) -> PathBuf {
-    which(name).unwrap_or_else(|| {
-        panic!(
-            "{name} is not on PATH: install Debian's `prometheus` package (cargo xtask setup does)"
-        )
-    })
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 /// A scratch directory removed on drop.
@@ -964,69 +953,14 @@ fn per_call_data_stays_off_tcp_by_default() {
     assert!(snapshot["processes"].is_array(), "{snapshot}");
 }
 
-/// Metric names a PromQL expression uses.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c == b'"' {
-            // Skip label values.
-            i += 1;
-            while i < bytes.len() && bytes[i] != b'"' {
-                i += if bytes[i] == b'\\' { 2 } else { 1 };
-            }
-            i += 1;
-            continue;
-        }
-        if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
-            {
-                i += 1;
-            }
-            let word = &expr[start..i];
-            if word.starts_with("kcmp_trace_") {
-                names.push(word.to_owned());
-            }
-            continue;
-        }
-        i += 1;
-    }
-    names
-}
-
-fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                match (k.as_str(), v) {
-                    ("expr" | "query" | "definition", serde_json::Value::String(s)) => {
-                        out.push(s.clone())
-                    }
-                    _ => exprs(v, out),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
-        _ => {}
-    }
-}
-
 #[test]
 #[ignore = "needs root"]
 fn dashboard_queries_only_served_metrics() {
     if !privileged() {
         return;
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/grafana-dashboard.json");
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard"))
-            .expect("dashboard JSON");
     let mut all = Vec::new();
-    exprs(&dashboard, &mut all);
+    exprs(&promql::dashboard(), &mut all);
     let mut wanted: Vec<String> = all.iter().flat_map(|e| metric_names(e)).collect();
     wanted.sort();
     wanted.dedup();
@@ -1035,14 +969,19 @@ fn dashboard_queries_only_served_metrics() {
     let dir = TempDir::new("dash");
     let mut procs = Procs::default();
     let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "500"]);
-    let daemon = Daemon::start(&mut procs, &["-p", &stress.pid.to_string()]);
+    // The readers' families are served only with --readers.
+    let daemon = Daemon::start(&mut procs, &["-p", &stress.pid.to_string(), "--readers"]);
     stress.go();
     stress.finish(&mut procs);
     let text = daemon.get("/metrics").body;
+    // A family is served when it has series, or is declared without any on this plan.
     let served: std::collections::BTreeSet<&str> = text
         .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(declared) => declared.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
         .collect();
     let missing: Vec<&String> = wanted
         .iter()
@@ -1051,6 +990,230 @@ fn dashboard_queries_only_served_metrics() {
     assert!(
         missing.is_empty(),
         "the dashboard queries metrics /metrics lacks: {missing:?}"
+    );
+}
+
+/// Prometheus' answer to an instant query: the result, or what Prometheus said was wrong.
+fn prom_eval(port: u16, query: &str) -> Result<Vec<serde_json::Value>, String> {
+    let path = format!("/api/v1/query?query={}", urlencode(query));
+    let r = try_http_get(port, &path, &[]).map_err(|e| format!("{e:#}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+    if r.status != 200 || v["status"] != "success" {
+        return Err(format!("{} {}: {}", r.status, v["errorType"], v["error"]));
+    }
+    Ok(match &v["data"]["result"] {
+        serde_json::Value::Array(items) => items.clone(),
+        scalar => vec![scalar.clone()],
+    })
+}
+
+/// Families a healthy daemon serves without series on some plans, and why. A rule or panel
+/// over one of them may come back empty, but only while `/metrics` has no sample of it.
+const SERIES_BY_PLAN: &[(&str, &str)] = &[
+    (
+        "kcmp_trace_hook_runs_outside_kcmp_total",
+        "the plan hooks no function every process calls",
+    ),
+    (
+        "kcmp_trace_reader_helper_calls_total",
+        "no other caller of the speculation helpers (kernels with the series only)",
+    ),
+    ("kcmp_trace_probe_skipped", "every optional hook attached"),
+    (
+        "kcmp_trace_attach_rejected",
+        "the first plan tried attached",
+    ),
+];
+
+/// contrib/ as deployed: a real Prometheus scrapes a real daemon under load with the rules
+/// loaded; every rule is healthy, and every rule, recorded series, alert value, dashboard
+/// panel and dashboard variable evaluates to something.
+#[test]
+#[ignore = "needs root"]
+fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
+    if !privileged() {
+        return;
+    }
+    let prometheus = tool("prometheus");
+    let rules = promql::rules();
+    let dashboard = promql::dashboard();
+    let dir = TempDir::new("rules");
+    let mut procs = Procs::default();
+    let stress = Stress::spawn(
+        &mut procs,
+        &dir.0,
+        &[
+            "-d",
+            "4s",
+            "--types",
+            "all",
+            "--bad-fd",
+            "100",
+            "--dead-pid",
+            "100",
+            "--bad-type",
+            "100",
+            "--exec-racers",
+            "1",
+            "--proc-readers",
+            "1",
+        ],
+    );
+    let pid = stress.pid.to_string();
+    let daemon = Daemon::start(&mut procs, &["-p", &pid, "--readers", "--bpf-stats"]);
+
+    let prom_port = free_port();
+    let config = dir.0.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+             rule_files:\n  - '{}'\n\
+             scrape_configs:\n  - job_name: kcmp-trace\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            promql::contrib(promql::RULES).display(),
+            daemon.port
+        ),
+    )
+    .expect("prometheus config");
+    let log = dir.0.join("prometheus.log");
+    procs.add(
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("prometheus log"))
+            .spawn()
+            .expect("spawn prometheus"),
+    );
+    let prometheus_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        "prometheus to scrape the daemon",
+        Duration::from_secs(60),
+        || prom_query(prom_port, "up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
+    );
+
+    // The workload runs while Prometheus scrapes it every second.
+    stress.go();
+    wait_until("stress to finish", Duration::from_secs(60), || {
+        procs.0[stress.index].try_wait().expect("wait").map(|_| ())
+    });
+    let report = stress.finish(&mut procs);
+    let calls = report["calls"].as_f64().expect("calls");
+    wait_until(
+        "Prometheus to see all calls",
+        Duration::from_secs(30),
+        || prom_query(prom_port, "sum(kcmp_trace_calls_total)").filter(|&n| n >= calls),
+    );
+
+    // The rules Prometheus loaded are the file's, each evaluated since every call was seen.
+    let seen = jiff::Timestamp::now();
+    let loaded = wait_until(
+        "every rule to be evaluated after the workload",
+        Duration::from_secs(30),
+        || {
+            let r = try_http_get(prom_port, "/api/v1/rules", &[]).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            let loaded: Vec<serde_json::Value> = v["data"]["groups"]
+                .as_array()?
+                .iter()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            let fresh = |rule: &serde_json::Value| {
+                rule["lastEvaluation"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t > seen)
+            };
+            (loaded.len() == rules.len() && loaded.iter().all(fresh)).then_some(loaded)
+        },
+    );
+    // The API lists the groups by name.
+    let mut names: Vec<&str> = loaded.iter().filter_map(|r| r["name"].as_str()).collect();
+    let mut file_names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    file_names.sort_unstable();
+    assert_eq!(names, file_names, "{}", prometheus_log());
+    let unhealthy: Vec<String> = loaded
+        .iter()
+        .filter(|r| r["health"] != "ok" || r["lastError"].as_str().is_some_and(|e| !e.is_empty()))
+        .map(|r| format!("{}: {} {}", r["name"], r["health"], r["lastError"]))
+        .collect();
+    assert!(unhealthy.is_empty(), "unhealthy rules: {unhealthy:#?}");
+
+    // Everything to evaluate, named for the report.
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for rule in &rules {
+        match rule.kind {
+            promql::Kind::Record => {
+                queries.push((format!("rule {}", rule.name), rule.expr.clone()));
+                queries.push((format!("recorded {}", rule.name), rule.name.clone()));
+            }
+            promql::Kind::Alert => {
+                let value = promql::alert_value(&rule.expr).unwrap_or_else(|| {
+                    panic!("alert {}: not VALUE <comparison> NUMBER", rule.name)
+                });
+                queries.push((format!("alert {} (its value)", rule.name), value.to_owned()));
+            }
+        }
+    }
+    let panels = promql::panel_queries(&dashboard);
+    assert!(panels.len() >= 30, "{panels:?}");
+    queries.extend(promql::variable_queries(&dashboard));
+    queries.extend(
+        panels
+            .into_iter()
+            .map(|(what, e)| (what, promql::substitute(&e))),
+    );
+
+    let metrics = daemon.get("/metrics").body;
+    let without_series = |family: &str| {
+        metrics.contains(&format!("# TYPE {family} "))
+            && !metrics
+                .lines()
+                .any(|l| l.starts_with(family) && l[family.len()..].starts_with([' ', '{']))
+    };
+    let mut failures = Vec::new();
+    let mut empty_by_plan = Vec::new();
+    for (what, query) in &queries {
+        if query.contains('$') {
+            failures.push(format!("{what}: a Grafana variable left in {query}"));
+            continue;
+        }
+        match prom_eval(prom_port, query) {
+            Err(e) => failures.push(format!("{what}: {query}: {e}")),
+            Ok(result) if !result.is_empty() => {}
+            Ok(_) => {
+                let excuse = metric_names(query).into_iter().find_map(|m| {
+                    SERIES_BY_PLAN
+                        .iter()
+                        .find(|(family, _)| *family == m && without_series(family))
+                        .map(|(family, why)| format!("{family}: {why}"))
+                });
+                match excuse {
+                    Some(why) => empty_by_plan.push(format!("{what} ({why})")),
+                    None => failures.push(format!("{what}: empty: {query}")),
+                }
+            }
+        }
+    }
+    for what in &empty_by_plan {
+        eprintln!("empty on this plan: {what}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries failed:\n{}\n\n/metrics:\n{metrics}",
+        failures.len(),
+        queries.len(),
+        failures.join("\n")
+    );
+    assert!(
+        empty_by_plan.len() * 4 < queries.len(),
+        "most queries came back empty: {empty_by_plan:#?}"
     );
 }
 

@@ -795,4 +795,134 @@ mod tests {
         assert!(text.contains("# TYPE kcmp_trace_calls counter"));
         assert!(text.contains("# UNIT kcmp_trace_call_duration_seconds seconds"));
     }
+
+    /// Every family with series in it: readers on, a hook skipped, bpf stats on, and
+    /// something counted everywhere.
+    fn full_sample() -> Sample {
+        let mut c = Counters::ZERO;
+        for o in Outcome::ALL {
+            c.calls[o as usize][KCMP_VM as usize][0] = 1;
+            c.latency[o as usize][10] = 1;
+        }
+        c.lock_wait[10] = 1;
+        c.exec_hold[12] = 1;
+        c.tsync_hold[12] = 1;
+        c.misc.fill(1);
+        for r in &mut c.readers {
+            r.calls.fill(1);
+            r.verdicts.fill(1);
+            r.lock_wait[11] = 1;
+            r.lock_wait_sum_ns = 2_000;
+        }
+        let mut s = sample(c);
+        std::sync::Arc::get_mut(&mut s.plan)
+            .expect("a plan of its own")
+            .skipped = vec![("lock/contention_begin".into(), "test".into())];
+        s.bpf_stats_enabled = Some(true);
+        s.callers = Some(vec![CallerRow {
+            symbol: "mm_access".into(),
+            verdicts: [1; verdict::SLOTS],
+            lock_waits: 1,
+            lock_wait_sum_ns: 1_000,
+        }]);
+        s
+    }
+
+    /// The metric names a PromQL expression uses (label values and numbers left out).
+    fn promql_names(expr: &str) -> Vec<&str> {
+        let (bytes, mut names, mut i) = (expr.as_bytes(), Vec::new(), 0);
+        while i < bytes.len() {
+            let c = bytes[i];
+            if c == b'"' {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            } else if c.is_ascii_alphanumeric() || c == b'_' || c == b':' {
+                let start = i;
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+                {
+                    i += 1;
+                }
+                if !c.is_ascii_digit() {
+                    names.push(&expr[start..i]);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        names
+    }
+
+    fn dashboard_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => {
+                            out.push(s.clone())
+                        }
+                        _ => dashboard_exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| dashboard_exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// Each family the daemon serves has a panel: a family added without one fails here.
+    #[test]
+    fn the_dashboard_shows_every_family() {
+        let text = encode(full_sample(), Format::Prometheus).unwrap();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+            .collect();
+        assert!(families.len() >= 30, "{text}");
+        // The state is full: every family has series, the readers' included.
+        for (family, kind) in &families {
+            let sample = match *kind {
+                "histogram" => format!("{family}_bucket"),
+                _ => (*family).to_owned(),
+            };
+            let has_series = text.lines().any(|l| {
+                l.strip_prefix(sample.as_str())
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            });
+            assert!(
+                has_series,
+                "{family} has no series in the full state:\n{text}"
+            );
+        }
+        assert!(
+            families
+                .iter()
+                .any(|(f, _)| f.starts_with("kcmp_trace_reader_"))
+        );
+
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../contrib/grafana-dashboard.json"))
+                .expect("the dashboard's JSON");
+        let mut exprs = Vec::new();
+        dashboard_exprs(&dashboard, &mut exprs);
+        let used: std::collections::BTreeSet<&str> =
+            exprs.iter().flat_map(|e| promql_names(e)).collect();
+        let missing: Vec<&str> = families
+            .iter()
+            .map(|&(family, _)| family)
+            .filter(|family| {
+                !["", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| used.contains(format!("{family}{suffix}").as_str()))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "families /metrics serves that no panel of contrib/grafana-dashboard.json queries: \
+             {missing:?}"
+        );
+    }
 }
