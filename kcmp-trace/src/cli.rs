@@ -528,9 +528,49 @@ mod tests {
             proptest::prop_assert_eq!(parse_size(&bytes.to_string()).ok(), u32::try_from(bytes).ok());
         }
 
+        /// A number with a unit is that many units, to the nanosecond, or it is refused:
+        /// never wrapped, cut short or let out of range. It is refused only when out of
+        /// range or written in a form jiff does not take: days, more than 18 integer
+        /// digits, a fraction of a nanosecond, a point without digits after it, or more
+        /// than nine of them.
         #[test]
         fn durations_with_digits_and_units(n in "[0-9]{1,25}(\\.[0-9]{0,12})?", unit in "(ns|us|ms|s|m|h|d|)") {
-            let _ = parse_duration(&format!("{n}{unit}"));
+            let text = format!("{n}{unit}");
+            let (int, frac) = n.split_once('.').map_or((n.as_str(), None), |(i, f)| (i, Some(f)));
+            let unit_ns: u128 = match unit.as_str() {
+                "ns" => 1,
+                "us" => 1_000,
+                "ms" => 1_000_000,
+                "" | "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
+                _ => 86_400_000_000_000,
+            };
+            // The value written, in nanoseconds times `scale`; None past u128, far out of range.
+            let scale = 10u128.pow(frac.map_or(0, str::len) as u32);
+            let written = format!("{int}{}", frac.unwrap_or(""))
+                .parse::<u128>()
+                .ok()
+                .and_then(|v| v.checked_mul(unit_ns));
+            let (min, max) = DURATION_RANGE;
+            match parse_duration(&text) {
+                Ok(d) => {
+                    proptest::prop_assert!(d >= min && d <= max, "{text} gave {d:?}");
+                    let written = written.expect("a value past u128 nanoseconds was taken");
+                    proptest::prop_assert!(
+                        (d.as_nanos() * scale).abs_diff(written) < scale,
+                        "{text} gave {d:?}"
+                    );
+                }
+                Err(e) => {
+                    let in_range = written
+                        .is_some_and(|w| w >= min.as_nanos() * scale && w <= max.as_nanos() * scale);
+                    let taken_form = unit != "d"
+                        && int.len() <= 18
+                        && frac.is_none_or(|f| (1..=9).contains(&f.len()) && unit != "ns");
+                    proptest::prop_assert!(!(in_range && taken_form), "{text} refused: {e}");
+                }
+            }
         }
     }
 

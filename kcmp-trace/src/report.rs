@@ -786,12 +786,12 @@ mod tests {
     fn comparison_gives_deltas_and_ratios() {
         let (a, b) = a_and_b();
         let rows = compare(&a, &b);
-        let check = |metric: &str, va: Option<f64>, vb: Option<f64>, delta, ratio| {
+        let check = |metric: &str, unit, va: Option<f64>, vb: Option<f64>, delta, ratio| {
             assert_eq!(
                 compared(&rows, metric),
                 &CompareRow {
                     metric: metric.into(),
-                    unit: compared(&rows, metric).unit,
+                    unit,
                     a: va,
                     b: vb,
                     delta,
@@ -800,11 +800,26 @@ mod tests {
                 "{metric}"
             );
         };
-        check("calls", Some(1000.0), Some(1000.0), Some(0.0), Some(1.0));
-        check("calls/s", Some(500.0), Some(1000.0), Some(500.0), Some(2.0));
-        check("errors", Some(0.0), Some(10.0), Some(10.0), None);
+        check(
+            "calls",
+            "calls",
+            Some(1000.0),
+            Some(1000.0),
+            Some(0.0),
+            Some(1.0),
+        );
+        check(
+            "calls/s",
+            "calls/s",
+            Some(500.0),
+            Some(1000.0),
+            Some(500.0),
+            Some(2.0),
+        );
+        check("errors", "calls", Some(0.0), Some(10.0), Some(10.0), None);
         check(
             "outcome locked",
+            "calls",
             Some(1000.0),
             Some(0.0),
             Some(-1000.0),
@@ -812,14 +827,23 @@ mod tests {
         );
         check(
             "outcome locked share",
+            "%",
             Some(100.0),
             Some(0.0),
             Some(-100.0),
             Some(0.0),
         );
-        check("outcome fast", Some(0.0), Some(900.0), Some(900.0), None);
+        check(
+            "outcome fast",
+            "calls",
+            Some(0.0),
+            Some(900.0),
+            Some(900.0),
+            None,
+        );
         check(
             "outcome fast share",
+            "%",
             Some(0.0),
             Some(90.0),
             Some(90.0),
@@ -827,6 +851,7 @@ mod tests {
         );
         check(
             "outcome retry share",
+            "%",
             Some(0.0),
             Some(10.0),
             Some(10.0),
@@ -836,6 +861,7 @@ mod tests {
         // p50 of B: rank 500, the 500th of 900 in [512, 1023] -> 512 + 511 * 5 / 9.
         check(
             "latency p50",
+            "ns",
             Some(3071.0),
             Some(795.0),
             Some(795.0 - 3071.0),
@@ -844,6 +870,7 @@ mod tests {
         // p99 of B: rank 990, the 90th of 100 in [8192, 16383] -> 8192 + 8191 * 0.9.
         check(
             "latency p99",
+            "ns",
             Some(4074.0),
             Some(15563.0),
             Some(15563.0 - 4074.0),
@@ -851,16 +878,18 @@ mod tests {
         );
         check(
             "latency max",
+            "ns",
             Some(4095.0),
             Some(16383.0),
             Some(12288.0),
             Some(16383.0 / 4095.0),
         );
         // Per outcome: present on one side only.
-        check("latency locked p50", Some(3071.0), None, None, None);
-        check("latency fast max", None, Some(1023.0), None, None);
+        check("latency locked p50", "ns", Some(3071.0), None, None, None);
+        check("latency fast max", "ns", None, Some(1023.0), None, None);
         check(
             "lock waits",
+            "count",
             Some(1000.0),
             Some(100.0),
             Some(-900.0),
@@ -868,13 +897,21 @@ mod tests {
         );
         check(
             "lock wait max",
+            "ns",
             Some(4095.0),
             Some(2047.0),
             Some(-2048.0),
             Some(2047.0 / 4095.0),
         );
-        check("exec write sections", Some(0.0), Some(0.0), Some(0.0), None);
-        check("exec write section p50", None, None, None, None);
+        check(
+            "exec write sections",
+            "count",
+            Some(0.0),
+            Some(0.0),
+            Some(0.0),
+            None,
+        );
+        check("exec write section p50", "ns", None, None, None, None);
         // Outcomes in neither session have no rows.
         assert!(rows.iter().all(|r| !r.metric.contains("busy")));
     }

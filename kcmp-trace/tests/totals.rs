@@ -40,6 +40,7 @@ fn read_until(tracer: &Tracer, stop: &AtomicBool) -> Seen {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn two_readers_each_see_every_exited_process_and_comm_total() {
     if !require_root() {
         return;

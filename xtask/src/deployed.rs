@@ -31,12 +31,10 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     dist,
     fresh_root::{SUITE, debootstrap, debootstrap_recipe},
-    kernel::{
-        Flavour, Kernel, Preempt, Version, cache_root, ensure_kernel, fresh_dir, hex, lock, logged,
-    },
+    kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
     target::{Target, target_dir},
     vm::{self, Root, VmSpec},
-    workspace::workspace_root,
+    workspace::{cache_root, fresh_dir, hex, lock, logged, workspace_root},
 };
 
 /// What the root holds beyond minbase: an init system as a server has one, and the tools

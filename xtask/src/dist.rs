@@ -20,10 +20,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    kernel::{Flavour, Kernel, Version, ensure_kernel, hex},
+    kernel::{Flavour, Kernel, Version, ensure_kernel},
     target::{HOST, Target, static_binary, target_dir},
     vm::VmSpec,
-    workspace::{cargo, run_checked, workspace_root},
+    workspace::{cargo, fresh_dir, hex, run_checked, workspace_root},
 };
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -113,8 +113,8 @@ fn check_static(binary: &Path, arch: Target) -> Result<()> {
 pub fn run(path: &str) -> Result<()> {
     build_static(path, &Target::ALL)?;
     let dist = dist_dir();
-    crate::kernel::fresh_dir(&dist)?;
-    let stage = crate::kernel::fresh_dir(&target_dir().join("dist-stage"))?;
+    fresh_dir(&dist)?;
+    let stage = fresh_dir(&target_dir().join("dist-stage"))?;
     let docs = generate_docs(&stage)?;
     let mut artifacts = Vec::new();
     for arch in Target::ALL {
@@ -141,7 +141,7 @@ pub fn run(path: &str) -> Result<()> {
 /// The package of `arch` alone, built into `out` (emptied first) from the static binary
 /// as last built, exactly as `cargo xtask dist` builds it: what the deployed guests install.
 pub fn package_into(arch: Target, out: &Path) -> Result<PathBuf> {
-    crate::kernel::fresh_dir(out)?;
+    fresh_dir(out)?;
     let stage = out.join("stage");
     let docs = generate_docs(&stage)?;
     let (_, deb) = build_package(arch, out, &stage, &docs)?;
@@ -409,8 +409,7 @@ pub fn verify(arch: Target) -> Result<()> {
         "SHA256SUMS does not match {name}"
     );
 
-    let root =
-        crate::kernel::fresh_dir(&target_dir().join(format!("dist-root-{}", arch.deb_arch())))?;
+    let root = fresh_dir(&target_dir().join(format!("dist-root-{}", arch.deb_arch())))?;
     let admin = root.join("var/lib/dpkg");
     for dir in ["info", "updates", "triggers"] {
         fs::create_dir_all(admin.join(dir))?;

@@ -24,8 +24,8 @@ use anyhow::{Context as _, Result, bail};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    kernel::{cache_root, ensure_packages, fresh_dir, hex, logged},
-    workspace::{minutes_and_seconds, workspace_root},
+    apt::ensure_packages,
+    workspace::{cache_root, fresh_dir, hex, is_root, logged, minutes_and_seconds, workspace_root},
 };
 
 /// The Debian release of every debootstrapped root: this check's, and the deployed guests'.
@@ -58,8 +58,7 @@ fn step(msg: &str) {
 }
 
 pub fn run() -> Result<ExitCode> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         bail!("--fresh-root needs root (debootstrap, chroot and mounts)");
     }
     // First, while this process has one thread: unshare() refuses a threaded caller.

@@ -31,10 +31,8 @@ use std::{
     ffi::OsStr,
     fmt,
     fs::{self, File},
-    io::{Read, Seek, SeekFrom},
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Instant,
 };
 
@@ -42,7 +40,11 @@ use anyhow::{Context, Result, bail};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::target::Target;
+use crate::{
+    apt::{Apt, ensure_packages, extract_members, file_from_package, installed_version},
+    target::Target,
+    workspace::{cache_root, fresh_dir, hex, lock, logged, publish, remove_dir, workspace_root},
+};
 
 /// Which kind of kernel to boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -207,6 +209,14 @@ struct StockFile {
 }
 
 impl Suite {
+    /// The apt configuration its packages are found and downloaded with.
+    fn apt(self) -> Result<Apt> {
+        match self {
+            Suite::Host => Ok(Apt::host()),
+            Suite::Sid => Apt::sid(),
+        }
+    }
+
     /// Image package names: `<prefix><release><suffix>`.
     fn image_affixes(self) -> (&'static str, &'static str) {
         match self {
@@ -309,14 +319,6 @@ const PATCH_SYMBOLS: &[&str] = &[
     "exec_update_speculate_try_begin",
     "exec_update_speculate_retry",
 ];
-const LOG_TAIL_LINES: usize = 40;
-
-/// Root of the kernel cache: `$KCMP_TRACE_CACHE`, or `/var/cache/kcmp-trace`.
-pub fn cache_root() -> PathBuf {
-    env::var_os("KCMP_TRACE_CACHE")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("/var/cache/kcmp-trace"), PathBuf::from)
-}
 
 /// Returns the path of a bootable image of `kernel`, downloading or building it on first
 /// use. `config` and `System.map` sit next to the image.
@@ -337,270 +339,6 @@ fn step(msg: impl AsRef<str>) {
 }
 
 // ---------------------------------------------------------------------------------
-// Debian packages
-
-/// Installs the Debian packages that are missing (apt-get, via sudo when not root).
-pub fn ensure_packages(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !package_installed(p))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("apt: installing {}", missing.join(" "));
-    let install = |pkgs: &[&str]| {
-        let mut args = vec!["install", "-y", "--no-install-recommends"];
-        args.extend_from_slice(pkgs);
-        apt_get(&args)
-    };
-    if install(&missing).is_err() {
-        // A fresh machine has no package lists yet.
-        eprintln!("apt: update (no package lists yet, or stale ones)");
-        apt_get(&["update"])?;
-        install(&missing)?;
-    }
-    Ok(())
-}
-
-/// A file from a Debian package that is not installed on the host (another architecture's,
-/// e.g. `busybox-static:arm64`'s `bin/busybox`, or a package of another suite): downloaded,
-/// unpacked and cached under `<cache>/debs/<package>_<version>/` on first use. Returns the
-/// file and the package's version.
-pub fn file_from_package(apt: &Apt, package: &str, path: &str) -> Result<(PathBuf, String)> {
-    let version = apt.find(package, |apt| apt.candidate_version(package))?;
-    let name = format!(
-        "{}_{}",
-        package.replace(':', "_"),
-        version.replace(':', "%3a")
-    );
-    let dir = cache_root().join("debs");
-    let entry = dir.join(&name);
-    let wanted = entry.join(path);
-    if wanted.is_file() {
-        return Ok((wanted, version));
-    }
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let _lock = lock(&dir.join(format!("{name}.lock")))?;
-    if wanted.is_file() {
-        return Ok((wanted, version));
-    }
-    let tmp = fresh_dir(&dir.join(format!(".tmp-{name}")))?;
-    let deb = apt.download(package, &version, &tmp)?;
-    let out = tmp.join("x");
-    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&out))?;
-    if !out.join(path).is_file() {
-        bail!("{package} {version} has no {path}");
-    }
-    publish(&out, &entry)?;
-    remove_dir(&tmp);
-    Ok((wanted, version))
-}
-
-/// Extracts `members` (paths without the leading `./`) of `deb` into `dest`. tar stops
-/// reading after the last one, so a member near the start of a large package (the -dbg
-/// ones reach a gigabyte) costs little.
-fn extract_members(deb: &Path, dest: &Path, members: &[&str]) -> Result<()> {
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running dpkg-deb")?;
-    let tarfile = dpkg.stdout.take().context("dpkg-deb stdout")?;
-    let tar = Command::new("tar")
-        .args(["-x", "--occurrence", "-C"])
-        .arg(dest)
-        .args(members.iter().map(|m| format!("./{m}")))
-        .stdin(tarfile)
-        .output()
-        .context("running tar")?;
-    // When tar stops early dpkg-deb dies of SIGPIPE: only tar's status says whether every
-    // member arrived whole.
-    let dpkg = dpkg.wait_with_output().context("waiting for dpkg-deb")?;
-    if !tar.status.success() {
-        bail!(
-            "extracting {} from {} failed: {}{}",
-            members.join(" "),
-            deb.display(),
-            String::from_utf8_lossy(&tar.stderr),
-            String::from_utf8_lossy(&dpkg.stderr)
-        );
-    }
-    Ok(())
-}
-
-fn package_installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b" installed"))
-}
-
-fn installed_version(package: &str) -> Result<String> {
-    let out = capture(Command::new("dpkg-query").args(["-W", "-f=${Version}", package]))?;
-    Ok(out.trim().to_string())
-}
-
-fn apt_get(args: &[&str]) -> Result<()> {
-    let mut cmd = if is_root() {
-        Command::new("apt-get")
-    } else {
-        let mut c = Command::new("sudo");
-        c.args(["-n", "apt-get"]);
-        c
-    };
-    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-    logged(&mut cmd, &crate::workspace::setup_log())
-}
-
-fn is_root() -> bool {
-    // /proc/self is owned by the effective uid; avoids a libc dependency.
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-// ---------------------------------------------------------------------------------
-// apt configurations
-
-/// The apt configuration a version's packages are found and downloaded with: the host's,
-/// or for [`Suite::Sid`] a private one under `<cache>/apt-sid/` (its own sources.list,
-/// package lists and archive cache), so the host's apt sources are never changed.
-pub struct Apt {
-    /// The private configuration's directory; None for the host's.
-    private: Option<PathBuf>,
-}
-
-/// Debian unstable, for the private configuration.
-const SID_SOURCES: &str = "deb [arch=amd64] http://deb.debian.org/debian sid main\n";
-
-impl Apt {
-    pub fn host() -> Apt {
-        Apt { private: None }
-    }
-
-    fn of(suite: Suite) -> Result<Apt> {
-        match suite {
-            Suite::Host => Ok(Apt::host()),
-            Suite::Sid => Apt::sid(),
-        }
-    }
-
-    fn sid() -> Result<Apt> {
-        let dir = cache_root().join("apt-sid");
-        for sub in ["lists/partial", "cache/archives/partial"] {
-            let path = dir.join(sub);
-            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        }
-        let sources = dir.join("sources.list");
-        if fs::read_to_string(&sources).ok().as_deref() != Some(SID_SOURCES) {
-            fs::write(&sources, SID_SOURCES)
-                .with_context(|| format!("writing {}", sources.display()))?;
-        }
-        Ok(Apt { private: Some(dir) })
-    }
-
-    /// `program` (apt-get, apt-cache) with this configuration's options.
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        if let Some(dir) = &self.private {
-            let opt = |name: &str, value: &Path| format!("{name}={}", value.display());
-            for value in [
-                opt("Dir::Etc::SourceList", &dir.join("sources.list")),
-                opt("Dir::Etc::SourceParts", Path::new("/dev/null")),
-                opt("Dir::State::Lists", &dir.join("lists")),
-                opt("Dir::Cache", &dir.join("cache")),
-                // The mirror's sid index is served past its Valid-Until date.
-                "Acquire::Check-Valid-Until=false".to_string(),
-                "APT::Architecture=amd64".to_string(),
-            ] {
-                cmd.arg("-o").arg(value);
-            }
-        }
-        cmd
-    }
-
-    fn describe(&self) -> String {
-        match &self.private {
-            None => "the host's apt sources".to_string(),
-            Some(dir) => format!("Debian unstable (apt configuration in {})", dir.display()),
-        }
-    }
-
-    fn update(&self) -> Result<()> {
-        step(format!("apt-get update ({})", self.describe()));
-        match self.private {
-            None => apt_get(&["update"]),
-            Some(_) => capture(self.command("apt-get").arg("update")).map(drop),
-        }
-    }
-
-    /// Runs `query`; if it finds nothing (or a private configuration has no package lists
-    /// yet), updates the package lists and runs it again.
-    fn find<T>(&self, what: &str, query: impl Fn(&Apt) -> Result<Option<T>>) -> Result<T> {
-        if self.has_lists()
-            && let Some(found) = query(self)?
-        {
-            return Ok(found);
-        }
-        self.update()?;
-        query(self)?.with_context(|| format!("{what}: not found in {}", self.describe()))
-    }
-
-    /// A private configuration has package lists once an update fetched a Release file.
-    fn has_lists(&self) -> bool {
-        let Some(dir) = &self.private else {
-            return true;
-        };
-        fs::read_dir(dir.join("lists")).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with("Release"))
-        })
-    }
-
-    /// Names of the packages matching the regex `pattern`.
-    fn search(&self, pattern: &str) -> Result<Vec<String>> {
-        let out = capture(
-            self.command("apt-cache")
-                .args(["search", "--names-only", pattern]),
-        )?;
-        Ok(out
-            .lines()
-            .filter_map(|line| line.split_whitespace().next())
-            .map(str::to_string)
-            .collect())
-    }
-
-    fn candidate_version(&self, package: &str) -> Result<Option<String>> {
-        let out = capture(self.command("apt-cache").args(["policy", package]))?;
-        Ok(out
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Candidate:"))
-            .map(|v| v.trim().to_string())
-            .filter(|v| v != "(none)"))
-    }
-
-    /// Downloads `package` at `version` into `dir`; returns the .deb.
-    fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
-        step(format!("downloading {package} {version}"));
-        capture(
-            self.command("apt-get")
-                .arg("download")
-                .arg(format!("{package}={version}"))
-                .current_dir(dir),
-        )?;
-        let stem = package.split(':').next().unwrap_or(package);
-        find_file(dir, |n| {
-            n.starts_with(&format!("{stem}_")) && n.ends_with(".deb")
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------
 // Stock kernel
 
 fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
@@ -617,7 +355,7 @@ fn ensure_stock(dir: &Path, kernel: Kernel) -> Result<PathBuf> {
             kernel.version.name()
         );
     }
-    let apt = Apt::of(suite)?;
+    let apt = suite.apt()?;
     let (prefix, suffix) = suite.image_affixes();
     let hint = match (suite, deb_arch) {
         (Suite::Sid, _) => "",
@@ -867,7 +605,7 @@ impl SourceTree {
                 ensure_packages(&[&package])?;
                 (Path::new("/").join(tarball), installed_version(&package)?)
             }
-            suite => file_from_package(&Apt::of(suite)?, &package, &tarball)?,
+            suite => file_from_package(&suite.apt()?, &package, &tarball)?,
         };
         Ok(SourceTree {
             package,
@@ -922,7 +660,7 @@ struct FastpathInputs {
 
 impl FastpathInputs {
     fn read(kernel: Kernel, source: &SourceTree) -> Result<Self> {
-        let base = crate::workspace::workspace_root().join("testing/kernel");
+        let base = workspace_root().join("testing/kernel");
         let patch_dir = base.join(kernel.version.name());
         let mut patches = Vec::new();
         for entry in
@@ -1049,132 +787,11 @@ fn check_config(config: &Path, fragment: &Path) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------
-// Helpers
-
-/// Runs `cmd`, returning stdout; on failure the error carries stderr.
-fn capture(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `cmd` with stdout and stderr appended to `log`; on failure the error carries
-/// the tail of what `cmd` wrote there.
-pub(crate) fn logged(cmd: &mut Command, log: &Path) -> Result<()> {
-    let start = fs::metadata(log).map_or(0, |m| m.len());
-    let open = || {
-        File::options()
-            .append(true)
-            .create(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))
-    };
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(open()?)
-        .stderr(open()?)
-        .status()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!(
-            "{cmd:?} failed ({status}); its last lines in {}:\n{}",
-            log.display(),
-            tail_from(log, start, LOG_TAIL_LINES)
-        );
-    }
-    Ok(())
-}
-
-/// The last `lines` lines of a (possibly large) text file.
-pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    tail_from(path, 0, lines)
-}
-
-/// The last `lines` lines of a text file written from byte `start` on.
-fn tail_from(path: &Path, start: u64, lines: usize) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut f = File::open(path)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024).max(start)))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    match read() {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
-}
-
-/// Holds an exclusive lock on `path` until dropped, so concurrent runs do not
-/// download or build the same kernel twice.
-pub(crate) fn lock(path: &Path) -> Result<File> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    if file.try_lock().is_err() {
-        step(format!(
-            "waiting for another run holding {}",
-            path.display()
-        ));
-        file.lock()
-            .with_context(|| format!("locking {}", path.display()))?;
-    }
-    Ok(file)
-}
-
-/// Creates `path` empty, removing leftovers of an interrupted run.
-pub(crate) fn fresh_dir(path: &Path) -> Result<PathBuf> {
-    if path.exists() {
-        fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-    Ok(path.to_path_buf())
-}
-
-/// Moves a complete entry into place in one rename.
-fn publish(out: &Path, entry: &Path) -> Result<()> {
-    fs::rename(out, entry)
-        .with_context(|| format!("moving {} to {}", out.display(), entry.display()))
-}
-
-fn remove_dir(path: &Path) {
-    if let Err(e) = fs::remove_dir_all(path) {
-        step(format!("warning: cannot remove {}: {e}", path.display()));
-    }
-}
-
-fn find_file(dir: &Path, pred: impl Fn(&str) -> bool) -> Result<PathBuf> {
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.file_name().and_then(OsStr::to_str).is_some_and(&pred) {
-            return Ok(path);
-        }
-    }
-    bail!("expected file not found in {}", dir.display())
-}
-
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Automation: setup, build, tests, benchmarks, VMs.
 
+mod apt;
 mod bench;
 mod compare;
 mod demo;

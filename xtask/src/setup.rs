@@ -11,8 +11,9 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    kernel::{cache_root, ensure_packages, logged},
+    apt::ensure_packages,
     target::Target,
+    workspace::{cache_root, logged},
 };
 
 /// Debian packages, with why we need them.

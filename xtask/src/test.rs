@@ -31,7 +31,8 @@ pub struct TestArgs {
     /// package checks.
     #[arg(long, value_name = "NAME")]
     pub guest: Option<String>,
-    /// Pass even if privileged tests skipped themselves (not root); they are still counted.
+    /// Pass even if tests skipped themselves for want of root or of the kernel's BTF; they
+    /// are still counted.
     #[arg(long)]
     pub allow_skips: bool,
     /// Prove setup on a clean root filesystem: a debootstrapped Debian bookworm chroot with
@@ -71,7 +72,7 @@ impl TestArgs {
     }
 }
 
-/// The test binaries' skip log: privileged tests run without root append their names.
+/// The test binaries' skip log: tests that lack root or the kernel's BTF append their names.
 const SKIP_LOG: &str = "target/test-skips.txt";
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -122,8 +123,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         let before = failed.len();
         let skip_log = workspace_root().join(SKIP_LOG);
         let _ = std::fs::remove_file(&skip_log);
-        // Privileged tests are #[ignore = "needs root"] so that plain `cargo test` shows
-        // them as not run; the suite runs them. The scrape benchmark is `cargo xtask bench`'s.
+        // Tests that need root or the kernel's BTF are #[ignore = "needs ..."] so that plain
+        // `cargo test` shows them as not run; the suite runs them. The scrape benchmark is
+        // `cargo xtask bench`'s.
         let status = cargo(&path)
             .args(["test", "--workspace", "--exclude", "kcmp-trace-ebpf"])
             .args(["--", "--include-ignored", "--skip", "scrape_benchmark"])
@@ -136,7 +138,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         let skipped: Vec<&str> = skipped.lines().collect();
         if !skipped.is_empty() {
             eprintln!(
-                "xtask: {} privileged tests skipped (not root): {}",
+                "xtask: {} tests skipped (no root, or no kernel BTF): {}",
                 skipped.len(),
                 skipped.join(", ")
             );

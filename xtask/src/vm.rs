@@ -34,9 +34,11 @@ use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    apt::{self, Apt},
     initramfs::{Node, Tree},
-    kernel::{self, Flavour, Kernel, Preempt, Version, fresh_dir, hex},
+    kernel::{self, Flavour, Kernel, Preempt, Version},
     target::{Target, static_binary, target_dir},
+    workspace::{fresh_dir, hex, tail},
 };
 
 /// Printed by /init on the console; nothing in the kernel prints this.
@@ -252,7 +254,7 @@ pub fn default_files(arch: Target) -> Result<Vec<(PathBuf, String)>> {
 
 /// Boots the guest, runs the command and collects its output and results.
 pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
-    kernel::ensure_packages(&[spec.arch.qemu_package(), "busybox-static", "gzip", "tar"])?;
+    apt::ensure_packages(&[spec.arch.qemu_package(), "busybox-static", "gzip", "tar"])?;
     ensure!(
         spec.kernel.is_file(),
         "no kernel image at {}",
@@ -357,7 +359,7 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
                 "guest did not start the command within {} s; console {}:\n{}",
                 BOOT_TIMEOUT.as_secs(),
                 console_log.display(),
-                kernel::tail(&console_log, CONSOLE_TAIL_LINES)
+                tail(&console_log, CONSOLE_TAIL_LINES)
             );
         }
         if started.elapsed() > deadline {
@@ -371,7 +373,7 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
                 spec.timeout.as_secs(),
                 HOST_GRACE.as_secs(),
                 console_log.display(),
-                kernel::tail(&console_log, CONSOLE_TAIL_LINES)
+                tail(&console_log, CONSOLE_TAIL_LINES)
             );
         }
         thread::sleep(Duration::from_millis(50));
@@ -387,7 +389,7 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         anyhow::anyhow!(
             "{what}\nconsole {}:\n{}",
             console_log.display(),
-            kernel::tail(&console_log, CONSOLE_TAIL_LINES)
+            tail(&console_log, CONSOLE_TAIL_LINES)
         )
     };
 
@@ -395,7 +397,7 @@ pub fn run(spec: &VmSpec) -> Result<VmOutcome> {
         return Err(with_tail(format!(
             "qemu exited with {status}; its messages ({}):\n{}",
             qemu_log.display(),
-            kernel::tail(&qemu_log, 20)
+            tail(&qemu_log, 20)
         )));
     }
     let lines: Vec<&str> = console.lines().map(str::trim_end).collect();
@@ -540,8 +542,7 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
     let busybox = match spec.arch {
         Target::X86_64 => PathBuf::from(BUSYBOX),
         Target::Aarch64 => {
-            kernel::file_from_package(&kernel::Apt::host(), "busybox-static:arm64", "bin/busybox")?
-                .0
+            apt::file_from_package(&Apt::host(), "busybox-static:arm64", "bin/busybox")?.0
         }
     };
     tree.add_host_file(&busybox, BUSYBOX)

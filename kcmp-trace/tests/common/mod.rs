@@ -1,6 +1,9 @@
 //! Helpers for tests that run the real binary against the real kernel.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod promql;
+pub mod skip;
+
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     path::PathBuf,
@@ -27,31 +30,14 @@ pub fn kcmp_trace() -> Command {
 
 /// Privileged tests need root: they are `#[ignore = "needs root"]`, so plain `cargo test`
 /// lists them as ignored, and `cargo xtask test` runs them with `--include-ignored`. Run
-/// that way without root, a test skips itself here and `cargo xtask test` counts the skip.
-/// In CI a missing privilege is a failure, never a skip.
+/// that way without root, a test skips itself here ([`skip::skip`]) and `cargo xtask test`
+/// counts the skip. In CI a missing privilege is a failure, never a skip.
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("privileged test run without root in CI");
-    }
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("unnamed test")
-        .to_owned();
-    eprintln!("skipping {test}: needs root (CI runs it as root)");
-    // `cargo xtask test` counts the skips and fails on them unless told not to.
-    if let Some(log) = std::env::var_os("KCMP_TRACE_SKIP_LOG") {
-        use std::io::Write as _;
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .and_then(|mut f| writeln!(f, "{test}"));
-        appended.expect("recording a skipped test");
-    }
+    skip::skip("root");
     false
 }
 
