@@ -11,8 +11,36 @@ use std::{
 };
 
 use aya_obj::generated::{
-    bpf_cmd, bpf_link_info, bpf_link_type, bpf_perf_event_type, bpf_prog_info,
+    PERF_FLAG_FD_CLOEXEC, bpf_cmd, bpf_link_info, bpf_link_type, bpf_perf_event_type,
+    bpf_prog_info, perf_event_attr,
 };
+
+/// perf_event_open(2) of `attr` (its size filled in here) for `pid` on `cpu`, in no group,
+/// closed on exec.
+pub fn perf_event_open(
+    mut attr: perf_event_attr,
+    pid: libc::pid_t,
+    cpu: libc::c_int,
+) -> io::Result<OwnedFd> {
+    attr.size = size_of::<perf_event_attr>() as u32;
+    let group: libc::c_int = -1;
+    // SAFETY: a valid attr of the size given; the kernel returns a new descriptor.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &raw const attr,
+            pid,
+            cpu,
+            group,
+            PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
 
 /// The `info` member of `union bpf_attr` (BPF_OBJ_GET_INFO_BY_FD).
 #[repr(C)]

@@ -11,7 +11,7 @@
 use std::{
     fs::OpenOptions,
     io::Write as _,
-    os::fd::{AsFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     path::Path,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -152,29 +152,12 @@ fn owner(event: &str) -> Option<u32> {
 /// A perf event on a tracefs event, for all processes (an attached program runs on every
 /// CPU whatever CPU the event is opened on).
 fn open_trace_event(id: u64) -> std::io::Result<OwnedFd> {
-    use aya_obj::generated::{PERF_FLAG_FD_CLOEXEC, perf_event_attr, perf_type_id};
+    use aya_obj::generated::{perf_event_attr, perf_type_id};
     // SAFETY: perf_event_attr is plain integers; zero is valid for every field.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
     attr.type_ = perf_type_id::PERF_TYPE_TRACEPOINT as u32;
-    attr.size = size_of::<perf_event_attr>() as u32;
     attr.config = id;
-    let (pid, cpu, group): (libc::pid_t, libc::c_int, libc::c_int) = (-1, 0, -1);
-    // SAFETY: a valid attr of the size given; the kernel returns a new descriptor.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &raw const attr,
-            pid,
-            cpu,
-            group,
-            PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    bpf_info::perf_event_open(attr, -1, 0)
 }
 
 #[cfg(test)]

@@ -564,7 +564,22 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
     // The kernel opens /dev/console for init before devtmpfs is mounted.
     tree.insert("/dev/console", Node::CharDev { major: 5, minor: 1 });
     tree.insert("/results", Node::Symlink("/kcmp-vm/out/results".into()));
-    // Cached kernels keep their config next to the image; /init names it by the release.
+    add_spec(&mut tree, spec)?;
+    tree.insert(
+        "/init",
+        Node::File {
+            data: init_script(spec, nonce).into_bytes(),
+            mode: 0o755,
+        },
+    );
+    let dest = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    write_gzip_cpio(&tree, dest)
+}
+
+/// What every guest's initramfs carries of its spec: the kernel's config (cached kernels
+/// keep it next to the image; /init names it by the release), the spec's files and the
+/// command.
+fn add_spec(tree: &mut Tree, spec: &VmSpec) -> Result<()> {
     let config = spec.kernel.with_file_name("config");
     if config.is_file() {
         tree.add_host_file(&config, KERNEL_CONFIG)?;
@@ -583,15 +598,7 @@ fn build_initramfs(spec: &VmSpec, nonce: &str, dest: &Path) -> Result<()> {
             mode: 0o755,
         },
     );
-    tree.insert(
-        "/init",
-        Node::File {
-            data: init_script(spec, nonce).into_bytes(),
-            mode: 0o755,
-        },
-    );
-    let dest = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    write_gzip_cpio(&tree, dest)
+    Ok(())
 }
 
 /// The initramfs of a [`Root::Systemd`] guest: the root's layers, then one more with the
@@ -606,24 +613,7 @@ fn build_systemd_initramfs(
     // Not /tmp or /root of the root: an entry sets its directory's mode.
     tree.insert("/kcmp-vm/out/results", Node::Dir);
     tree.insert("/results", Node::Symlink("/kcmp-vm/out/results".into()));
-    let config = spec.kernel.with_file_name("config");
-    if config.is_file() {
-        tree.add_host_file(&config, KERNEL_CONFIG)?;
-    }
-    for (host, guest) in &spec.files {
-        ensure!(
-            guest.starts_with('/'),
-            "guest path {guest:?} must be absolute"
-        );
-        tree.add_host_path(host, guest)?;
-    }
-    tree.insert(
-        "/kcmp-vm/command.sh",
-        Node::File {
-            data: format!("{}\n", spec.command).into_bytes(),
-            mode: 0o755,
-        },
-    );
+    add_spec(&mut tree, spec)?;
     tree.insert(
         "/kcmp-vm/run",
         Node::File {

@@ -2,11 +2,7 @@
 //! and, when the kernel refuses something for lack of privilege, which capability or
 //! sysctl would allow it, in one line.
 
-use std::{
-    collections::BTreeMap,
-    fmt, io,
-    os::fd::{FromRawFd as _, OwnedFd},
-};
+use std::{collections::BTreeMap, fmt, io};
 
 use serde::Serialize;
 
@@ -133,35 +129,16 @@ pub fn perf_events_gated(paranoid: Option<i32>) -> bool {
 
 /// A dummy software event on this thread, user space only; closed at once.
 fn open_own_user_event() -> io::Result<()> {
-    use aya_obj::generated::{
-        PERF_FLAG_FD_CLOEXEC, perf_event_attr, perf_sw_ids::PERF_COUNT_SW_DUMMY, perf_type_id,
-    };
+    use aya_obj::generated::{perf_event_attr, perf_sw_ids::PERF_COUNT_SW_DUMMY, perf_type_id};
     // SAFETY: perf_event_attr is plain integers; zero is valid for every field.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
     attr.type_ = perf_type_id::PERF_TYPE_SOFTWARE as u32;
-    attr.size = size_of::<perf_event_attr>() as u32;
     attr.config = PERF_COUNT_SW_DUMMY as u64;
     attr.set_disabled(1);
     attr.set_exclude_kernel(1);
     attr.set_exclude_hv(1);
-    let (pid, cpu, group): (libc::pid_t, libc::c_int, libc::c_int) = (0, -1, -1);
-    // SAFETY: a valid attr of the size given; the kernel returns a new descriptor.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &raw const attr,
-            pid,
-            cpu,
-            group,
-            PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns; dropping it closes it.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    Ok(())
+    // This thread, any CPU; dropping the descriptor closes it.
+    crate::bpf_info::perf_event_open(attr, 0, -1).map(drop)
 }
 
 /// What the kernel refused.
