@@ -23,9 +23,13 @@ Capabilities without root (setcap on the binary, or a systemd unit's set), by at
   tracepoint  CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH (tracefs), and CAP_SYS_ADMIN where
               kernel.perf_event_paranoid is 3 (Debian: perf_event_open needs it)
   kprobe      as tracepoint, and CAP_DAC_OVERRIDE for a user other than root (return
-              probes are defined in tracefs's kprobe_events)
-  all modes   CAP_SYSLOG (kallsyms addresses), CAP_SYS_NICE (map reads at SCHED_FIFO),
-              CAP_SYS_RESOURCE (locked memory, before Linux 5.11)";
+              probes are defined in tracefs's kprobe_events; it covers CAP_DAC_READ_SEARCH)
+  all modes   CAP_SYS_NICE (map reads at SCHED_FIFO, so a preempted read cannot make the
+              kernel skip runs), CAP_SYS_RESOURCE (locked memory, before Linux 5.11),
+              CAP_SYSLOG for --readers (kallsyms addresses name the call sites)
+  CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON. On Debian, for the default plan (kprobes)
+  as a user other than root, on a copy of the binary:
+    setcap cap_bpf,cap_perfmon,cap_dac_override,cap_sys_admin,cap_sys_nice+ep COPY";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -11,7 +11,11 @@
 //!    and under a crowd (`kcmp-trace stress`, 6 kcmp threads and 2 exec racers) it must
 //!    count exactly the calls the workload made, with nothing incomplete, lost or missed.
 //!    What this boot wrote to the root is sent back as a cpio archive: what a disk would
-//!    keep.
+//!    keep. Then, without root: `nobody` runs copies of the packaged binary with file
+//!    capabilities, `watch --json` beside its own stress workload. With the set `--help`
+//!    gives the default plan it must attach kprobes and count exactly; with none it must
+//!    exit 3 naming CAP_BPF and CAP_PERFMON; without CAP_SYS_ADMIN (Debian's
+//!    `perf_event_paranoid` 3) it must say so in the plan it falls back to.
 //! 2. The same root with that archive on top boots again: the unit must come back by
 //!    itself, with counters from zero, no warning in its journal, and count exactly.
 
@@ -38,8 +42,17 @@ use crate::{
 };
 
 /// What the root holds beyond minbase: an init system as a server has one, and the tools
-/// the test uses (curl for the daemon's endpoints, cpio for what the first boot wrote).
-const PACKAGES: &[&str] = &["systemd-sysv", "systemd", "udev", "dbus", "curl", "cpio"];
+/// the test uses (curl for the daemon's endpoints, cpio for what the first boot wrote,
+/// setcap for the binary a normal user runs).
+const PACKAGES: &[&str] = &[
+    "systemd-sysv",
+    "systemd",
+    "udev",
+    "dbus",
+    "curl",
+    "cpio",
+    "libcap2-bin",
+];
 
 /// Run in the debootstrapped root (chroot) before it is packed.
 const CONFIGURE: &str = r#"set -e
@@ -173,9 +186,152 @@ find . -xdev -mindepth 1 \( -path ./dev -o -path ./proc -o -path ./sys -o -path 
     awk '{{ p = $0; while (p != ".") {{ print p; sub("/[^/]*$", "", p) }} }}' |
     LC_ALL=C sort -u > $R/state.list
 cpio -o -H newc --quiet < $R/state.list | gzip -1 > $R/state.cpio.gz
-"#,
+{nonroot}"#,
         lib = guest_lib(),
+        nonroot = nonroot_script(),
     )
+}
+
+/// The user that runs the tracer without root, and its group.
+const USER: (&str, &str) = ("nobody", "nogroup");
+/// What the tracer traces in each run without root, for a few seconds.
+const NONROOT_STRESS: &str = "--duration 2s --threads 2 --types vm,files";
+
+/// One run without root: its name, the capabilities of its copy of the binary, and
+/// `watch`'s options.
+struct NonrootRun {
+    name: &'static str,
+    caps: &'static [&'static str],
+    watch: &'static str,
+}
+
+/// What `kcmp-trace --help` gives the default plan (kprobes) on Debian's stock 7.2, with
+/// its `perf_event_paranoid` 3, for a user other than root: CAP_BPF and CAP_PERFMON,
+/// CAP_DAC_OVERRIDE for kprobe_events, CAP_SYS_ADMIN for perf_event_open, and
+/// CAP_SYS_NICE for map reads at SCHED_FIFO.
+const KPROBE_CAPS: &[&str] = &[
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_DAC_OVERRIDE",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_NICE",
+];
+/// The least that attaches kprobes there: CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON.
+const KPROBE_LEAST: &[&str] = &["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE"];
+/// `--help`'s tracepoint set there (CAP_DAC_READ_SEARCH for tracefs's event ids).
+const TRACEPOINT_CAPS: &[&str] = &[
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_NICE",
+];
+/// `--help`'s fentry set: no perf event, no tracefs.
+const FENTRY_CAPS: &[&str] = &["CAP_BPF", "CAP_PERFMON", "CAP_SYS_NICE"];
+
+/// The runs, each a few seconds (the tracer's attach takes about 5 s under TCG).
+const NONROOT_RUNS: &[NonrootRun] = &[
+    NonrootRun {
+        name: "kprobe",
+        caps: KPROBE_CAPS,
+        watch: "",
+    },
+    NonrootRun {
+        name: "kprobe-least",
+        caps: KPROBE_LEAST,
+        watch: "",
+    },
+    NonrootRun {
+        name: "none",
+        caps: &[],
+        watch: "",
+    },
+    NonrootRun {
+        name: "no-sys-admin",
+        caps: &["CAP_BPF", "CAP_PERFMON", "CAP_DAC_OVERRIDE", "CAP_SYS_NICE"],
+        watch: "",
+    },
+    NonrootRun {
+        name: "no-dac-override",
+        caps: &["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_NICE"],
+        watch: "",
+    },
+    NonrootRun {
+        name: "tracepoint",
+        caps: TRACEPOINT_CAPS,
+        watch: "--attach tracepoint",
+    },
+    NonrootRun {
+        name: "fentry",
+        caps: FENTRY_CAPS,
+        watch: "--attach fentry",
+    },
+];
+
+fn run_caps(name: &str) -> &'static [&'static str] {
+    NONROOT_RUNS
+        .iter()
+        .find(|r| r.name == name)
+        .map_or(&[], |r| r.caps)
+}
+
+/// After the first boot's state is saved (so none of this reaches the second boot): each
+/// run copies the packaged binary into a tmpfs (one that keeps file capabilities), sets
+/// the run's capabilities on it, and the user runs `watch --json` on its own stress
+/// workload, started once the tracer attached or gave up.
+fn nonroot_script() -> String {
+    let (user, group) = USER;
+    let mut script = format!(
+        r#"
+# Without root: {user} runs copies of the packaged binary with file capabilities.
+N=$R/nonroot
+mkdir -p $N /opt/kcmp-nonroot
+mount -t tmpfs -o mode=0755 tmpfs /opt/kcmp-nonroot
+# A variable, not a function: `$AS_USER cmd &` is cmd's own process (setpriv execs it), so
+# $! is the pid to filter on and to stop with SIGINT.
+AS_USER="setpriv --reuid={user} --regid={group} --clear-groups --"
+alive() {{
+    s=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' /proc/$1/status 2>/dev/null)
+    [ -n "$s" ] && [ "$s" != Z ]
+}}
+nonroot() {{
+    name=$1 caps=$2; shift 2
+    bin=/opt/kcmp-nonroot/$name
+    cp /usr/bin/kcmp-trace $bin
+    [ -z "$caps" ] || setcap "$caps+ep" $bin
+    getcap $bin > $N/$name.getcap
+    rm -f /tmp/go
+    $AS_USER kcmp-trace stress --json --wait-for /tmp/go {NONROOT_STRESS} > $N/$name.stress.json &
+    sp=$!
+    start=$(date +%s.%N)
+    $AS_USER $bin watch --json -p $sp "$@" > $N/$name.json 2> $N/$name.err &
+    wp=$!
+    n=0
+    while alive $wp && ! grep -q 'attached (' $N/$name.err; do
+        sleep 0.2; n=$((n+1))
+        [ $n -lt 300 ] || break
+    done
+    cat /proc/$wp/status > $N/$name.status 2>/dev/null || true
+    echo "$start $(date +%s.%N)" > $N/$name.attach-time
+    touch /tmp/go
+    wait $sp || true
+    kill -INT $wp 2>/dev/null || true
+    code=0
+    wait $wp || code=$?
+    echo $code > $N/$name.code
+}}
+"#
+    );
+    for run in NONROOT_RUNS {
+        let caps: Vec<String> = run.caps.iter().map(|c| c.to_lowercase()).collect();
+        script.push_str(&format!(
+            "nonroot {} '{}' {}\n",
+            run.name,
+            caps.join(","),
+            run.watch
+        ));
+    }
+    script
 }
 
 /// The second boot: nothing but waiting for the daemon, then a counted workload.
@@ -359,6 +515,34 @@ fn run_guest(guest: &Guest, root: &Path, deb: &Path, check: &mut dyn FnMut(&str,
     check(&test("kprobe_plan"), kprobe_plan(&install));
     check(&test("crowd_counted_exactly"), crowd_exact(&install));
     check(&test("stops_cleanly"), stops_cleanly(&install));
+    let nonroot = install.join("nonroot");
+    survey(&nonroot);
+    check(
+        &test("nonroot_kprobe_caps_count_exactly"),
+        nonroot_exact(&nonroot, "kprobe"),
+    );
+    check(
+        &test("nonroot_least_kprobe_caps_count_exactly"),
+        nonroot_exact(&nonroot, "kprobe-least"),
+    );
+    check(
+        &test("nonroot_without_caps_refused"),
+        nonroot_refused(&nonroot, "none"),
+    );
+    check(
+        &test("nonroot_without_cap_sys_admin_says_why"),
+        says_why(&nonroot, "no-sys-admin", "CAP_SYS_ADMIN"),
+    );
+    check(
+        &test("nonroot_without_dac_caps_fewer_return_probes"),
+        without_dac(&nonroot, "no-dac-override", "kprobe"),
+    );
+    for mode in ["tracepoint", "fentry"] {
+        check(
+            &test(&format!("nonroot_{mode}_caps_attach")),
+            nonroot_attaches(&nonroot, mode),
+        );
+    }
 
     // A root in an initramfs forgets everything at a reboot: the second boot gets what the
     // first one wrote on top of the root, as a disk would have kept it.
@@ -780,6 +964,295 @@ fn comes_back(dir: &Path) -> Result<()> {
         "stress made {calls} calls, the daemon counted {total}"
     );
     nothing_missing(&after)
+}
+
+/// A run without root: its exit code, stderr, plan (`watch --json`'s first line), total
+/// (its last), and the workload's own count.
+struct Nonroot {
+    code: i32,
+    err: String,
+    plan: Option<Value>,
+    total: Option<Value>,
+    stress: Option<Value>,
+    status: String,
+    attach_secs: f64,
+}
+
+impl Nonroot {
+    fn read(dir: &Path, name: &str) -> Result<Nonroot> {
+        let code = read(dir, &format!("{name}.code"))?;
+        let out = read(dir, &format!("{name}.json")).unwrap_or_default();
+        let lines: Vec<Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let times = read(dir, &format!("{name}.attach-time")).unwrap_or_default();
+        let times: Vec<f64> = times
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        Ok(Nonroot {
+            code: code.trim().parse().context("the exit code")?,
+            err: read(dir, &format!("{name}.err"))?,
+            plan: lines
+                .first()
+                .filter(|v| v["plan"].is_object())
+                .map(|v| v["plan"].clone()),
+            total: lines.iter().rfind(|v| v["scope"] == "total").cloned(),
+            stress: json(dir, &format!("{name}.stress.json")).ok(),
+            status: read(dir, &format!("{name}.status")).unwrap_or_default(),
+            attach_secs: match times[..] {
+                [a, b] => b - a,
+                _ => f64::NAN,
+            },
+        })
+    }
+
+    fn summary(&self) -> String {
+        let plan = self.plan.as_ref().map_or("none".to_owned(), |p| {
+            format!("{} + {}", p["mode"], p["strategy"])
+        });
+        let rejected = self.plan.as_ref().map(|p| p["rejected"].to_string());
+        let (calls, exact) = self.total.as_ref().map_or((Value::Null, Value::Null), |t| {
+            (t["calls"].clone(), t["exact"].clone())
+        });
+        let truth = self
+            .stress
+            .as_ref()
+            .map_or(Value::Null, |s| s["calls"].clone());
+        let eff = status_field(&self.status, "CapEff")
+            .ok()
+            .and_then(|e| u64::from_str_radix(e, 16).ok())
+            .map_or_else(|| "?".to_owned(), cap_names);
+        format!(
+            "exit {}, attach {:.1} s, plan {plan}, rejected {}, counted {calls} of {truth}, \
+             exact {exact}, CapEff [{eff}], stderr: {}",
+            self.code,
+            self.attach_secs,
+            rejected.unwrap_or_default(),
+            self.err
+                .trim()
+                .lines()
+                .filter(|l| !l.contains("\"scope\""))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )
+    }
+}
+
+/// Every run without root, as it went.
+fn survey(dir: &Path) {
+    for run in NONROOT_RUNS {
+        match Nonroot::read(dir, run.name) {
+            Ok(r) => eprintln!("vm: without root, {}: {}", run.name, r.summary()),
+            Err(e) => eprintln!("vm: without root, {}: {e:#}", run.name),
+        }
+    }
+}
+
+/// A run that must attach: as the user, holding the run's capabilities and nothing else,
+/// exit 0 after SIGINT, the plan `mode` with no candidate rejected. Returns the run, its
+/// total and the workload's report.
+fn attached(dir: &Path, name: &str, mode: &str) -> Result<(Nonroot, Value, Value)> {
+    let r = Nonroot::read(dir, name)?;
+    let want = run_caps(name)
+        .iter()
+        .try_fold(0, |m, c| Ok::<_, anyhow::Error>(m | cap_bit(c)?))?;
+    let uid = status_field(&r.status, "Uid").unwrap_or_default();
+    ensure!(
+        !uid.is_empty() && uid.split_whitespace().all(|u| u == "65534"),
+        "the tracer ran as uid {uid:?}, not {}",
+        USER.0
+    );
+    let eff = u64::from_str_radix(status_field(&r.status, "CapEff")?, 16)?;
+    ensure!(
+        eff == want,
+        "the tracer held {}, not {}",
+        cap_names(eff),
+        cap_names(want)
+    );
+    ensure!(r.code == 0, "watch exited {}: {}", r.code, r.err.trim());
+    let plan = r.plan.clone().context("no plan line")?;
+    ensure!(
+        plan["mode"] == mode,
+        "the plan is {} + {}, not {mode}; rejected: {}",
+        plan["mode"],
+        plan["strategy"],
+        plan["rejected"]
+    );
+    ensure!(
+        plan["rejected"].as_array().is_some_and(Vec::is_empty),
+        "candidates rejected: {}",
+        plan["rejected"]
+    );
+    let total = r.total.clone().context("no total")?;
+    let stress = r.stress.clone().context("no stress report")?;
+    Ok((r, total, stress))
+}
+
+/// The user, with a kprobe run's capabilities and nothing else, attached the default plan
+/// (kprobes, nothing rejected) and counted the workload's calls exactly.
+fn nonroot_exact(dir: &Path, name: &str) -> Result<()> {
+    let (_, total, stress) = attached(dir, name, "kprobe")?;
+    let (calls, truth) = (
+        total["calls"].as_u64().unwrap_or(0),
+        stress["calls"].as_u64().context("stress's count")?,
+    );
+    eprintln!(
+        "vm: without root ({} with {}): stress counted {truth} calls, the tracer {calls}, \
+         exact {}",
+        USER.0,
+        run_caps(name).join(" "),
+        total["exact"],
+    );
+    ensure!(
+        truth > 0 && calls == truth && total["exact"] == true,
+        "stress made {truth} calls; the tracer counted {calls}, exact {}, incomplete {}",
+        total["exact"],
+        total["incomplete"]
+    );
+    ensure!(
+        total["by_type"] == stress["by_type"],
+        "by type: the tracer {}, stress {}",
+        total["by_type"],
+        stress["by_type"]
+    );
+    Ok(())
+}
+
+/// An attach mode asked for, with `--help`'s set for it: attached, and honest: exact, or
+/// short by no more than it says.
+fn nonroot_attaches(dir: &Path, mode: &str) -> Result<()> {
+    let (_, total, stress) = attached(dir, mode, mode)?;
+    let (calls, truth) = (
+        total["calls"].as_u64().unwrap_or(0),
+        stress["calls"].as_u64().context("stress's count")?,
+    );
+    let slack = total["incomplete"]["calls"].as_u64().unwrap_or(0);
+    eprintln!(
+        "vm: without root, --attach {mode} with {}: {calls} of {truth} calls, exact {}, \
+         may be short by {slack}",
+        run_caps(mode).join(" "),
+        total["exact"]
+    );
+    ensure!(truth > 0 && calls <= truth, "{calls} of {truth} calls");
+    if total["exact"] == true {
+        ensure!(calls == truth, "claims exact, counted {calls} of {truth}");
+    } else {
+        ensure!(
+            truth - calls <= slack,
+            "{calls} of {truth} calls, but says it may be short by only {slack}"
+        );
+    }
+    Ok(())
+}
+
+/// Without file capabilities: exit 3, and one line naming CAP_BPF and CAP_PERFMON.
+fn nonroot_refused(dir: &Path, name: &str) -> Result<()> {
+    let r = Nonroot::read(dir, name)?;
+    let err = r.err.trim();
+    eprintln!("vm: without root or capabilities: exit {}: {err}", r.code);
+    ensure!(r.code == 3, "exit {}, not 3: {err}", r.code);
+    ensure!(
+        err.lines().count() == 1 && err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "not one line naming CAP_BPF and CAP_PERFMON: {err}"
+    );
+    Ok(())
+}
+
+/// The return probes' instances a kprobe plan states (`N instances each`).
+fn return_instances(plan: &Value) -> Option<u64> {
+    plan["accuracy"]
+        .as_array()?
+        .iter()
+        .find(|a| a[0] == "kretprobes")?[1]
+        .as_str()?
+        .split_once(" instances each")?
+        .0
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The kprobe set less CAP_DAC_OVERRIDE, so with no DAC capability at all: tracefs cannot
+/// be read, so the return probes cannot be defined in kprobe_events with room for many
+/// calls at once; they attach through perf's kprobe PMU with the kernel's default number
+/// of instances, fewer than `full`'s, and the plan says how many. The workload's two
+/// threads fit, so the count is still exact.
+fn without_dac(dir: &Path, name: &str, full: &str) -> Result<()> {
+    let (r, total, stress) = attached(dir, name, "kprobe")?;
+    let plan = r.plan.as_ref().context("no plan line")?;
+    let few = return_instances(plan).context("no kretprobes line in the plan")?;
+    let (f, ..) = attached(dir, full, "kprobe")?;
+    let many = f
+        .plan
+        .as_ref()
+        .and_then(return_instances)
+        .context("no kretprobes line in the full set's plan")?;
+    eprintln!(
+        "vm: without CAP_DAC_OVERRIDE (nor CAP_DAC_READ_SEARCH): kprobes with {few} return \
+         probe instances each, {many} with it; {} of {} calls, exact {}",
+        total["calls"], stress["calls"], total["exact"]
+    );
+    ensure!(
+        few < many,
+        "{few} return probe instances without CAP_DAC_OVERRIDE, {many} with it"
+    );
+    ensure!(
+        total["calls"] == stress["calls"] && total["exact"] == true,
+        "{} of {} calls, exact {}",
+        total["calls"],
+        stress["calls"],
+        total["exact"]
+    );
+    Ok(())
+}
+
+/// Lacking only `cap` of the kprobe set: never silently. Either refused with exit 3
+/// naming `cap`, or another plan whose rejected kprobe candidate says `cap` is missing; and
+/// the kprobe check fails on it.
+fn says_why(dir: &Path, name: &str, cap: &str) -> Result<()> {
+    let r = Nonroot::read(dir, name)?;
+    if r.code == 3 {
+        eprintln!("vm: without {cap}: exit 3: {}", r.err.trim());
+        ensure!(
+            r.err.contains(cap),
+            "exit 3 without naming {cap}: {}",
+            r.err.trim()
+        );
+    } else {
+        ensure!(r.code == 0, "exit {}: {}", r.code, r.err.trim());
+        let plan = r.plan.as_ref().context("no plan line")?;
+        ensure!(
+            plan["mode"] != "kprobe",
+            "attached kprobes without {cap}: {plan}"
+        );
+        let rejected = plan["rejected"].as_array().cloned().unwrap_or_default();
+        let kprobe = rejected
+            .iter()
+            .find(|r| r[0].as_str().is_some_and(|w| w.starts_with("kprobe")))
+            .with_context(|| {
+                format!(
+                    "fell back to {} without a rejected kprobe candidate: {}",
+                    plan["mode"], plan["rejected"]
+                )
+            })?;
+        eprintln!(
+            "vm: without {cap}: attached {} + {}; {} not used: {}",
+            plan["mode"], plan["strategy"], kprobe[0], kprobe[1]
+        );
+        ensure!(
+            kprobe[1].as_str().is_some_and(|w| w.contains(cap)),
+            "the kprobe candidate's rejection does not name {cap}: {}",
+            kprobe[1]
+        );
+    }
+    match nonroot_exact(dir, name) {
+        Ok(()) => bail!("the kprobe check passed without {cap}"),
+        Err(e) => eprintln!("vm: without {cap}, the kprobe check fails: {e:#}"),
+    }
+    Ok(())
 }
 
 /// A scrape of /metrics: each sample by its series (name and labels).
