@@ -216,8 +216,9 @@ const KPROBE_CAPS: &[&str] = &[
     "CAP_SYS_ADMIN",
     "CAP_SYS_NICE",
 ];
-/// The least that attaches kprobes there: CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON.
-const KPROBE_LEAST: &[&str] = &["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE"];
+/// The least that counts exactly there: CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON, and
+/// without CAP_SYS_NICE a map read preempted mid-read makes the kernel skip probe runs.
+const KPROBE_LEAST: &[&str] = &["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_SYS_NICE"];
 /// `--help`'s tracepoint set there (CAP_DAC_READ_SEARCH for tracefs's event ids).
 const TRACEPOINT_CAPS: &[&str] = &[
     "CAP_BPF",
