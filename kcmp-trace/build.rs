@@ -28,5 +28,10 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         Toolchain::default(),
-    )
+    )?;
+    // The bench's object is built with the tracer's, from the same crate, but only the
+    // bench embeds it: kcmp-trace-bench's build script finds it here.
+    let out_dir = std::env::var("OUT_DIR").context("OUT_DIR")?;
+    println!("cargo::metadata=bench_object={out_dir}/kcmp-trace-bench-probes");
+    Ok(())
 }

@@ -45,6 +45,11 @@ pub const LOCK: Trail = 1 << 4;
 
 /// How the trail was gathered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "json",
+    derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema),
+    serde(rename_all = "lowercase")
+)]
 #[repr(u8)]
 pub enum Strategy {
     /// Syscall boundary only: no trail.

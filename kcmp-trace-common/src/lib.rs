@@ -1,13 +1,16 @@
 //! Types and pure logic shared by kcmp-trace's eBPF programs and its userspace.
 //!
-//! Everything here is `no_std` and allocation-free so the eBPF side can use it; the
-//! layouts of `#[repr(C)]` types are the contract between the two sides.
-#![no_std]
+//! Everything here but [`json`] is `no_std` and allocation-free so the eBPF side can use
+//! it; the layouts of `#[repr(C)]` types are the contract between the two sides. [`json`]
+//! (feature `json`, userspace only) is the JSON that consumers parse.
+#![cfg_attr(not(feature = "json"), no_std)]
 
 pub mod arch;
 pub mod classify;
 pub mod event;
 pub mod hist;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod kcmp;
 pub mod maps;
 pub mod outcome;

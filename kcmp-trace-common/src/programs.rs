@@ -62,29 +62,47 @@ pub const FLUSH_EVENTS: &str = "flush_events";
 /// of the bench's cost ladder. Never attached by a tracer.
 pub const COMM_READ: &str = "comm_read";
 
-/// The function hooks' pairs.
-const PAIRS: [Pair; 20] = [
+/// The pairs on functions' entries, then those on their returns.
+const ENTRY_PAIRS: [Pair; 9] = [
     KCMP_ENTRY,
-    KCMP_RETURN,
-    SPEC_BEGIN_RETURN,
-    SPEC_RETRY_RETURN,
     PERM_ENTRY,
     LOCK_ENTRY,
-    LOCK_RETURN,
     LOCK_NESTED_ENTRY,
-    LOCK_NESTED_RETURN,
     EXEC_BEGIN_ENTRY,
-    EXEC_BEGIN_RETURN,
-    EXEC_SETUP_RETURN,
     TSYNC_ENTRY,
-    TSYNC_RETURN,
     READER_ENTRY[0],
     READER_ENTRY[1],
     READER_ENTRY[2],
+];
+const RETURN_PAIRS: [Pair; 11] = [
+    KCMP_RETURN,
+    SPEC_BEGIN_RETURN,
+    SPEC_RETRY_RETURN,
+    LOCK_RETURN,
+    LOCK_NESTED_RETURN,
+    EXEC_BEGIN_RETURN,
+    EXEC_SETUP_RETURN,
+    TSYNC_RETURN,
     READER_RETURN[0],
     READER_RETURN[1],
     READER_RETURN[2],
 ];
+
+/// The function hooks' pairs.
+const PAIRS: [Pair; ENTRY_PAIRS.len() + RETURN_PAIRS.len()] = {
+    let mut pairs = [KCMP_ENTRY; ENTRY_PAIRS.len() + RETURN_PAIRS.len()];
+    let mut i = 0;
+    while i < ENTRY_PAIRS.len() {
+        pairs[i] = ENTRY_PAIRS[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < RETURN_PAIRS.len() {
+        pairs[ENTRY_PAIRS.len() + i] = RETURN_PAIRS[i];
+        i += 1;
+    }
+    pairs
+};
 
 /// The tracer's programs that are no pair: kcmp's syscall tracepoints and the lock
 /// contention tracepoints.
@@ -128,6 +146,45 @@ pub mod bench {
     pub const COST_TOTALS: &str = "cost_totals";
     pub const COST_COUNTERS: &str = "cost_counters";
     pub const COST_EVENT: &str = "cost_event";
+    /// The bench's own programs: none of them is in the tracer's object.
+    pub const ALL: [&str; 12] = [
+        NOOP_TP,
+        NOOP_RAW_TP,
+        NOOP_ENTRY.trampoline,
+        NOOP_ENTRY.kprobe,
+        NOOP_RETURN.trampoline,
+        NOOP_RETURN.kprobe,
+        COST_PID_TGID,
+        COST_CLOCK,
+        COST_THREAD,
+        COST_TOTALS,
+        COST_COUNTERS,
+        COST_EVENT,
+    ];
+
+    /// The do-nothing program of the same kind as a tracer's hook program (tracepoint, raw
+    /// tracepoint, entry or return of a function, by trampoline or kprobe): what the floor
+    /// attaches in its place.
+    pub fn floor_twin(program: &str) -> Option<&'static str> {
+        let on = |pairs: &[Pair], noop: Pair| {
+            pairs.iter().find_map(|pair| {
+                if pair.trampoline == program {
+                    Some(noop.trampoline)
+                } else if pair.kprobe == program {
+                    Some(noop.kprobe)
+                } else {
+                    None
+                }
+            })
+        };
+        if [super::KCMP_TP_ENTER, super::KCMP_TP_EXIT].contains(&program) {
+            Some(NOOP_TP)
+        } else if [super::CONTENTION_BEGIN, super::CONTENTION_END].contains(&program) {
+            Some(NOOP_RAW_TP)
+        } else {
+            on(&super::ENTRY_PAIRS, NOOP_ENTRY).or_else(|| on(&super::RETURN_PAIRS, NOOP_RETURN))
+        }
+    }
 }
 
 /// Whether two names are the same, in a const context (`str` equality is not const).
@@ -173,6 +230,22 @@ mod tests {
                 assert_ne!(kept(a), kept(b), "{a} and {b}");
             }
         }
+    }
+
+    #[test]
+    fn every_hook_has_a_floor_twin_of_its_kind() {
+        use bench::*;
+        for hook in HOOKS {
+            let twin = floor_twin(hook).unwrap_or_else(|| panic!("{hook} has no twin"));
+            // Program names end in their kind.
+            let kind = |name: &'static str| name.rsplit('_').next();
+            match twin {
+                NOOP_TP => assert!(hook.ends_with("_tp_enter") || hook.ends_with("_tp_exit")),
+                NOOP_RAW_TP => assert!(hook.starts_with("contend_")),
+                _ => assert_eq!(kind(hook), kind(twin), "{hook}'s twin {twin}"),
+            }
+        }
+        assert_eq!(floor_twin(FLUSH_EVENTS), None);
     }
 
     #[test]

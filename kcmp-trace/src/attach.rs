@@ -12,7 +12,7 @@ use crate::{object::bpf_err, probe::kprobe_events_available, retprobe::ReturnPro
 /// Loads (once) and attaches one program to one target. Return probes go through tracefs
 /// where it can define them (`retprobe`: room for every call in flight), and are kept in
 /// `return_probes`.
-pub(crate) fn attach_program(
+pub fn attach_program(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     name: &str,

@@ -1,5 +1,6 @@
-//! What the kernel counts about our programs and links: runs it skipped, run time, and
-//! what the verifier and the JIT made of each program; and running a program on a CPU.
+//! What the kernel counts about our programs and links: runs it skipped, run time (and
+//! turning its statistics on), and what the verifier and the JIT made of each program; and
+//! running a program on a CPU.
 //!
 //! aya's `ProgramInfo` has run time and count but not `recursion_misses`, and its
 //! `LinkInfo` does not expose a kprobe's `missed`; both come from the same
@@ -149,6 +150,23 @@ pub fn program_counters(fd: BorrowedFd<'_>) -> io::Result<ProgramCounters> {
         xlated_bytes: info.xlated_prog_len,
         jited_bytes: info.jited_prog_len,
     })
+}
+
+/// Turns BPF run-time statistics on until the returned descriptor is closed (aya's
+/// `enable_stats`): the kernel counts programs' run time and runs only while some holder
+/// has them on, or while kernel.bpf_stats_enabled is 1. The kernel asks for CAP_SYS_ADMIN.
+pub fn enable_run_time_stats() -> io::Result<OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| e.io_error)
+}
+
+/// kernel.bpf_stats_enabled is 1: run-time statistics are on for every program.
+pub fn run_time_stats_by_sysctl() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
+}
+
+/// The average of `runs` runs that took `run_time_ns` in all; None without runs.
+pub fn ns_per_run(run_time_ns: u64, runs: u64) -> Option<f64> {
+    (runs != 0).then(|| run_time_ns as f64 / runs as f64)
 }
 
 /// Runs a raw tracepoint program once on `cpu`, with no arguments, and returns what it

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use kcmp_trace_common::json::report::parse_reader;
 
 use crate::config::{AttachRequest, StrategyRequest};
 
@@ -23,7 +24,9 @@ Capabilities without root (setcap on the binary, or a systemd unit's set), by at
   tracepoint  CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH (tracefs), and CAP_SYS_ADMIN where
               kernel.perf_event_paranoid is 3 (Debian: perf_event_open needs it)
   kprobe      as tracepoint, and CAP_DAC_OVERRIDE for a user other than root (return
-              probes are defined in tracefs's kprobe_events; it covers CAP_DAC_READ_SEARCH)
+              probes are defined in tracefs's kprobe_events, 4096 instances each; without
+              it they get the kernel's default, and the plan says so; it covers
+              CAP_DAC_READ_SEARCH)
   all modes   CAP_SYS_NICE (map reads at SCHED_FIFO, so a preempted read cannot make the
               kernel skip runs), CAP_SYS_RESOURCE (locked memory, before Linux 5.11),
               CAP_SYSLOG for --readers (kallsyms addresses name the call sites)
@@ -74,8 +77,6 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Generate kcmp calls with an exact count of its own.
     Stress(StressArgs),
-    /// Measure tracing overhead here: no tracer vs empty programs vs kcmp-trace.
-    Bench(BenchArgs),
     /// Run as a daemon: Prometheus /metrics, /events stream, JSON snapshot.
     ///
     /// /metrics: Prometheus text, or OpenMetrics when the Accept header prefers it.
@@ -89,8 +90,8 @@ pub enum Command {
     ///
     /// SIGTERM or Ctrl-C: stop accepting, finish responses, detach, exit 0.
     Serve(ServeArgs),
-    /// Write the man pages or shell completions into a directory (for packaging).
-    #[command(hide = true)]
+    /// Write the man pages, the bash, zsh and fish completions, or the JSON Schemas of the
+    /// JSON output into a directory.
     Generate(GenerateArgs),
 }
 
@@ -108,6 +109,8 @@ pub enum Generated {
     Man,
     /// bash, zsh and fish completions.
     Completions,
+    /// A JSON Schema per JSON output format (docs/schema/ keeps them).
+    Schemas,
 }
 
 /// Shortest and longest durations taken: finer than a millisecond means nothing for
@@ -116,7 +119,7 @@ const DURATION_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(365 * 86_400));
 
 /// A duration as people write it: `500ms`, `2s`, `1m30s`, or seconds (`2.5`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bare_seconds = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     let text = if bare_seconds {
         format!("{s}s")
@@ -230,7 +233,7 @@ pub struct WatchArgs {
     pub top: usize,
     /// Show one reader of exec_update_lock only (implies --readers): kcmp, proc_stack,
     /// proc_syscall, proc_wchan, other (with its call sites), or other:SYMBOL.
-    #[arg(long, value_name = "READER", value_parser = crate::report::parse_reader)]
+    #[arg(long, value_name = "READER", value_parser = parse_reader)]
     pub reader: Option<String>,
     /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH
     /// (plain HTTP: a daemon serving TLS is reached through its Unix socket).
@@ -240,7 +243,7 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The recording to write (JSON lines, documented in the README).
+    /// The recording to write (JSON lines, documented in docs/usage.md).
     #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,
     /// Keep every call's event too (the objects `events --json` prints).
@@ -291,6 +294,12 @@ pub struct EventsArgs {
 pub struct DoctorArgs {
     #[arg(long)]
     pub json: bool,
+    /// Also measure what each hook of the plan costs per run here: attach it for a moment,
+    /// with BPF run-time statistics on (CAP_SYS_ADMIN, or kernel.bpf_stats_enabled=1),
+    /// beside 100 execs, threads contending on a lock and 1000 kcmp calls of its own
+    /// (which a running daemon counts too).
+    #[arg(long)]
+    pub cost: bool,
 }
 
 #[derive(Debug, Args)]
@@ -342,30 +351,6 @@ pub struct StressArgs {
     pub wait_for: Option<std::path::PathBuf>,
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Attach mode to measure.
-    #[arg(long, value_enum, default_value_t = AttachRequest::Auto)]
-    pub attach: AttachRequest,
-    /// Strategy to measure.
-    #[arg(long, value_enum, default_value_t = StrategyRequest::Auto)]
-    pub strategy: StrategyRequest,
-    /// Interleaved rounds; medians are reported.
-    #[arg(long, default_value_t = 7)]
-    pub rounds: usize,
-    /// Length of each measurement.
-    #[arg(long, value_parser = parse_duration, default_value = "400ms")]
-    pub round: Duration,
-    /// Run one section only: `kcmp` (what kcmp calls pay) or `everyone-else` (loops that
-    /// never call kcmp: getpid, /proc/PID/maps, process_vm_readv, exec, a ps-style scan,
-    /// mmap).
-    #[arg(long, value_enum, value_name = "SECTION")]
-    pub only: Option<crate::bench::Section>,
-    /// Also write the results as JSON here.
-    #[arg(long, value_name = "PATH")]
-    pub json_out: Option<std::path::PathBuf>,
 }
 
 /// Where `serve` listens unless told otherwise: loopback only. The Prometheus exporter port

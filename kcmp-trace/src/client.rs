@@ -3,8 +3,7 @@
 use anyhow::{Context as _, bail};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
-
-use crate::wire::SnapshotIn;
+use kcmp_trace_common::json::snapshot::Snapshot;
 
 /// Where a daemon listens: `http://HOST:PORT[/PREFIX]` or `unix:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +171,7 @@ pub async fn get(target: &Target, path: &str) -> anyhow::Result<bytes::Bytes> {
 }
 
 /// The daemon's snapshot.
-pub async fn fetch(target: &Target) -> anyhow::Result<SnapshotIn> {
+pub async fn fetch(target: &Target) -> anyhow::Result<Snapshot<'static>> {
     let body = get(target, "/api/v1/snapshot").await?;
     serde_json::from_slice(&body).with_context(|| format!("reading the snapshot from {target}"))
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use crate::probe::privilege;
 
-/// Exit codes, documented in `kcmp-trace --help`.
+/// Exit codes, listed in `kcmp-trace --help` (`cli::EXIT_CODES`) and docs/usage.md.
 pub mod exit {
     pub const OK: u8 = 0;
     /// Anything not listed below.

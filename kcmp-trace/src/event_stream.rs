@@ -4,9 +4,12 @@
 //!
 //! A reader flushes at each drain tick, so an event waits in a stage no longer than it
 //! would wait in the ring below the wakeup mark; and once more before its last read.
-//! [`EventReader`] is that reader: every command and the daemon drain through it.
+//! [`EventReader::run`] is that reader's loop: `events`, `watch`/`record`, the daemon and
+//! the bench all drain through it, into their own [`EventSink`], and all end the same way
+//! ([`Drained`]).
 
 use std::{
+    future::Future,
     os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
     time::Duration,
 };
@@ -43,7 +46,46 @@ impl Unflushed {
     pub fn total(&self) -> u64 {
         self.busy + self.offline
     }
+
+    /// What a reader says when its last flush left events staged, `None` when it left none.
+    pub fn warning(&self) -> Option<String> {
+        (self.total() != 0).then(|| {
+            format!(
+                "{} events were still staged in the kernel and are not shown ({} behind a call in progress, {} on offline CPUs)",
+                self.total(),
+                self.busy,
+                self.offline
+            )
+        })
+    }
 }
+
+/// Where a reader's events go.
+pub trait EventSink {
+    /// Takes one event.
+    fn take(&mut self, event: &Event) -> anyhow::Result<()>;
+    /// After each batch: writes out or publishes what was taken.
+    fn batch_end(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// How many more events it wants (`events --count`); the reader stops at 0.
+    fn wants(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+/// How a reader's loop ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Events handed to the sink.
+    pub read: u64,
+    /// What stayed staged after the last flush: not delivered, and said so by every reader.
+    pub unflushed: Unflushed,
+}
+
+/// Events read between two looks at the stop signal (whole ring records may add a few): a
+/// flood cannot hold off the stop, nor starve the other tasks of the reader's thread.
+const BATCH: u64 = 256;
 
 impl EventStream {
     pub fn new(
@@ -135,7 +177,7 @@ impl EventReader {
     }
 
     /// Resolves when there may be events to drain. Cancel-safe: a `select!` branch.
-    pub async fn ready(&mut self) -> anyhow::Result<()> {
+    async fn ready(&mut self) -> anyhow::Result<()> {
         tokio::select! {
             guard = self.ring.readable_mut() => {
                 // Cleared before draining: the kernel wakes a reader only when the backlog
@@ -149,19 +191,50 @@ impl EventReader {
         Ok(())
     }
 
-    /// Hands each event to `each`, whole ring records at a time, until at least `want` were
-    /// handed over or the ring is empty; returns how many were.
-    pub fn drain<E>(
-        &mut self,
-        want: u64,
-        each: impl FnMut(&Event) -> Result<(), E>,
-    ) -> Result<u64, E> {
-        self.ring.get_mut().read(want, each)
+    /// The reader's loop: hands every event to `sink` as the kernel writes it, until `stop`
+    /// resolves or the sink wants no more. Then, the same for every reader: every stage is
+    /// flushed (until none is busy), the ring is drained to empty, and what stayed staged is
+    /// counted in the result, never dropped silently.
+    pub async fn run(
+        mut self,
+        sink: &mut impl EventSink,
+        stop: impl Future<Output = ()>,
+    ) -> anyhow::Result<Drained> {
+        tokio::pin!(stop);
+        let mut read = 0;
+        // A batch left events behind: take the next without waiting for a wakeup.
+        let mut more = false;
+        while sink.wants() != 0 {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = std::future::ready(()), if more => {}
+                ready = self.ready(), if !more => ready?,
+            }
+            let n = self.batch(sink)?;
+            read += n;
+            more = n >= BATCH;
+            tokio::task::yield_now().await;
+        }
+        let unflushed = self.ring.get_mut().flush_all()?;
+        loop {
+            let n = self.batch(sink)?;
+            read += n;
+            if n < BATCH || sink.wants() == 0 {
+                break;
+            }
+        }
+        Ok(Drained { read, unflushed })
     }
 
-    /// Before the last drain: sends everything staged (see [`EventStream::flush_all`]).
-    pub fn flush_all(&mut self) -> anyhow::Result<Unflushed> {
-        self.ring.get_mut().flush_all()
+    /// Reads about one batch (whole ring records) into `sink`; returns how many.
+    fn batch(&mut self, sink: &mut impl EventSink) -> anyhow::Result<u64> {
+        let n = self
+            .ring
+            .get_mut()
+            .read(BATCH.min(sink.wants()), |e| sink.take(e))?;
+        sink.batch_end()?;
+        Ok(n)
     }
 }
 

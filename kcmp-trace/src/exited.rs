@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::readout::ProcessRow;
+use kcmp_trace_common::json::readout::ProcessRow;
 
 /// The final totals of processes removed from the map, oldest forgotten first.
 #[derive(Debug)]

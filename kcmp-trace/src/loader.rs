@@ -16,6 +16,8 @@ use kcmp_trace_common::{
     snapshot::Counters,
 };
 
+use kcmp_trace_common::json::readout::{CallerRow, HookCounters, ProcessRow};
+
 use crate::{
     attach::attach_program,
     bpf_info,
@@ -27,9 +29,9 @@ use crate::{
     object::{KernelFacts, event_stream, load_object, program_counters, tracer_object},
     plan::{
         AttachMode, Hook, LockWaits, Plan, Role, accuracy, candidates, checks, reader_accuracy,
+        return_probes_limited,
     },
     probe::{self, kallsyms::TextSymbols},
-    readout::{CallerRow, HookCounters, ProcessRow},
     retprobe::ReturnProbe,
     unpreempted::UnpreemptedReads,
 };
@@ -137,7 +139,18 @@ impl Tracer {
             );
         };
         plan.rejected = rejected;
-        plan.why = why;
+        plan.why = match return_probes_limited(
+            plan.mode,
+            caps.kretprobe_instances,
+            caps.kretprobe_instances_limited.as_deref(),
+        ) {
+            Some(limited) => {
+                // At the default level: the daemon's journal has it.
+                log::warn!("{limited}");
+                format!("{why}; {limited}")
+            }
+            None => why,
+        };
 
         let probe_links = if plan.mode == AttachMode::Kprobe && caps.probe_misses_readable {
             probe_links(&ebpf, &plan)?
@@ -394,7 +407,6 @@ fn load_and_attach(
                 affects: p.role.affects(),
                 outside_kcmp: p.role.outside_kcmp(),
                 outside_slot: p.role.outside_slot(),
-                noop: p.noop,
             }),
             Err(e) if !p.required => skipped.push((p.target, crate::error::one_line(&e))),
             Err(e) => return Err(e),

@@ -2,18 +2,16 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use kcmp_trace::{
-    bench::everyone_else,
     cli::{Cli, Command, WatchArgs},
     cmd, error, stress,
 };
 
 fn main() -> ExitCode {
-    // Racers (exec racers re-exec themselves thousands of times a second) and the bench's
-    // exec loop: skip everything else.
+    // Racers (exec racers re-exec themselves thousands of times a second): skip everything
+    // else.
     match std::env::args_os().nth(1) {
         Some(a) if a == stress::EXEC_RACER_ARG => stress::exec_racer_loop(),
         Some(a) if a == stress::TSYNC_RACER_ARG => stress::tsync_racer_loop(),
-        Some(a) if a == everyone_else::EXIT_ARG => return ExitCode::SUCCESS,
         _ => {}
     }
     // Die quietly on a closed pipe (`kcmp-trace events | head`), as C tools do.
@@ -54,7 +52,6 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd::report::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Stress(args) => cmd::stress::run(args),
-        Command::Bench(args) => cmd::bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Generate(args) => cmd::generate::run(args),
     };

@@ -30,14 +30,14 @@ use crate::{
 
 /// An eBPF object the build made from the eBPF crate.
 #[derive(Clone, Copy)]
-pub(crate) struct Object {
+pub struct Object {
     pub name: &'static str,
     pub bytes: &'static [u8],
 }
 
 impl Object {
     /// Loads it as built, without a tracer's settings.
-    pub(crate) fn load(self) -> Result<Ebpf, Error> {
+    pub fn load(self) -> Result<Ebpf, Error> {
         EbpfLoader::new()
             .load(self.bytes)
             .map_err(|e| self.refused(e))
@@ -73,26 +73,18 @@ pub(crate) fn tracer_object() -> Object {
     }
 }
 
-/// The bench's programs: the do-nothing ones and the cost ladder's. Only `bench` loads it.
-pub(crate) fn bench_object() -> Object {
-    Object {
-        name: "kcmp-trace-bench-probes",
-        bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kcmp-trace-bench-probes")),
-    }
-}
-
 /// What the loaded programs are told of the kernel: whether it has the series, where they
 /// read comms (0: through bpf_get_current_comm(); `plan::checks::comm_offset` decides), and
 /// where a task's exec_update_lock is when readers are followed.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct KernelFacts {
+pub struct KernelFacts {
     pub series: bool,
     pub comm_offset: u32,
     pub readers: Option<ReaderOffsets>,
 }
 
 /// Loads `object` with a tracer's settings and the kernel's facts.
-pub(crate) fn load_object(
+pub fn load_object(
     object: Object,
     config: &TraceConfig,
     strategy: Strategy,
@@ -185,7 +177,7 @@ fn bpf_log_level(on: bool) -> u8 {
 }
 
 /// The event ring of a loaded object, with the stages its flush program sends.
-pub(crate) fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
+pub fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
     let flush: &mut RawTracePoint = ebpf
         .program_mut(programs::FLUSH_EVENTS)
         .context("flush program missing")?
@@ -207,10 +199,7 @@ pub(crate) fn event_stream(ebpf: &mut Ebpf) -> anyhow::Result<EventStream> {
 }
 
 /// What the kernel says about a loaded program of `ebpf`.
-pub(crate) fn program_counters(
-    ebpf: &Ebpf,
-    program: &str,
-) -> anyhow::Result<bpf_info::ProgramCounters> {
+pub fn program_counters(ebpf: &Ebpf, program: &str) -> anyhow::Result<bpf_info::ProgramCounters> {
     let fd = ebpf
         .program(program)
         .with_context(|| format!("program {program} missing"))?
@@ -294,7 +283,6 @@ fn verdict(log: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kcmp_trace_common::programs::bench;
 
     /// The program names of an object, as the build made it.
     fn programs_of(object: Object) -> Vec<String> {
@@ -328,26 +316,5 @@ mod tests {
         ] {
             assert!(parsed.maps.contains_key(map), "map {map} missing");
         }
-    }
-
-    #[test]
-    fn the_bench_object_holds_its_table_s_programs_and_no_others() {
-        let table = [
-            bench::NOOP_TP,
-            bench::NOOP_RAW_TP,
-            bench::NOOP_ENTRY.trampoline,
-            bench::NOOP_ENTRY.kprobe,
-            bench::NOOP_RETURN.trampoline,
-            bench::NOOP_RETURN.kprobe,
-            bench::COST_PID_TGID,
-            bench::COST_CLOCK,
-            bench::COST_THREAD,
-            bench::COST_TOTALS,
-            bench::COST_COUNTERS,
-            bench::COST_EVENT,
-            programs::COMM_READ,
-            programs::FLUSH_EVENTS,
-        ];
-        assert_eq!(programs_of(bench_object()), sorted(&table));
     }
 }

@@ -21,147 +21,48 @@
 //! `counters` has the daemon snapshot's shape ([`WireCounters`]). Readings are cumulative
 //! since attach, so every interval and the total are recomputed exactly as `watch`
 //! computed them. Each line is flushed as it is written: a session cut short (killed)
-//! ends without its total, and its last reading stands for it.
+//! ends without its total, and its last reading stands for it. The lines are
+//! `kcmp_trace_common::json::recording`'s types (schemas in docs/schema/).
 
 use std::{
+    borrow::Cow,
     fs::File,
     io::{BufRead, BufReader, BufWriter, Read as _, Write as _},
     path::{Path, PathBuf},
 };
 
-use kcmp_trace_common::snapshot::Counters;
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    readout::{CallerRow, HookCounters, ProcessRow},
-    report::{Reading, Report},
-    sinks::event::EventRecord,
-    wire::WireCounters,
+use kcmp_trace_common::{
+    json::{
+        event::EventRecord,
+        recording::{FORMAT, Header, ReadingLine, RecordedKernel, RecordingLine, Scope, VERSION},
+        report::{Reading, Report},
+        snapshot::WireCounters,
+    },
+    snapshot::Counters,
 };
+use serde::Serialize;
 
-pub const FORMAT: &str = "kcmp-trace-recording";
-pub const VERSION: u32 = 1;
 /// The longest line a recording may have. A reading takes about 110 bytes per process with
 /// calls, so this holds some 600,000 of them; a file with a longer line (or none, as
 /// /dev/zero) is refused at that line rather than read into memory whole.
 pub const MAX_LINE_BYTES: u64 = 64 << 20;
 
-/// The recording's first line: what was traced, where and how.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Header {
-    pub format: String,
-    pub version: u32,
-    /// When the session started (RFC 3339, UTC).
-    pub started: String,
-    pub kernel: RecordedKernel,
-    /// The plan: attach mode, strategy, hooks, which numbers are exact or inferred.
-    pub plan: serde_json::Value,
-    /// Time between readings.
-    pub interval_s: f64,
-    /// Processes listed per report.
-    pub top: usize,
-}
-
-/// The kernel a session ran on.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RecordedKernel {
-    /// `uname -r`; absent when the numbers came from a daemon (`--connect`), whose kernel
-    /// may be another machine's.
-    pub release: Option<String>,
-    /// The preemption model the plan was made for (`unknown` when nothing said).
-    pub preemption: String,
-    /// The exec_update_seq series is present.
-    pub series: bool,
-}
-
-impl RecordedKernel {
-    /// What the plan (as JSON, ours or a daemon's) says about its kernel.
-    pub fn from_plan(plan: &serde_json::Value, release: Option<String>) -> RecordedKernel {
-        RecordedKernel {
-            release,
-            preemption: plan["preemption"]["model"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
-            series: plan["series"].as_bool().unwrap_or(false),
-        }
+/// A new session's header: now, this build's format.
+pub fn new_header(
+    kernel: RecordedKernel,
+    plan: kcmp_trace_common::json::plan::Plan,
+    interval_s: f64,
+    top: usize,
+) -> Header {
+    Header {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        started: jiff::Timestamp::now().to_string(),
+        kernel,
+        plan,
+        interval_s,
+        top,
     }
-}
-
-impl Header {
-    pub fn new(
-        kernel: RecordedKernel,
-        plan: serde_json::Value,
-        interval_s: f64,
-        top: usize,
-    ) -> Self {
-        Header {
-            format: FORMAT.to_owned(),
-            version: VERSION,
-            started: jiff::Timestamp::now().to_string(),
-            kernel,
-            plan,
-            interval_s,
-            top,
-        }
-    }
-
-    /// "kprobe/direct" from the plan.
-    pub fn attach(&self) -> String {
-        format!(
-            "{}/{}",
-            self.plan["mode"].as_str().unwrap_or("?"),
-            self.plan["strategy"].as_str().unwrap_or("?")
-        )
-    }
-}
-
-/// Which reading of a session a line holds.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// What the session counts from (zero at attach; a daemon's first snapshot).
-    Baseline,
-    Interval,
-    /// The last reading, at the end of the session.
-    Total,
-}
-
-#[derive(Serialize)]
-struct ReadingOut<'a> {
-    kind: &'static str,
-    scope: Scope,
-    at_s: f64,
-    counters: WireCounters,
-    processes: &'a [ProcessRow],
-    programs: &'a [HookCounters],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    callers: Option<&'a [CallerRow]>,
-}
-
-#[derive(Serialize)]
-struct EventOut<'a, 'e> {
-    kind: &'static str,
-    #[serde(flatten)]
-    event: &'a EventRecord<'e>,
-}
-
-#[derive(Deserialize)]
-struct ReadingIn {
-    scope: Scope,
-    at_s: f64,
-    counters: WireCounters,
-    processes: Vec<ProcessRow>,
-    programs: Vec<HookCounters>,
-    #[serde(default)]
-    callers: Option<Vec<CallerRow>>,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum Line {
-    Reading(Box<ReadingIn>),
-    Event(serde::de::IgnoredAny),
 }
 
 /// Writes a session as it happens.
@@ -205,24 +106,20 @@ impl Recorder {
     }
 
     pub fn reading(&mut self, scope: Scope, reading: &Reading) -> anyhow::Result<()> {
-        self.line(&ReadingOut {
-            kind: "reading",
+        self.line(&RecordingLine::Reading(ReadingLine {
             scope,
             at_s: reading.at_s,
             counters: WireCounters::from(&reading.counters),
-            processes: &reading.procs,
-            programs: &reading.hooks,
-            callers: reading.callers.as_deref(),
-        })?;
+            processes: Cow::Borrowed(&reading.procs),
+            programs: Cow::Borrowed(&reading.hooks),
+            callers: reading.callers.as_deref().map(Cow::Borrowed),
+        }))?;
         self.flush()
     }
 
     /// One call; buffered until the next flush.
     pub fn event(&mut self, event: &EventRecord) -> anyhow::Result<()> {
-        self.line(&EventOut {
-            kind: "event",
-            event,
-        })
+        self.line(&RecordingLine::Event(event.clone()))
     }
 }
 
@@ -300,18 +197,18 @@ impl Session {
             return Err(too_long(1));
         }
         let first = std::mem::take(&mut text);
-        let header: Header = serde_json::from_slice(&first)
-            .ok()
-            .filter(|h: &Header| h.format == FORMAT)
-            .ok_or_else(|| {
-                let ours = format!("{{\"format\":\"{FORMAT}\"");
-                let what = if first.starts_with(ours.as_bytes()) {
-                    "truncated (the line ends mid-record)"
-                } else {
-                    "not a kcmp-trace recording (no recording header)"
+        let header = match serde_json::from_slice::<Header>(&first) {
+            Ok(header) if header.format == FORMAT => header,
+            parsed => {
+                let ours = first.starts_with(format!("{{\"format\":\"{FORMAT}\"").as_bytes());
+                let what = match parsed {
+                    Err(e) if ours && e.is_eof() => "truncated (the line ends mid-record)".into(),
+                    Err(e) if ours => format!("not a recording header: {e}"),
+                    _ => "not a kcmp-trace recording (no recording header)".into(),
                 };
-                bad(1, what.into())
-            })?;
+                return Err(bad(1, what));
+            }
+        };
         if header.version > VERSION {
             return Err(bad(
                 1,
@@ -338,7 +235,7 @@ impl Session {
             if !whole {
                 return Err(too_long(line_no));
             }
-            let line: Line = serde_json::from_slice(&text).map_err(|e| {
+            let line: RecordingLine = serde_json::from_slice(&text).map_err(|e| {
                 let what = if e.is_eof() {
                     "truncated (the line ends mid-record)".to_owned()
                 } else {
@@ -347,20 +244,20 @@ impl Session {
                 bad(line_no, what)
             })?;
             let (scope, reading) = match line {
-                Line::Event(_) => {
+                RecordingLine::Event(_) => {
                     events += 1;
                     continue;
                 }
-                Line::Reading(r) => {
+                RecordingLine::Reading(r) => {
                     let counters = r
                         .counters
                         .to_counters()
                         .map_err(|e| bad(line_no, e.to_string()))?;
                     let reading = Reading {
                         counters,
-                        procs: r.processes,
-                        callers: r.callers,
-                        hooks: r.programs,
+                        procs: r.processes.into_owned(),
+                        callers: r.callers.map(Cow::into_owned),
+                        hooks: r.programs.into_owned(),
                         at_s: r.at_s,
                     };
                     (r.scope, reading)
@@ -425,9 +322,17 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use kcmp_trace_common::{outcome::Outcome, reader::ProcReader};
+    use kcmp_trace_common::{
+        classify::Strategy,
+        json::{
+            plan::{Affects, AttachMode, Model, Plan, Preemption},
+            readout::{CallerRow, HookCounters, ProcessRow},
+        },
+        outcome::Outcome,
+        reader::ProcReader,
+    };
 
     fn temp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("kcmp-trace-{}-{name}", std::process::id()))
@@ -459,7 +364,7 @@ mod tests {
             hooks: vec![HookCounters {
                 program: "kcmp_fexit".into(),
                 target: "__x64_sys_kcmp".into(),
-                affects: vec![crate::plan::Affects::CallExit],
+                affects: vec![Affects::CallExit],
                 misses: hooks_misses,
                 run_time_ns: 0,
                 run_count: 0,
@@ -469,11 +374,50 @@ mod tests {
         }
     }
 
-    fn header() -> Header {
-        let plan = serde_json::json!({"mode": "fentry", "strategy": "direct", "series": true,
-            "preemption": {"model": "voluntary"}});
+    /// A fentry + direct session's header.
+    pub(crate) fn header() -> Header {
+        let plan = Plan {
+            mode: AttachMode::Fentry,
+            strategy: Strategy::Direct,
+            series: true,
+            preemption: Preemption {
+                model: Some(Model::Voluntary),
+                dynamic: false,
+                source: "kernel config".into(),
+            },
+            why: String::new(),
+            hooks: Vec::new(),
+            lock_waits: None,
+            lock_waits_why: String::new(),
+            skipped: Vec::new(),
+            rejected: Vec::new(),
+            accuracy: Vec::new(),
+        };
         let kernel = RecordedKernel::from_plan(&plan, Some("6.12.117".into()));
-        Header::new(kernel, plan, 1.0, 5)
+        new_header(kernel, plan, 1.0, 5)
+    }
+
+    fn event() -> EventRecord<'static> {
+        EventRecord {
+            ts_ns: 1,
+            tgid: 7,
+            tid: 7,
+            comm: "stress".into(),
+            r#type: 0,
+            type_name: "KCMP_FILE".into(),
+            pid1: 7,
+            pid2: 7,
+            idx1: 3,
+            idx2: 3,
+            epoll_slot: None,
+            ret: 0,
+            result: "equal".into(),
+            outcome: "fast".into(),
+            latency_ns: 700,
+            lock_wait_ns: 0,
+            writer_tgid: None,
+            writer_comm: None,
+        }
     }
 
     /// Writes a session of three readings (and one event line); returns the path.
@@ -490,8 +434,7 @@ mod tests {
             .expect("baseline");
         rec.reading(Scope::Interval, &readings[1])
             .expect("interval");
-        rec.line(&serde_json::json!({"kind": "event", "tgid": 7}))
-            .expect("event");
+        rec.event(&event()).expect("event");
         let last = if with_total {
             Scope::Total
         } else {
@@ -510,7 +453,7 @@ mod tests {
         assert_eq!(s.header.kernel.release.as_deref(), Some("6.12.117"));
         assert_eq!(s.header.kernel.preemption, "voluntary");
         assert!(s.header.kernel.series);
-        assert_eq!(s.header.attach(), "fentry/direct");
+        assert_eq!(s.header.plan.attach(), "fentry/direct");
         // The total is what watch computed from the same readings, to the last field.
         let (total, counters) = s.total();
         let (expected, _) = readings[2].report_since(&readings[0], 5);
@@ -533,6 +476,24 @@ mod tests {
         // The total reading ends no interval of its own.
         assert_eq!(intervals, vec![(1.0, 1000)]);
         std::fs::remove_file(path).expect("cleanup");
+    }
+
+    /// The recordings kept under docs/ were written before TSYNC sections were told apart
+    /// and before the plan timed lock waits by contention: the keys they lack are the only
+    /// ones a reader takes as absent.
+    #[test]
+    fn the_kept_recordings_still_read() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        for kept in [
+            "examples/session.jsonl",
+            "compare/stock-6.12.jsonl",
+            "compare/fastpath-6.12.jsonl",
+            "compare-7.2/stock-7.2.jsonl",
+            "compare-7.2/fastpath-7.2.jsonl",
+        ] {
+            let s = Session::read(&docs.join(kept)).unwrap_or_else(|e| panic!("{kept}: {e}"));
+            assert!(s.complete && s.total().0.calls > 0, "{kept}");
+        }
     }
 
     #[test]
@@ -586,6 +547,17 @@ mod tests {
         assert_eq!(
             error_of("empty", header_only),
             "FILE:1: no readings: the session ended before its first read"
+        );
+        let mut keyless = serde_json::to_value(header()).expect("json");
+        keyless["plan"]
+            .as_object_mut()
+            .expect("the plan")
+            .remove("mode");
+        assert!(
+            error_of("keyless", keyless.to_string().as_bytes())
+                .starts_with("FILE:1: not a recording header: missing field `mode`"),
+            "{}",
+            error_of("keyless", keyless.to_string().as_bytes())
         );
         let mut newer = serde_json::to_value(header()).expect("json");
         newer["version"] = 2.into();

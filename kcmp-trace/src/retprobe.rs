@@ -7,6 +7,9 @@
 //! count in its definition (`r4096:...`, the most the kernel allows), so return probes are
 //! defined there, and their programs attached to the event through a perf event and a BPF
 //! link: the link shows the probe's own misses the same way a perf PMU probe's does.
+//! Where this process may not write kprobe_events (`probe::kprobe_events_writable`), return
+//! probes go through the PMU with the default, and the plan says so up front
+//! (`plan::return_probes_limited`).
 
 use std::{
     fs::OpenOptions,

@@ -13,15 +13,16 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use kcmp_trace_common::{
+    json::{
+        event::{EpollSlotRecord, result_name},
+        stress::{ENVIRON, StressReport},
+    },
     kcmp::{
         KCMP_EPOLL_TFD, KCMP_FILE, KCMP_FILES, KCMP_FS, KCMP_IO, KCMP_SIGHAND, KCMP_SYSVSEM,
         KCMP_VM, type_slot, type_slot_name,
     },
     reader::{PROC_READERS, ProcReader},
 };
-use serde::Serialize;
-
-use crate::readout::{EpollSlotRecord, result_name};
 
 /// argv[1] of a process that only exec()s itself, forever: the write side of exec_update_lock.
 pub const EXEC_RACER_ARG: &str = "__exec-racer";
@@ -60,35 +61,6 @@ pub struct StressConfig {
     /// Threads that read /proc/PID/{stack,syscall,wchan} of the racers (or of this process
     /// without racers) while the kcmp threads run: exec_update_lock's /proc readers.
     pub proc_readers: usize,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct StressReport {
-    pub pid: u32,
-    pub threads: usize,
-    pub exec_racers: usize,
-    pub tsync_racers: usize,
-    pub racer_pids: Vec<i32>,
-    /// Write sections of exec_update_lock the TSYNC racers went through: their successful
-    /// landlock_restrict_self() calls, each of which held the lock once.
-    pub tsync_sections: u64,
-    pub calls: u64,
-    /// Threads started for one call each (`--thread-per-call`).
-    pub call_threads: u64,
-    pub elapsed_s: f64,
-    pub calls_per_s: f64,
-    pub by_type: BTreeMap<String, u64>,
-    pub by_result: BTreeMap<String, u64>,
-    /// Calls that found both tasks (not ESRCH) and so reached the permission check and comparison.
-    pub reached_comparison: u64,
-    /// Reads of each /proc reader's file (`proc_stack`, ...) that got past open(): each
-    /// ran the reader's function once; and `environ`, whose opens each waited on the
-    /// target's exec_update_lock (mm_access()).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub proc_reads: BTreeMap<&'static str, u64>,
-    /// The `struct kcmp_epoll_slot` every valid KCMP_EPOLL_TFD call passes (when any does).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoll_slot: Option<EpollSlotRecord>,
 }
 
 #[derive(Clone, Copy)]
@@ -310,7 +282,6 @@ const PROC_FILES: [&str; PROC_READERS + 1] = [
     ProcReader::Wchan.file(),
     ENVIRON,
 ];
-const ENVIRON: &str = "environ";
 
 /// The body of a `--proc-readers` thread: reads each file of each target in turn until
 /// stopped, at least once. A read() of a fresh open runs a reader's show function once (a single_open seq
@@ -665,8 +636,8 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         proc_reads: if config.proc_readers > 0 {
             ProcReader::ALL
                 .iter()
-                .map(|&r| (r.name(), reads[r as usize]))
-                .chain([(ENVIRON, reads[PROC_READERS])])
+                .map(|&r| (r.name().to_owned(), reads[r as usize]))
+                .chain([(ENVIRON.to_owned(), reads[PROC_READERS])])
                 .collect()
         } else {
             BTreeMap::new()

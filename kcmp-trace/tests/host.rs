@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Gated, Proc, require_root, run, total_line};
+use common::{ATTACH_WITHIN, Gated, Proc, require_root, run, schema, total_line, which};
 
 const MIX: &[&str] = &[
     "-n",
@@ -40,6 +40,8 @@ fn watch_counts_equal_the_workload_by_type_and_result() {
     let (code, out, err) = watch.stop();
     assert_eq!(code, 0, "{err}");
     let total = total_line(&out);
+    schema::assert_watch_valid(&out);
+    schema::assert_valid("stress.json", &workload);
 
     assert_eq!(workload["calls"], 20000);
     assert_eq!(total["calls"], workload["calls"]);
@@ -198,6 +200,9 @@ fn streamed(stress_args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>,
     let workload = stress.run();
     let (code, out, err) = events.stop();
     assert_eq!(code, 0, "{err}");
+    schema::assert_lines_valid("events-line.json", &out);
+    schema::assert_valid("events-summary.json", &events_summary(&err));
+    schema::assert_valid("stress.json", &workload);
     (workload, event_lines(&out), err)
 }
 
@@ -267,14 +272,10 @@ fn a_few_calls_reach_a_running_reader() {
     events.wait_attached();
     assert_eq!(stress.run()["calls"], 5);
     // --count 5: the reader exits by itself once it has shown five events.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while events.child.try_wait().expect("wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "five staged events did not reach the running reader"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        events.exited_within(Duration::from_secs(20)).is_some(),
+        "five staged events did not reach the running reader"
+    );
     let (code, out, err) = events.finish();
     assert_eq!(code, 0, "{err}");
     let lines = event_lines(&out);
@@ -323,46 +324,23 @@ fn bpftrace_counts_the_same_calls() {
         format!("tracepoint:syscalls:sys_exit_kcmp /pid == {pid}/ {{ @calls = count(); }}");
     // Unbuffered: into a pipe, bpftrace's "Attaching" line can otherwise sit in its buffer
     // until it exits.
-    let mut bpftrace = Command::new("bpftrace")
-        .args(["-B", "none", "-e", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bpftrace must be installed (cargo xtask setup installs it)");
-    // Its lines arrive through a thread, so that the wait for them has a deadline.
-    let stdout = bpftrace.stdout.take().expect("stdout");
-    let (lines, from_bpftrace) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match from_bpftrace.recv_timeout(left) {
-            Ok(line) if line.contains("Attaching") => break,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = bpftrace.kill();
-                panic!("bpftrace did not say it attached within 60 s ({e})");
-            }
-        }
-    }
+    let bpftrace =
+        which("bpftrace").expect("bpftrace must be installed (cargo xtask setup installs it)");
+    let mut bpftrace = Proc::start(
+        Command::new(bpftrace)
+            .args(["-B", "none", "-e", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    bpftrace.wait_stdout("Attaching", ATTACH_WITHIN);
     let mut watch = Proc::spawn(&["watch", "--json", "-p", &pid]);
     watch.wait_attached();
     let workload = stress.run();
     let (code, out, err) = watch.stop();
     assert_eq!(code, 0, "{err}");
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(bpftrace.id() as i32, libc::SIGINT) };
-    let _ = bpftrace.wait();
-    reader.join().expect("bpftrace's reader");
-    let rest: Vec<String> = from_bpftrace.try_iter().collect();
+    let (_, rest, _) = bpftrace.stop();
     let peer: u64 = rest
-        .iter()
+        .lines()
         .find_map(|l| l.strip_prefix("@calls: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no @calls in bpftrace output {rest:?}"));
@@ -411,6 +389,56 @@ fn doctor_reports_what_this_kernel_allows() {
     let d: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("doctor JSON: {e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(d["unpreempted_reads"], false);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn doctor_cost_measures_every_hook_over_its_workload() {
+    if !require_root() {
+        return;
+    }
+    let (code, out, err) = run(&["doctor", "--cost", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).expect("doctor JSON");
+    let cost = &d["cost"]["Ok"];
+    let hooks = cost["hooks"].as_array().unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        Some(hooks.len()),
+        d["plan"]["Ok"]["hooks"].as_array().map(Vec::len)
+    );
+    let (execs, calls) = (
+        cost["workload"]["execs"].as_u64().expect("execs"),
+        cost["workload"]["kcmp_calls"].as_u64().expect("kcmp calls"),
+    );
+    assert!(execs > 0 && calls > 0, "{cost}");
+    // Each exec runs every exec hook once, and each kcmp call kcmp's entry and exit hooks;
+    // the rest of the host may add runs, never take them away.
+    let wrapper = kcmp_trace_common::arch::NATIVE.kcmp_wrapper();
+    let mut checked = 0;
+    for h in hooks {
+        let target = h["target"].as_str().expect("target");
+        let least = if h["outside_kcmp"] == "every exec" {
+            execs
+        } else if target.ends_with("_kcmp") || target == wrapper {
+            calls
+        } else {
+            continue;
+        };
+        let runs = h["runs"].as_u64().expect("runs");
+        assert!(
+            runs >= least,
+            "{target}: {runs} runs, fewer than {least}: {cost}"
+        );
+        assert!(
+            h["ns_per_run"].as_f64().is_some_and(|ns| ns > 0.0),
+            "{target}: {cost}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "neither kcmp's entry nor its exit among {cost}"
+    );
 }
 
 #[test]
@@ -617,15 +645,14 @@ fn a_full_process_map_is_counted_and_reclaimed() {
         "1s",
     ]);
     watch.wait_attached();
-    let mut lines = BufReader::new(watch.child.stdout.take().expect("stdout")).lines();
     one_call_processes(300, &comm);
     // Intervals up to the first quiet one: its read came after the read that removed the
     // exited processes.
     let mut unattributed = 0;
     let mut calls = 0;
-    for line in lines.by_ref() {
-        let report: serde_json::Value =
-            serde_json::from_str(&line.expect("watch output")).expect("JSON");
+    loop {
+        let line = watch.next_stdout(Duration::from_secs(30));
+        let report: serde_json::Value = serde_json::from_str(&line).expect("JSON");
         if report["scope"] != "interval" {
             continue; // the plan
         }
@@ -640,11 +667,9 @@ fn a_full_process_map_is_counted_and_reclaimed() {
         "300 processes, 64 slots: {unattributed} calls unattributed"
     );
     one_call_processes(40, &comm);
-    watch.signal(libc::SIGINT);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let (code, _, err) = watch.finish();
+    let (code, out, err) = watch.stop();
     assert_eq!(code, 0, "{err}");
-    let total = total_line(&rest.join("\n"));
+    let total = total_line(&out);
     assert_eq!(total["calls"], 340, "{total}");
     assert_eq!(total["unattributed"], unattributed, "{total}");
     assert_eq!(total["exact"], false, "{total}");

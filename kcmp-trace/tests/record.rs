@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use common::{Gated, Proc, require_root, run, total_line};
+use common::{Gated, Proc, require_root, run, schema, total_line, wait_until};
 
 const WORKLOAD: &[&str] = &[
     "-n",
@@ -58,10 +58,11 @@ fn recorded(
     record.wait_attached();
     others.iter_mut().for_each(Proc::wait_attached);
     let workload = stress.run();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while last_interval_calls(path) < 20000 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until(
+        "an interval reading of all 20000 calls",
+        Duration::from_secs(60),
+        || (last_interval_calls(path) >= 20000).then_some(()),
+    );
     (record, others, workload)
 }
 
@@ -86,6 +87,10 @@ fn a_recording_reports_what_watch_printed() {
     let (code, report_out, err) = run(&["report", file, "--json"]);
     assert_eq!(code, 0, "{err}");
     let reported: serde_json::Value = serde_json::from_str(report_out.trim()).expect("JSON");
+    schema::assert_recording_valid(&path);
+    schema::assert_watch_valid(&recorded_out);
+    schema::assert_watch_valid(&watch_out);
+    schema::assert_valid("watch-report.json", &reported);
     // Every field, floats included, is what `record --json` (watch's loop) printed live.
     assert_eq!(reported, total_line(&recorded_out));
 
@@ -154,7 +159,7 @@ fn a_killed_recording_reads_up_to_its_last_reading() {
 }
 
 /// A recording's header as `record` writes it, by hand.
-const HEADER: &str = r#"{"format":"kcmp-trace-recording","version":1,"started":"2026-11-26T10:00:00Z","kernel":{"release":"6.12.117","preemption":"voluntary","series":true},"plan":{"mode":"kprobe","strategy":"direct"},"interval_s":1.0,"top":5}"#;
+const HEADER: &str = r#"{"format":"kcmp-trace-recording","version":1,"started":"2026-11-26T10:00:00Z","kernel":{"release":"6.12.117","preemption":"voluntary","series":true},"plan":{"mode":"kprobe","strategy":"direct","series":true,"preemption":{"model":"voluntary","dynamic":true,"source":"debugfs sched/preempt"},"why":"","hooks":[],"lock_waits":"contention","lock_waits_why":"","skipped":[],"rejected":[],"accuracy":[]},"interval_s":1.0,"top":5}"#;
 
 #[test]
 fn bad_recordings_get_one_line_naming_file_and_line_and_exit_2() {
@@ -275,6 +280,8 @@ fn report_a_b_gives_the_deltas_and_ratios_of_known_recordings() {
     let (code, out, err) = run(&["report", fa, fb, "--json"]);
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    schema::assert_lines_valid("recording-header.json", HEADER);
+    schema::assert_valid("report-compare.json", &report);
     assert_eq!(report["a"]["complete"], true);
     assert_eq!(report["b"]["complete"], false);
     assert_eq!(report["a"]["total"]["calls"], 1000);

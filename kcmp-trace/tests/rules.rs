@@ -1,5 +1,6 @@
 //! contrib/prometheus: the recording and alerting rules pass `promtool check rules`, their
 //! unit tests (kcmp-trace.rules.test.yml) pass `promtool test rules`, and every rule has one.
+//! contrib/grafana-dashboard.json has a panel for every family `/metrics` serves.
 //!
 //! Needs no privilege, but promtool on PATH (Debian's `prometheus` package, which
 //! `cargo xtask setup` installs): without it these tests fail, they never skip. serve.rs
@@ -10,6 +11,7 @@ use std::process::Command;
 mod common;
 
 use common::promql::{self, Kind, RULE_TESTS, RULES, contrib, tool};
+use kcmp_trace::serve::families::{FAMILIES, Family};
 
 /// Runs promtool with these arguments in `contrib/prometheus`; fails with its output.
 fn promtool(args: &[&str]) -> String {
@@ -75,6 +77,29 @@ fn every_rule_has_a_unit_test() {
         untested.is_empty(),
         "rules without a unit test in {RULE_TESTS} (an alert needs one test where it fires \
          and one where it stays silent): {untested:?}"
+    );
+}
+
+/// Each family the daemon serves has a panel: a family added without one fails here.
+#[test]
+fn the_dashboard_shows_every_family() {
+    let mut exprs = Vec::new();
+    promql::exprs(&promql::dashboard(), &mut exprs);
+    let used: std::collections::BTreeSet<String> =
+        exprs.iter().flat_map(|e| promql::metric_names(e)).collect();
+    let missing: Vec<String> = FAMILIES
+        .iter()
+        .map(Family::query_name)
+        .filter(|family| {
+            !["", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| used.contains(&format!("{family}{suffix}")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "families /metrics serves that no panel of contrib/grafana-dashboard.json queries: \
+         {missing:?}"
     );
 }
 

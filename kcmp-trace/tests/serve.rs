@@ -9,10 +9,10 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    path::Path,
+    process::{Command, ExitStatus, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     thread,
@@ -22,11 +22,11 @@ use std::{
 mod common;
 
 use common::{
-    kcmp_trace,
-    promql::{self, exprs, metric_names, tool, which},
-    require_root as privileged,
+    ATTACH_WITHIN, Gated, Proc, TempDir,
+    promql::{self, exprs, metric_names, tool},
+    require_root as privileged, run, schema, wait_until, which,
 };
-use kcmp_trace::client::Target;
+use kcmp_trace::{client::Target, serve::families::FAMILIES};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -35,108 +35,39 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "kcmp-trace-serve-{tag}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ rand_ish()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-fn rand_ish() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Children killed on drop, so a failing test leaves nothing running.
-#[derive(Default)]
-struct Procs(Vec<Child>);
-
-impl Procs {
-    fn add(&mut self, child: Child) -> usize {
-        self.0.push(child);
-        self.0.len() - 1
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A running daemon and what it printed to stderr.
+/// A running daemon, killed on drop.
 struct Daemon {
     port: u16,
-    index: usize,
-    pid: u32,
-    stderr: Arc<Mutex<String>>,
+    proc: Proc,
+    /// Its "serving" line: where it listens, and what it serves there.
+    serving: String,
 }
 
 impl Daemon {
     /// A daemon on a free loopback port that serves per-call data over TCP, as most tests
     /// read it (the default keeps it to the Unix socket and authenticated users).
-    fn start(procs: &mut Procs, args: &[&str]) -> Daemon {
+    fn start(args: &[&str]) -> Daemon {
         let mut all = vec!["--tcp-per-call-data"];
         all.extend_from_slice(args);
-        Daemon::start_with(procs, &all)
+        Daemon::start_with(&all)
     }
 
-    /// A daemon on a free loopback port with exactly these options.
-    fn start_with(procs: &mut Procs, args: &[&str]) -> Daemon {
+    /// A daemon on a free loopback port with exactly these options, once it serves.
+    fn start_with(args: &[&str]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut child = kcmp_trace()
-            .arg("serve")
-            .args(["--listen", &listen])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kcmp-trace serve");
-        let pid = child.id();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr");
-        let log = stderr.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if line.contains("kcmp-trace: serving") {
-                    let _ = ready_tx.send(());
-                }
-                log.lock().expect("the log lock").push_str(&(line + "\n"));
-            }
-        });
-        let index = procs.add(child);
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!(
-                "serve did not start:\n{}",
-                stderr.lock().expect("the log lock")
-            );
-        }
+        let mut proc = Proc::spawn(&[&["serve", "--listen", &listen], args].concat());
+        // It attaches before it serves.
+        let serving = proc.wait_stderr("kcmp-trace: serving", ATTACH_WITHIN);
         Daemon {
             port,
-            index,
-            pid,
-            stderr,
+            proc,
+            serving,
         }
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     fn get(&self, path: &str) -> Response {
@@ -144,21 +75,14 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status and how long it took.
-    fn terminate(&self, procs: &mut Procs) -> (ExitStatus, Duration) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+    fn terminate(&mut self) -> (ExitStatus, Duration) {
+        self.proc.signal(libc::SIGTERM);
         let started = Instant::now();
-        let child = &mut procs.0[self.index];
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return (status, started.elapsed());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "serve did not exit after SIGTERM"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        let status = self
+            .proc
+            .exited_within(Duration::from_secs(10))
+            .expect("serve did not exit within 10 s of SIGTERM");
+        (status, started.elapsed())
     }
 }
 
@@ -213,64 +137,6 @@ fn sum_of(samples: &BTreeMap<String, f64>, metric: &str) -> f64 {
         .sum()
 }
 
-/// `stress` held at the starting line until `go` is called.
-struct Stress {
-    index: usize,
-    pid: u32,
-    gate: PathBuf,
-}
-
-impl Stress {
-    fn spawn(procs: &mut Procs, dir: &Path, args: &[&str]) -> Stress {
-        let gate = dir.join("go");
-        let child = kcmp_trace()
-            .arg("stress")
-            .args(args)
-            .arg("--json")
-            .arg("--wait-for")
-            .arg(&gate)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn stress");
-        let pid = child.id();
-        Stress {
-            index: procs.add(child),
-            pid,
-            gate,
-        }
-    }
-
-    fn go(&self) {
-        std::fs::write(&self.gate, b"").expect("open the gate");
-    }
-
-    /// Waits for the workload; its own report.
-    fn finish(&self, procs: &mut Procs) -> serde_json::Value {
-        let child = &mut procs.0[self.index];
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .expect("stress stdout")
-            .read_to_string(&mut out)
-            .expect("stress output");
-        assert!(child.wait().expect("wait").success(), "stress failed");
-        serde_json::from_str(out.trim()).expect("stress JSON")
-    }
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -301,28 +167,23 @@ fn prometheus_scrapes_exact_counts() {
     }
     let (prometheus, promtool) = (tool("prometheus"), tool("promtool"));
     let dir = TempDir::new("prom");
-    let mut procs = Procs::default();
-    let stress = Stress::spawn(
-        &mut procs,
-        &dir.0,
-        &[
-            "-n",
-            "20000",
-            "--types",
-            "all",
-            "--bad-fd",
-            "300",
-            "--dead-pid",
-            "200",
-            "--bad-type",
-            "100",
-        ],
-    );
-    let pid = stress.pid.to_string();
-    let daemon = Daemon::start(&mut procs, &["-p", &pid]);
+    let stress = Gated::new(&[
+        "-n",
+        "20000",
+        "--types",
+        "all",
+        "--bad-fd",
+        "300",
+        "--dead-pid",
+        "200",
+        "--bad-type",
+        "100",
+    ]);
+    let pid = stress.pid().to_string();
+    let daemon = Daemon::start(&["-p", &pid]);
 
     let prom_port = free_port();
-    let config = dir.0.join("prometheus.yml");
+    let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -332,18 +193,16 @@ fn prometheus_scrapes_exact_counts() {
         ),
     )
     .expect("prometheus config");
-    procs.add(
+    let _prometheus = Proc::start(
         Command::new(&prometheus)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.0.join("data").display()
+                dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn prometheus"),
+            .stderr(Stdio::null()),
     );
     wait_until(
         "prometheus to scrape the daemon",
@@ -351,8 +210,8 @@ fn prometheus_scrapes_exact_counts() {
         || prom_query(prom_port, "up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
     );
 
-    stress.go();
-    let report = stress.finish(&mut procs);
+    stress.open();
+    let report = stress.report();
     let calls = report["calls"].as_u64().expect("calls") as f64;
     assert_eq!(calls, 20000.0);
     let ebadf = report["by_result"]["EBADF"].as_u64().unwrap_or(0) as f64;
@@ -450,21 +309,24 @@ fn prometheus_scrapes_exact_counts() {
     // The snapshot has the same numbers as `watch --json`.
     let snap: serde_json::Value =
         serde_json::from_str(&daemon.get("/api/v1/snapshot").body).expect("snapshot");
+    schema::assert_valid("snapshot.json", &snap);
     assert_eq!(snap["report"]["calls"].as_f64(), Some(calls));
     assert_eq!(snap["report"]["by_result"]["EBADF"].as_f64(), Some(ebadf));
 
     // And `watch --connect` shows them.
-    let watch = kcmp_trace()
-        .args(["watch", "--json", "-n", "1", "-i", "300ms", "--connect"])
-        .arg(format!("http://127.0.0.1:{}", daemon.port))
-        .output()
-        .expect("watch --connect");
-    assert!(
-        watch.status.success(),
-        "{}",
-        String::from_utf8_lossy(&watch.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&watch.stdout);
+    let url = format!("http://127.0.0.1:{}", daemon.port);
+    let (code, stdout, err) = run(&[
+        "watch",
+        "--json",
+        "-n",
+        "1",
+        "-i",
+        "300ms",
+        "--connect",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    schema::assert_watch_valid(&stdout);
     assert!(
         stdout
             .lines()
@@ -485,17 +347,11 @@ fn readers_are_served_beside_kcmp_with_a_reader_label() {
     if !privileged() {
         return;
     }
-    let dir = TempDir::new("readers");
-    let mut procs = Procs::default();
-    let stress = Stress::spawn(
-        &mut procs,
-        &dir.0,
-        &["-n", "5000", "--types", "vm", "--proc-readers", "1"],
-    );
-    let pid = stress.pid.to_string();
-    let daemon = Daemon::start(&mut procs, &["-p", &pid, "--readers"]);
-    stress.go();
-    let report = stress.finish(&mut procs);
+    let stress = Gated::new(&["-n", "5000", "--types", "vm", "--proc-readers", "1"]);
+    let pid = stress.pid().to_string();
+    let daemon = Daemon::start(&["-p", &pid, "--readers"]);
+    stress.open();
+    let report = stress.report();
     let calls = report["calls"].as_u64().expect("calls") as f64;
     assert!(
         report["proc_reads"]["proc_wchan"].as_u64() > Some(0),
@@ -517,6 +373,7 @@ fn readers_are_served_beside_kcmp_with_a_reader_label() {
     );
     let snap: serde_json::Value =
         serde_json::from_str(&daemon.get("/api/v1/snapshot").body).expect("snapshot");
+    schema::assert_valid("snapshot.json", &snap);
     let readers = &snap["report"]["by_reader"];
     assert_eq!(readers["kcmp"]["calls"].as_f64(), Some(calls), "{readers}");
     // Here only the syscall boundary attaches (no kprobes, no fentry): the plan says the
@@ -567,16 +424,6 @@ fn read_stream(port: u16, query: &str) -> Stream<Vec<String>> {
     stream_events(port, query, Vec::new(), |lines, line| lines.push(line))
 }
 
-/// Counts (events, reported drops) as they arrive, keeping nothing: long runs stream
-/// millions of events.
-fn count_stream(port: u16, query: &str) -> Stream<(u64, u64)> {
-    stream_events(port, query, (0u64, 0u64), |(calls, dropped), line| {
-        let (c, d) = count(std::slice::from_ref(&line));
-        *calls += c;
-        *dropped += d;
-    })
-}
-
 fn count(lines: &[String]) -> (u64, u64) {
     let mut calls = 0;
     let mut dropped = 0;
@@ -596,15 +443,9 @@ fn events_stream_every_call_and_filter() {
     if !privileged() {
         return;
     }
-    let dir = TempDir::new("events");
-    let mut procs = Procs::default();
-    let stress = Stress::spawn(
-        &mut procs,
-        &dir.0,
-        &["-n", "6000", "--types", "file,vm", "--bad-fd", "100"],
-    );
-    let pid = stress.pid.to_string();
-    let daemon = Daemon::start(&mut procs, &["-p", &pid]);
+    let stress = Gated::new(&["-n", "6000", "--types", "file,vm", "--bad-fd", "100"]);
+    let pid = stress.pid().to_string();
+    let mut daemon = Daemon::start(&["-p", &pid]);
 
     for bad in [
         "?pid=abc",
@@ -629,8 +470,8 @@ fn events_stream_every_call_and_filter() {
         let s = samples(&daemon.get("/metrics").body);
         (s.get("kcmp_trace_event_clients") == Some(&4.0)).then_some(())
     });
-    stress.go();
-    let report = stress.finish(&mut procs);
+    stress.open();
+    let report = stress.report();
     let calls = report["calls"].as_u64().expect("calls");
     let vm_calls = report["by_type"]["KCMP_VM"].as_u64().expect("vm calls");
     // Every event is out of the ring before the daemon is told to stop.
@@ -650,11 +491,12 @@ fn events_stream_every_call_and_filter() {
             && vm_seen.load(Ordering::Relaxed) >= vm_calls;
         caught_up.then_some(())
     });
-    let (status, took) = daemon.terminate(&mut procs);
+    let (status, took) = daemon.terminate();
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
 
     let all = all.join().expect("reader");
+    schema::assert_event_stream_valid(&all);
     let (n, dropped) = count(&all);
     assert_eq!(
         n + dropped,
@@ -674,13 +516,7 @@ fn events_stream_every_call_and_filter() {
     assert_eq!(n_mine + dropped_mine, calls);
     let (n_other, _) = count(&other_pid.join().expect("reader"));
     assert_eq!(n_other, 0);
-    assert!(
-        daemon
-            .stderr
-            .lock()
-            .expect("the log lock")
-            .contains("attached")
-    );
+    assert!(daemon.proc.stderr_so_far().contains("kcmp-trace: attached"));
 }
 
 /// Opens `/events` and returns the connection and its status line.
@@ -706,12 +542,8 @@ fn event_slots_free_when_clients_leave() {
     if !privileged() {
         return;
     }
-    let mut procs = Procs::default();
     // Only nobody-calls's calls are streamed: no event ever tells the daemon a client left.
-    let daemon = Daemon::start(
-        &mut procs,
-        &["-c", "nobody-calls", "--max-event-clients-per-client", "64"],
-    );
+    let daemon = Daemon::start(&["-c", "nobody-calls", "--max-event-clients-per-client", "64"]);
     let clients: Vec<_> = (0..64).map(|_| open_events(daemon.port)).collect();
     for (_, status) in &clients {
         assert!(status.contains(" 200 "), "{status}");
@@ -741,8 +573,7 @@ fn one_client_gets_its_share_of_event_slots() {
     if !privileged() {
         return;
     }
-    let mut procs = Procs::default();
-    let daemon = Daemon::start(&mut procs, &["-c", "nobody-calls"]);
+    let daemon = Daemon::start(&["-c", "nobody-calls"]);
     let mine: Vec<_> = (0..8).map(|_| open_events(daemon.port)).collect();
     for (_, status) in &mine {
         assert!(status.contains(" 200 "), "{status}");
@@ -809,17 +640,13 @@ fn idle_and_half_sent_connections_are_bounded() {
     if !privileged() {
         return;
     }
-    let mut procs = Procs::default();
-    let daemon = Daemon::start(
-        &mut procs,
-        &[
-            "--no-events",
-            "-c",
-            "nobody-calls",
-            "--max-connections",
-            "3",
-        ],
-    );
+    let daemon = Daemon::start(&[
+        "--no-events",
+        "-c",
+        "nobody-calls",
+        "--max-connections",
+        "3",
+    ]);
     let connect = || TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
     let mut idle = connect();
     thread::sleep(Duration::from_millis(100));
@@ -880,8 +707,7 @@ fn a_scrape_gets_past_a_thousand_idle_connections() {
         return;
     }
     allow_open_files(4096);
-    let mut procs = Procs::default();
-    let daemon = Daemon::start(&mut procs, &["--no-events", "-c", "nobody-calls"]);
+    let daemon = Daemon::start(&["--no-events", "-c", "nobody-calls"]);
     let idle: Vec<TcpStream> = (0..1100)
         .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect"))
         .collect();
@@ -912,26 +738,20 @@ fn per_call_data_stays_off_tcp_by_default() {
         return;
     }
     let dir = TempDir::new("exposure");
-    let socket = dir.0.join("kcmp-trace.sock");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut procs = Procs::default();
-    let mut child = kcmp_trace()
-        .args(["serve", "-c", "nobody-calls", "--listen", &listen, "--unix"])
-        .arg(&socket)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let stderr = child.stderr.take().expect("stderr");
-    procs.add(child);
-    let serving = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("kcmp-trace: serving"))
-        .expect("the serving line");
+    let socket = dir.path().join("kcmp-trace.sock");
+    let daemon = Daemon::start_with(&[
+        "-c",
+        "nobody-calls",
+        "--unix",
+        socket.to_str().expect("utf-8"),
+    ]);
+    let port = daemon.port;
     assert!(
-        serving.contains("per-call data over the Unix socket only"),
-        "{serving}"
+        daemon
+            .serving
+            .contains("per-call data over the Unix socket only"),
+        "{}",
+        daemon.serving
     );
     assert_eq!(http_get(port, "/metrics", &[]).status, 200);
     assert_eq!(http_get(port, "/healthz", &[]).status, 200);
@@ -966,13 +786,11 @@ fn dashboard_queries_only_served_metrics() {
     wanted.dedup();
     assert!(wanted.len() >= 10, "{wanted:?}");
 
-    let dir = TempDir::new("dash");
-    let mut procs = Procs::default();
-    let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "500"]);
+    let stress = Gated::new(&["-n", "500"]);
     // The readers' families are served only with --readers.
-    let daemon = Daemon::start(&mut procs, &["-p", &stress.pid.to_string(), "--readers"]);
-    stress.go();
-    stress.finish(&mut procs);
+    let daemon = Daemon::start(&["-p", &stress.pid().to_string(), "--readers"]);
+    stress.open();
+    stress.report();
     let text = daemon.get("/metrics").body;
     // A family is served when it has series, or is declared without any on this plan.
     let served: std::collections::BTreeSet<&str> = text
@@ -993,6 +811,151 @@ fn dashboard_queries_only_served_metrics() {
     );
 }
 
+/// One family as docs/metrics.md lists it, or as a scrape declares it (labels: those of its
+/// first series, `le` left out; none without series).
+#[derive(Debug, PartialEq)]
+struct FamilyLine {
+    name: String,
+    kind: String,
+    help: String,
+    labels: Option<Vec<String>>,
+}
+
+/// The families docs/metrics.md lists, in order.
+fn documented_families() -> Vec<FamilyLine> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md");
+    let page = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    page.lines()
+        .filter(|l| l.starts_with("| `kcmp_trace_"))
+        .map(|row| {
+            let cells: Vec<&str> = row
+                .strip_prefix("| ")
+                .and_then(|r| r.strip_suffix(" |"))
+                .map(|r| r.split(" | ").collect())
+                .unwrap_or_default();
+            let [name, kind, labels, help, _served] = cells[..] else {
+                panic!("not a row of five cells: {row}");
+            };
+            let labels = match labels {
+                "none" => Vec::new(),
+                list => list
+                    .split(", ")
+                    .map(|l| l.trim_matches('`').to_owned())
+                    .collect(),
+            };
+            FamilyLine {
+                name: name.trim_matches('`').to_owned(),
+                kind: kind.to_owned(),
+                help: help.replace("\\|", "|"),
+                labels: Some(labels),
+            }
+        })
+        .collect()
+}
+
+/// The label names of one series (`name{a="x",b="y"} 1`), `le` left out.
+fn label_names(series: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let Some((_, mut rest)) = series.split_once('{') else {
+        return names;
+    };
+    while let Some((name, value)) = rest.split_once("=\"") {
+        if name != "le" {
+            names.push(name.to_owned());
+        }
+        let mut escaped = false;
+        let end = value
+            .char_indices()
+            .find(|&(_, c)| {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                closes
+            })
+            .map_or(value.len(), |(i, _)| i + 1);
+        rest = value[end..].trim_start_matches(',');
+    }
+    names
+}
+
+/// The families a scrape (Prometheus text) declares, in order.
+fn served_families(text: &str) -> Vec<FamilyLine> {
+    let mut families: Vec<FamilyLine> = Vec::new();
+    for line in text.lines() {
+        if let Some(declared) = line.strip_prefix("# HELP ") {
+            let (name, help) = declared.split_once(' ').unwrap_or((declared, ""));
+            families.push(FamilyLine {
+                name: name.to_owned(),
+                kind: String::new(),
+                help: help.to_owned(),
+                labels: None,
+            });
+        } else if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let family = families.last_mut().expect("TYPE after its HELP");
+            family.kind = declared.rsplit(' ').next().unwrap_or_default().to_owned();
+        } else if !line.is_empty() {
+            let family = families
+                .last_mut()
+                .expect("a series after its family's TYPE");
+            assert!(
+                line.starts_with(&family.name),
+                "{line} outside {}",
+                family.name
+            );
+            family.labels.get_or_insert_with(|| label_names(line));
+        }
+    }
+    families
+}
+
+/// docs/metrics.md lists exactly the families a daemon following readers serves, in its
+/// order, with their type, help and, for each family with series, their labels.
+#[test]
+#[ignore = "needs root"]
+fn metrics_page_lists_what_the_daemon_serves() {
+    if !privileged() {
+        return;
+    }
+    let stress = Gated::new(&["-n", "500", "--bad-fd", "10"]);
+    let daemon = Daemon::start(&["-p", &stress.pid().to_string(), "--readers"]);
+    stress.open();
+    stress.report();
+    let served = served_families(&daemon.get("/metrics").body);
+    let with_series = served.iter().filter(|f| f.labels.is_some()).count();
+    assert!(with_series >= 25, "{served:#?}");
+    let page = documented_families();
+    let names = |families: &[FamilyLine]| -> Vec<String> {
+        families.iter().map(|f| f.name.clone()).collect()
+    };
+    let (on_page, on_scrape) = (names(&page), names(&served));
+    let only_in = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|n| !b.contains(n)).cloned().collect()
+    };
+    assert!(
+        on_page == on_scrape,
+        "docs/metrics.md and /metrics list different families (or in another order): only on \
+         the page {:?}, only served {:?}",
+        only_in(&on_page, &on_scrape),
+        only_in(&on_scrape, &on_page)
+    );
+    for (page, scrape) in page.into_iter().zip(&served) {
+        let page = FamilyLine {
+            // The Prometheus text format declares an info as a gauge.
+            kind: match page.kind.as_str() {
+                "info" => "gauge".to_owned(),
+                _ => page.kind,
+            },
+            // A family without series here shows no labels to compare.
+            labels: scrape.labels.as_ref().and(page.labels),
+            ..page
+        };
+        assert_eq!(
+            &page, scrape,
+            "docs/metrics.md (left) and /metrics (right) differ"
+        );
+    }
+}
+
 /// Prometheus' answer to an instant query: the result, or what Prometheus said was wrong.
 fn prom_eval(port: u16, query: &str) -> Result<Vec<serde_json::Value>, String> {
     let path = format!("/api/v1/query?query={}", urlencode(query));
@@ -1008,23 +971,15 @@ fn prom_eval(port: u16, query: &str) -> Result<Vec<serde_json::Value>, String> {
     })
 }
 
-/// Families a healthy daemon serves without series on some plans, and why. A rule or panel
-/// over one of them may come back empty, but only while `/metrics` has no sample of it.
-const SERIES_BY_PLAN: &[(&str, &str)] = &[
-    (
-        "kcmp_trace_hook_runs_outside_kcmp_total",
-        "the plan hooks no function every process calls",
-    ),
-    (
-        "kcmp_trace_reader_helper_calls_total",
-        "no other caller of the speculation helpers (kernels with the series only)",
-    ),
-    ("kcmp_trace_probe_skipped", "every optional hook attached"),
-    (
-        "kcmp_trace_attach_rejected",
-        "the first plan tried attached",
-    ),
-];
+/// Families a healthy daemon serves without series on some plans, and why (the table's
+/// `no_series_when`). A rule or panel over one of them may come back empty, but only while
+/// `/metrics` has no sample of it.
+fn series_by_plan() -> Vec<(String, &'static str)> {
+    FAMILIES
+        .iter()
+        .filter_map(|f| Some((f.query_name(), f.no_series_when?)))
+        .collect()
+}
 
 /// contrib/ as deployed: a real Prometheus scrapes a real daemon under load with the rules
 /// loaded; every rule is healthy, and every rule, recorded series, alert value, dashboard
@@ -1039,32 +994,27 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
     let rules = promql::rules();
     let dashboard = promql::dashboard();
     let dir = TempDir::new("rules");
-    let mut procs = Procs::default();
-    let stress = Stress::spawn(
-        &mut procs,
-        &dir.0,
-        &[
-            "-d",
-            "4s",
-            "--types",
-            "all",
-            "--bad-fd",
-            "100",
-            "--dead-pid",
-            "100",
-            "--bad-type",
-            "100",
-            "--exec-racers",
-            "1",
-            "--proc-readers",
-            "1",
-        ],
-    );
-    let pid = stress.pid.to_string();
-    let daemon = Daemon::start(&mut procs, &["-p", &pid, "--readers", "--bpf-stats"]);
+    let stress = Gated::new(&[
+        "-d",
+        "4s",
+        "--types",
+        "all",
+        "--bad-fd",
+        "100",
+        "--dead-pid",
+        "100",
+        "--bad-type",
+        "100",
+        "--exec-racers",
+        "1",
+        "--proc-readers",
+        "1",
+    ]);
+    let pid = stress.pid().to_string();
+    let daemon = Daemon::start(&["-p", &pid, "--readers", "--bpf-stats"]);
 
     let prom_port = free_port();
-    let config = dir.0.join("prometheus.yml");
+    let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -1076,19 +1026,17 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
         ),
     )
     .expect("prometheus config");
-    let log = dir.0.join("prometheus.log");
-    procs.add(
+    let log = dir.path().join("prometheus.log");
+    let _prometheus = Proc::start(
         Command::new(&prometheus)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.0.join("data").display()
+                dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("prometheus log"))
-            .spawn()
-            .expect("spawn prometheus"),
+            .stderr(std::fs::File::create(&log).expect("prometheus log")),
     );
     let prometheus_log = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until(
@@ -1098,11 +1046,8 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
     );
 
     // The workload runs while Prometheus scrapes it every second.
-    stress.go();
-    wait_until("stress to finish", Duration::from_secs(60), || {
-        procs.0[stress.index].try_wait().expect("wait").map(|_| ())
-    });
-    let report = stress.finish(&mut procs);
+    stress.open();
+    let report = stress.report();
     let calls = report["calls"].as_f64().expect("calls");
     wait_until(
         "Prometheus to see all calls",
@@ -1177,6 +1122,7 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
                 .lines()
                 .any(|l| l.starts_with(family) && l[family.len()..].starts_with([' ', '{']))
     };
+    let series_by_plan = series_by_plan();
     let mut failures = Vec::new();
     let mut empty_by_plan = Vec::new();
     for (what, query) in &queries {
@@ -1189,7 +1135,7 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
             Ok(result) if !result.is_empty() => {}
             Ok(_) => {
                 let excuse = metric_names(query).into_iter().find_map(|m| {
-                    SERIES_BY_PLAN
+                    series_by_plan
                         .iter()
                         .find(|(family, _)| *family == m && without_series(family))
                         .map(|(family, why)| format!("{family}: {why}"))
@@ -1258,9 +1204,8 @@ fn sigterm_exits_promptly_and_unloads() {
     if !privileged() {
         return;
     }
-    let mut procs = Procs::default();
-    let daemon = Daemon::start(&mut procs, &[]);
-    let ids = prog_ids(daemon.pid);
+    let mut daemon = Daemon::start(&[]);
+    let ids = prog_ids(daemon.pid());
     assert!(!ids.is_empty(), "no BPF programs found in the daemon");
     // A streaming client and an idle keep-alive connection must not hold shutdown up.
     let (events, _stream, _) = read_stream(daemon.port, "");
@@ -1283,7 +1228,7 @@ fn sigterm_exits_promptly_and_unloads() {
         String::from_utf8_lossy(&answer[..n])
     );
 
-    let (status, took) = daemon.terminate(&mut procs);
+    let (status, took) = daemon.terminate();
     assert!(status.success(), "exit {status}");
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
@@ -1317,8 +1262,7 @@ fn bad_requests_and_busy_addresses() {
     if !privileged() {
         return;
     }
-    let mut procs = Procs::default();
-    let daemon = Daemon::start(&mut procs, &["--no-events", "-c", "nobody-calls"]);
+    let daemon = Daemon::start(&["--no-events", "-c", "nobody-calls"]);
     let r = daemon.get("/no/such/path");
     assert_eq!(r.status, 404);
     assert_eq!(r.body.lines().count(), 1);
@@ -1349,12 +1293,8 @@ fn bad_requests_and_busy_addresses() {
     // The port is taken: exit code 7 and one line, before anything is attached.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = kcmp_trace()
-        .args(["serve", "--listen", &addr])
-        .output()
-        .expect("serve");
-    assert_eq!(out.status.code(), Some(7), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = run(&["serve", "--listen", &addr]);
+    assert_eq!(code, 7, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(&addr) && !stderr.contains("attached"),
@@ -1363,18 +1303,16 @@ fn bad_requests_and_busy_addresses() {
 
     // A Unix socket with the asked-for mode, and nothing served over TCP.
     let dir = TempDir::new("unix");
-    let socket = dir.0.join("kcmp-trace.sock");
-    let mut child = kcmp_trace()
-        .args(["serve", "--no-events", "--unix-mode", "0600", "--unix"])
-        .arg(&socket)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve --unix");
-    let pid = child.id();
-    let stderr = child.stderr.take().expect("stderr");
-    procs.add(child);
-    let mut lines = BufReader::new(stderr).lines();
-    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("serving unix:"))));
+    let socket = dir.path().join("kcmp-trace.sock");
+    let mut unix_only = Proc::spawn(&[
+        "serve",
+        "--no-events",
+        "--unix-mode",
+        "0600",
+        "--unix",
+        socket.to_str().expect("utf-8"),
+    ]);
+    unix_only.wait_stderr("kcmp-trace: serving unix:", ATTACH_WITHIN);
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&socket)
         .expect("socket")
@@ -1392,8 +1330,7 @@ fn bad_requests_and_busy_addresses() {
         ))
         .expect("GET /healthz over the socket");
     assert_eq!(&healthz[..], b"ok\n");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    unix_only.signal(libc::SIGTERM);
     wait_until("the socket to be removed", Duration::from_secs(5), || {
         (!socket.exists()).then_some(())
     });
@@ -1405,27 +1342,22 @@ fn many_scrapers_and_readers_under_load() {
     if !privileged() {
         return;
     }
-    let dir = TempDir::new("load");
-    let mut procs = Procs::default();
-    let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "200000", "--types", "all"]);
+    let stress = Gated::new(&["-n", "200000", "--types", "all"]);
     // 20 readers from one address: more than one client's default share (8).
     // The event queues may hold up to --event-buffer-total when the readers fall behind
     // (they do on a loaded machine): pinned here, so that the bound below is the budget.
     const EVENT_BUDGET_MIB: u64 = 16;
-    let daemon = Daemon::start(
-        &mut procs,
-        &[
-            "-p",
-            &stress.pid.to_string(),
-            "--max-event-clients-per-client",
-            "20",
-            "--event-buffer-total",
-            &format!("{EVENT_BUDGET_MIB}M"),
-        ],
-    );
-    let baseline_kib = status_kib(daemon.pid, "VmRSS");
+    let mut daemon = Daemon::start(&[
+        "-p",
+        &stress.pid().to_string(),
+        "--max-event-clients-per-client",
+        "20",
+        "--event-buffer-total",
+        &format!("{EVENT_BUDGET_MIB}M"),
+    ]);
+    let baseline_kib = status_kib(daemon.pid(), "VmRSS");
     // The peak from here on: loading (the kernel's BTF parsed) peaks higher, and is over.
-    std::fs::write(format!("/proc/{}/clear_refs", daemon.pid), "5").expect("resetting VmHWM");
+    std::fs::write(format!("/proc/{}/clear_refs", daemon.pid()), "5").expect("resetting VmHWM");
     let readers: Vec<_> = (0..20)
         .map(|i| {
             let (reader, stream, _) =
@@ -1433,7 +1365,7 @@ fn many_scrapers_and_readers_under_load() {
             (reader, stream)
         })
         .collect();
-    stress.go();
+    stress.open();
     let port = daemon.port;
     // 200 scrapers at once, a few rounds each, while the workload runs.
     let scrapers: Vec<_> = (0..200)
@@ -1454,7 +1386,7 @@ fn many_scrapers_and_readers_under_load() {
     for s in scrapers {
         s.join().expect("every scrape answered");
     }
-    let calls = stress.finish(&mut procs)["calls"].as_u64().expect("calls") as f64;
+    let calls = stress.report()["calls"].as_u64().expect("calls") as f64;
     let total = wait_until("the final count", Duration::from_secs(5), || {
         let n = sum_of(
             &samples(&daemon.get("/metrics").body),
@@ -1465,90 +1397,17 @@ fn many_scrapers_and_readers_under_load() {
     assert_eq!(total, calls);
     // The peak under load, not the end: memory bounded all through it. Beyond the event
     // budget, 16 MiB for 220 connections' buffers and the allocator's arenas.
-    let peak_kib = status_kib(daemon.pid, "VmHWM");
+    let peak_kib = status_kib(daemon.pid(), "VmHWM");
     eprintln!("daemon RSS: {baseline_kib} KiB at start, {peak_kib} KiB at its peak");
     assert!(
         peak_kib.saturating_sub(baseline_kib) < (EVENT_BUDGET_MIB + 16) * 1024,
         "RSS grew from {baseline_kib} KiB to {peak_kib} KiB"
     );
-    let (status, _) = daemon.terminate(&mut procs);
+    let (status, _) = daemon.terminate();
     assert!(status.success());
     for (reader, _) in readers {
         let (n, dropped) = count(&reader.join().expect("reader"));
         assert!(n + dropped > 0);
-    }
-}
-
-/// Scrape latency under load and memory after it, for the benchmark record:
-/// `cargo test --release -p kcmp-trace --test serve -- --ignored --nocapture scrape_benchmark`
-/// prints one JSON line. KCMP_TRACE_BENCH_SECS: the load's length (default 20);
-/// KCMP_TRACE_BENCH_THREADS: stress threads (default 1, leaving a core to the rest);
-/// KCMP_TRACE_BENCH_EVENTS=0: no /events client; KCMP_TRACE_BENCH_OUT: also write the
-/// line to this file.
-#[test]
-#[ignore = "a benchmark: cargo xtask bench runs it"]
-fn scrape_benchmark() {
-    if !privileged() {
-        return;
-    }
-    let secs: u64 = std::env::var("KCMP_TRACE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let dir = TempDir::new("bench");
-    let mut procs = Procs::default();
-    let threads = std::env::var("KCMP_TRACE_BENCH_THREADS").unwrap_or_else(|_| "1".into());
-    let with_events = std::env::var("KCMP_TRACE_BENCH_EVENTS").map_or(true, |v| v != "0");
-    let duration = format!("{secs}s");
-    let stress = Stress::spawn(
-        &mut procs,
-        &dir.0,
-        &["-d", &duration, "--types", "all", "--threads", &threads],
-    );
-    let daemon = Daemon::start(&mut procs, &[]);
-    let reader = with_events.then(|| {
-        let (reader, stream, _) = count_stream(daemon.port, "");
-        (reader, stream)
-    });
-    stress.go();
-    let started = Instant::now();
-    let mut lat = Vec::new();
-    while lat.len() < 1000 || started.elapsed() < Duration::from_secs(secs) {
-        let t = Instant::now();
-        let r = http_get(daemon.port, "/metrics", &[]);
-        lat.push(t.elapsed());
-        assert_eq!(r.status, 200);
-        if lat.len() >= 1000 {
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let report = stress.finish(&mut procs);
-    let (vmrss, vmhwm) = (
-        status_kib(daemon.pid, "VmRSS"),
-        status_kib(daemon.pid, "VmHWM"),
-    );
-    lat.sort();
-    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    let (status, _) = daemon.terminate(&mut procs);
-    assert!(status.success());
-    let (events, dropped) = reader.map_or((0, 0), |(r, _)| r.join().expect("reader"));
-    let record = serde_json::json!({
-            "load_s": secs,
-            "stress_threads": threads,
-            "event_client": with_events,
-            "workload_calls": report["calls"],
-            "scrapes": lat.len(),
-            "scrape_p50_ms": pct(0.50).as_secs_f64() * 1e3,
-            "scrape_p99_ms": pct(0.99).as_secs_f64() * 1e3,
-            "scrape_max_ms": lat[lat.len() - 1].as_secs_f64() * 1e3,
-            "rss_kib": vmrss,
-            "rss_peak_kib": vmhwm,
-            "events_streamed": events,
-            "events_dropped": dropped,
-    });
-    println!("{record}");
-    if let Ok(path) = std::env::var("KCMP_TRACE_BENCH_OUT") {
-        std::fs::write(&path, format!("{record:#}\n")).expect("writing the benchmark record");
     }
 }
 
@@ -1608,9 +1467,9 @@ fn tls_and_basic_auth_from_a_web_config() {
         return;
     }
     let dir = TempDir::new("tls");
-    certificate(&dir.0);
+    certificate(dir.path());
     let hash = bcrypt::hash("s3cret", 6).expect("bcrypt");
-    let web = dir.0.join("web.yml");
+    let web = dir.path().join("web.yml");
     std::fs::write(
         &web,
         format!(
@@ -1618,31 +1477,20 @@ fn tls_and_basic_auth_from_a_web_config() {
         ),
     )
     .expect("web config");
-    let mut procs = Procs::default();
-    let stress = Stress::spawn(&mut procs, &dir.0, &["-n", "3000", "--comm", "kt-tls"]);
-    let daemon = Daemon::start_with(
-        &mut procs,
-        &[
-            "-c",
-            "kt-tls",
-            "--web.config.file",
-            web.to_str().expect("utf-8"),
-        ],
-    );
-    wait_until(
-        "the serving line to name https",
-        Duration::from_secs(5),
-        || {
-            daemon
-                .stderr
-                .lock()
-                .expect("log")
-                .contains("https://127.0.0.1")
-                .then_some(())
-        },
+    let stress = Gated::new(&["-n", "3000", "--comm", "kt-tls"]);
+    let daemon = Daemon::start_with(&[
+        "-c",
+        "kt-tls",
+        "--web.config.file",
+        web.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        daemon.serving.contains("https://127.0.0.1"),
+        "{}",
+        daemon.serving
     );
     let url = |path: &str| format!("https://localhost:{}{path}", daemon.port);
-    let cacert = dir.0.join("cert.pem");
+    let cacert = dir.path().join("cert.pem");
     let cacert = cacert.to_str().expect("utf-8");
     assert_eq!(curl(&["--cacert", cacert, &url("/metrics")]).0, 401);
     assert_eq!(
@@ -1682,7 +1530,7 @@ fn tls_and_basic_auth_from_a_web_config() {
     // Prometheus scrapes over TLS with the credentials, and serves its own API with the
     // same web configuration file.
     let prom_port = free_port();
-    let config = dir.0.join("prometheus.yml");
+    let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -1695,19 +1543,17 @@ fn tls_and_basic_auth_from_a_web_config() {
         ),
     )
     .expect("prometheus config");
-    procs.add(
+    let _prometheus = Proc::start(
         Command::new(tool("prometheus"))
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.0.join("data").display()
+                dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .arg(format!("--web.config.file={}", web.display()))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn prometheus"),
+            .stderr(Stdio::null()),
     );
     let query = |q: &str| -> Option<f64> {
         let (code, body) = curl(&[
@@ -1728,8 +1574,8 @@ fn tls_and_basic_auth_from_a_web_config() {
         Duration::from_secs(60),
         || query("up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
     );
-    stress.go();
-    let report = stress.finish(&mut procs);
+    stress.open();
+    let report = stress.report();
     assert_eq!(report["calls"], 3000);
     let seen = wait_until(
         "Prometheus to see every call",
@@ -1783,22 +1629,18 @@ fn per_call_data_for_the_socket_group_only() {
     let (group, member, outsider) = ("kt-readers", "kt-reader", "kt-outsider");
     socket_users(group, member, outsider);
     let dir = TempDir::new("group");
-    let socket = dir.0.join("kcmp-trace.sock");
+    let socket = dir.path().join("kcmp-trace.sock");
     let socket = socket.to_str().expect("utf-8");
-    let mut procs = Procs::default();
-    let daemon = Daemon::start_with(
-        &mut procs,
-        &[
-            "-c",
-            "nobody-calls",
-            "--unix",
-            socket,
-            "--unix-mode",
-            "0660",
-            "--unix-group",
-            group,
-        ],
-    );
+    let daemon = Daemon::start_with(&[
+        "-c",
+        "nobody-calls",
+        "--unix",
+        socket,
+        "--unix-mode",
+        "0660",
+        "--unix-group",
+        group,
+    ]);
     let tcp = |path: &str| format!("http://127.0.0.1:{}{path}", daemon.port);
     for user in [member, outsider] {
         assert_eq!(curl_as(user, &[&tcp("/metrics")]).0, 200, "{user}");

@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: builds the release binary and measures tracing overhead side by side
-//! (`kcmp-trace bench`) on this machine, in the fast-path kernel under qemu for each attach
+//! `cargo xtask bench`: builds the release binaries and measures tracing overhead side by
+//! side (`kcmp-trace-bench`) on this machine, in the fast-path kernel under qemu for each attach
 //! mode, and in Debian's stock 7.2 and 6.12 under the default plan (where the everyone-else
 //! section matters: the kernels users run), writing JSON under target/bench/.
 
@@ -7,34 +7,29 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use clap::Args;
+use kcmp_trace_common::json::bench::{BenchReport, KcmpBench, Setup, Step, Workload};
 
 use crate::{
     kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
     setup,
-    target::Target,
+    target::{Target, static_bench_binary},
     vm::{VmSpec, default_files, run as run_vm},
     workspace::{build_release, cargo, run_checked, workspace_root},
 };
+
+/// Counting's (or another setup's) added ns per kcmp call over no tracer, in a run.
+fn added(k: &KcmpBench, setup: Setup) -> f64 {
+    k.rows
+        .iter()
+        .find(|row| row.setup == setup)
+        .map_or(f64::NAN, |row| row.kcmp_added_ns)
+}
 
 /// Per preemption model and attach mode: what counting adds per kcmp call, over no tracer
 /// and over the empty programs, as a ratio to the empty programs and to fentry on the same
 /// model, and the runs the kernel skipped; then its programs' added run time per call (BPF
 /// statistics) and how much of it the cost ladder's steps explain.
-fn price_table(rows: &[(String, String, serde_json::Value)]) -> String {
-    let added = |r: &serde_json::Value, setup: &str| {
-        r["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|row| row["setup"] == setup))
-            .and_then(|row| row["kcmp_added_ns"].as_f64())
-            .unwrap_or(f64::NAN)
-    };
-    let explained = |r: &serde_json::Value, field: &str| {
-        r["explained"]
-            .as_array()
-            .and_then(|e| e.iter().find(|e| e["setup"] == "counters"))
-            .and_then(|e| e[field].as_f64())
-            .unwrap_or(f64::NAN)
-    };
+fn price_table(rows: &[(String, String, KcmpBench)]) -> String {
     let mut out = format!(
         "{:<22} {:<11} {:>14} {:>10} {:>9} {:>13} {:>10} {:>8} {:>10} {:>10}\n",
         "kernel",
@@ -48,25 +43,24 @@ fn price_table(rows: &[(String, String, serde_json::Value)]) -> String {
         "BPF +ns",
         "explained"
     );
-    for (model, mode, r) in rows {
+    for (model, mode, k) in rows {
         let fentry = rows
             .iter()
             .find(|(m, md, _)| m == model && md == "fentry")
-            .map_or(f64::NAN, |(_, _, f)| added(f, "counters"));
+            .map_or(f64::NAN, |(_, _, f)| added(f, Setup::Counters));
+        let explained = k.explained.iter().find(|e| e.setup == Setup::Counters);
         out += &format!(
             "{:<22} {:<11} {:>14.1} {:>9.2}x {:>9.1} {:>12.2}x {:>9.2}x {:>8} {:>10.1} {:>10.1}\n",
             model,
             mode,
-            added(r, "counters"),
-            r["counters_vs_empty"].as_f64().unwrap_or(f64::NAN),
-            added(r, "counters") - added(r, "empty_programs"),
-            r["events_vs_empty"].as_f64().unwrap_or(f64::NAN),
-            added(r, "counters") / fentry,
-            r["missed_runs"]
-                .as_u64()
-                .map_or("?".into(), |n| n.to_string()),
-            explained(r, "added_ns"),
-            explained(r, "explained_ns")
+            added(k, Setup::Counters),
+            k.counters_vs_empty,
+            added(k, Setup::Counters) - added(k, Setup::EmptyPrograms),
+            k.events_vs_empty,
+            added(k, Setup::Counters) / fentry,
+            k.missed_runs,
+            explained.map_or(f64::NAN, |e| e.added_ns),
+            explained.map_or(f64::NAN, |e| e.explained_ns),
         );
     }
     out
@@ -74,27 +68,20 @@ fn price_table(rows: &[(String, String, serde_json::Value)]) -> String {
 
 /// Per preemption model and attach mode: each step of the cost ladder, ns per run over the
 /// empty program on sys_enter_kcmp.
-fn ladder_table(rows: &[(String, String, serde_json::Value)]) -> String {
-    let steps: Vec<String> = rows
-        .first()
-        .and_then(|(_, _, r)| r["components"].as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["step"].as_str().map(str::to_owned))
-        .collect();
+fn ladder_table(rows: &[(String, String, KcmpBench)]) -> String {
     let mut out = format!("{:<22} {:<11}", "kernel", "mode");
-    for step in &steps {
-        out += &format!(" {step:>9}");
+    for step in Step::ALL {
+        out += &format!(" {:>9}", step.name());
     }
     out.push('\n');
-    for (model, mode, r) in rows {
+    for (model, mode, k) in rows {
         out += &format!("{model:<22} {mode:<11}");
-        for step in &steps {
-            let ns = r["components"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["step"] == step.as_str()))
-                .and_then(|c| c["added_ns"].as_f64())
-                .unwrap_or(f64::NAN);
+        for step in Step::ALL {
+            let ns = k
+                .components
+                .iter()
+                .find(|c| c.step == Some(step))
+                .map_or(f64::NAN, |c| c.added_ns);
             out += &format!(" {ns:>9.1}");
         }
         out.push('\n');
@@ -105,46 +92,37 @@ fn ladder_table(rows: &[(String, String, serde_json::Value)]) -> String {
 /// Per loop that never calls kcmp, per kernel: each setup's slowdown in percent over no
 /// tracer, and counting's and `--readers`' over the floor (the empty programs on counting's
 /// hooks).
-fn everyone_else_table(rows: &[(String, serde_json::Value)]) -> String {
+fn everyone_else_table(rows: &[(String, BenchReport)]) -> String {
     let mut out = format!(
         "{:<18} {:<22} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "loop", "kernel", "mode", "floor", "counters", "vs floor", "readers", "vs floor"
     );
-    let loops: Vec<String> = rows
-        .first()
-        .and_then(|(_, r)| r["everyone_else"]["rows"].as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|row| row["workload"].as_str().map(str::to_owned))
-        .fold(Vec::new(), |mut loops, w| {
-            if !loops.contains(&w) {
-                loops.push(w);
-            }
-            loops
-        });
-    for workload in &loops {
+    for workload in Workload::ALL {
         for (kernel, r) in rows {
-            let pct = |setup: &str, field: &str| {
-                r["everyone_else"]["rows"]
-                    .as_array()
-                    .and_then(|rows| {
-                        rows.iter().find(|row| {
-                            row["workload"] == workload.as_str() && row["setup"] == setup
-                        })
+            let Some(e) = &r.everyone_else else { continue };
+            let pct = |setup: Setup, vs_floor: bool| {
+                e.rows
+                    .iter()
+                    .find(|row| row.workload == workload && row.setup == setup)
+                    .map_or("-".to_owned(), |row| {
+                        let x = if vs_floor {
+                            row.vs_floor_pct
+                        } else {
+                            row.vs_no_tracer_pct
+                        };
+                        format!("{x:+.1}%")
                     })
-                    .and_then(|row| row[field].as_f64())
-                    .map_or("-".to_owned(), |x| format!("{x:+.1}%"))
             };
             out += &format!(
                 "{:<18} {:<22} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-                workload,
+                workload.name(),
                 kernel,
-                r["attach_mode"].as_str().unwrap_or("?"),
-                pct("empty_programs", "vs_no_tracer_pct"),
-                pct("counters", "vs_no_tracer_pct"),
-                pct("counters", "vs_floor_pct"),
-                pct("readers", "vs_no_tracer_pct"),
-                pct("readers", "vs_floor_pct"),
+                r.attach_mode,
+                pct(Setup::EmptyPrograms, false),
+                pct(Setup::Counters, false),
+                pct(Setup::Counters, true),
+                pct(Setup::Readers, false),
+                pct(Setup::Readers, true),
             );
         }
     }
@@ -171,7 +149,7 @@ pub struct BenchArgs {
     serve_secs: u64,
 }
 
-/// A guest that runs `kcmp-trace bench` once per (name, arguments); each run's JSON is
+/// A guest that runs `kcmp-trace-bench` once per (name, arguments); each run's JSON is
 /// `<name>.json` in the guest's directory under `out_dir`.
 struct BenchGuest<'a> {
     kernel: Kernel,
@@ -185,7 +163,7 @@ impl BenchGuest<'_> {
     }
 
     /// Boots the guest, runs the benches and reads their reports back, in `runs` order.
-    fn run(&self, args: &BenchArgs, out_dir: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    fn run(&self, args: &BenchArgs, out_dir: &Path) -> anyhow::Result<Vec<BenchReport>> {
         let label = self.label();
         eprintln!("bench: {label} (TCG: absolute numbers are emulated; compare ratios)");
         let script: String = self
@@ -193,7 +171,7 @@ impl BenchGuest<'_> {
             .iter()
             .map(|(name, extra)| {
                 format!(
-                    "kcmp-trace bench {extra} --rounds {} --round {} --json-out /results/{name}.json\n",
+                    "kcmp-trace-bench {extra} --rounds {} --round {} --json-out /results/{name}.json\n",
                     args.rounds, args.round
                 )
             })
@@ -205,6 +183,10 @@ impl BenchGuest<'_> {
         );
         spec.cmdline.push(self.preempt.cmdline());
         spec.files = default_files(Target::X86_64)?;
+        spec.files.push((
+            static_bench_binary(Target::X86_64),
+            "/usr/bin/kcmp-trace-bench".to_owned(),
+        ));
         spec.timeout = Duration::from_secs(1800);
         let dir = out_dir.join(format!("vm-{label}"));
         spec.results_dir = Some(dir.clone());
@@ -222,7 +204,8 @@ impl BenchGuest<'_> {
     }
 }
 
-fn read_report(path: &Path) -> anyhow::Result<serde_json::Value> {
+/// A run's JSON, read into the bench's own types: a key missing on either side is an error.
+fn read_report(path: &Path) -> anyhow::Result<BenchReport> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -231,8 +214,12 @@ fn read_report(path: &Path) -> anyhow::Result<serde_json::Value> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let path = setup::ensure()?;
     let bin = build_release(&path)?;
+    crate::dist::check_no_bench_programs(&bin)?;
+    run_checked(cargo(&path).args(["build", "--release", "-p", "kcmp-trace-bench"]))?;
+    let bench = bin.with_file_name("kcmp-trace-bench");
     if !args.no_vm {
         crate::dist::build_static(&path, &[Target::X86_64])?;
+        crate::dist::build_static_bench(&path, Target::X86_64)?;
     }
     let out_dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -246,8 +233,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: this machine");
     let host_json = out_dir.join("host.json");
     run_checked(
-        std::process::Command::new(&bin)
-            .args(["bench", "--rounds", &rounds, "--round", &args.round])
+        std::process::Command::new(&bench)
+            .args(["--rounds", &rounds, "--round", &args.round])
             .args(only)
             .arg("--json-out")
             .arg(&host_json),
@@ -263,13 +250,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "bench: the daemon: /metrics scrape latency and RSS over {} s of stress with an /events client",
                 args.serve_secs
             );
-            run_checked(
-                cargo(&path)
-                    .args(["test", "--release", "-p", "kcmp-trace", "--test", "serve"])
-                    .args(["--", "--ignored", "--nocapture", "scrape_benchmark"])
-                    .env("KCMP_TRACE_BENCH_SECS", args.serve_secs.to_string())
-                    .env("KCMP_TRACE_BENCH_OUT", out_dir.join("serve.json")),
-            )?;
+            let scrape = crate::scrape::run(&bin, &out_dir, args.serve_secs)?;
+            print!("{}", crate::scrape::table(&scrape));
+            let json = out_dir.join("serve.json");
+            std::fs::write(&json, serde_json::to_string_pretty(&scrape)?)
+                .with_context(|| format!("writing {}", json.display()))?;
         }
     }
     if args.no_vm {
@@ -311,7 +296,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut everyone_else = vec![("host".to_owned(), read_report(&host_json)?)];
     for guest in fastpath_guests {
         for ((mode, _), report) in guest.runs.iter().zip(guest.run(&args, &out_dir)?) {
-            prices.push((guest.label(), (*mode).to_owned(), report));
+            let kcmp = report
+                .kcmp
+                .with_context(|| format!("{}: {mode} has no kcmp section", guest.label()))?;
+            prices.push((guest.label(), (*mode).to_owned(), kcmp));
         }
     }
     for guest in [
@@ -319,9 +307,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         stock(Version::V6_12, Preempt::Voluntary),
     ] {
         for report in guest.run(&args, &out_dir)? {
-            if report.get("rows").is_some() {
-                let mode = report["attach_mode"].as_str().unwrap_or("?").to_owned();
-                prices.push((guest.label(), mode, report.clone()));
+            if let Some(kcmp) = &report.kcmp {
+                prices.push((guest.label(), report.attach_mode.clone(), kcmp.clone()));
             }
             everyone_else.push((guest.label(), report));
         }
@@ -343,41 +330,76 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use kcmp_trace_common::json::bench::{
+        Component, EveryoneElse, Explained, Image, OtherRow, Row,
+    };
+
     use super::*;
 
-    fn report(counters_ns: f64, clock_ns: f64) -> serde_json::Value {
-        serde_json::json!({
-            "rows": [
-                {"setup": "empty_programs", "kcmp_added_ns": 100.0},
-                {"setup": "counters", "kcmp_added_ns": counters_ns},
+    fn row(setup: Setup, kcmp_added_ns: f64) -> Row {
+        Row {
+            setup,
+            kcmp_ns: 0.0,
+            kcmp_calls_per_s: 0.0,
+            kcmp_added_ns,
+            getpid_ns: 0.0,
+            getpid_added_ns: 0.0,
+            mmap_ns: 0.0,
+            mmap_slowdown_pct: 0.0,
+        }
+    }
+
+    fn rung(step: Option<Step>, added_ns: f64) -> Component {
+        Component {
+            step,
+            program: String::new(),
+            runs: 0,
+            ns_per_run: 0.0,
+            added_ns,
+            image: Image::default(),
+        }
+    }
+
+    fn kcmp(counters_ns: f64, clock_ns: f64) -> KcmpBench {
+        KcmpBench {
+            rows: vec![
+                row(Setup::EmptyPrograms, 100.0),
+                row(Setup::Counters, counters_ns),
             ],
-            "counters_vs_empty": counters_ns / 100.0,
-            "events_vs_empty": 3.0,
-            "missed_runs": 0,
-            "explained": [{"setup": "counters", "added_ns": 150.0, "explained_ns": 120.0}],
-            "components": [
-                {"step": null, "added_ns": 0.0},
-                {"step": "clock", "added_ns": clock_ns},
-            ],
-        })
+            counters_vs_empty: counters_ns / 100.0,
+            events_vs_empty: 3.0,
+            events_vs_counters: 1.0,
+            counters_vs_bpftrace: None,
+            events_vs_bpftrace_lines: None,
+            peer_missing: None,
+            events_delivered: 0,
+            events_dropped: 0,
+            events_unflushed: 0,
+            missed_runs: 0,
+            program_costs: Vec::new(),
+            components: vec![rung(None, 0.0), rung(Some(Step::Clock), clock_ns)],
+            explained: vec![Explained {
+                setup: Setup::Counters,
+                added_ns: 150.0,
+                explained_ns: 120.0,
+            }],
+            consumer_events_per_s: 0.0,
+        }
     }
 
     #[test]
     fn price_table_carries_counting_over_the_empty_programs_and_the_explained_part() {
         let rows = [
-            (
-                "7.2-lazy".to_owned(),
-                "fentry".to_owned(),
-                report(200.0, 1.0),
-            ),
-            (
-                "7.2-lazy".to_owned(),
-                "kprobe".to_owned(),
-                report(400.0, 2.0),
-            ),
+            ("7.2-lazy".to_owned(), "fentry".to_owned(), kcmp(200.0, 1.0)),
+            ("7.2-lazy".to_owned(), "kprobe".to_owned(), kcmp(400.0, 2.0)),
         ];
         let table = price_table(&rows);
-        let kprobe: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
+        let kprobe: Vec<&str> = table
+            .lines()
+            .nth(2)
+            .expect("a line per run")
+            .split_whitespace()
+            .collect();
         assert_eq!(
             kprobe,
             [
@@ -393,12 +415,12 @@ mod tests {
             (
                 "6.12-voluntary".to_owned(),
                 "fentry".to_owned(),
-                report(200.0, 1.5),
+                kcmp(200.0, 1.5),
             ),
             (
                 "6.12-full".to_owned(),
                 "tracepoint".to_owned(),
-                report(200.0, 2.5),
+                kcmp(200.0, 2.5),
             ),
         ];
         let table = ladder_table(&rows);
@@ -406,28 +428,45 @@ mod tests {
             .lines()
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert_eq!(lines[0], ["kernel", "mode", "clock"]);
-        assert_eq!(lines[2], ["6.12-full", "tracepoint", "2.5"]);
+        assert_eq!(
+            lines[0],
+            [
+                "kernel", "mode", "pid_tgid", "clock", "thread", "totals", "counters", "comm",
+                "event"
+            ]
+        );
+        assert_eq!(lines[2][..4], ["6.12-full", "tracepoint", "NaN", "2.5"]);
     }
 
     #[test]
     fn everyone_else_table_has_a_row_per_loop_and_kernel() {
         let report = |mode: &str, counters: f64| {
-            let row = |workload: &str, setup: &str, none: f64, floor: f64| {
-                serde_json::json!({
-                    "workload": workload, "setup": setup,
-                    "vs_no_tracer_pct": none, "vs_floor_pct": floor,
-                })
+            let row = |workload, setup, none, floor| OtherRow {
+                workload,
+                setup,
+                ns_per_op: 1.0,
+                ops_per_s: 1e9,
+                vs_no_tracer_pct: none,
+                vs_floor_pct: floor,
             };
-            serde_json::json!({
-                "attach_mode": mode,
-                "everyone_else": {"rows": [
-                    row("getpid", "no_tracer", 0.0, -2.0),
-                    row("getpid", "empty_programs", 2.0, 0.0),
-                    row("getpid", "counters", counters, 1.0),
-                    row("exec", "counters", 30.0, 20.0),
-                ]},
-            })
+            BenchReport {
+                attach_mode: mode.to_owned(),
+                strategy: "stock".to_owned(),
+                preemption: "lazy".to_owned(),
+                rounds: 1,
+                round_ms: 1,
+                kcmp: None,
+                everyone_else: Some(EveryoneElse {
+                    hooks: Vec::new(),
+                    readers_missing: None,
+                    rows: vec![
+                        row(Workload::Getpid, Setup::NoTracer, 0.0, -2.0),
+                        row(Workload::Getpid, Setup::EmptyPrograms, 2.0, 0.0),
+                        row(Workload::Getpid, Setup::Counters, counters, 1.0),
+                        row(Workload::Exec, Setup::Counters, 30.0, 20.0),
+                    ],
+                }),
+            }
         };
         let rows = [
             ("host".to_owned(), report("tracepoint", 3.0)),
@@ -438,7 +477,7 @@ mod tests {
             .lines()
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert_eq!(lines.len(), 5, "a header, two loops by two kernels");
+        assert_eq!(lines.len(), 13, "a header, six loops by two kernels");
         assert_eq!(
             lines[2],
             [
@@ -453,8 +492,38 @@ mod tests {
             ]
         );
         assert_eq!(
-            lines[3][..6],
+            lines[7][..6],
             ["exec", "host", "tracepoint", "-", "+30.0%", "+20.0%"]
         );
+    }
+
+    #[test]
+    fn a_run_s_json_missing_a_key_is_refused() {
+        let mut report = serde_json::to_value(BenchReport {
+            attach_mode: "kprobe".to_owned(),
+            strategy: "stock".to_owned(),
+            preemption: "lazy".to_owned(),
+            rounds: 1,
+            round_ms: 1,
+            kcmp: Some(kcmp(200.0, 1.0)),
+            everyone_else: None,
+        })
+        .expect("serializes");
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("run.json");
+        std::fs::write(&path, report.to_string()).expect("written");
+        assert!(read_report(&path).is_ok());
+        // As if the bench had renamed the key and the table still read the old name.
+        let kcmp = report["kcmp"].as_object_mut().expect("kcmp is an object");
+        let renamed = kcmp.remove("events_unflushed").expect("the key is written");
+        kcmp.insert("events_left_staged".to_owned(), renamed);
+        std::fs::write(&path, report.to_string()).expect("written");
+        let err = read_report(&path).expect_err("a renamed key");
+        assert!(
+            format!("{err:#}").contains("missing field `events_unflushed`"),
+            "{err:#}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleaned up");
     }
 }

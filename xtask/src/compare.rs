@@ -88,11 +88,7 @@ fn record_in(plan: &Plan, flavour: Flavour) -> anyhow::Result<PathBuf> {
 mkdir -p /tmp
 kcmp-trace record {readers} -o /results/recording.jsonl -i {interval} > /results/record.out 2> /results/record.err &
 rp=$!
-n=0
-until grep -q attached /results/record.err; do
-    sleep 0.2; n=$((n+1))
-    [ $n -lt 300 ] || {{ cat /results/record.err; exit 1; }}
-done
+wait_attached /results/record.err $rp || exit 1
 ( {workload} ) > /results/workload.out 2> /results/workload.err
 status=$?
 kill -INT $rp

@@ -44,7 +44,7 @@ kcmp-trace stress --duration {secs}s --threads 2 --exec-racers 2 --types vm,file
 sp=$!
 kcmp-trace watch -i 2s -p $sp 2>/tmp/watch.err &
 wp=$!
-until grep -q attached /tmp/watch.err; do sleep 0.2; done
+wait_attached /tmp/watch.err $wp || exit 1
 echo 0 > /sys/kernel/debug/kcmp_fastpath 2>/dev/null
 touch /tmp/go
 wait $sp

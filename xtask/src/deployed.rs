@@ -15,7 +15,10 @@
 //!    capabilities, `watch --json` beside its own stress workload. With the set `--help`
 //!    gives the default plan it must attach kprobes and count exactly; with none it must
 //!    exit 3 naming CAP_BPF and CAP_PERFMON; without CAP_SYS_ADMIN (Debian's
-//!    `perf_event_paranoid` 3) it must say so in the plan it falls back to.
+//!    `perf_event_paranoid` 3) it must say so in the plan it falls back to; without
+//!    CAP_DAC_OVERRIDE it must say up front that its return probes get only the kernel's
+//!    default instances, and count a crowd honestly. Last, root's `doctor --cost` must see
+//!    every exec of its workload at each exec hook.
 //! 2. The same root with that archive on top boots again: the unit must come back by
 //!    itself, with counters from zero, no warning in its journal, and count exactly.
 
@@ -29,6 +32,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use kcmp_trace_common::json::{
+    plan::{AttachMode, Plan},
+    report::Report,
+    snapshot::Snapshot,
+    stress::StressReport,
+};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -36,6 +45,7 @@ use crate::{
     dist,
     fresh_root::{SUITE, debootstrap, debootstrap_recipe},
     kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
+    output::{self, Watched},
     target::{Target, target_dir},
     vm::{self, Root, VmSpec},
     workspace::{cache_root, fresh_dir, hex, lock, logged, workspace_root},
@@ -186,7 +196,10 @@ find . -xdev -mindepth 1 \( -path ./dev -o -path ./proc -o -path ./sys -o -path 
     awk '{{ p = $0; while (p != ".") {{ print p; sub("/[^/]*$", "", p) }} }}' |
     LC_ALL=C sort -u > $R/state.list
 cpio -o -H newc --quiet < $R/state.list | gzip -1 > $R/state.cpio.gz
-{nonroot}"#,
+{nonroot}
+# What each hook of the default plan costs per run here, as root.
+kcmp-trace doctor --cost --json > $R/doctor-cost.json 2> $R/doctor-cost.err || true
+"#,
         lib = guest_lib(),
         nonroot = nonroot_script(),
     )
@@ -196,13 +209,17 @@ cpio -o -H newc --quiet < $R/state.list | gzip -1 > $R/state.cpio.gz
 const USER: (&str, &str) = ("nobody", "nogroup");
 /// What the tracer traces in each run without root, for a few seconds.
 const NONROOT_STRESS: &str = "--duration 2s --threads 2 --types vm,files";
+/// More kcmp calls in flight at once than the kernel's default return probe instances (10
+/// on 2 vCPUs): threads blocked on exec_update_lock behind the racers' execs.
+const NONROOT_CROWD: &str = "--duration 2s --threads 12 --exec-racers 2 --types vm,files";
 
-/// One run without root: its name, the capabilities of its copy of the binary, and
-/// `watch`'s options.
+/// One run without root: its name, the capabilities of its copy of the binary, `watch`'s
+/// options and the workload's.
 struct NonrootRun {
     name: &'static str,
     caps: &'static [&'static str],
     watch: &'static str,
+    stress: &'static str,
 }
 
 /// What `kcmp-trace --help` gives the default plan (kprobes) on Debian's stock 7.2, with
@@ -236,36 +253,43 @@ const NONROOT_RUNS: &[NonrootRun] = &[
         name: "kprobe",
         caps: KPROBE_CAPS,
         watch: "",
+        stress: NONROOT_STRESS,
     },
     NonrootRun {
         name: "kprobe-least",
         caps: KPROBE_LEAST,
         watch: "",
+        stress: NONROOT_STRESS,
     },
     NonrootRun {
         name: "none",
         caps: &[],
         watch: "",
+        stress: NONROOT_STRESS,
     },
     NonrootRun {
         name: "no-sys-admin",
         caps: &["CAP_BPF", "CAP_PERFMON", "CAP_DAC_OVERRIDE", "CAP_SYS_NICE"],
         watch: "",
+        stress: NONROOT_STRESS,
     },
     NonrootRun {
         name: "no-dac-override",
         caps: &["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_NICE"],
         watch: "",
+        stress: NONROOT_CROWD,
     },
     NonrootRun {
         name: "tracepoint",
         caps: TRACEPOINT_CAPS,
         watch: "--attach tracepoint",
+        stress: NONROOT_STRESS,
     },
     NonrootRun {
         name: "fentry",
         caps: FENTRY_CAPS,
         watch: "--attach fentry",
+        stress: NONROOT_STRESS,
     },
 ];
 
@@ -291,27 +315,19 @@ mount -t tmpfs -o mode=0755 tmpfs /opt/kcmp-nonroot
 # A variable, not a function: `$AS_USER cmd &` is cmd's own process (setpriv execs it), so
 # $! is the pid to filter on and to stop with SIGINT.
 AS_USER="setpriv --reuid={user} --regid={group} --clear-groups --"
-alive() {{
-    s=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' /proc/$1/status 2>/dev/null)
-    [ -n "$s" ] && [ "$s" != Z ]
-}}
 nonroot() {{
-    name=$1 caps=$2; shift 2
+    name=$1 caps=$2 stress=$3; shift 3
     bin=/opt/kcmp-nonroot/$name
     cp /usr/bin/kcmp-trace $bin
     [ -z "$caps" ] || setcap "$caps+ep" $bin
     getcap $bin > $N/$name.getcap
     rm -f /tmp/go
-    $AS_USER kcmp-trace stress --json --wait-for /tmp/go {NONROOT_STRESS} > $N/$name.stress.json &
+    $AS_USER kcmp-trace stress --json --wait-for /tmp/go $stress > $N/$name.stress.json &
     sp=$!
     start=$(date +%s.%N)
     $AS_USER $bin watch --json -p $sp "$@" > $N/$name.json 2> $N/$name.err &
     wp=$!
-    n=0
-    while alive $wp && ! grep -q 'attached (' $N/$name.err; do
-        sleep 0.2; n=$((n+1))
-        [ $n -lt 300 ] || break
-    done
+    wait_attached $N/$name.err $wp || true
     cat /proc/$wp/status > $N/$name.status 2>/dev/null || true
     echo "$start $(date +%s.%N)" > $N/$name.attach-time
     touch /tmp/go
@@ -326,9 +342,10 @@ nonroot() {{
     for run in NONROOT_RUNS {
         let caps: Vec<String> = run.caps.iter().map(|c| c.to_lowercase()).collect();
         script.push_str(&format!(
-            "nonroot {} '{}' {}\n",
+            "nonroot {} '{}' '{}' {}\n",
             run.name,
             caps.join(","),
+            run.stress,
             run.watch
         ));
     }
@@ -535,15 +552,16 @@ fn run_guest(guest: &Guest, root: &Path, deb: &Path, check: &mut dyn FnMut(&str,
         says_why(&nonroot, "no-sys-admin", "CAP_SYS_ADMIN"),
     );
     check(
-        &test("nonroot_without_dac_caps_fewer_return_probes"),
+        &test("nonroot_without_dac_caps_says_so_and_counts_honestly"),
         without_dac(&nonroot, "no-dac-override", "kprobe"),
     );
-    for mode in ["tracepoint", "fentry"] {
+    for mode in [AttachMode::Tracepoint, AttachMode::Fentry] {
         check(
-            &test(&format!("nonroot_{mode}_caps_attach")),
+            &test(&format!("nonroot_{}_caps_attach", mode.name())),
             nonroot_attaches(&nonroot, mode),
         );
     }
+    check(&test("doctor_cost_sees_every_exec"), doctor_cost(&install));
 
     // A root in an initramfs forgets everything at a reboot: the second boot gets what the
     // first one wrote on top of the root, as a disk would have kept it.
@@ -825,18 +843,20 @@ fn nothing_missing(m: &Metrics) -> Result<()> {
 /// The crowd's calls, counted by the daemon exactly: for the workload's process and in
 /// all, by type, every one `locked` (Debian's kernels have no fast path), nothing missing.
 fn crowd_exact(dir: &Path) -> Result<()> {
-    let stress = json(dir, "stress.json")?;
+    let stress: StressReport = output::read(dir, "stress.json")?;
     let (before, after) = (
         Metrics::read(dir, "before.metrics")?,
         Metrics::read(dir, "after.metrics")?,
     );
-    let snapshot = json(dir, "snapshot.json")?;
-    let calls = stress["calls"].as_u64().context("stress's count")?;
+    let snapshot: Snapshot = output::read(dir, "snapshot.json")?;
+    let calls = stress.calls;
     let total = after.sum("kcmp_trace_calls_total") - before.sum("kcmp_trace_calls_total");
-    let process = snapshot["report"]["top_processes"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["tgid"] == stress["pid"]))
-        .and_then(|p| p["calls"].as_u64());
+    let process = snapshot
+        .report
+        .top_processes
+        .iter()
+        .find(|p| p.tgid == stress.pid)
+        .map(|p| p.calls);
     eprintln!(
         "vm: crowd ({CROWD}): stress counted {calls} calls; the daemon {} for its process, \
          {total} in all since the last scrape",
@@ -845,30 +865,30 @@ fn crowd_exact(dir: &Path) -> Result<()> {
     ensure!(
         calls > 0 && process == Some(calls) && total == calls,
         "stress made {calls} calls; the daemon counted {} for it, {total} in all, and says \
-         exact {} with incomplete {}",
+         exact {} with incomplete {:?}",
         process.map_or_else(|| "none".to_owned(), |n| n.to_string()),
-        snapshot["report"]["exact"],
-        snapshot["report"]["incomplete"]
+        snapshot.report.exact,
+        snapshot.report.incomplete
     );
-    for (kcmp_type, n) in stress["by_type"].as_object().context("by_type")? {
+    for (kcmp_type, &n) in &stress.by_type {
         let counted = after.sum_with("kcmp_trace_calls_total", &format!("type=\"{kcmp_type}\""))
             - before.sum_with("kcmp_trace_calls_total", &format!("type=\"{kcmp_type}\""));
         ensure!(
-            Some(counted) == n.as_u64(),
+            counted == n,
             "{kcmp_type}: stress made {n}, the daemon counted {counted}"
         );
     }
     let locked = after.sum_with("kcmp_trace_calls_total", "outcome=\"locked\"")
         - before.sum_with("kcmp_trace_calls_total", "outcome=\"locked\"");
     ensure!(
-        Some(locked) == stress["reached_comparison"].as_u64(),
+        locked == stress.reached_comparison,
         "{locked} calls locked of the {} that found their tasks",
-        stress["reached_comparison"]
+        stress.reached_comparison
     );
     ensure!(
-        snapshot["report"]["exact"] == true,
-        "the daemon's report is not exact: {}",
-        snapshot["report"]["incomplete"]
+        snapshot.report.exact,
+        "the daemon's report is not exact: {:?}",
+        snapshot.report.incomplete
     );
     nothing_missing(&after)
 }
@@ -953,8 +973,8 @@ fn comes_back(dir: &Path) -> Result<()> {
         at_start == 0,
         "the counters start at {at_start} calls after the reboot"
     );
-    let stress = json(dir, "stress.json")?;
-    let calls = stress["calls"].as_u64().context("stress's count")?;
+    let stress: StressReport = output::read(dir, "stress.json")?;
+    let calls = stress.calls;
     let total = after.sum("kcmp_trace_calls_total");
     eprintln!(
         "vm: after the reboot: counters from {at_start}; stress counted {calls} calls, the \
@@ -967,14 +987,13 @@ fn comes_back(dir: &Path) -> Result<()> {
     nothing_missing(&after)
 }
 
-/// A run without root: its exit code, stderr, plan (`watch --json`'s first line), total
-/// (its last), and the workload's own count.
+/// A run without root: its exit code, stderr, what `watch --json` printed (nothing when
+/// it was refused), and the workload's own count.
 struct Nonroot {
     code: i32,
     err: String,
-    plan: Option<Value>,
-    total: Option<Value>,
-    stress: Option<Value>,
+    watched: Option<Watched>,
+    stress: Option<StressReport>,
     status: String,
     attach_secs: f64,
 }
@@ -982,11 +1001,17 @@ struct Nonroot {
 impl Nonroot {
     fn read(dir: &Path, name: &str) -> Result<Nonroot> {
         let code = read(dir, &format!("{name}.code"))?;
-        let out = read(dir, &format!("{name}.json")).unwrap_or_default();
-        let lines: Vec<Value> = out
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let file = format!("{name}.json");
+        let out = read(dir, &file).unwrap_or_default();
+        let watched = match out.trim() {
+            "" => None,
+            _ => Some(Watched::parse(&out, &file)?),
+        };
+        let stress_file = format!("{name}.stress.json");
+        let stress = match read(dir, &stress_file) {
+            Ok(text) => Some(output::parse(&text, &stress_file)?),
+            Err(_) => None,
+        };
         let times = read(dir, &format!("{name}.attach-time")).unwrap_or_default();
         let times: Vec<f64> = times
             .split_whitespace()
@@ -995,12 +1020,8 @@ impl Nonroot {
         Ok(Nonroot {
             code: code.trim().parse().context("the exit code")?,
             err: read(dir, &format!("{name}.err"))?,
-            plan: lines
-                .first()
-                .filter(|v| v["plan"].is_object())
-                .map(|v| v["plan"].clone()),
-            total: lines.iter().rfind(|v| v["scope"] == "total").cloned(),
-            stress: json(dir, &format!("{name}.stress.json")).ok(),
+            watched,
+            stress,
             status: read(dir, &format!("{name}.status")).unwrap_or_default(),
             attach_secs: match times[..] {
                 [a, b] => b - a,
@@ -1009,18 +1030,23 @@ impl Nonroot {
         })
     }
 
+    /// The plan `watch` printed first.
+    fn plan(&self) -> Result<&Plan> {
+        Ok(&self.watched.as_ref().context("no plan line")?.plan)
+    }
+
     fn summary(&self) -> String {
-        let plan = self.plan.as_ref().map_or("none".to_owned(), |p| {
-            format!("{} + {}", p["mode"], p["strategy"])
-        });
-        let rejected = self.plan.as_ref().map(|p| p["rejected"].to_string());
-        let (calls, exact) = self.total.as_ref().map_or((Value::Null, Value::Null), |t| {
-            (t["calls"].clone(), t["exact"].clone())
-        });
+        let none = || "none".to_owned();
+        let plan = self.plan().ok();
+        let rejected = plan.map(|p| format!("{:?}", p.rejected));
+        let plan = plan.map_or_else(none, Plan::attach);
+        let total = self.watched.as_ref().and_then(|w| w.total().ok());
+        let calls = total.map_or_else(none, |t| t.calls.to_string());
+        let exact = total.map_or_else(none, |t| t.exact.to_string());
         let truth = self
             .stress
             .as_ref()
-            .map_or(Value::Null, |s| s["calls"].clone());
+            .map_or_else(none, |s| s.calls.to_string());
         let eff = status_field(&self.status, "CapEff")
             .ok()
             .and_then(|e| u64::from_str_radix(e, 16).ok())
@@ -1054,7 +1080,7 @@ fn survey(dir: &Path) {
 /// A run that must attach: as the user, holding the run's capabilities and nothing else,
 /// exit 0 after SIGINT, the plan `mode` with no candidate rejected. Returns the run, its
 /// total and the workload's report.
-fn attached(dir: &Path, name: &str, mode: &str) -> Result<(Nonroot, Value, Value)> {
+fn attached(dir: &Path, name: &str, mode: AttachMode) -> Result<(Nonroot, Report, StressReport)> {
     let r = Nonroot::read(dir, name)?;
     let want = run_caps(name)
         .iter()
@@ -1073,20 +1099,20 @@ fn attached(dir: &Path, name: &str, mode: &str) -> Result<(Nonroot, Value, Value
         cap_names(want)
     );
     ensure!(r.code == 0, "watch exited {}: {}", r.code, r.err.trim());
-    let plan = r.plan.clone().context("no plan line")?;
+    let plan = r.plan()?;
     ensure!(
-        plan["mode"] == mode,
-        "the plan is {} + {}, not {mode}; rejected: {}",
-        plan["mode"],
-        plan["strategy"],
-        plan["rejected"]
+        plan.mode == mode,
+        "the plan is {}, not {}; rejected: {:?}",
+        plan.attach(),
+        mode.name(),
+        plan.rejected
     );
     ensure!(
-        plan["rejected"].as_array().is_some_and(Vec::is_empty),
-        "candidates rejected: {}",
-        plan["rejected"]
+        plan.rejected.is_empty(),
+        "candidates rejected: {:?}",
+        plan.rejected
     );
-    let total = r.total.clone().context("no total")?;
+    let total = r.watched.as_ref().context("no output")?.total()?.clone();
     let stress = r.stress.clone().context("no stress report")?;
     Ok((r, total, stress))
 }
@@ -1094,50 +1120,51 @@ fn attached(dir: &Path, name: &str, mode: &str) -> Result<(Nonroot, Value, Value
 /// The user, with a kprobe run's capabilities and nothing else, attached the default plan
 /// (kprobes, nothing rejected) and counted the workload's calls exactly.
 fn nonroot_exact(dir: &Path, name: &str) -> Result<()> {
-    let (_, total, stress) = attached(dir, name, "kprobe")?;
-    let (calls, truth) = (
-        total["calls"].as_u64().unwrap_or(0),
-        stress["calls"].as_u64().context("stress's count")?,
-    );
+    let (_, total, stress) = attached(dir, name, AttachMode::Kprobe)?;
+    let (calls, truth) = (total.calls, stress.calls);
     eprintln!(
         "vm: without root ({} with {}): stress counted {truth} calls, the tracer {calls}, \
          exact {}",
         USER.0,
         run_caps(name).join(" "),
-        total["exact"],
+        total.exact,
     );
     ensure!(
-        truth > 0 && calls == truth && total["exact"] == true,
-        "stress made {truth} calls; the tracer counted {calls}, exact {}, incomplete {}",
-        total["exact"],
-        total["incomplete"]
+        truth > 0 && calls == truth && total.exact,
+        "stress made {truth} calls; the tracer counted {calls}, exact {}, incomplete {:?}",
+        total.exact,
+        total.incomplete
     );
     ensure!(
-        total["by_type"] == stress["by_type"],
-        "by type: the tracer {}, stress {}",
-        total["by_type"],
-        stress["by_type"]
+        total.by_type == stress.by_type,
+        "by type: the tracer {:?}, stress {:?}",
+        total.by_type,
+        stress.by_type
     );
     Ok(())
 }
 
 /// An attach mode asked for, with `--help`'s set for it: attached, and honest: exact, or
 /// short by no more than it says.
-fn nonroot_attaches(dir: &Path, mode: &str) -> Result<()> {
-    let (_, total, stress) = attached(dir, mode, mode)?;
-    let (calls, truth) = (
-        total["calls"].as_u64().unwrap_or(0),
-        stress["calls"].as_u64().context("stress's count")?,
-    );
-    let slack = total["incomplete"]["calls"].as_u64().unwrap_or(0);
+fn nonroot_attaches(dir: &Path, mode: AttachMode) -> Result<()> {
+    let (_, total, stress) = attached(dir, mode.name(), mode)?;
+    let (calls, truth, slack) = honest(&total, &stress)?;
     eprintln!(
-        "vm: without root, --attach {mode} with {}: {calls} of {truth} calls, exact {}, \
-         may be short by {slack}",
-        run_caps(mode).join(" "),
-        total["exact"]
+        "vm: without root, --attach {} with {}: {calls} of {truth} calls, exact {}, may be \
+         short by {slack}",
+        mode.name(),
+        run_caps(mode.name()).join(" "),
+        total.exact
     );
+    Ok(())
+}
+
+/// A total held to the workload's count: exact, or short by no more than it says. Returns
+/// (counted, made, may be short by).
+fn honest(total: &Report, stress: &StressReport) -> Result<(u64, u64, u64)> {
+    let (calls, truth, slack) = (total.calls, stress.calls, total.incomplete.calls);
     ensure!(truth > 0 && calls <= truth, "{calls} of {truth} calls");
-    if total["exact"] == true {
+    if total.exact {
         ensure!(calls == truth, "claims exact, counted {calls} of {truth}");
     } else {
         ensure!(
@@ -1145,7 +1172,7 @@ fn nonroot_attaches(dir: &Path, mode: &str) -> Result<()> {
             "{calls} of {truth} calls, but says it may be short by only {slack}"
         );
     }
-    Ok(())
+    Ok((calls, truth, slack))
 }
 
 /// Without file capabilities: exit 3, and one line naming CAP_BPF and CAP_PERFMON.
@@ -1162,12 +1189,11 @@ fn nonroot_refused(dir: &Path, name: &str) -> Result<()> {
 }
 
 /// The return probes' instances a kprobe plan states (`N instances each`).
-fn return_instances(plan: &Value) -> Option<u64> {
-    plan["accuracy"]
-        .as_array()?
+fn return_instances(plan: &Plan) -> Option<u64> {
+    plan.accuracy
         .iter()
-        .find(|a| a[0] == "kretprobes")?[1]
-        .as_str()?
+        .find(|(what, _)| what == "kretprobes")?
+        .1
         .split_once(" instances each")?
         .0
         .rsplit(' ')
@@ -1176,36 +1202,46 @@ fn return_instances(plan: &Value) -> Option<u64> {
         .ok()
 }
 
-/// The kprobe set less CAP_DAC_OVERRIDE, so with no DAC capability at all: tracefs cannot
-/// be read, so the return probes cannot be defined in kprobe_events with room for many
+/// The kprobe set less CAP_DAC_OVERRIDE, so with no DAC capability at all: kprobe_events
+/// cannot be written, so the return probes cannot be defined there with room for many
 /// calls at once; they attach through perf's kprobe PMU with the kernel's default number
-/// of instances, fewer than `full`'s, and the plan says how many. The workload's two
-/// threads fit, so the count is still exact.
+/// of instances, fewer than `full`'s. Never silently: the plan's `why` and a warning on
+/// stderr (the daemon's journal) say how many before counting starts, and name
+/// CAP_DAC_OVERRIDE. Under a crowd of more threads than that, the count is honest: exact,
+/// or short by no more than it says (the returns lost are counted).
 fn without_dac(dir: &Path, name: &str, full: &str) -> Result<()> {
-    let (r, total, stress) = attached(dir, name, "kprobe")?;
-    let plan = r.plan.as_ref().context("no plan line")?;
+    let (r, total, stress) = attached(dir, name, AttachMode::Kprobe)?;
+    let plan = r.plan()?;
     let few = return_instances(plan).context("no kretprobes line in the plan")?;
-    let (f, ..) = attached(dir, full, "kprobe")?;
-    let many = f
-        .plan
-        .as_ref()
-        .and_then(return_instances)
-        .context("no kretprobes line in the full set's plan")?;
-    eprintln!(
-        "vm: without CAP_DAC_OVERRIDE (nor CAP_DAC_READ_SEARCH): kprobes with {few} return \
-         probe instances each, {many} with it; {} of {} calls, exact {}",
-        total["calls"], stress["calls"], total["exact"]
-    );
+    let (f, ..) = attached(dir, full, AttachMode::Kprobe)?;
+    let many = return_instances(f.plan()?).context("no kretprobes line in the full set's plan")?;
     ensure!(
         few < many,
         "{few} return probe instances without CAP_DAC_OVERRIDE, {many} with it"
     );
+    let why = &plan.why;
     ensure!(
-        total["calls"] == stress["calls"] && total["exact"] == true,
-        "{} of {} calls, exact {}",
-        total["calls"],
-        stress["calls"],
-        total["exact"]
+        why.contains(&format!(" {few} instances each, not {many} "))
+            && why.contains("CAP_DAC_OVERRIDE"),
+        "the plan's why does not say {few} instances, not {many}, for want of \
+         CAP_DAC_OVERRIDE: {why}"
+    );
+    let warned = r.err.lines().any(|l| {
+        l.contains("WARN")
+            && l.contains(&format!(" {few} instances"))
+            && l.contains("CAP_DAC_OVERRIDE")
+    });
+    ensure!(
+        warned,
+        "no warning on stderr of {few} instances naming CAP_DAC_OVERRIDE: {}",
+        r.err.trim()
+    );
+    let (calls, truth, slack) = honest(&total, &stress)?;
+    eprintln!(
+        "vm: without CAP_DAC_OVERRIDE (nor CAP_DAC_READ_SEARCH): kprobes with {few} return \
+         probe instances each, {many} with it, and the plan said so; under 12 threads and 2 \
+         exec racers {calls} of {truth} calls, exact {}, may be short by {slack}; why: {why}",
+        total.exact
     );
     Ok(())
 }
@@ -1224,34 +1260,68 @@ fn says_why(dir: &Path, name: &str, cap: &str) -> Result<()> {
         );
     } else {
         ensure!(r.code == 0, "exit {}: {}", r.code, r.err.trim());
-        let plan = r.plan.as_ref().context("no plan line")?;
+        let plan = r.plan()?;
         ensure!(
-            plan["mode"] != "kprobe",
-            "attached kprobes without {cap}: {plan}"
+            plan.mode != AttachMode::Kprobe,
+            "attached kprobes without {cap}: {plan:?}"
         );
-        let rejected = plan["rejected"].as_array().cloned().unwrap_or_default();
-        let kprobe = rejected
+        let (candidate, why) = plan
+            .rejected
             .iter()
-            .find(|r| r[0].as_str().is_some_and(|w| w.starts_with("kprobe")))
+            .find(|(candidate, _)| candidate.starts_with(AttachMode::Kprobe.name()))
             .with_context(|| {
                 format!(
-                    "fell back to {} without a rejected kprobe candidate: {}",
-                    plan["mode"], plan["rejected"]
+                    "fell back to {} without a rejected kprobe candidate: {:?}",
+                    plan.attach(),
+                    plan.rejected
                 )
             })?;
         eprintln!(
-            "vm: without {cap}: attached {} + {}; {} not used: {}",
-            plan["mode"], plan["strategy"], kprobe[0], kprobe[1]
+            "vm: without {cap}: attached {}; {candidate} not used: {why}",
+            plan.attach()
         );
         ensure!(
-            kprobe[1].as_str().is_some_and(|w| w.contains(cap)),
-            "the kprobe candidate's rejection does not name {cap}: {}",
-            kprobe[1]
+            why.contains(cap),
+            "the kprobe candidate's rejection does not name {cap}: {why}"
         );
     }
     match nonroot_exact(dir, name) {
         Ok(()) => bail!("the kprobe check passed without {cap}"),
         Err(e) => eprintln!("vm: without {cap}, the kprobe check fails: {e:#}"),
+    }
+    Ok(())
+}
+
+/// `doctor --cost` as root: every exec hook of the default plan ran at least once per exec
+/// of its workload, and took time.
+fn doctor_cost(dir: &Path) -> Result<()> {
+    let d = json(dir, "doctor-cost.json")
+        .with_context(|| read(dir, "doctor-cost.err").unwrap_or_default())?;
+    let cost = &d["cost"]["Ok"];
+    ensure!(cost.is_object(), "no cost: {}", d["cost"]);
+    let execs = cost["workload"]["execs"].as_u64().context("execs")?;
+    let hooks = cost["hooks"].as_array().context("hooks")?;
+    for h in hooks {
+        eprintln!(
+            "vm: doctor --cost: {} on {}: {} runs, {} ns/run, fires for {}",
+            h["program"], h["target"], h["runs"], h["ns_per_run"], h["outside_kcmp"]
+        );
+    }
+    let exec_hooks: Vec<&Value> = hooks
+        .iter()
+        .filter(|h| h["outside_kcmp"] == "every exec")
+        .collect();
+    ensure!(!exec_hooks.is_empty(), "no exec hook in the plan: {cost}");
+    for h in exec_hooks {
+        let runs = h["runs"]
+            .as_u64()
+            .with_context(|| format!("no runs: {h}"))?;
+        ensure!(
+            runs >= execs && h["ns_per_run"].as_f64().is_some_and(|ns| ns > 0.0),
+            "{} ran {runs} times over {execs} execs, {} ns/run",
+            h["target"],
+            h["ns_per_run"]
+        );
     }
     Ok(())
 }

@@ -17,11 +17,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use kcmp_trace_common::programs;
 use sha2::{Digest as _, Sha256};
 
 use crate::{
     kernel::{Flavour, Kernel, Version, ensure_kernel},
-    target::{HOST, Target, static_binary, target_dir},
+    target::{HOST, Target, static_bench_binary, static_binary, target_dir},
     vm::VmSpec,
     workspace::{cargo, fresh_dir, hex, run_checked, workspace_root},
 };
@@ -88,6 +89,33 @@ pub fn build_static(path: &str, arches: &[Target]) -> Result<()> {
     for &arch in arches {
         check_static(&static_binary(arch), arch)?;
     }
+    Ok(())
+}
+
+/// The bench's static binary for `arch`, for the bench's guests.
+pub fn build_static_bench(path: &str, arch: Target) -> Result<()> {
+    run_checked(
+        cargo(path)
+            .args(["build", "--release", "-p", "kcmp-trace-bench"])
+            .args(["--target", arch.triple()])
+            .envs(arch.cargo_env()),
+    )?;
+    check_static(&static_bench_binary(arch), arch)
+}
+
+/// The product carries none of the bench's programs: they live in the bench's binary.
+pub fn check_no_bench_programs(binary: &Path) -> Result<()> {
+    let bytes = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let found: Vec<&str> = programs::bench::ALL
+        .into_iter()
+        .filter(|name| bytes.windows(name.len()).any(|w| w == name.as_bytes()))
+        .collect();
+    ensure!(
+        found.is_empty(),
+        "{} carries the bench's programs {}",
+        binary.display(),
+        found.join(", ")
+    );
     Ok(())
 }
 
@@ -178,6 +206,7 @@ fn build_package(
         .with_context(|| format!("copying to {}", binary.display()))?;
     run_checked(Command::new("llvm-strip-22").arg(&binary))?;
     check_static(&binary, arch)?;
+    check_no_bench_programs(&binary)?;
     let root = stage.join(arch.deb_arch());
     stage_package(&root, &binary, docs, arch)?;
     let deb = package_in(out, arch);
@@ -305,8 +334,8 @@ fn expected_contents() -> Vec<String> {
         "kcmp-trace-report",
         "kcmp-trace-doctor",
         "kcmp-trace-stress",
-        "kcmp-trace-bench",
         "kcmp-trace-serve",
+        "kcmp-trace-generate",
     ] {
         paths.push(format!("usr/share/man/man1/{page}.1.gz"));
     }

@@ -1,6 +1,7 @@
 //! The layering check of the lint stage: docs/architecture.md's picture is the rule. Every
-//! module of the kcmp-trace crate and of xtask must be in it, may import (`crate::...`) only
-//! modules on its own layer or below, and no modules may import each other in a cycle.
+//! module of the kcmp-trace crate and of xtask must be in it, may use only modules on its
+//! own layer or below, and no modules may use each other in a cycle. A module's uses are
+//! read from its syntax: every path into the crate it names, however it is written.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -8,6 +9,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use proc_macro2::{Spacing, TokenStream, TokenTree};
+use syn::{
+    Item, ItemMod, ItemUse, LitStr, Macro, MetaList, UseTree, Visibility,
+    visit::{self, Visit},
+};
 
 use crate::workspace::workspace_root;
 
@@ -20,9 +26,12 @@ pub fn check() -> anyhow::Result<()> {
     let doc = std::fs::read_to_string(root.join("docs/architecture.md"))
         .context("reading docs/architecture.md")?;
     let mut problems = Vec::new();
-    for (krate, src) in [("kcmp-trace", "kcmp-trace/src"), ("xtask", "xtask/src")] {
+    for (krate, src, aliases) in [
+        ("kcmp-trace", "kcmp-trace/src", &["kcmp_trace"][..]),
+        ("xtask", "xtask/src", &[]),
+    ] {
         let layers = picture(&doc, krate)?;
-        let imports = imports_of(&root.join(src))?;
+        let imports = imports_of(&root.join(src), aliases)?;
         problems.extend(violations(krate, &layers, &imports));
     }
     problems.dedup();
@@ -111,8 +120,9 @@ fn modules_in(items: &str) -> Vec<String> {
 }
 
 /// Each module of a crate's source tree (`a/b.rs` and `a/b/mod.rs` are `a::b`; lib.rs is
-/// the crate root and left out) and the `crate::` paths it names.
-fn imports_of(src: &Path) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+/// the crate root and left out) and the paths into the crate it names, from the crate root.
+/// `aliases` are other names of the crate root: the library's name, which its binary uses.
+fn imports_of(src: &Path, aliases: &[&str]) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let mut out = BTreeMap::new();
     let mut dirs = vec![src.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -138,73 +148,250 @@ fn imports_of(src: &Path) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
             if parts == ["lib"] {
                 continue;
             }
+            // main.rs is a crate root too: its `self::` and `mod`s are the root's.
+            let scope = if parts == ["main"] {
+                &[][..]
+            } else {
+                &parts[..]
+            };
             let text = std::fs::read_to_string(&path)?;
-            out.insert(parts.join("::"), crate_paths(&text));
+            let paths = crate_paths(scope, aliases, &text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            out.insert(parts.join("::"), paths);
         }
     }
     Ok(out)
 }
 
-/// Every `crate::` path in `text`, with `use crate::{a::b, c}` groups expanded.
-fn crate_paths(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (at, _) in text.match_indices("crate::") {
-        // `$crate::` in macros is the other crate's.
-        if text[..at].ends_with('$') {
-            continue;
-        }
-        expand("", &text[at + "crate::".len()..], &mut out);
-    }
-    out
+/// Every path into the crate that the source of module `scope` names, from the crate root:
+/// `use` trees (groups, globs, renames), paths in code and types, and `crate::`-like paths
+/// inside macro calls; `crate::`, `self::`, `super::`, `aliases` and names bound by `use`
+/// or `mod` resolve. Other crates' paths are left out.
+fn crate_paths(scope: &[String], aliases: &[&str], text: &str) -> syn::Result<Vec<String>> {
+    let file = syn::parse_file(text)?;
+    let mut reader = Paths {
+        aliases,
+        scopes: vec![Scope::new(scope.to_vec(), &file.items, aliases)],
+        found: Vec::new(),
+    };
+    reader.visit_file(&file);
+    Ok(reader.found)
 }
 
-/// Expands the path or group at the start of `rest` under `prefix`.
-fn expand(prefix: &str, rest: &str, out: &mut Vec<String>) {
-    let rest = rest.trim_start();
-    if let Some(group) = rest.strip_prefix('{') {
-        let mut depth = 0;
-        let mut start = 0;
-        for (i, c) in group.char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' if depth == 0 => {
-                    expand(prefix, &group[start..i], out);
-                    return;
+/// A module's path from the crate root and the names bound in it to paths into the crate.
+struct Scope {
+    path: Vec<String>,
+    names: BTreeMap<String, Vec<String>>,
+}
+
+impl Scope {
+    /// The scope of a module with these items: its `mod`s, then its `use`s (a `use` may
+    /// name a `mod` or an earlier `use`).
+    fn new(path: Vec<String>, items: &[Item], aliases: &[&str]) -> Scope {
+        let mut scope = Scope {
+            path,
+            names: BTreeMap::new(),
+        };
+        // The module's own `use`s, in functions too, but not its inline modules'.
+        let mut uses = Uses(Vec::new());
+        for item in items {
+            match item {
+                Item::Mod(m) => {
+                    let child = [scope.path.clone(), vec![m.ident.to_string()]].concat();
+                    scope.names.insert(m.ident.to_string(), child);
                 }
-                '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    expand(prefix, &group[start..i], out);
-                    start = i + 1;
+                other => uses.visit_item(other),
+            }
+        }
+        for item in uses.0 {
+            if item.leading_colon.is_some() {
+                continue;
+            }
+            let mut bound = Vec::new();
+            use_tree(&item.tree, &mut Vec::new(), &mut |path, name| {
+                if let (Some(name), Some(full)) = (name, scope.resolve(path, aliases)) {
+                    bound.push((name, full));
+                }
+            });
+            scope.names.extend(bound);
+        }
+        scope
+    }
+
+    /// `segments` from the crate root, if they lead into the crate.
+    fn resolve(&self, segments: &[String], aliases: &[&str]) -> Option<Vec<String>> {
+        let (first, rest) = segments.split_first()?;
+        let mut base = match first.as_str() {
+            "crate" => Vec::new(),
+            "self" => self.path.clone(),
+            "super" => self.path[..self.path.len().checked_sub(1)?].to_vec(),
+            name if aliases.contains(&name) => Vec::new(),
+            name => self.names.get(name)?.clone(),
+        };
+        let mut rest = rest;
+        while let Some(("super", more)) = rest.split_first().map(|(s, m)| (s.as_str(), m)) {
+            base.pop()?;
+            rest = more;
+        }
+        base.extend(rest.iter().cloned());
+        Some(base)
+    }
+}
+
+/// Collects `use` items, not descending into inline modules.
+struct Uses<'ast>(Vec<&'ast ItemUse>);
+
+impl<'ast> Visit<'ast> for Uses<'ast> {
+    fn visit_item_use(&mut self, item: &'ast ItemUse) {
+        self.0.push(item);
+    }
+    fn visit_item_mod(&mut self, _: &'ast ItemMod) {}
+}
+
+/// Calls `each` with every path a use tree imports (a glob: its module) and the name it
+/// binds there (none for a glob).
+fn use_tree(
+    tree: &UseTree,
+    prefix: &mut Vec<String>,
+    each: &mut impl FnMut(&[String], Option<String>),
+) {
+    match tree {
+        UseTree::Path(p) => {
+            prefix.push(p.ident.to_string());
+            use_tree(&p.tree, prefix, each);
+            prefix.pop();
+        }
+        UseTree::Name(n) if n.ident == "self" => {
+            let name = prefix.last().cloned();
+            each(prefix, name);
+        }
+        UseTree::Name(n) => {
+            prefix.push(n.ident.to_string());
+            each(prefix, Some(n.ident.to_string()));
+            prefix.pop();
+        }
+        UseTree::Rename(r) => {
+            let pushed = r.ident != "self";
+            if pushed {
+                prefix.push(r.ident.to_string());
+            }
+            each(prefix, Some(r.rename.to_string()));
+            if pushed {
+                prefix.pop();
+            }
+        }
+        UseTree::Glob(_) => each(prefix, None),
+        UseTree::Group(g) => g.items.iter().for_each(|t| use_tree(t, prefix, each)),
+    }
+}
+
+/// Walks a file, recording each path into the crate that it names.
+struct Paths<'a> {
+    aliases: &'a [&'a str],
+    /// The file's module, then each inline module it is inside.
+    scopes: Vec<Scope>,
+    found: Vec<String>,
+}
+
+impl Paths<'_> {
+    fn record(&mut self, segments: &[String]) {
+        let scope = self.scopes.last().expect("the file's scope");
+        if let Some(full) = scope.resolve(segments, self.aliases)
+            && !full.is_empty()
+        {
+            self.found.push(full.join("::"));
+        }
+    }
+
+    /// Macro and attribute arguments are tokens, not syntax: `a::b` runs in them (not
+    /// `$crate::`, the calling crate's), and with `quoted` a string that is a whole path
+    /// (`#[serde(with = "crate::a")]`).
+    fn scan(&mut self, tokens: TokenStream, quoted: bool) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let punct = |at: usize, c: char| matches!(tokens.get(at), Some(TokenTree::Punct(p)) if p.as_char() == c);
+        let colons = |at: usize| {
+            matches!(tokens.get(at), Some(TokenTree::Punct(p)) if p.spacing() == Spacing::Joint)
+                && punct(at, ':')
+                && punct(at + 1, ':')
+        };
+        // A path starts at a name that follows neither `::` nor `$`.
+        let starts = |at: usize| match at {
+            0 => true,
+            1 => !punct(0, '$'),
+            _ => !punct(at - 1, '$') && !colons(at - 2),
+        };
+        let mut at = 0;
+        while at < tokens.len() {
+            match &tokens[at] {
+                TokenTree::Group(group) => self.scan(group.stream(), quoted),
+                TokenTree::Literal(literal) if quoted => {
+                    let path = syn::parse_str::<LitStr>(&literal.to_string())
+                        .and_then(|s| syn::parse_str::<syn::Path>(&s.value()));
+                    if let Ok(path) = path {
+                        self.visit_path(&path);
+                    }
+                }
+                TokenTree::Ident(first) if starts(at) => {
+                    let mut segments = vec![first.to_string()];
+                    while colons(at + 1)
+                        && let Some(TokenTree::Ident(next)) = tokens.get(at + 3)
+                    {
+                        segments.push(next.to_string());
+                        at += 3;
+                    }
+                    if segments.len() > 1 {
+                        self.record(&segments);
+                    }
                 }
                 _ => {}
             }
+            at += 1;
         }
-        return;
     }
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(rest.len());
-    let path = &rest[..end];
-    if let Some(parent) = path.strip_suffix("::")
-        && rest[end..].starts_with('{')
-    {
-        let joined = if prefix.is_empty() {
-            parent.to_owned()
-        } else {
-            format!("{prefix}::{parent}")
-        };
-        expand(&joined, &rest[end..], out);
-    } else if path == "self" {
-        if !prefix.is_empty() {
-            out.push(prefix.to_owned());
+}
+
+impl<'ast> Visit<'ast> for Paths<'_> {
+    fn visit_item_use(&mut self, item: &'ast ItemUse) {
+        if item.leading_colon.is_some() {
+            return;
         }
-    } else if !path.is_empty() {
-        out.push(if prefix.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{prefix}::{path}")
+        let mut paths = Vec::new();
+        use_tree(&item.tree, &mut Vec::new(), &mut |path, _| {
+            paths.push(path.to_vec())
         });
+        paths.iter().for_each(|p| self.record(p));
     }
+
+    fn visit_item_mod(&mut self, item: &'ast ItemMod) {
+        if let Some((_, items)) = &item.content {
+            let parent = &self.scopes.last().expect("the file's scope").path;
+            let path = [parent.clone(), vec![item.ident.to_string()]].concat();
+            self.scopes.push(Scope::new(path, items, self.aliases));
+            items.iter().for_each(|i| self.visit_item(i));
+            self.scopes.pop();
+        }
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        if path.leading_colon.is_none() {
+            let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            self.record(&segments);
+        }
+        visit::visit_path(self, path);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast Macro) {
+        self.visit_path(&mac.path);
+        self.scan(mac.tokens.clone(), false);
+    }
+
+    fn visit_meta_list(&mut self, list: &'ast MetaList) {
+        self.visit_path(&list.path);
+        self.scan(list.tokens.clone(), true);
+    }
+
+    /// `pub(in crate::a)` says who may see an item, not what it uses.
+    fn visit_visibility(&mut self, _: &'ast Visibility) {}
 }
 
 /// The listed module a path names: its longest listed prefix.
@@ -324,22 +511,107 @@ demo (userspace)
         assert_eq!(layers, want);
     }
 
+    /// The paths `text` names as module `module` of a crate named `demo`.
+    fn paths(module: &str, text: &str) -> Vec<String> {
+        let scope: Vec<String> = module.split("::").map(str::to_owned).collect();
+        crate_paths(&scope, &["demo"], text).expect("Rust")
+    }
+
+    fn layers(of: &[(&str, u32)]) -> Layers {
+        of.iter().map(|&(m, n)| (m.to_owned(), n)).collect()
+    }
+
     #[test]
     fn use_groups_expand_to_paths() {
-        let text = "use crate::{a::{b, c::D}, e, f::{self, G}};\nlet x = crate::h::i();\n\
+        let text = "use crate::{a::{b, c::D}, e, f::{self, G}};\nfn x() { crate::h::i(); }\n\
                     macro_rules! m { () => { $crate::j::k } }";
         assert_eq!(
-            crate_paths(text),
+            paths("top", text),
             ["a::b", "a::c::D", "e", "f", "f::G", "h::i"]
+        );
+    }
+
+    /// What reading `crate::` as text missed: `super::` and `self::`, renames, paths through
+    /// a name a `use` or `mod` bound, paths in types and macro arguments, the library's own
+    /// name, and `super::` inside an inline module.
+    #[test]
+    fn every_kind_of_path_resolves_from_the_root() {
+        let text = r#"
+            use super::{state::State, super::top as up};
+            use self::inner::Thing;
+            use super::*;
+            use std::collections::BTreeMap;
+            mod inner;
+            fn f(s: crate::a::S) -> BTreeMap<u8, super::peer::P> {
+                up::run();
+                inner::go();
+                format!("{}", super::super::low::name());
+                demo::lib_path::x();
+                let _ = ::std::mem::take(&mut 0);
+            }
+            #[derive(clap::Args)]
+            struct A {
+                #[arg(value_parser = crate::parse::reader)]
+                #[serde(with = "crate::wire::ts")]
+                r: u8,
+            }
+            mod tests {
+                use super::*;
+                use super::super::peer;
+                fn t() { peer::check(); }
+            }
+        "#;
+        assert_eq!(
+            paths("serve::http", text),
+            [
+                "serve::state::State",
+                "top",
+                "serve::http::inner::Thing",
+                "serve",
+                "a::S",
+                "serve::peer::P",
+                "top::run",
+                "serve::http::inner::go",
+                "low::name",
+                "lib_path::x",
+                "parse::reader",
+                "wire::ts",
+                "serve::http",
+                "serve::peer",
+                "serve::peer::check",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_super_import_that_breaks_a_layer_is_found() {
+        let layers = layers(&[
+            ("low", 1),
+            ("low::child", 1),
+            ("low::sibling", 1),
+            ("top", 2),
+        ]);
+        let imports: BTreeMap<String, Vec<String>> = [
+            ("low::child", "use super::{sibling::S, super::top::Up};"),
+            ("low::sibling", "fn f() { super::child::g(); }"),
+            ("top", "use crate::low::sibling::S;"),
+        ]
+        .into_iter()
+        .map(|(m, text)| (m.to_owned(), paths(m, text)))
+        .collect();
+        let found = violations("demo", &layers, &imports);
+        assert_eq!(
+            found,
+            [
+                "demo: low::child (layer 1) imports top (layer 2) above it",
+                "demo: modules import each other: low::child -> low::sibling -> low::child",
+            ],
         );
     }
 
     #[test]
     fn an_upward_import_and_a_cycle_are_found() {
-        let layers: Layers = [("top", 2), ("low", 1), ("peer", 1)]
-            .into_iter()
-            .map(|(m, n)| (m.to_owned(), n))
-            .collect();
+        let layers = layers(&[("top", 2), ("low", 1), ("peer", 1)]);
         let imports: BTreeMap<String, Vec<String>> = [
             ("top", vec!["low::X"]),
             ("low", vec!["top::Y", "peer::Z"]),

@@ -3,13 +3,17 @@
 mod apt;
 mod bench;
 mod compare;
+mod criu;
 mod demo;
 mod deployed;
 mod dist;
 mod fresh_root;
+mod harness;
 mod initramfs;
 mod kernel;
 mod layers;
+mod output;
+mod scrape;
 mod setup;
 mod stream;
 mod target;

@@ -7,7 +7,7 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -16,9 +16,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
+use kcmp_trace_common::json::stress::StressReport;
 use serde::Serialize;
-use serde_json::Value;
+
+use crate::{
+    harness::{Gated, Proc},
+    output,
+};
 
 /// One workload streamed through one consumer.
 #[derive(Debug, Serialize)]
@@ -41,67 +46,8 @@ pub struct StreamReport {
     pub lone_event_ms_max: f64,
 }
 
-/// A child killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn interrupt(child: &mut Child) -> anyhow::Result<()> {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    child.wait().context("waiting for the tracer")?;
-    Ok(())
-}
-
-/// `stress`, gated: it starts calling when the gate file appears.
-fn gated_stress(bin: &Path, gate: &Path, args: &[&str]) -> anyhow::Result<Proc> {
-    let _ = std::fs::remove_file(gate);
-    let child = Command::new(bin)
-        .args(["stress", "--json", "--wait-for"])
-        .arg(gate)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting stress")?;
-    Ok(Proc(child))
-}
-
-fn stress_report(mut stress: Proc) -> anyhow::Result<Value> {
-    let mut out = String::new();
-    stress
-        .0
-        .stdout
-        .take()
-        .context("stress stdout")?
-        .read_to_string(&mut out)?;
-    serde_json::from_str(out.trim()).context("stress's report")
-}
-
-/// Waits until a tracer says on stderr it is attached; returns the rest of stderr, read by
-/// a thread.
-fn attached(child: &mut Child) -> anyhow::Result<thread::JoinHandle<String>> {
-    let mut err = BufReader::new(child.stderr.take().context("stderr")?);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if err.read_line(&mut line)? == 0 {
-            bail!("the tracer exited before attaching");
-        }
-        if line.contains("attached") {
-            break;
-        }
-    }
-    Ok(thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = err.read_to_string(&mut rest);
-        rest
-    }))
+fn stress_report(stress: Gated) -> anyhow::Result<StressReport> {
+    output::parse(&stress.report()?, "stress's report")
 }
 
 /// Counts newlines from a reader on a thread.
@@ -123,13 +69,19 @@ fn count_lines(mut from: impl std::io::Read + Send + 'static) -> Arc<AtomicU64> 
 
 const WORKLOAD: &[&str] = &["--duration", "5s", "--threads", "2", "--types", "vm"];
 
-fn run_of(consumer: &str, setup: &str, stress: &Value, delivered: u64, dropped: u64) -> StreamRun {
-    let calls = stress["calls"].as_u64().unwrap_or(0);
+fn run_of(
+    consumer: &str,
+    setup: &str,
+    stress: &StressReport,
+    delivered: u64,
+    dropped: u64,
+) -> StreamRun {
+    let calls = stress.calls;
     StreamRun {
         consumer: consumer.to_owned(),
         setup: setup.to_owned(),
         calls,
-        calls_per_s: stress["calls_per_s"].as_f64().unwrap_or(0.0),
+        calls_per_s: stress.calls_per_s,
         delivered,
         dropped,
         drop_pct: if calls == 0 {
@@ -142,29 +94,19 @@ fn run_of(consumer: &str, setup: &str, stress: &Value, delivered: u64, dropped: 
 
 /// `events --json -p STRESS | (count lines)`.
 fn through_events(bin: &Path, gate: &Path, ring: &str) -> anyhow::Result<StreamRun> {
-    let stress = gated_stress(bin, gate, WORKLOAD)?;
-    let mut events = Proc(
+    let stress = Gated::stress(bin, gate, WORKLOAD)?;
+    let mut events = Proc::spawn(
         Command::new(bin)
             .args(["events", "--json", "--ring-size", ring, "-p"])
-            .arg(stress.0.id().to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting events")?,
-    );
-    let stderr = attached(&mut events.0)?;
-    let lines = count_lines(events.0.stdout.take().context("events stdout")?);
-    std::fs::write(gate, b"go")?;
+            .arg(stress.id().to_string())
+            .stdout(Stdio::piped()),
+    )?;
+    events.wait_attached()?;
+    let lines = count_lines(events.take_stdout()?);
+    stress.open()?;
     let report = stress_report(stress)?;
-    interrupt(&mut events.0)?;
-    let summary: Value = stderr
-        .join()
-        .map_err(|_| anyhow::anyhow!("stderr reader"))?
-        .lines()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .context("no events summary")?;
-    let delivered = summary["events_delivered"].as_u64().unwrap_or(0);
-    let dropped = summary["events_dropped"].as_u64().unwrap_or(0);
+    let summary = output::events_summary(&events.interrupt()?, "events' stderr")?;
+    let (delivered, dropped) = (summary.events_delivered, summary.events_dropped);
     // Every delivered event reached the pipe.
     let deadline = Instant::now() + Duration::from_secs(5);
     while lines.load(Ordering::Relaxed) < delivered && Instant::now() < deadline {
@@ -191,40 +133,34 @@ fn through_daemon(
     port: u16,
     (setup, options): (&str, &[&str]),
 ) -> anyhow::Result<StreamRun> {
-    let stress = gated_stress(bin, gate, WORKLOAD)?;
+    let stress = Gated::stress(bin, gate, WORKLOAD)?;
     let listen = format!("127.0.0.1:{port}");
-    let mut serve = Proc(
+    let mut serve = Proc::spawn(
         Command::new(bin)
             .args(["serve", "--listen", &listen, "--tcp-per-call-data"])
             .args(options)
             .arg("-p")
-            .arg(stress.0.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting serve")?,
-    );
-    let _stderr = attached(&mut serve.0)?;
+            .arg(stress.id().to_string())
+            .stdout(Stdio::null()),
+    )?;
+    serve.wait_attached()?;
     let mut stream = TcpStream::connect(&listen).context("connecting to /events")?;
     // HTTP/1.0: the body runs until the daemon closes it.
     write!(stream, "GET /events HTTP/1.0\r\n\r\n")?;
     let (events, drops) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (counted, dropped_seen) = (events.clone(), drops.clone());
-    let reader = thread::spawn(move || {
+    let reader = thread::spawn(move || -> anyhow::Result<()> {
         let mut body = false;
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if !body {
                 body = line.is_empty();
-            } else if line.starts_with("{\"dropped\"") {
-                let n = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|v| v["dropped"].as_u64())
-                    .unwrap_or(0);
-                dropped_seen.fetch_add(n, Ordering::Relaxed);
+            } else if let Some(notice) = output::drop_notice(&line)? {
+                dropped_seen.fetch_add(notice.dropped, Ordering::Relaxed);
             } else {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Ok(())
     });
     // The stream is counted as a client before the workload starts.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -235,17 +171,19 @@ fn through_daemon(
         );
         thread::sleep(Duration::from_millis(20));
     }
-    std::fs::write(gate, b"go")?;
+    stress.open()?;
     let report = stress_report(stress)?;
-    let calls = report["calls"].as_u64().unwrap_or(0);
+    let calls = report.calls;
     let deadline = Instant::now() + Duration::from_secs(10);
     while events.load(Ordering::Relaxed) + drops.load(Ordering::Relaxed) < calls
         && Instant::now() < deadline
     {
         thread::sleep(Duration::from_millis(10));
     }
-    interrupt(&mut serve.0)?;
-    let _ = reader.join();
+    serve.interrupt()?;
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the /events reader panicked"))??;
     Ok(run_of(
         "serve /events, one reader",
         setup,
@@ -272,17 +210,14 @@ fn metric(listen: &str, series: &str) -> anyhow::Result<Option<f64>> {
 
 /// ms from starting a one-call workload on an idle system to its event line, `n` times.
 fn lone_event_latency(bin: &Path, n: usize) -> anyhow::Result<Vec<f64>> {
-    let mut events = Proc(
+    let mut events = Proc::spawn(
         Command::new(bin)
             .args(["events", "--json", "-c", "kt-lone-call"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting events")?,
-    );
-    let _stderr = attached(&mut events.0)?;
+            .stdout(Stdio::piped()),
+    )?;
+    events.wait_attached()?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let out = BufReader::new(events.0.stdout.take().context("events stdout")?);
+    let out = BufReader::new(events.take_stdout()?);
     thread::spawn(move || {
         for _ in out.lines().map_while(Result::ok) {
             let _ = tx.send(Instant::now());
@@ -310,7 +245,7 @@ fn lone_event_latency(bin: &Path, n: usize) -> anyhow::Result<Vec<f64>> {
             .context("the call's event never came")?;
         latencies.push(seen.duration_since(started).as_secs_f64() * 1000.0);
     }
-    interrupt(&mut events.0)?;
+    events.interrupt()?;
     Ok(latencies)
 }
 

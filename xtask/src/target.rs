@@ -27,6 +27,13 @@ pub fn static_binary(arch: Target) -> PathBuf {
     target_dir().join(arch.triple()).join("release/kcmp-trace")
 }
 
+/// The bench's static binary for `arch` (`dist::build_static_bench`).
+pub fn static_bench_binary(arch: Target) -> PathBuf {
+    target_dir()
+        .join(arch.triple())
+        .join("release/kcmp-trace-bench")
+}
+
 /// The machine the automation runs on.
 #[cfg(target_arch = "x86_64")]
 pub const HOST: Target = Target::X86_64;

@@ -23,8 +23,9 @@ pub struct TestArgs {
     /// `--stages lint,host,packages`.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["no_vm", "vm_only"])]
     pub stages: Vec<Stage>,
-    /// The whole kernel matrix: also the PREEMPT_RT fast-path kernel (an extra kernel
-    /// build), preempt=none, and Debian's 6.1 PREEMPT_RT image.
+    /// The whole kernel matrix: also the fast-path 6.1 kernel and the PREEMPT_RT fast-path
+    /// 6.12 and 7.2 kernels (three more kernel builds), the other preemption models of the
+    /// fast-path and stock kernels, and Debian's 6.1 PREEMPT_RT image.
     #[arg(long)]
     pub full: bool,
     /// Only the guests whose name contains this (e.g. `6.12-full`, `aarch64`); skips the
@@ -124,11 +125,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         let skip_log = workspace_root().join(SKIP_LOG);
         let _ = std::fs::remove_file(&skip_log);
         // Tests that need root or the kernel's BTF are #[ignore = "needs ..."] so that plain
-        // `cargo test` shows them as not run; the suite runs them. The scrape benchmark is
-        // `cargo xtask bench`'s.
+        // `cargo test` shows them as not run; the suite runs them.
         let status = cargo(&path)
             .args(["test", "--workspace", "--exclude", "kcmp-trace-ebpf"])
-            .args(["--", "--include-ignored", "--skip", "scrape_benchmark"])
+            .args(["--", "--include-ignored"])
             .env("KCMP_TRACE_SKIP_LOG", &skip_log)
             .status()?;
         if !status.success() {

@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     apt::{self, Apt},
+    harness::GUEST_FUNCTIONS,
     initramfs::{Node, Tree},
     kernel::{self, Flavour, Kernel, Preempt, Version},
     target::{Target, static_binary, target_dir},
@@ -97,8 +98,9 @@ pub struct VmSpec {
     pub cmdline: Vec<String>,
     /// (host path, absolute guest path) pairs; directories are copied recursively.
     pub files: Vec<(PathBuf, String)>,
-    /// Run by `/bin/sh` in the guest, as root, with `/` as working directory. Its
-    /// guest-side directories are on PATH; `/results` is where to leave result files.
+    /// Run by `/bin/sh` in the guest, as root, with `/` as working directory, after the
+    /// definitions of [`GUEST_FUNCTIONS`]. Its guest-side directories are on PATH;
+    /// `/results` is where to leave result files.
     pub command: String,
     /// Limit for the command; the host kills qemu [`HOST_GRACE`] later if still running.
     pub timeout: Duration,
@@ -594,7 +596,7 @@ fn add_spec(tree: &mut Tree, spec: &VmSpec) -> Result<()> {
     tree.insert(
         "/kcmp-vm/command.sh",
         Node::File {
-            data: format!("{}\n", spec.command).into_bytes(),
+            data: format!("{GUEST_FUNCTIONS}\n{}\n", spec.command).into_bytes(),
             mode: 0o755,
         },
     );

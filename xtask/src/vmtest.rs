@@ -13,15 +13,49 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
+use kcmp_trace_common::{
+    classify::Strategy,
+    json::{
+        event::EventRecord,
+        lines::Comparison,
+        plan::{AttachMode, LockWaits, Model, Plan},
+        report::{Counts, OTHER_READER, ReaderReport, Report},
+        stress::{ENVIRON, StressReport},
+    },
+    outcome::Outcome,
+    programs,
+    reader::ProcReader,
+};
 use serde_json::Value;
 
 use crate::{
-    compare, deployed,
+    compare, criu, deployed,
     kernel::{Flavour, Kernel, Preempt, Version, ensure_kernel},
+    output::{self, Watched},
     target::Target,
     vm::{VmSpec, default_files, run as run_vm},
     workspace::workspace_root,
 };
+
+// The runs, by the names the guest scripts give their result files (`NAME.stress.json`,
+// `NAME.t1.json`, ...) and the checks read them by.
+const RUN_CALM: &str = "calm";
+const RUN_RACE_FENTRY: &str = "race_fentry";
+const RUN_RACE_KPROBE: &str = "race_kprobe";
+const RUN_RACE_DEFAULT: &str = "race_default";
+const RUN_ERRORS_FENTRY: &str = "errors_fentry";
+const RUN_ERRORS_KPROBE: &str = "errors_kprobe";
+const RUN_BOUNDARY: &str = "boundary";
+const RUN_WRITERS: &str = "writers";
+const RUN_BPF_LOG: &str = "bpflog";
+const RUN_RACE_TSYNC: &str = "race_tsync";
+const RUN_READERS_EXEC: &str = "readers_exec";
+const RUN_READERS_TSYNC: &str = "readers_tsync";
+const RUN_READERS_STOCK: &str = "readers_stock";
+const RUN_CROWD: &str = "crowd";
+const RUN_CROWD_DEFAULT: &str = "crowd_default";
+/// The two tracers of a run, as `traced_stress` names their files: `$T1`'s, then `$T2`'s.
+const TRACERS: [&str; 2] = ["t1", "t2"];
 
 /// Runs a stress workload gated on a file while tracers attach to its pid first, so every
 /// counted call is the workload's. `$1` names the run, the rest are stress arguments; `$T1`
@@ -49,13 +83,8 @@ traced_stress() {
     p1=$!
     kcmp-trace watch --json $T2 -p $sp > /results/$name.t2.json 2> /results/$name.t2.err &
     p2=$!
-    for t in t1 t2; do
-        n=0
-        until grep -q attached /results/$name.$t.err; do
-            sleep 0.2; n=$((n+1))
-            [ $n -lt 300 ] || { cat /results/$name.$t.err; return 1; }
-        done
-    done
+    wait_attached /results/$name.t1.err $p1 || return 1
+    wait_attached /results/$name.t2.err $p2 || return 1
     reset_oracle
     touch /tmp/go
     wait $sp
@@ -91,11 +120,11 @@ fn readers_script(series: bool) -> String {
     let both = r#"T1="--readers" T2="--readers --attach kprobe --strategy infer""#;
     if series {
         format!(
-            "\n{both} traced_stress readers_exec {READERS_EXEC}\n\
-             {both} traced_stress readers_tsync {READERS_TSYNC}\n"
+            "\n{both} traced_stress {RUN_READERS_EXEC} {READERS_EXEC}\n\
+             {both} traced_stress {RUN_READERS_TSYNC} {READERS_TSYNC}\n"
         )
     } else {
-        format!("\n{both} traced_stress readers_stock {READERS_EXEC}\n")
+        format!("\n{both} traced_stress {RUN_READERS_STOCK} {READERS_EXEC}\n")
     }
 }
 
@@ -248,7 +277,7 @@ fn matrix() -> Vec<Guest> {
 fn tsync_script(second: &str) -> String {
     format!(
         r#"
-T1="" T2="{second}" traced_stress race_tsync {RACE_TSYNC}
+T1="" T2="{second}" traced_stress {RUN_RACE_TSYNC} {RACE_TSYNC}
 "#
     )
 }
@@ -258,24 +287,25 @@ fn fastpath_script(crowd: Option<Crowd>, tsync: bool) -> String {
         r#"
 set -e
 kcmp-trace doctor --json > /results/doctor.json
-T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress calm -n 20000 --threads 2 --types vm,files,file
-T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress race_fentry {RACE}
-T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress race_kprobe {RACE}
-T1="" T2="--attach tracepoint" traced_stress race_default {RACE}
-T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress errors_fentry {ERROR_MIX}
-T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress errors_kprobe {ERROR_MIX}
-T1="--attach tracepoint" T2="" traced_stress boundary {ERROR_MIX}
+T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress {RUN_CALM} -n 20000 --threads 2 --types vm,files,file
+T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress {RUN_RACE_FENTRY} {RACE}
+T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress {RUN_RACE_KPROBE} {RACE}
+T1="" T2="--attach tracepoint" traced_stress {RUN_RACE_DEFAULT} {RACE}
+T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" traced_stress {RUN_ERRORS_FENTRY} {ERROR_MIX}
+T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress {RUN_ERRORS_KPROBE} {ERROR_MIX}
+T1="--attach tracepoint" T2="" traced_stress {RUN_BOUNDARY} {ERROR_MIX}
 rm -f /tmp/go
-kcmp-trace stress --json --wait-for /tmp/go {RACE} > /results/writers.stress.json &
+kcmp-trace stress --json --wait-for /tmp/go {RACE} > /results/{RUN_WRITERS}.stress.json &
 sp=$!
-kcmp-trace events --json --ring-size 64M -p $sp > /results/writers.events.json 2> /results/writers.events.err &
+kcmp-trace events --json --ring-size 64M -p $sp > /results/{RUN_WRITERS}.events.json 2> /results/{RUN_WRITERS}.events.err &
 ep=$!
-until grep -q attached /results/writers.events.err; do sleep 0.2; done
+wait_attached /results/{RUN_WRITERS}.events.err $ep
 touch /tmp/go
 wait $sp
 kill -INT $ep
 wait $ep
-{BPF_LOG}"#
+{bpf_log}"#,
+        bpf_log = bpf_log_script()
     );
     if tsync {
         script += &tsync_script("--attach kprobe --strategy infer");
@@ -288,30 +318,34 @@ wait $ep
 }
 
 /// `watch --bpf-log`: the programs' own diagnostics on the user's terminal.
-const BPF_LOG: &str = r#"
+fn bpf_log_script() -> String {
+    format!(
+        r#"
 rm -f /tmp/go
-kcmp-trace stress --json --wait-for /tmp/go -n 100 --threads 1 > /results/bpflog.stress.json &
+kcmp-trace stress --json --wait-for /tmp/go -n 100 --threads 1 > /results/{RUN_BPF_LOG}.stress.json &
 sp=$!
-kcmp-trace watch --bpf-log -p $sp > /dev/null 2> /results/bpflog.err &
+kcmp-trace watch --bpf-log -p $sp > /dev/null 2> /results/{RUN_BPF_LOG}.err &
 wp=$!
-until grep -q attached /results/bpflog.err; do sleep 0.2; done
+wait_attached /results/{RUN_BPF_LOG}.err $wp
 touch /tmp/go
 wait $sp
 kill -INT $wp
 wait $wp
-"#;
+"#
+    )
+}
 
 fn stock_script(crowd: Option<Crowd>, tsync: bool) -> String {
     let mut script = format!(
         r#"
 set -e
 kcmp-trace doctor --json > /results/doctor.json
-T1="--attach fentry" T2="--attach fentry" traced_stress errors_fentry {ERROR_MIX}
-T1="--attach kprobe" T2="--attach kprobe" traced_stress errors_kprobe {ERROR_MIX}
-T1="--attach tracepoint" T2="" traced_stress boundary {ERROR_MIX}
-T1="--attach fentry" T2="--attach fentry" traced_stress race_fentry {RACE}
-T1="--attach kprobe" T2="--attach kprobe" traced_stress race_kprobe {RACE}
-T1="" T2="--attach tracepoint" traced_stress race_default {RACE}
+T1="--attach fentry" T2="--attach fentry" traced_stress {RUN_ERRORS_FENTRY} {ERROR_MIX}
+T1="--attach kprobe" T2="--attach kprobe" traced_stress {RUN_ERRORS_KPROBE} {ERROR_MIX}
+T1="--attach tracepoint" T2="" traced_stress {RUN_BOUNDARY} {ERROR_MIX}
+T1="--attach fentry" T2="--attach fentry" traced_stress {RUN_RACE_FENTRY} {RACE}
+T1="--attach kprobe" T2="--attach kprobe" traced_stress {RUN_RACE_KPROBE} {RACE}
+T1="" T2="--attach tracepoint" traced_stress {RUN_RACE_DEFAULT} {RACE}
 "#
     );
     if tsync {
@@ -331,9 +365,9 @@ fn stock_smoke_script() -> String {
         r#"
 set -e
 kcmp-trace doctor --json > /results/doctor.json
-T1="--attach tracepoint" T2="" traced_stress boundary {ERROR_MIX}
-T1="--attach fentry" T2="--attach fentry" traced_stress race_fentry {RACE}
-T1="--attach kprobe" T2="--attach kprobe" traced_stress race_kprobe {RACE}
+T1="--attach tracepoint" T2="" traced_stress {RUN_BOUNDARY} {ERROR_MIX}
+T1="--attach fentry" T2="--attach fentry" traced_stress {RUN_RACE_FENTRY} {RACE}
+T1="--attach kprobe" T2="--attach kprobe" traced_stress {RUN_RACE_KPROBE} {RACE}
 "#
     )
 }
@@ -352,7 +386,7 @@ enum Crowd {
 fn crowd_script(crowd: Crowd) -> String {
     let default = format!(
         r#"
-T1="" T2="--attach tracepoint" traced_stress crowd_default {CROWD}
+T1="" T2="--attach tracepoint" traced_stress {RUN_CROWD_DEFAULT} {CROWD}
 "#
     );
     if crowd == Crowd::DefaultOnly {
@@ -362,12 +396,12 @@ T1="" T2="--attach tracepoint" traced_stress crowd_default {CROWD}
         r#"
 round=1
 while :; do
-    T1="--attach fentry --strategy infer" T2="--attach fentry" traced_stress crowd {CROWD}
-    grep -q '"missed_runs":{{"' /results/crowd.t1.json && break
+    T1="--attach fentry --strategy infer" T2="--attach fentry" traced_stress {RUN_CROWD} {CROWD}
+    grep -q '"missed_runs":{{"' /results/{RUN_CROWD}.t1.json && break
     [ $round -lt {CROWD_ROUNDS} ] || break
     round=$((round+1))
 done
-echo $round > /results/crowd.rounds
+echo $round > /results/{RUN_CROWD}.rounds
 "#
     ) + &default
 }
@@ -392,19 +426,41 @@ impl Checks {
     }
 }
 
-fn read_json(dir: &Path, file: &str) -> anyhow::Result<Value> {
-    let text =
-        std::fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))?;
-    serde_json::from_str(text.trim()).with_context(|| format!("parsing {file}"))
+/// The workload's own count of a run (`NAME.stress.json`).
+fn stress_of(dir: &Path, run: &str) -> anyhow::Result<StressReport> {
+    output::read(dir, &format!("{run}.stress.json"))
 }
 
-fn total_of(dir: &Path, file: &str) -> anyhow::Result<Value> {
-    let text =
-        std::fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .rfind(|v| v["scope"] == "total")
-        .with_context(|| format!("no total in {file}: {text}"))
+/// A tracer's total: the summary `watch --json` printed at exit.
+fn total_of(dir: &Path, file: &str) -> anyhow::Result<Report> {
+    Ok(Watched::read(dir, file)?.total()?.clone())
+}
+
+/// A count by name (a type, a result, an outcome): reports and the workload write only the
+/// names with a count, so a name they leave out counted none.
+fn named(counts: &Counts, name: &str) -> u64 {
+    counts.get(name).copied().unwrap_or_default()
+}
+
+fn outcome(total: &Report, o: Outcome) -> u64 {
+    named(&total.by_outcome, o.name())
+}
+
+fn outcome_result(total: &Report, o: Outcome, result: &str) -> u64 {
+    total
+        .by_outcome_result
+        .get(o.name())
+        .map_or(0, |results| named(results, result))
+}
+
+/// A reader's report, which every tracer that followed the readers lists.
+fn reader_of<'a>(total: &'a Report, reader: &str) -> anyhow::Result<&'a ReaderReport> {
+    total
+        .by_reader
+        .as_ref()
+        .context("no by_reader: the readers were not followed")?
+        .get(reader)
+        .with_context(|| format!("no reader {reader} in by_reader"))
 }
 
 /// The kernel's own count of each path (testing/kernel/README.md).
@@ -417,16 +473,25 @@ struct Oracle {
     interrupted: u64,
 }
 
+/// The paths the oracle counts once per call (its `locked` counts the fallbacks of retry
+/// and busy again).
+const ORACLE_PATHS: [Outcome; 4] = [
+    Outcome::Fast,
+    Outcome::Retry,
+    Outcome::Busy,
+    Outcome::Interrupted,
+];
+
 impl Oracle {
-    /// The count of a path by its outcome name (0 for paths the oracle does not count).
-    fn of(&self, path: &str) -> u64 {
+    /// The count of a path (0 for paths the oracle does not count).
+    fn of(&self, path: Outcome) -> u64 {
         match path {
-            "fast" => self.fast,
-            "retry" => self.retry,
-            "busy" => self.busy,
-            "locked" => self.locked,
-            "interrupted" => self.interrupted,
-            _ => 0,
+            Outcome::Fast => self.fast,
+            Outcome::Retry => self.retry,
+            Outcome::Busy => self.busy,
+            Outcome::Locked => self.locked,
+            Outcome::Interrupted => self.interrupted,
+            Outcome::Unknown | Outcome::NoTask => 0,
         }
     }
 }
@@ -444,117 +509,102 @@ fn oracle(dir: &Path, name: &str) -> anyhow::Result<Oracle> {
             Ok((k, v.trim().parse()?))
         })
         .collect::<anyhow::Result<_>>()?;
-    let get = |k: &str| {
+    let get = |k: Outcome| {
         counts
-            .get(k)
+            .get(k.name())
             .copied()
-            .with_context(|| format!("{file}: no {k} line in {text:?}"))
+            .with_context(|| format!("{file}: no {} line in {text:?}", k.name()))
     };
     Ok(Oracle {
-        fast: get("fast")?,
-        retry: get("retry")?,
-        busy: get("busy")?,
-        locked: get("locked")?,
-        interrupted: get("interrupted")?,
+        fast: get(Outcome::Fast)?,
+        retry: get(Outcome::Retry)?,
+        busy: get(Outcome::Busy)?,
+        locked: get(Outcome::Locked)?,
+        interrupted: get(Outcome::Interrupted)?,
     })
-}
-
-/// A tracer's plan (the first line `watch --json` prints).
-fn plan_of(dir: &Path, file: &str) -> anyhow::Result<Value> {
-    let text =
-        std::fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))?;
-    let first: Value = serde_json::from_str(text.lines().next().unwrap_or_default())
-        .with_context(|| format!("no plan line in {file}"))?;
-    ensure!(first["plan"].is_object(), "no plan in {file}");
-    Ok(first["plan"].clone())
 }
 
 /// Which tracers must report exactly (rather than honestly) in a run: a predicate on the
 /// tracer's plan.
-type Strict<'a> = &'a dyn Fn(&Value) -> bool;
+type Strict<'a> = &'a dyn Fn(&Plan) -> bool;
 
 /// Everything must be exact in the ordinary runs but the modes whose programs the kernel
 /// can preempt mid-run and then skip: fentry on a kernel that preempts kernel code, and the
 /// syscall tracepoints where they run faultable too.
-fn strict_for(guest: &Guest) -> impl Fn(&Value) -> bool + '_ {
-    move |plan: &Value| {
-        !(guest.preemptible() && plan["mode"] == "fentry"
-            || guest.tracepoints_skippable() && plan["mode"] == "tracepoint")
+fn strict_for(guest: &Guest) -> impl Fn(&Plan) -> bool + '_ {
+    move |plan: &Plan| {
+        !(guest.preemptible() && plan.mode == AttachMode::Fentry
+            || guest.tracepoints_skippable() && plan.mode == AttachMode::Tracepoint)
     }
 }
 
-/// Each tracer of a run: its name, plan and total; a strict one must claim to be exact.
-fn tracers(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<Vec<(String, Value, Value)>> {
-    ["t1", "t2"]
+/// One tracer of a run: its name and plan ("t1 (kprobe/direct)"), and its total.
+struct Tracer {
+    name: String,
+    plan: Plan,
+    total: Report,
+}
+
+/// Each tracer of a run; a strict one must claim to be exact.
+fn tracers(dir: &Path, run: &str, strict: Strict) -> anyhow::Result<Vec<Tracer>> {
+    TRACERS
         .into_iter()
         .map(|t| {
-            let file = format!("{name}.{t}.json");
-            let plan = plan_of(dir, &file)?;
-            let total = total_of(dir, &file)?;
-            let label = format!("{t} ({} + {})", plan["mode"], plan["strategy"]);
+            let watched = Watched::read(dir, &format!("{run}.{t}.json"))?;
+            let total = watched.total()?.clone();
+            let name = format!("{t} ({})", watched.plan.attach());
             ensure!(
-                !strict(&plan) || total["exact"] == true,
-                "{label}: not exact: missed {} incomplete {}",
-                total["missed_runs"],
-                total["incomplete"]
+                !strict(&watched.plan) || total.exact,
+                "{name}: not exact: missed {:?} incomplete {:?}",
+                total.missed_runs,
+                total.incomplete
             );
-            Ok((label, plan, total))
+            Ok(Tracer {
+                name,
+                plan: watched.plan,
+                total,
+            })
         })
         .collect()
 }
 
 /// The syscall boundary shows no path: every counted call is `unknown`.
-fn boundary_paths(tracer: &str, total: &Value) -> anyhow::Result<()> {
+fn boundary_paths(tracer: &str, total: &Report) -> anyhow::Result<()> {
     ensure!(
-        outcome(total, "unknown") == count(total, "calls"),
-        "{tracer}: a boundary tracer classified calls: {}",
-        total["by_outcome"]
+        outcome(total, Outcome::Unknown) == total.calls,
+        "{tracer}: a boundary tracer classified calls: {:?}",
+        total.by_outcome
     );
     Ok(())
 }
 
-fn count(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or(0)
-}
-
-fn outcome(total: &Value, name: &str) -> u64 {
-    total["by_outcome"][name].as_u64().unwrap_or(0)
-}
-
-fn outcome_result(total: &Value, outcome: &str, result: &str) -> u64 {
-    total["by_outcome_result"][outcome][result]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 /// One tracer's total against the truth: exact when it says so, short by no more than it
 /// says otherwise. Returns how many calls it may be missing (0 when exact).
-fn honest_count(tracer: &str, total: &Value, stress: &Value) -> anyhow::Result<u64> {
-    let calls = count(total, "calls");
-    let truth = count(stress, "calls");
-    let slack = count(&total["incomplete"], "calls");
+fn honest_count(tracer: &str, total: &Report, stress: &StressReport) -> anyhow::Result<u64> {
+    let (calls, truth, slack) = (total.calls, stress.calls, total.incomplete.calls);
     ensure!(
         calls <= truth,
         "{tracer}: {calls} calls, more than the workload's {truth}"
     );
-    if total["exact"] == true {
+    if total.exact {
         ensure!(
             calls == truth,
             "{tracer}: claims exact, counted {calls} of {truth} calls"
         );
-        for key in ["by_result", "by_type"] {
+        for (key, counted, made) in [
+            ("by_result", &total.by_result, &stress.by_result),
+            ("by_type", &total.by_type, &stress.by_type),
+        ] {
             ensure!(
-                total[key] == stress[key],
-                "{tracer}: claims exact, {key} {} vs workload {}",
-                total[key],
-                stress[key]
+                counted == made,
+                "{tracer}: claims exact, {key} {counted:?} vs workload {made:?}"
             );
         }
     } else {
         ensure!(
             truth - calls <= slack,
-            "{tracer}: {calls} of {truth} calls, but says it may be short by only {slack} ({})",
-            total["incomplete"]
+            "{tracer}: {calls} of {truth} calls, but says it may be short by only {slack} ({:?})",
+            total.incomplete
         );
     }
     Ok(truth - calls)
@@ -562,27 +612,26 @@ fn honest_count(tracer: &str, total: &Value, stress: &Value) -> anyhow::Result<u
 
 /// The paths counted by a tracer against the kernel's oracle, allowing for what it says it
 /// may have missed (an uncounted call, a misread path: each moves the sums by at most 2).
-fn honest_paths(tracer: &str, total: &Value, o: &Oracle) -> anyhow::Result<()> {
-    let paths = ["fast", "retry", "busy", "interrupted"];
-    let off: u64 = paths
+fn honest_paths(tracer: &str, total: &Report, o: &Oracle) -> anyhow::Result<()> {
+    let off: u64 = ORACLE_PATHS
         .iter()
-        .map(|p| outcome(total, p).abs_diff(o.of(p)))
+        .map(|&p| outcome(total, p).abs_diff(o.of(p)))
         .sum::<u64>()
-        + outcome(total, "locked")
-        + outcome(total, "unknown");
-    if total["exact"] == true {
+        + outcome(total, Outcome::Locked)
+        + outcome(total, Outcome::Unknown);
+    if total.exact {
         ensure!(
             off == 0,
-            "{tracer}: claims exact, outcomes {} vs the kernel's {o:?}",
-            total["by_outcome"]
+            "{tracer}: claims exact, outcomes {:?} vs the kernel's {o:?}",
+            total.by_outcome
         );
     } else {
-        let inc = &total["incomplete"];
-        let slack = count(inc, "calls") + 2 * count(inc, "outcomes") + count(total, "unclassified");
+        let inc = &total.incomplete;
+        let slack = inc.calls + 2 * inc.outcomes + total.unclassified;
         ensure!(
             off <= slack,
-            "{tracer}: outcomes {} are {off} off the kernel's {o:?}, but it allows for {slack} ({inc})",
-            total["by_outcome"]
+            "{tracer}: outcomes {:?} are {off} off the kernel's {o:?}, but it allows for {slack} ({inc:?})",
+            total.by_outcome
         );
     }
     Ok(())
@@ -595,12 +644,12 @@ fn run_matches_oracle(
     want_races: bool,
     strict: Strict,
 ) -> anyhow::Result<()> {
-    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    let stress = stress_of(dir, name)?;
     let o = oracle(dir, name)?;
-    let reached = count(&stress, "reached_comparison");
+    let reached = stress.reached_comparison;
     eprintln!(
         "vm: {name}: {} calls; oracle fast={} retry={} busy={} locked={} interrupted={}",
-        stress["calls"], o.fast, o.retry, o.busy, o.locked, o.interrupted
+        stress.calls, o.fast, o.retry, o.busy, o.locked, o.interrupted
     );
     ensure!(
         o.fast + o.retry + o.busy == reached,
@@ -610,9 +659,14 @@ fn run_matches_oracle(
     if want_races {
         ensure!(o.retry + o.busy > 0, "no races provoked: {o:?}");
     }
-    for (tracer, plan, total) in tracers(dir, name, strict)? {
+    for Tracer {
+        name: tracer,
+        plan,
+        total,
+    } in tracers(dir, name, strict)?
+    {
         honest_count(&tracer, &total, &stress)?;
-        if plan["strategy"] == "boundary" {
+        if plan.strategy == Strategy::Boundary {
             boundary_paths(&tracer, &total)?;
         } else {
             honest_paths(&tracer, &total, &o)?;
@@ -627,19 +681,18 @@ fn run_matches_oracle(
 /// A contended wait is timed, an uncontended one is a wait of 0.
 fn one_wait_per_locking_call(
     tracer: &str,
-    plan: &Value,
-    total: &Value,
+    plan: &Plan,
+    total: &Report,
     locking_calls: u64,
 ) -> anyhow::Result<()> {
-    if total["exact"] != true || plan["lock_waits"].is_null() {
+    let Some(timed_by) = plan.lock_waits.filter(|_| total.exact) else {
         return Ok(());
-    }
-    let waits = count(&total["lock_wait_ns"], "count");
+    };
+    let waits = total.lock_wait_ns.count;
     ensure!(
         waits == locking_calls,
-        "{tracer} ({} lock waits): {waits} lock waits for {locking_calls} calls that took their \
-         locks",
-        plan["lock_waits"]
+        "{tracer} (lock waits timed by {timed_by:?}): {waits} lock waits for {locking_calls} \
+         calls that took their locks"
     );
     Ok(())
 }
@@ -647,32 +700,38 @@ fn one_wait_per_locking_call(
 /// Both tracers of a run on a kernel without the series: counts honest, every counted call
 /// that found its tasks `locked`, none `fast`.
 fn run_all_locked(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> {
-    let stress = read_json(dir, &format!("{name}.stress.json"))?;
-    let reached = count(&stress, "reached_comparison");
-    for (tracer, plan, total) in tracers(dir, name, strict)? {
+    let stress = stress_of(dir, name)?;
+    let reached = stress.reached_comparison;
+    for Tracer {
+        name: tracer,
+        plan,
+        total,
+    } in tracers(dir, name, strict)?
+    {
         let short = honest_count(&tracer, &total, &stress)?;
-        if plan["strategy"] == "boundary" {
+        if plan.strategy == Strategy::Boundary {
             boundary_paths(&tracer, &total)?;
             continue;
         }
-        let locked = outcome(&total, "locked") + outcome(&total, "interrupted");
+        let locked = outcome(&total, Outcome::Locked) + outcome(&total, Outcome::Interrupted);
+        let paths = [Outcome::Fast, Outcome::Retry, Outcome::Busy];
         ensure!(
-            outcome(&total, "fast") + outcome(&total, "retry") + outcome(&total, "busy") == 0,
-            "{tracer}: a fast path on a kernel without one: {}",
-            total["by_outcome"]
+            paths.iter().map(|&p| outcome(&total, p)).sum::<u64>() == 0,
+            "{tracer}: a fast path on a kernel without one: {:?}",
+            total.by_outcome
         );
         one_wait_per_locking_call(&tracer, &plan, &total, reached)?;
-        if total["exact"] == true {
+        if total.exact {
             ensure!(
                 locked == reached,
-                "{tracer}: claims exact, locked={locked} of {reached}: {}",
-                total["by_outcome"]
+                "{tracer}: claims exact, locked={locked} of {reached}: {:?}",
+                total.by_outcome
             );
         } else {
             ensure!(
-                locked + outcome(&total, "unknown") + short >= reached,
-                "{tracer}: locked={locked} of {reached}, short by {short}: {}",
-                total["by_outcome"]
+                locked + outcome(&total, Outcome::Unknown) + short >= reached,
+                "{tracer}: locked={locked} of {reached}, short by {short}: {:?}",
+                total.by_outcome
             );
         }
     }
@@ -683,47 +742,54 @@ fn run_all_locked(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> 
 /// calls.
 fn exact_report(dir: &Path, name: &str, tracer: &str) -> anyhow::Result<()> {
     let total = total_of(dir, &format!("{name}.{tracer}.json"))?;
-    let stress = read_json(dir, &format!("{name}.stress.json"))?;
+    let stress = stress_of(dir, name)?;
     ensure!(
-        total["exact"] == true,
-        "{tracer} is not exact: missed {} incomplete {}",
-        total["missed_runs"],
-        total["incomplete"]
+        total.exact,
+        "{tracer} is not exact: missed {:?} incomplete {:?}",
+        total.missed_runs,
+        total.incomplete
     );
     ensure!(
-        total["calls"] == stress["calls"],
+        total.calls == stress.calls,
         "{} calls, workload {}",
-        total["calls"],
-        stress["calls"]
+        total.calls,
+        stress.calls
     );
     Ok(())
 }
 
 /// Where each invalid call of ERROR_MIX lands: `path` for everything that found its tasks.
-fn errors_land_right(dir: &Path, name: &str, path: &str, strict: Strict) -> anyhow::Result<()> {
-    let stress = read_json(dir, &format!("{name}.stress.json"))?;
-    let reached = count(&stress, "reached_comparison");
-    for (tracer, _, t) in tracers(dir, name, strict)? {
+fn errors_land_right(dir: &Path, name: &str, path: Outcome, strict: Strict) -> anyhow::Result<()> {
+    let stress = stress_of(dir, name)?;
+    let reached = stress.reached_comparison;
+    for Tracer {
+        name: tracer,
+        total: t,
+        ..
+    } in tracers(dir, name, strict)?
+    {
         if honest_count(&tracer, &t, &stress)? != 0 {
             // Said so; the breakdown below cannot be held to the workload's.
             continue;
         }
-        for (outcome_name, result, want) in [
+        for (o, result, want) in [
             (path, "EPERM", 100),
             (path, "EBADF", 60),
             (path, "EINVAL", 40),
-            ("no_task", "ESRCH", 50),
+            (Outcome::NoTask, "ESRCH", 50),
         ] {
-            let got = outcome_result(&t, outcome_name, result);
+            let got = outcome_result(&t, o, result);
             ensure!(
-                got == want || t["exact"] != true,
-                "{tracer}: {outcome_name}/{result}={got}, want {want}: {}",
-                t["by_outcome_result"]
+                got == want || !t.exact,
+                "{tracer}: {}/{result}={got}, want {want}: {:?}",
+                o.name(),
+                t.by_outcome_result
             );
         }
         ensure!(
-            outcome(&t, path) == reached || t["exact"] != true,
-            "{tracer}: {path}={} of {reached}",
+            outcome(&t, path) == reached || !t.exact,
+            "{tracer}: {}={} of {reached}",
+            path.name(),
             outcome(&t, path)
         );
     }
@@ -733,13 +799,13 @@ fn errors_land_right(dir: &Path, name: &str, path: &str, strict: Strict) -> anyh
 /// Both tracers (tracepoint, and the default plan) counted the workload exactly; the
 /// tracepoint one honestly where the kernel can skip its runs.
 fn boundary_counts_exactly(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
-    let stress = read_json(dir, "boundary.stress.json")?;
-    for tracer in ["t1", "t2"] {
-        let total = total_of(dir, &format!("boundary.{tracer}.json"))?;
+    let stress = stress_of(dir, RUN_BOUNDARY)?;
+    for tracer in TRACERS {
+        let total = total_of(dir, &format!("{RUN_BOUNDARY}.{tracer}.json"))?;
         ensure!(
-            total["exact"] == true || tracer == "t1" && guest.tracepoints_skippable(),
-            "{tracer}: not exact: {}",
-            total["incomplete"]
+            total.exact || tracer == TRACERS[0] && guest.tracepoints_skippable(),
+            "{tracer}: not exact: {:?}",
+            total.incomplete
         );
         honest_count(tracer, &total, &stress)?;
     }
@@ -749,43 +815,27 @@ fn boundary_counts_exactly(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
 /// The default tracer timed every TSYNC write section the racers went through, and told
 /// them apart from execs.
 fn tsync_sections_counted(dir: &Path, name: &str) -> anyhow::Result<()> {
-    let stress = read_json(dir, &format!("{name}.stress.json"))?;
-    let total = total_of(dir, &format!("{name}.t1.json"))?;
-    let want = count(&stress, "tsync_sections");
-    let got = count(&total["tsync_hold_ns"], "count");
+    let stress = stress_of(dir, name)?;
+    let total = total_of(dir, &format!("{name}.{}.json", TRACERS[0]))?;
+    let (want, got) = (stress.tsync_sections, total.tsync_hold_ns.count);
     eprintln!(
         "vm: {name}: {want} TSYNC write sections; the default tracer timed {got}, and {} exec sections",
-        count(&total["exec_hold_ns"], "count")
+        total.exec_hold_ns.count
     );
     ensure!(want > 0, "the TSYNC racers went through no write section");
     ensure!(
-        got == want && total["exact"] == true,
-        "{got} TSYNC write sections of the racers' {want} (exact {}, incomplete {})",
-        total["exact"],
-        total["incomplete"]
+        got == want && total.exact,
+        "{got} TSYNC write sections of the racers' {want} (exact {}, incomplete {:?})",
+        total.exact,
+        total.incomplete
     );
     Ok(())
 }
 
-/// The /proc readers the workload reads, as the oracle's files and the tracer name them.
-const PROC_READERS: [&str; 3] = ["stack", "syscall", "wchan"];
-
-/// A readers run: the workload's own report and both tracers' totals, which must claim to
-/// be exact (both run kprobes, which the kernel does not skip).
-fn readers_run(dir: &Path, name: &str) -> anyhow::Result<(Value, [Value; 2])> {
-    let stress = read_json(dir, &format!("{name}.stress.json"))?;
-    let totals = [
-        total_of(dir, &format!("{name}.t1.json"))?,
-        total_of(dir, &format!("{name}.t2.json"))?,
-    ];
-    for (t, total) in ["t1", "t2"].iter().zip(&totals) {
-        ensure!(
-            total["exact"] == true,
-            "{t}: not exact: {}",
-            total["incomplete"]
-        );
-    }
-    Ok((stress, totals))
+/// A readers run: the workload's own report and both tracers, which must claim to be exact
+/// (both run kprobes, which the kernel does not skip).
+fn readers_run(dir: &Path, name: &str) -> anyhow::Result<(StressReport, Vec<Tracer>)> {
+    Ok((stress_of(dir, name)?, tracers(dir, name, &|_| true)?))
 }
 
 /// Each /proc reader of a run on the fast-path kernel, in both tracers: its calls equal
@@ -793,100 +843,98 @@ fn readers_run(dir: &Path, name: &str) -> anyhow::Result<(Value, [Value; 2])> {
 /// (proc_fastpath/<file>), exactly; kcmp's against its oracle as always.
 fn readers_match_oracle(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> {
     run_matches_oracle(dir, name, false, strict)?;
-    let (stress, totals) = readers_run(dir, name)?;
+    let (stress, both) = readers_run(dir, name)?;
     let mut raced = 0;
-    for file in PROC_READERS {
-        let reader = format!("proc_{file}");
+    for reader in ProcReader::ALL.map(ProcReader::name) {
         let o = oracle(dir, &format!("{name}.{reader}"))?;
-        let reads = count(&stress["proc_reads"], &reader);
+        let reads = named(&stress.proc_reads, reader);
         eprintln!(
-            "vm: {name}: {reads} reads of {file}; oracle fast={} retry={} busy={} locked={} interrupted={}",
+            "vm: {name}: {reads} reads by {reader}; oracle fast={} retry={} busy={} locked={} interrupted={}",
             o.fast, o.retry, o.busy, o.locked, o.interrupted
         );
-        ensure!(reads > 0, "the workload read no {file}");
+        ensure!(reads > 0, "the workload read nothing {reader} serves");
         ensure!(
             o.fast + o.retry + o.busy == reads,
-            "{file}: oracle {o:?} vs {reads} reads"
+            "{reader}: oracle {o:?} vs {reads} reads"
         );
         ensure!(
             o.locked + o.interrupted == o.retry + o.busy,
-            "{file}: oracle {o:?}"
+            "{reader}: oracle {o:?}"
         );
         raced += o.retry + o.busy;
-        for (t, total) in ["t1", "t2"].iter().zip(&totals) {
-            let r = &total["by_reader"][&reader];
-            ensure!(
-                count(r, "calls") == reads,
-                "{t}: {reader} {r} vs {reads} reads"
-            );
+        for Tracer { name: t, total, .. } in &both {
+            let r = reader_of(total, reader)?;
+            ensure!(r.calls == reads, "{t}: {reader} {r:?} vs {reads} reads");
             // The oracle's `locked` counts the retry and busy reads again (the fallback took
             // the lock); a call's outcome is one of the paths.
-            for path in ["fast", "retry", "busy", "interrupted"] {
+            for path in ORACLE_PATHS {
                 ensure!(
-                    count(&r["by_outcome"], path) == o.of(path),
-                    "{t}: {reader} {} vs the kernel's {o:?}",
-                    r["by_outcome"]
+                    named(&r.by_outcome, path.name()) == o.of(path),
+                    "{t}: {reader} {:?} vs the kernel's {o:?}",
+                    r.by_outcome
                 );
             }
             ensure!(
-                count(&r["by_outcome"], "locked") + count(&r["by_outcome"], "unknown") == 0,
-                "{t}: {reader} {}: a path the fast-path kernel does not take",
-                r["by_outcome"]
+                named(&r.by_outcome, Outcome::Locked.name())
+                    + named(&r.by_outcome, Outcome::Unknown.name())
+                    == 0,
+                "{t}: {reader} {:?}: a path the fast-path kernel does not take",
+                r.by_outcome
             );
             // Each fallback waited on the lock once.
             ensure!(
-                count(r, "lock_waits") == o.locked,
+                r.lock_waits == o.locked,
                 "{t}: {reader}: {} lock waits, the kernel's fallbacks {o:?}",
-                r["lock_waits"]
+                r.lock_waits
             );
         }
     }
     ensure!(raced > 0, "no /proc read raced a writer");
-    others_by_site(dir, name, &stress, &totals)
+    others_by_site(name, &stress, &both)
 }
 
 /// Each /proc reader of a run on a kernel without the series: every read waited for the
 /// lock once, and was locked.
 fn readers_all_locked(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<()> {
     run_all_locked(dir, name, strict)?;
-    let (stress, totals) = readers_run(dir, name)?;
-    for file in PROC_READERS {
-        let reader = format!("proc_{file}");
-        let reads = count(&stress["proc_reads"], &reader);
-        ensure!(reads > 0, "the workload read no {file}");
-        for (t, total) in ["t1", "t2"].iter().zip(&totals) {
-            let r = &total["by_reader"][&reader];
-            eprintln!("vm: {name}: {t}: {reader}: {r} ({reads} reads)");
+    let (stress, both) = readers_run(dir, name)?;
+    for reader in ProcReader::ALL.map(ProcReader::name) {
+        let reads = named(&stress.proc_reads, reader);
+        ensure!(reads > 0, "the workload read nothing {reader} serves");
+        for Tracer { name: t, total, .. } in &both {
+            let r = reader_of(total, reader)?;
+            eprintln!("vm: {name}: {t}: {reader}: {r:?} ({reads} reads)");
             ensure!(
-                count(r, "lock_waits") == reads
-                    && count(&r["by_outcome"], "locked") == reads
-                    && count(r, "calls") == reads,
-                "{t}: {reader} {r} vs {reads} reads, each one lock wait"
+                r.lock_waits == reads
+                    && named(&r.by_outcome, Outcome::Locked.name()) == reads
+                    && r.calls == reads,
+                "{t}: {reader} {r:?} vs {reads} reads, each one lock wait"
             );
         }
     }
-    others_by_site(dir, name, &stress, &totals)
+    others_by_site(name, &stress, &both)
 }
 
 /// The workload's opens of /proc/PID/environ each waited on the target's exec_update_lock
 /// in mm_access(), a reader the series leaves alone: counted as `other`, and in kprobe
 /// mode under the function that called down_read_killable().
-fn others_by_site(
-    dir: &Path,
-    name: &str,
-    stress: &Value,
-    totals: &[Value; 2],
-) -> anyhow::Result<()> {
-    let opens = count(&stress["proc_reads"], "environ");
-    ensure!(opens > 0, "the workload opened no environ");
-    for (t, total) in ["t1", "t2"].iter().zip(totals) {
-        let plan = plan_of(dir, &format!("{name}.{t}.json"))?;
-        let readers = total["by_reader"].as_object().context("no by_reader")?;
-        let other = count(&readers["other"], "lock_waits");
-        let sites: BTreeMap<&String, u64> = readers
+fn others_by_site(name: &str, stress: &StressReport, both: &[Tracer]) -> anyhow::Result<()> {
+    let opens = named(&stress.proc_reads, ENVIRON);
+    ensure!(opens > 0, "the workload opened no {ENVIRON}");
+    let site = format!("{OTHER_READER}:");
+    for Tracer {
+        name: t,
+        plan,
+        total,
+    } in both
+    {
+        let other = reader_of(total, OTHER_READER)?.lock_waits;
+        let sites: BTreeMap<&String, u64> = total
+            .by_reader
             .iter()
-            .filter(|(k, _)| k.starts_with("other:"))
-            .map(|(k, v)| (k, count(v, "lock_waits")))
+            .flatten()
+            .filter(|(k, _)| k.starts_with(&site))
+            .map(|(k, v)| (k, v.lock_waits))
             .collect();
         eprintln!(
             "vm: {name}: {t}: other lock waits {other} of {opens} environ opens, sites {sites:?}"
@@ -896,16 +944,16 @@ fn others_by_site(
             "{t}: other waited {other} times, environ was opened {opens}"
         );
         let placed: u64 = sites.values().sum();
-        if plan["mode"] == "kprobe" {
+        if plan.mode == AttachMode::Kprobe {
             ensure!(
-                placed == opens && total.get("others_unplaced").is_none(),
+                placed == opens && total.others_unplaced == 0,
                 "{t}: {placed} of {opens} waits under a call site: {sites:?}"
             );
         } else {
             ensure!(
-                count(total, "others_unplaced") == opens,
+                total.others_unplaced == opens,
                 "{t}: {} unplaced of {opens}",
-                total["others_unplaced"]
+                total.others_unplaced
             );
         }
     }
@@ -914,60 +962,57 @@ fn others_by_site(
 
 /// The eBPF side's diagnostic for the workload's first call came out on stderr.
 fn bpf_log_reaches_the_terminal(dir: &Path) -> anyhow::Result<()> {
-    let stress = read_json(dir, "bpflog.stress.json")?;
-    let err = std::fs::read_to_string(dir.join("bpflog.err")).context("reading bpflog.err")?;
-    let want = format!("of tgid {} makes its first traced kcmp call", stress["pid"]);
+    let stress = stress_of(dir, RUN_BPF_LOG)?;
+    let file = format!("{RUN_BPF_LOG}.err");
+    let err =
+        std::fs::read_to_string(dir.join(&file)).with_context(|| format!("reading {file}"))?;
+    let want = format!("of tgid {} makes its first traced kcmp call", stress.pid);
     ensure!(err.contains(&want), "no {want:?} in:\n{err}");
     Ok(())
 }
 
 /// Events of retries and busy fallbacks name the exec'ing writer, and it is one of the racers.
 fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
-    let stress = read_json(dir, "writers.stress.json")?;
-    let racers: Vec<u64> = stress["racer_pids"]
-        .as_array()
-        .context("racer_pids")?
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    let text = std::fs::read_to_string(dir.join("writers.events.json"))?;
-    let events: Vec<Value> = text
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .context("parsing the NDJSON events")?;
-    let err = std::fs::read_to_string(dir.join("writers.events.err"))?;
-    let summary: Value = err
-        .lines()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .context("no events summary")?;
-    let dropped = count(&summary, "events_dropped");
-    let missing = count(&summary["incomplete"], "calls");
-    let calls = count(&stress, "calls");
+    let stress = stress_of(dir, RUN_WRITERS)?;
+    let (out, err) = (
+        format!("{RUN_WRITERS}.events.json"),
+        format!("{RUN_WRITERS}.events.err"),
+    );
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))
+    };
+    let events: Vec<EventRecord<'static>> = output::lines(&read(&out)?, &out)?;
+    let summary = output::events_summary(&read(&err)?, &err)?;
+    let (dropped, missing, calls) = (
+        summary.events_dropped,
+        summary.incomplete.calls,
+        stress.calls,
+    );
     ensure!(
         events.len() as u64 + dropped <= calls && events.len() as u64 + dropped + missing >= calls,
         "{} events + {dropped} dropped (+ up to {missing} missing) != {calls} calls",
         events.len(),
     );
-    let slow: Vec<&Value> = events
+    let slow: Vec<&EventRecord> = events
         .iter()
-        .filter(|e| e["outcome"] == "retry" || e["outcome"] == "busy")
+        .filter(|e| e.outcome == Outcome::Retry.name() || e.outcome == Outcome::Busy.name())
         .collect();
-    let named: Vec<u64> = slow
-        .iter()
-        .filter_map(|e| e["writer_tgid"].as_u64())
-        .collect();
+    let writers: Vec<u32> = slow.iter().filter_map(|e| e.writer_tgid).collect();
     eprintln!(
         "vm: writers: {} events, {} retry/busy, {} name their writer",
         events.len(),
         slow.len(),
-        named.len()
+        writers.len()
     );
     ensure!(!slow.is_empty(), "no retry or busy events");
-    ensure!(!named.is_empty(), "no retry/busy event names a writer");
+    ensure!(!writers.is_empty(), "no retry/busy event names a writer");
     ensure!(
-        named.iter().all(|w| racers.contains(w)),
-        "writers {named:?} not among the racers {racers:?}"
+        writers.iter().all(|&w| stress
+            .racer_pids
+            .iter()
+            .any(|&r| i64::from(r) == i64::from(w))),
+        "writers {writers:?} not among the racers {:?}",
+        stress.racer_pids
     );
     Ok(())
 }
@@ -975,36 +1020,34 @@ fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
 /// The crowd run: the forced fentry tracer saw the kernel skip runs and says by how much;
 /// both tracers stay honest.
 fn skipped_runs_are_reported(dir: &Path, suite: Suite) -> anyhow::Result<()> {
-    let rounds = std::fs::read_to_string(dir.join("crowd.rounds")).unwrap_or_default();
-    let fentry = total_of(dir, "crowd.t1.json")?;
-    let missed: u64 = fentry["missed_runs"]
-        .as_object()
-        .context("missed_runs")?
-        .values()
-        .filter_map(Value::as_u64)
-        .sum();
+    let rounds =
+        std::fs::read_to_string(dir.join(format!("{RUN_CROWD}.rounds"))).unwrap_or_default();
+    let fentry = total_of(dir, &format!("{RUN_CROWD}.{}.json", TRACERS[0]))?;
+    let missed: u64 = fentry.missed_runs.values().sum();
     eprintln!(
-        "vm: crowd: fentry tracer: {missed} skipped runs {} after {} round(s); incomplete {}",
-        fentry["missed_runs"],
+        "vm: crowd: fentry tracer: {missed} skipped runs {:?} after {} round(s); incomplete {:?}",
+        fentry.missed_runs,
         rounds.trim(),
-        fentry["incomplete"]
+        fentry.incomplete
     );
     ensure!(
         missed > 0,
         "no skipped run in {CROWD_ROUNDS} rounds: nothing was provoked"
     );
     ensure!(
-        fentry["exact"] == false,
+        !fentry.exact,
         "skipped runs, yet the report claims to be exact"
     );
     match suite {
-        Suite::Fastpath => run_matches_oracle(dir, "crowd", false, &|_| false),
-        Suite::Stock | Suite::StockSmoke => run_all_locked(dir, "crowd", &|_| false),
+        Suite::Fastpath => run_matches_oracle(dir, RUN_CROWD, false, &|_| false),
+        Suite::Stock | Suite::StockSmoke => run_all_locked(dir, RUN_CROWD, &|_| false),
     }
 }
 
+/// `doctor --json` (its own shape, not a published format: each key is held to a value,
+/// so a missing one fails), and the plan in it, read as the plan's type.
 fn doctor_matches(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
-    let d = read_json(dir, "doctor.json")?;
+    let d: Value = output::read(dir, "doctor.json")?;
     let arch = guest.kernel.arch.tracer_arch();
     ensure!(
         d["arch"] == arch.name(),
@@ -1041,34 +1084,38 @@ fn doctor_matches(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
         d["preemption"],
         guest.model
     );
-    let plan = &d["plan"]["Ok"];
-    // Each skipped hook is said once (an entry and a return hook share the verdict).
-    let skipped: Vec<&Value> = plan["skipped"]
-        .as_array()
-        .map(|s| s.iter().map(|pair| &pair[0]).collect())
-        .unwrap_or_default();
-    let mut unique = skipped.clone();
-    unique.sort_by_key(|v| v.to_string());
-    unique.dedup();
-    ensure!(unique.len() == skipped.len(), "skipped twice: {skipped:?}");
     ensure!(
         d["syscall_tracepoints_faultable"] == guest.faultable_tracepoints(),
         "syscall tracepoints faultable: {} (want {})",
         d["syscall_tracepoints_faultable"],
         guest.faultable_tracepoints()
     );
-    let strategy = if series { "direct" } else { "stock" };
-    let mode = if guest.preemptible() {
-        "kprobe"
+    let plan: Result<Plan, String> =
+        serde_json::from_value(d["plan"].clone()).context("parsing doctor's plan")?;
+    let plan = plan.map_err(|why| anyhow::anyhow!("doctor found no plan: {why}"))?;
+    // Each skipped hook is said once (an entry and a return hook share the verdict).
+    let skipped: Vec<&String> = plan.skipped.iter().map(|(hook, _)| hook).collect();
+    let mut unique = skipped.clone();
+    unique.sort();
+    unique.dedup();
+    ensure!(unique.len() == skipped.len(), "skipped twice: {skipped:?}");
+    let strategy = if series {
+        Strategy::Direct
     } else {
-        "fentry"
+        Strategy::Stock
+    };
+    let mode = if guest.preemptible() {
+        AttachMode::Kprobe
+    } else {
+        AttachMode::Fentry
     };
     ensure!(
-        plan["strategy"] == strategy && plan["mode"] == mode,
-        "plan {} + {} (want {mode} + {strategy}): {}",
-        plan["mode"],
-        plan["strategy"],
-        plan["why"]
+        plan.strategy == strategy && plan.mode == mode,
+        "plan {} (want {}/{}): {}",
+        plan.attach(),
+        mode.name(),
+        strategy.name(),
+        plan.why
     );
     // Nothing every process calls is hooked, but on PREEMPT_RT, where down_read_killable()
     // times the waits (rwbase_rt fires contention_end preemptible).
@@ -1077,37 +1124,33 @@ fn doctor_matches(dir: &Path, guest: &Guest) -> anyhow::Result<()> {
         "down_read_killable_nested",
         "ptrace_may_access",
     ];
-    let taxing: Vec<&Value> = plan["hooks"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter(|h| everyones.iter().any(|f| h["target"] == *f))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (waits, taxed) = if guest.model == "rt" {
-        ("probes", true)
+    let taxing: Vec<&str> = plan
+        .hooks
+        .iter()
+        .map(|h| h.target.as_str())
+        .filter(|target| everyones.contains(target))
+        .collect();
+    let (waits, taxed) = if guest.model == Model::Rt.name() {
+        (LockWaits::Probes, true)
     } else {
-        ("contention", false)
+        (LockWaits::Contention, false)
     };
     ensure!(
-        plan["lock_waits"] == waits && taxing.is_empty() != taxed,
-        "lock waits {} (want {waits}), hooks on every process's functions: {taxing:?}",
-        plan["lock_waits"]
+        plan.lock_waits == Some(waits) && taxing.is_empty() != taxed,
+        "lock waits {:?} (want {waits:?}), hooks on every process's functions: {taxing:?}",
+        plan.lock_waits
     );
     // Kprobe mode measures the syscall at its tracepoints only where they see every call.
-    if mode == "kprobe" {
+    if mode == AttachMode::Kprobe {
         let exit = if guest.tracepoints_skippable() {
-            "kcmp_kretprobe"
+            programs::KCMP_RETURN.kprobe
         } else {
-            "kcmp_tp_exit"
+            programs::KCMP_TP_EXIT
         };
         ensure!(
-            plan["hooks"]
-                .as_array()
-                .is_some_and(|h| h.iter().any(|h| h["program"] == exit)),
-            "kcmp's exit is not {exit}: {}",
-            plan["hooks"]
+            plan.hooks.iter().any(|h| h.program == exit),
+            "kcmp's exit is not {exit}: {:?}",
+            plan.hooks
         );
     }
     Ok(())
@@ -1167,22 +1210,22 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
             checks.check(
                 &test("calm_calls_all_fast"),
                 (|| {
-                    run_matches_oracle(dir, "calm", false, strict)?;
-                    let o = oracle(dir, "calm")?;
+                    run_matches_oracle(dir, RUN_CALM, false, strict)?;
+                    let o = oracle(dir, RUN_CALM)?;
                     ensure!(o.fast == 20000, "oracle {o:?}");
                     Ok(())
                 })(),
             );
-            for run in ["race_fentry", "race_kprobe", "race_default"] {
+            for run in [RUN_RACE_FENTRY, RUN_RACE_KPROBE, RUN_RACE_DEFAULT] {
                 checks.check(
                     &test(&format!("{run}_direct_and_infer_equal_oracle")),
                     run_matches_oracle(dir, run, true, strict),
                 );
             }
-            for run in ["errors_fentry", "errors_kprobe"] {
+            for run in [RUN_ERRORS_FENTRY, RUN_ERRORS_KPROBE] {
                 checks.check(
                     &test(&format!("{run}_land_right")),
-                    errors_land_right(dir, run, "fast", strict)
+                    errors_land_right(dir, run, Outcome::Fast, strict)
                         .and_then(|()| run_matches_oracle(dir, run, false, strict)),
                 );
             }
@@ -1191,7 +1234,7 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                 events_name_the_writers(dir),
             );
             if guest.landlock_tsync() {
-                for run in ["readers_exec", "readers_tsync"] {
+                for run in [RUN_READERS_EXEC, RUN_READERS_TSYNC] {
                     checks.check(
                         &test(&format!("{run}_each_reader_equals_its_oracle")),
                         readers_match_oracle(dir, run, strict),
@@ -1204,7 +1247,7 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
             );
         }
         Suite::StockSmoke => {
-            for run in ["race_fentry", "race_kprobe"] {
+            for run in [RUN_RACE_FENTRY, RUN_RACE_KPROBE] {
                 checks.check(
                     &test(&format!("{run}_every_call_locked")),
                     run_all_locked(dir, run, strict),
@@ -1212,13 +1255,13 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
             }
         }
         Suite::Stock => {
-            for run in ["errors_fentry", "errors_kprobe"] {
+            for run in [RUN_ERRORS_FENTRY, RUN_ERRORS_KPROBE] {
                 checks.check(
                     &test(&format!("{run}_land_right")),
-                    errors_land_right(dir, run, "locked", strict),
+                    errors_land_right(dir, run, Outcome::Locked, strict),
                 );
             }
-            for run in ["race_fentry", "race_kprobe", "race_default"] {
+            for run in [RUN_RACE_FENTRY, RUN_RACE_KPROBE, RUN_RACE_DEFAULT] {
                 checks.check(
                     &test(&format!("{run}_every_call_locked")),
                     run_all_locked(dir, run, strict),
@@ -1227,7 +1270,7 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
             if guest.landlock_tsync() {
                 checks.check(
                     &test("readers_lock_once_per_read"),
-                    readers_all_locked(dir, "readers_stock", strict),
+                    readers_all_locked(dir, RUN_READERS_STOCK, strict),
                 );
             }
         }
@@ -1236,9 +1279,9 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
         &test("default_plan_exact"),
         match guest.suite() {
             Suite::StockSmoke => Ok(()),
-            _ => exact_report(dir, "race_default", "t1"),
+            _ => exact_report(dir, RUN_RACE_DEFAULT, TRACERS[0]),
         }
-        .and_then(|()| exact_report(dir, "boundary", "t2")),
+        .and_then(|()| exact_report(dir, RUN_BOUNDARY, TRACERS[1])),
     );
     checks.check(
         &test("boundary_counts_exactly"),
@@ -1248,11 +1291,11 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
         checks.check(
             &test("race_tsync_paths_and_sections"),
             match guest.suite() {
-                Suite::Fastpath => run_matches_oracle(dir, "race_tsync", true, strict),
-                Suite::Stock | Suite::StockSmoke => run_all_locked(dir, "race_tsync", strict),
+                Suite::Fastpath => run_matches_oracle(dir, RUN_RACE_TSYNC, true, strict),
+                Suite::Stock | Suite::StockSmoke => run_all_locked(dir, RUN_RACE_TSYNC, strict),
             }
-            .and_then(|()| exact_report(dir, "race_tsync", "t1"))
-            .and_then(|()| tsync_sections_counted(dir, "race_tsync")),
+            .and_then(|()| exact_report(dir, RUN_RACE_TSYNC, TRACERS[0]))
+            .and_then(|()| tsync_sections_counted(dir, RUN_RACE_TSYNC)),
         );
     }
     if guest.crowd() == Some(Crowd::ProvokeSkips) {
@@ -1269,17 +1312,17 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
         checks.check(
             &test("crowd_default_exact"),
             (match guest.suite() {
-                Suite::Fastpath => run_matches_oracle(dir, "crowd_default", false, &|_| false),
+                Suite::Fastpath => run_matches_oracle(dir, RUN_CROWD_DEFAULT, false, &|_| false),
                 Suite::Stock | Suite::StockSmoke => {
-                    run_all_locked(dir, "crowd_default", &|_| false)
+                    run_all_locked(dir, RUN_CROWD_DEFAULT, &|_| false)
                 }
             })
-            .and_then(|()| exact_report(dir, "crowd_default", "t1"))
+            .and_then(|()| exact_report(dir, RUN_CROWD_DEFAULT, TRACERS[0]))
             .and_then(|()| {
                 if guest.tracepoints_skippable() {
                     Ok(())
                 } else {
-                    exact_report(dir, "crowd_default", "t2")
+                    exact_report(dir, RUN_CROWD_DEFAULT, TRACERS[1])
                 }
             }),
         );
@@ -1310,56 +1353,56 @@ fn compare_counts_every_call() -> anyhow::Result<()> {
         readers: true,
         out: out.clone(),
     })?;
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&done.report_json)?)?;
-    for (side, dir) in [("a", &done.stock), ("b", &done.fastpath)] {
-        let stress = read_json(dir, "workload.out")?;
-        let total = &report[side]["total"];
+    let text = std::fs::read_to_string(&done.report_json).context("reading report.json")?;
+    let report: Comparison = output::parse(&text, "report.json")?;
+    let sides = [
+        ("a", &report.a.total.report, &done.stock),
+        ("b", &report.b.total.report, &done.fastpath),
+    ];
+    for (side, total, dir) in sides {
+        let stress: StressReport = output::read(dir, "workload.out")?;
         ensure!(
-            stress["calls"] == 30000,
+            stress.calls == 30000,
             "{side}: the workload made {}",
-            stress["calls"]
+            stress.calls
         );
         ensure!(
-            total["calls"] == stress["calls"] && total["exact"] == true,
+            total.calls == stress.calls && total.exact,
             "{side}: {} calls of the workload's {}, exact {}",
-            total["calls"],
-            stress["calls"],
-            total["exact"]
+            total.calls,
+            stress.calls,
+            total.exact
         );
-    }
-    let (stock, fastpath) = (&report["a"]["total"], &report["b"]["total"]);
-    let only_locked = serde_json::json!({ "locked": 30000 });
-    ensure!(
-        stock["by_outcome"] == only_locked,
-        "stock: {}",
-        stock["by_outcome"]
-    );
-    let fast = outcome(fastpath, "fast");
-    let paths = fast + outcome(fastpath, "retry") + outcome(fastpath, "busy");
-    ensure!(
-        fast > 0 && paths == 30000,
-        "fast path: {}",
-        fastpath["by_outcome"]
-    );
-    // The /proc readers side by side: every read waited on stock, and took a path on the
-    // fast path; the comparison has their rows.
-    for (side, dir) in [("a", &done.stock), ("b", &done.fastpath)] {
-        let reads = &read_json(dir, "workload.out")?["proc_reads"];
-        for file in PROC_READERS {
-            let reader = format!("proc_{file}");
-            let n = count(reads, &reader);
-            let r = &report[side]["total"]["by_reader"][&reader];
-            let waits = count(r, "lock_waits");
+        // The /proc readers side by side: every read waited on stock, and took a path on
+        // the fast path.
+        for reader in ProcReader::ALL.map(ProcReader::name) {
+            let n = named(&stress.proc_reads, reader);
+            let r = reader_of(total, reader)?;
             ensure!(
-                n > 0 && count(r, "calls") == n && (side == "b" || waits == n),
-                "{side}: {reader} {r} of {n} reads"
+                n > 0 && r.calls == n && (side == "b" || r.lock_waits == n),
+                "{side}: {reader} {r:?} of {n} reads"
             );
         }
     }
-    let rows = report["rows"].as_array().context("no compare rows")?;
+    let (stock, fastpath) = (&report.a.total.report, &report.b.total.report);
     ensure!(
-        rows.iter()
-            .any(|r| r["metric"] == "reader proc_wchan lock waits"),
+        stock.by_outcome == Counts::from([(Outcome::Locked.name().to_owned(), 30000)]),
+        "stock: {:?}",
+        stock.by_outcome
+    );
+    let fast = outcome(fastpath, Outcome::Fast);
+    let paths = fast + outcome(fastpath, Outcome::Retry) + outcome(fastpath, Outcome::Busy);
+    ensure!(
+        fast > 0 && paths == 30000,
+        "fast path: {:?}",
+        fastpath.by_outcome
+    );
+    // The comparison has the readers' rows.
+    ensure!(
+        report
+            .rows
+            .iter()
+            .any(|r| r.metric == "reader proc_wchan lock waits"),
         "no per-reader rows in the comparison"
     );
     let page = std::fs::read_to_string(out.join("index.html"))?;
@@ -1408,6 +1451,7 @@ pub fn guests(full: bool) -> Vec<String> {
         .filter(|g| full || !g.full_only)
         .map(Guest::name)
         .chain(deployed::guests().iter().map(deployed::Guest::name))
+        .chain(criu::guests().iter().map(criu::Guest::name))
         .chain([COMPARE_NAME.to_owned()])
         .collect()
 }
@@ -1419,11 +1463,19 @@ fn deployments(only: Option<&str>) -> impl Iterator<Item = deployed::Guest> {
         .filter(move |g| only.is_none_or(|o| g.name().contains(o)))
 }
 
+/// The CRIU guests `run` boots with `only`.
+fn criu_guests(only: Option<&str>) -> impl Iterator<Item = criu::Guest> {
+    criu::guests()
+        .into_iter()
+        .filter(move |g| only.is_none_or(|o| g.name().contains(o)))
+}
+
 /// The architectures of the guests `run` boots with these arguments.
 pub fn arches(full: bool, only: Option<&str>) -> Vec<Target> {
     let mut arches: Vec<Target> = selected(full, only)
         .map(|g| g.kernel.arch)
         .chain(deployments(only).map(|_| deployed::ARCH))
+        .chain(criu_guests(only).map(|_| criu::ARCH))
         .collect();
     arches.sort_by_key(|a| a.name());
     arches.dedup();
@@ -1450,6 +1502,8 @@ pub fn run(full: bool, only: Option<&str>) -> (usize, Vec<String>) {
     }
     let deployments: Vec<deployed::Guest> = deployments(only).collect();
     deployed::run(&deployments, &mut |name, result| checks.check(name, result));
+    let criu_guests: Vec<criu::Guest> = criu_guests(only).collect();
+    criu::run(&criu_guests, &mut |name, result| checks.check(name, result));
     if only.is_none_or(|o| COMPARE_NAME.contains(o)) {
         checks.check(
             &format!("{COMPARE_NAME}_stock_locked_fastpath_fast"),
@@ -1460,4 +1514,64 @@ pub fn run(full: bool, only: Option<&str>) -> (usize, Vec<String>) {
         checks.check("runner_reports_a_hang", a_hang_is_reported());
     }
     (checks.passed, checks.failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `watch --json` beside `stress` and stress's own report, captured on this project's
+    /// host (the syscall tracepoints only): what a guest leaves for a tracer of a run.
+    const WATCHED: &str = include_str!("testdata/watch.json");
+    const STRESS: &str = include_str!("testdata/stress.json");
+
+    /// A results directory of one boundary run, both tracers' output being `watched`.
+    fn results(name: &str, watched: &str, stress: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-vmtest-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("results dir");
+        std::fs::write(dir.join(format!("{RUN_BOUNDARY}.stress.json")), stress).expect("write");
+        for t in TRACERS {
+            std::fs::write(dir.join(format!("{RUN_BOUNDARY}.{t}.json")), watched).expect("write");
+        }
+        dir
+    }
+
+    fn failure(check: anyhow::Result<()>) -> String {
+        format!("{:#}", check.expect_err("the check must fail"))
+    }
+
+    #[test]
+    fn checks_read_captured_runs_and_fail_on_a_renamed_key() {
+        let dir = results("captured", WATCHED, STRESS);
+        let strict: Strict = &|_| true;
+        exact_report(&dir, RUN_BOUNDARY, TRACERS[0]).expect("the captured run is exact");
+        run_all_locked(&dir, RUN_BOUNDARY, strict).expect("every call counted, all unknown");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // Renamed in the tracer's output only: the key the check reads is missing.
+        let dir = results(
+            "renamed",
+            &WATCHED.replace("\"exact\":", "\"exactly\":"),
+            STRESS,
+        );
+        let err = failure(exact_report(&dir, RUN_BOUNDARY, TRACERS[0]));
+        assert!(
+            err.contains("boundary.t1.json") && err.contains("missing field `exact`"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+
+        // And in the workload's: no 0 calls to hold the tracer to.
+        let dir = results(
+            "renamed-stress",
+            WATCHED,
+            &STRESS.replace("\"calls\":", "\"made\":"),
+        );
+        let err = failure(run_all_locked(&dir, RUN_BOUNDARY, strict));
+        assert!(
+            err.contains("boundary.stress.json") && err.contains("missing field `calls`"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     cli::DoctorArgs,
     config::TraceConfig,
+    hook_cost::{self, HookCosts},
     loader::Tracer,
     plan::Plan,
     probe::{Capabilities, privilege::Privilege},
@@ -25,6 +26,10 @@ struct Doctor {
     direct_comm: Result<u32, String>,
     /// The plan `watch` would use, or why none works.
     plan: Result<Plan, String>,
+    /// With `--cost`: what each of the plan's hooks ran and took per run over a workload
+    /// that makes them all fire, or why that could not be measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<Result<HookCosts, String>>,
     /// kcmp-trace programs loaded on this system now (a running daemon, another watch).
     loaded: Vec<LoadedProgram>,
     /// Map reads can run at SCHED_FIFO 1, so a reader preempted mid-read cannot make the
@@ -79,10 +84,28 @@ fn loaded_programs() -> anyhow::Result<Vec<LoadedProgram>> {
     Ok(loaded)
 }
 
-fn try_plan(caps: &Capabilities) -> Result<Plan, String> {
-    Tracer::start_with(&TraceConfig::default(), caps)
-        .map(|t| t.plan.clone())
-        .map_err(|e| crate::error::one_line(&e))
+/// The plan `watch` would attach, attached and detached again; with `cost`, what its hooks
+/// cost while it is attached.
+fn try_plan(
+    caps: &Capabilities,
+    cost: bool,
+) -> (Result<Plan, String>, Option<Result<HookCosts, String>>) {
+    let one_line = |e: anyhow::Error| crate::error::one_line(&e);
+    match Tracer::start_with(&TraceConfig::default(), caps) {
+        Ok(tracer) => (
+            Ok(tracer.plan.clone()),
+            cost.then(|| {
+                hook_cost::measure(&tracer, hook_cost::Workload::DOCTOR).map_err(one_line)
+            }),
+        ),
+        Err(e) => {
+            let why = one_line(e);
+            (
+                Err(why.clone()),
+                cost.then(|| Err(format!("no plan: {why}"))),
+            )
+        }
+    }
 }
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
@@ -93,13 +116,14 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         crate::plan::checks::fentry_attaches(&capabilities).map_err(|e| crate::error::one_line(&e));
     let direct_comm =
         crate::plan::checks::direct_comm(&capabilities).map_err(|e| crate::error::one_line(&e));
-    let plan = try_plan(&capabilities);
+    let (plan, cost) = try_plan(&capabilities, args.cost);
     let doctor = Doctor {
         capabilities,
         privilege: Privilege::read(),
         fentry,
         direct_comm,
         plan,
+        cost,
         loaded,
         unpreempted_reads: crate::unpreempted::unpreempted_reads_possible(),
     };
@@ -157,13 +181,8 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         Err(why) => println!("comm read         bpf_get_current_comm() ({why})"),
     }
     match &c.tracefs {
-        Some(path) => println!("tracefs           {}", path.display()),
-        None => println!(
-            "tracefs           no ({})",
-            crate::probe::ensure_tracefs()
-                .err()
-                .map_or("not found".into(), |e| e.to_string())
-        ),
+        Ok(path) => println!("tracefs           {}", path.display()),
+        Err(why) => println!("tracefs           no ({why})"),
     }
     println!("kcmp tracepoints  {}", yes(c.kcmp_tracepoints));
     println!(
@@ -175,15 +194,16 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             "with preemption off (no trace_call_bpf_faultable in kallsyms)"
         }
     );
-    println!(
-        "kretprobes        {} instances each{}",
-        c.kretprobe_instances,
-        if crate::probe::kprobe_events_available() {
-            " (defined in tracefs kprobe_events)"
-        } else {
-            " (the kernel's default for perf kprobes)"
-        }
-    );
+    match &c.kretprobe_instances_limited {
+        None => println!(
+            "kretprobes        {} instances each (defined in tracefs kprobe_events)",
+            c.kretprobe_instances
+        ),
+        Some(why) => println!(
+            "kretprobes        {} instances each, the kernel's default for perf kprobes ({why})",
+            c.kretprobe_instances
+        ),
+    }
     println!("kprobes           {}", yes(c.kprobes));
     println!("preemption        {}", c.preemption.describe());
     println!(
@@ -239,6 +259,16 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             }
         }
         Err(why) => println!("plan              none: {why}"),
+    }
+    match &doctor.cost {
+        Some(Ok(costs)) => {
+            println!("cost");
+            for line in costs.describe() {
+                println!("  {line}");
+            }
+        }
+        Some(Err(why)) => println!("cost              not measured: {why}"),
+        None => {}
     }
     if doctor.loaded.is_empty() {
         println!("loaded            no kcmp-trace programs loaded by other processes");

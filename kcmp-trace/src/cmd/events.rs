@@ -3,14 +3,20 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use kcmp_trace_common::{event::Event, maps::misc};
+use kcmp_trace_common::{
+    event::Event,
+    json::{
+        event::EventsSummary,
+        report::{Missed, Report, missed_since},
+    },
+    maps::misc,
+};
 
 use crate::{
     cli::EventsArgs,
     config::TraceConfig,
-    event_stream::{EventReader, Unflushed},
+    event_stream::{EventReader, EventSink},
     loader::Tracer,
-    report::{Missed, Report, missed_since},
     sinks::{
         event::{EventRecord, TEXT_HEADER, text_line},
         table,
@@ -46,54 +52,57 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         writeln!(out, "{TEXT_HEADER}")?;
         out.flush()?;
     }
-    let mut delivered = 0u64;
     let mut reported_drops = 0u64;
     let mut reported_misses = Vec::new();
     let started = std::time::Instant::now();
-    let limit = args.count.unwrap_or(u64::MAX);
+    let mut shown = Shown {
+        out: &mut out,
+        json: args.json,
+        delivered: 0,
+        limit: args.count.unwrap_or(u64::MAX),
+    };
 
-    let result: anyhow::Result<Unflushed> = rt.block_on(async {
-        let mut ring = EventReader::new(ring)?;
+    let drained = rt.block_on(async {
+        let reader = EventReader::new(ring)?;
         let until_deadline = crate::lifecycle::deadline(args.duration);
-        tokio::pin!(until_deadline);
-        let mut drop_check = tokio::time::interval(std::time::Duration::from_secs(1));
-        let mut stopping = false;
-        loop {
+        let stop = async {
             tokio::select! {
-                ready = ring.ready(), if !stopping => {
-                    ready?;
-                    ring.drain(limit - delivered, |e| show(&mut out, args.json, &mut delivered, limit, e))?;
-                    out.flush()?;
-                }
-                _ = drop_check.tick() => {
-                    let dropped = tracer.counters()?.misc[misc::EVENTS_DROPPED];
-                    if dropped > reported_drops {
-                        eprintln!("kcmp-trace: {} events dropped (ring buffer full)", dropped - reported_drops);
-                        reported_drops = dropped;
-                    }
-                    let hooks = tracer.hook_counters()?;
-                    let missed = missed_since(&hooks, &reported_misses);
-                    if missed.iter().any(|m| m.runs != 0) {
-                        eprintln!(
-                            "kcmp-trace: the kernel skipped program runs ({}): calls may be missing",
-                            missed_list(&missed)
-                        );
-                        reported_misses = hooks;
-                    }
-                }
-                _ = &mut until_deadline => stopping = true,
-                _ = shutdown.wait() => stopping = true,
+                _ = until_deadline => {}
+                _ = shutdown.wait() => {}
             }
-            if stopping || delivered >= limit {
-                // Whatever the kernel already wrote or staged is still ours to show.
-                let left = ring.flush_all()?;
-                ring.drain(limit - delivered, |e| show(&mut out, args.json, &mut delivered, limit, e))?;
-                return Ok(left);
+        };
+        let drain = reader.run(&mut shown, stop);
+        let incompleteness_check = async {
+            let mut every_second = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every_second.tick().await;
+                let dropped = tracer.counters()?.misc[misc::EVENTS_DROPPED];
+                if dropped > reported_drops {
+                    eprintln!(
+                        "kcmp-trace: {} events dropped (ring buffer full)",
+                        dropped - reported_drops
+                    );
+                    reported_drops = dropped;
+                }
+                let hooks = tracer.hook_counters()?;
+                let missed = missed_since(&hooks, &reported_misses);
+                if missed.iter().any(|m| m.runs != 0) {
+                    eprintln!(
+                        "kcmp-trace: the kernel skipped program runs ({}): calls may be missing",
+                        missed_list(&missed)
+                    );
+                    reported_misses = hooks;
+                }
             }
+        };
+        tokio::select! {
+            drained = drain => drained,
+            failed = incompleteness_check => failed,
         }
     });
+    let delivered = shown.delivered;
     out.flush()?;
-    let unflushed = result?;
+    let unflushed = drained?.unflushed;
     let counters = tracer.counters()?;
     let hooks = tracer.hook_counters()?;
     drop(tracer);
@@ -106,20 +115,18 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     );
     let dropped = summary.events_dropped;
     if args.json {
-        eprintln!(
-            "{}",
-            serde_json::json!({
-                "events_delivered": delivered,
-                "events_dropped": dropped,
-                "events_unflushed": unflushed.total(),
-                "calls": summary.calls,
-                "unpaired_exits": summary.unpaired_exits,
-                "lost_exits": summary.lost_exits,
-                "missed_runs": summary.missed_runs,
-                "incomplete": summary.incomplete,
-                "exact": summary.exact,
-            })
-        );
+        let line = EventsSummary {
+            events_delivered: delivered,
+            events_dropped: dropped,
+            events_unflushed: unflushed.total(),
+            calls: summary.calls,
+            unpaired_exits: summary.unpaired_exits,
+            lost_exits: summary.lost_exits,
+            missed_runs: summary.missed_runs,
+            incomplete: summary.incomplete,
+            exact: summary.exact,
+        };
+        eprintln!("{}", serde_json::to_string(&line)?);
     } else {
         eprintln!("kcmp-trace: {delivered} events delivered, {dropped} dropped");
         crate::cmd::warn_unflushed(&unflushed);
@@ -156,20 +163,32 @@ fn missed_list(missed: &[Missed]) -> String {
     }
 }
 
-/// Writes one event while fewer than `limit` were: the stream hands over whole records, and
-/// events past the limit are not shown.
-fn show(
-    out: &mut impl std::io::Write,
+/// `events`' sink: writes each event while fewer than `limit` were. The reader hands over
+/// whole records, and events past the limit are not shown.
+struct Shown<'a, W: std::io::Write> {
+    out: &'a mut W,
     json: bool,
-    delivered: &mut u64,
+    delivered: u64,
     limit: u64,
-    event: &Event,
-) -> anyhow::Result<()> {
-    if *delivered < limit {
-        write_event(out, json, &EventRecord::from(event))?;
-        *delivered += 1;
+}
+
+impl<W: std::io::Write> EventSink for Shown<'_, W> {
+    fn take(&mut self, event: &Event) -> anyhow::Result<()> {
+        if self.delivered < self.limit {
+            write_event(self.out, self.json, &EventRecord::from(event))?;
+            self.delivered += 1;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn batch_end(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn wants(&self) -> u64 {
+        self.limit - self.delivered
+    }
 }
 
 fn write_event(

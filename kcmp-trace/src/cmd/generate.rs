@@ -1,9 +1,11 @@
 //! `kcmp-trace generate`: man pages and shell completions from the clap definitions, so
-//! packages ship documentation that matches the binary.
+//! packages ship documentation that matches the binary; the JSON output's schemas from the
+//! types that write it.
 
 use anyhow::Context as _;
 use clap::CommandFactory as _;
 use clap_complete::Shell;
+use kcmp_trace_common::json::schema::FORMATS;
 
 use crate::cli::{Cli, GenerateArgs, Generated};
 
@@ -19,6 +21,13 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 clap_complete::generate_to(shell, &mut cli, "kcmp-trace", &args.dir).with_context(
                     || format!("writing {shell} completions to {}", args.dir.display()),
                 )?;
+            }
+        }
+        Generated::Schemas => {
+            for format in &FORMATS {
+                let path = args.dir.join(format.file);
+                std::fs::write(&path, format.text())
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
     }

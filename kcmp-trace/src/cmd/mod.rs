@@ -1,6 +1,5 @@
 //! The subcommands.
 
-pub mod bench;
 pub mod doctor;
 pub mod events;
 pub mod generate;
@@ -31,12 +30,7 @@ impl TraceArgs {
 /// Says what a reader's last flush left staged in the kernel: those events are not in its
 /// output.
 pub fn warn_unflushed(left: &crate::event_stream::Unflushed) {
-    if left.total() != 0 {
-        eprintln!(
-            "kcmp-trace: {} events were still staged in the kernel and are not shown ({} behind a call in progress, {} on offline CPUs)",
-            left.total(),
-            left.busy,
-            left.offline
-        );
+    if let Some(line) = left.warning() {
+        eprintln!("kcmp-trace: {line}");
     }
 }

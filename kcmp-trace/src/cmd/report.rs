@@ -1,48 +1,36 @@
 //! `kcmp-trace report`: one recording's summary, or two side by side; plots on request.
 
-use std::io::Write as _;
+use std::{borrow::Cow, io::Write as _};
 
 use anyhow::Context as _;
-use serde::Serialize;
+use kcmp_trace_common::json::{
+    lines::{Comparison, ReportLine, ReportScope, Side},
+    report::{Report, compare},
+};
 
 use crate::{
     cli::ReportArgs,
     error::Error,
-    recording::{RecordedKernel, Session},
-    report::{CompareRow, Report, compare},
-    sinks::{json::JsonLine, plot, table},
+    recording::Session,
+    sinks::{plot, table},
 };
 
-/// One side of `report A B --json`.
-#[derive(Serialize)]
-struct SideJson<'a> {
-    file: String,
-    kernel: &'a RecordedKernel,
-    /// Attach mode and strategy ("kprobe/direct").
-    attach: String,
-    /// The session ended with its total (was not cut short).
-    complete: bool,
-    total: JsonLine<'a>,
+/// A session's total, as `report --json` prints it.
+fn total_line<'a>(session: &Session, total: &'a Report) -> ReportLine<'a> {
+    ReportLine {
+        scope: ReportScope::Total,
+        elapsed_s: session.last.at_s,
+        report: Cow::Borrowed(total),
+    }
 }
 
-#[derive(Serialize)]
-struct CompareJson<'a> {
-    a: SideJson<'a>,
-    b: SideJson<'a>,
-    rows: &'a [CompareRow],
-}
-
-fn side<'a>(session: &'a Session, total: &'a Report) -> SideJson<'a> {
-    SideJson {
+fn side<'a>(session: &'a Session, total: &'a Report) -> Side<'a> {
+    Side {
         file: session.path.display().to_string(),
-        kernel: &session.header.kernel,
-        attach: session.header.attach(),
+        kernel: Cow::Borrowed(&session.header.kernel),
+        attach: session.header.plan.attach(),
         complete: session.complete,
-        total: JsonLine {
-            scope: "total",
-            elapsed_s: session.last.at_s,
-            report: total,
-        },
+        total: total_line(session, total),
     }
 }
 
@@ -56,29 +44,22 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let (table, json) = match sessions.as_slice() {
         [one] => {
             let (total, counters) = one.total();
-            let line = JsonLine {
-                scope: "total",
-                elapsed_s: one.last.at_s,
-                report: &total,
-            };
             (
                 table::session(one, &total, &counters),
-                serde_json::to_string(&line)?,
+                serde_json::to_string(&total_line(one, &total))?,
             )
         }
         [a, b] => {
             let (total_a, _) = a.total();
             let (total_b, _) = b.total();
             let rows = compare(&total_a, &total_b);
-            let json = CompareJson {
+            let table = table::comparison(a, b, &rows);
+            let json = Comparison {
                 a: side(a, &total_a),
                 b: side(b, &total_b),
-                rows: &rows,
+                rows,
             };
-            (
-                table::comparison(a, b, &rows),
-                serde_json::to_string(&json)?,
-            )
+            (table, serde_json::to_string(&json)?)
         }
         _ => return Err(Error::Usage("report takes one or two recordings".into()).into()),
     };

@@ -1,18 +1,25 @@
 //! `kcmp-trace watch`: counters, rates and percentiles every interval.
 
-use std::{io::Write as _, time::Instant};
+use std::{borrow::Cow, cell::RefCell, io::Write as _, time::Instant};
 
-use kcmp_trace_common::snapshot::Counters;
+use kcmp_trace_common::{
+    event::Event,
+    json::{
+        lines::{PlanLine, ReportLine, ReportScope},
+        recording::{RecordedKernel, Scope},
+        report::{OTHER_READER, Reading, Report},
+    },
+    snapshot::Counters,
+};
 
 use crate::{
     cli::WatchArgs,
     cmd::warn_unflushed,
     config::TraceConfig,
-    event_stream::EventReader,
+    event_stream::{EventReader, EventSink},
     loader::Tracer,
-    recording::{Header, RecordedKernel, Recorder, Scope},
-    report::{OTHER_READER, Reading, Report},
-    sinks::{event::EventRecord, json::JsonLine, table},
+    recording::{Recorder, new_header},
+    sinks::{event::EventRecord, table},
 };
 
 /// Seconds without a call before `watch` explains an idle host: long enough to tell an idle
@@ -36,21 +43,24 @@ fn idle_hint_due(json: bool, hinted: bool, calls_seen: u64, watched_s: f64) -> b
     !json && !hinted && calls_seen == 0 && watched_s >= IDLE_HINT_AFTER_S
 }
 
-/// Resolves when the reader may have events; never without a reader.
-async fn events_ready(events: &mut Option<EventReader>) -> anyhow::Result<()> {
-    match events {
-        Some(events) => events.ready().await,
-        None => std::future::pending().await,
-    }
-}
+/// `record`'s reader sink: every event into the recording, written out after each batch.
+/// The report loop writes readings into the same recording between batches.
+struct Recorded<'a>(&'a RefCell<Option<Recorder>>);
 
-/// Moves every event the reader holds into the recording.
-fn drain_into(events: &mut EventReader, recorder: &mut Option<Recorder>) -> anyhow::Result<()> {
-    if let Some(recorder) = recorder {
-        events.drain(u64::MAX, |e| recorder.event(&EventRecord::from(e)))?;
-        recorder.flush()?;
+impl EventSink for Recorded<'_> {
+    fn take(&mut self, event: &Event) -> anyhow::Result<()> {
+        match self.0.borrow_mut().as_mut() {
+            Some(recorder) => recorder.event(&EventRecord::from(event)),
+            None => Ok(()),
+        }
     }
-    Ok(())
+
+    fn batch_end(&mut self) -> anyhow::Result<()> {
+        match self.0.borrow_mut().as_mut() {
+            Some(recorder) => recorder.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where the numbers come from: our own tracer, or a running daemon.
@@ -90,9 +100,9 @@ impl Source {
                 let snap = crate::client::fetch(target).await?;
                 Ok(Reading {
                     counters: snap.counters.to_counters()?,
-                    procs: snap.processes,
-                    callers: snap.callers,
-                    hooks: snap.programs,
+                    procs: snap.processes.into_owned(),
+                    callers: snap.callers.map(Cow::into_owned),
+                    hooks: snap.programs.into_owned(),
                     // The daemon's clock, so intervals match what it counted.
                     at_s: snap.elapsed_s,
                 })
@@ -127,18 +137,20 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 }
             })?;
             eprintln!("kcmp-trace: connected to {target}; Ctrl-C to stop");
+            let plan = first.plan.into_owned();
             if args.json {
-                let line =
-                    serde_json::json!({ "plan": &first.plan, "connect": target.to_string() });
-                writeln!(out, "{line}")?;
+                let line = PlanLine {
+                    plan: plan.clone(),
+                    connect: Some(target.to_string()),
+                };
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
             } else {
                 writeln!(out, "daemon: {target}")?;
-                let mode = first.plan["mode"].as_str().unwrap_or("?");
-                writeln!(out, "attach: {mode}")?;
+                writeln!(out, "attach: {}", plan.mode.name())?;
             }
             if let Some(recorder) = &mut recorder {
-                let kernel = RecordedKernel::from_plan(&first.plan, None);
-                let header = Header::new(kernel, first.plan, args.interval.as_secs_f64(), args.top);
+                let kernel = RecordedKernel::from_plan(&plan, None);
+                let header = new_header(kernel, plan, args.interval.as_secs_f64(), args.top);
                 recorder.header(&header)?;
             }
             (Source::Daemon(target), None)
@@ -153,17 +165,21 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             let mut tracer = Tracer::start(&config)?;
             crate::lifecycle::announce(&tracer.plan);
             if args.json {
-                writeln!(out, "{}", serde_json::json!({ "plan": &tracer.plan }))?;
+                let line = PlanLine {
+                    plan: tracer.plan.record(),
+                    connect: None,
+                };
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
             } else {
                 for line in tracer.plan.describe() {
                     writeln!(out, "{line}")?;
                 }
             }
             if let Some(recorder) = &mut recorder {
-                let plan = serde_json::to_value(&tracer.plan)?;
+                let plan = tracer.plan.record();
                 let release = Some(tracer.kernel_release.clone()).filter(|r| !r.is_empty());
                 let kernel = RecordedKernel::from_plan(&plan, release);
-                recorder.header(&Header::new(
+                recorder.header(&new_header(
                     kernel,
                     plan,
                     args.interval.as_secs_f64(),
@@ -175,71 +191,91 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
         }
     };
     out.flush()?;
-    let mut events = {
+    let events = {
         let _rt = rt.enter();
         ring.map(EventReader::new).transpose()?
     };
+    let recorder = RefCell::new(recorder);
 
     let (first, last) = rt.block_on(async {
-        let first = source.baseline().await?;
-        if let Some(recorder) = &mut recorder {
-            recorder.reading(Scope::Baseline, &first)?;
-        }
-        let mut prev = first.clone();
-        let mut reports = 0u64;
-        let (mut calls_seen, mut hinted) = (0u64, false);
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
-        let until_deadline = crate::lifecycle::deadline(args.duration);
-        tokio::pin!(until_deadline);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                ready = events_ready(&mut events) => {
-                    ready?;
-                    if let Some(events) = &mut events {
-                        drain_into(events, &mut recorder)?;
-                    }
-                    continue;
+        // The report loop's end (or failure) drops this sender, which stops the reader: it
+        // then takes every event the kernel wrote or staged before the last read.
+        let (reports_done, stop_reading) = tokio::sync::oneshot::channel::<()>();
+        let reading = async {
+            match events {
+                Some(reader) => {
+                    let stop = async {
+                        let _ = stop_reading.await;
+                    };
+                    reader.run(&mut Recorded(&recorder), stop).await.map(Some)
                 }
-                _ = &mut until_deadline => break,
-                _ = shutdown.wait() => break,
+                None => Ok(None),
             }
-            // A daemon that stops answering must not hold off Ctrl-C or SIGTERM.
-            let now = tokio::select! {
-                now = source.read() => now?,
-                _ = shutdown.wait() => break,
-            };
-            let (report, delta) = now.report_since(&prev, args.top);
-            print_report(&mut out, &args, "interval", now.at_s, &report, &delta)?;
-            calls_seen += report.calls;
-            if idle_hint_due(args.json, hinted, calls_seen, now.at_s - first.at_s) {
-                let filtered = !args.trace.pids.is_empty() || args.trace.comm.is_some();
-                writeln!(out, "{}", idle_hint(filtered))?;
-                out.flush()?;
-                hinted = true;
-            }
-            if let Some(recorder) = &mut recorder {
-                recorder.reading(Scope::Interval, &now)?;
-            }
-            prev = now;
-            reports += 1;
-            if args.count.is_some_and(|c| reports >= c) {
-                break;
-            }
-        }
-        // The summary covers everything since the first read.
-        let last = tokio::select! {
-            last = source.read() => last?,
-            _ = shutdown.wait() => return Err(source.stopped_waiting()),
         };
-        // Every call counted in the total has its event in the ring or a stage by now.
-        if let Some(events) = &mut events {
-            let left = events.flush_all()?;
-            drain_into(events, &mut recorder)?;
-            warn_unflushed(&left);
+        let reports = async {
+            let _reports_done = reports_done;
+            let first = source.baseline().await?;
+            if let Some(recorder) = recorder.borrow_mut().as_mut() {
+                recorder.reading(Scope::Baseline, &first)?;
+            }
+            let mut prev = first.clone();
+            let mut reports = 0u64;
+            let (mut calls_seen, mut hinted) = (0u64, false);
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + args.interval,
+                args.interval,
+            );
+            let until_deadline = crate::lifecycle::deadline(args.duration);
+            tokio::pin!(until_deadline);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = &mut until_deadline => break,
+                    _ = shutdown.wait() => break,
+                }
+                // A daemon that stops answering must not hold off Ctrl-C or SIGTERM.
+                let now = tokio::select! {
+                    now = source.read() => now?,
+                    _ = shutdown.wait() => break,
+                };
+                let (report, delta) = now.report_since(&prev, args.top);
+                print_report(
+                    &mut out,
+                    &args,
+                    ReportScope::Interval,
+                    now.at_s,
+                    &report,
+                    &delta,
+                )?;
+                calls_seen += report.calls;
+                if idle_hint_due(args.json, hinted, calls_seen, now.at_s - first.at_s) {
+                    let filtered = !args.trace.pids.is_empty() || args.trace.comm.is_some();
+                    writeln!(out, "{}", idle_hint(filtered))?;
+                    out.flush()?;
+                    hinted = true;
+                }
+                if let Some(recorder) = recorder.borrow_mut().as_mut() {
+                    recorder.reading(Scope::Interval, &now)?;
+                }
+                prev = now;
+                reports += 1;
+                if args.count.is_some_and(|c| reports >= c) {
+                    break;
+                }
+            }
+            // The summary covers everything since the first read; every call it counts has
+            // its event in the ring or a stage by now.
+            let last = tokio::select! {
+                last = source.read() => last?,
+                _ = shutdown.wait() => return Err(source.stopped_waiting()),
+            };
+            anyhow::Ok((first, last))
+        };
+        let (drained, (first, last)) = tokio::try_join!(reading, reports)?;
+        if let Some(drained) = drained {
+            warn_unflushed(&drained.unflushed);
         }
-        if let Some(recorder) = &mut recorder {
+        if let Some(recorder) = recorder.borrow_mut().as_mut() {
             recorder.reading(Scope::Total, &last)?;
         }
         anyhow::Ok((first, last))
@@ -248,7 +284,14 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
 
     let (report, total) = last.report_since(&first, args.top);
     if args.json {
-        print_report(&mut out, &args, "total", last.at_s, &report, &total)?;
+        print_report(
+            &mut out,
+            &args,
+            ReportScope::Total,
+            last.at_s,
+            &report,
+            &total,
+        )?;
     } else {
         write!(out, "{}", table::summary(last.at_s, &report, &total))?;
     }
@@ -259,7 +302,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
 fn print_report(
     out: &mut impl std::io::Write,
     args: &WatchArgs,
-    scope: &'static str,
+    scope: ReportScope,
     elapsed_s: f64,
     report: &Report,
     counters: &Counters,
@@ -273,10 +316,10 @@ fn print_report(
         None => report,
     };
     if args.json {
-        let line = JsonLine {
+        let line = ReportLine {
             scope,
             elapsed_s,
-            report,
+            report: Cow::Borrowed(report),
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)?;
     } else {

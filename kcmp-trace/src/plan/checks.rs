@@ -46,12 +46,11 @@ fn preflight(mode: AttachMode) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A hook the plan means to attach: its role, program, do-nothing twin and target.
+/// A hook the plan means to attach: its role, program and target.
 pub(crate) struct Planned {
     pub role: Role,
     pub required: bool,
     pub program: &'static str,
-    pub noop: &'static str,
     pub target: String,
 }
 
@@ -96,7 +95,7 @@ pub(crate) fn hooks(
     let mut skipped: Vec<(String, String)> = Vec::new();
     for (role, required) in roles(strategy, readers, waits.0) {
         let kind = hook_mode(mode, role, tracepoints_exact);
-        let (program, noop, target) = program_for(kind, role);
+        let (program, target) = program_for(kind, role);
         // Entry and return hooks of one function share the verdict; say it once.
         if skipped.iter().any(|(t, _)| *t == target) {
             continue;
@@ -121,7 +120,6 @@ pub(crate) fn hooks(
             role,
             required,
             program,
-            noop,
             target,
         });
     }
@@ -138,7 +136,7 @@ pub fn fentry_attaches(caps: &probe::Capabilities) -> anyhow::Result<()> {
         return Err(Error::Permission.into());
     }
     let mut ebpf = tracer_object().load()?;
-    let (program, _, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
+    let (program, target) = program_for(AttachMode::Fentry, Role::KcmpEntry);
     attach_program(
         &mut ebpf,
         caps.kernel_btf.as_deref(),
@@ -173,7 +171,7 @@ pub fn direct_comm(caps: &probe::Capabilities) -> anyhow::Result<u32> {
 
 /// Where the programs read comms: task_struct.comm's offset where the verifier takes the
 /// direct read, else 0 (through bpf_get_current_comm(), a call that copies and pads).
-pub(crate) fn comm_offset(caps: &probe::Capabilities) -> u32 {
+pub fn comm_offset(caps: &probe::Capabilities) -> u32 {
     if caps.task_comm_offset.is_none() {
         return 0;
     }

@@ -14,6 +14,7 @@
 
 use kcmp_trace_common::{
     classify::Strategy,
+    json,
     programs::{self, Pair},
     reader::ProcReader,
 };
@@ -24,33 +25,15 @@ use crate::{
     probe::preempt::{Model, Preemption},
 };
 
+/// A plan's modes, what its hooks' skipped runs affect, and how it times lock waits: as
+/// its JSON names them.
+pub use json::plan::{Affects, AttachMode, LockWaits};
+
 pub mod checks;
 
 const SYSCALL_FN: &str = kcmp_trace_common::arch::NATIVE.kcmp_wrapper();
 /// kcmp's syscall tracepoints, entry and exit.
 const KCMP_TRACEPOINTS: [&str; 2] = ["syscalls/sys_enter_kcmp", "syscalls/sys_exit_kcmp"];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    Fentry,
-    Kprobe,
-    Tracepoint,
-    /// A raw tracepoint (the lock contention hooks, in every mode): attached through a bpf()
-    /// link, never a plan's mode.
-    RawTracepoint,
-}
-
-impl AttachMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            AttachMode::Fentry => "fentry",
-            AttachMode::Kprobe => "kprobe",
-            AttachMode::Tracepoint => "tracepoint",
-            AttachMode::RawTracepoint => "raw_tracepoint",
-        }
-    }
-}
 
 /// Modes to try, best first, and why in that order.
 pub fn mode_order(
@@ -139,23 +122,6 @@ pub enum Role {
     TsyncEnd,
     ReaderEnter(ProcReader),
     ReaderExit(ProcReader),
-}
-
-/// The numbers a skipped run of a hook's program can leave incomplete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Affects {
-    /// A skipped entry: the call's exit finds no entry (counted as unpaired).
-    CallEntry,
-    /// A skipped exit: the call is never counted.
-    CallExit,
-    /// The call's path may be misread.
-    Outcome,
-    LockWait,
-    ExecSections,
-    TsyncSections,
-    /// A /proc reader's call may go uncounted, or its path be misread.
-    ReaderCalls,
 }
 
 /// What a role's programs hook.
@@ -250,17 +216,6 @@ impl Role {
             Role::ReaderEnter(_) | Role::ReaderExit(_) => &[Affects::ReaderCalls],
         }
     }
-}
-
-/// How a plan times exec_update_lock waits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LockWaits {
-    /// lock:contention_begin to contention_end: only a contended lock fires them, so an
-    /// uncontended acquisition, anyone's, costs nothing.
-    Contention,
-    /// down_read_killable()'s entry and return: every call of it, in every process.
-    Probes,
 }
 
 /// How a strategy times lock waits here, and why. Infer reads its path from every lock
@@ -368,27 +323,17 @@ pub fn hook_mode(mode: AttachMode, role: Role, syscall_tracepoints_exact: bool) 
     }
 }
 
-/// (program, its do-nothing twin, target) of a role in a mode.
-pub fn program_for(mode: AttachMode, role: Role) -> (&'static str, &'static str, String) {
-    use programs::bench::{NOOP_ENTRY, NOOP_RAW_TP, NOOP_RETURN, NOOP_TP};
+/// (program, target) of a role in a mode.
+pub fn program_for(mode: AttachMode, role: Role) -> (&'static str, String) {
     let (pair, function, at_return) = match role.spec() {
         Hooked::Function(pair, function, at_return) => (pair, function, at_return),
-        Hooked::RawTracepoint(program, tracepoint) => {
-            return (program, NOOP_RAW_TP, tracepoint.into());
-        }
+        Hooked::RawTracepoint(program, tracepoint) => return (program, tracepoint.into()),
     };
-    let noop = if at_return { NOOP_RETURN } else { NOOP_ENTRY };
     match (mode, at_return) {
-        (AttachMode::Tracepoint, false) => {
-            (programs::KCMP_TP_ENTER, NOOP_TP, KCMP_TRACEPOINTS[0].into())
-        }
-        (AttachMode::Tracepoint, true) => {
-            (programs::KCMP_TP_EXIT, NOOP_TP, KCMP_TRACEPOINTS[1].into())
-        }
-        (AttachMode::Kprobe, _) => (pair.kprobe, noop.kprobe, function.into()),
-        (AttachMode::Fentry | AttachMode::RawTracepoint, _) => {
-            (pair.trampoline, noop.trampoline, function.into())
-        }
+        (AttachMode::Tracepoint, false) => (programs::KCMP_TP_ENTER, KCMP_TRACEPOINTS[0].into()),
+        (AttachMode::Tracepoint, true) => (programs::KCMP_TP_EXIT, KCMP_TRACEPOINTS[1].into()),
+        (AttachMode::Kprobe, _) => (pair.kprobe, function.into()),
+        (AttachMode::Fentry | AttachMode::RawTracepoint, _) => (pair.trampoline, function.into()),
     }
 }
 
@@ -402,7 +347,7 @@ pub fn program_names() -> Vec<&'static str> {
 }
 
 /// One attached program.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Hook {
     /// Kernel function or tracepoint.
     pub target: String,
@@ -410,21 +355,16 @@ pub struct Hook {
     /// What a skipped run of this program leaves incomplete.
     pub affects: &'static [Affects],
     /// When it also runs for processes that are not in a traced call.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub outside_kcmp: Option<&'static str>,
     /// Where its runs outside kcmp are counted (`maps::outside`).
-    #[serde(skip)]
     pub outside_slot: Option<u32>,
-    /// The do-nothing program of the same kind, for the benchmark floor.
-    #[serde(skip)]
-    pub noop: &'static str,
 }
 
-/// What the tracer attached, and what that means for the numbers it reports.
-#[derive(Clone, Debug, Serialize)]
+/// What the tracer attached, and what that means for the numbers it reports. It is
+/// printed, served and kept as [`json::plan::Plan`].
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub mode: AttachMode,
-    #[serde(serialize_with = "strategy_name")]
     pub strategy: Strategy,
     /// The kernel has the exec_update_seq series.
     pub series: bool,
@@ -443,11 +383,49 @@ pub struct Plan {
     pub accuracy: Vec<(&'static str, String)>,
 }
 
-fn strategy_name<S: serde::Serializer>(s: &Strategy, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.name())
+impl Serialize for Plan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.record().serialize(serializer)
+    }
 }
 
 impl Plan {
+    /// The plan as it is printed, served and kept.
+    pub fn record(&self) -> json::plan::Plan {
+        fn owned(pairs: &[(impl ToString, String)]) -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(what, why)| (what.to_string(), why.clone()))
+                .collect()
+        }
+        json::plan::Plan {
+            mode: self.mode,
+            strategy: self.strategy,
+            series: self.series,
+            preemption: json::plan::Preemption {
+                model: self.preemption.model,
+                dynamic: self.preemption.dynamic,
+                source: self.preemption.source.to_owned(),
+            },
+            why: self.why.clone(),
+            hooks: self
+                .hooks
+                .iter()
+                .map(|h| json::plan::Hook {
+                    target: h.target.clone(),
+                    program: h.program.to_owned(),
+                    affects: h.affects.to_vec(),
+                    outside_kcmp: h.outside_kcmp.map(str::to_owned),
+                })
+                .collect(),
+            lock_waits: self.lock_waits,
+            lock_waits_why: self.lock_waits_why.to_owned(),
+            skipped: owned(&self.skipped),
+            rejected: owned(&self.rejected),
+            accuracy: owned(&self.accuracy),
+        }
+    }
+
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![
             format!(
@@ -483,6 +461,56 @@ impl Plan {
     }
 }
 
+/// How kprobe mode measures kcmp itself here, and why, in a sentence: `tracefs`, whether it
+/// could be read (or why not); `tracepoints`, whether kcmp's syscall tracepoints are there;
+/// `would_skip`, whether this kernel would skip their runs (faultable and preempted).
+fn syscall_in_kprobe_mode(
+    tracefs: Result<(), &str>,
+    tracepoints: bool,
+    would_skip: bool,
+) -> String {
+    match tracefs {
+        _ if tracepoints && !would_skip => {
+            "The syscall itself is measured at its tracepoints, which have no instance limit."
+                .to_owned()
+        }
+        _ if would_skip => "The syscall is a kprobe and a kretprobe too: this kernel runs \
+                             syscall tracepoint programs faultable (trace_call_bpf_faultable) \
+                             and preempts kernel code, so one preempted mid-run would make it \
+                             skip the others on that CPU."
+            .to_owned(),
+        // Unreadable is not absent: say what would open it.
+        Err(why) => format!(
+            "The syscall is a kretprobe too: tracefs, where its tracepoints are found, could \
+             not be used ({why})."
+        ),
+        Ok(()) => "No syscall tracepoints here, so the syscall is a kretprobe too.".to_owned(),
+    }
+}
+
+/// Where return probes get only the kernel's default instances (tracefs's kprobe_events
+/// cannot be written, `limited` says why), what that means, and which capability would
+/// give them RETPROBE_INSTANCES; None where the plan has no return probes or they get them.
+///
+/// Such a plan is attached, not refused or passed over: it stays exact while fewer calls
+/// than that are in flight at once, and the kernel counts each return it loses (the perf
+/// link's kprobe_missed, which the report adds to what may be missing), whereas on the
+/// kernels where kprobes are the default (preemptible ones) the next plans skip runs under
+/// any crowd. So it is said before counting starts, and what it loses is counted.
+pub fn return_probes_limited(
+    mode: AttachMode,
+    instances: u32,
+    limited: Option<&str>,
+) -> Option<String> {
+    let why = limited.filter(|_| mode == AttachMode::Kprobe)?;
+    Some(format!(
+        "return probes get only the kernel's default of {instances} instances each, not {} \
+         ({why}): more calls than that in flight at once lose their returns, which the \
+         report counts as missed",
+        crate::probe::RETPROBE_INSTANCES
+    ))
+}
+
 /// What each number means on a plan: exact, inferred, approximate or unavailable.
 pub fn accuracy(
     mode: AttachMode,
@@ -498,19 +526,11 @@ pub fn accuracy(
         "exact while no program run is skipped (skipped runs are counted and shown)".to_owned(),
     )];
     if mode == AttachMode::Kprobe {
-        let syscall = if syscall_tracepoints_exact(
+        let syscall = syscall_in_kprobe_mode(
+            caps.tracefs.as_ref().map(drop).map_err(String::as_str),
             caps.kcmp_tracepoints,
-            caps.syscall_tracepoints_faultable,
-            &caps.preemption,
-        ) {
-            "The syscall itself is measured at its tracepoints, which have no instance limit."
-        } else if caps.kcmp_tracepoints {
-            "The syscall is a kprobe and a kretprobe too: this kernel runs syscall tracepoint \
-             programs faultable (trace_call_bpf_faultable) and preempts kernel code, so one \
-             preempted mid-run would make it skip the others on that CPU."
-        } else {
-            "No syscall tracepoints here, so the syscall is a kretprobe too."
-        };
+            !syscall_tracepoints_exact(true, caps.syscall_tracepoints_faultable, &caps.preemption),
+        );
         lines.push((
             "kretprobes",
             format!(
@@ -770,11 +790,7 @@ mod tests {
         assert!(infer.contains(&(Role::PermCheck, true)));
         assert_eq!(
             program_for(AttachMode::Kprobe, Role::ContentionBegin),
-            (
-                "contend_begin",
-                "noop_raw_tp",
-                "contention_begin".to_owned()
-            )
+            ("contend_begin", "contention_begin".to_owned())
         );
     }
 
@@ -815,6 +831,58 @@ mod tests {
             ));
         }
         assert!(!syscall_tracepoints_exact(false, false, &preemption(None)));
+    }
+
+    #[test]
+    fn unreadable_tracefs_is_not_said_to_lack_the_syscall_tracepoints() {
+        use crate::probe::privilege::{Cap, CapSet, Facts, Refused, why};
+        let facts = Facts {
+            caps: CapSet((1 << Cap::Bpf as u32) | (1 << Cap::Perfmon as u32)),
+            perf_event_paranoid: Some(2),
+            perf_events_gated: false,
+            memlock_limited: false,
+        };
+        let denied = why(Refused::TracefsRead, facts).expect("a refusal");
+        let said = syscall_in_kprobe_mode(Err(&denied), false, false);
+        assert!(!said.contains("No syscall tracepoints"), "{said}");
+        assert!(
+            said.contains("tracefs") && said.contains("CAP_DAC_READ_SEARCH"),
+            "{said}"
+        );
+        let absent = syscall_in_kprobe_mode(Ok(()), false, false);
+        assert!(absent.contains("No syscall tracepoints here"), "{absent}");
+        assert!(syscall_in_kprobe_mode(Ok(()), true, false).contains("at its tracepoints"));
+        // Where they would skip runs, reading tracefs would not make them usable.
+        for tracefs in [Ok(()), Err(denied.as_str())] {
+            let said = syscall_in_kprobe_mode(tracefs, false, true);
+            assert!(
+                said.contains("faultable") && !said.contains("CAP_"),
+                "{said}"
+            );
+        }
+    }
+
+    #[test]
+    fn return_probes_with_the_default_instances_say_so_and_what_would_give_more() {
+        use crate::probe::privilege::{Cap, CapSet, Facts, Refused, why};
+        let facts = Facts {
+            caps: CapSet((1 << Cap::SysAdmin as u32) | (1 << Cap::SysNice as u32)),
+            perf_event_paranoid: Some(3),
+            perf_events_gated: true,
+            memlock_limited: false,
+        };
+        let refused = why(Refused::TracefsWrite, facts).expect("a refusal");
+        let said = return_probes_limited(AttachMode::Kprobe, 10, Some(&refused))
+            .expect("kprobe mode with the default says so");
+        assert!(
+            said.contains(" 10 instances each, not 4096") && said.contains("CAP_DAC_OVERRIDE"),
+            "{said}"
+        );
+        assert_eq!(return_probes_limited(AttachMode::Kprobe, 4096, None), None);
+        // No return probes in the other modes.
+        for mode in [AttachMode::Fentry, AttachMode::Tracepoint] {
+            assert_eq!(return_probes_limited(mode, 10, Some(&refused)), None);
+        }
     }
 
     #[test]

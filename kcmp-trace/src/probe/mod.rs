@@ -33,9 +33,21 @@ pub fn kprobe_events_file() -> PathBuf {
     Path::new(TRACEFS).join("kprobe_events")
 }
 
-/// Whether return probes can be defined in tracefs here (kprobe events, tracefs mounted).
+/// Whether return probes can be defined in tracefs here (`kprobe_events_writable`).
 pub fn kprobe_events_available() -> bool {
-    kprobe_events_file().is_file()
+    kprobe_events_writable().is_ok()
+}
+
+/// Whether this process may define return probes in tracefs: kprobe_events opened for
+/// appending, which defines nothing. Else why not, in one line, naming the capability that
+/// would allow it where privilege is what is missing.
+pub fn kprobe_events_writable() -> Result<(), String> {
+    let file = kprobe_events_file();
+    match std::fs::OpenOptions::new().append(true).open(&file) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(privilege::explain(privilege::Refused::TracefsWrite, &e)
+            .unwrap_or_else(|| format!("{}: {e}", file.display()))),
+    }
 }
 const DEBUGFS: &str = "/sys/kernel/debug";
 
@@ -104,7 +116,9 @@ pub struct Capabilities {
     /// The kernel's BTF, parsed once: symbol checks here, fentry/fexit loading later.
     #[serde(skip)]
     pub kernel_btf: Option<Arc<Btf>>,
-    pub tracefs: Option<PathBuf>,
+    /// Where tracefs is, or why it cannot be used (unreadable, or not mounted and not
+    /// mountable): without it there are no syscall tracepoints to attach.
+    pub tracefs: Result<PathBuf, String>,
     pub kcmp_tracepoints: bool,
     /// The kernel runs syscall tracepoint programs faultable (`trace_call_bpf_faultable`
     /// in kallsyms): on a preemptible kernel one preempted mid-run makes the kernel skip
@@ -131,6 +145,10 @@ pub struct Capabilities {
     /// Calls a kretprobe can follow at once: as many as tracefs kprobe events allow
     /// (`retprobe`), else the kernel's default for perf kprobes, max(10, 2 x possible CPUs).
     pub kretprobe_instances: u32,
+    /// Why return probes get the kernel's default here (`kprobe_events_writable`); None
+    /// when they get RETPROBE_INSTANCES.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kretprobe_instances_limited: Option<String>,
 }
 
 impl Capabilities {
@@ -145,8 +163,8 @@ impl Capabilities {
     pub fn of(kernel: &KernelInfo) -> Capabilities {
         let btf = kernel.btf.clone();
         let kallsyms = &kernel.symbols;
-        let tracefs = ensure_tracefs().ok();
-        let kcmp_tracepoints = tracefs.as_deref().is_some_and(|t| {
+        let tracefs = ensure_tracefs().map_err(|e| e.to_string());
+        let kcmp_tracepoints = tracefs.as_deref().is_ok_and(|t| {
             ["sys_enter_kcmp", "sys_exit_kcmp"]
                 .iter()
                 .all(|tp| t.join("events/syscalls").join(tp).exists())
@@ -171,6 +189,7 @@ impl Capabilities {
         let task_comm_offset = raw_btf.and_then(|data| task_comm_offset(data).ok().flatten());
         let reader_offsets = raw_btf.and_then(|data| reader_offsets(data).ok().flatten());
         let at_least = |major, minor| kernel.at_least(major, minor);
+        let kretprobe_instances_limited = kprobe_events_writable().err();
         Capabilities {
             kernel: kernel.release.clone(),
             arch: arch::NATIVE.name(),
@@ -184,30 +203,24 @@ impl Capabilities {
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
             symbols,
             series,
-            bpf_stats_enabled: read_trimmed("/proc/sys/kernel/bpf_stats_enabled")
-                .is_some_and(|v| v == "1"),
+            bpf_stats_enabled: crate::bpf_info::run_time_stats_by_sysctl(),
             preemption: kernel.preemption.clone(),
             recursion_misses_readable: at_least(5, 12),
             probe_misses_readable: at_least(6, 7),
             task_comm_offset,
             reader_offsets,
-            kretprobe_instances: if kprobe_events_available() {
+            kretprobe_instances: if kretprobe_instances_limited.is_none() {
                 RETPROBE_INSTANCES
             } else {
                 10.max(2 * kernel.possible_cpus)
             },
+            kretprobe_instances_limited,
         }
     }
 
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
         self.symbols.iter().find(|s| s.name == name)
     }
-}
-
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
 }
 
 /// Whether a process with this tgid exists (zombies included: their totals are final, but

@@ -8,50 +8,10 @@
 
 use serde::Serialize;
 
+/// The models, as the plan's JSON names them.
+pub use kcmp_trace_common::json::plan::Model;
+
 const SCHED_PREEMPT: &str = "/sys/kernel/debug/sched/preempt";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Model {
-    /// No forced preemption in the kernel.
-    None,
-    /// Preemption only at explicit points (cond_resched() and the like).
-    Voluntary,
-    /// Preemptible everywhere outside critical sections.
-    Full,
-    /// Like full, with preemption of ordinary tasks deferred to the next tick.
-    Lazy,
-    /// PREEMPT_RT: full, plus sleeping spinlocks and threaded interrupts.
-    Rt,
-}
-
-impl Model {
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::None => "none",
-            Model::Voluntary => "voluntary",
-            Model::Full => "full",
-            Model::Lazy => "lazy",
-            Model::Rt => "rt",
-        }
-    }
-
-    fn parse(word: &str) -> Option<Model> {
-        match word {
-            "none" => Some(Model::None),
-            "voluntary" => Some(Model::Voluntary),
-            "full" => Some(Model::Full),
-            "lazy" => Some(Model::Lazy),
-            _ => None,
-        }
-    }
-
-    /// Whether kernel code, a BPF trampoline program included, can be preempted at any
-    /// instruction (not only at explicit points).
-    pub fn preempts_kernel_code(self) -> bool {
-        matches!(self, Model::Full | Model::Lazy | Model::Rt)
-    }
-}
 
 /// What the kernel says about its preemption, and where that came from.
 #[derive(Clone, Debug, Serialize)]

@@ -152,6 +152,8 @@ pub enum Refused {
     TracefsWrite,
     /// The bpf() syscall: loading a program, creating a map or a link.
     Bpf,
+    /// Turning BPF run-time statistics on (BPF_ENABLE_STATS).
+    RunTimeStats,
 }
 
 /// The facts a refusal is explained by.
@@ -238,6 +240,12 @@ pub fn why(what: Refused, facts: Facts) -> Option<String> {
                 .into(),
         ),
         Refused::Bpf => None,
+        Refused::RunTimeStats if !caps.has(Cap::SysAdmin) => Some(
+            "BPF run-time statistics refused: turning them on needs CAP_SYS_ADMIN; grant it, \
+             or set kernel.bpf_stats_enabled=1"
+                .into(),
+        ),
+        Refused::RunTimeStats => None,
     }
 }
 
@@ -419,6 +427,15 @@ mod tests {
             ..facts(&[Cap::Bpf, Cap::Perfmon], 2)
         };
         assert!(why(Refused::Bpf, old_kernel).is_some_and(|l| l.contains("CAP_SYS_RESOURCE")));
+    }
+
+    #[test]
+    fn run_time_statistics_need_sys_admin() {
+        assert!(
+            why(Refused::RunTimeStats, facts(&[Cap::Bpf, Cap::Perfmon], 2))
+                .is_some_and(|l| l.contains("CAP_SYS_ADMIN") && l.contains("bpf_stats_enabled"))
+        );
+        assert_eq!(why(Refused::RunTimeStats, facts(&[Cap::SysAdmin], 3)), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::readout::ProcessRow;
+use kcmp_trace_common::json::readout::ProcessRow;
 
 /// Label value of the series that sums every comm without its own.
 pub const OTHER_COMM: &str = "other";

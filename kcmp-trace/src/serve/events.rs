@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use kcmp_trace_common::{
     event::{COMM_LEN, Event, comm_bytes},
+    json::event::{DropNotice, DropReason},
     kcmp::{TYPE_SLOT_INVALID, parse_type, type_slot},
     maps::misc,
     outcome::Outcome,
@@ -27,12 +28,10 @@ use super::{
     reads::{Reads, Snapshot},
 };
 use crate::{
-    event_stream::{EventReader, EventStream},
+    event_stream::{EventReader, EventSink, EventStream},
     sinks::event::EventRecord,
 };
 
-/// Events read from the ring buffer before they are handed out under one lock.
-const BATCH: usize = 256;
 /// Values one client's filter may give, over all its keys: every event is checked against
 /// them.
 pub const MAX_FILTER_VALUES: usize = 64;
@@ -371,13 +370,15 @@ fn frame(framing: Framing, kind: Option<&str>, json: &[u8], out: &mut BytesMut) 
 /// Drop notices owed to the client, as stream lines.
 fn drop_notices(pending: &Pending, framing: Framing, out: &mut BytesMut) {
     for (counter, reason) in [
-        (&pending.ring_buffer, "ring_buffer"),
-        (&pending.slow_client, "slow_client"),
+        (&pending.ring_buffer, DropReason::RingBuffer),
+        (&pending.slow_client, DropReason::SlowClient),
     ] {
-        let n = counter.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            let line = format!("{{\"dropped\":{n},\"reason\":\"{reason}\"}}\n");
-            frame(framing, Some("dropped"), line.as_bytes(), out);
+        let dropped = counter.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let mut line = serde_json::to_vec(&DropNotice { dropped, reason })
+                .unwrap_or_else(|e| unreachable!("a drop notice is JSON: {e}"));
+            line.push(b'\n');
+            frame(framing, Some("dropped"), &line, out);
         }
     }
 }
@@ -479,10 +480,8 @@ pub async fn pump(
     reads: Reads,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut ring = EventReader::new(ring)?;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let reader = EventReader::new(ring)?;
     let mut ring_drops = 0u64;
-    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let report_ring_drops = |seen: &mut u64, snapshot: Option<Arc<Snapshot>>| {
         if let Some(snapshot) = snapshot {
             let now = snapshot.counters.misc[misc::EVENTS_DROPPED];
@@ -492,48 +491,53 @@ pub async fn pump(
             }
         }
     };
-    // A batch left events behind: take the next without waiting for a wakeup.
-    let mut more = false;
-    loop {
+    let mut sink = HubSink {
+        hub: &hub,
+        batch: Vec::new(),
+    };
+    let drained = {
+        let drain = reader.run(&mut sink, async {
+            let _ = stop.changed().await;
+        });
+        // The last snapshot, not a fresh read: draining must not wait for the reader.
+        let ring_drops_check = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                report_ring_drops(&mut ring_drops, reads.latest());
+            }
+        };
         tokio::select! {
-            _ = std::future::ready(()), if more => {
-                more = !drain(&mut ring, &mut batch, &hub);
-            }
-            // At least every drain tick: also forgets clients that left, so their slots
-            // free up with no event at all.
-            ready = ring.ready(), if !more => {
-                ready?;
-                more = !drain(&mut ring, &mut batch, &hub);
-            }
-            // The last snapshot, not a fresh read: draining must not wait for the reader.
-            _ = tick.tick() => report_ring_drops(&mut ring_drops, reads.latest()),
-            _ = stop.changed() => break,
+            drained = drain => drained?,
+            never = ring_drops_check => match never {},
         }
-        // Yield between batches so a flood of events cannot starve HTTP on this worker.
-        tokio::task::yield_now().await;
-    }
-    let left = ring.flush_all()?;
-    while !drain(&mut ring, &mut batch, &hub) {}
-    if left.total() != 0 {
-        log::warn!(
-            "{} events were still staged in the kernel at shutdown and were not streamed",
-            left.total()
-        );
+    };
+    if let Some(line) = drained.unflushed.warning() {
+        log::warn!("at shutdown, {line}");
     }
     report_ring_drops(&mut ring_drops, reads.fresh(false).await.ok());
     hub.close();
     Ok(())
 }
 
-/// Reads about one batch (whole ring records); true when the ring is empty.
-fn drain(ring: &mut EventReader, batch: &mut Vec<Event>, hub: &Hub) -> bool {
-    batch.clear();
-    let Ok(n) = ring.drain::<Infallible>(BATCH as u64, |event| {
-        batch.push(*event);
+/// The daemon's reader sink: each batch goes to the hub at once. The reader ends a batch at
+/// least every drain tick, so clients that left are forgotten with no event at all.
+struct HubSink<'a> {
+    hub: &'a Hub,
+    batch: Vec<Event>,
+}
+
+impl EventSink for HubSink<'_> {
+    fn take(&mut self, event: &Event) -> anyhow::Result<()> {
+        self.batch.push(*event);
         Ok(())
-    });
-    hub.publish(batch);
-    n < BATCH as u64
+    }
+
+    fn batch_end(&mut self) -> anyhow::Result<()> {
+        self.hub.publish(&self.batch);
+        self.batch.clear();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Routes: `/metrics`, `/events`, `/api/v1/snapshot`, `/healthz`.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use axum::{
     Router,
@@ -10,19 +10,21 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use kcmp_trace_common::json::{
+    self,
+    report::{Report, missed_since},
+    snapshot::WireCounters,
+};
 
 use super::{
     conns::Peer,
     events::{Filter, Framing, Refused},
-    metrics::{self, Sample},
+    families::Sample,
+    metrics,
     negotiate::Format,
     rejections::{Reason, Rejections},
     state::AppState,
     webconfig::{ChecksBusy, CredentialChecks},
-};
-use crate::{
-    report::{Report, missed_since},
-    wire::{SnapshotOut, WireCounters},
 };
 
 pub const INDEX: &str = "kcmp-trace: /metrics (Prometheus/OpenMetrics), /events (NDJSON or SSE; filters pid, comm, type, outcome), /api/v1/snapshot (JSON; top=N), /healthz\n";
@@ -314,10 +316,10 @@ async fn snapshot_handler(
         return unavailable("shutting down");
     };
     let elapsed_s = read.taken.duration_since(state.started).as_secs_f64();
-    let snapshot = SnapshotOut {
-        version: env!("CARGO_PKG_VERSION"),
+    let snapshot = json::snapshot::Snapshot {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
         elapsed_s,
-        plan: &state.plan,
+        plan: Cow::Owned(state.plan.record()),
         report: Report::new(
             &read.counters,
             elapsed_s,
@@ -326,9 +328,9 @@ async fn snapshot_handler(
             read.callers.as_deref(),
         ),
         counters: WireCounters::from(&read.counters),
-        processes: &read.processes,
-        programs: &read.programs,
-        callers: read.callers.as_deref(),
+        processes: Cow::Borrowed(&read.processes),
+        programs: Cow::Borrowed(&read.programs),
+        callers: read.callers.as_deref().map(Cow::Borrowed),
     };
     match serde_json::to_vec(&snapshot) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

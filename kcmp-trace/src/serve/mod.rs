@@ -1,16 +1,18 @@
 //! `kcmp-trace serve`: attach once, aggregate continuously, answer over HTTP. It takes a
 //! [`ServeConfig`] and a shutdown future; the command line is `cmd::serve`'s.
 //!
-//! [`reads`] is the one reader of the tracer's maps, [`metrics`] encodes `/metrics` (in the
-//! format [`negotiate`] picks, with the per-comm series of [`comms`]), [`events`] fans
-//! per-call events out to `/events` clients, [`http`] routes and guards what handlers see
-//! in [`state`] (`/api/v1/snapshot` sends [`crate::wire`]'s types), [`conns`] accepts
-//! connections within bounds, [`webconfig`] reads TLS and basic auth settings and checks
-//! credentials, and [`rejections`] counts what is turned away.
+//! [`reads`] is the one reader of the tracer's maps, [`metrics`] encodes `/metrics` from the
+//! table of [`families`] (in the format [`negotiate`] picks, with the per-comm series of
+//! [`comms`]), [`events`] fans per-call events out to `/events` clients, [`http`] routes and
+//! guards what handlers see in [`state`] (`/api/v1/snapshot` sends
+//! `kcmp_trace_common::json::snapshot`'s), [`conns`] accepts connections within bounds,
+//! [`webconfig`] reads TLS and basic auth settings and checks credentials, and
+//! [`rejections`] counts what is turned away.
 
 pub mod comms;
 pub mod conns;
 pub mod events;
+pub mod families;
 pub mod http;
 pub mod metrics;
 pub mod negotiate;

@@ -20,10 +20,9 @@ use kcmp_trace_common::snapshot::Counters;
 use tokio::sync::{oneshot, watch};
 
 use super::comms::CommTable;
-use crate::{
-    loader::Tracer,
-    readout::{CallerRow, HookCounters, ProcessRow},
-};
+use kcmp_trace_common::json::readout::{CallerRow, HookCounters, ProcessRow};
+
+use crate::loader::Tracer;
 
 /// How often per-process totals are folded into the per-comm series (and a snapshot is
 /// published, asked for or not).

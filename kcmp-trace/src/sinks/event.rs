@@ -1,75 +1,9 @@
 //! Per-call events as text lines or NDJSON.
 
-use kcmp_trace_common::{
-    event::{Event, comm_bytes},
-    kcmp::{KCMP_EPOLL_TFD, KCMP_FILE, type_slot, type_slot_name},
-};
-use std::borrow::Cow;
+use kcmp_trace_common::kcmp::{KCMP_EPOLL_TFD, KCMP_FILE};
 
-use crate::readout::{EpollSlotRecord, result_name};
-
-use serde::Serialize;
-
-/// An event as programs read it, borrowing the event's bytes: formatting one allocates
-/// nothing on the way to the output buffer.
-#[derive(Debug, Serialize)]
-pub struct EventRecord<'a> {
-    pub ts_ns: u64,
-    pub tgid: u32,
-    pub tid: u32,
-    pub comm: Cow<'a, str>,
-    pub r#type: i64,
-    pub type_name: &'static str,
-    pub pid1: i32,
-    pub pid2: i32,
-    /// The index arguments as passed; only KCMP_FILE and KCMP_EPOLL_TFD use them.
-    pub idx1: u64,
-    pub idx2: u64,
-    /// KCMP_EPOLL_TFD: the `struct kcmp_epoll_slot` idx2 points to, read at entry (absent
-    /// when unreadable).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoll_slot: Option<EpollSlotRecord>,
-    pub ret: i64,
-    /// `equal`/`less`/`greater`/`unordered`, or the errno name.
-    pub result: Cow<'static, str>,
-    pub outcome: &'static str,
-    pub latency_ns: u64,
-    pub lock_wait_ns: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub writer_tgid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub writer_comm: Option<Cow<'a, str>>,
-}
-
-impl<'a> From<&'a Event> for EventRecord<'a> {
-    fn from(e: &'a Event) -> Self {
-        EventRecord {
-            ts_ns: e.ts_ns,
-            tgid: e.tgid,
-            tid: e.tid,
-            comm: String::from_utf8_lossy(comm_bytes(&e.comm)),
-            r#type: e.raw_type,
-            type_name: type_slot_name(type_slot(e.raw_type as u64)),
-            pid1: e.pid1,
-            pid2: e.pid2,
-            idx1: e.idx1,
-            idx2: e.idx2,
-            epoll_slot: (e.epoll.read != 0).then_some(EpollSlotRecord {
-                efd: e.epoll.efd,
-                tfd: e.epoll.tfd,
-                toff: e.epoll.toff,
-            }),
-            ret: e.ret,
-            result: result_name(e.ret),
-            outcome: e.outcome().name(),
-            latency_ns: e.latency_ns,
-            lock_wait_ns: e.lock_wait_ns,
-            writer_tgid: (e.writer_tgid != 0).then_some(e.writer_tgid),
-            writer_comm: (e.writer_tgid != 0)
-                .then(|| String::from_utf8_lossy(comm_bytes(&e.writer_comm))),
-        }
-    }
-}
+/// A call as every event line shows it (`serde_json` writes its NDJSON).
+pub use kcmp_trace_common::json::event::EventRecord;
 
 pub const TEXT_HEADER: &str = "TIME(ns)          COMM             TGID    TID     TYPE            PID1    PID2    IDX1     IDX2     RESULT      OUTCOME     LAT(ns)   LOCKWAIT(ns)";
 
@@ -116,6 +50,10 @@ pub fn text_line(r: &EventRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kcmp_trace_common::{
+        json::event::EpollSlotRecord,
+        kcmp::{type_slot, type_slot_name},
+    };
 
     fn record(
         r#type: i64,
@@ -129,7 +67,7 @@ mod tests {
             tid: 3,
             comm: "c".into(),
             r#type,
-            type_name: type_slot_name(type_slot(r#type as u64)),
+            type_name: type_slot_name(type_slot(r#type as u64)).into(),
             pid1: 4,
             pid2: 5,
             idx1,
@@ -137,7 +75,7 @@ mod tests {
             epoll_slot: slot,
             ret: 0,
             result: "equal".into(),
-            outcome: "fast",
+            outcome: "fast".into(),
             latency_ns: 6,
             lock_wait_ns: 0,
             writer_tgid: None,

@@ -1,6 +1,7 @@
-//! Where numbers go: text tables, histograms and plots for people, JSON for programs.
+//! Where numbers go: text tables, histograms and plots for people; event lines as text or
+//! JSON.
 
+pub mod columns;
 pub mod event;
-pub mod json;
 pub mod plot;
 pub mod table;

@@ -417,10 +417,7 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        recording::{Header, RecordedKernel},
-        report::Reading,
-    };
+    use kcmp_trace_common::json::report::Reading;
 
     /// A session of two readings a second apart with these calls per outcome.
     fn session(name: &str, calls: &[(Outcome, u64)], lock_waits: u64) -> Session {
@@ -441,10 +438,9 @@ mod tests {
             hooks: Vec::new(),
             at_s,
         };
-        let plan = serde_json::json!({"mode": "kprobe", "strategy": "direct"});
         Session {
             path: PathBuf::from(name),
-            header: Header::new(RecordedKernel::from_plan(&plan, None), plan, 1.0, 5),
+            header: crate::recording::tests::header(),
             baseline: Reading::attach(),
             intervals: vec![(1.0, at(1.0, half).report_since(&Reading::attach(), 5).0)],
             last: at(2.0, counters),

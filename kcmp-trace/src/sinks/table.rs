@@ -2,12 +2,16 @@
 
 use std::fmt::Write as _;
 
-use kcmp_trace_common::{hist::HIST_SLOTS, outcome::Outcome, snapshot::Counters};
-
-use crate::{
-    recording::Session,
-    report::{CompareRow, Incomplete, OTHER_READER, Quantiles, ReaderReport, Report, hist_rows},
+use kcmp_trace_common::{
+    hist::HIST_SLOTS,
+    json::report::{
+        CompareRow, Incomplete, OTHER_READER, Quantiles, ReaderReport, Report, hist_rows,
+    },
+    outcome::Outcome,
+    snapshot::Counters,
 };
+
+use crate::recording::Session;
 
 fn ns(v: Option<u64>) -> String {
     match v {
@@ -18,7 +22,7 @@ fn ns(v: Option<u64>) -> String {
     }
 }
 
-fn breakdown(map: &std::collections::BTreeMap<&'static str, u64>) -> String {
+fn breakdown(map: &std::collections::BTreeMap<impl std::fmt::Display, u64>) -> String {
     if map.is_empty() {
         return "-".into();
     }
@@ -184,7 +188,7 @@ fn describe_session(s: &Session) -> String {
         k.release.as_deref().unwrap_or("(a daemon's kernel)"),
         k.preemption,
         if k.series { "present" } else { "absent" },
-        s.header.attach(),
+        s.header.plan.attach(),
         if s.complete {
             ""
         } else {
@@ -209,7 +213,7 @@ pub fn session(s: &Session, total: &Report, counters: &Counters) -> String {
     let outcomes: Vec<&str> = Outcome::ALL
         .iter()
         .map(|o| o.name())
-        .filter(|o| total.by_outcome.contains_key(o))
+        .filter(|o| total.by_outcome.contains_key(*o))
         .collect();
     let _ = writeln!(out, "outcome split per interval (% of its calls)");
     let _ = write!(out, "{:>8} {:>10} {:>12}", "at", "calls", "calls/s");
@@ -224,7 +228,7 @@ pub fn session(s: &Session, total: &Report, counters: &Counters) -> String {
             at_s, r.calls, r.calls_per_s
         );
         for o in &outcomes {
-            let n = r.by_outcome.get(o).copied().unwrap_or(0);
+            let n = r.by_outcome.get(*o).copied().unwrap_or(0);
             let share = match r.calls {
                 0 => "-".to_owned(),
                 calls => format!("{:.1}", 100.0 * n as f64 / calls as f64),
@@ -265,7 +269,7 @@ pub fn comparison(a: &Session, b: &Session, rows: &[CompareRow]) -> String {
         "metric", "unit", "A", "B", "B-A", "B/A"
     );
     for r in rows {
-        let delta = match (r.unit, r.delta) {
+        let delta = match (r.unit.as_str(), r.delta) {
             (_, None) => "-".into(),
             ("%", Some(d)) => format!("{d:+.2}"),
             ("s", Some(d)) => format!("{d:+.2}"),
@@ -277,8 +281,8 @@ pub fn comparison(a: &Session, b: &Session, rows: &[CompareRow]) -> String {
             "{:<width$} {:>8} {:>12} {:>12} {:>12} {:>9}",
             r.metric,
             r.unit,
-            compared(r.unit, r.a),
-            compared(r.unit, r.b),
+            compared(&r.unit, r.a),
+            compared(&r.unit, r.b),
             delta,
             ratio
         );
@@ -363,7 +367,7 @@ mod tests {
             "proc_wchan".to_owned(),
             ReaderReport {
                 calls: 10,
-                by_outcome: [("fast", 9), ("busy", 1)].into_iter().collect(),
+                by_outcome: [("fast".into(), 9), ("busy".into(), 1)].into(),
                 lock_waits: 1,
                 lock_wait_sum_ns: 2_000,
                 ..ReaderReport::default()

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::which;
+
 /// The recording and alerting rules, and their promtool unit tests.
 pub const RULES: &str = "prometheus/kcmp-trace.rules.yml";
 pub const RULE_TESTS: &str = "prometheus/kcmp-trace.rules.test.yml";
@@ -21,14 +23,6 @@ pub fn tool(name: &str) -> PathBuf {
         panic!(
             "{name} is not on PATH: install Debian's `prometheus` package (cargo xtask setup does)"
         )
-    })
-}
-
-pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
     })
 }
 

@@ -1,8 +1,17 @@
-//! One interval's numbers, as every sink shows them (table, JSON, HTTP snapshot).
+//! One interval's numbers, as every sink shows them (table, JSON, HTTP snapshot), made from
+//! the counters; two sessions' side by side.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use kcmp_trace_common::{
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    is_zero, nullable,
+    plan::Affects,
+    readout::{CallerRow, HookCounters, ProcessRow},
+};
+use crate::{
     hist::{self, HIST_SLOTS},
     kcmp::{TYPE_SLOTS, type_slot_name},
     maps::misc,
@@ -11,20 +20,22 @@ use kcmp_trace_common::{
     result::{RESULT_SLOTS, result_slot_name},
     snapshot::Counters,
 };
-use serde::Serialize;
 
-use crate::{
-    plan::Affects,
-    readout::{CallerRow, HookCounters, ProcessRow},
-};
+/// Counts by name (type, result, outcome, verdict): only names with a count are written.
+pub type Counts = BTreeMap<String, u64>;
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+/// A log2 histogram's count and quantiles, in ns; null where it has no samples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Quantiles {
     pub count: u64,
+    #[serde(deserialize_with = "nullable")]
     pub p50: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
     pub p90: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
     pub p99: Option<u64>,
     /// Upper bound of the highest non-empty log2 slot.
+    #[serde(deserialize_with = "nullable")]
     pub max: Option<u64>,
 }
 
@@ -40,20 +51,21 @@ impl Quantiles {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// The numbers of an interval, or of everything since attach.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
     /// Seconds covered by this report.
     pub interval_s: f64,
     pub calls: u64,
     pub calls_per_s: f64,
     pub errors: u64,
-    pub by_type: BTreeMap<&'static str, u64>,
-    pub by_result: BTreeMap<&'static str, u64>,
-    pub by_outcome: BTreeMap<&'static str, u64>,
+    pub by_type: Counts,
+    pub by_result: Counts,
+    pub by_outcome: Counts,
     /// Outcome, then result: where each kind of result went.
-    pub by_outcome_result: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub by_outcome_result: BTreeMap<String, Counts>,
     pub latency_ns: Quantiles,
-    pub latency_by_outcome_ns: BTreeMap<&'static str, Quantiles>,
+    pub latency_by_outcome_ns: BTreeMap<String, Quantiles>,
     pub lock_wait_ns: Quantiles,
     pub exec_hold_ns: Quantiles,
     /// Landlock TSYNC's write sections of exec_update_lock.
@@ -72,7 +84,7 @@ pub struct Report {
     pub unattributed: u64,
     /// Other callers' helper calls and lock waits counted under `other` but no call site
     /// (no caller address seen, or the call-site map full).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub others_unplaced: u64,
     /// Runs of each program the kernel skipped in this interval (programs with none left
     /// out).
@@ -84,32 +96,28 @@ pub struct Report {
     pub top_processes: Vec<ProcessRow>,
     /// With `--readers`: kcmp, each /proc reader, all other callers (`other`) and each
     /// other call site (`other:SYMBOL`), by name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_reader: Option<BTreeMap<String, ReaderReport>>,
 }
 
 /// One reader of exec_update_lock over an interval: its calls' outcomes (kcmp and the /proc
 /// readers, whose calls are followed) or its helper verdicts (other callers), and its lock
 /// waits.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReaderReport {
     pub calls: u64,
-    pub by_outcome: BTreeMap<&'static str, u64>,
+    pub by_outcome: Counts,
     /// Other callers' helper calls by verdict (begin_ok, begin_failed, valid, retry).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub verdicts: BTreeMap<&'static str, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verdicts: Counts,
     pub lock_waits: u64,
     pub lock_wait_sum_ns: u64,
     /// Log2 quantiles of the lock waits (not kept per call site).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_wait_ns: Option<Quantiles>,
     /// Calls left uncounted: returns never seen, or seen without their entry.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub uncounted: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl ReaderReport {
@@ -152,21 +160,21 @@ impl ReaderReport {
     }
 }
 
-fn outcome_counts(n: impl Fn(Outcome) -> u64) -> BTreeMap<&'static str, u64> {
-    Outcome::ALL
-        .iter()
-        .map(|&o| (o.name(), n(o)))
+/// The names with a count, as [`Counts`].
+fn nonzero<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> Counts {
+    pairs
+        .into_iter()
         .filter(|&(_, n)| n != 0)
+        .map(|(name, n)| (name.to_owned(), n))
         .collect()
 }
 
-fn verdict_counts(v: &[u64; verdict::SLOTS]) -> BTreeMap<&'static str, u64> {
-    verdict::NAMES
-        .iter()
-        .zip(v)
-        .filter(|&(_, &n)| n != 0)
-        .map(|(&name, &n)| (name, n))
-        .collect()
+fn outcome_counts(n: impl Fn(Outcome) -> u64) -> Counts {
+    nonzero(Outcome::ALL.iter().map(|&o| (o.name(), n(o))))
+}
+
+fn verdict_counts(v: &[u64; verdict::SLOTS]) -> Counts {
+    nonzero(verdict::NAMES.into_iter().zip(v.iter().copied()))
 }
 
 /// The name kcmp goes by among the readers.
@@ -219,7 +227,7 @@ pub fn by_reader(delta: &Counters, sites: &[CallerRow]) -> BTreeMap<String, Read
 }
 
 /// Upper bounds on what skipped program runs and unpaired calls leave out of a report.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Incomplete {
     /// Calls that may be missing from `calls` (and every breakdown of it).
     pub calls: u64,
@@ -232,7 +240,7 @@ pub struct Incomplete {
     /// TSYNC write sections that may be missing from tsync_hold_ns.
     pub tsync_write_sections: u64,
     /// /proc reader calls that may be missing or misread (`--readers`).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub reader_calls: u64,
 }
 
@@ -307,9 +315,6 @@ impl Report {
         callers: Option<&[CallerRow]>,
     ) -> Report {
         let incomplete = Incomplete::of(delta, missed);
-        let nonzero = |pairs: Vec<(&'static str, u64)>| -> BTreeMap<&'static str, u64> {
-            pairs.into_iter().filter(|&(_, n)| n != 0).collect()
-        };
         let calls = delta.total_calls();
         Report {
             interval_s,
@@ -321,34 +326,20 @@ impl Report {
             },
             errors: delta.errors(),
             by_type: nonzero(
-                (0..TYPE_SLOTS)
-                    .map(|t| (type_slot_name(t as u32), delta.calls_by_type(t)))
-                    .collect(),
+                (0..TYPE_SLOTS).map(|t| (type_slot_name(t as u32), delta.calls_by_type(t))),
             ),
             by_result: nonzero(
-                (0..RESULT_SLOTS)
-                    .map(|r| (result_slot_name(r as u32), delta.calls_by_result(r)))
-                    .collect(),
+                (0..RESULT_SLOTS).map(|r| (result_slot_name(r as u32), delta.calls_by_result(r))),
             ),
-            by_outcome: nonzero(
-                Outcome::ALL
-                    .iter()
-                    .map(|&o| (o.name(), delta.calls_by_outcome(o)))
-                    .collect(),
-            ),
+            by_outcome: outcome_counts(|o| delta.calls_by_outcome(o)),
             by_outcome_result: Outcome::ALL
                 .iter()
                 .map(|&o| {
-                    let by_result = nonzero(
-                        (0..RESULT_SLOTS)
-                            .map(|r| {
-                                let n =
-                                    (0..TYPE_SLOTS).map(|t| delta.calls[o as usize][t][r]).sum();
-                                (result_slot_name(r as u32), n)
-                            })
-                            .collect(),
-                    );
-                    (o.name(), by_result)
+                    let by_result = nonzero((0..RESULT_SLOTS).map(|r| {
+                        let n = (0..TYPE_SLOTS).map(|t| delta.calls[o as usize][t][r]).sum();
+                        (result_slot_name(r as u32), n)
+                    }));
+                    (o.name().to_owned(), by_result)
                 })
                 .filter(|(_, m)| !m.is_empty())
                 .collect(),
@@ -356,7 +347,12 @@ impl Report {
             latency_by_outcome_ns: Outcome::ALL
                 .iter()
                 .filter(|&&o| delta.calls_by_outcome(o) != 0)
-                .map(|&o| (o.name(), Quantiles::of(&delta.latency[o as usize])))
+                .map(|&o| {
+                    (
+                        o.name().to_owned(),
+                        Quantiles::of(&delta.latency[o as usize]),
+                    )
+                })
                 .collect(),
             lock_wait_ns: Quantiles::of(&delta.lock_wait),
             exec_hold_ns: Quantiles::of(&delta.exec_hold),
@@ -428,15 +424,19 @@ impl Reading {
 }
 
 /// One number of two sessions side by side.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CompareRow {
     pub metric: String,
-    pub unit: &'static str,
+    pub unit: String,
+    #[serde(deserialize_with = "nullable")]
     pub a: Option<f64>,
+    #[serde(deserialize_with = "nullable")]
     pub b: Option<f64>,
     /// b - a, when both exist.
+    #[serde(deserialize_with = "nullable")]
     pub delta: Option<f64>,
     /// b / a, when both exist and a is not 0.
+    #[serde(deserialize_with = "nullable")]
     pub ratio: Option<f64>,
 }
 
@@ -445,7 +445,7 @@ impl CompareRow {
         let both = a.zip(b);
         CompareRow {
             metric: metric.into(),
-            unit,
+            unit: unit.to_owned(),
             a,
             b,
             delta: both.map(|(a, b)| b - a),
@@ -476,7 +476,7 @@ pub fn compare(a: &Report, b: &Report) -> Vec<CompareRow> {
     let outcomes: Vec<&str> = Outcome::ALL
         .iter()
         .map(|o| o.name())
-        .filter(|o| a.by_outcome.contains_key(o) || b.by_outcome.contains_key(o))
+        .filter(|o| a.by_outcome.contains_key(*o) || b.by_outcome.contains_key(*o))
         .collect();
     for &o in &outcomes {
         let n = |r: &Report| count(r.by_outcome.get(o).copied().unwrap_or(0));
@@ -526,7 +526,7 @@ fn reader_compare_rows(rows: &mut Vec<CompareRow>, a: &Report, b: &Report) {
         return;
     };
     let empty = ReaderReport::default();
-    let names: std::collections::BTreeSet<&String> = ra.keys().chain(rb.keys()).collect();
+    let names: BTreeSet<&String> = ra.keys().chain(rb.keys()).collect();
     for name in names {
         let (x, y) = (
             ra.get(name).unwrap_or(&empty),
@@ -540,10 +540,10 @@ fn reader_compare_rows(rows: &mut Vec<CompareRow>, a: &Report, b: &Report) {
                 count(x.calls),
                 count(y.calls),
             ));
-            let outcomes: std::collections::BTreeSet<&&str> =
+            let outcomes: BTreeSet<&String> =
                 x.by_outcome.keys().chain(y.by_outcome.keys()).collect();
             for o in outcomes {
-                let n = |r: &ReaderReport| count(r.by_outcome.get(*o).copied().unwrap_or(0));
+                let n = |r: &ReaderReport| count(r.by_outcome.get(o).copied().unwrap_or(0));
                 rows.push(CompareRow::new(
                     format!("reader {name} {o}"),
                     "calls",
@@ -648,7 +648,7 @@ mod tests {
         }
         assert_eq!(names.len(), 6, "{names:?}");
     }
-    use kcmp_trace_common::result::result_slot;
+    use crate::result::result_slot;
 
     fn row(tgid: u32, calls: u64) -> ProcessRow {
         ProcessRow {
@@ -786,12 +786,12 @@ mod tests {
     fn comparison_gives_deltas_and_ratios() {
         let (a, b) = a_and_b();
         let rows = compare(&a, &b);
-        let check = |metric: &str, unit, va: Option<f64>, vb: Option<f64>, delta, ratio| {
+        let check = |metric: &str, unit: &str, va: Option<f64>, vb: Option<f64>, delta, ratio| {
             assert_eq!(
                 compared(&rows, metric),
                 &CompareRow {
                     metric: metric.into(),
-                    unit,
+                    unit: unit.into(),
                     a: va,
                     b: vb,
                     delta,

@@ -1,22 +1,24 @@
 //! What the daemon's `/api/v1/snapshot` sends and `watch --connect` reads: everything since
 //! attach. Raw cumulative counters travel along with the report, so a client can diff two
-//! snapshots into exact interval reports.
+//! snapshots into exact interval reports; recordings keep the same counters.
 
-use anyhow::bail;
-use kcmp_trace_common::{
-    hist::HIST_SLOTS, kcmp::TYPE_SLOTS, maps::misc, outcome::OUTCOMES, reader::ReaderCounters,
-    result::RESULT_SLOTS, snapshot::Counters,
-};
+use std::borrow::Cow;
+
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use super::{
     plan::Plan,
     readout::{CallerRow, HookCounters, ProcessRow},
     report::Report,
 };
+use crate::{
+    hist::HIST_SLOTS, kcmp::TYPE_SLOTS, maps::misc, outcome::OUTCOMES, reader::ReaderCounters,
+    result::RESULT_SLOTS, snapshot::Counters,
+};
 
 /// `Counters` flattened, with its shape so a mismatched client notices.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WireCounters {
     /// [outcomes, types, results, histogram slots, misc slots].
     pub shape: [usize; 5],
@@ -26,18 +28,20 @@ pub struct WireCounters {
     pub latency: Vec<u64>,
     pub lock_wait: Vec<u64>,
     pub exec_hold: Vec<u64>,
-    /// Absent from recordings made before TSYNC sections were told apart.
+    /// TSYNC write sections. Absent from recordings made before they were told apart from
+    /// exec's: read as an empty histogram.
     #[serde(default = "empty_hist")]
     pub tsync_hold: Vec<u64>,
     /// Exact sums of the histograms: latency per outcome, lock wait, write sections.
     pub latency_sum_ns: Vec<u64>,
     pub lock_wait_sum_ns: u64,
     pub exec_hold_sum_ns: u64,
+    /// Absent from the same recordings as `tsync_hold`: read as 0.
     #[serde(default)]
     pub tsync_hold_sum_ns: u64,
     pub misc: Vec<u64>,
-    /// `Counters::readers`, each slot's cells in order; absent from recordings and daemons
-    /// that did not follow readers.
+    /// `Counters::readers`, each slot's cells in order; absent when no reader was followed
+    /// (or none counted anything).
     #[serde(default, skip_serializing_if = "all_zero")]
     pub readers: Vec<u64>,
 }
@@ -51,6 +55,19 @@ fn empty_hist() -> Vec<u64> {
 }
 
 const SHAPE: [usize; 5] = [OUTCOMES, TYPE_SLOTS, RESULT_SLOTS, HIST_SLOTS, misc::SLOTS];
+
+/// Why counters read back do not fit this build's.
+#[derive(Debug, thiserror::Error)]
+pub enum ShapeError {
+    #[error("the counters have shape {0:?}, this kcmp-trace expects {SHAPE:?} (versions differ)")]
+    Shape([usize; 5]),
+    #[error("counters {what}: {got} values, expected {want} (versions differ)")]
+    Length {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
+}
 
 impl From<&Counters> for WireCounters {
     fn from(c: &Counters) -> Self {
@@ -77,21 +94,18 @@ impl From<&Counters> for WireCounters {
 }
 
 impl WireCounters {
-    pub fn to_counters(&self) -> anyhow::Result<Counters> {
+    pub fn to_counters(&self) -> Result<Counters, ShapeError> {
         if self.shape != SHAPE {
-            bail!(
-                "the daemon's counters have shape {:?}, this kcmp-trace expects {SHAPE:?} (versions differ)",
-                self.shape
-            );
+            return Err(ShapeError::Shape(self.shape));
         }
         let mut c = Counters::ZERO;
-        let copy = |dst: &mut [u64], src: &[u64], what: &str| {
+        let copy = |dst: &mut [u64], src: &[u64], what| {
             if dst.len() != src.len() {
-                bail!(
-                    "snapshot {what}: {} values, expected {}",
-                    src.len(),
-                    dst.len()
-                );
+                return Err(ShapeError::Length {
+                    what,
+                    got: src.len(),
+                    want: dst.len(),
+                });
             }
             dst.copy_from_slice(src);
             Ok(())
@@ -118,11 +132,11 @@ impl WireCounters {
                 .flat_map(ReaderCounters::cells_mut)
                 .collect();
             if cells.len() != self.readers.len() {
-                bail!(
-                    "snapshot readers: {} values, expected {} (versions differ)",
-                    self.readers.len(),
-                    cells.len()
-                );
+                return Err(ShapeError::Length {
+                    what: "readers",
+                    got: self.readers.len(),
+                    want: cells.len(),
+                });
             }
             for (dst, &src) in cells.iter_mut().zip(&self.readers) {
                 **dst = src;
@@ -135,35 +149,24 @@ impl WireCounters {
     }
 }
 
-/// What the daemon sends.
-#[derive(Serialize)]
-pub struct SnapshotOut<'a> {
-    pub version: &'static str,
+/// The daemon's snapshot: everything since attach.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Snapshot<'a> {
+    /// The daemon's kcmp-trace version.
+    pub version: String,
     /// Seconds since attach.
     pub elapsed_s: f64,
-    pub plan: &'a Plan,
+    pub plan: Cow<'a, Plan>,
     /// The numbers `watch --json` prints, over everything since attach.
     pub report: Report,
     pub counters: WireCounters,
     /// Every process seen, busiest first.
-    pub processes: &'a [ProcessRow],
+    pub processes: Cow<'a, [ProcessRow]>,
     /// What the kernel counted for each attached program (skipped runs, run time).
-    pub programs: &'a [HookCounters],
+    pub programs: Cow<'a, [HookCounters]>,
     /// Other callers by call site (readers followed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callers: Option<&'a [CallerRow]>,
-}
-
-/// What a client reads back.
-#[derive(Debug, Deserialize)]
-pub struct SnapshotIn {
-    pub elapsed_s: f64,
-    pub plan: serde_json::Value,
-    pub counters: WireCounters,
-    pub processes: Vec<ProcessRow>,
-    pub programs: Vec<HookCounters>,
-    #[serde(default)]
-    pub callers: Option<Vec<CallerRow>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callers: Option<Cow<'a, [CallerRow]>>,
 }
 
 #[cfg(test)]

@@ -12,7 +12,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
+use kcmp_trace::{config::TraceConfig, loader::Tracer, plan::Plan, probe::Capabilities};
+
+use crate::{
+    report::{EveryoneElse, OtherRow, Setup, SetupHooks, Workload},
+    rounds::{attach, interleaved, median, slowdown_pct, time_loop, traced_as},
+};
 
 /// argv[1] of the exec loop's program (this binary): it exits at once.
 pub const EXIT_ARG: &str = "__exit";
@@ -21,53 +26,12 @@ pub const EXIT_ARG: &str = "__exit";
 const COPIED_PAGES: usize = 4;
 const PAGE: usize = 4096;
 
-/// A loop that never calls kcmp.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Workload {
-    /// getpid(): a syscall and nothing else.
-    Getpid,
-    /// A child's /proc/PID/maps opened, read whole and closed (mm_access, then mmap_lock).
-    ProcMaps,
-    /// process_vm_readv() of a few pages of a child (mm_access).
-    ProcessVmReadv,
-    /// This binary spawned (vfork and exec) with an argument that makes it exit at once, and
-    /// waited for.
-    Exec,
-    /// What ps does: /proc/PID/stat and /proc/PID/wchan of every process, one scan per op.
-    PsScan,
-    /// An anonymous page mapped and unmapped (mmap_lock for writing).
-    Mmap,
-}
-
-impl Workload {
-    pub const ALL: [Workload; 6] = [
-        Workload::Getpid,
-        Workload::ProcMaps,
-        Workload::ProcessVmReadv,
-        Workload::Exec,
-        Workload::PsScan,
-        Workload::Mmap,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Workload::Getpid => "getpid",
-            Workload::ProcMaps => "proc_maps",
-            Workload::ProcessVmReadv => "process_vm_readv",
-            Workload::Exec => "exec",
-            Workload::PsScan => "ps_scan",
-            Workload::Mmap => "mmap_munmap",
-        }
-    }
-
-    /// How long one measurement of this loop runs in a round of `round`: the slow loops (an
-    /// exec, a scan of /proc) get more of it, so that a round holds enough of their ops.
-    pub fn len(self, round: Duration) -> Duration {
-        match self {
-            Workload::Exec | Workload::PsScan => round / 2,
-            _ => round / 4,
-        }
+/// How long one measurement of `workload` runs in a round of `round`: the slow loops (an
+/// exec, a scan of /proc) get more of it, so that a round holds enough of their ops.
+fn measurement(workload: Workload, round: Duration) -> Duration {
+    match workload {
+        Workload::Exec | Workload::PsScan => round / 2,
+        _ => round / 4,
     }
 }
 
@@ -235,6 +199,76 @@ fn read_whole(path: &Path, buf: &mut Vec<u8>) -> anyhow::Result<()> {
         .and_then(|mut f| f.read_to_end(buf))
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(())
+}
+
+/// Every loop of [`Workload::ALL`] under no tracer, the floor, counting and `--readers`,
+/// interleaved as the kcmp loop's setups are.
+pub fn measure(
+    bench: &mut Workbench,
+    plan: &Plan,
+    caps: &Capabilities,
+    config: &TraceConfig,
+    rounds: usize,
+    round: Duration,
+) -> anyhow::Result<EveryoneElse> {
+    // Following the readers needs the kernel's BTF to place exec_update_lock.
+    let (readers, readers_missing) =
+        match Tracer::start_with(&traced_as(Setup::Readers, config), caps) {
+            Ok(tracer) => (Some(tracer.plan.clone()), None),
+            Err(e) => (None, Some(crate::error::one_line(&e))),
+        };
+    let targets = |plan: &Plan| plan.hooks.iter().map(|h| h.target.clone()).collect();
+    let mut setups = vec![Setup::NoTracer, Setup::EmptyPrograms, Setup::Counters];
+    let mut hooks = vec![
+        SetupHooks {
+            setup: Setup::EmptyPrograms,
+            targets: targets(plan),
+        },
+        SetupHooks {
+            setup: Setup::Counters,
+            targets: targets(plan),
+        },
+    ];
+    if let Some(readers) = &readers {
+        setups.push(Setup::Readers);
+        hooks.push(SetupHooks {
+            setup: Setup::Readers,
+            targets: targets(readers),
+        });
+    }
+
+    let mut ns = vec![vec![Vec::new(); setups.len()]; Workload::ALL.len()];
+    for i in interleaved(rounds, setups.len()) {
+        let _attached = attach(setups[i], plan, caps, config)?;
+        for (w, &workload) in Workload::ALL.iter().enumerate() {
+            let len = measurement(workload, round);
+            // Failures were ruled out when the workbench was made; timing ignores them.
+            let mut op = || {
+                let _ = bench.op(workload);
+            };
+            time_loop(len / 10, &mut op); // warm caches and the hooks' paths
+            ns[w][i].push(time_loop(len, &mut op));
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (workload, ns) in Workload::ALL.into_iter().zip(ns) {
+        let ns: Vec<f64> = ns.into_iter().map(median).collect();
+        let (none, floor) = (ns[0], ns[1]);
+        rows.extend(setups.iter().zip(ns).map(|(&setup, ns)| OtherRow {
+            workload,
+            setup,
+            ns_per_op: ns,
+            ops_per_s: 1e9 / ns,
+            vs_no_tracer_pct: slowdown_pct(ns, none),
+            vs_floor_pct: slowdown_pct(ns, floor),
+        }));
+    }
+    Ok(EveryoneElse {
+        hooks,
+        readers_missing,
+        rows,
+    })
 }
 
 #[cfg(test)]

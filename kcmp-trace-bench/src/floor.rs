@@ -1,19 +1,29 @@
 //! What only `bench` attaches, from the bench's own eBPF object: do-nothing programs on a
 //! plan's hooks (the floor), and one program of the cost ladder alone.
 
+use anyhow::Context as _;
 use aya::Ebpf;
 use kcmp_trace_common::classify::Strategy;
 
-use crate::{
+use kcmp_trace::{
     attach::attach_program,
     bpf_info,
     config::TraceConfig,
     event_stream::EventStream,
-    object::{KernelFacts, bench_object, event_stream, load_object, program_counters},
+    object::{KernelFacts, Object, event_stream, load_object, program_counters},
     plan::{Plan, checks},
     probe,
     retprobe::ReturnProbe,
 };
+use kcmp_trace_common::programs::bench;
+
+/// The bench's programs: the do-nothing ones and the cost ladder's.
+fn bench_object() -> Object {
+    Object {
+        name: "kcmp-trace-bench-probes",
+        bytes: aya::include_bytes_aligned!(env!("KCMP_TRACE_BENCH_OBJECT")),
+    }
+}
 
 /// Do-nothing programs on the same hooks as a plan: the floor any tracer there pays.
 pub struct Floor {
@@ -32,9 +42,11 @@ impl Floor {
             .hooks
             .iter()
             .map(|hook| {
+                let twin = bench::floor_twin(hook.program)
+                    .with_context(|| format!("{} has no do-nothing twin", hook.program))?;
                 let mut ebpf = bench_object().load()?;
-                attach_program(&mut ebpf, btf, hook.noop, &hook.target, &mut return_probes)?;
-                Ok((ebpf, hook.noop, hook.target.clone()))
+                attach_program(&mut ebpf, btf, twin, &hook.target, &mut return_probes)?;
+                Ok((ebpf, twin, hook.target.clone()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Floor {
@@ -88,5 +100,26 @@ impl Solo {
 
     pub fn program_counters(&self) -> anyhow::Result<bpf_info::ProgramCounters> {
         program_counters(&self.ebpf, self.program)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kcmp_trace_common::programs;
+
+    use super::*;
+
+    #[test]
+    fn the_bench_object_holds_its_table_s_programs_and_no_others() {
+        let parsed = aya_obj::Object::parse(bench_object().bytes).expect("the object parses");
+        let mut found: Vec<String> = parsed.programs.into_keys().collect();
+        found.sort();
+        let mut table: Vec<String> = bench::ALL
+            .iter()
+            .chain(&[programs::COMM_READ, programs::FLUSH_EVENTS])
+            .map(|n| n.to_string())
+            .collect();
+        table.sort();
+        assert_eq!(found, table);
     }
 }

@@ -1,38 +1,16 @@
-//! The shapes of what a tracer reads out of its maps and what the kernel counts for its
-//! programs: below everything that reports, records, serves or prints them.
+//! The rows a tracer reads out of its maps, and what the kernel counts for its programs: in
+//! every report, snapshot and recording.
 
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-use kcmp_trace_common::{
-    reader::{CallerCounts, verdict},
-    result::errno_name,
-};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Affects;
-
-/// The `struct kcmp_epoll_slot` a KCMP_EPOLL_TFD call pointed to, as the caller wrote it.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct EpollSlotRecord {
-    pub efd: u32,
-    pub tfd: u32,
-    pub toff: u32,
-}
-
-/// A kcmp return value by name: `equal`/`less`/`greater`/`unordered`, or the errno's.
-pub fn result_name(ret: i64) -> Cow<'static, str> {
-    match ret {
-        0 => "equal".into(),
-        1 => "less".into(),
-        2 => "greater".into(),
-        3 => "unordered".into(),
-        r if r < 0 => errno_name(-r).map_or_else(|| format!("errno{}", -r).into(), Cow::Borrowed),
-        r => format!("ret{r}").into(),
-    }
-}
+use super::plan::Affects;
+use crate::reader::{CallerCounts, verdict};
 
 /// One process's kcmp calls.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessRow {
     pub tgid: u32,
     pub comm: String,
@@ -58,7 +36,7 @@ impl ProcessRow {
 
 /// Another caller of the exec_update_seq helpers or waiter on an exec_update_lock, by the
 /// function it called from (`other:SYMBOL`): what it did since attach, or over an interval.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct CallerRow {
     pub symbol: String,
     /// Helper calls by verdict, in `reader::verdict` order.
@@ -102,7 +80,7 @@ impl CallerRow {
 
     /// Rows of call sites in the same function, summed into one per symbol, sorted.
     pub fn by_symbol(rows: impl IntoIterator<Item = CallerRow>) -> Vec<CallerRow> {
-        let mut merged: std::collections::BTreeMap<String, CallerCounts> = Default::default();
+        let mut merged: BTreeMap<String, CallerCounts> = BTreeMap::new();
         for row in rows {
             merged
                 .entry(row.symbol.clone())
@@ -117,7 +95,7 @@ impl CallerRow {
 }
 
 /// What the kernel counted for one attached program since it was loaded.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HookCounters {
     pub program: String,
     pub target: String,
@@ -130,18 +108,4 @@ pub struct HookCounters {
     /// the work it taxed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_outside_kcmp: Option<u64>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_are_named() {
-        assert_eq!(result_name(0), "equal");
-        assert_eq!(result_name(3), "unordered");
-        assert_eq!(result_name(-9), "EBADF");
-        assert_eq!(result_name(-38), "errno38");
-        assert_eq!(result_name(7), "ret7");
-    }
 }

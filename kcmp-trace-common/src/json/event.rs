@@ -1,0 +1,132 @@
+//! Per-call events as `events --json`, the daemon's `/events` and recordings carry them;
+//! what `events --json` says at its end; the daemon's notice of events a client missed.
+
+use std::{borrow::Cow, collections::BTreeMap};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::report::Incomplete;
+use crate::{
+    event::{Event, comm_bytes},
+    kcmp::{type_slot, type_slot_name},
+    result::errno_name,
+};
+
+/// The `struct kcmp_epoll_slot` a KCMP_EPOLL_TFD call pointed to, as the caller wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EpollSlotRecord {
+    pub efd: u32,
+    pub tfd: u32,
+    pub toff: u32,
+}
+
+/// A kcmp return value by name: `equal`/`less`/`greater`/`unordered`, or the errno's.
+pub fn result_name(ret: i64) -> Cow<'static, str> {
+    match ret {
+        0 => "equal".into(),
+        1 => "less".into(),
+        2 => "greater".into(),
+        3 => "unordered".into(),
+        r if r < 0 => errno_name(-r).map_or_else(|| format!("errno{}", -r).into(), Cow::Borrowed),
+        r => format!("ret{r}").into(),
+    }
+}
+
+/// One kcmp call. Made from an [`Event`], it borrows the event's bytes and static names:
+/// formatting one allocates nothing on the way to the output buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventRecord<'a> {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: Cow<'a, str>,
+    pub r#type: i64,
+    pub type_name: Cow<'a, str>,
+    pub pid1: i32,
+    pub pid2: i32,
+    /// The index arguments as passed; only KCMP_FILE and KCMP_EPOLL_TFD use them.
+    pub idx1: u64,
+    pub idx2: u64,
+    /// KCMP_EPOLL_TFD: the `struct kcmp_epoll_slot` idx2 points to, read at entry (absent
+    /// when unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoll_slot: Option<EpollSlotRecord>,
+    pub ret: i64,
+    /// `equal`/`less`/`greater`/`unordered`, or the errno name.
+    pub result: Cow<'a, str>,
+    pub outcome: Cow<'a, str>,
+    pub latency_ns: u64,
+    pub lock_wait_ns: u64,
+    /// The writer whose exec or TSYNC the call raced (retry and busy calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_tgid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_comm: Option<Cow<'a, str>>,
+}
+
+impl<'a> From<&'a Event> for EventRecord<'a> {
+    fn from(e: &'a Event) -> Self {
+        EventRecord {
+            ts_ns: e.ts_ns,
+            tgid: e.tgid,
+            tid: e.tid,
+            comm: String::from_utf8_lossy(comm_bytes(&e.comm)),
+            r#type: e.raw_type,
+            type_name: type_slot_name(type_slot(e.raw_type as u64)).into(),
+            pid1: e.pid1,
+            pid2: e.pid2,
+            idx1: e.idx1,
+            idx2: e.idx2,
+            epoll_slot: (e.epoll.read != 0).then_some(EpollSlotRecord {
+                efd: e.epoll.efd,
+                tfd: e.epoll.tfd,
+                toff: e.epoll.toff,
+            }),
+            ret: e.ret,
+            result: result_name(e.ret),
+            outcome: e.outcome().name().into(),
+            latency_ns: e.latency_ns,
+            lock_wait_ns: e.lock_wait_ns,
+            writer_tgid: (e.writer_tgid != 0).then_some(e.writer_tgid),
+            writer_comm: (e.writer_tgid != 0)
+                .then(|| String::from_utf8_lossy(comm_bytes(&e.writer_comm))),
+        }
+    }
+}
+
+/// What `events --json` writes on stderr at its end: how many events it delivered, and
+/// how far the calls' count may fall short.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventsSummary {
+    pub events_delivered: u64,
+    /// Events the kernel could not write: the ring buffer was full.
+    pub events_dropped: u64,
+    /// Events still staged in the kernel at the end, not shown.
+    pub events_unflushed: u64,
+    /// Calls counted while it ran.
+    pub calls: u64,
+    pub unpaired_exits: u64,
+    pub lost_exits: u64,
+    /// Runs of each program the kernel skipped (programs with none left out).
+    pub missed_runs: BTreeMap<String, u64>,
+    pub incomplete: Incomplete,
+    pub exact: bool,
+}
+
+/// Why the daemon's `/events` left events out of a client's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The kernel's ring buffer was full: events of any process were lost.
+    RingBuffer,
+    /// The client read too slowly: its queue was full.
+    SlowClient,
+}
+
+/// A line of the daemon's `/events` in place of the events a client missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DropNotice {
+    pub dropped: u64,
+    pub reason: DropReason,
+}
