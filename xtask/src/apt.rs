@@ -251,6 +251,65 @@ impl Apt {
             .filter(|v| v != "(none)"))
     }
 
+    /// `roots` and every package they depend on, recursively (Depends and Pre-Depends; a
+    /// virtual package stands for the packages that provide it), each with its candidate
+    /// version, sorted by name.
+    pub fn closure(&self, roots: &[&str]) -> Result<Vec<(String, String)>> {
+        let tree = capture(
+            self.command("apt-cache")
+                .args(["depends", "--recurse", "--no-recommends", "--no-suggests"])
+                .args(["--no-conflicts", "--no-breaks", "--no-replaces"])
+                .args(["--no-enhances"])
+                .args(roots),
+        )?;
+        let mut names: Vec<&str> = tree
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with([' ', '<']))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let policy = capture(self.command("apt-cache").arg("policy").args(&names))?;
+        let mut versions = Vec::new();
+        let mut package = None;
+        for line in policy.lines() {
+            if !line.starts_with(' ') {
+                package = line.strip_suffix(':');
+            } else if let (Some(name), Some(version)) =
+                (package, line.trim().strip_prefix("Candidate:"))
+            {
+                match version.trim() {
+                    "(none)" => bail!(
+                        "{name}, a dependency of {}, has no candidate",
+                        roots.join(" ")
+                    ),
+                    version => versions.push((name.to_string(), version.to_string())),
+                }
+            }
+        }
+        if versions.len() != names.len() {
+            bail!(
+                "apt-cache policy named {} of the {} packages {} depend on",
+                versions.len(),
+                names.len(),
+                roots.join(" ")
+            );
+        }
+        versions.sort();
+        Ok(versions)
+    }
+
+    /// Downloads each (package, version) into `dir` with one apt-get.
+    pub fn download_all(&self, packages: &[(String, String)], dir: &Path) -> Result<()> {
+        step(format!("downloading {} packages", packages.len()));
+        capture(
+            self.command("apt-get")
+                .arg("download")
+                .args(packages.iter().map(|(p, v)| format!("{p}={v}")))
+                .current_dir(dir),
+        )
+        .map(drop)
+    }
+
     /// Downloads `package` at `version` into `dir`; returns the .deb.
     pub fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
         step(format!("downloading {package} {version}"));

@@ -11,8 +11,8 @@
 //! * fastpath: `linux-source-<version>` with `testing/kernel/<version>/*.patch` applied
 //!   (exec_update_seq fast path plus the test-only `kcmp_fastpath` debugfs oracle),
 //!   configured from `make tinyconfig`, `testing/kernel/config.fragment` and, on 6.12,
-//!   `preempt-dynamic.fragment`; on 7.2 `preempt-lazy.fragment`, `landlock.fragment` and
-//!   `x86-like-debian.fragment`.
+//!   `preempt-dynamic.fragment`; on 7.2 `preempt-lazy.fragment`, `landlock.fragment`,
+//!   `x86-like-debian.fragment` and `criu.fragment`.
 //!   7.2's source comes from Debian unstable and is unpacked into the cache, not installed;
 //!   its series carries the upstream kcmp patch byte-exact, checked by git blob hash.
 //! * fastpath-rt: the same with `preempt-rt.fragment` (6.12 and later: PREEMPT_RT is mainline).
@@ -151,9 +151,13 @@ impl Version {
             (false, Version::V7_2) => Some("preempt-lazy.fragment"),
         };
         // 7.2's second writer of exec_update_lock is Landlock's TSYNC; its kprobes need
-        // Debian's code-patching settings.
+        // Debian's code-patching settings; the CRIU guest needs what CRIU runs on.
         let since_7_2: &[&str] = if self == Version::V7_2 {
-            &["landlock.fragment", "x86-like-debian.fragment"]
+            &[
+                "landlock.fragment",
+                "x86-like-debian.fragment",
+                "criu.fragment",
+            ]
         } else {
             &[]
         };
