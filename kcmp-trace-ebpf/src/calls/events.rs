@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use kcmp_trace_common::{
     event::{COMM_LEN, Event},
-    maps::{STAGE_EVENTS, STAGE_RECORD_BYTES, ThreadState, flush, misc},
+    maps::{ProcessTotals, STAGE_EVENTS, STAGE_RECORD_BYTES, ThreadState, flush, misc},
     outcome::Outcome,
 };
 
@@ -34,6 +34,7 @@ const _: () = assert!(
     core::mem::offset_of!(Event, comm) % 8 == 0
         && core::mem::offset_of!(Event, writer_comm) % 8 == 0
         && core::mem::offset_of!(WriteSection, comm) % 8 == 0
+        && core::mem::offset_of!(ProcessTotals, comm) % 8 == 0
 );
 
 /// A comm as two words, for copying it whole (comms sit at 8-byte offsets in our records).

@@ -1,15 +1,17 @@
 //! kcmp's calls: filtered and opened at entry, classified and counted at exit (by outcome,
 //! type, result and latency, per CPU and per process), and staged as events.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
 };
 use aya_log_ebpf::{info, warn};
 use kcmp_trace_common::{
     classify::{LOCK, Strategy, classify},
-    event::{COMM_LEN, EpollSlot},
+    event::EpollSlot,
     hist::log2_slot,
     kcmp::{KCMP_EPOLL_TFD, type_slot},
     maps::{ProcessTotals, misc},
@@ -19,7 +21,7 @@ use kcmp_trace_common::{
 };
 
 use super::{
-    cells::{add_shared, bump, cpu_counters},
+    cells::{add_shared, bump, cpu_counters, put},
     events::{CallDone, read_comm_into, stage_event, write_call},
     locks::account_lock_wait,
     maps::{EMIT_EVENTS, PROCESSES, SERIES, STRATEGY, THREADS},
@@ -226,9 +228,16 @@ fn process_totals(tgid: u32) -> Option<&'static mut ProcessTotals> {
         // SAFETY: a live map value; every writer adds atomically.
         return Some(unsafe { &mut *totals });
     }
-    let fresh = ProcessTotals {
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-        ..ProcessTotals::default()
+    let mut fresh = MaybeUninit::<ProcessTotals>::uninit();
+    let p = fresh.as_mut_ptr();
+    // SAFETY: every field is written before the value is read, one store each (a zeroed
+    // struct would be a memset call); the comm sits 8-byte aligned.
+    let fresh = unsafe {
+        put(&raw mut (*p).calls, 0);
+        put(&raw mut (*p).errors, 0);
+        put(&raw mut (*p).latency_sum_ns, 0);
+        read_comm_into(&raw mut (*p).comm);
+        fresh.assume_init()
     };
     // Another thread of the process may have created it meanwhile: then that one stays.
     let _ = PROCESSES.insert(tgid, fresh, BPF_NOEXIST as u64);

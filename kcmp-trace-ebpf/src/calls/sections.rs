@@ -5,15 +5,17 @@
 //! A process's section is touched only by its own writers; its hold is counted by whichever
 //! program closes it, hence atomically.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use core::mem::MaybeUninit;
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use kcmp_trace_common::{
-    event::COMM_LEN,
     hist::log2_slot,
     maps::{ThreadState, writer},
 };
 
 use super::{
-    cells::{add_shared, cpu_counters},
+    cells::{add_shared, cpu_counters, put},
+    events::read_comm_into,
     maps::{WRITERS, WriteSection},
     now_ns,
 };
@@ -75,12 +77,17 @@ pub fn on_tsync_end(ret: i32) {
 #[inline(always)]
 fn open_section(kind: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let section = WriteSection {
-        start_ns: now_ns(),
-        end_ns: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-        tid: pid_tgid as u32,
-        kind,
+    let mut section = MaybeUninit::<WriteSection>::uninit();
+    let s = section.as_mut_ptr();
+    // SAFETY: every field is written before the value is read, one store each; the comm
+    // sits 8-byte aligned.
+    let section = unsafe {
+        put(&raw mut (*s).start_ns, now_ns());
+        put(&raw mut (*s).end_ns, 0);
+        read_comm_into(&raw mut (*s).comm);
+        put(&raw mut (*s).tid, pid_tgid as u32);
+        put(&raw mut (*s).kind, kind);
+        section.assume_init()
     };
     let _ = WRITERS.insert((pid_tgid >> 32) as u32, section, 0);
 }
