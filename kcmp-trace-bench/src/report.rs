@@ -14,8 +14,8 @@ pub fn image_of(c: &ProgramCounters) -> Image {
     }
 }
 
-/// The steps one run of a kcmp-trace program takes on the bench's calls (calls.rs), by
-/// what its hook is for.
+/// The steps one run of a kcmp-trace program takes on the bench's calls (the eBPF
+/// crate's `calls::kcmp`), by what its hook is for.
 pub fn steps_of(affects: &[Affects], events: bool) -> Vec<Step> {
     use Step::*;
     if affects.contains(&Affects::CallEntry) {

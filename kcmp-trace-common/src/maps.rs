@@ -165,7 +165,7 @@ pub mod misc {
 /// One thread's call in flight, kept across its calls (the entry is reused, never deleted:
 /// LRU bounds the map) and rewritten at each entry.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct ThreadState {
     pub start_ns: u64,
     pub idx1: u64,
@@ -189,6 +189,31 @@ pub struct ThreadState {
     /// A /proc reader's call: the address of its task's exec_update_lock, the only rwsem
     /// whose waits count as its lock waits. 0 in kcmp's calls, where every probed lock is one.
     pub lock_addr: u64,
+}
+
+impl ThreadState {
+    /// A thread's entry as it is created: no call, no wait.
+    pub const ZERO: ThreadState = ThreadState {
+        start_ns: 0,
+        idx1: 0,
+        idx2: 0,
+        raw_type: 0,
+        lock_start_ns: 0,
+        lock_wait_ns: 0,
+        pid1: 0,
+        pid2: 0,
+        tgid: 0,
+        active: 0,
+        trail: 0,
+        reader: 0,
+        epoll: EpollSlot {
+            efd: 0,
+            tfd: 0,
+            toff: 0,
+            read: 0,
+        },
+        lock_addr: 0,
+    };
 }
 
 /// One process's kcmp totals. Its threads exit kcmp on several CPUs at once, so every field

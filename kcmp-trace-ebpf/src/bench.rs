@@ -1,10 +1,10 @@
-//! The bench's programs, in an object of their own that only `kcmp-trace bench` loads: the
+//! The bench's programs, in an object of their own that only `kcmp-trace-bench` loads: the
 //! do-nothing programs, attached to a plan's hooks for the floor any tracer there pays,
-//! and the cost ladder (cost.rs), each step through the same code and maps (calls.rs) as
+//! and the cost ladder (cost.rs), each step through the same code and maps (`calls`) as
 //! the tracer's programs.
 #![no_std]
 #![no_main]
-// Atomic adds (calls.rs): the BPF target has no compare-and-swap, so no core atomics.
+// Atomic adds (calls::cells): the BPF target has no compare-and-swap, so no core atomics.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 

@@ -1,5 +1,5 @@
 //! The cost ladder: tracepoint programs that each do one component of the kcmp programs'
-//! work, through the same functions and maps (calls.rs). `kcmp-trace bench` attaches each
+//! work, through the same functions and maps (`calls`). `kcmp-trace-bench` attaches each
 //! alone to sys_enter_kcmp and subtracts the empty program's run time there, to say where
 //! the full programs' time goes. They are not part of any plan. The comm step is the
 //! object's `comm_read` (support.rs).
@@ -16,7 +16,17 @@ use kcmp_trace_common::{
     result::{result_slot, result_slot_is_error},
 };
 
-use crate::{calls, tp::tp_args};
+use crate::{
+    calls::{
+        cells::cpu_counters,
+        events::{CallDone, stage_event, write_call},
+        kcmp::{count_call, count_for_process},
+        maps::THREADS,
+        now_ns,
+        thread::{entry, new_entry},
+    },
+    tp::tp_args,
+};
 
 named_as!(cost_pid_tgid, bench::COST_PID_TGID);
 named_as!(cost_clock, bench::COST_CLOCK);
@@ -55,7 +65,7 @@ pub fn cost_pid_tgid(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn cost_clock(_ctx: TracePointContext) -> u32 {
-    calls::now_ns();
+    now_ns();
     0
 }
 
@@ -63,8 +73,8 @@ pub fn cost_clock(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn cost_thread(ctx: TracePointContext) -> u32 {
     let tid = inputs(&ctx).key;
-    if calls::thread_state(tid).is_none() {
-        calls::new_thread_state(tid, ThreadState::default());
+    if entry(&THREADS, tid).is_none() {
+        new_entry(&THREADS, tid);
     }
     0
 }
@@ -72,17 +82,17 @@ pub fn cost_thread(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn cost_totals(ctx: TracePointContext) -> u32 {
     let i = inputs(&ctx);
-    calls::count_for_process(i.key, result_slot_is_error(result_slot(i.ret)), i.latency);
+    count_for_process(i.key, result_slot_is_error(result_slot(i.ret)), i.latency);
     0
 }
 
 #[tracepoint]
 pub fn cost_counters(ctx: TracePointContext) -> u32 {
     let i = inputs(&ctx);
-    if let Some(counters) = calls::cpu_counters() {
+    if let Some(counters) = cpu_counters() {
         // SAFETY: this CPU's counters; in this object this program is their only writer.
         let counters = unsafe { &mut *counters };
-        calls::count_call(
+        count_call(
             counters,
             Outcome::Unknown,
             i.raw_type,
@@ -122,7 +132,7 @@ pub fn cost_event(ctx: TracePointContext) -> u32 {
         },
         lock_addr: args.idx1,
     };
-    let done = calls::CallDone {
+    let done = CallDone {
         tgid: args.pid1 as u32,
         tid: args.pid1 as u32,
         now: args.idx1,
@@ -130,13 +140,11 @@ pub fn cost_event(ctx: TracePointContext) -> u32 {
         ret: 0,
         outcome: Outcome::Unknown,
     };
-    if let Some(counters) = calls::cpu_counters() {
+    if let Some(counters) = cpu_counters() {
         // SAFETY: this CPU's counters; in this object this program is their only writer.
         let misc = unsafe { &mut (*counters).misc };
         // SAFETY: a slot of this CPU's stage.
-        calls::stage_event(misc, |e| unsafe {
-            calls::write_call(e, &call, &done, None)
-        });
+        stage_event(misc, |e| unsafe { write_call(e, &call, &done, None) });
     }
     0
 }

@@ -8,7 +8,7 @@
 //! anything costlier (comm, ring buffer) only when it must.
 #![no_std]
 #![no_main]
-// Atomic adds (calls.rs): the BPF target has no compare-and-swap, so no core atomics.
+// Atomic adds (calls::cells): the BPF target has no compare-and-swap, so no core atomics.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
@@ -25,7 +25,10 @@ use aya_ebpf::{
         TracePointContext,
     },
 };
-use calls::KcmpArgs;
+use calls::{
+    kcmp::{self, KcmpArgs},
+    locks, readers, sections, trail,
+};
 use kcmp_trace_common::{arch::Arch, maps::outside, named_as, programs, reader::ProcReader};
 use tp::{tp_args, tp_ret};
 
@@ -38,13 +41,13 @@ named_as!(kcmp_kretprobe, programs::KCMP_RETURN.kprobe);
 
 #[tracepoint]
 pub fn kcmp_tp_enter(ctx: TracePointContext) -> u32 {
-    calls::on_enter(&ctx, &tp_args(&ctx));
+    kcmp::on_enter(&ctx, &tp_args(&ctx));
     0
 }
 
 #[tracepoint]
 pub fn kcmp_tp_exit(ctx: TracePointContext) -> u32 {
-    calls::on_exit(&ctx, tp_ret(&ctx));
+    kcmp::on_exit(&ctx, tp_ret(&ctx));
     0
 }
 
@@ -130,21 +133,21 @@ impl ReturnSite for RetProbeContext {
 
 #[fentry]
 pub fn kcmp_fentry(ctx: FEntryContext) -> u32 {
-    calls::on_enter(&ctx, &args_from_regs(ctx.arg(0)));
+    kcmp::on_enter(&ctx, &args_from_regs(ctx.arg(0)));
     0
 }
 
 #[fexit]
 pub fn kcmp_fexit(ctx: FExitContext) -> u32 {
     let ret = ctx.ret::<i64>().unwrap_or(0);
-    calls::on_exit(&ctx, ret);
+    kcmp::on_exit(&ctx, ret);
     0
 }
 
 #[kprobe]
 pub fn kcmp_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(regs) = ctx.arg::<*const pt_regs>(0) {
-        calls::on_enter(&ctx, &args_from_regs(regs));
+        kcmp::on_enter(&ctx, &args_from_regs(regs));
     }
     0
 }
@@ -152,7 +155,7 @@ pub fn kcmp_kprobe(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kcmp_kretprobe(ctx: RetProbeContext) -> u32 {
     let ret = ctx.ret::<i64>();
-    calls::on_exit(&ctx, ret);
+    kcmp::on_exit(&ctx, ret);
     0
 }
 
@@ -206,13 +209,13 @@ fn c_bool(ret: u64) -> bool {
 
 // The exec_update_seq helpers' verdicts (direct strategy), and other callers' by address.
 return_hook!(programs::SPEC_BEGIN_RETURN => spec_begin_fexit, spec_begin_kretprobe,
-    |r, site: &_| calls::on_spec_begin(c_bool(r), || ReturnSite::caller(site)));
+    |r, site: &_| trail::on_spec_begin(c_bool(r), || ReturnSite::caller(site)));
 return_hook!(programs::SPEC_RETRY_RETURN => spec_retry_fexit, spec_retry_kretprobe,
-    |r, site: &_| calls::on_spec_retry(c_bool(r), || ReturnSite::caller(site)));
+    |r, site: &_| trail::on_spec_retry(c_bool(r), || ReturnSite::caller(site)));
 
 // Permission checks and exec_update_lock waits inside kcmp and the /proc readers (infer
 // strategy, lock wait), and other callers' exec_update_lock waits.
-entry_hook!(programs::PERM_ENTRY => perm_fentry, perm_kprobe, |_: &_| calls::on_perm_check());
+entry_hook!(programs::PERM_ENTRY => perm_fentry, perm_kprobe, |_: &_| trail::on_perm_check());
 entry_hook!(programs::LOCK_ENTRY => lock_fentry, lock_kprobe,
     |site: &_| lock_enter(outside::LOCK_ENTRY, site));
 return_hook!(programs::LOCK_RETURN => lock_fexit, lock_kretprobe,
@@ -233,56 +236,56 @@ named_as!(contend_end, programs::CONTENTION_END);
 /// acquisition fires nothing, so a process that never waits pays nothing.
 #[raw_tracepoint(tracepoint = "contention_begin")]
 pub fn contend_begin(ctx: RawTracePointContext) -> u32 {
-    calls::on_contention_begin(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as u32);
+    locks::on_contention_begin(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as u32);
     0
 }
 
 /// lock:contention_end(lock, ret): the wait ended, acquired or not.
 #[raw_tracepoint(tracepoint = "contention_end")]
 pub fn contend_end(ctx: RawTracePointContext) -> u32 {
-    calls::on_contention_end(ctx.arg::<u64>(0));
+    locks::on_contention_end(ctx.arg::<u64>(0));
     0
 }
 
 /// down_read_killable(sem): its rwsem, read only if a reader or other caller needs it.
 #[inline(always)]
 fn lock_enter(slot: u32, site: &impl Site) {
-    calls::on_lock_enter(slot, || site.arg_word(0));
+    locks::on_lock_enter(slot, || site.arg_word(0));
 }
 
 /// down_read_killable() returned: where to, read only for another caller's wait.
 #[inline(always)]
 fn lock_exit(slot: u32, site: &impl ReturnSite) {
-    calls::on_lock_exit(slot, || site.caller());
+    locks::on_lock_exit(slot, || site.caller());
 }
 
 // The write side: an exec holds exec_update_lock from exec_mmap() (inside begin_new_exec())
 // until setup_new_exec(), or until begin_new_exec() fails.
 entry_hook!(programs::EXEC_BEGIN_ENTRY => exec_begin_fentry, exec_begin_kprobe,
-    |_: &_| calls::on_exec_begin());
+    |_: &_| sections::on_exec_begin());
 return_hook!(programs::EXEC_BEGIN_RETURN => exec_begin_fexit, exec_begin_kretprobe,
 |r: u64, _: &_| {
     if r as i32 != 0 {
-        calls::on_exec_end()
+        sections::on_exec_end()
     }
 });
 return_hook!(programs::EXEC_SETUP_RETURN => exec_setup_fexit, exec_setup_kretprobe,
-    |_, _: &_| calls::on_exec_end());
+    |_, _: &_| sections::on_exec_end());
 
 // The other writer (7.2): Landlock TSYNC holds exec_update_lock for writing in
 // landlock_restrict_sibling_threads(), from its down_write_trylock() to its up_write().
-entry_hook!(programs::TSYNC_ENTRY => tsync_fentry, tsync_kprobe, |_: &_| calls::on_tsync_begin());
+entry_hook!(programs::TSYNC_ENTRY => tsync_fentry, tsync_kprobe, |_: &_| sections::on_tsync_begin());
 return_hook!(programs::TSYNC_RETURN => tsync_fexit, tsync_kretprobe,
-    |r: u64, _: &_| calls::on_tsync_end(r as i32));
+    |r: u64, _: &_| sections::on_tsync_end(r as i32));
 
 /// The /proc readers: `proc_pid_<file>(m, ns, pid, task)` opens a call on entry (its task
 /// names the one exec_update_lock it may wait for) and classifies it on return.
 macro_rules! reader_hooks {
     ($reader:expr => $fentry:ident, $kprobe:ident, $fexit:ident, $kretprobe:ident) => {
         entry_hook!(programs::READER_ENTRY[$reader as usize] => $fentry, $kprobe,
-            |site: &_| calls::on_reader_enter($reader, Site::arg_word(site, 3)));
+            |site: &_| readers::on_reader_enter($reader, Site::arg_word(site, 3)));
         return_hook!(programs::READER_RETURN[$reader as usize] => $fexit, $kretprobe,
-            |r: u64, _: &_| calls::on_reader_exit($reader, r as i32 as i64));
+            |r: u64, _: &_| readers::on_reader_exit($reader, r as i32 as i64));
     };
 }
 

@@ -5,18 +5,18 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use kcmp_trace_common::{named_as, programs};
 
-use crate::calls;
+use crate::calls::events;
 
 named_as!(flush_events, programs::FLUSH_EVENTS);
 named_as!(comm_read, programs::COMM_READ);
 
-/// Sends the events this CPU staged (`calls::flush_stage`). Never attached: userspace runs
+/// Sends the events this CPU staged (`events::flush_stage`). Never attached: userspace runs
 /// it on a CPU with BPF_PROG_TEST_RUN, and reads what it did from its return value, which
 /// aya's `raw_tracepoint` macro would discard.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "raw_tp")]
 pub fn flush_events(_ctx: *mut core::ffi::c_void) -> u32 {
-    calls::flush_stage()
+    events::flush_stage()
 }
 
 /// The caller's comm read as events read it (from task_struct at COMM_OFFSET, where the
@@ -26,7 +26,7 @@ pub fn flush_events(_ctx: *mut core::ffi::c_void) -> u32 {
 pub fn comm_read(_ctx: TracePointContext) -> u32 {
     let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
     // SAFETY: 16 writable, 8-byte aligned bytes.
-    unsafe { calls::read_comm_into(comm.as_mut_ptr().cast()) };
+    unsafe { events::read_comm_into(comm.as_mut_ptr().cast()) };
     0
 }
 

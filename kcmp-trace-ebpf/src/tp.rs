@@ -2,7 +2,7 @@
 
 use aya_ebpf::{EbpfContext as _, programs::TracePointContext};
 
-use crate::calls::KcmpArgs;
+use crate::calls::kcmp::KcmpArgs;
 
 // Field offsets (see the tracepoints' `format` in tracefs): the common header and
 // __syscall_nr, then one 8-byte slot per argument, or the return value.

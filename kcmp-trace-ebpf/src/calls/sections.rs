@@ -1,0 +1,139 @@
+//! exec_update_lock's write sections: an exec's, from begin_new_exec() to setup_new_exec()
+//! (or begin_new_exec()'s failure), and Landlock TSYNC's; how long they were held, and which
+//! one a retried or busy kcmp call overlapped.
+//!
+//! A process's section is touched only by its own writers; its hold is counted by whichever
+//! program closes it, hence atomically.
+
+use core::mem::MaybeUninit;
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use kcmp_trace_common::{
+    hist::log2_slot,
+    maps::{ThreadState, writer},
+};
+
+use super::{
+    cells::{add_shared, cpu_counters, put},
+    events::read_comm_into,
+    maps::{WRITERS, WriteSection},
+    now_ns,
+};
+
+/// begin_new_exec() was entered: the exec_update_lock write section is about to open.
+#[inline(always)]
+pub fn on_exec_begin() {
+    open_section(writer::EXEC);
+}
+
+/// The exec's write section closed: setup_new_exec() returned, or begin_new_exec() failed.
+/// (Not matched by thread: an exec from a non-leader thread takes the leader's pid.)
+#[inline(always)]
+pub fn on_exec_end() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(section) = open_section_of(tgid)
+        && section.kind == writer::EXEC
+    {
+        close_section(section);
+    }
+}
+
+/// landlock_restrict_sibling_threads() was entered: it takes exec_update_lock for writing
+/// with a trylock. Another writer's open section of the process is left alone (the trylock
+/// then fails).
+#[inline(always)]
+pub fn on_tsync_begin() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(section) = open_section_of((pid_tgid >> 32) as u32)
+        && section.tid != pid_tgid as u32
+    {
+        return;
+    }
+    open_section(writer::TSYNC);
+}
+
+/// landlock_restrict_sibling_threads() returned `ret`: its section closed, or never opened
+/// (the trylock failed and the syscall restarts: -ERESTARTNOINTR).
+#[inline(always)]
+pub fn on_tsync_end(ret: i32) {
+    const ERESTARTNOINTR: i32 = 513;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(section) = open_section_of(tgid) else {
+        return;
+    };
+    if section.kind != writer::TSYNC || section.tid != pid_tgid as u32 {
+        return;
+    }
+    if ret == -ERESTARTNOINTR {
+        // Never held: no writer for a retried kcmp to be blamed on.
+        let _ = WRITERS.remove(tgid);
+    } else {
+        close_section(section);
+    }
+}
+
+/// Opens the calling process's write section of `kind`.
+#[inline(always)]
+fn open_section(kind: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut section = MaybeUninit::<WriteSection>::uninit();
+    let s = section.as_mut_ptr();
+    // SAFETY: every field is written before the value is read, one store each; the comm
+    // sits 8-byte aligned.
+    let section = unsafe {
+        put(&raw mut (*s).start_ns, now_ns());
+        put(&raw mut (*s).end_ns, 0);
+        read_comm_into(&raw mut (*s).comm);
+        put(&raw mut (*s).tid, pid_tgid as u32);
+        put(&raw mut (*s).kind, kind);
+        section.assume_init()
+    };
+    let _ = WRITERS.insert((pid_tgid >> 32) as u32, section, 0);
+}
+
+/// The process's write section, while it is open.
+#[inline(always)]
+fn open_section_of(tgid: u32) -> Option<&'static mut WriteSection> {
+    // SAFETY: a live map value; only the process's own writers touch it.
+    let section = unsafe { &mut *WRITERS.get_ptr_mut(tgid)? };
+    (section.end_ns == 0).then_some(section)
+}
+
+/// Closes an open write section and counts how long it was held, by kind.
+#[inline(always)]
+fn close_section(section: &mut WriteSection) {
+    let now = now_ns();
+    section.end_ns = now;
+    if let Some(counters) = cpu_counters() {
+        // SAFETY: this CPU's counters; several programs write these cells, hence the atomics.
+        let counters = unsafe { &mut *counters };
+        let held = now.wrapping_sub(section.start_ns);
+        let (sum, hist) = if section.kind == writer::TSYNC {
+            (&mut counters.tsync_hold_sum_ns, &mut counters.tsync_hold)
+        } else {
+            (&mut counters.exec_hold_sum_ns, &mut counters.exec_hold)
+        };
+        add_shared(sum, held);
+        if let Some(n) = hist.get_mut(log2_slot(held) as usize) {
+            add_shared(n, 1);
+        }
+    }
+}
+
+/// The process (pid2 first, then pid1) whose exec overlapped the call, if any, and its
+/// write section.
+#[inline(always)]
+pub fn writer_of(call: &ThreadState, now: u64) -> Option<(u32, &'static WriteSection)> {
+    for pid in [call.pid2, call.pid1] {
+        let tgid = pid as u32;
+        // SAFETY: read-only use of a map value.
+        if let Some(s) = unsafe { WRITERS.get(tgid) }
+            && s.start_ns <= now
+            && (s.end_ns == 0 || s.end_ns >= call.start_ns)
+        {
+            return Some((tgid, s));
+        }
+    }
+    None
+}
