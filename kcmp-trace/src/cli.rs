@@ -343,6 +343,11 @@ pub struct StressArgs {
     /// without racers) alongside: exec_update_lock's /proc readers, for `--readers`.
     #[arg(long, default_value_t = 0)]
     pub proc_readers: usize,
+    /// Threads opening /proc/PID/environ of the same targets in a loop: each open is one
+    /// mm_access() read of exec_update_lock (`other:mm_access` under `--readers`), counted
+    /// exactly by result (`mm_reads`).
+    #[arg(long, default_value_t = 0)]
+    pub mm_readers: usize,
     /// Run under this comm (at most 15 bytes), so `-c` can pick this workload out.
     #[arg(long, value_parser = parse_comm)]
     pub comm: Option<String>,

@@ -73,6 +73,7 @@ impl Workload {
             tsync_racers: 0,
             thread_per_call: false,
             proc_readers: 0,
+            mm_readers: 0,
         })?;
         Ok(())
     }

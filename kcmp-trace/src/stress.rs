@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use kcmp_trace_common::{
     json::{
         event::{EpollSlotRecord, result_name},
-        stress::{ENVIRON, StressReport},
+        stress::{ENVIRON, MmReads, OPENED, StressReport},
     },
     kcmp::{
         KCMP_EPOLL_TFD, KCMP_FILE, KCMP_FILES, KCMP_FS, KCMP_IO, KCMP_SIGHAND, KCMP_SYSVSEM,
@@ -61,6 +61,9 @@ pub struct StressConfig {
     /// Threads that read /proc/PID/{stack,syscall,wchan} of the racers (or of this process
     /// without racers) while the kcmp threads run: exec_update_lock's /proc readers.
     pub proc_readers: usize,
+    /// Threads that open /proc/PID/environ of the same targets in a loop, each open one
+    /// mm_access() read of exec_update_lock, counted exactly.
+    pub mm_readers: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -283,29 +286,121 @@ const PROC_FILES: [&str; PROC_READERS + 1] = [
     ENVIRON,
 ];
 
-/// The body of a `--proc-readers` thread: reads each file of each target in turn until
-/// stopped, at least once. A read() of a fresh open runs a reader's show function once (a single_open seq
-/// file whose output fits a page); environ's open takes the lock. An open that fails (the
-/// target exiting) is not counted.
-fn run_proc_reader(targets: &[i32], first: usize, stop: &AtomicBool) -> [u64; PROC_FILES.len()] {
-    use std::io::Read as _;
-    let mut reads = [0u64; PROC_FILES.len()];
-    let mut page = vec![0u8; 4096];
-    let mut i = first;
-    // At least one read, however short the run.
-    loop {
-        let f = i % PROC_FILES.len();
-        let target = targets[(i / PROC_FILES.len()) % targets.len()];
-        i += 1;
-        let path = format!("/proc/{target}/{}", PROC_FILES[f]);
-        if let Ok(mut file) = std::fs::File::open(&path) {
-            // Refused reads (EPERM, EACCES) ran the function too.
-            let _ = file.read(&mut page);
-            reads[f] += 1;
+/// The file an `--mm-readers` thread opens: each open is one mm_access(), one read of the
+/// target's exec_update_lock, and nothing else of an open and close takes that lock.
+const MM_FILES: [&str; 1] = [ENVIRON];
+
+/// Opens by file (an index into a [`ProcLoop`]'s files), then by result: 0 for an open
+/// that succeeded, else its errno.
+type OpenTally = Vec<BTreeMap<i32, u64>>;
+
+/// Threads that open files under /proc/PID/ of the targets in a loop for as long as the
+/// kcmp threads run, counting every open by its result: the `--proc-readers` and the
+/// `--mm-readers`.
+struct ProcLoop {
+    /// The files, under /proc/PID/.
+    files: &'static [&'static str],
+    /// Read each opened file once: a /proc reader's function runs on read() (a single_open
+    /// seq file whose output fits a page), mm_access() on open().
+    read: bool,
+    /// What its threads are, for errors.
+    what: &'static str,
+}
+
+static PROC_READER_LOOP: ProcLoop = ProcLoop {
+    files: &PROC_FILES,
+    read: true,
+    what: "a /proc reader",
+};
+
+static MM_READER_LOOP: ProcLoop = ProcLoop {
+    files: &MM_FILES,
+    read: false,
+    what: "an mm reader",
+};
+
+impl ProcLoop {
+    /// One thread's loop: opens each file of each target in turn, starting at `first`,
+    /// until stopped, at least once.
+    fn run(&self, targets: &[i32], first: usize, stop: &AtomicBool) -> OpenTally {
+        use std::io::Read as _;
+        let n = self.files.len();
+        let mut opens: OpenTally = vec![BTreeMap::new(); n];
+        let mut page = vec![0u8; 4096];
+        let mut i = first;
+        // At least one open, however short the run.
+        loop {
+            let f = i % n;
+            let target = targets[(i / n) % targets.len()];
+            i += 1;
+            let path = format!("/proc/{target}/{}", self.files[f]);
+            let result = match std::fs::File::open(&path) {
+                Ok(mut file) => {
+                    if self.read {
+                        // Refused reads (EPERM, EACCES) ran the function too.
+                        let _ = file.read(&mut page);
+                    }
+                    0
+                }
+                Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+            };
+            *opens[f].entry(result).or_default() += 1;
+            if stop.load(Ordering::Relaxed) {
+                return opens;
+            }
         }
-        if stop.load(Ordering::Relaxed) {
-            return reads;
+    }
+
+    /// Starts `n` threads on the targets, pinned to CPUs from `cpu` on.
+    fn spawn<'scope, 'env>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        n: usize,
+        cpu: usize,
+        targets: &'env [i32],
+        stop: &'env AtomicBool,
+    ) -> Vec<std::thread::ScopedJoinHandle<'scope, OpenTally>> {
+        (0..n)
+            .map(|r| {
+                scope.spawn(move || {
+                    pin(0, (cpu + r) % cpus());
+                    self.run(targets, r, stop)
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for the threads and adds up their opens.
+    fn join(
+        &self,
+        handles: Vec<std::thread::ScopedJoinHandle<'_, OpenTally>>,
+    ) -> anyhow::Result<OpenTally> {
+        let mut sum: OpenTally = vec![BTreeMap::new(); self.files.len()];
+        for h in handles {
+            let theirs = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("{} thread panicked", self.what))?;
+            for (sum, theirs) in sum.iter_mut().zip(theirs) {
+                for (result, n) in theirs {
+                    *sum.entry(result).or_default() += n;
+                }
+            }
         }
+        Ok(sum)
+    }
+}
+
+/// The opens of one file that succeeded.
+fn opened(opens: &BTreeMap<i32, u64>) -> u64 {
+    opens.get(&0).copied().unwrap_or_default()
+}
+
+/// An open's result as the report names it: `ok`, or the errno's name.
+fn open_result_name(errno: i32) -> String {
+    match errno {
+        0 => OPENED.to_owned(),
+        libc::EACCES => "EACCES".to_owned(),
+        e => result_name(-i64::from(e)).into_owned(),
     }
 }
 
@@ -549,15 +644,20 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
     };
     let proc_stop = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
-        let proc_readers: Vec<_> = (0..config.proc_readers)
-            .map(|r| {
-                let (targets, stop) = (&proc_targets, &proc_stop);
-                scope.spawn(move || {
-                    pin(0, (config.threads + r) % cpus());
-                    run_proc_reader(targets, r, stop)
-                })
-            })
-            .collect();
+        let proc_readers = PROC_READER_LOOP.spawn(
+            scope,
+            config.proc_readers,
+            config.threads,
+            &proc_targets,
+            &proc_stop,
+        );
+        let mm_readers = MM_READER_LOOP.spawn(
+            scope,
+            config.mm_readers,
+            config.threads + config.proc_readers,
+            &proc_targets,
+            &proc_stop,
+        );
         let unprivileged = (config.eperm > 0).then(|| {
             let me = fixture.pid;
             scope.spawn(move || run_unprivileged(me, config.eperm))
@@ -598,16 +698,9 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         }
         // The readers run for as long as the kcmp threads did.
         proc_stop.store(true, Ordering::Relaxed);
-        let mut reads = [0u64; PROC_FILES.len()];
-        for h in proc_readers {
-            let theirs = h
-                .join()
-                .map_err(|_| anyhow::anyhow!("a /proc reader thread panicked"))?;
-            for (sum, n) in reads.iter_mut().zip(theirs) {
-                *sum += n;
-            }
-        }
-        anyhow::Ok((tallies, reads))
+        let reads = PROC_READER_LOOP.join(proc_readers)?;
+        let mm_opens = MM_READER_LOOP.join(mm_readers)?;
+        anyhow::Ok((tallies, reads, mm_opens))
     });
     let elapsed = started.elapsed().as_secs_f64();
     for child in &mut racer_children {
@@ -615,7 +708,7 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
         let _ = child.wait();
     }
     let tsync_sections = stop_tsync_racers(tsync_children)?;
-    let (tallies, reads) = result?;
+    let (tallies, reads, mm_opens) = result?;
 
     let mut report = StressReport {
         pid: std::process::id(),
@@ -633,15 +726,28 @@ pub fn run(config: &StressConfig) -> anyhow::Result<StressReport> {
                 tfd: fixture.file.as_raw_fd() as u32,
                 toff: 0,
             }),
+        // An open that fails (the target exiting) ran no reader: not counted.
         proc_reads: if config.proc_readers > 0 {
             ProcReader::ALL
                 .iter()
-                .map(|&r| (r.name().to_owned(), reads[r as usize]))
-                .chain([(ENVIRON.to_owned(), reads[PROC_READERS])])
+                .map(|&r| (r.name().to_owned(), opened(&reads[r as usize])))
+                .chain([(ENVIRON.to_owned(), opened(&reads[PROC_READERS]))])
                 .collect()
         } else {
             BTreeMap::new()
         },
+        mm_reads: (config.mm_readers > 0).then(|| {
+            let opens = &mm_opens[0];
+            MmReads {
+                threads: config.mm_readers,
+                file: MM_FILES[0].to_owned(),
+                opens: opens.values().sum(),
+                by_result: opens
+                    .iter()
+                    .map(|(&errno, &n)| (open_result_name(errno), n))
+                    .collect(),
+            }
+        }),
         ..Default::default()
     };
     report.call_threads = tallies.iter().map(|(_, spawned)| spawned).sum();
@@ -701,12 +807,22 @@ mod tests {
             tsync_racers: 0,
             thread_per_call: false,
             proc_readers: 2,
+            mm_readers: 2,
         })
         .expect("stress");
         assert_eq!(report.calls, 1_000);
         // This process's own files: every read got past open().
         assert_eq!(report.proc_reads.len(), PROC_FILES.len());
         assert!(report.proc_reads.values().sum::<u64>() > 0);
+        // Every open of its own environ succeeded, and each counted once.
+        let mm = report.mm_reads.as_ref().expect("mm_reads");
+        assert!(mm.opens > 0);
+        assert_eq!((mm.threads, mm.file.as_str()), (2, ENVIRON));
+        assert_eq!(
+            mm.by_result,
+            BTreeMap::from([(OPENED.to_owned(), mm.opens)])
+        );
+        assert_eq!(mm.opened(), mm.opens);
         assert_eq!(report.by_result.get("EBADF"), Some(&50));
         assert_eq!(report.by_result.get("ESRCH"), Some(&20));
         assert_eq!(report.by_result.get("EINVAL"), Some(&10));
@@ -715,6 +831,19 @@ mod tests {
         assert_eq!(report.by_type.get("invalid"), Some(&10));
         assert_eq!(report.reached_comparison, 980);
         assert_eq!(report.call_threads, 0);
+    }
+
+    #[test]
+    fn failed_opens_are_counted_by_errno() {
+        let stop = AtomicBool::new(true);
+        // A pid no kernel hands out: its /proc directory does not exist.
+        let opens = MM_READER_LOOP.run(&[DEAD_PID], 0, &stop);
+        assert_eq!(opens, vec![BTreeMap::from([(libc::ENOENT, 1)])]);
+        assert_eq!(opened(&opens[0]), 0);
+        assert_eq!(open_result_name(0), OPENED);
+        assert_eq!(open_result_name(libc::ENOENT), "ENOENT");
+        assert_eq!(open_result_name(libc::EACCES), "EACCES");
+        assert_eq!(open_result_name(libc::ENOMEM), "errno12");
     }
 
     #[test]
@@ -732,10 +861,12 @@ mod tests {
             tsync_racers: 0,
             thread_per_call: true,
             proc_readers: 0,
+            mm_readers: 0,
         })
         .expect("stress");
         assert_eq!(report.calls, 300);
         assert_eq!(report.call_threads, 300);
+        assert_eq!(report.mm_reads, None);
         assert_eq!(report.by_result.get("EBADF"), Some(&10));
     }
 }

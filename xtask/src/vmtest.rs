@@ -20,7 +20,7 @@ use kcmp_trace_common::{
         lines::Comparison,
         plan::{AttachMode, LockWaits, Model, Plan},
         report::{Counts, OTHER_READER, ReaderReport, Report},
-        stress::{ENVIRON, StressReport},
+        stress::{ENVIRON, MmReads, StressReport},
     },
     outcome::Outcome,
     programs,
@@ -108,9 +108,10 @@ const CROWD_ROUNDS: usize = 4;
 const RACE_TSYNC: &str = "--duration 4s --threads 2 --tsync-racers 2 --types vm,files,sighand";
 
 /// exec_update_lock's /proc readers (and environ, an `other` caller) beside kcmp, racing
-/// execs or TSYNCs (7.2).
-const READERS_EXEC: &str =
-    "--duration 4s --threads 2 --exec-racers 2 --proc-readers 2 --types vm,files";
+/// execs or TSYNCs (7.2); against execs an mm reader too, whose environ opens are a known
+/// number of mm_access() reads.
+const READERS_EXEC: &str = "--duration 4s --threads 2 --exec-racers 2 --proc-readers 2 \
+     --mm-readers 1 --types vm,files";
 const READERS_TSYNC: &str =
     "--duration 4s --threads 2 --tsync-racers 2 --proc-readers 2 --types vm,files";
 
@@ -915,11 +916,31 @@ fn readers_all_locked(dir: &Path, name: &str, strict: Strict) -> anyhow::Result<
     others_by_site(name, &stress, &both)
 }
 
-/// The workload's opens of /proc/PID/environ each waited on the target's exec_update_lock
-/// in mm_access(), a reader the series leaves alone: counted as `other`, and in kprobe
-/// mode under the function that called down_read_killable().
+/// The symbol `--readers` counts mm_access()'s waits on exec_update_lock under
+/// (`other:mm_access`): the caller of down_read_killable().
+const MM_ACCESS: &str = "mm_access";
+
+/// The workload's mm_access() reads of exec_update_lock: its /proc readers' environ opens
+/// and its mm readers' (absent: none), every one of which must have succeeded (a failed
+/// one may not have reached the lock).
+fn mm_access_reads(stress: &StressReport) -> anyhow::Result<(u64, Option<&MmReads>)> {
+    let environ = named(&stress.proc_reads, ENVIRON);
+    let Some(mm) = &stress.mm_reads else {
+        return Ok((environ, None));
+    };
+    ensure!(
+        mm.opens > 0 && mm.opened() == mm.opens,
+        "the mm readers' opens did not all succeed: {mm:?}"
+    );
+    Ok((environ + mm.opens, Some(mm)))
+}
+
+/// The workload's opens of /proc/PID/environ (its /proc readers' and mm readers') each
+/// waited on the target's exec_update_lock in mm_access(), a reader the series leaves
+/// alone: counted as `other`, and in kprobe mode under the function that called
+/// down_read_killable().
 fn others_by_site(name: &str, stress: &StressReport, both: &[Tracer]) -> anyhow::Result<()> {
-    let opens = named(&stress.proc_reads, ENVIRON);
+    let (opens, _) = mm_access_reads(stress)?;
     ensure!(opens > 0, "the workload opened no {ENVIRON}");
     let site = format!("{OTHER_READER}:");
     for Tracer {
@@ -957,6 +978,44 @@ fn others_by_site(name: &str, stress: &StressReport, both: &[Tracer]) -> anyhow:
             );
         }
     }
+    Ok(())
+}
+
+/// The mm readers' opens (`stress --mm-readers`) are a known number of mm_access() reads
+/// of exec_update_lock: with the /proc readers' environ opens, each kprobe tracer's
+/// `other:mm_access` call site counted exactly that many lock waits of the workload's.
+fn mm_access_site_exact(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (stress, both) = readers_run(dir, name)?;
+    let (want, mm) = mm_access_reads(&stress)?;
+    let mm = mm.context("the run had no mm readers (no mm_reads)")?;
+    let environ = named(&stress.proc_reads, ENVIRON);
+    let site = format!("{OTHER_READER}:{MM_ACCESS}");
+    let mut held = 0;
+    for Tracer {
+        name: t,
+        plan,
+        total,
+    } in &both
+    {
+        // A trampoline program sees no call site: others_by_site holds it to the total.
+        if plan.mode != AttachMode::Kprobe {
+            continue;
+        }
+        let got = reader_of(total, &site)?.lock_waits;
+        eprintln!(
+            "vm: {name}: {t}: {site} {got} lock waits; the workload's mm_access reads {want} \
+             ({} mm reader opens of {}, {environ} /proc reader opens of {ENVIRON})",
+            mm.opens, mm.file
+        );
+        ensure!(
+            got == want,
+            "{t}: {site} counted {got} lock waits, the workload made {want} mm_access reads \
+             ({} by its mm readers, {environ} by its /proc readers)",
+            mm.opens
+        );
+        held += 1;
+    }
+    ensure!(held > 0, "no kprobe tracer in {name}: no call site to hold");
     Ok(())
 }
 
@@ -1240,6 +1299,12 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                         readers_match_oracle(dir, run, strict),
                     );
                 }
+                checks.check(
+                    &test(&format!(
+                        "{RUN_READERS_EXEC}_mm_access_equals_the_mm_readers"
+                    )),
+                    mm_access_site_exact(dir, RUN_READERS_EXEC),
+                );
             }
             checks.check(
                 &test("bpf_log_reaches_the_terminal"),
@@ -1271,6 +1336,12 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                 checks.check(
                     &test("readers_lock_once_per_read"),
                     readers_all_locked(dir, RUN_READERS_STOCK, strict),
+                );
+                checks.check(
+                    &test(&format!(
+                        "{RUN_READERS_STOCK}_mm_access_equals_the_mm_readers"
+                    )),
+                    mm_access_site_exact(dir, RUN_READERS_STOCK),
                 );
             }
         }

@@ -12,6 +12,34 @@ use super::{event::EpollSlotRecord, report::Counts};
 /// /proc readers' names).
 pub const ENVIRON: &str = "environ";
 
+/// The key of `MmReads::by_result` that counts the opens that succeeded (the others are
+/// errno names, `EACCES`, `ESRCH`, ...).
+pub const OPENED: &str = "ok";
+
+/// What the `--mm-readers` threads did: opens of /proc/PID/environ of the racers (of the
+/// stress process itself without racers). Each open that succeeded took the target's
+/// exec_update_lock for reading once, in mm_access(); one that failed did not get there
+/// (`ENOENT`, `ESRCH`: no such task) or was refused with the lock taken (`EACCES`: the
+/// ptrace check).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MmReads {
+    /// The threads that opened.
+    pub threads: usize,
+    /// The file opened, under /proc/PID/.
+    pub file: String,
+    /// open() calls made, whatever their result.
+    pub opens: u64,
+    /// The opens by result: `ok` (each went through mm_access() once), or the errno's name.
+    pub by_result: Counts,
+}
+
+impl MmReads {
+    /// The opens that succeeded: each one mm_access() read of exec_update_lock.
+    pub fn opened(&self) -> u64 {
+        self.by_result.get(OPENED).copied().unwrap_or_default()
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StressReport {
     pub pid: u32,
@@ -38,6 +66,10 @@ pub struct StressReport {
     /// target's exec_update_lock (mm_access()).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub proc_reads: Counts,
+    /// The `--mm-readers` threads' opens, each an mm_access() of the target's
+    /// exec_update_lock (absent without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mm_reads: Option<MmReads>,
     /// The `struct kcmp_epoll_slot` every valid KCMP_EPOLL_TFD call passes (when any does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoll_slot: Option<EpollSlotRecord>,

@@ -37,6 +37,7 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         tsync_racers: args.tsync_racers,
         thread_per_call: args.thread_per_call,
         proc_readers: args.proc_readers,
+        mm_readers: args.mm_readers,
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -73,6 +74,14 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             println!("  /proc reads: {}", reads.join(" "));
+        }
+        if let Some(mm) = &report.mm_reads {
+            println!(
+                "  mm readers: {} opens of {} (mm_access), by result: {}",
+                mm.opens,
+                mm.file,
+                fmt(&mm.by_result)
+            );
         }
     }
     Ok(())
