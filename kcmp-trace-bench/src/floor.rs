@@ -42,7 +42,7 @@ impl Floor {
             .hooks
             .iter()
             .map(|hook| {
-                let twin = bench::floor_twin(hook.program)
+                let twin = bench::floor_twin(&hook.program)
                     .with_context(|| format!("{} has no do-nothing twin", hook.program))?;
                 let mut ebpf = bench_object().load()?;
                 attach_program(&mut ebpf, btf, twin, &hook.target, &mut return_probes)?;

@@ -211,14 +211,14 @@ fn program_costs(
             .plan
             .hooks
             .iter()
-            .map(|h| tracer.program_counters(h.program))
+            .map(|h| tracer.program_counters(&h.program))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let share = per_call(&stats.iter().map(|c| c.run_count).collect::<Vec<_>>());
         for ((hook, c), share) in tracer.plan.hooks.iter().zip(&stats).zip(share) {
-            let steps = steps_of(hook.affects, config.events);
+            let steps = steps_of(&hook.affects, config.events);
             costs.push(ProgramCost {
                 runs_per_call: share,
-                ..cost(setup, hook.program, &hook.target, c, steps)
+                ..cost(setup, &hook.program, &hook.target, c, steps)
             });
         }
         drop(tracer);
@@ -424,11 +424,8 @@ mod tests {
     fn rung(step: Option<Step>, added_ns: f64) -> Component {
         Component {
             step,
-            program: String::new(),
-            runs: 0,
-            ns_per_run: 0.0,
             added_ns,
-            image: Image::default(),
+            ..Component::default()
         }
     }
 

@@ -114,7 +114,7 @@ pub struct HookCost {
     pub target: String,
     /// When it runs for processes that are not in a traced call.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outside_kcmp: Option<&'static str>,
+    pub outside_kcmp: Option<String>,
     /// Its runs meanwhile, on every CPU: the workload's and the rest of the host's.
     pub runs: u64,
     /// Time per run; None without runs.
@@ -157,7 +157,7 @@ pub fn measure(tracer: &Tracer, workload: Workload) -> anyhow::Result<HookCosts>
         .iter()
         .zip(after.iter().zip(&before))
         .map(|(hook, (after, before))| HookCost {
-            outside_kcmp: hook.outside_kcmp,
+            outside_kcmp: hook.outside_kcmp.clone(),
             ..between(before, after)
         })
         .collect();
@@ -201,9 +201,9 @@ impl HookCosts {
         ];
         for h in &self.hooks {
             let ns = h.ns_per_run.map_or("-".to_owned(), |ns| format!("{ns:.0}"));
-            let fires = match (h.outside_kcmp, h.runs_outside_kcmp) {
+            let fires = match (&h.outside_kcmp, h.runs_outside_kcmp) {
                 (Some(when), Some(outside)) => format!("{when}; {outside} found no kcmp call"),
-                (Some(when), None) => when.to_owned(),
+                (Some(when), None) => when.clone(),
                 (None, _) => "kcmp calls only".to_owned(),
             };
             lines.push(format!(

@@ -52,6 +52,9 @@ pub struct Tracer {
     /// Other callers' counts by call site, and the symbols that name them (`--readers`).
     callers: Option<(HashMap<MapData, u64, CallerCounts>, TextSymbols)>,
     events: Option<EventStream>,
+    /// Where each hook's runs outside kcmp are counted (`maps::outside`), in `plan.hooks`'
+    /// order.
+    outside_slots: Vec<Option<u32>>,
     /// The perf link of each kprobe hook (by index in `plan.hooks`), whose probe-level
     /// misses the kernel reports; empty where it does not (before 6.7) or for other modes.
     probe_links: Vec<(usize, u32)>,
@@ -126,6 +129,7 @@ impl Tracer {
         let Some(Attached {
             mut ebpf,
             mut plan,
+            outside_slots,
             return_probes,
         }) = attached
         else {
@@ -199,6 +203,7 @@ impl Tracer {
             max_processes: config.max_processes,
             callers,
             events,
+            outside_slots,
             probe_links,
             _bpf_log: bpf_log,
             _return_probes: return_probes,
@@ -222,23 +227,23 @@ impl Tracer {
         self.plan
             .hooks
             .iter()
+            .zip(&self.outside_slots)
             .enumerate()
-            .map(|(i, hook)| {
-                let kernel = program_counters(&self.ebpf, hook.program)?;
+            .map(|(i, (hook, outside_slot))| {
+                let kernel = program_counters(&self.ebpf, &hook.program)?;
                 let mut probe_misses = 0;
                 for &(_, link) in self.probe_links.iter().filter(|(h, _)| *h == i) {
                     probe_misses += bpf_info::kprobe_link_missed(link)
                         .with_context(|| format!("reading {}'s link", hook.program))?;
                 }
                 Ok(HookCounters {
-                    program: hook.program.to_owned(),
+                    program: hook.program.clone(),
                     target: hook.target.clone(),
-                    affects: hook.affects.to_vec(),
+                    affects: hook.affects.clone(),
                     misses: kernel.recursion_misses + probe_misses,
                     run_time_ns: kernel.run_time_ns,
                     run_count: kernel.run_count,
-                    runs_outside_kcmp: hook
-                        .outside_slot
+                    runs_outside_kcmp: outside_slot
                         .map(|slot| self.runs_outside_kcmp(slot))
                         .transpose()?,
                 })
@@ -347,7 +352,7 @@ fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
     let mut ids = Vec::new();
     for (i, hook) in plan.hooks.iter().enumerate() {
         let program = ebpf
-            .program(hook.program)
+            .program(&hook.program)
             .with_context(|| format!("program {} missing", hook.program))?;
         let info = program
             .info()
@@ -377,6 +382,8 @@ fn probe_links(ebpf: &Ebpf, plan: &Plan) -> anyhow::Result<Vec<(usize, u32)>> {
 struct Attached {
     ebpf: Ebpf,
     plan: Plan,
+    /// As [`Tracer::outside_slots`].
+    outside_slots: Vec<Option<u32>>,
     return_probes: Vec<ReturnProbe>,
 }
 
@@ -398,16 +405,19 @@ fn load_and_attach(
     let mut ebpf = load_object(tracer_object(), config, strategy, facts)?;
     let btf = caps.kernel_btf.as_deref();
     let mut hooks = Vec::new();
+    let mut outside_slots = Vec::new();
     let mut return_probes = Vec::new();
     for p in planned {
         match attach_program(&mut ebpf, btf, p.program, &p.target, &mut return_probes) {
-            Ok(()) => hooks.push(Hook {
-                target: p.target,
-                program: p.program,
-                affects: p.role.affects(),
-                outside_kcmp: p.role.outside_kcmp(),
-                outside_slot: p.role.outside_slot(),
-            }),
+            Ok(()) => {
+                hooks.push(Hook {
+                    target: p.target,
+                    program: p.program.to_owned(),
+                    affects: p.role.affects().to_vec(),
+                    outside_kcmp: p.role.outside_kcmp().map(str::to_owned),
+                });
+                outside_slots.push(p.role.outside_slot());
+            }
             Err(e) if !p.required => skipped.push((p.target, crate::error::one_line(&e))),
             Err(e) => return Err(e),
         }
@@ -449,11 +459,15 @@ fn load_and_attach(
             why: String::new(),
             hooks,
             lock_waits: timed.map(|(waits, _)| waits),
-            lock_waits_why: timed.map_or("", |(_, why)| why),
+            lock_waits_why: timed.map_or(String::new(), |(_, why)| why.to_owned()),
             skipped,
             rejected: Vec::new(),
-            accuracy,
+            accuracy: accuracy
+                .into_iter()
+                .map(|(what, how)| (what.to_owned(), how))
+                .collect(),
         },
+        outside_slots,
         return_probes,
     })
 }

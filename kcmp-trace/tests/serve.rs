@@ -52,6 +52,12 @@ impl Daemon {
         Daemon::start_with(&all)
     }
 
+    /// A daemon (as [`Daemon::start`]) that follows `stress`'s process.
+    fn following(stress: &Gated, args: &[&str]) -> Daemon {
+        let pid = stress.pid().to_string();
+        Daemon::start(&[&["-p", pid.as_str()], args].concat())
+    }
+
     /// A daemon on a free loopback port with exactly these options, once it serves.
     fn start_with(args: &[&str]) -> Daemon {
         let port = free_port();
@@ -72,6 +78,31 @@ impl Daemon {
 
     fn get(&self, path: &str) -> Response {
         http_get(self.port, path, &[])
+    }
+
+    /// Sample values of its `/metrics`.
+    fn samples(&self) -> BTreeMap<String, f64> {
+        samples(&self.get("/metrics").body)
+    }
+
+    /// Waits until it counts `n` clients of `/events`.
+    fn wait_event_clients(&self, n: f64) {
+        wait_until(
+            "the event streams to connect",
+            Duration::from_secs(10),
+            || (self.samples().get("kcmp_trace_event_clients") == Some(&n)).then_some(()),
+        );
+    }
+
+    /// Sends `request` on a new connection and reads until the daemon closes it or `within`
+    /// passes (what arrived by then).
+    fn raw_request(&self, request: &str, within: Duration) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream.write_all(request.as_bytes()).expect("send");
+        stream.set_read_timeout(Some(within)).expect("read timeout");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
     }
 
     /// SIGTERM, then the exit status and how long it took.
@@ -96,6 +127,24 @@ fn try_http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> anyhow::Resu
         authority: format!("127.0.0.1:{port}"),
         prefix: String::new(),
     };
+    let r = block_on(kcmp_trace::client::request(&target, path, headers))?;
+    Ok(Response {
+        status: r.status,
+        content_type: r.header("content-type").map(str::to_owned),
+        body: String::from_utf8_lossy(&r.body).into_owned(),
+    })
+}
+
+/// A GET over the daemon's Unix socket: the body.
+fn unix_get(socket: &Path, path: &str) -> anyhow::Result<bytes::Bytes> {
+    block_on(kcmp_trace::client::get(
+        &Target::Unix(socket.to_owned()),
+        path,
+    ))
+}
+
+/// Runs a client's request to its end on this thread's runtime.
+fn block_on<F: Future>(request: F) -> F::Output {
     thread_local! {
         // One per thread, kept: timing a scrape should not time building a runtime.
         static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,12 +152,7 @@ fn try_http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> anyhow::Resu
             .build()
             .expect("a tokio runtime");
     }
-    let r = RUNTIME.with(|rt| rt.block_on(kcmp_trace::client::request(&target, path, headers)))?;
-    Ok(Response {
-        status: r.status,
-        content_type: r.header("content-type").map(str::to_owned),
-        body: String::from_utf8_lossy(&r.body).into_owned(),
-    })
+    RUNTIME.with(|rt| rt.block_on(request))
 }
 
 /// What the tests look at in an answer.
@@ -148,15 +192,85 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// One number from Prometheus' query API, None while it has no answer.
-fn prom_query(port: u16, query: &str) -> Option<f64> {
-    let query = format!("/api/v1/query?query={}", urlencode(query));
-    let r = try_http_get(port, &query, &[]).ok()?;
-    if r.status != 200 {
-        return None;
+/// A Prometheus on a free loopback port that scrapes as `config` (its prometheus.yml) says,
+/// its files in `dir`; killed on drop.
+struct Prometheus {
+    port: u16,
+    _proc: Proc,
+}
+
+impl Prometheus {
+    /// `binary` with `options` besides those that name its files and port; its log to `log`.
+    fn start(binary: &Path, dir: &Path, config: &str, options: &[String], log: Stdio) -> Self {
+        let port = free_port();
+        let config_file = dir.join("prometheus.yml");
+        std::fs::write(&config_file, config).expect("prometheus config");
+        let proc = Proc::start(
+            Command::new(binary)
+                .arg(format!("--config.file={}", config_file.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .args(options)
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        Prometheus { port, _proc: proc }
     }
-    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+
+    /// One number from its query API, None while it has no answer.
+    fn query(&self, query: &str) -> Option<f64> {
+        let r = try_http_get(self.port, &query_path(query), &[]).ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        query_value(&r.body)
+    }
+
+    /// Its answer to an instant query: the result, or what it said was wrong.
+    fn eval(&self, query: &str) -> Result<Vec<serde_json::Value>, String> {
+        let r = try_http_get(self.port, &query_path(query), &[]).map_err(|e| format!("{e:#}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+        if r.status != 200 || v["status"] != "success" {
+            return Err(format!("{} {}: {}", r.status, v["errorType"], v["error"]));
+        }
+        Ok(match &v["data"]["result"] {
+            serde_json::Value::Array(items) => items.clone(),
+            scalar => vec![scalar.clone()],
+        })
+    }
+}
+
+/// The path of an instant query in Prometheus' API.
+fn query_path(query: &str) -> String {
+    format!("/api/v1/query?query={}", urlencode(query))
+}
+
+/// The number an instant query's answer holds, if it holds one.
+fn query_value(answer: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// Waits until Prometheus, asked through `query`, scrapes the daemon.
+fn wait_scraping(query: impl Fn(&str) -> Option<f64>) {
+    wait_until(
+        "Prometheus to scrape the daemon",
+        Duration::from_secs(60),
+        || query("up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
+    );
+}
+
+/// Waits until Prometheus, asked through `query`, has seen `calls` calls; how many it saw.
+fn wait_calls_seen(query: impl Fn(&str) -> Option<f64>, calls: f64) -> f64 {
+    wait_until(
+        "Prometheus to see every call",
+        Duration::from_secs(30),
+        || query("sum(kcmp_trace_calls_total)").filter(|&n| n >= calls),
+    )
 }
 
 #[test]
@@ -179,36 +293,15 @@ fn prometheus_scrapes_exact_counts() {
         "--bad-type",
         "100",
     ]);
-    let pid = stress.pid().to_string();
-    let daemon = Daemon::start(&["-p", &pid]);
-
-    let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-             scrape_configs:\n  - job_name: kcmp-trace\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            daemon.port
-        ),
-    )
-    .expect("prometheus config");
-    let _prometheus = Proc::start(
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let daemon = Daemon::following(&stress, &[]);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+         scrape_configs:\n  - job_name: kcmp-trace\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        daemon.port
     );
-    wait_until(
-        "prometheus to scrape the daemon",
-        Duration::from_secs(60),
-        || prom_query(prom_port, "up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
-    );
+    let prom = Prometheus::start(&prometheus, dir.path(), &config, &[], Stdio::null());
+    let query = |q: &str| prom.query(q);
+    wait_scraping(query);
 
     stress.open();
     let report = stress.report();
@@ -218,49 +311,31 @@ fn prometheus_scrapes_exact_counts() {
     let vm = report["by_type"]["KCMP_VM"].as_u64().unwrap_or(0) as f64;
 
     // Prometheus itself saw every call of the workload, no more, no less.
-    let seen = wait_until(
-        "Prometheus to see all calls",
-        Duration::from_secs(30),
-        || prom_query(prom_port, "sum(kcmp_trace_calls_total)").filter(|&n| n >= calls),
-    );
-    assert_eq!(seen, calls);
-    assert_eq!(
-        prom_query(prom_port, "sum(kcmp_trace_calls_total{result=\"EBADF\"})"),
-        Some(ebadf)
-    );
-    assert_eq!(
-        prom_query(prom_port, "sum(kcmp_trace_calls_total{type=\"KCMP_VM\"})"),
-        Some(vm)
-    );
-    assert_eq!(
-        prom_query(prom_port, "sum(kcmp_trace_call_duration_seconds_count)"),
-        Some(calls)
-    );
-    // +Inf holds every observation.
-    assert_eq!(
-        prom_query(
-            prom_port,
-            "sum(kcmp_trace_call_duration_seconds_bucket{le=\"+Inf\"})"
+    assert_eq!(wait_calls_seen(query, calls), calls);
+    for (q, want) in [
+        ("sum(kcmp_trace_calls_total{result=\"EBADF\"})", ebadf),
+        ("sum(kcmp_trace_calls_total{type=\"KCMP_VM\"})", vm),
+        ("sum(kcmp_trace_call_duration_seconds_count)", calls),
+        // +Inf holds every observation.
+        (
+            "sum(kcmp_trace_call_duration_seconds_bucket{le=\"+Inf\"})",
+            calls,
         ),
-        Some(calls)
-    );
+    ] {
+        assert_eq!(query(q), Some(want), "{q}");
+    }
     // Per-comm series: bounded, and together they hold every call.
     let by_comm = wait_until("the per-comm series", Duration::from_secs(30), || {
-        prom_query(prom_port, "sum(kcmp_trace_comm_calls_total)").filter(|&n| n >= calls)
+        query("sum(kcmp_trace_comm_calls_total)").filter(|&n| n >= calls)
     });
     assert_eq!(by_comm, calls);
     assert_eq!(
-        prom_query(
-            prom_port,
-            "kcmp_trace_comm_calls_total{comm=\"kcmp-trace\"}"
-        ),
+        query("kcmp_trace_comm_calls_total{comm=\"kcmp-trace\"}"),
         Some(calls)
     );
-    let p99 = prom_query(
-        prom_port,
-        "histogram_quantile(0.99, sum by (le) (kcmp_trace_call_duration_seconds_bucket))",
-    )
-    .expect("a p99");
+    let p99 =
+        query("histogram_quantile(0.99, sum by (le) (kcmp_trace_call_duration_seconds_bucket))")
+            .expect("a p99");
     assert!(p99 > 0.0 && p99 < 1.0, "p99 {p99}s");
 
     // The exposition passes promtool's checks, and OpenMetrics is there for those who ask.
@@ -348,8 +423,7 @@ fn readers_are_served_beside_kcmp_with_a_reader_label() {
         return;
     }
     let stress = Gated::new(&["-n", "5000", "--types", "vm", "--proc-readers", "1"]);
-    let pid = stress.pid().to_string();
-    let daemon = Daemon::start(&["-p", &pid, "--readers"]);
+    let daemon = Daemon::following(&stress, &["--readers"]);
     stress.open();
     let report = stress.report();
     let calls = report["calls"].as_u64().expect("calls") as f64;
@@ -359,7 +433,7 @@ fn readers_are_served_beside_kcmp_with_a_reader_label() {
     );
     // kcmp is a reader like the others, with the same count as its own families.
     let metrics = wait_until("every call in /metrics", Duration::from_secs(10), || {
-        let m = samples(&daemon.get("/metrics").body);
+        let m = daemon.samples();
         (sum_of(&m, "kcmp_trace_calls_total") == calls).then_some(m)
     });
     assert_eq!(sum_of(&metrics, "kcmp_trace_reader_calls_total"), calls);
@@ -445,7 +519,7 @@ fn events_stream_every_call_and_filter() {
     }
     let stress = Gated::new(&["-n", "6000", "--types", "file,vm", "--bad-fd", "100"]);
     let pid = stress.pid().to_string();
-    let mut daemon = Daemon::start(&["-p", &pid]);
+    let mut daemon = Daemon::following(&stress, &[]);
 
     for bad in [
         "?pid=abc",
@@ -466,17 +540,14 @@ fn events_stream_every_call_and_filter() {
         &format!("?pid={pid}&outcome=unknown&comm=kcmp-trace"),
     );
     let (other_pid, _h4, _) = read_stream(daemon.port, "?pid=1");
-    wait_until("the streams to connect", Duration::from_secs(10), || {
-        let s = samples(&daemon.get("/metrics").body);
-        (s.get("kcmp_trace_event_clients") == Some(&4.0)).then_some(())
-    });
+    daemon.wait_event_clients(4.0);
     stress.open();
     let report = stress.report();
     let calls = report["calls"].as_u64().expect("calls");
     let vm_calls = report["by_type"]["KCMP_VM"].as_u64().expect("vm calls");
     // Every event is out of the ring before the daemon is told to stop.
     wait_until("events to be delivered", Duration::from_secs(10), || {
-        let s = samples(&daemon.get("/metrics").body);
+        let s = daemon.samples();
         let sent = s
             .get("kcmp_trace_events_sent_total")
             .copied()
@@ -578,11 +649,7 @@ fn one_client_gets_its_share_of_event_slots() {
     for (_, status) in &mine {
         assert!(status.contains(" 200 "), "{status}");
     }
-    let answer = raw_request(
-        daemon.port,
-        "GET /events HTTP/1.0\r\n\r\n",
-        Duration::from_secs(10),
-    );
+    let answer = daemon.raw_request("GET /events HTTP/1.0\r\n\r\n", Duration::from_secs(10));
     assert!(
         answer.contains(" 503 ") && answer.contains("127.0.0.1 has its share"),
         "{answer}"
@@ -606,16 +673,9 @@ fn closed_by_peer(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// Sends `request` on a new connection and reads until the daemon closes it or `within`
-/// passes (what arrived by then).
-fn raw_request(port: u16, request: &str, within: Duration) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.write_all(request.as_bytes()).expect("send");
-    stream.set_read_timeout(Some(within)).expect("read timeout");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-}
+/// A scrape after which the daemon closes the connection.
+const SCRAPE_AND_CLOSE: &str =
+    "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 
 /// The value of one series in a /metrics text, if present.
 fn series(text: &str, name: &str) -> Option<f64> {
@@ -663,11 +723,7 @@ fn idle_and_half_sent_connections_are_bounded() {
     .expect("send a request");
     thread::sleep(Duration::from_millis(200));
     // All three slots are taken, none by a request in flight: the oldest makes room.
-    let answer = raw_request(
-        daemon.port,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    );
+    let answer = daemon.raw_request(SCRAPE_AND_CLOSE, Duration::from_secs(3));
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.contains("kcmp_trace_calls_total"),
         "the scrape at the cap: {:?}",
@@ -712,11 +768,7 @@ fn a_scrape_gets_past_a_thousand_idle_connections() {
         .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect"))
         .collect();
     let started = Instant::now();
-    let answer = raw_request(
-        daemon.port,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(1),
-    );
+    let answer = daemon.raw_request(SCRAPE_AND_CLOSE, Duration::from_secs(1));
     assert!(
         answer.starts_with("HTTP/1.1 200"),
         "no answer within {:?} behind 1,100 idle connections: {:?}",
@@ -760,15 +812,7 @@ fn per_call_data_stays_off_tcp_by_default() {
         assert_eq!(r.status, 403, "{path} over TCP");
         assert_eq!(r.body.lines().count(), 1, "{}", r.body);
     }
-    let snapshot = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(kcmp_trace::client::get(
-            &Target::Unix(socket.clone()),
-            "/api/v1/snapshot",
-        ))
-        .expect("the snapshot over the socket");
+    let snapshot = unix_get(&socket, "/api/v1/snapshot").expect("the snapshot over the socket");
     let snapshot: serde_json::Value = serde_json::from_slice(&snapshot).expect("JSON");
     assert!(snapshot["processes"].is_array(), "{snapshot}");
 }
@@ -788,7 +832,7 @@ fn dashboard_queries_only_served_metrics() {
 
     let stress = Gated::new(&["-n", "500"]);
     // The readers' families are served only with --readers.
-    let daemon = Daemon::start(&["-p", &stress.pid().to_string(), "--readers"]);
+    let daemon = Daemon::following(&stress, &["--readers"]);
     stress.open();
     stress.report();
     let text = daemon.get("/metrics").body;
@@ -917,7 +961,7 @@ fn metrics_page_lists_what_the_daemon_serves() {
         return;
     }
     let stress = Gated::new(&["-n", "500", "--bad-fd", "10"]);
-    let daemon = Daemon::start(&["-p", &stress.pid().to_string(), "--readers"]);
+    let daemon = Daemon::following(&stress, &["--readers"]);
     stress.open();
     stress.report();
     let served = served_families(&daemon.get("/metrics").body);
@@ -954,21 +998,6 @@ fn metrics_page_lists_what_the_daemon_serves() {
             "docs/metrics.md (left) and /metrics (right) differ"
         );
     }
-}
-
-/// Prometheus' answer to an instant query: the result, or what Prometheus said was wrong.
-fn prom_eval(port: u16, query: &str) -> Result<Vec<serde_json::Value>, String> {
-    let path = format!("/api/v1/query?query={}", urlencode(query));
-    let r = try_http_get(port, &path, &[]).map_err(|e| format!("{e:#}"))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
-    if r.status != 200 || v["status"] != "success" {
-        return Err(format!("{} {}: {}", r.status, v["errorType"], v["error"]));
-    }
-    Ok(match &v["data"]["result"] {
-        serde_json::Value::Array(items) => items.clone(),
-        scalar => vec![scalar.clone()],
-    })
 }
 
 /// Families a healthy daemon serves without series on some plans, and why (the table's
@@ -1010,50 +1039,26 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
         "--proc-readers",
         "1",
     ]);
-    let pid = stress.pid().to_string();
-    let daemon = Daemon::start(&["-p", &pid, "--readers", "--bpf-stats"]);
-
-    let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-             rule_files:\n  - '{}'\n\
-             scrape_configs:\n  - job_name: kcmp-trace\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            promql::contrib(promql::RULES).display(),
-            daemon.port
-        ),
-    )
-    .expect("prometheus config");
+    let daemon = Daemon::following(&stress, &["--readers", "--bpf-stats"]);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+         rule_files:\n  - '{}'\n\
+         scrape_configs:\n  - job_name: kcmp-trace\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        promql::contrib(promql::RULES).display(),
+        daemon.port
+    );
     let log = dir.path().join("prometheus.log");
-    let _prometheus = Proc::start(
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("prometheus log")),
-    );
+    let log_file = std::fs::File::create(&log).expect("prometheus log");
+    let prom = Prometheus::start(&prometheus, dir.path(), &config, &[], log_file.into());
+    let prom_port = prom.port;
     let prometheus_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(
-        "prometheus to scrape the daemon",
-        Duration::from_secs(60),
-        || prom_query(prom_port, "up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
-    );
+    let query = |q: &str| prom.query(q);
+    wait_scraping(query);
 
     // The workload runs while Prometheus scrapes it every second.
     stress.open();
     let report = stress.report();
-    let calls = report["calls"].as_f64().expect("calls");
-    wait_until(
-        "Prometheus to see all calls",
-        Duration::from_secs(30),
-        || prom_query(prom_port, "sum(kcmp_trace_calls_total)").filter(|&n| n >= calls),
-    );
+    wait_calls_seen(query, report["calls"].as_f64().expect("calls"));
 
     // The rules Prometheus loaded are the file's, each evaluated since every call was seen.
     let seen = jiff::Timestamp::now();
@@ -1130,7 +1135,7 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
             failures.push(format!("{what}: a Grafana variable left in {query}"));
             continue;
         }
-        match prom_eval(prom_port, query) {
+        match prom.eval(query) {
             Err(e) => failures.push(format!("{what}: {query}: {e}")),
             Ok(result) if !result.is_empty() => {}
             Ok(_) => {
@@ -1212,14 +1217,7 @@ fn sigterm_exits_promptly_and_unloads() {
     let mut idle = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
     write!(idle, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
     // Both are in: the stream is counted as a client, the keep-alive one got its answer.
-    wait_until(
-        "the event stream to connect",
-        Duration::from_secs(10),
-        || {
-            let s = samples(&daemon.get("/metrics").body);
-            (s.get("kcmp_trace_event_clients") == Some(&1.0)).then_some(())
-        },
-    );
+    daemon.wait_event_clients(1.0);
     let mut answer = [0u8; 256];
     let n = idle.read(&mut answer).expect("the keep-alive answer");
     assert!(
@@ -1279,8 +1277,7 @@ fn bad_requests_and_busy_addresses() {
         ("localhost", "200"),
         ("[::1]:80", "200"),
     ] {
-        let answer = raw_request(
-            daemon.port,
+        let answer = daemon.raw_request(
             &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
             Duration::from_secs(10),
         );
@@ -1320,15 +1317,7 @@ fn bad_requests_and_busy_addresses() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    let healthz = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(kcmp_trace::client::get(
-            &Target::Unix(socket.clone()),
-            "/healthz",
-        ))
-        .expect("GET /healthz over the socket");
+    let healthz = unix_get(&socket, "/healthz").expect("GET /healthz over the socket");
     assert_eq!(&healthz[..], b"ok\n");
     unix_only.signal(libc::SIGTERM);
     wait_until("the socket to be removed", Duration::from_secs(5), || {
@@ -1347,14 +1336,15 @@ fn many_scrapers_and_readers_under_load() {
     // The event queues may hold up to --event-buffer-total when the readers fall behind
     // (they do on a loaded machine): pinned here, so that the bound below is the budget.
     const EVENT_BUDGET_MIB: u64 = 16;
-    let mut daemon = Daemon::start(&[
-        "-p",
-        &stress.pid().to_string(),
-        "--max-event-clients-per-client",
-        "20",
-        "--event-buffer-total",
-        &format!("{EVENT_BUDGET_MIB}M"),
-    ]);
+    let mut daemon = Daemon::following(
+        &stress,
+        &[
+            "--max-event-clients-per-client",
+            "20",
+            "--event-buffer-total",
+            &format!("{EVENT_BUDGET_MIB}M"),
+        ],
+    );
     let baseline_kib = status_kib(daemon.pid(), "VmRSS");
     // The peak from here on: loading (the kernel's BTF parsed) peaks higher, and is over.
     std::fs::write(format!("/proc/{}/clear_refs", daemon.pid()), "5").expect("resetting VmHWM");
@@ -1388,10 +1378,7 @@ fn many_scrapers_and_readers_under_load() {
     }
     let calls = stress.report()["calls"].as_u64().expect("calls") as f64;
     let total = wait_until("the final count", Duration::from_secs(5), || {
-        let n = sum_of(
-            &samples(&daemon.get("/metrics").body),
-            "kcmp_trace_calls_total",
-        );
+        let n = sum_of(&daemon.samples(), "kcmp_trace_calls_total");
         (n >= calls).then_some(n)
     });
     assert_eq!(total, calls);
@@ -1501,21 +1488,15 @@ fn tls_and_basic_auth_from_a_web_config() {
         curl(&["--cacert", cacert, "-u", "eve:s3cret", &url("/metrics")]).0,
         401
     );
-    let (code, body) = curl(&["--cacert", cacert, "-u", "prom:s3cret", &url("/metrics")]);
+    let as_prom = |url: &str| curl(&["--cacert", cacert, "-u", "prom:s3cret", url]);
+    let (code, body) = as_prom(&url("/metrics"));
     assert_eq!(code, 200);
     assert!(body.contains("kcmp_trace_calls_total"), "{body}");
     // Authenticated users read per-call data without --tcp-per-call-data.
-    let (code, body) = curl(&[
-        "--cacert",
-        cacert,
-        "-u",
-        "prom:s3cret",
-        &url("/api/v1/snapshot"),
-    ]);
+    let (code, body) = as_prom(&url("/api/v1/snapshot"));
     assert_eq!(code, 200, "{body}");
     // Plain HTTP to the TLS port: refused, saying why.
-    let answer = raw_request(
-        daemon.port,
+    let answer = daemon.raw_request(
         "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
         Duration::from_secs(10),
     );
@@ -1523,66 +1504,36 @@ fn tls_and_basic_auth_from_a_web_config() {
         answer.starts_with("HTTP/1.0 400") && answer.contains("HTTPS server"),
         "{answer}"
     );
-    let (_, metrics) = curl(&["--cacert", cacert, "-u", "prom:s3cret", &url("/metrics")]);
+    let (_, metrics) = as_prom(&url("/metrics"));
     assert_eq!(rejected(&metrics, "unauthorized"), Some(3.0));
     assert_eq!(rejected(&metrics, "plain_http_to_tls"), Some(1.0));
 
     // Prometheus scrapes over TLS with the credentials, and serves its own API with the
     // same web configuration file.
-    let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+         scrape_configs:\n  - job_name: kcmp-trace\n    scheme: https\n    \
+         tls_config:\n      ca_file: {cacert}\n    \
+         basic_auth:\n      username: prom\n      password: s3cret\n    \
+         static_configs:\n      - targets: ['localhost:{}']\n",
+        daemon.port
+    );
+    let prom = Prometheus::start(
+        &tool("prometheus"),
+        dir.path(),
         &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-             scrape_configs:\n  - job_name: kcmp-trace\n    scheme: https\n    \
-             tls_config:\n      ca_file: {cacert}\n    \
-             basic_auth:\n      username: prom\n      password: s3cret\n    \
-             static_configs:\n      - targets: ['localhost:{}']\n",
-            daemon.port
-        ),
-    )
-    .expect("prometheus config");
-    let _prometheus = Proc::start(
-        Command::new(tool("prometheus"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg(format!("--web.config.file={}", web.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+        &[format!("--web.config.file={}", web.display())],
+        Stdio::null(),
     );
-    let query = |q: &str| -> Option<f64> {
-        let (code, body) = curl(&[
-            "--cacert",
-            cacert,
-            "-u",
-            "prom:s3cret",
-            &format!(
-                "https://localhost:{prom_port}/api/v1/query?query={}",
-                urlencode(q)
-            ),
-        ]);
-        let v: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    let query = |q: &str| {
+        let (code, body) = as_prom(&format!("https://localhost:{}{}", prom.port, query_path(q)));
+        query_value(&body).filter(|_| code == 200)
     };
-    wait_until(
-        "Prometheus to scrape over TLS",
-        Duration::from_secs(60),
-        || query("up{job=\"kcmp-trace\"}").filter(|&up| up == 1.0),
-    );
+    wait_scraping(query);
     stress.open();
     let report = stress.report();
     assert_eq!(report["calls"], 3000);
-    let seen = wait_until(
-        "Prometheus to see every call",
-        Duration::from_secs(30),
-        || query("sum(kcmp_trace_calls_total)").filter(|&n| n >= 3000.0),
-    );
-    assert_eq!(seen, 3000.0);
+    assert_eq!(wait_calls_seen(query, 3000.0), 3000.0);
 }
 
 /// Ensures a group and its member, and a user outside it, exist.

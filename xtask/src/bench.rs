@@ -330,9 +330,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use kcmp_trace_common::json::bench::{
-        Component, EveryoneElse, Explained, Image, OtherRow, Row,
-    };
+    use kcmp_trace_common::json::bench::{Component, EveryoneElse, Explained, OtherRow, Row};
 
     use super::*;
 
@@ -352,11 +350,8 @@ mod tests {
     fn rung(step: Option<Step>, added_ns: f64) -> Component {
         Component {
             step,
-            program: String::new(),
-            runs: 0,
-            ns_per_run: 0.0,
             added_ns,
-            image: Image::default(),
+            ..Component::default()
         }
     }
 

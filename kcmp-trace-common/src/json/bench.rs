@@ -3,8 +3,10 @@
 //! A figure that could not be measured (no floor on a program's hook, a ratio over nothing)
 //! is `null`, never a number that reads as one.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::programs::{self, bench};
 
@@ -41,29 +43,22 @@ impl Setup {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Row {
     pub setup: Setup,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub kcmp_ns: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub kcmp_calls_per_s: f64,
     /// Median ns per kcmp call over no tracer.
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub kcmp_added_ns: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub getpid_ns: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub getpid_added_ns: f64,
     /// An mmap+munmap pair: takes mm locks through the same rwsem code kcmp's hooks sit on.
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub mmap_ns: f64,
     /// mmap+munmap slowdown over no tracer, in percent.
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub mmap_slowdown_pct: f64,
 }
 
@@ -86,20 +81,16 @@ pub struct ProgramCost {
     pub target: String,
     pub runs: u64,
     /// Runs per kcmp call (those of the program on kcmp's entry).
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub runs_per_call: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub ns_per_run: f64,
     /// Over the empty program on the same hook (0 for the empty programs).
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub added_ns: f64,
     /// The components one run does (the cost ladder's steps), and their added ns summed.
     pub steps: Vec<Step>,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub explained_ns: f64,
     #[serde(flatten)]
     pub image: Image,
@@ -164,19 +155,17 @@ impl Step {
 }
 
 /// A rung of the cost ladder: the empty program (no step), or one step alone.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Component {
     #[serde(deserialize_with = "super::nullable")]
     pub step: Option<Step>,
     pub program: String,
     pub runs: u64,
     /// Median over the rounds.
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub ns_per_run: f64,
     /// Over the empty program on the same hook.
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub added_ns: f64,
     #[serde(flatten)]
     pub image: Image,
@@ -187,11 +176,9 @@ pub struct Component {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Explained {
     pub setup: Setup,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub added_ns: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub explained_ns: f64,
 }
 
@@ -216,15 +203,12 @@ pub struct BenchReport {
 pub struct KcmpBench {
     pub rows: Vec<Row>,
     /// kcmp-trace's added cost per kcmp call over that of the empty programs (target <= 1.3).
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub counters_vs_empty: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub events_vs_empty: f64,
     /// Streaming's added cost over counting's (target <= 1.3).
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub events_vs_counters: f64,
     /// kcmp-trace's added cost over bpftrace's doing the same job (None without bpftrace).
     #[serde(deserialize_with = "super::nullable")]
@@ -247,8 +231,7 @@ pub struct KcmpBench {
     /// Counting's and streaming's programs per kcmp call, against what the ladder explains.
     pub explained: Vec<Explained>,
     /// Events per second the consumer drains from a full ring and formats as NDJSON.
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub consumer_events_per_s: f64,
 }
 
@@ -275,18 +258,14 @@ pub struct SetupHooks {
 pub struct OtherRow {
     pub workload: Workload,
     pub setup: Setup,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub ns_per_op: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub ops_per_s: f64,
     /// Slowdown in percent: over no tracer, and over the empty programs on the plan's hooks.
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub vs_no_tracer_pct: f64,
-    #[serde(with = "measured")]
-    #[schemars(with = "Option<f64>")]
+    #[serde(with = "Measured")]
     pub vs_floor_pct: f64,
 }
 
@@ -331,12 +310,13 @@ impl Workload {
     }
 }
 
-/// NaN and the infinities as `null` and back: serde_json would write `null` and then refuse
-/// to read it into an `f64`.
-mod measured {
-    use serde::{Deserialize, Deserializer, Serializer};
+/// A figure that may not have been measured, for `#[serde(with = "Measured")]`: NaN and the
+/// infinities as `null` and back (serde_json would write `null` and then refuse to read it
+/// into an `f64`), and in the schema a number or `null`.
+struct Measured;
 
-    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+impl Measured {
+    fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
         if x.is_finite() {
             s.serialize_f64(*x)
         } else {
@@ -344,8 +324,22 @@ mod measured {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+impl JsonSchema for Measured {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        Option::<f64>::schema_name()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        Option::<f64>::json_schema(generator)
     }
 }
 

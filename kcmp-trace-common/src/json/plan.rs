@@ -121,6 +121,25 @@ pub struct Preemption {
     pub source: String,
 }
 
+impl Preemption {
+    /// Trampoline programs can be preempted mid-run (and so skipped), assuming the worst
+    /// when the model is unknown.
+    pub fn trampolines_preemptible(&self) -> bool {
+        self.model.is_none_or(Model::preempts_kernel_code)
+    }
+
+    /// "full (PREEMPT_DYNAMIC, from debugfs sched/preempt)".
+    pub fn describe(&self) -> String {
+        let model = self.model.map_or("unknown", Model::name);
+        let dynamic = if self.dynamic {
+            "PREEMPT_DYNAMIC, "
+        } else {
+            ""
+        };
+        format!("{model} ({dynamic}{})", self.source)
+    }
+}
+
 /// One attached program.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Hook {
@@ -164,6 +183,41 @@ impl Plan {
     /// "kprobe/direct".
     pub fn attach(&self) -> String {
         format!("{}/{}", self.mode.name(), self.strategy.name())
+    }
+
+    /// The plan as text, a line per fact.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!(
+                "attach: {}, strategy {}, exec_update_seq series {}",
+                self.mode.name(),
+                self.strategy.name(),
+                if self.series { "present" } else { "absent" }
+            ),
+            format!("  why: {}", self.why),
+        ];
+        if self.lock_waits.is_some() {
+            lines.push(format!("  lock waits: {}", self.lock_waits_why));
+        }
+        for h in &self.hooks {
+            match &h.outside_kcmp {
+                Some(when) => lines.push(format!(
+                    "  {:<22} {}  (also outside kcmp: {when})",
+                    h.program, h.target
+                )),
+                None => lines.push(format!("  {:<22} {}", h.program, h.target)),
+            }
+        }
+        for (target, why) in &self.skipped {
+            lines.push(format!("  skipped {target}: {why}"));
+        }
+        for (what, why) in &self.rejected {
+            lines.push(format!("  {what} not used: {why}"));
+        }
+        for (counter, how) in &self.accuracy {
+            lines.push(format!("  {counter}: {how}"));
+        }
+        lines
     }
 }
 

@@ -166,7 +166,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             crate::lifecycle::announce(&tracer.plan);
             if args.json {
                 let line = PlanLine {
-                    plan: tracer.plan.record(),
+                    plan: tracer.plan.clone(),
                     connect: None,
                 };
                 writeln!(out, "{}", serde_json::to_string(&line)?)?;
@@ -176,7 +176,7 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 }
             }
             if let Some(recorder) = &mut recorder {
-                let plan = tracer.plan.record();
+                let plan = tracer.plan.clone();
                 let release = Some(tracer.kernel_release.clone()).filter(|r| !r.is_empty());
                 let kernel = RecordedKernel::from_plan(&plan, release);
                 recorder.header(&new_header(

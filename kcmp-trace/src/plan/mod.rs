@@ -18,16 +18,15 @@ use kcmp_trace_common::{
     programs::{self, Pair},
     reader::ProcReader,
 };
-use serde::Serialize;
 
 use crate::{
     config::{AttachRequest, StrategyRequest},
     probe::preempt::{Model, Preemption},
 };
 
-/// A plan's modes, what its hooks' skipped runs affect, and how it times lock waits: as
-/// its JSON names them.
-pub use json::plan::{Affects, AttachMode, LockWaits};
+/// What the tracer attached, and what that means for the numbers it reports: as it is
+/// printed, served and kept.
+pub use json::plan::{Affects, AttachMode, Hook, LockWaits, Plan};
 
 pub mod checks;
 
@@ -346,121 +345,6 @@ pub fn program_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// One attached program.
-#[derive(Clone, Debug)]
-pub struct Hook {
-    /// Kernel function or tracepoint.
-    pub target: String,
-    pub program: &'static str,
-    /// What a skipped run of this program leaves incomplete.
-    pub affects: &'static [Affects],
-    /// When it also runs for processes that are not in a traced call.
-    pub outside_kcmp: Option<&'static str>,
-    /// Where its runs outside kcmp are counted (`maps::outside`).
-    pub outside_slot: Option<u32>,
-}
-
-/// What the tracer attached, and what that means for the numbers it reports. It is
-/// printed, served and kept as [`json::plan::Plan`].
-#[derive(Clone, Debug)]
-pub struct Plan {
-    pub mode: AttachMode,
-    pub strategy: Strategy,
-    /// The kernel has the exec_update_seq series.
-    pub series: bool,
-    pub preemption: Preemption,
-    /// Why the modes were tried in the order they were.
-    pub why: String,
-    pub hooks: Vec<Hook>,
-    /// How lock waits are timed (none on the syscall boundary), and why.
-    pub lock_waits: Option<LockWaits>,
-    pub lock_waits_why: &'static str,
-    /// Optional hooks that did not attach, and why.
-    pub skipped: Vec<(String, String)>,
-    /// (mode, strategy) pairs tried before this one, and why each did not attach.
-    pub rejected: Vec<(String, String)>,
-    /// Whether each reported number is exact, inferred or unavailable on this plan.
-    pub accuracy: Vec<(&'static str, String)>,
-}
-
-impl Serialize for Plan {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.record().serialize(serializer)
-    }
-}
-
-impl Plan {
-    /// The plan as it is printed, served and kept.
-    pub fn record(&self) -> json::plan::Plan {
-        fn owned(pairs: &[(impl ToString, String)]) -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(what, why)| (what.to_string(), why.clone()))
-                .collect()
-        }
-        json::plan::Plan {
-            mode: self.mode,
-            strategy: self.strategy,
-            series: self.series,
-            preemption: json::plan::Preemption {
-                model: self.preemption.model,
-                dynamic: self.preemption.dynamic,
-                source: self.preemption.source.to_owned(),
-            },
-            why: self.why.clone(),
-            hooks: self
-                .hooks
-                .iter()
-                .map(|h| json::plan::Hook {
-                    target: h.target.clone(),
-                    program: h.program.to_owned(),
-                    affects: h.affects.to_vec(),
-                    outside_kcmp: h.outside_kcmp.map(str::to_owned),
-                })
-                .collect(),
-            lock_waits: self.lock_waits,
-            lock_waits_why: self.lock_waits_why.to_owned(),
-            skipped: owned(&self.skipped),
-            rejected: owned(&self.rejected),
-            accuracy: owned(&self.accuracy),
-        }
-    }
-
-    pub fn describe(&self) -> Vec<String> {
-        let mut lines = vec![
-            format!(
-                "attach: {}, strategy {}, exec_update_seq series {}",
-                self.mode.name(),
-                self.strategy.name(),
-                if self.series { "present" } else { "absent" }
-            ),
-            format!("  why: {}", self.why),
-        ];
-        if self.lock_waits.is_some() {
-            lines.push(format!("  lock waits: {}", self.lock_waits_why));
-        }
-        for h in &self.hooks {
-            match h.outside_kcmp {
-                Some(when) => lines.push(format!(
-                    "  {:<22} {}  (also outside kcmp: {when})",
-                    h.program, h.target
-                )),
-                None => lines.push(format!("  {:<22} {}", h.program, h.target)),
-            }
-        }
-        for (target, why) in &self.skipped {
-            lines.push(format!("  skipped {target}: {why}"));
-        }
-        for (what, why) in &self.rejected {
-            lines.push(format!("  {what} not used: {why}"));
-        }
-        for (counter, how) in &self.accuracy {
-            lines.push(format!("  {counter}: {how}"));
-        }
-        lines
-    }
-}
-
 /// How kprobe mode measures kcmp itself here, and why, in a sentence: `tracefs`, whether it
 /// could be read (or why not); `tracepoints`, whether kcmp's syscall tracepoints are there;
 /// `would_skip`, whether this kernel would skip their runs (faultable and preempted).
@@ -665,13 +549,12 @@ pub fn reader_accuracy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::preempt::Preemption;
 
     fn preemption(model: Option<Model>) -> Preemption {
         Preemption {
             model,
             dynamic: true,
-            source: "test",
+            source: "test".into(),
         }
     }
 

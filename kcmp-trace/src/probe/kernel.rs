@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use aya::{Btf, Endianness, util::KernelVersion};
 
-use super::{kallsyms::Kallsyms, preempt::Preemption};
+use super::{
+    kallsyms::Kallsyms,
+    preempt::{self, Preemption},
+};
 
 const BTF_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -51,7 +54,7 @@ impl KernelInfo {
             symbols: Kallsyms::read().unwrap_or_default(),
             btf,
             raw_btf,
-            preemption: Preemption::detect(&release),
+            preemption: preempt::detect(&release),
             release,
         }
     }

@@ -520,7 +520,7 @@ pub static FAMILIES: &[Family] = &[
         no_series_when: None,
         source: |s, out| {
             for hook in &s.plan.hooks {
-                out.gauge(&[hook.program, &hook.target, s.plan.mode.name()], 1i64)?;
+                out.gauge(&[&hook.program, &hook.target, s.plan.mode.name()], 1i64)?;
             }
             Ok(())
         },

@@ -319,7 +319,7 @@ async fn snapshot_handler(
     let snapshot = json::snapshot::Snapshot {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         elapsed_s,
-        plan: Cow::Owned(state.plan.record()),
+        plan: Cow::Borrowed(&state.plan),
         report: Report::new(
             &read.counters,
             elapsed_s,
