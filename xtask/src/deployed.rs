@@ -41,6 +41,8 @@ use kcmp_trace_common::json::{
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+mod prometheus;
+
 use crate::{
     dist,
     fresh_root::{SUITE, debootstrap, debootstrap_recipe},
@@ -51,21 +53,26 @@ use crate::{
     workspace::{cache_root, fresh_dir, hex, lock, logged, workspace_root},
 };
 
-/// What the root holds beyond minbase: an init system as a server has one, and the tools
-/// the test uses (curl for the daemon's endpoints, cpio for what the first boot wrote,
-/// setcap for the binary a normal user runs).
+/// What the root holds beyond minbase: an init system as a server has one, procps (whose
+/// `kill` Prometheus's unit reloads with), Debian's Prometheus under its own unit, and the
+/// tools the test uses (curl for the endpoints, cpio for what the first boot wrote, setcap
+/// for the binary a normal user runs).
 const PACKAGES: &[&str] = &[
     "systemd-sysv",
     "systemd",
     "udev",
     "dbus",
+    "procps",
     "curl",
     "cpio",
     "libcap2-bin",
+    "prometheus",
 ];
 
 /// Run in the debootstrapped root (chroot) before it is packed.
-const CONFIGURE: &str = r#"set -e
+fn configure() -> String {
+    format!(
+        r#"set -e
 # One machine across boots, and no first-boot setup.
 echo kcmp-deployed > /etc/hostname
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tkcmp-deployed\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
@@ -77,10 +84,19 @@ ln -sf /dev/null /etc/systemd/system/getty@.service
 # No background maintenance competing for the two vCPUs.
 ln -sf /dev/null /etc/systemd/system/apt-daily.timer
 ln -sf /dev/null /etc/systemd/system/apt-daily-upgrade.timer
-# The initramfs is unpacked at every boot: no documentation, locales or caches.
+# Prometheus scrapes the daemon where the unit serves, and evaluates the rules the package
+# installs (a rule file that is not there yet matches nothing: the first boot reloads it).
+cat > /etc/prometheus/prometheus.yml <<'END'
+{prometheus_yml}END
+# The initramfs is unpacked at every boot: no documentation, locales, caches, or the
+# rule checker (the host's test stage runs promtool).
 rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
+rm -f /usr/bin/promtool
 rm -rf /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/lib/apt/lists/*
-"#;
+"#,
+        prometheus_yml = prometheus::config(),
+    )
+}
 
 /// Where the daemon serves, as the unit sets it.
 const LISTEN: &str = "127.0.0.1:10470";
@@ -156,6 +172,7 @@ daemon() {{
     cat /proc/$pid/status > $R/daemon.status
 }}
 journal() {{
+    journalctl -b -u prometheus -o short-monotonic --no-pager > $R/prometheus.journal 2>&1 || true
     journalctl -b -u kcmp-trace -o short-monotonic --no-pager > $R/journal.txt 2>&1 || true
     journalctl -b -u kcmp-trace -p warning -o cat --no-pager > $R/journal.warnings 2>&1 || true
 }}
@@ -164,7 +181,8 @@ uname -r > $R/kernel
 readlink /proc/1/exe > $R/pid1
 cat /proc/sys/kernel/perf_event_paranoid > $R/perf_event_paranoid
 cat /sys/kernel/debug/sched/preempt > $R/preempt || true
-"#
+{prometheus}"#,
+        prometheus = prometheus::guest_lib(),
     )
 }
 
@@ -179,14 +197,18 @@ cp {UNIT} $R/unit
 systemctl enable --now kcmp-trace 2> $R/enable.log
 healthy
 systemctl is-enabled kcmp-trace > $R/enabled
+# The package's rules are in place now: Prometheus rereads its rule files.
+prom_ready
+systemctl reload prometheus
 daemon
 metrics > $R/before.metrics
-kcmp-trace stress --json --comm {COMM} {CROWD} > $R/stress.json
+{prom_before}kcmp-trace stress --json --comm {COMM} {CROWD} > $R/stress.json
 metrics > $R/after.metrics
-curl -fsS --max-time 30 --unix-socket {SOCKET} http://localhost/api/v1/snapshot > $R/snapshot.json
-# As a shutdown leaves them: the daemon stopped, the journal's files closed.
+{prom_after}curl -fsS --max-time 30 --unix-socket {SOCKET} http://localhost/api/v1/snapshot > $R/snapshot.json
+# As a shutdown leaves them: the daemon and Prometheus stopped, the journal's files closed.
 systemctl stop kcmp-trace
 systemctl show -p Result -p ExecMainStatus -p ActiveState kcmp-trace > $R/stop.show
+systemctl stop prometheus
 journal
 systemctl stop systemd-journald
 cd /
@@ -201,6 +223,8 @@ cpio -o -H newc --quiet < $R/state.list | gzip -1 > $R/state.cpio.gz
 kcmp-trace doctor --cost --json > $R/doctor-cost.json 2> $R/doctor-cost.err || true
 "#,
         lib = guest_lib(),
+        prom_before = prometheus::before_workload(),
+        prom_after = prometheus::after_crowd(),
         nonroot = nonroot_script(),
     )
 }
@@ -360,17 +384,20 @@ healthy
 dpkg-query -W -f '${{Status}} ${{Version}}\n' kcmp-trace > $R/dpkg
 daemon
 metrics > $R/before.metrics
-kcmp-trace stress --json --comm {COMM} {AFTER_REBOOT} > $R/stress.json
+{prom_before}kcmp-trace stress --json --comm {COMM} {AFTER_REBOOT} > $R/stress.json
 metrics > $R/after.metrics
-journalctl --list-boots --no-pager > $R/boots
+{prom_after}journalctl --list-boots --no-pager > $R/boots
 "#,
         lib = guest_lib(),
+        prom_before = prometheus::before_workload(),
+        prom_after = prometheus::after_reboot(),
     )
 }
 
 /// The root as a gzip cpio archive, built on first use.
 fn ensure_root() -> Result<PathBuf> {
-    let recipe = format!("{}\n{CONFIGURE}", debootstrap_recipe(PACKAGES));
+    let configure = configure();
+    let recipe = format!("{}\n{configure}", debootstrap_recipe(PACKAGES));
     let key = &hex(&Sha256::digest(recipe.as_bytes()))[..12];
     let cache = cache_root().join("deployed-root");
     let image = cache.join(format!("{SUITE}-systemd-amd64-{key}.cpio.gz"));
@@ -397,7 +424,7 @@ fn ensure_root() -> Result<PathBuf> {
     logged(
         Command::new("chroot")
             .arg(&tree)
-            .args(["/bin/sh", "-c", CONFIGURE])
+            .args(["/bin/sh", "-c", &configure])
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         &log,
     )?;
@@ -463,7 +490,7 @@ fn boot(
     spec.memory_mb = 2048;
     spec.smp = 2;
     spec.files = files;
-    spec.timeout = Duration::from_secs(240);
+    spec.timeout = Duration::from_secs(480);
     spec.results_dir = Some(dir.to_path_buf());
     spec.root = Root::Systemd(layers);
     let outcome = vm::run(&spec)?;
@@ -532,6 +559,15 @@ fn run_guest(guest: &Guest, root: &Path, deb: &Path, check: &mut dyn FnMut(&str,
     check(&test("unit_confines_the_daemon"), confined(&install));
     check(&test("kprobe_plan"), kprobe_plan(&install));
     check(&test("crowd_counted_exactly"), crowd_exact(&install));
+    check(
+        &test("crowd_counted_exactly_in_prometheus"),
+        output::read(&install, "stress.json")
+            .and_then(|stress| prometheus::counted_exactly(&install, &stress)),
+    );
+    check(
+        &test("prometheus_evaluates_the_packaged_rules"),
+        prometheus::rules_evaluated(&install, &workspace_root()),
+    );
     check(&test("stops_cleanly"), stops_cleanly(&install));
     let nonroot = install.join("nonroot");
     survey(&nonroot);
@@ -577,6 +613,13 @@ fn run_guest(guest: &Guest, root: &Path, deb: &Path, check: &mut dyn FnMut(&str,
     check(&test("reboots"), rebooted);
     if ok {
         check(&test("comes_back_after_reboot"), comes_back(&reboot));
+        check(
+            &test("prometheus_sees_the_restart"),
+            output::read(&reboot, "stress.json").and_then(|stress| {
+                let first = output::read(&install, "stress.json")?;
+                prometheus::sees_the_restart(&reboot, &stress, &first)
+            }),
+        );
     }
 }
 

@@ -45,6 +45,18 @@ const COMPLETIONS: &[(&str, &str)] = &[
     ),
 ];
 const UNIT_PATH: &str = "lib/systemd/system/kcmp-trace.service";
+/// What a Prometheus and a Grafana beside the daemon take: the rules go in Prometheus's
+/// `rule_files`, the dashboard is imported (docs/daemon.md).
+const CONTRIB: &[(&str, &str)] = &[
+    (
+        "contrib/prometheus/kcmp-trace.rules.yml",
+        "usr/share/kcmp-trace/prometheus/kcmp-trace.rules.yml",
+    ),
+    (
+        "contrib/grafana-dashboard.json",
+        "usr/share/kcmp-trace/grafana-dashboard.json",
+    ),
+];
 /// The units a unit with default dependencies needs to exist for `systemd-analyze verify`.
 const SYSTEMD_TARGETS: &[&str] = &[
     "sysinit.target",
@@ -231,6 +243,9 @@ fn stage_package(root: &Path, binary: &Path, docs: &Path, arch: Target) -> Resul
     };
     put(binary, "usr/bin/kcmp-trace", 0o755)?;
     put(&workspace_root().join(UNIT), UNIT_PATH, 0o644)?;
+    for (from, to) in CONTRIB {
+        put(&workspace_root().join(from), to, 0o644)?;
+    }
     for (generated, to) in COMPLETIONS {
         put(&docs.join("completions").join(generated), to, 0o644)?;
     }
@@ -278,7 +293,8 @@ fn stage_package(root: &Path, binary: &Path, docs: &Path, arch: Target) -> Resul
              kcmp-trace attaches eBPF programs to kcmp(2) and reports, for every call,\n \
              its type, pids, result, latency and the path it took through kernel/kcmp.c.\n \
              Statically linked; needs a kernel with BPF and BTF. The systemd unit\n \
-             (kcmp-trace.service, a Prometheus exporter) is installed but not enabled.\n",
+             (kcmp-trace.service, a Prometheus exporter) is installed but not enabled;\n \
+             Prometheus rules and a Grafana dashboard are in /usr/share/kcmp-trace.\n",
             arch.deb_arch(),
             maintainer()
         ),
@@ -317,8 +333,8 @@ fn du_kib(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// What every package must hold: the binary, the unit, a man page per command and the
-/// completions.
+/// What every package must hold: the binary, the unit, the Prometheus rules and the
+/// dashboard, a man page per command and the completions.
 fn expected_contents() -> Vec<String> {
     let mut paths = vec![
         "usr/bin/kcmp-trace".to_string(),
@@ -326,6 +342,7 @@ fn expected_contents() -> Vec<String> {
         "usr/share/doc/kcmp-trace/copyright".to_string(),
     ];
     paths.extend(COMPLETIONS.iter().map(|(_, to)| to.to_string()));
+    paths.extend(CONTRIB.iter().map(|(_, to)| to.to_string()));
     for page in [
         "kcmp-trace",
         "kcmp-trace-watch",
