@@ -94,7 +94,7 @@ rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
 rm -f /usr/bin/promtool
 rm -rf /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/lib/apt/lists/*
 "#,
-        prometheus_yml = prometheus::config(),
+        prometheus_yml = prometheus::config(LISTEN),
     )
 }
 

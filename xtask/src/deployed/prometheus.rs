@@ -9,8 +9,6 @@ use serde::Deserialize;
 
 use kcmp_trace_common::json::stress::StressReport;
 
-use super::LISTEN;
-
 /// Where the packaged rules land, and so where the guest's Prometheus reads them.
 pub const RULES: &str = "/usr/share/kcmp-trace/prometheus/kcmp-trace.rules.yml";
 /// The same rules in the tree, to count what Prometheus must have loaded.
@@ -20,8 +18,9 @@ const JOB: &str = "kcmp-trace";
 /// marks every series stale: 1 s is too short for a busy TCG guest.
 const INTERVAL: &str = "2s";
 
-/// `/etc/prometheus/prometheus.yml` of the root: Debian's unit reads it at boot.
-pub fn config() -> String {
+/// `/etc/prometheus/prometheus.yml` of the root, scraping the daemon at `target`: Debian's
+/// unit reads it at boot.
+pub fn config(target: &str) -> String {
     format!(
         "global:
   scrape_interval: {INTERVAL}
@@ -31,7 +30,7 @@ rule_files:
 scrape_configs:
   - job_name: {JOB}
     static_configs:
-      - targets: ['{LISTEN}']
+      - targets: ['{target}']
 "
     )
 }
