@@ -31,12 +31,20 @@ pub struct Event {
     pub ret: i64,
     /// The `type` argument as passed (an int, sign-extended).
     pub raw_type: i64,
+    /// How long the writer's section and the call overlapped ([`writer_overlap_ns`]); 0
+    /// when no writer was seen.
+    pub writer_overlap_ns: u64,
     pub tgid: u32,
     pub tid: u32,
     pub pid1: i32,
     pub pid2: i32,
-    /// The exec'ing process whose write section made this call retry or fall back; 0 if none seen.
+    /// The process whose write section (exec or TSYNC) made this call retry or fall back;
+    /// 0 if none seen.
     pub writer_tgid: u32,
+    /// The writer's thread: the one that opened the section.
+    pub writer_tid: u32,
+    /// The section's kind (`maps::writer`).
+    pub writer_kind: u32,
     /// An `Outcome`; a whole u32 so that the record has no padding bytes to clear.
     pub outcome: u32,
     pub epoll: EpollSlot,
@@ -48,6 +56,24 @@ impl Event {
     pub fn outcome(&self) -> Outcome {
         u8::try_from(self.outcome).map_or(Outcome::Unknown, Outcome::from_u8)
     }
+}
+
+/// How long a write section overlapped a call: from the later of their starts to the
+/// earlier of their ends. `section_end` 0 is a section still open at `call_end`; 0 when
+/// they do not overlap.
+#[inline(always)]
+pub fn writer_overlap_ns(
+    section_start: u64,
+    section_end: u64,
+    call_start: u64,
+    call_end: u64,
+) -> u64 {
+    let end = if section_end == 0 {
+        call_end
+    } else {
+        section_end.min(call_end)
+    };
+    end.saturating_sub(section_start.max(call_start))
 }
 
 /// The bytes of a NUL-padded comm up to the first NUL.
@@ -72,9 +98,25 @@ mod tests {
     fn layout_has_no_hidden_padding() {
         assert_eq!(
             core::mem::size_of::<Event>(),
-            7 * 8 + 6 * 4 + 4 * 4 + 2 * COMM_LEN
+            8 * 8 + 8 * 4 + 4 * 4 + 2 * COMM_LEN
         );
         assert_eq!(core::mem::align_of::<Event>(), 8);
+    }
+
+    #[test]
+    fn overlap_is_the_shared_span() {
+        // The section opened during the call and closed after it.
+        assert_eq!(writer_overlap_ns(150, 300, 100, 200), 50);
+        // The call ran inside the section.
+        assert_eq!(writer_overlap_ns(50, 300, 100, 200), 100);
+        // The section ran inside the call.
+        assert_eq!(writer_overlap_ns(120, 130, 100, 200), 10);
+        // Still open when the call ended.
+        assert_eq!(writer_overlap_ns(150, 0, 100, 200), 50);
+        assert_eq!(writer_overlap_ns(50, 0, 100, 200), 100);
+        // Closed before the call began, or opened after it ended: none.
+        assert_eq!(writer_overlap_ns(10, 90, 100, 200), 0);
+        assert_eq!(writer_overlap_ns(250, 0, 100, 200), 0);
     }
 
     #[test]

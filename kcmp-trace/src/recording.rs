@@ -415,8 +415,7 @@ pub(crate) mod tests {
             outcome: "fast".into(),
             latency_ns: 700,
             lock_wait_ns: 0,
-            writer_tgid: None,
-            writer_comm: None,
+            writer: None,
         }
     }
 

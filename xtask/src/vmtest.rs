@@ -1056,7 +1056,10 @@ fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
         .iter()
         .filter(|e| e.outcome == Outcome::Retry.name() || e.outcome == Outcome::Busy.name())
         .collect();
-    let writers: Vec<u32> = slow.iter().filter_map(|e| e.writer_tgid).collect();
+    let writers: Vec<u32> = slow
+        .iter()
+        .filter_map(|e| e.writer.as_ref().map(|w| w.tgid))
+        .collect();
     eprintln!(
         "vm: writers: {} events, {} retry/busy, {} name their writer",
         events.len(),

@@ -10,6 +10,7 @@ use super::report::Incomplete;
 use crate::{
     event::{Event, comm_bytes},
     kcmp::{type_slot, type_slot_name},
+    maps::writer,
     result::errno_name,
 };
 
@@ -19,6 +20,51 @@ pub struct EpollSlotRecord {
     pub efd: u32,
     pub tfd: u32,
     pub toff: u32,
+}
+
+/// What took a process's exec_update_lock for writing.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WriterKind {
+    /// An exec().
+    Exec,
+    /// Landlock TSYNC (7.2 and later).
+    Tsync,
+}
+
+impl WriterKind {
+    /// The kind the kernel side wrote (`maps::writer`); None for a value it never writes.
+    pub fn from_raw(kind: u32) -> Option<WriterKind> {
+        match kind {
+            writer::EXEC => Some(WriterKind::Exec),
+            writer::TSYNC => Some(WriterKind::Tsync),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WriterKind::Exec => "exec",
+            WriterKind::Tsync => "tsync",
+        }
+    }
+}
+
+/// The write section a retry or busy call met: who held exec_update_lock for writing, and
+/// for how much of the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WriterRecord<'a> {
+    pub kind: WriterKind,
+    /// The thread that opened the section.
+    pub pid: u32,
+    pub tgid: u32,
+    /// The writer's comm when the section opened.
+    pub comm: Cow<'a, str>,
+    /// How long the section and the call overlapped: from the later of their starts to the
+    /// earlier of their ends (a section still open ends with the call).
+    pub overlap_ns: u64,
 }
 
 /// A kcmp return value by name: `equal`/`less`/`greater`/`unordered`, or the errno's.
@@ -58,11 +104,10 @@ pub struct EventRecord<'a> {
     pub outcome: Cow<'a, str>,
     pub latency_ns: u64,
     pub lock_wait_ns: u64,
-    /// The writer whose exec or TSYNC the call raced (retry and busy calls).
+    /// The write section (exec or TSYNC) a retry or busy call met; absent for other calls,
+    /// and for a retry or busy call when none was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub writer_tgid: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub writer_comm: Option<Cow<'a, str>>,
+    pub writer: Option<WriterRecord<'a>>,
 }
 
 impl<'a> From<&'a Event> for EventRecord<'a> {
@@ -88,9 +133,16 @@ impl<'a> From<&'a Event> for EventRecord<'a> {
             outcome: e.outcome().name().into(),
             latency_ns: e.latency_ns,
             lock_wait_ns: e.lock_wait_ns,
-            writer_tgid: (e.writer_tgid != 0).then_some(e.writer_tgid),
-            writer_comm: (e.writer_tgid != 0)
-                .then(|| String::from_utf8_lossy(comm_bytes(&e.writer_comm))),
+            writer: match WriterKind::from_raw(e.writer_kind) {
+                Some(kind) if e.writer_tgid != 0 => Some(WriterRecord {
+                    kind,
+                    pid: e.writer_tid,
+                    tgid: e.writer_tgid,
+                    comm: String::from_utf8_lossy(comm_bytes(&e.writer_comm)),
+                    overlap_ns: e.writer_overlap_ns,
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -129,4 +181,65 @@ pub enum DropReason {
 pub struct DropNotice {
     pub dropped: u64,
     pub reason: DropReason,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{EpollSlot, comm_key},
+        outcome::Outcome,
+    };
+
+    fn event(outcome: Outcome, writer_tgid: u32, writer_kind: u32) -> Event {
+        Event {
+            ts_ns: 1,
+            latency_ns: 5000,
+            lock_wait_ns: 4000,
+            idx1: 0,
+            idx2: 0,
+            ret: 0,
+            raw_type: 0,
+            writer_overlap_ns: 3000,
+            tgid: 10,
+            tid: 11,
+            pid1: 10,
+            pid2: 20,
+            writer_tgid,
+            writer_tid: 21,
+            writer_kind,
+            outcome: outcome as u32,
+            epoll: EpollSlot::default(),
+            comm: comm_key(b"stress"),
+            writer_comm: comm_key(b"kcmp-racer"),
+        }
+    }
+
+    #[test]
+    fn a_fallback_names_its_writer() {
+        let e = event(Outcome::Busy, 20, writer::TSYNC);
+        let json = serde_json::to_value(EventRecord::from(&e)).expect("json");
+        assert_eq!(
+            json["writer"],
+            serde_json::json!({
+                "kind": "tsync", "pid": 21, "tgid": 20, "comm": "kcmp-racer", "overlap_ns": 3000
+            })
+        );
+        let exec = event(Outcome::Retry, 20, writer::EXEC);
+        let exec = EventRecord::from(&exec);
+        assert_eq!(exec.writer.map(|w| w.kind), Some(WriterKind::Exec));
+    }
+
+    #[test]
+    fn no_writer_seen_is_no_writer_key() {
+        let e = event(Outcome::Retry, 0, writer::EXEC);
+        let json = serde_json::to_value(EventRecord::from(&e)).expect("json");
+        assert!(json.get("writer").is_none());
+        // A kind the kernel side never writes names no writer rather than a guessed one.
+        assert!(
+            EventRecord::from(&event(Outcome::Busy, 20, 7))
+                .writer
+                .is_none()
+        );
+    }
 }

@@ -14,7 +14,7 @@ use aya_ebpf::{
     },
 };
 use kcmp_trace_common::{
-    event::{COMM_LEN, Event},
+    event::{COMM_LEN, Event, writer_overlap_ns},
     maps::{ProcessTotals, STAGE_EVENTS, STAGE_RECORD_BYTES, ThreadState, flush, misc},
     outcome::Outcome,
 };
@@ -89,10 +89,19 @@ pub unsafe fn write_call(
         match writer {
             Some((writer_tgid, section)) => {
                 put(&raw mut (*e).writer_tgid, writer_tgid);
+                put(&raw mut (*e).writer_tid, section.tid);
+                put(&raw mut (*e).writer_kind, section.kind);
+                put(
+                    &raw mut (*e).writer_overlap_ns,
+                    writer_overlap_ns(section.start_ns, section.end_ns, call.start_ns, done.now),
+                );
                 put_comm(&raw mut (*e).writer_comm, comm_words(&section.comm));
             }
             None => {
                 put(&raw mut (*e).writer_tgid, 0);
+                put(&raw mut (*e).writer_tid, 0);
+                put(&raw mut (*e).writer_kind, 0);
+                put(&raw mut (*e).writer_overlap_ns, 0);
                 put_comm(&raw mut (*e).writer_comm, [0; 2]);
             }
         }

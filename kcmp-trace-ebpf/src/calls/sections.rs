@@ -121,8 +121,8 @@ fn close_section(section: &mut WriteSection) {
     }
 }
 
-/// The process (pid2 first, then pid1) whose exec overlapped the call, if any, and its
-/// write section.
+/// The process (pid2 first, then pid1) whose write section (exec or TSYNC) overlapped the
+/// call, if any, and that section.
 #[inline(always)]
 pub fn writer_of(call: &ThreadState, now: u64) -> Option<(u32, &'static WriteSection)> {
     for pid in [call.pid2, call.pid1] {

@@ -41,8 +41,15 @@ pub fn text_line(r: &EventRecord) -> String {
         r.latency_ns,
         r.lock_wait_ns
     );
-    if let (Some(tgid), Some(comm)) = (r.writer_tgid, &r.writer_comm) {
-        line.push_str(&format!(" writer={comm}[{tgid}]"));
+    if let Some(w) = &r.writer {
+        line.push_str(&format!(
+            " writer={}:{}[{}/{}] overlap={}ns",
+            w.kind.name(),
+            w.comm,
+            w.tgid,
+            w.pid,
+            w.overlap_ns
+        ));
     }
     line
 }
@@ -78,8 +85,7 @@ mod tests {
             outcome: "fast".into(),
             latency_ns: 6,
             lock_wait_ns: 0,
-            writer_tgid: None,
-            writer_comm: None,
+            writer: None,
         }
     }
 
