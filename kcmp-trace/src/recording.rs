@@ -34,6 +34,7 @@ use std::{
 use kcmp_trace_common::{
     json::{
         event::EventRecord,
+        fallbacks::{FallbackTally, FallbacksByWriter},
         recording::{FORMAT, Header, ReadingLine, RecordedKernel, RecordingLine, Scope, VERSION},
         report::{Reading, Report},
         snapshot::WireCounters,
@@ -53,6 +54,7 @@ pub fn new_header(
     plan: kcmp_trace_common::json::plan::Plan,
     interval_s: f64,
     top: usize,
+    events: bool,
 ) -> Header {
     Header {
         format: FORMAT.to_owned(),
@@ -62,6 +64,7 @@ pub fn new_header(
         plan,
         interval_s,
         top,
+        events,
     }
 }
 
@@ -170,6 +173,8 @@ pub struct Session {
     pub complete: bool,
     /// Per-call events kept.
     pub events: u64,
+    /// The events' retry and busy calls by writer.
+    pub fallbacks: FallbacksByWriter,
 }
 
 impl Session {
@@ -224,6 +229,7 @@ impl Session {
         let mut previous: Option<(Scope, Reading)> = None;
         let mut intervals = Vec::new();
         let mut events = 0u64;
+        let mut fallbacks = FallbackTally::default();
         let mut line_no = 1;
         loop {
             text.clear();
@@ -244,8 +250,9 @@ impl Session {
                 bad(line_no, what)
             })?;
             let (scope, reading) = match line {
-                RecordingLine::Event(_) => {
+                RecordingLine::Event(e) => {
                     events += 1;
+                    fallbacks.add(&e);
                     continue;
                 }
                 RecordingLine::Reading(r) => {
@@ -291,6 +298,11 @@ impl Session {
             ));
         };
         let complete = last_scope == Scope::Total;
+        let fallbacks = if header.events || events > 0 {
+            FallbacksByWriter::Counted(fallbacks.table())
+        } else {
+            FallbacksByWriter::NeedsEvents
+        };
         Ok(Session {
             path: path.to_owned(),
             header,
@@ -299,6 +311,7 @@ impl Session {
             last,
             complete,
             events,
+            fallbacks,
         })
     }
 
@@ -394,7 +407,7 @@ pub(crate) mod tests {
             accuracy: Vec::new(),
         };
         let kernel = RecordedKernel::from_plan(&plan, Some("6.12.117".into()));
-        new_header(kernel, plan, 1.0, 5)
+        new_header(kernel, plan, 1.0, 5, false)
     }
 
     fn event() -> EventRecord<'static> {
@@ -495,6 +508,67 @@ pub(crate) mod tests {
         }
     }
 
+    /// A session of one reading and `events` (header saying whether events were kept).
+    fn session_with(name: &str, kept: bool, events: &[EventRecord]) -> Session {
+        let path = temp(name);
+        let mut rec = Recorder::create(&path, kept).expect("create");
+        rec.header(&Header {
+            events: kept,
+            ..header()
+        })
+        .expect("header");
+        rec.reading(Scope::Baseline, &Reading::attach())
+            .expect("baseline");
+        for e in events {
+            rec.event(e).expect("event");
+        }
+        rec.reading(Scope::Total, &reading(1.0, 10, 0))
+            .expect("total");
+        let s = Session::read(&path).expect("read");
+        std::fs::remove_file(path).expect("cleanup");
+        s
+    }
+
+    #[test]
+    fn fallbacks_by_writer_come_from_the_events_or_ask_for_them() {
+        use kcmp_trace_common::json::{
+            event::{WriterKind, WriterRecord},
+            fallbacks::FallbackCounts,
+        };
+        let writer = WriterRecord {
+            kind: WriterKind::Tsync,
+            pid: 9,
+            tgid: 8,
+            comm: "kcmp-trace".into(),
+            overlap_ns: 400,
+        };
+        let busy = EventRecord {
+            outcome: "busy".into(),
+            writer: Some(writer),
+            ..event()
+        };
+        let retry = EventRecord {
+            outcome: "retry".into(),
+            ..event()
+        };
+        let s = session_with("fallbacks", true, &[event(), busy, retry]);
+        let FallbacksByWriter::Counted(t) = &s.fallbacks else {
+            panic!("events were kept: {:?}", s.fallbacks);
+        };
+        assert_eq!(t.writers.len(), 1);
+        assert_eq!(t.writers[0].key(), (WriterKind::Tsync, 8, "kcmp-trace"));
+        assert_eq!(t.no_writer, FallbackCounts { retry: 1, busy: 0 });
+        assert_eq!(t.total, FallbackCounts { retry: 1, busy: 1 });
+        // Kept, yet no call came: an empty table, not a request for --events.
+        let quiet = session_with("fallbacks_quiet", true, &[]);
+        assert_eq!(
+            quiet.fallbacks,
+            FallbacksByWriter::Counted(Default::default())
+        );
+        let without = session_with("fallbacks_without", false, &[]);
+        assert_eq!(without.fallbacks, FallbacksByWriter::NeedsEvents);
+    }
+
     #[test]
     fn a_session_cut_short_ends_at_its_last_reading() {
         let (path, _) = write_session("cut", false);
@@ -547,16 +621,16 @@ pub(crate) mod tests {
             error_of("empty", header_only),
             "FILE:1: no readings: the session ended before its first read"
         );
-        let mut keyless = serde_json::to_value(header()).expect("json");
-        keyless["plan"]
-            .as_object_mut()
-            .expect("the plan")
-            .remove("mode");
+        // Cut from the header as written, which starts with its format (a Value would
+        // sort its keys).
+        let whole_header = serde_json::to_string(&header()).expect("json");
+        let keyless = whole_header.replacen("\"mode\":\"fentry\",", "", 1);
+        assert_ne!(keyless, whole_header, "the plan's mode was not cut");
         assert!(
-            error_of("keyless", keyless.to_string().as_bytes())
+            error_of("keyless", keyless.as_bytes())
                 .starts_with("FILE:1: not a recording header: missing field `mode`"),
             "{}",
-            error_of("keyless", keyless.to_string().as_bytes())
+            error_of("keyless", keyless.as_bytes())
         );
         let mut newer = serde_json::to_value(header()).expect("json");
         newer["version"] = 2.into();

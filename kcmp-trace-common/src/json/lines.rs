@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    fallbacks::FallbacksByWriter,
     plan::Plan,
     recording::RecordedKernel,
     report::{CompareRow, Report},
@@ -40,6 +41,9 @@ pub struct ReportLine<'a> {
     pub elapsed_s: f64,
     #[serde(flatten)]
     pub report: Cow<'a, Report>,
+    /// `report` only: the recording's retry and busy calls by the writer that caused them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks_by_writer: Option<Cow<'a, FallbacksByWriter>>,
 }
 
 /// One side of `report A B --json`.

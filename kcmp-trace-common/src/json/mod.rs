@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod event;
+pub mod fallbacks;
 pub mod lines;
 pub mod plan;
 pub mod readout;

@@ -34,6 +34,10 @@ pub struct Header {
     pub interval_s: f64,
     /// Processes listed per report.
     pub top: usize,
+    /// Every call's event follows (`record --events`). Absent in recordings made before
+    /// this key was: read as false, and then their event lines tell.
+    #[serde(default)]
+    pub events: bool,
 }
 
 /// The kernel a session ran on.

@@ -16,11 +16,12 @@ use crate::{
 };
 
 /// A session's total, as `report --json` prints it.
-fn total_line<'a>(session: &Session, total: &'a Report) -> ReportLine<'a> {
+fn total_line<'a>(session: &'a Session, total: &'a Report) -> ReportLine<'a> {
     ReportLine {
         scope: ReportScope::Total,
         elapsed_s: session.last.at_s,
         report: Cow::Borrowed(total),
+        fallbacks_by_writer: Some(Cow::Borrowed(&session.fallbacks)),
     }
 }
 

@@ -150,7 +150,8 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             }
             if let Some(recorder) = &mut recorder {
                 let kernel = RecordedKernel::from_plan(&plan, None);
-                let header = new_header(kernel, plan, args.interval.as_secs_f64(), args.top);
+                // A daemon's events are not recorded (`record --events` conflicts with it).
+                let header = new_header(kernel, plan, args.interval.as_secs_f64(), args.top, false);
                 recorder.header(&header)?;
             }
             (Source::Daemon(target), None)
@@ -179,11 +180,13 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
                 let plan = tracer.plan.clone();
                 let release = Some(tracer.kernel_release.clone()).filter(|r| !r.is_empty());
                 let kernel = RecordedKernel::from_plan(&plan, release);
+                let events = recorder.events;
                 recorder.header(&new_header(
                     kernel,
                     plan,
                     args.interval.as_secs_f64(),
                     args.top,
+                    events,
                 ))?;
             }
             let ring = tracer.take_events();
@@ -320,6 +323,7 @@ fn print_report(
             scope,
             elapsed_s,
             report: Cow::Borrowed(report),
+            fallbacks_by_writer: None,
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)?;
     } else {

@@ -446,6 +446,7 @@ mod tests {
             last: at(2.0, counters),
             complete: true,
             events: 0,
+            fallbacks: kcmp_trace_common::json::fallbacks::FallbacksByWriter::NeedsEvents,
         }
     }
 

@@ -4,13 +4,17 @@ use std::fmt::Write as _;
 
 use kcmp_trace_common::{
     hist::HIST_SLOTS,
-    json::report::{
-        CompareRow, Incomplete, OTHER_READER, Quantiles, ReaderReport, Report, hist_rows,
+    json::{
+        fallbacks::{FallbackCounts, FallbackTable, FallbacksByWriter, WriterRow, side_by_side},
+        report::{
+            CompareRow, Incomplete, OTHER_READER, Quantiles, ReaderReport, Report, hist_rows,
+        },
     },
     outcome::Outcome,
     snapshot::Counters,
 };
 
+use super::columns::{Align, Columns};
 use crate::recording::Session;
 
 fn ns(v: Option<u64>) -> String {
@@ -237,6 +241,164 @@ pub fn session(s: &Session, total: &Report, counters: &Counters) -> String {
         }
         out.push('\n');
     }
+    out += &fallbacks(&s.fallbacks, total.events_dropped);
+    out
+}
+
+const NEEDS_EVENTS: &str = "the recording kept no events: record it with --events";
+
+/// A writer's cells: kind, tgid, comm.
+fn writer_cells(w: &WriterRow) -> Vec<String> {
+    vec![w.kind.name().into(), w.tgid.to_string(), w.comm.clone()]
+}
+
+/// A side's cells of a writer's row: retry, busy, overlap sum and max; `-` where it lacks
+/// the writer.
+fn row_cells(w: Option<&WriterRow>) -> Vec<String> {
+    let count = |n: Option<u64>| n.map_or_else(|| "-".into(), |n| n.to_string());
+    vec![
+        count(w.map(|w| w.fallbacks.retry)),
+        count(w.map(|w| w.fallbacks.busy)),
+        ns(w.map(|w| w.overlap_total_ns)),
+        ns(w.map(|w| w.overlap_max_ns)),
+    ]
+}
+
+/// A side's cells of a row of counts alone (no writer seen, total): retry, busy, and no
+/// overlaps; `-` for a side without events.
+fn count_cells(c: Option<FallbackCounts>) -> Vec<String> {
+    match c {
+        Some(c) => vec![
+            c.retry.to_string(),
+            c.busy.to_string(),
+            String::new(),
+            String::new(),
+        ],
+        None => vec!["-".into(), "-".into(), String::new(), String::new()],
+    }
+}
+
+/// A row of counts alone, labelled in the comm column (so its counts line up).
+fn label_cells(label: &str) -> Vec<String> {
+    vec![String::new(), String::new(), label.into()]
+}
+
+const WRITER_COLUMNS: [(&str, usize, Align); 3] = [
+    ("kind", 5, Align::Left),
+    ("tgid", 7, Align::Right),
+    ("comm", 16, Align::Left),
+];
+
+/// A recording's retry and busy calls by the writer that caused them, the calls whose
+/// event named none, and the total; or why there is no table.
+pub fn fallbacks(f: &FallbacksByWriter, events_dropped: u64) -> String {
+    let FallbacksByWriter::Counted(t) = f else {
+        return format!("fallbacks by writer: {NEEDS_EVENTS}\n");
+    };
+    let mut out = String::from("fallbacks by writer (retry and busy calls, from the events)\n");
+    let mut columns = Columns::new(
+        &[
+            &WRITER_COLUMNS[..],
+            &[
+                ("retry", 7, Align::Right),
+                ("busy", 7, Align::Right),
+                ("overlap sum", 11, Align::Right),
+                ("overlap max", 11, Align::Right),
+            ],
+        ]
+        .concat(),
+    )
+    .indented("  ");
+    for w in &t.writers {
+        columns.row(&[writer_cells(w), row_cells(Some(w))].concat());
+    }
+    columns.row(
+        &[
+            label_cells("(no writer seen)"),
+            count_cells(Some(t.no_writer)),
+        ]
+        .concat(),
+    );
+    columns.row(&[label_cells("total"), count_cells(Some(t.total))].concat());
+    out += &columns.render();
+    if events_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "  {events_dropped} events dropped: the table may be short by as many calls"
+        );
+    }
+    out
+}
+
+fn counted(f: &FallbacksByWriter) -> Option<&FallbackTable> {
+    match f {
+        FallbacksByWriter::Counted(t) => Some(t),
+        FallbacksByWriter::NeedsEvents => None,
+    }
+}
+
+/// Two recordings' fallbacks by writer side by side, writers joined on (kind, tgid, comm).
+fn fallbacks_compared(a: &Session, b: &Session) -> String {
+    let (ta, tb) = (counted(&a.fallbacks), counted(&b.fallbacks));
+    if ta.is_none() && tb.is_none() {
+        return "# fallbacks by writer: neither recording kept events: record them with --events\n"
+            .into();
+    }
+    let mut out = String::from("fallbacks by writer (retry and busy calls, from the events)\n");
+    let mut columns = Columns::new(
+        &[
+            &WRITER_COLUMNS[..],
+            &[
+                ("A retry", 7, Align::Right),
+                ("A busy", 7, Align::Right),
+                ("A overlap sum", 13, Align::Right),
+                ("A overlap max", 13, Align::Right),
+                ("B retry", 7, Align::Right),
+                ("B busy", 7, Align::Right),
+                ("B overlap sum", 13, Align::Right),
+                ("B overlap max", 13, Align::Right),
+            ],
+        ]
+        .concat(),
+    );
+    let none = FallbackTable::default();
+    for (wa, wb) in side_by_side(ta.unwrap_or(&none), tb.unwrap_or(&none)) {
+        if let Some(w) = wa.or(wb) {
+            columns.row(&[writer_cells(w), row_cells(wa), row_cells(wb)].concat());
+        }
+    }
+    for (label, pick) in [
+        (
+            "(no writer seen)",
+            (|t| t.no_writer) as fn(&FallbackTable) -> FallbackCounts,
+        ),
+        ("total", |t| t.total),
+    ] {
+        columns.row(
+            &[
+                label_cells(label),
+                count_cells(ta.map(pick)),
+                count_cells(tb.map(pick)),
+            ]
+            .concat(),
+        );
+    }
+    out += &columns.render();
+    for (name, t, s) in [("A", ta, a), ("B", tb, b)] {
+        let dropped = s.total().0.events_dropped;
+        match t {
+            None => {
+                let _ = writeln!(out, "# {name}: {NEEDS_EVENTS}");
+            }
+            Some(_) if dropped > 0 => {
+                let _ = writeln!(
+                    out,
+                    "# {name}: {dropped} events dropped: its side may be short by as many calls"
+                );
+            }
+            Some(_) => {}
+        }
+    }
     out
 }
 
@@ -292,6 +454,7 @@ pub fn comparison(a: &Session, b: &Session, rows: &[CompareRow]) -> String {
             let _ = writeln!(out, "# {} INCOMPLETE: {line}", s.name());
         }
     }
+    out += &fallbacks_compared(a, b);
     out
 }
 
@@ -358,6 +521,52 @@ mod tests {
         assert!(lines[2].contains("1024 -> 2047") && lines[2].contains(&"*".repeat(40)));
         assert!(lines[3].contains("2048 -> 4095") && lines[3].contains("|**********"));
         assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn fallbacks_by_writer_show_every_call_once() {
+        use kcmp_trace_common::json::event::WriterKind;
+        let row = |kind, tgid: u32, retry, busy| WriterRow {
+            kind,
+            tgid,
+            comm: "kcmp-racer".into(),
+            fallbacks: FallbackCounts { retry, busy },
+            overlap_total_ns: 25_000,
+            overlap_max_ns: 20_000,
+        };
+        let table = FallbackTable {
+            writers: vec![
+                row(WriterKind::Exec, 41, 3, 2),
+                row(WriterKind::Tsync, 42, 1, 0),
+            ],
+            no_writer: FallbackCounts { retry: 0, busy: 1 },
+            total: FallbackCounts { retry: 4, busy: 3 },
+        };
+        let text = fallbacks(&FallbacksByWriter::Counted(table), 2);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "kind", "tgid", "comm", "retry", "busy", "overlap", "sum", "overlap", "max"
+            ]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["exec", "41", "kcmp-racer", "3", "2", "25us", "20us"]
+        );
+        assert_eq!(
+            lines[4].split_whitespace().collect::<Vec<_>>(),
+            ["(no", "writer", "seen)", "0", "1"]
+        );
+        assert_eq!(
+            lines[5].split_whitespace().collect::<Vec<_>>(),
+            ["total", "4", "3"]
+        );
+        assert!(lines[6].contains("2 events dropped"), "{text}");
+        assert_eq!(
+            fallbacks(&FallbacksByWriter::NeedsEvents, 0),
+            "fallbacks by writer: the recording kept no events: record it with --events\n"
+        );
     }
 
     #[test]
