@@ -16,9 +16,11 @@ use anyhow::{Context as _, bail, ensure};
 use kcmp_trace_common::{
     classify::Strategy,
     json::{
-        event::EventRecord,
-        lines::Comparison,
+        event::{EventRecord, WriterKind},
+        fallbacks::{FallbackCounts, FallbacksByWriter},
+        lines::{Comparison, ReportLine},
         plan::{AttachMode, LockWaits, Model, Plan},
+        recording::RecordingLine,
         report::{Counts, OTHER_READER, ReaderReport, Report},
         stress::{ENVIRON, MmReads, StressReport},
     },
@@ -106,6 +108,10 @@ const CROWD_ROUNDS: usize = 4;
 /// The other writer of exec_update_lock (7.2): processes taking it through Landlock TSYNC,
 /// and no exec racer.
 const RACE_TSYNC: &str = "--duration 4s --threads 2 --tsync-racers 2 --types vm,files,sighand";
+
+/// Both writers of exec_update_lock at once (7.2), for the events that name them.
+const WRITERS_BOTH: &str =
+    "--duration 4s --threads 2 --exec-racers 2 --tsync-racers 2 --types vm,files,sighand";
 
 /// exec_update_lock's /proc readers (and environ, an `other` caller) beside kcmp, racing
 /// execs or TSYNCs (7.2); against execs an mm reader too, whose environ opens are a known
@@ -296,16 +302,23 @@ T1="--attach fentry --strategy direct" T2="--attach fentry --strategy infer" tra
 T1="--attach kprobe --strategy direct" T2="--attach kprobe --strategy infer" traced_stress {RUN_ERRORS_KPROBE} {ERROR_MIX}
 T1="--attach tracepoint" T2="" traced_stress {RUN_BOUNDARY} {ERROR_MIX}
 rm -f /tmp/go
-kcmp-trace stress --json --wait-for /tmp/go {RACE} > /results/{RUN_WRITERS}.stress.json &
+kcmp-trace stress --json --wait-for /tmp/go {writers} > /results/{RUN_WRITERS}.stress.json &
 sp=$!
 kcmp-trace events --json --ring-size 64M -p $sp > /results/{RUN_WRITERS}.events.json 2> /results/{RUN_WRITERS}.events.err &
 ep=$!
+kcmp-trace record --events -o /tmp/{RUN_WRITERS}.jsonl -p $sp > /dev/null 2> /results/{RUN_WRITERS}.record.err &
+rp=$!
 wait_attached /results/{RUN_WRITERS}.events.err $ep
+wait_attached /results/{RUN_WRITERS}.record.err $rp
 touch /tmp/go
 wait $sp
-kill -INT $ep
-wait $ep
+kill -INT $ep $rp
+wait $ep $rp
+kcmp-trace report --json /tmp/{RUN_WRITERS}.jsonl > /results/{RUN_WRITERS}.report.json
+kcmp-trace report /tmp/{RUN_WRITERS}.jsonl > /results/{RUN_WRITERS}.report.txt
+grep -e '"outcome":"retry"' -e '"outcome":"busy"' /tmp/{RUN_WRITERS}.jsonl > /results/{RUN_WRITERS}.recorded_fallbacks.jsonl || true
 {bpf_log}"#,
+        writers = if tsync { WRITERS_BOTH } else { RACE },
         bpf_log = bpf_log_script()
     );
     if tsync {
@@ -1030,9 +1043,46 @@ fn bpf_log_reaches_the_terminal(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Events of retries and busy fallbacks name the exec'ing writer, and it is one of the racers.
+/// The kind of writer each racer of a workload is: its exec racers come first in
+/// `racer_pids`, then its TSYNC racers.
+fn racer_kinds(stress: &StressReport) -> BTreeMap<u32, WriterKind> {
+    stress
+        .racer_pids
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| {
+            let kind = if i < stress.exec_racers {
+                WriterKind::Exec
+            } else {
+                WriterKind::Tsync
+            };
+            (pid as u32, kind)
+        })
+        .collect()
+}
+
+/// A retry or busy event's writer against the racers: one of them, of its kind. None: the
+/// event names no writer.
+fn writer_is_a_racer(
+    e: &EventRecord,
+    racers: &BTreeMap<u32, WriterKind>,
+) -> anyhow::Result<Option<WriterKind>> {
+    let Some(w) = &e.writer else {
+        return Ok(None);
+    };
+    match racers.get(&w.tgid) {
+        Some(&kind) if kind == w.kind => Ok(Some(kind)),
+        Some(kind) => bail!("writer {w:?} is a {} racer", kind.name()),
+        None => bail!("writer {w:?} is not among the racers {racers:?}"),
+    }
+}
+
+/// Every retry and busy call names its writer, a racer of the kind the workload ran it as,
+/// both in `events` and in a recording's events; `report`'s fallbacks by writer adds up to
+/// the recording's retry and busy counts.
 fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
     let stress = stress_of(dir, RUN_WRITERS)?;
+    let racers = racer_kinds(&stress);
     let (out, err) = (
         format!("{RUN_WRITERS}.events.json"),
         format!("{RUN_WRITERS}.events.err"),
@@ -1052,30 +1102,92 @@ fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
         "{} events + {dropped} dropped (+ up to {missing} missing) != {calls} calls",
         events.len(),
     );
-    let slow: Vec<&EventRecord> = events
-        .iter()
-        .filter(|e| e.outcome == Outcome::Retry.name() || e.outcome == Outcome::Busy.name())
-        .collect();
-    let writers: Vec<u32> = slow
-        .iter()
-        .filter_map(|e| e.writer.as_ref().map(|w| w.tgid))
-        .collect();
+    let fallback =
+        |e: &&EventRecord| e.outcome == Outcome::Retry.name() || e.outcome == Outcome::Busy.name();
+    // By the writer's kind; None: no writer named.
+    let mut by_kind: BTreeMap<Option<WriterKind>, u64> = BTreeMap::new();
+    for e in events.iter().filter(fallback) {
+        *by_kind
+            .entry(writer_is_a_racer(e, &racers).context(out.clone())?)
+            .or_default() += 1;
+    }
     eprintln!(
-        "vm: writers: {} events, {} retry/busy, {} name their writer",
-        events.len(),
-        slow.len(),
-        writers.len()
+        "vm: writers: {} events, retry/busy by writer {by_kind:?}; racers {racers:?}",
+        events.len()
     );
-    ensure!(!slow.is_empty(), "no retry or busy events");
-    ensure!(!writers.is_empty(), "no retry/busy event names a writer");
+    let wanted: Vec<WriterKind> = racers.values().copied().collect();
+    for kind in [WriterKind::Exec, WriterKind::Tsync] {
+        ensure!(
+            by_kind.contains_key(&Some(kind)) == wanted.contains(&kind),
+            "{} writers named in {by_kind:?}, against racers {racers:?}",
+            kind.name()
+        );
+    }
+    let unnamed = by_kind.get(&None).copied().unwrap_or_default();
+    ensure!(unnamed == 0, "{unnamed} retry/busy events name no writer");
+
+    let recorded_file = format!("{RUN_WRITERS}.recorded_fallbacks.jsonl");
+    let recorded: Vec<RecordingLine<'static>> =
+        output::lines(&read(&recorded_file)?, &recorded_file)?;
+    let mut recorded_counts = FallbackCounts::default();
+    for line in &recorded {
+        let RecordingLine::Event(e) = line else {
+            bail!("{recorded_file}: a reading among the events");
+        };
+        writer_is_a_racer(e, &racers)?
+            .with_context(|| format!("{recorded_file}: {e:?} names no writer"))?;
+        if e.outcome == Outcome::Busy.name() {
+            recorded_counts.busy += 1;
+        } else {
+            recorded_counts.retry += 1;
+        }
+    }
+    let report: ReportLine = output::read(dir, &format!("{RUN_WRITERS}.report.json"))?;
+    let Some(FallbacksByWriter::Counted(table)) = report.fallbacks_by_writer.as_deref() else {
+        bail!("no fallbacks by writer: {:?}", report.fallbacks_by_writer);
+    };
+    let counted = FallbackCounts {
+        retry: outcome(&report.report, Outcome::Retry),
+        busy: outcome(&report.report, Outcome::Busy),
+    };
+    let events_dropped = report.report.events_dropped;
+    eprintln!(
+        "vm: writers: recorded: table {table:?}; recorded fallback events {recorded_counts:?}; counted {counted:?}; {events_dropped} events dropped"
+    );
+    for w in &table.writers {
+        ensure!(
+            racers.get(&w.tgid) == Some(&w.kind),
+            "table row {w:?} is not a racer of its kind ({racers:?})"
+        );
+    }
     ensure!(
-        writers.iter().all(|&w| stress
-            .racer_pids
-            .iter()
-            .any(|&r| i64::from(r) == i64::from(w))),
-        "writers {writers:?} not among the racers {:?}",
-        stress.racer_pids
+        table.no_writer == FallbackCounts::default(),
+        "{:?} fallbacks with no writer",
+        table.no_writer
     );
+    ensure!(
+        table.total == recorded_counts,
+        "the table's total {:?} is not the recording's {recorded_counts:?} retry/busy events",
+        table.total
+    );
+    // The counters count every call; the table, the calls whose events were delivered.
+    let inc = &report.report.incomplete;
+    let slack = events_dropped + inc.calls + inc.outcomes;
+    let off = table.total.calls().abs_diff(counted.calls());
+    if slack == 0 {
+        ensure!(
+            table.total == counted,
+            "the table's total {:?} is not the recording's counted {counted:?}",
+            table.total
+        );
+    } else {
+        ensure!(
+            table.total.calls() <= counted.calls() + inc.calls + inc.outcomes && off <= slack,
+            "the table's total {:?} is {off} off the counted {counted:?}, more than the \
+             {events_dropped} events dropped and {inc:?} allow",
+            table.total
+        );
+    }
     Ok(())
 }
 
