@@ -101,6 +101,13 @@ pub static OTHER_CALLERS: HashMap<u64, CallerCounts> =
 #[map]
 pub static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries(MAX_WRITERS, 0);
 
+/// The closed section a TSYNC attempt replaced in `WRITERS`, put back if its trylock fails:
+/// that section is the one a busy kcmp call (whose read hold made the trylock fail) is
+/// blamed on.
+#[map]
+pub static REPLACED_SECTIONS: LruHashMap<u32, WriteSection> =
+    LruHashMap::with_max_entries(MAX_WRITERS, 0);
+
 named_as!(FILTER_TGID, globals::FILTER_TGID);
 named_as!(FILTER_COMM, globals::FILTER_COMM);
 named_as!(FILTER_COMM_NAME, globals::FILTER_COMM_NAME);

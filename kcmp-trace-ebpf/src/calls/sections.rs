@@ -16,7 +16,7 @@ use kcmp_trace_common::{
 use super::{
     cells::{add_shared, cpu_counters, put},
     events::read_comm_into,
-    maps::{WRITERS, WriteSection},
+    maps::{REPLACED_SECTIONS, WRITERS, WriteSection},
     now_ns,
 };
 
@@ -40,14 +40,24 @@ pub fn on_exec_end() {
 
 /// landlock_restrict_sibling_threads() was entered: it takes exec_update_lock for writing
 /// with a trylock. Another writer's open section of the process is left alone (the trylock
-/// then fails).
+/// then fails); a closed one is kept aside until the trylock's outcome is known.
 #[inline(always)]
 pub fn on_tsync_begin() {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(section) = open_section_of((pid_tgid >> 32) as u32)
-        && section.tid != pid_tgid as u32
-    {
-        return;
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: read-only use of a map value, copied out at once.
+    match unsafe { WRITERS.get(tgid) } {
+        Some(section) if section.end_ns == 0 => {
+            if section.tid != pid_tgid as u32 {
+                return;
+            }
+        }
+        Some(closed) => {
+            let _ = REPLACED_SECTIONS.insert(tgid, *closed, 0);
+        }
+        None => {
+            let _ = REPLACED_SECTIONS.remove(tgid);
+        }
     }
     open_section(writer::TSYNC);
 }
@@ -66,8 +76,16 @@ pub fn on_tsync_end(ret: i32) {
         return;
     }
     if ret == -ERESTARTNOINTR {
-        // Never held: no writer for a retried kcmp to be blamed on.
-        let _ = WRITERS.remove(tgid);
+        // Never held: the section it replaced is still the process's last one.
+        // SAFETY: read-only use of a map value, copied out at once.
+        match unsafe { REPLACED_SECTIONS.get(tgid) } {
+            Some(replaced) => {
+                let _ = WRITERS.insert(tgid, *replaced, 0);
+            }
+            None => {
+                let _ = WRITERS.remove(tgid);
+            }
+        }
     } else {
         close_section(section);
     }
