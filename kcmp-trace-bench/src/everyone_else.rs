@@ -201,8 +201,8 @@ fn read_whole(path: &Path, buf: &mut Vec<u8>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every loop of [`Workload::ALL`] under no tracer, the floor, counting and `--readers`,
-/// interleaved as the kcmp loop's setups are.
+/// Every loop of [`Workload::ALL`] under no tracer, the floor, counting, `--stacks`,
+/// `--readers` and `--readers --stacks`, interleaved as the kcmp loop's setups are.
 pub fn measure(
     bench: &mut Workbench,
     plan: &Plan,
@@ -218,7 +218,12 @@ pub fn measure(
             Err(e) => (None, Some(crate::error::one_line(&e))),
         };
     let targets = |plan: &Plan| plan.hooks.iter().map(|h| h.target.clone()).collect();
-    let mut setups = vec![Setup::NoTracer, Setup::EmptyPrograms, Setup::Counters];
+    let mut setups = vec![
+        Setup::NoTracer,
+        Setup::EmptyPrograms,
+        Setup::Counters,
+        Setup::Stacks,
+    ];
     let mut hooks = vec![
         SetupHooks {
             setup: Setup::EmptyPrograms,
@@ -228,13 +233,19 @@ pub fn measure(
             setup: Setup::Counters,
             targets: targets(plan),
         },
+        SetupHooks {
+            setup: Setup::Stacks,
+            targets: targets(plan),
+        },
     ];
     if let Some(readers) = &readers {
-        setups.push(Setup::Readers);
-        hooks.push(SetupHooks {
-            setup: Setup::Readers,
-            targets: targets(readers),
-        });
+        for setup in [Setup::Readers, Setup::ReadersStacks] {
+            setups.push(setup);
+            hooks.push(SetupHooks {
+                setup,
+                targets: targets(readers),
+            });
+        }
     }
 
     let mut ns = vec![vec![Vec::new(); setups.len()]; Workload::ALL.len()];

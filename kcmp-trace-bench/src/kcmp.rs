@@ -48,6 +48,7 @@ pub fn measure(
         Setup::EmptyPrograms,
         Setup::Counters,
         Setup::Events,
+        Setup::Stacks,
     ]
     .into_iter()
     .chain(
@@ -128,6 +129,7 @@ pub fn measure(
         counters_vs_empty: counters / floor,
         events_vs_empty: events / floor,
         events_vs_counters: events / counters,
+        stacks_vs_counters: added(Setup::Stacks).unwrap_or(f64::NAN) / counters,
         counters_vs_bpftrace: added(Setup::BpftraceCounts).map(|b| counters / b),
         events_vs_bpftrace_lines: added(Setup::BpftraceLines).map(|b| events / b),
         peer_missing,

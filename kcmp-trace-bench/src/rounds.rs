@@ -15,7 +15,8 @@ use crate::{
 pub fn traced_as(setup: Setup, config: &TraceConfig) -> TraceConfig {
     TraceConfig {
         events: setup == Setup::Events,
-        readers: setup == Setup::Readers,
+        readers: matches!(setup, Setup::Readers | Setup::ReadersStacks),
+        stacks: matches!(setup, Setup::Stacks | Setup::ReadersStacks),
         ..config.clone()
     }
 }
@@ -63,7 +64,7 @@ pub fn attach(
     Ok(match setup {
         Setup::NoTracer => Attached::None,
         Setup::EmptyPrograms => Attached::Floor(Floor::attach(plan, caps)?),
-        Setup::Counters | Setup::Events | Setup::Readers => {
+        Setup::Counters | Setup::Events | Setup::Readers | Setup::Stacks | Setup::ReadersStacks => {
             let mut tracer = Tracer::start_with(&traced_as(setup, config), caps)?;
             let drain = tracer.take_events().map(EventDrain::start);
             Attached::Tracer(Box::new(tracer), drain)

@@ -49,8 +49,8 @@ fn kcmp_table(r: &KcmpBench, rounds: usize) -> String {
     }
     let mut out = table.render();
     out.push_str(&format!(
-        "added cost per kcmp call: counters {:.2}x the empty programs (target <= 1.30x), events {:.2}x counting (target <= 1.30x)\n",
-        r.counters_vs_empty, r.events_vs_counters
+        "added cost per kcmp call: counters {:.2}x the empty programs (target <= 1.30x), events {:.2}x counting (target <= 1.30x), --stacks {:.2}x counting\n",
+        r.counters_vs_empty, r.events_vs_counters, r.stacks_vs_counters
     ));
     match (r.counters_vs_bpftrace, r.events_vs_bpftrace_lines, &r.peer_missing) {
         (Some(c), Some(e), _) => out.push_str(&format!(

@@ -364,6 +364,7 @@ mod tests {
             counters_vs_empty: counters_ns / 100.0,
             events_vs_empty: 3.0,
             events_vs_counters: 1.0,
+            stacks_vs_counters: 1.0,
             counters_vs_bpftrace: None,
             events_vs_bpftrace_lines: None,
             peer_missing: None,

@@ -19,6 +19,10 @@ pub enum Setup {
     Events,
     /// kcmp-trace counting with `--readers` (the everyone-else section only).
     Readers,
+    /// kcmp-trace counting with `--stacks`.
+    Stacks,
+    /// kcmp-trace counting with `--readers --stacks` (the everyone-else section only).
+    ReadersStacks,
     /// bpftrace on the syscall tracepoints: calls by type and result, a log2 latency
     /// histogram.
     BpftraceCounts,
@@ -34,6 +38,8 @@ impl Setup {
             Setup::Counters => "counters",
             Setup::Events => "events",
             Setup::Readers => "readers",
+            Setup::Stacks => "stacks",
+            Setup::ReadersStacks => "readers_stacks",
             Setup::BpftraceCounts => "bpftrace_counts",
             Setup::BpftraceLines => "bpftrace_lines",
         }
@@ -210,6 +216,9 @@ pub struct KcmpBench {
     /// Streaming's added cost over counting's (target <= 1.3).
     #[serde(with = "Measured")]
     pub events_vs_counters: f64,
+    /// Counting with `--stacks`: its added cost over counting's.
+    #[serde(with = "Measured")]
+    pub stacks_vs_counters: f64,
     /// kcmp-trace's added cost over bpftrace's doing the same job (None without bpftrace).
     #[serde(deserialize_with = "super::nullable")]
     pub counters_vs_bpftrace: Option<f64>,
