@@ -45,6 +45,18 @@ pub struct CompareArgs {
     /// itself).
     #[arg(long, value_name = "N", default_value_t = 0)]
     proc_readers: usize,
+    /// With this many `--mm-readers` threads in the default workload: opens of the racers'
+    /// /proc/PID/environ, each an mm_access() wait on exec_update_lock (implies following
+    /// the readers).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    mm_readers: usize,
+    /// Record kernel stacks of the lock's waiters and writers (`record --stacks`): the
+    /// report then has flame graphs.
+    #[arg(long)]
+    stacks: bool,
+    /// Keep every call as an event (`record --events`): fallbacks by writer.
+    #[arg(long)]
+    events: bool,
     /// Where the recordings, the report and the plots go.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -65,6 +77,9 @@ pub struct Plan {
     pub workload: String,
     /// Record with `--readers`.
     pub readers: bool,
+    /// Record with `--stacks`, and with `--events`.
+    pub stacks: bool,
+    pub events: bool,
     pub out: PathBuf,
 }
 
@@ -86,7 +101,7 @@ fn record_in(plan: &Plan, flavour: Flavour) -> anyhow::Result<PathBuf> {
     let script = format!(
         r#"
 mkdir -p /tmp
-kcmp-trace record {readers} -o /results/recording.jsonl -i {interval} > /results/record.out 2> /results/record.err &
+kcmp-trace record {options} -o /results/recording.jsonl -i {interval} > /results/record.out 2> /results/record.err &
 rp=$!
 wait_attached /results/record.err $rp || exit 1
 ( {workload} ) > /results/workload.out 2> /results/workload.err
@@ -98,7 +113,16 @@ exit $status
 "#,
         interval = plan.interval,
         workload = plan.workload,
-        readers = if plan.readers { "--readers" } else { "" },
+        options = [
+            (plan.readers, "--readers"),
+            (plan.stacks, "--stacks"),
+            (plan.events, "--events"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, flag)| *flag)
+        .collect::<Vec<_>>()
+        .join(" "),
     );
     let mut spec = VmSpec::new(format!("compare-{kernel}"), ensure_kernel(kernel)?, script);
     spec.cmdline.extend(plan.preempt.map(Preempt::cmdline));
@@ -173,10 +197,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     args.kernel_version.ensure_boots(args.preempt)?;
     let path = setup::ensure()?;
     crate::dist::build_static(&path, &[crate::target::HOST])?;
-    let workload = match (args.command.is_empty(), args.proc_readers) {
-        (true, 0) => DEFAULT_WORKLOAD.to_owned(),
-        (true, n) => format!("{DEFAULT_WORKLOAD} --proc-readers {n}"),
-        (false, _) => args.command.join(" "),
+    let workload = if args.command.is_empty() {
+        let mut workload = DEFAULT_WORKLOAD.to_owned();
+        for (flag, n) in [
+            ("--proc-readers", args.proc_readers),
+            ("--mm-readers", args.mm_readers),
+        ] {
+            if n > 0 {
+                workload += &format!(" {flag} {n}");
+            }
+        }
+        workload
+    } else {
+        args.command.join(" ")
     };
     let plan = Plan {
         version: args.kernel_version,
@@ -185,7 +218,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout),
         files: args.files,
         workload,
-        readers: args.proc_readers > 0,
+        readers: args.proc_readers > 0 || args.mm_readers > 0,
+        stacks: args.stacks,
+        events: args.events,
         out: args
             .out
             .unwrap_or_else(|| workspace_root().join("target/compare")),
