@@ -18,6 +18,7 @@ pub mod programs;
 pub mod reader;
 pub mod result;
 pub mod snapshot;
+pub mod stacks;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -33,4 +34,8 @@ mod pod {
     unsafe impl aya::Pod for crate::snapshot::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::reader::CallerCounts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::stacks::StackKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::stacks::StackCounts {}
 }

@@ -71,6 +71,8 @@ pub mod globals {
     pub const THREAD_HEAD_OFFSET: &str = "THREAD_HEAD_OFFSET";
     /// u32: where task_struct.thread_node is (BTF).
     pub const THREAD_NODE_OFFSET: &str = "THREAD_NODE_OFFSET";
+    /// u8: 1 to count waiters' and writers' kernel stacks (`stacks`).
+    pub const TRACE_STACKS: &str = "TRACE_STACKS";
 }
 
 pub const MAX_TGID_FILTER: u32 = 1024;
@@ -159,7 +161,10 @@ pub mod misc {
     /// site: the caller's address was not seen (a trampoline program) or `OTHER_CALLERS` was
     /// full. Written atomically by the helper and lock probes.
     pub const OTHERS_UNPLACED: usize = 7;
-    pub const SLOTS: usize = 8;
+    /// Lock waits and write sections left out of the stack counts: `STACK_COUNTS` was full
+    /// (`--stacks`). Written atomically by every program that counts a stack.
+    pub const STACKS_DROPPED: usize = 8;
+    pub const SLOTS: usize = 9;
 }
 
 /// One thread's call in flight, kept across its calls (the entry is reused, never deleted:
@@ -189,6 +194,8 @@ pub struct ThreadState {
     /// A /proc reader's call: the address of its task's exec_update_lock, the only rwsem
     /// whose waits count as its lock waits. 0 in kcmp's calls, where every probed lock is one.
     pub lock_addr: u64,
+    /// Where the call's first exec_update_lock wait began (`stacks::stack_ref`; `--stacks`).
+    pub lock_stack: u64,
 }
 
 impl ThreadState {
@@ -213,6 +220,7 @@ impl ThreadState {
             read: 0,
         },
         lock_addr: 0,
+        lock_stack: 0,
     };
 }
 

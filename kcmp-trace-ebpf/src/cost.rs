@@ -131,6 +131,7 @@ pub fn cost_event(ctx: TracePointContext) -> u32 {
             read: b,
         },
         lock_addr: args.idx1,
+        lock_stack: args.idx2,
     };
     let done = CallDone {
         tgid: args.pid1 as u32,

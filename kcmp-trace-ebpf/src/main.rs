@@ -22,12 +22,14 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint, tracepoint},
     programs::{
         FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
-        TracePointContext,
+        TracePointContext, tracing::StackIdContext,
     },
 };
 use calls::{
     kcmp::{self, KcmpArgs},
-    locks, readers, sections, trail,
+    locks, readers, sections,
+    stacks::take_stack,
+    trail,
 };
 use kcmp_trace_common::{arch::Arch, maps::outside, named_as, programs, reader::ProcReader};
 use tp::{tp_args, tp_ret};
@@ -85,8 +87,8 @@ fn regs_word(regs: *const pt_regs, offset: usize) -> u64 {
 }
 
 /// What an entry hook may ask of the call it sees; read only on the path that needs it, so
-/// a hook that returns early pays for nothing.
-trait Site {
+/// a hook that returns early pays for nothing. Its kernel stack is the context's.
+trait Site: StackIdContext {
     /// The `n`th argument, as a word.
     fn arg_word(&self, n: usize) -> u64;
 }
@@ -236,7 +238,9 @@ named_as!(contend_end, programs::CONTENTION_END);
 /// acquisition fires nothing, so a process that never waits pays nothing.
 #[raw_tracepoint(tracepoint = "contention_begin")]
 pub fn contend_begin(ctx: RawTracePointContext) -> u32 {
-    locks::on_contention_begin(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as u32);
+    locks::on_contention_begin(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as u32, || {
+        take_stack(&ctx)
+    });
     0
 }
 
@@ -250,7 +254,7 @@ pub fn contend_end(ctx: RawTracePointContext) -> u32 {
 /// down_read_killable(sem): its rwsem, read only if a reader or other caller needs it.
 #[inline(always)]
 fn lock_enter(slot: u32, site: &impl Site) {
-    locks::on_lock_enter(slot, || site.arg_word(0));
+    locks::on_lock_enter(slot, || site.arg_word(0), || take_stack(site));
 }
 
 /// down_read_killable() returned: where to, read only for another caller's wait.
@@ -262,7 +266,7 @@ fn lock_exit(slot: u32, site: &impl ReturnSite) {
 // The write side: an exec holds exec_update_lock from exec_mmap() (inside begin_new_exec())
 // until setup_new_exec(), or until begin_new_exec() fails.
 entry_hook!(programs::EXEC_BEGIN_ENTRY => exec_begin_fentry, exec_begin_kprobe,
-    |_: &_| sections::on_exec_begin());
+    |site: &_| sections::on_exec_begin(|| take_stack(site)));
 return_hook!(programs::EXEC_BEGIN_RETURN => exec_begin_fexit, exec_begin_kretprobe,
 |r: u64, _: &_| {
     if r as i32 != 0 {
@@ -274,7 +278,7 @@ return_hook!(programs::EXEC_SETUP_RETURN => exec_setup_fexit, exec_setup_kretpro
 
 // The other writer (7.2): Landlock TSYNC holds exec_update_lock for writing in
 // landlock_restrict_sibling_threads(), from its down_write_trylock() to its up_write().
-entry_hook!(programs::TSYNC_ENTRY => tsync_fentry, tsync_kprobe, |_: &_| sections::on_tsync_begin());
+entry_hook!(programs::TSYNC_ENTRY => tsync_fentry, tsync_kprobe, |site: &_| sections::on_tsync_begin(|| take_stack(site)));
 return_hook!(programs::TSYNC_RETURN => tsync_fexit, tsync_kretprobe,
     |r: u64, _: &_| sections::on_tsync_end(r as i32));
 

@@ -207,6 +207,10 @@ pub struct TraceArgs {
     /// wchan call by call, any other caller by its call site (other:SYMBOL).
     #[arg(long)]
     pub readers: bool,
+    /// Count exec_update_lock's waiters (kcmp, and with --readers every reader) and writers
+    /// (exec, TSYNC) by kernel stack: `stacks` in JSON, `report --folded`, flame graphs.
+    #[arg(long)]
+    pub stacks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,7 +241,7 @@ pub struct WatchArgs {
     pub reader: Option<String>,
     /// Show a running `kcmp-trace serve` instead of attaching: http://HOST:PORT or unix:PATH
     /// (plain HTTP: a daemon serving TLS is reached through its Unix socket).
-    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log", "max_threads", "max_processes", "readers"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["pids", "comm", "attach", "strategy", "bpf_log", "max_threads", "max_processes", "readers", "stacks"])]
     pub connect: Option<String>,
 }
 
@@ -262,9 +266,27 @@ pub struct ReportArgs {
     /// totals and every compared metric.
     #[arg(long)]
     pub json: bool,
-    /// Also write SVG plots and a page showing them (index.html) into this directory.
+    /// Also write SVG plots and a page showing them (index.html) into this directory; with
+    /// a recording made with --stacks, flame graphs of its lock waits too.
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
+    /// Print the recording's lock waits (made with --stacks) as folded stacks, one line
+    /// per stack (`waiter;frame;...;frame VALUE`), valued by wait time in ns or by count,
+    /// for any flame-graph tool; instead of the table.
+    #[arg(long, value_name = "BY", value_enum, conflicts_with = "json")]
+    pub folded: Option<FoldedBy>,
+    /// With --folded: the writers' sections (exec, tsync) too, valued by hold time.
+    #[arg(long, requires = "folded")]
+    pub writers: bool,
+}
+
+/// What a folded stack's value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FoldedBy {
+    /// Wait time in ns.
+    Time,
+    /// Number of waits.
+    Count,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,9 @@ pub struct TraceConfig {
     /// Follow exec_update_lock's other readers too: the /proc readers call by call, any
     /// other caller by call site (`kcmp_trace_common::reader`).
     pub readers: bool,
+    /// Count exec_update_lock's waiters and writers by kernel stack
+    /// (`kcmp_trace_common::stacks`).
+    pub stacks: bool,
 }
 
 impl Default for TraceConfig {
@@ -59,6 +62,7 @@ impl Default for TraceConfig {
             max_threads: maps::DEFAULT_MAX_THREADS,
             max_processes: maps::DEFAULT_MAX_PROCESSES,
             readers: false,
+            stacks: false,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
 use kcmp_trace_common::{
     classify::Strategy,
@@ -14,9 +14,13 @@ use kcmp_trace_common::{
     maps::{self, ProcessTotals},
     reader::CallerCounts,
     snapshot::Counters,
+    stacks::{self, StackCounts, StackKey, stack_ref},
 };
 
-use kcmp_trace_common::json::readout::{CallerRow, HookCounters, ProcessRow};
+use kcmp_trace_common::json::{
+    readout::{CallerRow, HookCounters, ProcessRow},
+    stacks::StackRow,
+};
 
 use crate::{
     attach::attach_program,
@@ -36,6 +40,13 @@ use crate::{
     unpreempted::UnpreemptedReads,
 };
 
+/// The maps `--stacks` counts in, and the symbols that name their frames.
+struct Stacks {
+    counts: PerCpuHashMap<MapData, StackKey, StackCounts>,
+    traces: StackTraceMap<MapData>,
+    symbols: TextSymbols,
+}
+
 /// An attached tracer. Dropping it detaches and unloads everything.
 pub struct Tracer {
     pub plan: Plan,
@@ -51,6 +62,9 @@ pub struct Tracer {
     max_processes: u32,
     /// Other callers' counts by call site, and the symbols that name them (`--readers`).
     callers: Option<(HashMap<MapData, u64, CallerCounts>, TextSymbols)>,
+    /// Lock waits and write sections by stack, the stacks, and the symbols that name their
+    /// frames (`--stacks`).
+    stacks: Option<Stacks>,
     events: Option<EventStream>,
     /// Where each hook's runs outside kcmp are counted (`maps::outside`), in `plan.hooks`'
     /// order.
@@ -182,6 +196,21 @@ impl Tracer {
         } else {
             None
         };
+        let stacks = if config.stacks {
+            Some(Stacks {
+                counts: PerCpuHashMap::try_from(
+                    ebpf.take_map(stacks::STACK_COUNTS_MAP)
+                        .context("STACK_COUNTS map missing")?,
+                )?,
+                traces: StackTraceMap::try_from(
+                    ebpf.take_map(stacks::STACK_TRACES_MAP)
+                        .context("STACK_TRACES map missing")?,
+                )?,
+                symbols: TextSymbols::read().context("reading /proc/kallsyms")?,
+            })
+        } else {
+            None
+        };
         let events = if config.events {
             Some(event_stream(&mut ebpf)?)
         } else {
@@ -202,6 +231,7 @@ impl Tracer {
             exited: Mutex::new(Exited::new(config.max_processes as usize)),
             max_processes: config.max_processes,
             callers,
+            stacks,
             events,
             outside_slots,
             probe_links,
@@ -329,6 +359,48 @@ impl Tracer {
             }
         }
         Ok(Some(CallerRow::by_symbol(rows)))
+    }
+
+    /// Lock waits and write sections by kernel stack since attach, frames symbolized
+    /// (None without `--stacks`). A count under a stack the map no longer holds shows as
+    /// `[stack lost]`, never dropped.
+    pub fn stacks(&self) -> anyhow::Result<Option<Vec<StackRow>>> {
+        let Some(Stacks {
+            counts,
+            traces,
+            symbols,
+        }) = &self.stacks
+        else {
+            return Ok(None);
+        };
+        let mut rows = Vec::new();
+        let mut frames: std::collections::HashMap<u32, Option<Vec<u64>>> = Default::default();
+        let _fifo = UnpreemptedReads::enter();
+        for entry in counts.iter() {
+            let (key, per_cpu) = entry.context("reading STACK_COUNTS")?;
+            let mut sum = StackCounts::default();
+            for cpu in per_cpu.iter() {
+                sum.add(cpu);
+            }
+            let ips = stack_ref::id(key.stack).and_then(|id| {
+                frames
+                    .entry(id)
+                    .or_insert_with(|| {
+                        traces
+                            .get(&id, 0)
+                            .ok()
+                            .map(|t| t.frames().iter().map(|f| f.ip).collect())
+                    })
+                    .clone()
+            });
+            let name = |ip: u64| {
+                symbols
+                    .containing(ip)
+                    .map_or_else(|| format!("{ip:#x}"), str::to_owned)
+            };
+            rows.extend(StackRow::of(&key, &sum, ips.as_deref(), name));
+        }
+        Ok(Some(StackRow::merged(rows)))
     }
 
     /// The per-call event stream (only when the config asked for events).

@@ -15,6 +15,7 @@ use kcmp_trace_common::{
     event::{COMM_LEN, comm_key},
     maps::{self, globals},
     programs,
+    stacks::{self, MAX_STACK_KEYS, MAX_STACK_TRACES},
 };
 
 use crate::{
@@ -130,6 +131,7 @@ pub fn load_object(
         )
         .override_global(globals::THREAD_HEAD_OFFSET, &thread_head, true)
         .override_global(globals::THREAD_NODE_OFFSET, &thread_node, true)
+        .override_global(globals::TRACE_STACKS, &u8::from(config.stacks), true)
         // aya-log's own name for the level its programs check (aya-log-ebpf documents
         // setting it before load), which must exist: a rename would fail the load, not
         // silence the logs.
@@ -152,6 +154,14 @@ pub fn load_object(
             } else {
                 1
             },
+        )
+        .map_max_entries(
+            stacks::STACK_TRACES_MAP,
+            if config.stacks { MAX_STACK_TRACES } else { 1 },
+        )
+        .map_max_entries(
+            stacks::STACK_COUNTS_MAP,
+            if config.stacks { MAX_STACK_KEYS } else { 1 },
         )
         .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
         .load(object.bytes)

@@ -116,6 +116,7 @@ impl Recorder {
             processes: Cow::Borrowed(&reading.procs),
             programs: Cow::Borrowed(&reading.hooks),
             callers: reading.callers.as_deref().map(Cow::Borrowed),
+            stacks: reading.stacks.as_deref().map(Cow::Borrowed),
         }))?;
         self.flush()
     }
@@ -264,6 +265,7 @@ impl Session {
                         counters,
                         procs: r.processes.into_owned(),
                         callers: r.callers.map(Cow::into_owned),
+                        stacks: r.stacks.map(Cow::into_owned),
                         hooks: r.programs.into_owned(),
                         at_s: r.at_s,
                     };
@@ -342,6 +344,7 @@ pub(crate) mod tests {
         json::{
             plan::{Affects, AttachMode, Model, Plan, Preemption},
             readout::{CallerRow, HookCounters, ProcessRow},
+            stacks::StackRow,
         },
         outcome::Outcome,
         reader::ProcReader,
@@ -366,6 +369,14 @@ pub(crate) mod tests {
                 lock_waits: fast / 100,
                 lock_wait_sum_ns: fast,
                 ..CallerRow::default()
+            }]),
+            // The environ opens' waits, by stack.
+            stacks: Some(vec![StackRow {
+                who: "other".into(),
+                outcome: None,
+                frames: vec!["proc_pid_environ".into(), "mm_access".into()],
+                count: fast / 100,
+                time_ns: fast,
             }]),
             procs: vec![ProcessRow {
                 tgid: 7,
@@ -480,6 +491,8 @@ pub(crate) mod tests {
         assert_eq!(readers["proc_wchan"].by_outcome["fast"], 250);
         assert_eq!(readers["proc_wchan"].lock_waits, 25);
         assert_eq!(readers["other:mm_access"].lock_waits, 25);
+        let stacks = total.stacks.as_ref().expect("stacks were counted");
+        assert_eq!(StackRow::waits_of(stacks, "other"), 25);
         let intervals: Vec<(f64, u64)> = s
             .interval_reports()
             .iter()

@@ -463,6 +463,10 @@ fn bad_input_gets_one_line_and_its_own_exit_code() {
     let (code, _, err) = run(&["watch", "--interval", "soon"]);
     assert_eq!(code, 2, "{err}");
 
+    let (code, _, err) = run(&["events", "--stacks", "-n", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("events prints calls, not stacks"), "{err}");
+
     // Values that used to stop a timer dead or overflow it: usage errors, not panics.
     for args in [
         ["watch", "-i", "0.0000000001"],

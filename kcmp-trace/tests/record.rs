@@ -76,7 +76,7 @@ fn a_recording_reports_what_watch_printed() {
     let file = path.to_str().expect("utf-8");
     let (record, mut watches, workload) = recorded(
         &path,
-        &["--events", "--json", "-i", "300ms"],
+        &["--events", "--stacks", "--json", "-i", "300ms"],
         &[&["--json", "-i", "300ms"]],
     );
     let (code, recorded_out, err) = record.stop();
@@ -86,12 +86,24 @@ fn a_recording_reports_what_watch_printed() {
 
     let (code, report_out, err) = run(&["report", file, "--json"]);
     assert_eq!(code, 0, "{err}");
-    let reported: serde_json::Value = serde_json::from_str(report_out.trim()).expect("JSON");
+    let mut reported: serde_json::Value = serde_json::from_str(report_out.trim()).expect("JSON");
     schema::assert_recording_valid(&path);
     schema::assert_watch_valid(&recorded_out);
     schema::assert_watch_valid(&watch_out);
     schema::assert_valid("watch-report.json", &reported);
-    // Every field, floats included, is what `record --json` (watch's loop) printed live.
+    // The events' fallbacks by writer, which only the recording has: none here (the
+    // syscall boundary sees no path).
+    let fallbacks = reported
+        .as_object_mut()
+        .and_then(|r| r.remove("fallbacks_by_writer"))
+        .expect("fallbacks by writer");
+    assert_eq!(fallbacks["status"], "counted", "{fallbacks}");
+    assert_eq!(
+        fallbacks["total"],
+        serde_json::json!({"retry": 0, "busy": 0})
+    );
+    // Every other field, floats included, is what `record --json` (watch's loop) printed
+    // live.
     assert_eq!(reported, total_line(&recorded_out));
 
     // The workload's own count, and a second tracer on the same calls, agree.
@@ -107,6 +119,18 @@ fn a_recording_reports_what_watch_printed() {
         assert_eq!(reported[key], watched[key], "{key}");
     }
     assert_eq!(reported["latency_ns"]["count"], 20000);
+
+    // --stacks: every lock wait this plan saw has a stack (syscall tracepoints see none),
+    // and the recording folds them.
+    let stacks = reported["stacks"].as_array().expect("stacks recorded");
+    let stacked: u64 = stacks.iter().filter_map(|r| r["count"].as_u64()).sum();
+    assert_eq!(
+        stacked,
+        reported["lock_wait_ns"]["count"].as_u64().expect("a count")
+    );
+    let (code, folded, err) = run(&["report", file, "--folded", "count"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(folded.lines().count(), stacks.len(), "{folded}");
 
     // Every call's event is in the file.
     let text = std::fs::read_to_string(&path).expect("recording");
@@ -159,7 +183,7 @@ fn a_killed_recording_reads_up_to_its_last_reading() {
 }
 
 /// A recording's header as `record` writes it, by hand.
-const HEADER: &str = r#"{"format":"kcmp-trace-recording","version":1,"started":"2026-11-26T10:00:00Z","kernel":{"release":"6.12.117","preemption":"voluntary","series":true},"plan":{"mode":"kprobe","strategy":"direct","series":true,"preemption":{"model":"voluntary","dynamic":true,"source":"debugfs sched/preempt"},"why":"","hooks":[],"lock_waits":"contention","lock_waits_why":"","skipped":[],"rejected":[],"accuracy":[]},"interval_s":1.0,"top":5}"#;
+const HEADER: &str = r#"{"format":"kcmp-trace-recording","version":1,"started":"2026-11-26T10:00:00Z","kernel":{"release":"6.12.117","preemption":"voluntary","series":true},"plan":{"mode":"kprobe","strategy":"direct","series":true,"preemption":{"model":"voluntary","dynamic":true,"source":"debugfs sched/preempt"},"why":"","hooks":[],"lock_waits":"contention","lock_waits_why":"","skipped":[],"rejected":[],"accuracy":[]},"interval_s":1.0,"top":5,"events":false}"#;
 
 #[test]
 fn bad_recordings_get_one_line_naming_file_and_line_and_exit_2() {

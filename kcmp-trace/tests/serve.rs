@@ -423,7 +423,7 @@ fn readers_are_served_beside_kcmp_with_a_reader_label() {
         return;
     }
     let stress = Gated::new(&["-n", "5000", "--types", "vm", "--proc-readers", "1"]);
-    let daemon = Daemon::following(&stress, &["--readers"]);
+    let daemon = Daemon::following(&stress, &["--readers", "--stacks"]);
     stress.open();
     let report = stress.report();
     let calls = report["calls"].as_u64().expect("calls") as f64;
@@ -450,6 +450,30 @@ fn readers_are_served_beside_kcmp_with_a_reader_label() {
     schema::assert_valid("snapshot.json", &snap);
     let readers = &snap["report"]["by_reader"];
     assert_eq!(readers["kcmp"]["calls"].as_f64(), Some(calls), "{readers}");
+    // --stacks: each reader's stacks add up to its lock waits, and /metrics declares the
+    // call-site families.
+    let stacks = snap["report"]["stacks"].as_array().expect("stacks served");
+    for (reader, r) in readers.as_object().expect("by_reader") {
+        let stacked: u64 = stacks
+            .iter()
+            .filter(|row| row["who"] == reader.as_str())
+            .filter_map(|row| row["count"].as_u64())
+            .sum();
+        if !reader.contains(':') {
+            assert_eq!(
+                Some(stacked),
+                r["lock_waits"].as_u64(),
+                "{reader}: {stacks:?}"
+            );
+        }
+    }
+    assert!(
+        daemon
+            .get("/metrics")
+            .body
+            .contains("# TYPE kcmp_trace_stack_site_lock_waits_total counter"),
+        "no stack families"
+    );
     // Here only the syscall boundary attaches (no kprobes, no fentry): the plan says the
     // /proc readers are unavailable rather than counting none.
     let accuracy = snap["plan"]["accuracy"].to_string();
@@ -831,8 +855,8 @@ fn dashboard_queries_only_served_metrics() {
     assert!(wanted.len() >= 10, "{wanted:?}");
 
     let stress = Gated::new(&["-n", "500"]);
-    // The readers' families are served only with --readers.
-    let daemon = Daemon::following(&stress, &["--readers"]);
+    // The readers' families are served only with --readers, the stacks' with --stacks.
+    let daemon = Daemon::following(&stress, &["--readers", "--stacks"]);
     stress.open();
     stress.report();
     let text = daemon.get("/metrics").body;
@@ -952,8 +976,9 @@ fn served_families(text: &str) -> Vec<FamilyLine> {
     families
 }
 
-/// docs/metrics.md lists exactly the families a daemon following readers serves, in its
-/// order, with their type, help and, for each family with series, their labels.
+/// docs/metrics.md lists exactly the families a daemon following readers and counting
+/// stacks serves, in its order, with their type, help and, for each family with series,
+/// their labels.
 #[test]
 #[ignore = "needs root"]
 fn metrics_page_lists_what_the_daemon_serves() {
@@ -961,7 +986,7 @@ fn metrics_page_lists_what_the_daemon_serves() {
         return;
     }
     let stress = Gated::new(&["-n", "500", "--bad-fd", "10"]);
-    let daemon = Daemon::following(&stress, &["--readers"]);
+    let daemon = Daemon::following(&stress, &["--readers", "--stacks"]);
     stress.open();
     stress.report();
     let served = served_families(&daemon.get("/metrics").body);
@@ -1039,7 +1064,7 @@ fn every_rule_and_dashboard_query_evaluates_in_prometheus() {
         "--proc-readers",
         "1",
     ]);
-    let daemon = Daemon::following(&stress, &["--readers", "--bpf-stats"]);
+    let daemon = Daemon::following(&stress, &["--readers", "--stacks", "--bpf-stats"]);
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
          rule_files:\n  - '{}'\n\

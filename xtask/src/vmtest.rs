@@ -21,7 +21,8 @@ use kcmp_trace_common::{
         lines::{Comparison, ReportLine},
         plan::{AttachMode, LockWaits, Model, Plan},
         recording::RecordingLine,
-        report::{Counts, OTHER_READER, ReaderReport, Report},
+        report::{Counts, KCMP_READER, OTHER_READER, ReaderReport, Report},
+        stacks::{FoldBy, LOST_FRAME, StackRow, folded},
         stress::{ENVIRON, MmReads, StressReport},
     },
     outcome::Outcome,
@@ -124,7 +125,8 @@ const READERS_TSYNC: &str =
 /// The readers runs: the default plan and a kprobe + infer tracer, both following readers.
 /// Without the series a single run, against exec racers.
 fn readers_script(series: bool) -> String {
-    let both = r#"T1="--readers" T2="--readers --attach kprobe --strategy infer""#;
+    let both =
+        r#"T1="--readers --stacks" T2="--readers --stacks --attach kprobe --strategy infer""#;
     if series {
         format!(
             "\n{both} traced_stress {RUN_READERS_EXEC} {READERS_EXEC}\n\
@@ -1032,6 +1034,97 @@ fn mm_access_site_exact(dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With the series, each /proc reader tail-calls this helper (its test kernel's patch 5),
+/// so the reader's own frame is gone from the stack of its fallback's lock wait.
+const PROC_SERIES_HELPER: &str = "proc_exec_update_show";
+
+/// The function every stack of a waiter or writer passes through: its own, or for a /proc
+/// reader on the series' kernel, the helper it tail-calls.
+fn own_functions(who: &str) -> Vec<&'static str> {
+    match who {
+        OTHER_READER => vec![MM_ACCESS],
+        "exec" => vec!["begin_new_exec"],
+        "tsync" => vec!["landlock_restrict_sibling_threads"],
+        w => ProcReader::ALL
+            .into_iter()
+            .filter(|r| r.name() == w)
+            .flat_map(|r| [r.function(), PROC_SERIES_HELPER])
+            .collect(),
+    }
+}
+
+/// `--stacks` in both tracers of a readers run: each waiter's stacks add up exactly to its
+/// lock waits (kcmp, each /proc reader, other callers), each writer's to its write
+/// sections, with no stack lost or dropped; every /proc reader's stack passes through its
+/// own function (or the series' helper it tail-calls), every other caller's (the workload's environ opens, all of it) through
+/// mm_access(), exec's through begin_new_exec() and TSYNC's through
+/// landlock_restrict_sibling_threads(); and the folded lines of other callers, as
+/// `report --folded count` prints them, add up to the workload's environ opens.
+fn stacks_account_for_every_wait(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (stress, both) = readers_run(dir, name)?;
+    let (opens, _) = mm_access_reads(&stress)?;
+    for Tracer { name: t, total, .. } in &both {
+        let rows = total
+            .stacks
+            .as_deref()
+            .with_context(|| format!("{t}: no stacks in the report (--stacks)"))?;
+        let unkept: u64 = rows
+            .iter()
+            .filter(|r| r.frames == [LOST_FRAME])
+            .map(|r| r.count)
+            .sum();
+        ensure!(
+            unkept == 0 && total.incomplete.stacks == 0,
+            "{t}: {unkept} stacks lost, {} dropped",
+            total.incomplete.stacks
+        );
+        let waiters = [KCMP_READER, OTHER_READER]
+            .into_iter()
+            .chain(ProcReader::ALL.map(ProcReader::name));
+        for reader in waiters {
+            let waits = reader_of(total, reader)?.lock_waits;
+            let stacked = StackRow::waits_of(rows, reader);
+            eprintln!("vm: {name}: {t}: {reader}: {stacked} stacked of {waits} lock waits");
+            ensure!(
+                stacked == waits,
+                "{t}: {reader}'s stacks count {stacked} waits, its lock waits are {waits}"
+            );
+        }
+        for (writer, sections) in [
+            ("exec", total.exec_hold_ns.count),
+            ("tsync", total.tsync_hold_ns.count),
+        ] {
+            let stacked = StackRow::waits_of(rows, writer);
+            ensure!(
+                stacked == sections,
+                "{t}: {writer}'s stacks count {stacked} sections, it held the lock {sections} times"
+            );
+        }
+        for row in rows {
+            let functions = own_functions(&row.who);
+            ensure!(
+                functions.is_empty() || row.frames.iter().any(|f| functions.contains(&f.as_str())),
+                "{t}: a stack of {} through none of {functions:?}: {:?}",
+                row.who,
+                row.frames
+            );
+        }
+        let folded_others: u64 = folded(rows, FoldBy::Count, false)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{OTHER_READER};")))
+            .map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
+            .sum::<Option<u64>>()
+            .context("a folded line without a count")?;
+        eprintln!("vm: {name}: {t}: folded other waits {folded_others}, environ opens {opens}");
+        ensure!(
+            folded_others == opens,
+            "{t}: the folded stacks of other callers count {folded_others} waits, the \
+             workload opened {ENVIRON} {opens} times"
+        );
+    }
+    Ok(())
+}
+
 /// The eBPF side's diagnostic for the workload's first call came out on stderr.
 fn bpf_log_reaches_the_terminal(dir: &Path) -> anyhow::Result<()> {
     let stress = stress_of(dir, RUN_BPF_LOG)?;
@@ -1420,6 +1513,12 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                     )),
                     mm_access_site_exact(dir, RUN_READERS_EXEC),
                 );
+                for run in [RUN_READERS_EXEC, RUN_READERS_TSYNC] {
+                    checks.check(
+                        &test(&format!("{run}_stacks_account_for_every_wait")),
+                        stacks_account_for_every_wait(dir, run),
+                    );
+                }
             }
             checks.check(
                 &test("bpf_log_reaches_the_terminal"),
@@ -1457,6 +1556,12 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
                         "{RUN_READERS_STOCK}_mm_access_equals_the_mm_readers"
                     )),
                     mm_access_site_exact(dir, RUN_READERS_STOCK),
+                );
+                checks.check(
+                    &test(&format!(
+                        "{RUN_READERS_STOCK}_stacks_account_for_every_wait"
+                    )),
+                    stacks_account_for_every_wait(dir, RUN_READERS_STOCK),
                 );
             }
         }
@@ -1537,6 +1642,8 @@ fn compare_counts_every_call() -> anyhow::Result<()> {
         files: Vec::new(),
         workload: COMPARE_WORKLOAD.into(),
         readers: true,
+        stacks: false,
+        events: false,
         out: out.clone(),
     })?;
     let text = std::fs::read_to_string(&done.report_json).context("reading report.json")?;

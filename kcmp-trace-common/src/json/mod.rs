@@ -18,6 +18,7 @@ pub mod recording;
 pub mod report;
 pub mod schema;
 pub mod snapshot;
+pub mod stacks;
 pub mod stress;
 
 use serde::{Deserialize, Deserializer};

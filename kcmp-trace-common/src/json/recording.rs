@@ -12,6 +12,7 @@ use super::{
     plan::Plan,
     readout::{CallerRow, HookCounters, ProcessRow},
     snapshot::WireCounters,
+    stacks::StackRow,
 };
 
 /// The `format` of every recording's header.
@@ -92,6 +93,9 @@ pub struct ReadingLine<'a> {
     /// Other callers by call site (readers followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callers: Option<Cow<'a, [CallerRow]>>,
+    /// Lock waits and write sections by kernel stack (`--stacks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Cow<'a, [StackRow]>>,
 }
 
 /// A line after the header, by its `kind`.

@@ -10,6 +10,7 @@ use super::{
     is_zero, nullable,
     plan::Affects,
     readout::{CallerRow, HookCounters, ProcessRow},
+    stacks::StackRow,
 };
 use crate::{
     hist::{self, HIST_SLOTS},
@@ -98,6 +99,9 @@ pub struct Report {
     /// other call site (`other:SYMBOL`), by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_reader: Option<BTreeMap<String, ReaderReport>>,
+    /// With `--stacks`: lock waits and write sections by kernel stack, busiest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Vec<StackRow>>,
 }
 
 /// One reader of exec_update_lock over an interval: its calls' outcomes (kcmp and the /proc
@@ -242,6 +246,10 @@ pub struct Incomplete {
     /// /proc reader calls that may be missing or misread (`--readers`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reader_calls: u64,
+    /// Lock waits and write sections missing from `stacks`: the stack counts' map was full
+    /// (`--stacks`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stacks: u64,
 }
 
 impl Incomplete {
@@ -271,6 +279,7 @@ impl Incomplete {
                 .map(|r| r.lost_exits + r.unpaired_exits)
                 .sum::<u64>()
                 + skipped(Affects::ReaderCalls),
+            stacks: delta.misc[misc::STACKS_DROPPED],
         }
     }
 
@@ -376,6 +385,7 @@ impl Report {
             incomplete,
             top_processes,
             by_reader: callers.map(|sites| by_reader(delta, sites)),
+            stacks: None,
         }
     }
 }
@@ -388,6 +398,8 @@ pub struct Reading {
     pub procs: Vec<ProcessRow>,
     /// Other callers by call site, since attach (readers followed; else None).
     pub callers: Option<Vec<CallerRow>>,
+    /// Lock waits and write sections by stack, since attach (`--stacks`; else None).
+    pub stacks: Option<Vec<StackRow>>,
     /// What the kernel counted for each attached program (skipped runs among it).
     pub hooks: Vec<HookCounters>,
     /// Seconds since attach.
@@ -401,6 +413,7 @@ impl Reading {
             counters: Counters::ZERO,
             procs: Vec::new(),
             callers: None,
+            stacks: None,
             hooks: Vec::new(),
             at_s: 0.0,
         }
@@ -409,7 +422,7 @@ impl Reading {
     /// The report of what happened between `earlier` and this reading.
     pub fn report_since(&self, earlier: &Reading, top: usize) -> (Report, Counters) {
         let delta = self.counters.since(&earlier.counters);
-        let report = Report::new(
+        let mut report = Report::new(
             &delta,
             (self.at_s - earlier.at_s).max(0.0),
             process_deltas(&self.procs, &earlier.procs, top),
@@ -419,6 +432,10 @@ impl Reading {
                 .map(|now| CallerRow::deltas(now, earlier.callers.as_deref().unwrap_or_default()))
                 .as_deref(),
         );
+        report.stacks = self
+            .stacks
+            .as_ref()
+            .map(|now| StackRow::deltas(now, earlier.stacks.as_deref().unwrap_or_default()));
         (report, delta)
     }
 }
@@ -716,6 +733,7 @@ mod tests {
                 exec_write_sections: 0,
                 tsync_write_sections: 0,
                 reader_calls: 0,
+                stacks: 0,
             }
         );
         assert!(!r.exact);

@@ -11,6 +11,7 @@ use super::{
     plan::Plan,
     readout::{CallerRow, HookCounters, ProcessRow},
     report::Report,
+    stacks::StackRow,
 };
 use crate::{
     hist::HIST_SLOTS, kcmp::TYPE_SLOTS, maps::misc, outcome::OUTCOMES, reader::ReaderCounters,
@@ -95,7 +96,10 @@ impl From<&Counters> for WireCounters {
 
 impl WireCounters {
     pub fn to_counters(&self) -> Result<Counters, ShapeError> {
-        if self.shape != SHAPE {
+        // Miscellaneous counters are only ever appended: a file written before one existed
+        // has fewer, and the ones it lacks are 0.
+        let misc_slots = self.shape[4];
+        if self.shape[..4] != SHAPE[..4] || misc_slots > misc::SLOTS {
             return Err(ShapeError::Shape(self.shape));
         }
         let mut c = Counters::ZERO;
@@ -124,7 +128,7 @@ impl WireCounters {
             &self.latency_sum_ns,
             "latency_sum_ns",
         )?;
-        copy(&mut c.misc, &self.misc, "misc")?;
+        copy(&mut c.misc[..misc_slots], &self.misc, "misc")?;
         if !self.readers.is_empty() {
             let mut cells: Vec<&mut u64> = c
                 .readers
@@ -167,6 +171,9 @@ pub struct Snapshot<'a> {
     /// Other callers by call site (readers followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callers: Option<Cow<'a, [CallerRow]>>,
+    /// Lock waits and write sections by kernel stack, since attach (`--stacks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Cow<'a, [StackRow]>>,
 }
 
 #[cfg(test)]
@@ -212,5 +219,22 @@ mod tests {
         let mut bad = WireCounters::from(&c);
         bad.shape[3] = 64;
         assert!(bad.to_counters().is_err());
+        let mut newer = WireCounters::from(&c);
+        newer.shape[4] += 1;
+        newer.misc.push(1);
+        assert!(newer.to_counters().is_err());
+    }
+
+    #[test]
+    fn counters_written_before_a_misc_counter_existed_read_it_as_zero() {
+        let mut c = Counters::ZERO;
+        c.misc[misc::OTHERS_UNPLACED] = 4;
+        c.misc[misc::STACKS_DROPPED] = 5;
+        let mut older = WireCounters::from(&c);
+        older.shape[4] = misc::STACKS_DROPPED;
+        older.misc.truncate(misc::STACKS_DROPPED);
+        let back = older.to_counters().expect("an older shape");
+        assert_eq!(back.misc[misc::OTHERS_UNPLACED], 4);
+        assert_eq!(back.misc[misc::STACKS_DROPPED], 0);
     }
 }

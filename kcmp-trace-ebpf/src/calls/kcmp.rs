@@ -18,6 +18,7 @@ use kcmp_trace_common::{
     outcome::Outcome,
     result::{result_slot, result_slot_is_error},
     snapshot::Counters,
+    stacks::who,
 };
 
 use super::{
@@ -149,6 +150,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         || outcome.took_locks() || call.trail & LOCK != 0,
         counters,
         |c| Some((&mut c.lock_wait_sum_ns, &mut c.lock_wait)),
+        (who::KCMP, outcome as u32),
     );
     let latency = now.wrapping_sub(call.start_ns);
     let result_slot = result_slot(ret);

@@ -8,6 +8,7 @@ use kcmp_trace_common::{
     hist::{HIST_SLOTS, log2_slot},
     maps::{ThreadState, misc, outside},
     snapshot::Counters,
+    stacks::{stack_ref, who},
 };
 
 use super::{
@@ -18,16 +19,18 @@ use super::{
     },
     now_ns,
     others::count_other,
+    stacks::count_stack,
     thread::{entry, in_kcmp_or_outside, new_entry, ran_outside, reader_thread, traced},
 };
 
 /// down_read_killable(sem) was called. Inside kcmp every such lock is an exec_update_lock;
 /// inside a /proc reader only its task's counts; for any other caller, an exec_update_lock
 /// recognised by where it sits (`is_exec_update_lock`) starts a wait counted by caller.
+/// `stack` is the caller's stack (`--stacks`).
 #[inline(always)]
-pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64) {
+pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64, stack: impl FnOnce() -> Option<u32>) {
     if let Some(call) = in_kcmp_or_outside(slot) {
-        lock_wait_begins(call);
+        lock_wait_begins(call, stack);
         return;
     }
     if TRACE_READERS.load() == 0 {
@@ -39,7 +42,7 @@ pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64) {
     match entry(&READER_THREADS, tid) {
         Some(call) if call.active != 0 => {
             if call.lock_addr == sem {
-                lock_wait_begins(call);
+                lock_wait_begins(call, stack);
             }
         }
         thread => {
@@ -48,6 +51,9 @@ pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64) {
             }
             if let Some(thread) = thread.or_else(|| new_entry(&READER_THREADS, tid)) {
                 thread.lock_start_ns = now_ns();
+                if let Some(stack) = stack() {
+                    thread.lock_stack = u64::from(stack);
+                }
             }
         }
     }
@@ -63,14 +69,14 @@ const LCB_F_RT: u32 = 1 << 3;
 /// until that lock's contention_end. Any other contention returns after the flags test,
 /// or after one lookup.
 #[inline(always)]
-pub fn on_contention_begin(lock: u64, flags: u32) {
+pub fn on_contention_begin(lock: u64, flags: u32, stack: impl FnOnce() -> Option<u32>) {
     if flags & !LCB_F_RT != LCB_F_READ {
         ran_outside(outside::CONTENTION_BEGIN);
         return;
     }
     if let Some(call) = in_kcmp_or_outside(outside::CONTENTION_BEGIN) {
         call.lock_addr = lock;
-        lock_wait_begins(call);
+        lock_wait_begins(call, stack);
     }
 }
 
@@ -87,10 +93,15 @@ pub fn on_contention_end(lock: u64) {
     }
 }
 
-/// A call's exec_update_lock wait begins.
+/// A call's exec_update_lock wait begins; its first wait's is the call's stack.
 #[inline(always)]
-fn lock_wait_begins(call: &mut ThreadState) {
+fn lock_wait_begins(call: &mut ThreadState, stack: impl FnOnce() -> Option<u32>) {
     call.trail |= LOCK;
+    if call.lock_stack == u64::from(stack_ref::UNCONTENDED)
+        && let Some(stack) = stack()
+    {
+        call.lock_stack = u64::from(stack);
+    }
     if call.lock_start_ns != 0
         && let Some(counters) = cpu_counters()
     {
@@ -150,6 +161,7 @@ pub fn on_lock_exit(slot: u32, caller: impl FnOnce() -> u64) {
     }
     let wait = now_ns().wrapping_sub(thread.lock_start_ns);
     thread.lock_start_ns = 0;
+    count_stack(thread.lock_stack as u32, who::OTHER, 0, wait);
     let slot = log2_slot(wait) as usize;
     let caller = caller();
     count_other(
@@ -180,17 +192,19 @@ fn lock_wait_ends(call: &mut ThreadState) {
 /// unfinished. Otherwise a call that took the lock (`took_lock`) counts one wait, as long
 /// as its lock probes timed or its contentions lasted (none: an uncontended lock, a wait of
 /// 0), in the sum and histogram that `waits` picks, whose only writer is the caller's
-/// program.
+/// program, and under its stack as `who`'s wait in a call of `outcome` (`--stacks`).
 #[inline(always)]
 pub fn account_lock_wait(
     call: &ThreadState,
     took_lock: impl FnOnce() -> bool,
     counters: &mut Counters,
     waits: impl FnOnce(&mut Counters) -> Option<(&mut u64, &mut [u64; HIST_SLOTS])>,
+    (who, outcome): (u32, u32),
 ) {
     if call.lock_start_ns != 0 {
         unfinished_lock_wait(&mut counters.misc);
     } else if took_lock() {
+        count_stack(call.lock_stack as u32, who, outcome, call.lock_wait_ns);
         let slot = log2_slot(call.lock_wait_ns) as usize;
         if let Some((sum, hist)) = waits(counters) {
             *sum += call.lock_wait_ns;

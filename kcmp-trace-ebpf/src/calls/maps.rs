@@ -5,7 +5,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use kcmp_trace_common::{
     event::{COMM_LEN, Event},
@@ -16,6 +16,7 @@ use kcmp_trace_common::{
     named_as,
     reader::CallerCounts,
     snapshot::Counters,
+    stacks::{self, MAX_STACK_KEYS, MAX_STACK_TRACES, StackCounts, StackKey},
 };
 
 #[unsafe(no_mangle)]
@@ -55,6 +56,9 @@ pub static EXEC_UPDATE_LOCK_OFFSET: Global<u32> = Global::new(0);
 pub static THREAD_HEAD_OFFSET: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static THREAD_NODE_OFFSET: Global<u32> = Global::new(0);
+/// 1 to count kernel stacks (`--stacks`).
+#[unsafe(no_mangle)]
+pub static TRACE_STACKS: Global<u8> = Global::new(0);
 
 /// Each CPU's counters. A cell one program writes takes a plain add, a cell several write an
 /// atomic one (`cells`).
@@ -108,6 +112,15 @@ pub static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries
 pub static REPLACED_SECTIONS: LruHashMap<u32, WriteSection> =
     LruHashMap::with_max_entries(MAX_WRITERS, 0);
 
+/// The stacks `--stacks` took, by id.
+#[map]
+pub static STACK_TRACES: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
+/// Lock waits and write sections by stack, whose and outcome (`stacks`): per CPU, each
+/// cell added to atomically.
+#[map]
+pub static STACK_COUNTS: PerCpuHashMap<StackKey, StackCounts> =
+    PerCpuHashMap::with_max_entries(MAX_STACK_KEYS, 0);
+
 named_as!(FILTER_TGID, globals::FILTER_TGID);
 named_as!(FILTER_COMM, globals::FILTER_COMM);
 named_as!(FILTER_COMM_NAME, globals::FILTER_COMM_NAME);
@@ -132,6 +145,9 @@ named_as!(TGID_FILTER, maps::TGID_FILTER_MAP);
 named_as!(THREADS, maps::THREADS_MAP);
 named_as!(PROCESSES, maps::PROCESSES_MAP);
 named_as!(WRITERS, maps::WRITERS_MAP);
+named_as!(TRACE_STACKS, globals::TRACE_STACKS);
+named_as!(STACK_TRACES, stacks::STACK_TRACES_MAP);
+named_as!(STACK_COUNTS, stacks::STACK_COUNTS_MAP);
 
 /// The open or last exec_update_lock write section of a process.
 #[repr(C)]
@@ -145,4 +161,7 @@ pub struct WriteSection {
     pub tid: u32,
     /// `maps::writer`: exec or TSYNC.
     pub kind: u32,
+    /// Where it opened (`stacks::stack_ref`; `--stacks`).
+    pub stack: u32,
+    pub pad: u32,
 }

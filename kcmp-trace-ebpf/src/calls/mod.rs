@@ -17,6 +17,8 @@ pub mod others;
 pub mod readers;
 /// exec_update_lock's write sections (exec, Landlock TSYNC).
 pub mod sections;
+/// `--stacks`: waiters' and writers' kernel stacks, counted by stack.
+pub mod stacks;
 /// A thread's call in flight, and the one way a call opens.
 pub mod thread;
 /// The marks the probes inside a call leave on its trail.

@@ -5,6 +5,7 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
 use kcmp_trace_common::{
     classify::{LOCK, Strategy, classify},
     reader::{ProcReader, ReaderCounters},
+    stacks::who,
 };
 
 use super::{
@@ -83,6 +84,7 @@ pub fn on_reader_exit(reader: ProcReader, ret: i64) {
             let slot = c.readers.get_mut(reader as usize)?;
             Some((&mut slot.lock_wait_sum_ns, &mut slot.lock_wait))
         },
+        (who::reader(reader), outcome as u32),
     );
 }
 

@@ -11,6 +11,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use kcmp_trace_common::{
     hist::log2_slot,
     maps::{ThreadState, writer},
+    stacks::{stack_ref, who},
 };
 
 use super::{
@@ -18,12 +19,13 @@ use super::{
     events::read_comm_into,
     maps::{REPLACED_SECTIONS, WRITERS, WriteSection},
     now_ns,
+    stacks::count_stack,
 };
 
 /// begin_new_exec() was entered: the exec_update_lock write section is about to open.
 #[inline(always)]
-pub fn on_exec_begin() {
-    open_section(writer::EXEC);
+pub fn on_exec_begin(stack: impl FnOnce() -> Option<u32>) {
+    open_section(writer::EXEC, stack);
 }
 
 /// The exec's write section closed: setup_new_exec() returned, or begin_new_exec() failed.
@@ -42,7 +44,7 @@ pub fn on_exec_end() {
 /// with a trylock. Another writer's open section of the process is left alone (the trylock
 /// then fails); a closed one is kept aside until the trylock's outcome is known.
 #[inline(always)]
-pub fn on_tsync_begin() {
+pub fn on_tsync_begin(stack: impl FnOnce() -> Option<u32>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: read-only use of a map value, copied out at once.
@@ -59,7 +61,7 @@ pub fn on_tsync_begin() {
             let _ = REPLACED_SECTIONS.remove(tgid);
         }
     }
-    open_section(writer::TSYNC);
+    open_section(writer::TSYNC, stack);
 }
 
 /// landlock_restrict_sibling_threads() returned `ret`: its section closed, or never opened
@@ -91,9 +93,9 @@ pub fn on_tsync_end(ret: i32) {
     }
 }
 
-/// Opens the calling process's write section of `kind`.
+/// Opens the calling process's write section of `kind`, where `stack` says (`--stacks`).
 #[inline(always)]
-fn open_section(kind: u32) {
+fn open_section(kind: u32, stack: impl FnOnce() -> Option<u32>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut section = MaybeUninit::<WriteSection>::uninit();
     let s = section.as_mut_ptr();
@@ -105,6 +107,11 @@ fn open_section(kind: u32) {
         read_comm_into(&raw mut (*s).comm);
         put(&raw mut (*s).tid, pid_tgid as u32);
         put(&raw mut (*s).kind, kind);
+        put(
+            &raw mut (*s).stack,
+            stack().unwrap_or(stack_ref::UNCONTENDED),
+        );
+        put(&raw mut (*s).pad, 0);
         section.assume_init()
     };
     let _ = WRITERS.insert((pid_tgid >> 32) as u32, section, 0);
@@ -118,15 +125,21 @@ fn open_section_of(tgid: u32) -> Option<&'static mut WriteSection> {
     (section.end_ns == 0).then_some(section)
 }
 
-/// Closes an open write section and counts how long it was held, by kind.
+/// Closes an open write section and counts how long it was held, by kind (and by stack).
 #[inline(always)]
 fn close_section(section: &mut WriteSection) {
     let now = now_ns();
     section.end_ns = now;
+    let held = now.wrapping_sub(section.start_ns);
+    let who = if section.kind == writer::TSYNC {
+        who::TSYNC
+    } else {
+        who::EXEC
+    };
+    count_stack(section.stack, who, 0, held);
     if let Some(counters) = cpu_counters() {
         // SAFETY: this CPU's counters; several programs write these cells, hence the atomics.
         let counters = unsafe { &mut *counters };
-        let held = now.wrapping_sub(section.start_ns);
         let (sum, hist) = if section.kind == writer::TSYNC {
             (&mut counters.tsync_hold_sum_ns, &mut counters.tsync_hold)
         } else {

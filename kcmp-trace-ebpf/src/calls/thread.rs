@@ -16,7 +16,7 @@ use super::{
     events::read_comm_into,
     maps::{
         FILTER_COMM, FILTER_COMM_NAME, FILTER_TGID, OUTSIDE_RUNS, READER_THREADS, TGID_FILTER,
-        THREADS, TRACE_READERS,
+        THREADS, TRACE_READERS, TRACE_STACKS,
     },
     now_ns,
 };
@@ -74,7 +74,7 @@ pub fn thread_state(tid: u32) -> Option<&'static mut ThreadState> {
 
 /// Opens the calling thread's call in `threads`: starts its clock, clears what the last
 /// call left (its lock wait and trail), notes the one exec_update_lock whose waits are its
-/// own (`lock_addr`; 0: any), lets `fill` write what the call is, and marks it open. Each
+/// own (`lock_addr`; 0: any) and its wait's stack (`--stacks`), lets `fill` write what the call is, and marks it open. Each
 /// reset is one store (`put`), not a memset. `first` runs when the thread has no entry yet
 /// (its first call, or LRU evicted it), `lost_exit` when its last call is still open: that
 /// call's exit was never seen, so it goes uncounted.
@@ -113,6 +113,9 @@ pub fn open_call(
         put(&raw mut call.trail, 0);
         put(&raw mut call.lock_addr, lock_addr);
         put(&raw mut call.tgid, (pid_tgid >> 32) as u32);
+        if TRACE_STACKS.load() != 0 {
+            put(&raw mut call.lock_stack, 0);
+        }
     }
     fill(call);
     call.active = 1;

@@ -15,6 +15,7 @@ use kcmp_trace_common::{
 use crate::{
     cli::EventsArgs,
     config::TraceConfig,
+    error::Error,
     event_stream::{EventReader, EventSink},
     loader::Tracer,
     sinks::{
@@ -24,6 +25,12 @@ use crate::{
 };
 
 pub fn run(args: EventsArgs) -> anyhow::Result<()> {
+    if args.trace.stacks {
+        return Err(Error::Usage(
+            "--stacks: events prints calls, not stacks; use watch, record or serve".into(),
+        )
+        .into());
+    }
     let config = TraceConfig {
         events: true,
         ring_bytes: args.ring_size,

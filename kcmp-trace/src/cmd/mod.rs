@@ -22,6 +22,7 @@ impl TraceArgs {
             max_threads: self.max_threads,
             max_processes: self.max_processes,
             readers: self.readers,
+            stacks: self.stacks,
             ..TraceConfig::default()
         }
     }

@@ -6,14 +6,37 @@ use anyhow::Context as _;
 use kcmp_trace_common::json::{
     lines::{Comparison, ReportLine, ReportScope, Side},
     report::{Report, compare},
+    stacks::{FoldBy, folded},
 };
 
 use crate::{
-    cli::ReportArgs,
+    cli::{FoldedBy, ReportArgs},
     error::Error,
     recording::Session,
     sinks::{plot, table},
 };
+
+/// `report --folded`: one recording's stacks, folded.
+fn print_folded(sessions: &[Session], by: FoldedBy, writers: bool) -> anyhow::Result<()> {
+    let [session] = sessions else {
+        return Err(Error::Usage("report --folded takes one recording".into()).into());
+    };
+    let Some(rows) = session.total().0.stacks else {
+        return Err(Error::Usage(format!(
+            "{}: recorded without --stacks, so it has no stacks to fold",
+            session.path.display()
+        ))
+        .into());
+    };
+    let by = match by {
+        FoldedBy::Time => FoldBy::Time,
+        FoldedBy::Count => FoldBy::Count,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(folded(&rows, by, writers).as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
 
 /// A session's total, as `report --json` prints it.
 fn total_line<'a>(session: &'a Session, total: &'a Report) -> ReportLine<'a> {
@@ -41,6 +64,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         .iter()
         .map(|f| Session::read(f).map_err(|e| Error::Usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(by) = args.folded {
+        return print_folded(&sessions, by, args.writers);
+    }
     // The table, which the page shows too; or the JSON for scripts.
     let (table, json) = match sessions.as_slice() {
         [one] => {

@@ -93,6 +93,7 @@ impl Source {
                 counters: tracer.counters()?,
                 procs: tracer.processes()?,
                 callers: tracer.callers()?,
+                stacks: tracer.stacks()?,
                 hooks: tracer.hook_counters()?,
                 at_s: started.elapsed().as_secs_f64(),
             }),
@@ -102,6 +103,7 @@ impl Source {
                     counters: snap.counters.to_counters()?,
                     procs: snap.processes.into_owned(),
                     callers: snap.callers.map(Cow::into_owned),
+                    stacks: snap.stacks.map(Cow::into_owned),
                     hooks: snap.programs.into_owned(),
                     // The daemon's clock, so intervals match what it counted.
                     at_s: snap.elapsed_s,

@@ -7,13 +7,14 @@
 //! source writes its series from it: values cannot drift from the kernel's and never go
 //! backwards.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt};
 
 use kcmp_trace_common::{
     hist::{HIST_SLOTS, slot_upper_bound},
     json::{
         readout::{CallerRow, HookCounters},
         report::{Incomplete, KCMP_READER, OTHER_READER, missed_since},
+        stacks::{StackRow, top_sites},
     },
     kcmp::{TYPE_SLOTS, type_slot_name},
     maps::misc,
@@ -60,6 +61,9 @@ pub struct Sample {
     /// Other callers by call site: Some when readers are followed (`--readers`), which adds
     /// the `reader_*` families.
     pub callers: Option<Vec<CallerRow>>,
+    /// Lock waits and write sections by kernel stack: Some with `--stacks`, which adds the
+    /// `stack_*` families.
+    pub stacks: Option<Vec<StackRow>>,
 }
 
 /// Which daemons serve a family.
@@ -68,6 +72,8 @@ pub enum Served {
     Always,
     /// Only `serve --readers`.
     WithReaders,
+    /// Only `serve --stacks`.
+    WithStacks,
 }
 
 /// One metric family: what `/metrics` declares, and where its series come from.
@@ -106,6 +112,7 @@ impl Family {
         match self.served {
             Served::Always => true,
             Served::WithReaders => sample.callers.is_some(),
+            Served::WithStacks => sample.stacks.is_some(),
         }
     }
 }
@@ -225,6 +232,36 @@ pub static FAMILIES: &[Family] = &[
         source: |s, out| {
             for (reader, _, sum_ns) in reader_lock_waits(s) {
                 out.counter(&[&reader], seconds(sum_ns))?;
+            }
+            Ok(())
+        },
+    },
+    Family {
+        name: "stack_site_lock_waits",
+        help: "exec_update_lock waits of the call sites with the most, by waiter (kcmp, a /proc reader, other) and the function that asked for the lock, from the waits' kernel stacks (--stacks): the 10 sites with the most waits, each waiter's rest under site=\"other\".",
+        kind: MetricType::Counter,
+        unit: None,
+        labels: &["reader", "site"],
+        served: Served::WithStacks,
+        no_series_when: Some("no exec_update_lock wait was seen"),
+        source: |s, out| {
+            for (reader, site, waits, _) in stack_sites(s) {
+                out.counter(&[&reader, &site], waits)?;
+            }
+            Ok(())
+        },
+    },
+    Family {
+        name: "stack_site_lock_wait",
+        help: "Time spent waiting for exec_update_lock at the call sites of stack_site_lock_waits.",
+        kind: MetricType::Counter,
+        unit: Some(Unit::Seconds),
+        labels: &["reader", "site"],
+        served: Served::WithStacks,
+        no_series_when: Some("no exec_update_lock wait was seen"),
+        source: |s, out| {
+            for (reader, site, _, sum_ns) in stack_sites(s) {
+                out.counter(&[&reader, &site], seconds(sum_ns))?;
             }
             Ok(())
         },
@@ -425,7 +462,7 @@ pub static FAMILIES: &[Family] = &[
     },
     Family {
         name: "incomplete",
-        help: "Upper bound, since attach, on what skipped program runs and unpaired calls left out of the other series: calls missing from calls_total, counted calls whose outcome may be wrong, lock waits and exec and TSYNC write sections missing from their histograms. All 0 when the numbers are exact.",
+        help: "Upper bound, since attach, on what skipped program runs and unpaired calls left out of the other series: calls missing from calls_total, counted calls whose outcome may be wrong, lock waits and exec and TSYNC write sections missing from their histograms, /proc reader calls missing or misread (--readers), lock waits and write sections missing from the stacks (--stacks). All 0 when the numbers are exact.",
         kind: MetricType::Counter,
         unit: None,
         labels: &["numbers"],
@@ -650,11 +687,39 @@ fn incomplete(s: &Sample, out: &mut Series) -> fmt::Result {
         ("lock_wait", incomplete.lock_wait),
         ("exec_write_sections", incomplete.exec_write_sections),
         ("tsync_write_sections", incomplete.tsync_write_sections),
+        ("reader_calls", incomplete.reader_calls),
+        ("stacks", incomplete.stacks),
     ] {
         out.counter(&[numbers], n)?;
     }
     Ok(())
 }
+
+/// Call sites shown by their own labels in the `stack_site_*` families: a bounded label set,
+/// whatever the kernel's paths.
+pub const STACK_SITES: usize = 10;
+
+/// The `STACK_SITES` waiting call sites with the most waits, and the rest summed under
+/// site `other` per waiter, so that the series add up to every wait.
+fn stack_sites(s: &Sample) -> Vec<(String, String, u64, u64)> {
+    let rows = s.stacks.as_deref().unwrap_or_default();
+    let all = top_sites(rows, usize::MAX);
+    let mut shown: Vec<_> = all.iter().take(STACK_SITES).cloned().collect();
+    let mut rest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (who, _, waits, ns) in all.into_iter().skip(STACK_SITES) {
+        let r = rest.entry(who).or_default();
+        r.0 += waits;
+        r.1 += ns;
+    }
+    shown.extend(
+        rest.into_iter()
+            .map(|(who, (waits, ns))| (who, OTHER_SITE.to_owned(), waits, ns)),
+    );
+    shown
+}
+
+/// The site label of the waits beyond the top `STACK_SITES`.
+const OTHER_SITE: &str = "other";
 
 /// The call sites of other callers, empty without `--readers`.
 fn sites(s: &Sample) -> &[CallerRow] {

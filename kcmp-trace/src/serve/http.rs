@@ -211,6 +211,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, headers: HeaderMap)
         start_time_s: state.start_time_s,
         kernel: state.kernel.clone(),
         callers: snapshot.callers.clone(),
+        stacks: snapshot.stacks.clone(),
     };
     match metrics::encode(sample, format) {
         Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
@@ -316,21 +317,24 @@ async fn snapshot_handler(
         return unavailable("shutting down");
     };
     let elapsed_s = read.taken.duration_since(state.started).as_secs_f64();
+    let mut report = Report::new(
+        &read.counters,
+        elapsed_s,
+        read.processes.iter().take(top).cloned().collect(),
+        &missed_since(&read.programs, &[]),
+        read.callers.as_deref(),
+    );
+    report.stacks = read.stacks.clone();
     let snapshot = json::snapshot::Snapshot {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         elapsed_s,
         plan: Cow::Borrowed(&state.plan),
-        report: Report::new(
-            &read.counters,
-            elapsed_s,
-            read.processes.iter().take(top).cloned().collect(),
-            &missed_since(&read.programs, &[]),
-            read.callers.as_deref(),
-        ),
+        report,
         counters: WireCounters::from(&read.counters),
         processes: Cow::Borrowed(&read.processes),
         programs: Cow::Borrowed(&read.programs),
         callers: read.callers.as_deref().map(Cow::Borrowed),
+        stacks: read.stacks.as_deref().map(Cow::Borrowed),
     };
     match serde_json::to_vec(&snapshot) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

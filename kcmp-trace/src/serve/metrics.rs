@@ -63,6 +63,7 @@ fn page_row(family: &Family) -> String {
     let mut served = match family.served {
         Served::Always => "always".to_owned(),
         Served::WithReaders => "with `serve --readers` only".to_owned(),
+        Served::WithStacks => "with `serve --stacks` only".to_owned(),
     };
     if let Some(when) = family.no_series_when {
         served.push_str(&format!("; no series when {when}"));
@@ -85,7 +86,10 @@ fn page_row(family: &Family) -> String {
 #[cfg(test)]
 mod tests {
     use kcmp_trace_common::{
-        json::readout::{CallerRow, HookCounters},
+        json::{
+            readout::{CallerRow, HookCounters},
+            stacks::StackRow,
+        },
         kcmp::KCMP_VM,
         outcome::Outcome,
         programs,
@@ -154,7 +158,64 @@ mod tests {
             start_time_s: 1.0,
             kernel: "6.1".into(),
             callers: None,
+            stacks: None,
         }
+    }
+
+    #[test]
+    fn stacks_give_a_bounded_set_of_call_sites_that_add_up_to_every_wait() {
+        let c = Counters::ZERO;
+        let plain = encode(sample(c), Format::Prometheus).unwrap();
+        assert!(!plain.contains("kcmp_trace_stack_"), "{plain}");
+        // Twelve call sites of kcmp's waits, site i waited i + 1 times for 1 us each.
+        let rows = (0..12u64)
+            .map(|i| StackRow {
+                who: "kcmp".into(),
+                outcome: Some("locked".into()),
+                frames: vec![format!("site{i:02}"), "down_read_killable".into()],
+                count: i + 1,
+                time_ns: (i + 1) * 1_000,
+            })
+            .collect();
+        let mut with = sample(c);
+        with.stacks = Some(rows);
+        let text = encode(with, Format::Prometheus).unwrap();
+        let sites: Vec<(&str, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with("kcmp_trace_stack_site_lock_waits_total{"))
+            .filter_map(|l| {
+                let (series, n) = l.rsplit_once(' ')?;
+                Some((series, n.parse().ok()?))
+            })
+            .collect();
+        assert_eq!(
+            sites.len(),
+            crate::serve::families::STACK_SITES + 1,
+            "{text}"
+        );
+        assert_eq!(sites.iter().map(|(_, n)| n).sum::<f64>(), 78.0);
+        assert_eq!(
+            value(
+                &text,
+                r#"kcmp_trace_stack_site_lock_waits_total{reader="kcmp",site="site11"}"#
+            ),
+            Some(12.0)
+        );
+        // The two least waiting sites: 1 + 2 waits.
+        assert_eq!(
+            value(
+                &text,
+                r#"kcmp_trace_stack_site_lock_waits_total{reader="kcmp",site="other"}"#
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"kcmp_trace_stack_site_lock_wait_seconds_total{reader="kcmp",site="other"}"#
+            ),
+            Some(3e-6)
+        );
     }
 
     fn value(text: &str, series: &str) -> Option<f64> {
@@ -349,6 +410,13 @@ mod tests {
             verdicts: [1; verdict::SLOTS],
             lock_waits: 1,
             lock_wait_sum_ns: 1_000,
+        }]);
+        s.stacks = Some(vec![StackRow {
+            who: "other".into(),
+            outcome: None,
+            frames: vec!["proc_pid_environ".into(), "mm_access".into()],
+            count: 1,
+            time_ns: 1_000,
         }]);
         s
     }

@@ -20,7 +20,10 @@ use kcmp_trace_common::snapshot::Counters;
 use tokio::sync::{oneshot, watch};
 
 use super::comms::CommTable;
-use kcmp_trace_common::json::readout::{CallerRow, HookCounters, ProcessRow};
+use kcmp_trace_common::json::{
+    readout::{CallerRow, HookCounters, ProcessRow},
+    stacks::StackRow,
+};
 
 use crate::loader::Tracer;
 
@@ -41,6 +44,8 @@ pub struct Snapshot {
     pub processes: Arc<Vec<ProcessRow>>,
     /// Other callers by call site (readers followed).
     pub callers: Option<Vec<CallerRow>>,
+    /// Lock waits and write sections by kernel stack (`--stacks`).
+    pub stacks: Option<Vec<StackRow>>,
 }
 
 /// The last read: its snapshot, or why it failed.
@@ -183,12 +188,15 @@ impl Reader {
                 last_fold = now;
                 next_fold = now + COMM_REFRESH;
             }
-            match self
-                .tracer
-                .counters()
-                .and_then(|c| Ok((c, self.tracer.hook_counters()?, self.tracer.callers()?)))
-            {
-                Ok((counters, programs, callers)) => {
+            match self.tracer.counters().and_then(|c| {
+                Ok((
+                    c,
+                    self.tracer.hook_counters()?,
+                    self.tracer.callers()?,
+                    self.tracer.stacks()?,
+                ))
+            }) {
+                Ok((counters, programs, callers, stacks)) => {
                     self.publish
                         .send_replace(Published::Read(Arc::new(Snapshot {
                             taken: now,
@@ -197,6 +205,7 @@ impl Reader {
                             processes_taken: processes.0,
                             processes: processes.1.clone(),
                             callers,
+                            stacks,
                         })));
                 }
                 Err(e) => self.failed(now, "reading the counters", &e),

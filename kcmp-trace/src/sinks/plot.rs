@@ -14,6 +14,7 @@ use kcmp_trace_common::{
 };
 use plotters::prelude::*;
 
+use super::flame;
 use crate::recording::Session;
 
 /// Counts below 1 cannot sit on a log axis: empty buckets are drawn at this floor, the
@@ -383,6 +384,14 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
         )?;
     }
 
+    // With `--stacks`: each recording's waits as flame graphs.
+    let mut flames = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        if let Some(rows) = s.total().0.stacks {
+            flames.extend(flame::write(dir, label_of(i), &rows)?);
+        }
+    }
+
     let mut page = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>kcmp-trace report</title>\n<style>body{font-family:sans-serif;max-width:960px;\
@@ -406,6 +415,16 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
             page,
             "<h2>{}</h2>\n<p>{}</p>\n<p><img src=\"{}\" alt=\"{}\"></p>",
             f.heading, f.how_to_read, f.file, f.heading
+        );
+    }
+    for f in &flames {
+        let _ = writeln!(
+            page,
+            "<h2>{}</h2>\n<p>{}</p>\n<p><object data=\"{}\" type=\"image/svg+xml\">{}</object></p>",
+            escape(&f.heading),
+            flame::HOW_TO_READ,
+            f.file,
+            escape(&f.heading)
         );
     }
     page.push_str("</body>\n</html>\n");
@@ -435,6 +454,7 @@ mod tests {
             counters,
             procs: Vec::new(),
             callers: None,
+            stacks: None,
             hooks: Vec::new(),
             at_s,
         };

@@ -9,6 +9,7 @@ use kcmp_trace_common::{
         report::{
             CompareRow, Incomplete, OTHER_READER, Quantiles, ReaderReport, Report, hist_rows,
         },
+        stacks::{StackRow, top_sites},
     },
     outcome::Outcome,
     snapshot::Counters,
@@ -181,6 +182,39 @@ pub fn summary(elapsed_s: f64, r: &Report, total: &Counters) -> String {
             log2_hist("exec_update_lock wait", "nsecs", &total.lock_wait)
         );
     }
+    if let Some(rows) = &r.stacks {
+        out += &stack_sites(rows);
+    }
+    out
+}
+
+/// Call sites shown by the stacks table; `report --folded` has every stack.
+const STACK_SITES_SHOWN: usize = 10;
+
+/// `--stacks`: the call sites with the most exec_update_lock waits, from the waits' stacks.
+pub fn stack_sites(rows: &[StackRow]) -> String {
+    let all = top_sites(rows, usize::MAX);
+    let mut out = format!(
+        "exec_update_lock waits by call site ({} of {}; all stacks: report --folded)\n",
+        all.len().min(STACK_SITES_SHOWN),
+        all.len()
+    );
+    let mut columns = Columns::new(&[
+        ("waiter", 12, Align::Left),
+        ("call site", 28, Align::Left),
+        ("waits", 9, Align::Right),
+        ("wait us", 11, Align::Right),
+    ])
+    .indented("  ");
+    for (who, site, waits, ns) in all.iter().take(STACK_SITES_SHOWN) {
+        columns.row(&[
+            who.clone(),
+            site.clone(),
+            waits.to_string(),
+            format!("{:.1}", *ns as f64 / 1e3),
+        ]);
+    }
+    out += &columns.render();
     out
 }
 
@@ -469,6 +503,10 @@ pub fn incomplete(i: &Incomplete) -> Option<String> {
         (
             i.reader_calls,
             "/proc reader calls short or misread by up to",
+        ),
+        (
+            i.stacks,
+            "lock waits and write sections missing from the stacks:",
         ),
     ]
     .into_iter()
