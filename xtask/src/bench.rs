@@ -90,12 +90,21 @@ fn ladder_table(rows: &[(String, String, KcmpBench)]) -> String {
 }
 
 /// Per loop that never calls kcmp, per kernel: each setup's slowdown in percent over no
-/// tracer, and counting's and `--readers`' over the floor (the empty programs on counting's
-/// hooks).
+/// tracer, and counting's, `--stacks`', `--readers`' and `--readers --stacks`' over the
+/// floor (the empty programs on counting's hooks).
 fn everyone_else_table(rows: &[(String, BenchReport)]) -> String {
     let mut out = format!(
-        "{:<18} {:<22} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-        "loop", "kernel", "mode", "floor", "counters", "vs floor", "readers", "vs floor"
+        "{:<18} {:<22} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "loop",
+        "kernel",
+        "mode",
+        "floor",
+        "counters",
+        "vs floor",
+        "stacks",
+        "readers",
+        "vs floor",
+        "+stacks"
     );
     for workload in Workload::ALL {
         for (kernel, r) in rows {
@@ -114,15 +123,17 @@ fn everyone_else_table(rows: &[(String, BenchReport)]) -> String {
                     })
             };
             out += &format!(
-                "{:<18} {:<22} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+                "{:<18} {:<22} {:<11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
                 workload.name(),
                 kernel,
                 r.attach_mode,
                 pct(Setup::EmptyPrograms, false),
                 pct(Setup::Counters, false),
                 pct(Setup::Counters, true),
+                pct(Setup::Stacks, true),
                 pct(Setup::Readers, false),
                 pct(Setup::Readers, true),
+                pct(Setup::ReadersStacks, true),
             );
         }
     }
@@ -459,6 +470,7 @@ mod tests {
                         row(Workload::Getpid, Setup::NoTracer, 0.0, -2.0),
                         row(Workload::Getpid, Setup::EmptyPrograms, 2.0, 0.0),
                         row(Workload::Getpid, Setup::Counters, counters, 1.0),
+                        row(Workload::Getpid, Setup::ReadersStacks, 9.0, 7.0),
                         row(Workload::Exec, Setup::Counters, 30.0, 20.0),
                     ],
                 }),
@@ -484,7 +496,9 @@ mod tests {
                 "+4.5%",
                 "+1.0%",
                 "-",
-                "-"
+                "-",
+                "-",
+                "+7.0%"
             ]
         );
         assert_eq!(

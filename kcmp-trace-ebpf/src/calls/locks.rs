@@ -15,7 +15,7 @@ use super::{
     cells::{add_shared, cpu_counters},
     maps::{
         EXEC_UPDATE_LOCK_OFFSET, READER_THREADS, SIGNAL_OFFSET, THREAD_HEAD_OFFSET,
-        THREAD_NODE_OFFSET, TRACE_READERS,
+        THREAD_NODE_OFFSET, TRACE_READERS, TRACE_STACKS,
     },
     now_ns,
     others::count_other,
@@ -97,7 +97,8 @@ pub fn on_contention_end(lock: u64) {
 #[inline(always)]
 fn lock_wait_begins(call: &mut ThreadState, stack: impl FnOnce() -> Option<u32>) {
     call.trail |= LOCK;
-    if call.lock_stack == u64::from(stack_ref::UNCONTENDED)
+    if TRACE_STACKS.load() != 0
+        && call.lock_stack == u64::from(stack_ref::UNCONTENDED)
         && let Some(stack) = stack()
     {
         call.lock_stack = u64::from(stack);
@@ -161,7 +162,7 @@ pub fn on_lock_exit(slot: u32, caller: impl FnOnce() -> u64) {
     }
     let wait = now_ns().wrapping_sub(thread.lock_start_ns);
     thread.lock_start_ns = 0;
-    count_stack(thread.lock_stack as u32, who::OTHER, 0, wait);
+    count_stack(|| thread.lock_stack as u32, who::OTHER, 0, wait);
     let slot = log2_slot(wait) as usize;
     let caller = caller();
     count_other(
@@ -204,7 +205,7 @@ pub fn account_lock_wait(
     if call.lock_start_ns != 0 {
         unfinished_lock_wait(&mut counters.misc);
     } else if took_lock() {
-        count_stack(call.lock_stack as u32, who, outcome, call.lock_wait_ns);
+        count_stack(|| call.lock_stack as u32, who, outcome, call.lock_wait_ns);
         let slot = log2_slot(call.lock_wait_ns) as usize;
         if let Some((sum, hist)) = waits(counters) {
             *sum += call.lock_wait_ns;

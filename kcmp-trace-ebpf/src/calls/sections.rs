@@ -136,7 +136,7 @@ fn close_section(section: &mut WriteSection) {
     } else {
         who::EXEC
     };
-    count_stack(section.stack, who, 0, held);
+    count_stack(|| section.stack, who, 0, held);
     if let Some(counters) = cpu_counters() {
         // SAFETY: this CPU's counters; several programs write these cells, hence the atomics.
         let counters = unsafe { &mut *counters };

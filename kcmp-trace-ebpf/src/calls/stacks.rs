@@ -1,6 +1,6 @@
 //! `--stacks`: the kernel stacks of exec_update_lock's waiters and writers
-//! (`kcmp_trace_common::stacks`). Off, every function here is pruned by the verifier
-//! (TRACE_STACKS is read-only), so nothing costs more.
+//! (`kcmp_trace_common::stacks`). Off, the verifier prunes all of it (TRACE_STACKS is
+//! read-only, and tested before anything else is read), so nothing costs more.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::tracing::StackIdContext};
 use kcmp_trace_common::{
@@ -26,16 +26,16 @@ pub fn take_stack(ctx: &impl StackIdContext) -> Option<u32> {
     ))
 }
 
-/// Counts one lock wait (or write section) of `time_ns` under its stack, whose, and its
-/// call's outcome. Programs on several CPUs and preempted ones share a CPU's cells: atomic
-/// adds. A key that finds the map full is counted as dropped.
+/// Counts one lock wait (or write section) of `time_ns` under its `stack` (read only with
+/// `--stacks`), whose, and its call's outcome. Programs on several CPUs and preempted ones
+/// share a CPU's cells: atomic adds. A key that finds the map full is counted as dropped.
 #[inline(always)]
-pub fn count_stack(stack: u32, who: u32, outcome: u32, time_ns: u64) {
+pub fn count_stack(stack: impl FnOnce() -> u32, who: u32, outcome: u32, time_ns: u64) {
     if TRACE_STACKS.load() == 0 {
         return;
     }
     let key = StackKey {
-        stack,
+        stack: stack(),
         who,
         outcome,
         pad: 0,
