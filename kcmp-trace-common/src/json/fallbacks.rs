@@ -37,6 +37,10 @@ pub struct WriterRow {
     pub overlap_total_ns: u64,
     /// The longest of those overlaps.
     pub overlap_max_ns: u64,
+    /// The calls' exec_update_lock waits, summed: what the writer, holding the lock or
+    /// having just released it, cost its readers (`perf lock contention -o`'s wait time by
+    /// owner).
+    pub lock_wait_total_ns: u64,
 }
 
 impl WriterRow {
@@ -95,8 +99,10 @@ impl FallbackTally {
                         fallbacks: FallbackCounts::default(),
                         overlap_total_ns: 0,
                         overlap_max_ns: 0,
+                        lock_wait_total_ns: 0,
                     });
                 row.overlap_total_ns += w.overlap_ns;
+                row.lock_wait_total_ns += e.lock_wait_ns;
                 row.overlap_max_ns = row.overlap_max_ns.max(w.overlap_ns);
                 &mut row.fallbacks
             }
@@ -170,7 +176,8 @@ mod tests {
             result: "equal".into(),
             outcome: outcome.name().into(),
             latency_ns: 1000,
-            lock_wait_ns: 0,
+            // Each fallback waited twice as long as its writer overlapped it.
+            lock_wait_ns: writer.map_or(0, |(.., overlap_ns)| 2 * overlap_ns),
             writer: writer.map(|(kind, tgid, comm, overlap_ns)| WriterRecord {
                 kind,
                 pid: tgid + 1,
@@ -214,15 +221,16 @@ mod tests {
                     w.fallbacks.busy,
                     w.overlap_total_ns,
                     w.overlap_max_ns,
+                    w.lock_wait_total_ns,
                 )
             })
             .collect();
         assert_eq!(
             rows,
             vec![
-                ((Exec, 20, "kcmp-racer"), 1, 2, 1300, 900),
-                ((Exec, 20, "kcmp-trace"), 1, 0, 70, 70),
-                ((Tsync, 30, "kcmp-trace"), 1, 0, 50, 50),
+                ((Exec, 20, "kcmp-racer"), 1, 2, 1300, 900, 2600),
+                ((Exec, 20, "kcmp-trace"), 1, 0, 70, 70, 140),
+                ((Tsync, 30, "kcmp-trace"), 1, 0, 50, 50, 100),
             ]
         );
         assert_eq!(t.no_writer, FallbackCounts { retry: 0, busy: 1 });

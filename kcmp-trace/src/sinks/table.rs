@@ -286,8 +286,8 @@ fn writer_cells(w: &WriterRow) -> Vec<String> {
     vec![w.kind.name().into(), w.tgid.to_string(), w.comm.clone()]
 }
 
-/// A side's cells of a writer's row: retry, busy, overlap sum and max; `-` where it lacks
-/// the writer.
+/// A side's cells of a writer's row: retry, busy, overlap sum and max, lock wait sum; `-`
+/// where it lacks the writer.
 fn row_cells(w: Option<&WriterRow>) -> Vec<String> {
     let count = |n: Option<u64>| n.map_or_else(|| "-".into(), |n| n.to_string());
     vec![
@@ -295,6 +295,7 @@ fn row_cells(w: Option<&WriterRow>) -> Vec<String> {
         count(w.map(|w| w.fallbacks.busy)),
         ns(w.map(|w| w.overlap_total_ns)),
         ns(w.map(|w| w.overlap_max_ns)),
+        ns(w.map(|w| w.lock_wait_total_ns)),
     ]
 }
 
@@ -338,6 +339,7 @@ pub fn fallbacks(f: &FallbacksByWriter, events_dropped: u64) -> String {
                 ("busy", 7, Align::Right),
                 ("overlap sum", 11, Align::Right),
                 ("overlap max", 11, Align::Right),
+                ("wait sum", 9, Align::Right),
             ],
         ]
         .concat(),
@@ -387,10 +389,12 @@ fn fallbacks_compared(a: &Session, b: &Session) -> String {
                 ("A busy", 7, Align::Right),
                 ("A overlap sum", 13, Align::Right),
                 ("A overlap max", 13, Align::Right),
+                ("A wait sum", 10, Align::Right),
                 ("B retry", 7, Align::Right),
                 ("B busy", 7, Align::Right),
                 ("B overlap sum", 13, Align::Right),
                 ("B overlap max", 13, Align::Right),
+                ("B wait sum", 10, Align::Right),
             ],
         ]
         .concat(),
@@ -571,6 +575,7 @@ mod tests {
             fallbacks: FallbackCounts { retry, busy },
             overlap_total_ns: 25_000,
             overlap_max_ns: 20_000,
+            lock_wait_total_ns: 30_000,
         };
         let table = FallbackTable {
             writers: vec![
@@ -585,12 +590,13 @@ mod tests {
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
             [
-                "kind", "tgid", "comm", "retry", "busy", "overlap", "sum", "overlap", "max"
+                "kind", "tgid", "comm", "retry", "busy", "overlap", "sum", "overlap", "max",
+                "wait", "sum"
             ]
         );
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
-            ["exec", "41", "kcmp-racer", "3", "2", "25us", "20us"]
+            ["exec", "41", "kcmp-racer", "3", "2", "25us", "20us", "30us"]
         );
         assert_eq!(
             lines[4].split_whitespace().collect::<Vec<_>>(),
