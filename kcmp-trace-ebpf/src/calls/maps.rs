@@ -105,11 +105,12 @@ pub static OTHER_CALLERS: HashMap<u64, CallerCounts> =
 #[map]
 pub static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries(MAX_WRITERS, 0);
 
-/// The closed section a TSYNC attempt replaced in `WRITERS`, put back if its trylock fails:
-/// that section is the one a busy kcmp call (whose read hold made the trylock fail) is
-/// blamed on.
+/// Each process's closed section before the one in `WRITERS`. A kcmp call's exit that
+/// looks up after the writer opened its next section still finds the one it overlapped;
+/// a TSYNC attempt whose trylock fails puts it back (a busy kcmp call, whose read hold
+/// made the trylock fail, is blamed on it).
 #[map]
-pub static REPLACED_SECTIONS: LruHashMap<u32, WriteSection> =
+pub static PREVIOUS_SECTIONS: LruHashMap<u32, WriteSection> =
     LruHashMap::with_max_entries(MAX_WRITERS, 0);
 
 /// The stacks `--stacks` took, by id.

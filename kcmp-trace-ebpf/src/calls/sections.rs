@@ -17,7 +17,7 @@ use kcmp_trace_common::{
 use super::{
     cells::{add_shared, cpu_counters, put},
     events::read_comm_into,
-    maps::{REPLACED_SECTIONS, WRITERS, WriteSection},
+    maps::{PREVIOUS_SECTIONS, WRITERS, WriteSection},
     now_ns,
     stacks::count_stack,
 };
@@ -25,6 +25,13 @@ use super::{
 /// begin_new_exec() was entered: the exec_update_lock write section is about to open.
 #[inline(always)]
 pub fn on_exec_begin(stack: impl FnOnce() -> Option<u32>) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: read-only use of a map value, copied out at once.
+    if let Some(closed) = unsafe { WRITERS.get(tgid) }
+        && closed.end_ns != 0
+    {
+        let _ = PREVIOUS_SECTIONS.insert(tgid, *closed, 0);
+    }
     open_section(writer::EXEC, stack);
 }
 
@@ -42,7 +49,7 @@ pub fn on_exec_end() {
 
 /// landlock_restrict_sibling_threads() was entered: it takes exec_update_lock for writing
 /// with a trylock. Another writer's open section of the process is left alone (the trylock
-/// then fails); a closed one is kept aside until the trylock's outcome is known.
+/// then fails); a closed one becomes the previous, put back if the trylock fails.
 #[inline(always)]
 pub fn on_tsync_begin(stack: impl FnOnce() -> Option<u32>) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -55,10 +62,10 @@ pub fn on_tsync_begin(stack: impl FnOnce() -> Option<u32>) {
             }
         }
         Some(closed) => {
-            let _ = REPLACED_SECTIONS.insert(tgid, *closed, 0);
+            let _ = PREVIOUS_SECTIONS.insert(tgid, *closed, 0);
         }
         None => {
-            let _ = REPLACED_SECTIONS.remove(tgid);
+            let _ = PREVIOUS_SECTIONS.remove(tgid);
         }
     }
     open_section(writer::TSYNC, stack);
@@ -80,7 +87,7 @@ pub fn on_tsync_end(ret: i32) {
     if ret == -ERESTARTNOINTR {
         // Never held: the section it replaced is still the process's last one.
         // SAFETY: read-only use of a map value, copied out at once.
-        match unsafe { REPLACED_SECTIONS.get(tgid) } {
+        match unsafe { PREVIOUS_SECTIONS.get(tgid) } {
             Some(replaced) => {
                 let _ = WRITERS.insert(tgid, *replaced, 0);
             }
@@ -153,15 +160,25 @@ fn close_section(section: &mut WriteSection) {
 }
 
 /// The process (pid2 first, then pid1) whose write section (exec or TSYNC) overlapped the
-/// call, if any, and that section.
+/// call that ended at `now`, if any, and that section: the process's current one, or the
+/// one before it (the writer may have opened its next section since `now`).
 #[inline(always)]
 pub fn writer_of(call: &ThreadState, now: u64) -> Option<(u32, &'static WriteSection)> {
+    let overlaps =
+        |s: &WriteSection| s.start_ns <= now && (s.end_ns == 0 || s.end_ns >= call.start_ns);
     for pid in [call.pid2, call.pid1] {
         let tgid = pid as u32;
         // SAFETY: read-only use of a map value.
-        if let Some(s) = unsafe { WRITERS.get(tgid) }
-            && s.start_ns <= now
-            && (s.end_ns == 0 || s.end_ns >= call.start_ns)
+        let current = unsafe { WRITERS.get(tgid) };
+        if let Some(s) = current
+            && overlaps(s)
+        {
+            return Some((tgid, s));
+        }
+        if current.is_some_and(|s| s.start_ns > now)
+            // SAFETY: read-only use of a map value.
+            && let Some(s) = unsafe { PREVIOUS_SECTIONS.get(tgid) }
+            && overlaps(s)
         {
             return Some((tgid, s));
         }
