@@ -34,6 +34,13 @@ pub struct Event {
     /// How long the writer's section and the call overlapped ([`writer_overlap_ns`]); 0
     /// when no writer was seen.
     pub writer_overlap_ns: u64,
+    /// When the call's first exec_update_lock wait began (bpf_ktime_get_ns); 0 when it did
+    /// not wait, or no wait was seen to begin.
+    pub lock_wait_start_ns: u64,
+    /// The writer's section: when it opened, and when it closed (0: still open when the
+    /// call returned). Both 0 when no writer was seen.
+    pub writer_start_ns: u64,
+    pub writer_end_ns: u64,
     pub tgid: u32,
     pub tid: u32,
     pub pid1: i32,
@@ -98,7 +105,7 @@ mod tests {
     fn layout_has_no_hidden_padding() {
         assert_eq!(
             core::mem::size_of::<Event>(),
-            8 * 8 + 8 * 4 + 4 * 4 + 2 * COMM_LEN
+            11 * 8 + 8 * 4 + 4 * 4 + 2 * COMM_LEN
         );
         assert_eq!(core::mem::align_of::<Event>(), 8);
     }

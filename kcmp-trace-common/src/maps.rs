@@ -196,6 +196,8 @@ pub struct ThreadState {
     pub lock_addr: u64,
     /// Where the call's first exec_update_lock wait began (`stacks::stack_ref`; `--stacks`).
     pub lock_stack: u64,
+    /// When the call's first exec_update_lock wait began (0: none yet), for its event.
+    pub lock_first_ns: u64,
 }
 
 impl ThreadState {
@@ -221,6 +223,7 @@ impl ThreadState {
         },
         lock_addr: 0,
         lock_stack: 0,
+        lock_first_ns: 0,
     };
 }
 

@@ -132,6 +132,7 @@ pub fn cost_event(ctx: TracePointContext) -> u32 {
         },
         lock_addr: args.idx1,
         lock_stack: args.idx2,
+        lock_first_ns: args.idx1,
     };
     let done = CallDone {
         tgid: args.pid1 as u32,

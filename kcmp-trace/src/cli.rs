@@ -278,6 +278,16 @@ pub struct ReportArgs {
     /// With --folded: the writers' sections (exec, tsync) too, valued by hold time.
     #[arg(long, requires = "folded")]
     pub writers: bool,
+    /// Write the recording's events (made with --events) as a timeline for the Perfetto UI
+    /// or chrome://tracing (Trace Event Format JSON): a track per thread, each call a
+    /// slice named by its outcome with its lock wait inside, the writers' sections, and an
+    /// arrow from each section to the calls it made leave the fast path.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "folded"])]
+    pub trace: Option<std::path::PathBuf>,
+    /// With --trace: leave out the fast calls that did not wait (they are counted), to
+    /// keep a long recording's timeline to the calls that left the fast path.
+    #[arg(long, requires = "trace")]
+    pub skip_fast: bool,
 }
 
 /// What a folded stack's value is.

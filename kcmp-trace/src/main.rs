@@ -22,11 +22,16 @@ fn main() -> ExitCode {
         // Help and version go to stdout as clap prints them; a usage error is one line.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
+            // Its first paragraph, which may list what is missing on lines of their own.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("bad arguments");
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
             eprintln!(
                 "kcmp-trace: {} (see --help)",
-                first.trim_start_matches("error: ")
+                first.join(" ").trim_start_matches("error: ")
             );
             return ExitCode::from(error::exit::USAGE);
         }

@@ -180,6 +180,14 @@ pub struct Session {
 
 impl Session {
     pub fn read(path: &Path) -> Result<Session, ReadError> {
+        Self::read_with_events(path, |_| {})
+    }
+
+    /// Reads a recording, handing each of its per-call events to `on_event` on the way.
+    pub fn read_with_events(
+        path: &Path,
+        mut on_event: impl FnMut(&EventRecord),
+    ) -> Result<Session, ReadError> {
         let shown = path.display().to_string();
         let io = |source| ReadError::Io {
             path: shown.clone(),
@@ -254,6 +262,7 @@ impl Session {
                 RecordingLine::Event(e) => {
                     events += 1;
                     fallbacks.add(&e);
+                    on_event(&e);
                     continue;
                 }
                 RecordingLine::Reading(r) => {
@@ -439,6 +448,7 @@ pub(crate) mod tests {
             outcome: "fast".into(),
             latency_ns: 700,
             lock_wait_ns: 0,
+            lock_wait_start_ns: None,
             writer: None,
         }
     }
@@ -554,6 +564,8 @@ pub(crate) mod tests {
             tgid: 8,
             comm: "kcmp-trace".into(),
             overlap_ns: 400,
+            start_ns: None,
+            end_ns: None,
         };
         let busy = EventRecord {
             outcome: "busy".into(),

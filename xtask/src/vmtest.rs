@@ -10,7 +10,11 @@
 //! claims to be exact must equal the truth, and one that is incomplete must fall short by
 //! no more than it says. The default plan (no --attach) must be exact everywhere.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail, ensure};
 use kcmp_trace_common::{
@@ -24,6 +28,7 @@ use kcmp_trace_common::{
         report::{Counts, KCMP_READER, OTHER_READER, ReaderReport, Report},
         stacks::{FoldBy, LOST_FRAME, StackRow, folded},
         stress::{ENVIRON, MmReads, StressReport},
+        timeline::{self, TraceFile},
     },
     outcome::Outcome,
     programs,
@@ -319,6 +324,8 @@ wait $ep $rp
 kcmp-trace report --json /tmp/{RUN_WRITERS}.jsonl > /results/{RUN_WRITERS}.report.json
 kcmp-trace report /tmp/{RUN_WRITERS}.jsonl > /results/{RUN_WRITERS}.report.txt
 grep -e '"outcome":"retry"' -e '"outcome":"busy"' /tmp/{RUN_WRITERS}.jsonl > /results/{RUN_WRITERS}.recorded_fallbacks.jsonl || true
+grep -c '^{{"kind":"event"' /tmp/{RUN_WRITERS}.jsonl > /results/{RUN_WRITERS}.recorded_events || true
+kcmp-trace report --trace /results/{RUN_WRITERS}.trace.json /tmp/{RUN_WRITERS}.jsonl 2> /results/{RUN_WRITERS}.trace.err || echo "report --trace: exit $?" >> /results/{RUN_WRITERS}.trace.err
 {bpf_log}"#,
         writers = if tsync { WRITERS_BOTH } else { RACE },
         bpf_log = bpf_log_script()
@@ -1284,6 +1291,79 @@ fn events_name_the_writers(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `report --trace` of the writers run: a timeline that holds together (`timeline::check`)
+/// with a slice per recorded call, a wait slice per fallback that waited, a slice per write
+/// section the fallbacks name and an arrow per fallback; nothing left undrawn.
+fn timeline_draws_every_fallback(dir: &Path) -> anyhow::Result<()> {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))
+    };
+    let trace_file = format!("{RUN_WRITERS}.trace.json");
+    let trace: TraceFile =
+        serde_json::from_str(&read(&trace_file)?).with_context(|| trace_file.clone())?;
+    let counts = timeline::check(&trace).with_context(|| trace_file.clone())?;
+    let said = read(&format!("{RUN_WRITERS}.trace.err"))?;
+    let recorded: u64 = read(&format!("{RUN_WRITERS}.recorded_events"))?
+        .trim()
+        .parse()
+        .context("the recording's event count")?;
+    let fallbacks_file = format!("{RUN_WRITERS}.recorded_fallbacks.jsonl");
+    let fallbacks: Vec<RecordingLine<'static>> =
+        output::lines(&read(&fallbacks_file)?, &fallbacks_file)?;
+    let (mut waited, mut sections) = (0u64, BTreeSet::new());
+    for line in &fallbacks {
+        let RecordingLine::Event(e) = line else {
+            bail!("{fallbacks_file}: a reading among the events");
+        };
+        if e.lock_wait_ns > 0 {
+            ensure!(
+                e.lock_wait_start_ns.is_some(),
+                "{fallbacks_file}: a wait without its start: {e:?}"
+            );
+            waited += 1;
+        }
+        let w = e
+            .writer
+            .as_ref()
+            .with_context(|| format!("{fallbacks_file}: {e:?} names no writer"))?;
+        let start = w
+            .start_ns
+            .with_context(|| format!("{fallbacks_file}: a section without its start: {w:?}"))?;
+        sections.insert((w.tgid, w.pid, start));
+    }
+    let slices = |cat: &str| counts.slices.get(cat).copied().unwrap_or(0);
+    eprintln!(
+        "vm: timeline: {} call slices of {recorded} recorded calls, {} wait slices of \
+         {waited} fallbacks that waited, {} section slices of {} sections named, {} arrows of \
+         {} fallbacks, {} tracks",
+        slices("kcmp"),
+        slices("lock"),
+        slices("writer"),
+        sections.len(),
+        counts.flows,
+        fallbacks.len(),
+        counts.tracks
+    );
+    ensure!(slices("kcmp") == recorded, "call slices != recorded calls");
+    ensure!(
+        slices("lock") == waited,
+        "wait slices != fallbacks that waited"
+    );
+    ensure!(
+        slices("writer") == sections.len() as u64,
+        "section slices != sections the fallbacks name"
+    );
+    ensure!(
+        counts.flows == fallbacks.len() as u64,
+        "arrows != fallbacks"
+    );
+    ensure!(
+        said.lines().count() == 1,
+        "report --trace left something undrawn:\n{said}"
+    );
+    Ok(())
+}
+
 /// The crowd run: the forced fentry tracer saw the kernel skip runs and says by how much;
 /// both tracers stay honest.
 fn skipped_runs_are_reported(dir: &Path, suite: Suite) -> anyhow::Result<()> {
@@ -1499,6 +1579,10 @@ fn check_guest(checks: &mut Checks, guest: &Guest, dir: &Path) {
             checks.check(
                 &test("events_name_the_writers"),
                 events_name_the_writers(dir),
+            );
+            checks.check(
+                &test("timeline_draws_every_fallback"),
+                timeline_draws_every_fallback(dir),
             );
             if guest.landlock_tsync() {
                 for run in [RUN_READERS_EXEC, RUN_READERS_TSYNC] {

@@ -65,6 +65,12 @@ pub struct WriterRecord<'a> {
     /// How long the section and the call overlapped: from the later of their starts to the
     /// earlier of their ends (a section still open ends with the call).
     pub overlap_ns: u64,
+    /// When the section opened (the clock of `ts_ns`); absent in recordings that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ns: Option<u64>,
+    /// When it closed; absent when it was still open as the call returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ns: Option<u64>,
 }
 
 /// A kcmp return value by name: `equal`/`less`/`greater`/`unordered`, or the errno's.
@@ -104,6 +110,10 @@ pub struct EventRecord<'a> {
     pub outcome: Cow<'a, str>,
     pub latency_ns: u64,
     pub lock_wait_ns: u64,
+    /// When the call's first exec_update_lock wait began (the clock of `ts_ns`); its waits
+    /// lasted `lock_wait_ns` in all. Absent when it did not wait (or in older recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait_start_ns: Option<u64>,
     /// The write section (exec or TSYNC) a retry or busy call met; absent for other calls,
     /// and for a retry or busy call when none was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +143,7 @@ impl<'a> From<&'a Event> for EventRecord<'a> {
             outcome: e.outcome().name().into(),
             latency_ns: e.latency_ns,
             lock_wait_ns: e.lock_wait_ns,
+            lock_wait_start_ns: (e.lock_wait_start_ns != 0).then_some(e.lock_wait_start_ns),
             writer: match WriterKind::from_raw(e.writer_kind) {
                 Some(kind) if e.writer_tgid != 0 => Some(WriterRecord {
                     kind,
@@ -140,6 +151,8 @@ impl<'a> From<&'a Event> for EventRecord<'a> {
                     tgid: e.writer_tgid,
                     comm: String::from_utf8_lossy(comm_bytes(&e.writer_comm)),
                     overlap_ns: e.writer_overlap_ns,
+                    start_ns: Some(e.writer_start_ns),
+                    end_ns: (e.writer_end_ns != 0).then_some(e.writer_end_ns),
                 }),
                 _ => None,
             },
@@ -201,6 +214,9 @@ mod tests {
             ret: 0,
             raw_type: 0,
             writer_overlap_ns: 3000,
+            lock_wait_start_ns: 0,
+            writer_start_ns: 0,
+            writer_end_ns: 0,
             tgid: 10,
             tid: 11,
             pid1: 10,

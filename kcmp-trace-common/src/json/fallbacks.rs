@@ -178,12 +178,15 @@ mod tests {
             latency_ns: 1000,
             // Each fallback waited twice as long as its writer overlapped it.
             lock_wait_ns: writer.map_or(0, |(.., overlap_ns)| 2 * overlap_ns),
+            lock_wait_start_ns: None,
             writer: writer.map(|(kind, tgid, comm, overlap_ns)| WriterRecord {
                 kind,
                 pid: tgid + 1,
                 tgid,
                 comm: comm.into(),
                 overlap_ns,
+                start_ns: None,
+                end_ns: None,
             }),
         }
     }

@@ -20,6 +20,7 @@ pub mod schema;
 pub mod snapshot;
 pub mod stacks;
 pub mod stress;
+pub mod timeline;
 
 use serde::{Deserialize, Deserializer};
 

@@ -72,6 +72,7 @@ pub unsafe fn write_call(
         put(&raw mut (*e).ts_ns, done.now);
         put(&raw mut (*e).latency_ns, done.latency);
         put(&raw mut (*e).lock_wait_ns, call.lock_wait_ns);
+        put(&raw mut (*e).lock_wait_start_ns, call.lock_first_ns);
         put(&raw mut (*e).idx1, call.idx1);
         put(&raw mut (*e).idx2, call.idx2);
         put(&raw mut (*e).ret, done.ret);
@@ -95,6 +96,8 @@ pub unsafe fn write_call(
                     &raw mut (*e).writer_overlap_ns,
                     writer_overlap_ns(section.start_ns, section.end_ns, call.start_ns, done.now),
                 );
+                put(&raw mut (*e).writer_start_ns, section.start_ns);
+                put(&raw mut (*e).writer_end_ns, section.end_ns);
                 put_comm(&raw mut (*e).writer_comm, comm_words(&section.comm));
             }
             None => {
@@ -102,6 +105,8 @@ pub unsafe fn write_call(
                 put(&raw mut (*e).writer_tid, 0);
                 put(&raw mut (*e).writer_kind, 0);
                 put(&raw mut (*e).writer_overlap_ns, 0);
+                put(&raw mut (*e).writer_start_ns, 0);
+                put(&raw mut (*e).writer_end_ns, 0);
                 put_comm(&raw mut (*e).writer_comm, [0; 2]);
             }
         }

@@ -110,7 +110,11 @@ fn lock_wait_begins(call: &mut ThreadState, stack: impl FnOnce() -> Option<u32>)
         // SAFETY: this CPU's counters; every writer of this cell adds atomically.
         unfinished_lock_wait(unsafe { &mut (*counters).misc });
     }
-    call.lock_start_ns = now_ns();
+    let now = now_ns();
+    call.lock_start_ns = now;
+    if call.lock_first_ns == 0 {
+        call.lock_first_ns = now;
+    }
 }
 
 /// Whether `sem` is some task's exec_update_lock: the signal_struct it would sit in lists a

@@ -110,6 +110,7 @@ pub fn open_call(
         put(&raw mut call.start_ns, start_ns);
         put(&raw mut call.lock_start_ns, 0);
         put(&raw mut call.lock_wait_ns, 0);
+        put(&raw mut call.lock_first_ns, 0);
         put(&raw mut call.trail, 0);
         put(&raw mut call.lock_addr, lock_addr);
         put(&raw mut call.tgid, (pid_tgid >> 32) as u32);

@@ -1,19 +1,23 @@
 //! `kcmp-trace report`: one recording's summary, or two side by side; plots on request.
 
-use std::{borrow::Cow, io::Write as _};
+use std::{borrow::Cow, collections::BTreeMap, io::Write as _, path::Path};
 
 use anyhow::Context as _;
 use kcmp_trace_common::json::{
     lines::{Comparison, ReportLine, ReportScope, Side},
     report::{Report, compare},
     stacks::{FoldBy, folded},
+    timeline::check,
 };
 
 use crate::{
     cli::{FoldedBy, ReportArgs},
     error::Error,
     recording::Session,
-    sinks::{plot, table},
+    sinks::{
+        plot, table,
+        timeline::{Timeline, Undrawn},
+    },
 };
 
 /// `report --folded`: one recording's stacks, folded.
@@ -38,6 +42,92 @@ fn print_folded(sessions: &[Session], by: FoldedBy, writers: bool) -> anyhow::Re
     Ok(())
 }
 
+/// `report --trace`: one recording's events as a timeline for Perfetto, checked before it
+/// is written; what could not be drawn is said, with its count.
+fn write_trace(files: &[std::path::PathBuf], out: &Path, skip_fast: bool) -> anyhow::Result<()> {
+    let [file] = files else {
+        return Err(Error::Usage("report --trace takes one recording".into()).into());
+    };
+    let mut timeline = Timeline::new(skip_fast);
+    let session = Session::read_with_events(file, |e| timeline.add(e))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    if !session.header.events && session.events == 0 {
+        return Err(Error::Usage(format!(
+            "{}: recorded without --events, so it has no calls to draw",
+            file.display()
+        ))
+        .into());
+    }
+    let undrawn = timeline.undrawn();
+    let other_data = BTreeMap::from([
+        ("recording".to_owned(), file.display().to_string()),
+        (
+            "kernel".to_owned(),
+            session.header.kernel.release.clone().unwrap_or_default(),
+        ),
+        (
+            "clock".to_owned(),
+            "CLOCK_MONOTONIC, from the first event shown".to_owned(),
+        ),
+    ]);
+    let trace = timeline.finish(other_data);
+    let counts = check(&trace).context("the timeline does not hold together")?;
+    let text = serde_json::to_string(&trace)?;
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    let n = |cat: &str| counts.slices.get(cat).copied().unwrap_or(0);
+    eprintln!(
+        "kcmp-trace: {} calls, {} lock waits, {} writer sections and {} arrows from a section \
+         to the calls it made fall back, in {}; open it in https://ui.perfetto.dev",
+        n("kcmp"),
+        n("lock"),
+        n("writer"),
+        counts.flows,
+        out.display()
+    );
+    for line in undrawn_lines(undrawn, session.total().0.events_dropped) {
+        eprintln!("kcmp-trace: {line}");
+    }
+    Ok(())
+}
+
+/// What the timeline lacks, a line each, with the count.
+fn undrawn_lines(u: Undrawn, events_dropped: u64) -> Vec<String> {
+    let mut lines = Vec::new();
+    if u.fast_left_out > 0 {
+        lines.push(format!(
+            "{} fast calls that did not wait left out (--skip-fast)",
+            u.fast_left_out
+        ));
+    }
+    if events_dropped > 0 {
+        lines.push(format!(
+            "{events_dropped} events were lost while recording (the ring buffer was full): \
+             their calls are not on the timeline"
+        ));
+    }
+    if u.no_writer > 0 {
+        lines.push(format!(
+            "{} retry/busy calls name no writer section: no arrow leads to them",
+            u.no_writer
+        ));
+    }
+    if u.waits_without_start > 0 {
+        lines.push(format!(
+            "{} calls waited, but the recording lacks when their waits began (made by an \
+             older kcmp-trace): no wait slice",
+            u.waits_without_start
+        ));
+    }
+    if u.sections_without_bounds > 0 {
+        lines.push(format!(
+            "{} calls name a writer whose section's bounds the recording lacks (made by an \
+             older kcmp-trace): no section slice or arrow",
+            u.sections_without_bounds
+        ));
+    }
+    lines
+}
+
 /// A session's total, as `report --json` prints it.
 fn total_line<'a>(session: &'a Session, total: &'a Report) -> ReportLine<'a> {
     ReportLine {
@@ -59,6 +149,9 @@ fn side<'a>(session: &'a Session, total: &'a Report) -> Side<'a> {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.trace {
+        return write_trace(&args.files, out, args.skip_fast);
+    }
     let sessions = args
         .files
         .iter()

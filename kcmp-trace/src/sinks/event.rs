@@ -85,6 +85,7 @@ mod tests {
             outcome: "fast".into(),
             latency_ns: 6,
             lock_wait_ns: 0,
+            lock_wait_start_ns: None,
             writer: None,
         }
     }

@@ -6,3 +6,4 @@ pub mod event;
 pub mod flame;
 pub mod plot;
 pub mod table;
+pub mod timeline;
