@@ -6,6 +6,7 @@ mod common;
 use std::{path::PathBuf, time::Duration};
 
 use common::{Gated, Proc, require_root, run, schema, total_line, wait_until};
+use kcmp_trace_common::json::timeline::{self, TraceFile};
 
 const WORKLOAD: &[&str] = &[
     "-n",
@@ -140,6 +141,19 @@ fn a_recording_reports_what_watch_printed() {
         .count();
     assert_eq!(reported["events_dropped"], 0);
     assert_eq!(events, 20000);
+
+    // The timeline: a slice per call, on one track per thread, that holds together.
+    let trace_path = temp("trace.json");
+    let trace_file = trace_path.to_str().expect("utf-8 path");
+    let (code, _, err) = run(&["report", file, "--trace", trace_file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("20000 calls, 0 lock waits"), "{err}");
+    let trace: TraceFile =
+        serde_json::from_str(&std::fs::read_to_string(&trace_path).expect("trace")).expect("json");
+    let counts = timeline::check(&trace).expect("the timeline holds together");
+    assert_eq!(counts.slices.get("kcmp"), Some(&20000));
+    assert_eq!(counts.tracks, 2, "the workload's two threads");
+    std::fs::remove_file(&trace_path).expect("cleanup");
 
     // The text summary names the session and the interval table adds up to the total.
     let (code, summary, err) = run(&["report", file]);

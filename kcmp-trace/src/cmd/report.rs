@@ -25,7 +25,8 @@ fn print_folded(sessions: &[Session], by: FoldedBy, writers: bool) -> anyhow::Re
     let [session] = sessions else {
         return Err(Error::Usage("report --folded takes one recording".into()).into());
     };
-    let Some(rows) = session.total().0.stacks else {
+    let (total, _) = session.total();
+    let Some(rows) = total.stacks else {
         return Err(Error::Usage(format!(
             "{}: recorded without --stacks, so it has no stacks to fold",
             session.path.display()
@@ -39,6 +40,13 @@ fn print_folded(sessions: &[Session], by: FoldedBy, writers: bool) -> anyhow::Re
     let mut out = std::io::stdout().lock();
     out.write_all(folded(&rows, by, writers).as_bytes())?;
     out.flush()?;
+    let missing = total.incomplete.stacks;
+    if missing > 0 {
+        eprintln!(
+            "kcmp-trace: {missing} waits and write sections are missing from these stacks: \
+             the kernel's stack counts' map was full (incomplete.stacks)"
+        );
+    }
     Ok(())
 }
 

@@ -21,8 +21,14 @@ pub const HOW_TO_READ: &str = "Each exec_update_lock wait by the kernel stack it
     without contention.";
 
 /// Writes the flame graphs of `rows` (a recording's total) into `dir`, their files named
-/// after `label` (A, B); none when no wait has a stack.
-pub fn write(dir: &Path, label: &str, rows: &[StackRow]) -> anyhow::Result<Vec<FlameGraph>> {
+/// after `label` (A, B); none when no wait has a stack. `missing`: the waits and sections
+/// the kernel's stack map had no room for (`incomplete.stacks`), said in each heading.
+pub fn write(
+    dir: &Path,
+    label: &str,
+    rows: &[StackRow],
+    missing: u64,
+) -> anyhow::Result<Vec<FlameGraph>> {
     let mut written = Vec::new();
     for (by, what, unit) in [
         (FoldBy::Time, "time", "ns"),
@@ -33,7 +39,12 @@ pub fn write(dir: &Path, label: &str, rows: &[StackRow]) -> anyhow::Result<Vec<F
             continue;
         }
         let file = format!("stacks-{}-by-{what}.svg", label.to_lowercase());
-        let heading = format!("{label}: exec_update_lock waits by stack, by wait {what}");
+        let mut heading = format!("{label}: exec_update_lock waits by stack, by wait {what}");
+        if missing > 0 {
+            heading += &format!(
+                " ({missing} waits and write sections missing: the stack counts' map was full)"
+            );
+        }
         let mut options = Options::default();
         options.title = heading.clone();
         options.count_name = unit.to_owned();
@@ -71,7 +82,7 @@ mod tests {
             row("other", &["proc_pid_environ", "mm_access"], 1, 1000),
             row("exec", &["begin_new_exec"], 5, 9000),
         ];
-        let graphs = write(&dir, "A", &rows).expect("drawn");
+        let graphs = write(&dir, "A", &rows, 0).expect("drawn");
         assert_eq!(
             graphs.iter().map(|g| g.file.as_str()).collect::<Vec<_>>(),
             ["stacks-a-by-time.svg", "stacks-a-by-count.svg"]
@@ -99,7 +110,20 @@ mod tests {
         }
         // Writers hold the lock; they are not waits.
         assert!(!titles.iter().any(|t| t.contains("begin_new_exec")));
-        assert!(write(&dir, "B", &[]).expect("nothing to draw").is_empty());
+        assert!(
+            write(&dir, "B", &[], 0)
+                .expect("nothing to draw")
+                .is_empty()
+        );
+        // What the kernel could not count is said where the graph is read.
+        let short = write(&dir, "C", &rows, 7).expect("drawn");
+        assert!(
+            short[0]
+                .heading
+                .ends_with("(7 waits and write sections missing: the stack counts' map was full)")
+        );
+        let svg = std::fs::read_to_string(dir.join(&short[0].file)).expect("written");
+        assert!(svg.contains("7 waits and write sections missing"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

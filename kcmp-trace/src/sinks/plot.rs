@@ -387,8 +387,14 @@ pub fn write_page(dir: &Path, sessions: &[Session], table: &str) -> anyhow::Resu
     // With `--stacks`: each recording's waits as flame graphs.
     let mut flames = Vec::new();
     for (i, s) in sessions.iter().enumerate() {
-        if let Some(rows) = s.total().0.stacks {
-            flames.extend(flame::write(dir, label_of(i), &rows)?);
+        let (total, _) = s.total();
+        if let Some(rows) = &total.stacks {
+            flames.extend(flame::write(
+                dir,
+                label_of(i),
+                rows,
+                total.incomplete.stacks,
+            )?);
         }
     }
 
