@@ -253,6 +253,10 @@ pub struct RecordArgs {
     /// Keep every call's event too (the objects `events --json` prints).
     #[arg(long, conflicts_with = "connect")]
     pub events: bool,
+    /// With --events: the ring buffer's size (power of two, at least 4K); a larger one
+    /// drops less under bursts (events the ring dropped are counted in the recording).
+    #[arg(long, value_parser = parse_size, default_value = "4M", requires = "events")]
+    pub ring_size: u32,
     #[command(flatten)]
     pub watch: WatchArgs,
 }

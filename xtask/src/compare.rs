@@ -116,7 +116,7 @@ exit $status
         options = [
             (plan.readers, "--readers"),
             (plan.stacks, "--stacks"),
-            (plan.events, "--events"),
+            (plan.events, "--events --ring-size 64M"),
         ]
         .iter()
         .filter(|(on, _)| *on)

@@ -215,7 +215,7 @@ mod tests {
             raw_type: 0,
             writer_overlap_ns: 3000,
             lock_wait_start_ns: 0,
-            writer_start_ns: 0,
+            writer_start_ns: 900,
             writer_end_ns: 0,
             tgid: 10,
             tid: 11,
@@ -238,7 +238,8 @@ mod tests {
         assert_eq!(
             json["writer"],
             serde_json::json!({
-                "kind": "tsync", "pid": 21, "tgid": 20, "comm": "kcmp-racer", "overlap_ns": 3000
+                "kind": "tsync", "pid": 21, "tgid": 20, "comm": "kcmp-racer", "overlap_ns": 3000,
+                "start_ns": 900
             })
         );
         let exec = event(Outcome::Retry, 20, writer::EXEC);

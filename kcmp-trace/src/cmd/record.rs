@@ -5,5 +5,5 @@ use crate::{cli::RecordArgs, error::Error, recording::Recorder};
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let recorder = Recorder::create(&args.output, args.events)
         .map_err(|e| Error::Usage(crate::error::one_line(&e)))?;
-    crate::cmd::watch::run_recording(args.watch, Some(recorder))
+    crate::cmd::watch::run_recording(args.watch, Some((recorder, args.ring_size)))
 }

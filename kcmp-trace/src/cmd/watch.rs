@@ -121,8 +121,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     run_recording(args, None)
 }
 
-/// `watch`, and with a recorder `record`: the same reports, also kept in a file.
-pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow::Result<()> {
+/// `watch`, and with a recorder (and its events' ring size) `record`: the same reports,
+/// also kept in a file.
+pub fn run_recording(args: WatchArgs, recording: Option<(Recorder, u32)>) -> anyhow::Result<()> {
+    let (mut recorder, ring_bytes) = recording.unzip();
     let rt = crate::lifecycle::runtime()?;
     let mut shutdown = {
         let _rt = rt.enter();
@@ -159,11 +161,13 @@ pub fn run_recording(args: WatchArgs, mut recorder: Option<Recorder>) -> anyhow:
             (Source::Daemon(target), None)
         }
         None => {
+            let defaults = args.trace.config();
             let config = TraceConfig {
                 events: recorder.as_ref().is_some_and(|r| r.events),
+                ring_bytes: ring_bytes.unwrap_or(defaults.ring_bytes),
                 // Showing one reader means following them.
                 readers: args.trace.readers || args.reader.is_some(),
-                ..args.trace.config()
+                ..defaults
             };
             let mut tracer = Tracer::start(&config)?;
             crate::lifecycle::announce(&tracer.plan);
