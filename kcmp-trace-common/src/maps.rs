@@ -198,6 +198,8 @@ pub struct ThreadState {
     pub lock_stack: u64,
     /// When the call's first exec_update_lock wait began (0: none yet), for its event.
     pub lock_first_ns: u64,
+    /// Who held the lock as that wait began (`stacks::Holder::pack`; `--stacks`).
+    pub lock_holder: u64,
 }
 
 impl ThreadState {
@@ -224,6 +226,7 @@ impl ThreadState {
         lock_addr: 0,
         lock_stack: 0,
         lock_first_ns: 0,
+        lock_holder: 0,
     };
 }
 

@@ -133,6 +133,7 @@ pub fn cost_event(ctx: TracePointContext) -> u32 {
         lock_addr: args.idx1,
         lock_stack: args.idx2,
         lock_first_ns: args.idx1,
+        lock_holder: args.idx2,
     };
     let done = CallDone {
         tgid: args.pid1 as u32,

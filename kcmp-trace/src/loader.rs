@@ -125,6 +125,8 @@ impl Tracer {
             } else {
                 None
             },
+            // Without them, stacks name no holder: waits are kept under none.
+            lock: caps.reader_offsets.filter(|_| config.stacks),
         };
         let mut attached = None;
         for &(mode, strategy) in &tried {

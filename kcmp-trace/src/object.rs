@@ -75,13 +75,15 @@ pub(crate) fn tracer_object() -> Object {
 }
 
 /// What the loaded programs are told of the kernel: whether it has the series, where they
-/// read comms (0: through bpf_get_current_comm(); `plan::checks::comm_offset` decides), and
-/// where a task's exec_update_lock is when readers are followed.
+/// read comms (0: through bpf_get_current_comm(); `plan::checks::comm_offset` decides),
+/// where a task's exec_update_lock is when readers are followed (`readers`), or when only
+/// stacks name the lock's holders (`lock`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelFacts {
     pub series: bool,
     pub comm_offset: u32,
     pub readers: Option<ReaderOffsets>,
+    pub lock: Option<ReaderOffsets>,
 }
 
 /// Loads `object` with a tracer's settings and the kernel's facts.
@@ -95,8 +97,10 @@ pub fn load_object(
         series,
         comm_offset,
         readers,
+        lock,
     } = facts;
-    let (thread_head, thread_node) = readers.and_then(|r| r.thread_list).unwrap_or((0, 0));
+    let offsets = readers.or(lock);
+    let (thread_head, thread_node) = offsets.and_then(|r| r.thread_list).unwrap_or((0, 0));
     let comm_name = config
         .comm
         .as_deref()
@@ -121,12 +125,12 @@ pub fn load_object(
         .override_global(globals::TRACE_READERS, &u8::from(readers.is_some()), true)
         .override_global(
             globals::SIGNAL_OFFSET,
-            &readers.map_or(0, |r| r.signal),
+            &offsets.map_or(0, |r| r.signal),
             true,
         )
         .override_global(
             globals::EXEC_UPDATE_LOCK_OFFSET,
-            &readers.map_or(0, |r| r.exec_update_lock),
+            &offsets.map_or(0, |r| r.exec_update_lock),
             true,
         )
         .override_global(globals::THREAD_HEAD_OFFSET, &thread_head, true)
@@ -162,6 +166,10 @@ pub fn load_object(
         .map_max_entries(
             stacks::STACK_COUNTS_MAP,
             if config.stacks { MAX_STACK_KEYS } else { 1 },
+        )
+        .map_max_entries(
+            stacks::SECTION_LOCKS_MAP,
+            if config.stacks { maps::MAX_WRITERS } else { 1 },
         )
         .map_max_entries(maps::PROCESSES_MAP, config.max_processes)
         .load(object.bytes)

@@ -386,6 +386,7 @@ pub(crate) mod tests {
                 frames: vec!["proc_pid_environ".into(), "mm_access".into()],
                 count: fast / 100,
                 time_ns: fast,
+                holder: None,
             }]),
             procs: vec![ProcessRow {
                 tgid: 7,

@@ -1065,11 +1065,14 @@ fn own_functions(who: &str) -> Vec<&'static str> {
 /// sections, with no stack lost or dropped; every /proc reader's stack passes through its
 /// own function (or the series' helper it tail-calls), every other caller's (the workload's environ opens, all of it) through
 /// mm_access(), exec's through begin_new_exec() and TSYNC's through
-/// landlock_restrict_sibling_threads(); and the folded lines of other callers, as
-/// `report --folded count` prints them, add up to the workload's environ opens.
+/// landlock_restrict_sibling_threads(); the folded lines of other callers, as
+/// `report --folded count` prints them, add up to the workload's environ opens; and every
+/// holder a wait names is one of the workload's racers, of its kind, with some waits
+/// naming one (the readers read the racers' /proc files as they exec or TSYNC).
 fn stacks_account_for_every_wait(dir: &Path, name: &str) -> anyhow::Result<()> {
     let (stress, both) = readers_run(dir, name)?;
     let (opens, _) = mm_access_reads(&stress)?;
+    let racers = racer_kinds(&stress);
     for Tracer { name: t, total, .. } in &both {
         let rows = total
             .stacks
@@ -1122,6 +1125,22 @@ fn stacks_account_for_every_wait(dir: &Path, name: &str) -> anyhow::Result<()> {
             .map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
             .sum::<Option<u64>>()
             .context("a folded line without a count")?;
+        let mut held = BTreeMap::<&str, u64>::new();
+        for row in rows {
+            let Some(h) = &row.holder else { continue };
+            ensure!(
+                racers.get(&h.tgid) == Some(&h.kind),
+                "{t}: {} waits of {} name {h}, not a racer of its kind ({racers:?})",
+                row.count,
+                row.who
+            );
+            *held.entry(row.who.as_str()).or_default() += row.count;
+        }
+        eprintln!("vm: {name}: {t}: waits held by a racer, by waiter: {held:?}");
+        ensure!(
+            !held.is_empty(),
+            "{t}: no wait named a holder, though the racers held the lock as the readers read"
+        );
         eprintln!("vm: {name}: {t}: folded other waits {folded_others}, environ opens {opens}");
         ensure!(
             folded_others == opens,

@@ -7,6 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    event::comm_bytes,
+    json::event::WriterKind,
     outcome::Outcome,
     stacks::{StackCounts, StackKey, stack_ref, who},
 };
@@ -35,7 +37,29 @@ pub struct StackRow {
     pub count: u64,
     /// Their summed wait time; hold time for a writer.
     pub time_ns: u64,
+    /// Who held the lock for writing as these waits began: the process whose write section
+    /// was open on it. Absent when none was (and for writers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HolderRecord>,
 }
+
+/// A write section's process, as a wait's holder.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct HolderRecord {
+    pub kind: WriterKind,
+    pub tgid: u32,
+    /// Its comm as its latest write section opened.
+    pub comm: String,
+}
+
+impl std::fmt::Display for HolderRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.kind.name(), self.tgid, self.comm)
+    }
+}
+
+/// What rows are merged by: waiter, outcome, frames, holder.
+type RowKey = (String, Option<String>, Vec<String>, Option<HolderRecord>);
 
 /// What a folded stack's value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,17 +100,29 @@ impl StackRow {
             frames,
             count: counts.count,
             time_ns: counts.time_ns,
+            holder: WriterKind::from_raw(key.holder.kind)
+                .filter(|_| key.holder.is_some())
+                .map(|kind| HolderRecord {
+                    kind,
+                    tgid: key.holder.tgid,
+                    comm: String::from_utf8_lossy(comm_bytes(&key.holder_comm)).into_owned(),
+                }),
         })
     }
 
-    fn key(&self) -> (String, Option<String>, Vec<String>) {
-        (self.who.clone(), self.outcome.clone(), self.frames.clone())
+    fn key(&self) -> RowKey {
+        (
+            self.who.clone(),
+            self.outcome.clone(),
+            self.frames.clone(),
+            self.holder.clone(),
+        )
     }
 
-    /// Rows with the same waiter, outcome and frames summed (stacks that differ only in
-    /// offsets within the same functions), busiest first, then by name.
+    /// Rows with the same waiter, outcome, frames and holder summed (stacks that differ
+    /// only in offsets within the same functions), busiest first, then by name.
     pub fn merged(rows: impl IntoIterator<Item = StackRow>) -> Vec<StackRow> {
-        let mut merged: BTreeMap<_, StackCounts> = BTreeMap::new();
+        let mut merged: BTreeMap<RowKey, StackCounts> = BTreeMap::new();
         for row in rows {
             merged.entry(row.key()).or_default().add(&StackCounts {
                 count: row.count,
@@ -95,12 +131,13 @@ impl StackRow {
         }
         let mut rows: Vec<StackRow> = merged
             .into_iter()
-            .map(|((who, outcome, frames), c)| StackRow {
+            .map(|((who, outcome, frames, holder), c)| StackRow {
                 who,
                 outcome,
                 frames,
                 count: c.count,
                 time_ns: c.time_ns,
+                holder,
             })
             .collect();
         rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key().cmp(&b.key())));
@@ -139,11 +176,13 @@ impl StackRow {
     }
 }
 
-/// Folded stacks (`root;outermost;...;innermost value`), one line per row with a value,
-/// for every flame-graph tool (flamegraph.pl, inferno, speedscope). Writers (whose time is
-/// a hold, not a wait) only when `writers` asks for them.
+/// Folded stacks (`root;outermost;...;innermost value`), one line per stack with a value
+/// (its holders' rows summed), in the rows' order, for every flame-graph tool
+/// (flamegraph.pl, inferno, speedscope). Writers (whose time is a hold, not a wait) only
+/// when `writers` asks for them.
 pub fn folded(rows: &[StackRow], by: FoldBy, writers: bool) -> String {
-    let mut out = String::new();
+    let mut stacks: Vec<(String, u64)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
     for row in rows {
         if !writers && is_writer_name(&row.who) {
             continue;
@@ -155,19 +194,55 @@ pub fn folded(rows: &[StackRow], by: FoldBy, writers: bool) -> String {
         if value == 0 {
             continue;
         }
-        out += &row.root();
+        let mut stack = row.root();
         for frame in &row.frames {
-            out.push(';');
+            stack.push(';');
             // `;` separates frames and the last space the value: neither may be in a name.
-            out.extend(
+            stack.extend(
                 frame
                     .chars()
                     .map(|c| if c == ';' || c == ' ' { '_' } else { c }),
             );
         }
-        out += &format!(" {value}\n");
+        match index.get(&stack) {
+            Some(&i) => stacks[i].1 += value,
+            None => {
+                index.insert(stack.clone(), stacks.len());
+                stacks.push((stack, value));
+            }
+        }
     }
-    out
+    stacks
+        .into_iter()
+        .map(|(stack, value)| format!("{stack} {value}\n"))
+        .collect()
+}
+
+/// Lock waits by holder, as `perf lock contention -o` gives them by owner: per waiter
+/// (kcmp, a /proc reader, other) and holder (None: no write section was open as the wait
+/// began), their count and wait time, most wait time first. Each waiter's rows add up to
+/// its lock waits.
+pub fn by_holder(rows: &[StackRow]) -> Vec<(String, Option<HolderRecord>, StackCounts)> {
+    let mut holders: BTreeMap<(String, Option<HolderRecord>), StackCounts> = BTreeMap::new();
+    for row in rows.iter().filter(|r| !is_writer_name(&r.who)) {
+        holders
+            .entry((row.who.clone(), row.holder.clone()))
+            .or_default()
+            .add(&StackCounts {
+                count: row.count,
+                time_ns: row.time_ns,
+            });
+    }
+    let mut holders: Vec<_> = holders
+        .into_iter()
+        .map(|((who, holder), counts)| (who, holder, counts))
+        .collect();
+    holders.sort_by(|a, b| {
+        b.2.time_ns
+            .cmp(&a.2.time_ns)
+            .then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1)))
+    });
+    holders
 }
 
 /// The `n` waiting call sites with the most lock waits: (whose, the innermost frame below
@@ -220,6 +295,7 @@ pub fn call_site(frames: &[String]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stacks::Holder;
 
     fn row(
         who: &str,
@@ -234,7 +310,16 @@ mod tests {
             frames: frames.iter().map(|f| f.to_string()).collect(),
             count,
             time_ns,
+            holder: None,
         }
+    }
+
+    fn racer(kind: WriterKind, tgid: u32) -> Option<HolderRecord> {
+        Some(HolderRecord {
+            kind,
+            tgid,
+            comm: "exe".into(),
+        })
     }
 
     #[test]
@@ -243,7 +328,11 @@ mod tests {
             stack: 5,
             who: who::KCMP,
             outcome: Outcome::Busy as u32,
-            pad: 0,
+            holder: Holder {
+                tgid: 42,
+                kind: crate::maps::writer::TSYNC,
+            },
+            holder_comm: crate::event::comm_key(b"exe"),
         };
         let counts = StackCounts {
             count: 3,
@@ -255,6 +344,16 @@ mod tests {
         assert_eq!(r.frames, ["f30", "f20", "f10"]);
         assert_eq!(r.outcome.as_deref(), Some("busy"));
         assert_eq!(r.root(), "kcmp:busy");
+        assert_eq!(r.holder, racer(WriterKind::Tsync, 42));
+        let unheld = StackKey {
+            holder: Holder::NONE,
+            holder_comm: [0; crate::event::COMM_LEN],
+            ..key
+        };
+        assert_eq!(
+            StackRow::of(&unheld, &counts, None, names).unwrap().holder,
+            None
+        );
 
         let writer = StackKey {
             stack: stack_ref::LOST,
@@ -322,6 +421,56 @@ mod tests {
         );
         let spaced = [row("kcmp", None, &["a b;c"], 1, 1)];
         assert_eq!(folded(&spaced, FoldBy::Count, false), "kcmp;a_b_c 1\n");
+    }
+
+    #[test]
+    fn holders_split_rows_not_folded_lines_and_add_up_per_waiter() {
+        let held = |tgid, count, time_ns| StackRow {
+            holder: racer(WriterKind::Exec, tgid),
+            ..row("other", None, &["sys_open", "mm_access"], count, time_ns)
+        };
+        let rows = StackRow::merged([
+            held(7, 2, 500),
+            held(8, 1, 900),
+            held(7, 1, 100),
+            row("other", None, &["sys_open", "mm_access"], 10, 30),
+            row("kcmp", Some("busy"), &["sys_kcmp"], 1, 5),
+            StackRow {
+                holder: racer(WriterKind::Exec, 7),
+                ..row("exec", None, &["begin_new_exec"], 4, 9999)
+            },
+        ]);
+        // Rows by holder; one folded line per stack, whatever held it.
+        assert_eq!(rows.len(), 5);
+        assert_eq!(
+            folded(&rows, FoldBy::Count, false),
+            "other;sys_open;mm_access 14\nkcmp:busy;sys_kcmp 1\n"
+        );
+        let table = by_holder(&rows);
+        let summary: Vec<_> = table
+            .iter()
+            .map(|(who, h, c)| (who.as_str(), h.as_ref().map(|h| h.tgid), c.count, c.time_ns))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("other", Some(8), 1, 900),
+                ("other", Some(7), 3, 600),
+                ("other", None, 10, 30),
+                ("kcmp", None, 1, 5),
+            ],
+            "most wait time first, writers left out"
+        );
+        let others: u64 = table
+            .iter()
+            .filter(|r| r.0 == "other")
+            .map(|r| r.2.count)
+            .sum();
+        assert_eq!(others, StackRow::waits_of(&rows, "other"));
+        assert_eq!(
+            racer(WriterKind::Exec, 7).unwrap().to_string(),
+            "exec 7 exe"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::{
     },
     now_ns,
     others::count_other,
+    sections::holder_of,
     stacks::count_stack,
     thread::{entry, in_kcmp_or_outside, new_entry, ran_outside, reader_thread, traced},
 };
@@ -30,7 +31,7 @@ use super::{
 #[inline(always)]
 pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64, stack: impl FnOnce() -> Option<u32>) {
     if let Some(call) = in_kcmp_or_outside(slot) {
-        lock_wait_begins(call, stack);
+        lock_wait_begins(call, sem, stack);
         return;
     }
     if TRACE_READERS.load() == 0 {
@@ -42,7 +43,7 @@ pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64, stack: impl FnOnce() 
     match entry(&READER_THREADS, tid) {
         Some(call) if call.active != 0 => {
             if call.lock_addr == sem {
-                lock_wait_begins(call, stack);
+                lock_wait_begins(call, || sem, stack);
             }
         }
         thread => {
@@ -53,6 +54,7 @@ pub fn on_lock_enter(slot: u32, sem: impl FnOnce() -> u64, stack: impl FnOnce() 
                 thread.lock_start_ns = now_ns();
                 if let Some(stack) = stack() {
                     thread.lock_stack = u64::from(stack);
+                    thread.lock_holder = holder_of(sem);
                 }
             }
         }
@@ -76,7 +78,7 @@ pub fn on_contention_begin(lock: u64, flags: u32, stack: impl FnOnce() -> Option
     }
     if let Some(call) = in_kcmp_or_outside(outside::CONTENTION_BEGIN) {
         call.lock_addr = lock;
-        lock_wait_begins(call, stack);
+        lock_wait_begins(call, || lock, stack);
     }
 }
 
@@ -93,15 +95,24 @@ pub fn on_contention_end(lock: u64) {
     }
 }
 
-/// A call's exec_update_lock wait begins; its first wait's is the call's stack.
+/// A call's exec_update_lock wait on the lock at `lock` begins; its first wait's is the
+/// call's stack, and the first holder one of its waits met is the call's (`--stacks`).
 #[inline(always)]
-fn lock_wait_begins(call: &mut ThreadState, stack: impl FnOnce() -> Option<u32>) {
+fn lock_wait_begins(
+    call: &mut ThreadState,
+    lock: impl FnOnce() -> u64,
+    stack: impl FnOnce() -> Option<u32>,
+) {
     call.trail |= LOCK;
-    if TRACE_STACKS.load() != 0
-        && call.lock_stack == u64::from(stack_ref::UNCONTENDED)
-        && let Some(stack) = stack()
-    {
-        call.lock_stack = u64::from(stack);
+    if TRACE_STACKS.load() != 0 {
+        if call.lock_stack == u64::from(stack_ref::UNCONTENDED)
+            && let Some(stack) = stack()
+        {
+            call.lock_stack = u64::from(stack);
+        }
+        if call.lock_holder == 0 {
+            call.lock_holder = holder_of(lock());
+        }
     }
     if call.lock_start_ns != 0
         && let Some(counters) = cpu_counters()
@@ -166,7 +177,12 @@ pub fn on_lock_exit(slot: u32, caller: impl FnOnce() -> u64) {
     }
     let wait = now_ns().wrapping_sub(thread.lock_start_ns);
     thread.lock_start_ns = 0;
-    count_stack(|| thread.lock_stack as u32, who::OTHER, 0, wait);
+    count_stack(
+        || (thread.lock_stack as u32, thread.lock_holder),
+        who::OTHER,
+        0,
+        wait,
+    );
     let slot = log2_slot(wait) as usize;
     let caller = caller();
     count_other(
@@ -209,7 +225,12 @@ pub fn account_lock_wait(
     if call.lock_start_ns != 0 {
         unfinished_lock_wait(&mut counters.misc);
     } else if took_lock() {
-        count_stack(|| call.lock_stack as u32, who, outcome, call.lock_wait_ns);
+        count_stack(
+            || (call.lock_stack as u32, call.lock_holder),
+            who,
+            outcome,
+            call.lock_wait_ns,
+        );
         let slot = log2_slot(call.lock_wait_ns) as usize;
         if let Some((sum, hist)) = waits(counters) {
             *sum += call.lock_wait_ns;

@@ -113,6 +113,11 @@ pub static WRITERS: LruHashMap<u32, WriteSection> = LruHashMap::with_max_entries
 pub static PREVIOUS_SECTIONS: LruHashMap<u32, WriteSection> =
     LruHashMap::with_max_entries(MAX_WRITERS, 0);
 
+/// The process whose exec_update_lock is at an address (`stacks::SECTION_LOCKS_MAP`):
+/// set as a section opens, read as a wait begins, to name the wait's holder.
+#[map]
+pub static SECTION_LOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_WRITERS, 0);
+
 /// The stacks `--stacks` took, by id.
 #[map]
 pub static STACK_TRACES: StackTrace = StackTrace::with_max_entries(MAX_STACK_TRACES, 0);
@@ -149,6 +154,7 @@ named_as!(WRITERS, maps::WRITERS_MAP);
 named_as!(TRACE_STACKS, globals::TRACE_STACKS);
 named_as!(STACK_TRACES, stacks::STACK_TRACES_MAP);
 named_as!(STACK_COUNTS, stacks::STACK_COUNTS_MAP);
+named_as!(SECTION_LOCKS, stacks::SECTION_LOCKS_MAP);
 
 /// The open or last exec_update_lock write section of a process.
 #[repr(C)]
@@ -165,4 +171,6 @@ pub struct WriteSection {
     /// Where it opened (`stacks::stack_ref`; `--stacks`).
     pub stack: u32,
     pub pad: u32,
+    /// The address of the exec_update_lock it holds (`--stacks`; 0 otherwise).
+    pub lock: u64,
 }

@@ -7,17 +7,20 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel};
 use kcmp_trace_common::{
     hist::log2_slot,
     maps::{ThreadState, writer},
-    stacks::{stack_ref, who},
+    stacks::{Holder, stack_ref, who},
 };
 
 use super::{
     cells::{add_shared, cpu_counters, put},
     events::read_comm_into,
-    maps::{PREVIOUS_SECTIONS, WRITERS, WriteSection},
+    maps::{
+        EXEC_UPDATE_LOCK_OFFSET, PREVIOUS_SECTIONS, SECTION_LOCKS, SIGNAL_OFFSET, TRACE_STACKS,
+        WRITERS, WriteSection,
+    },
     now_ns,
     stacks::count_stack,
 };
@@ -100,10 +103,15 @@ pub fn on_tsync_end(ret: i32) {
     }
 }
 
-/// Opens the calling process's write section of `kind`, where `stack` says (`--stacks`).
+/// Opens the calling process's write section of `kind`, where `stack` says (`--stacks`);
+/// with stacks, the section's lock is recorded so that its waiters can name it.
 #[inline(always)]
 fn open_section(kind: u32, stack: impl FnOnce() -> Option<u32>) {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let lock = own_exec_update_lock();
+    if lock != 0 {
+        let _ = SECTION_LOCKS.insert(lock, (pid_tgid >> 32) as u32, 0);
+    }
     let mut section = MaybeUninit::<WriteSection>::uninit();
     let s = section.as_mut_ptr();
     // SAFETY: every field is written before the value is read, one store each; the comm
@@ -119,9 +127,47 @@ fn open_section(kind: u32, stack: impl FnOnce() -> Option<u32>) {
             stack().unwrap_or(stack_ref::UNCONTENDED),
         );
         put(&raw mut (*s).pad, 0);
+        put(&raw mut (*s).lock, lock);
         section.assume_init()
     };
     let _ = WRITERS.insert((pid_tgid >> 32) as u32, section, 0);
+}
+
+/// The address of the calling process's exec_update_lock, with `--stacks` and where BTF
+/// placed it; 0 otherwise.
+#[inline(always)]
+fn own_exec_update_lock() -> u64 {
+    let signal_offset = SIGNAL_OFFSET.load();
+    if TRACE_STACKS.load() == 0 || signal_offset == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a failed read names no lock.
+    match unsafe {
+        bpf_probe_read_kernel((bpf_get_current_task() + u64::from(signal_offset)) as *const u64)
+    } {
+        Ok(signal) if signal != 0 => signal + u64::from(EXEC_UPDATE_LOCK_OFFSET.load()),
+        _ => 0,
+    }
+}
+
+/// The write section open on the exec_update_lock at `lock`, as the wait on it that begins
+/// now names its holder (`--stacks`): `Holder::pack`ed, 0 when none is open.
+#[inline(always)]
+pub fn holder_of(lock: u64) -> u64 {
+    if TRACE_STACKS.load() == 0 || lock == 0 {
+        return 0;
+    }
+    // SAFETY: read-only uses of map values.
+    let Some(&tgid) = (unsafe { SECTION_LOCKS.get(lock) }) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    match unsafe { WRITERS.get(tgid) } {
+        // The section must be on this very lock: an address freed and reused by another
+        // process would otherwise name a stale tgid.
+        Some(s) if s.end_ns == 0 && s.lock == lock => Holder { tgid, kind: s.kind }.pack(),
+        _ => 0,
+    }
 }
 
 /// The process's write section, while it is open.
@@ -143,7 +189,7 @@ fn close_section(section: &mut WriteSection) {
     } else {
         who::EXEC
     };
-    count_stack(|| section.stack, who, 0, held);
+    count_stack(|| (section.stack, 0), who, 0, held);
     if let Some(counters) = cpu_counters() {
         // SAFETY: this CPU's counters; several programs write these cells, hence the atomics.
         let counters = unsafe { &mut *counters };

@@ -4,13 +4,14 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::tracing::StackIdContext};
 use kcmp_trace_common::{
+    event::COMM_LEN,
     maps::misc,
-    stacks::{StackCounts, StackKey, stack_ref},
+    stacks::{Holder, StackCounts, StackKey, stack_ref},
 };
 
 use super::{
     cells::{add_shared, cpu_counters},
-    maps::{STACK_COUNTS, STACK_TRACES, TRACE_STACKS},
+    maps::{STACK_COUNTS, STACK_TRACES, TRACE_STACKS, WRITERS},
 };
 
 /// The calling context's kernel stack, kept in STACK_TRACES, as a `stack_ref`; None when
@@ -26,19 +27,34 @@ pub fn take_stack(ctx: &impl StackIdContext) -> Option<u32> {
     ))
 }
 
-/// Counts one lock wait (or write section) of `time_ns` under its `stack` (read only with
-/// `--stacks`), whose, and its call's outcome. Programs on several CPUs and preempted ones
-/// share a CPU's cells: atomic adds. A key that finds the map full is counted as dropped.
+/// Counts one lock wait (or write section) of `time_ns` under its stack and holder
+/// (`stack_and_holder`, read only with `--stacks`: a `stack_ref` and a packed `Holder`),
+/// whose, and its call's outcome. The holder's comm is its latest section's. Programs on
+/// several CPUs and preempted ones share a CPU's cells: atomic adds. A key that finds the
+/// map full is counted as dropped.
 #[inline(always)]
-pub fn count_stack(stack: impl FnOnce() -> u32, who: u32, outcome: u32, time_ns: u64) {
+pub fn count_stack(
+    stack_and_holder: impl FnOnce() -> (u32, u64),
+    who: u32,
+    outcome: u32,
+    time_ns: u64,
+) {
     if TRACE_STACKS.load() == 0 {
         return;
     }
+    let (stack, holder) = stack_and_holder();
+    let holder = Holder::unpack(holder);
+    let holder_comm = match holder.is_some() {
+        // SAFETY: read-only use of a map value, copied out at once.
+        true => unsafe { WRITERS.get(holder.tgid) }.map_or([0; COMM_LEN], |s| s.comm),
+        false => [0; COMM_LEN],
+    };
     let key = StackKey {
-        stack: stack(),
+        stack,
         who,
         outcome,
-        pad: 0,
+        holder,
+        holder_comm,
     };
     if STACK_COUNTS.get_ptr_mut(key).is_none() {
         let _ = STACK_COUNTS.insert(key, StackCounts::default(), BPF_NOEXIST as u64);

@@ -116,6 +116,7 @@ pub fn open_call(
         put(&raw mut call.tgid, (pid_tgid >> 32) as u32);
         if TRACE_STACKS.load() != 0 {
             put(&raw mut call.lock_stack, 0);
+            put(&raw mut call.lock_holder, 0);
         }
     }
     fill(call);

@@ -175,6 +175,7 @@ mod tests {
                 frames: vec![format!("site{i:02}"), "down_read_killable".into()],
                 count: i + 1,
                 time_ns: (i + 1) * 1_000,
+                holder: None,
             })
             .collect();
         let mut with = sample(c);
@@ -417,6 +418,7 @@ mod tests {
             frames: vec!["proc_pid_environ".into(), "mm_access".into()],
             count: 1,
             time_ns: 1_000,
+            holder: None,
         }]);
         s
     }

@@ -76,6 +76,7 @@ mod tests {
             frames: frames.iter().map(|f| f.to_string()).collect(),
             count,
             time_ns,
+            holder: None,
         };
         let rows = [
             row("kcmp", &["__x64_sys_kcmp", "down_read_killable"], 3, 3000),

@@ -9,7 +9,7 @@ use kcmp_trace_common::{
         report::{
             CompareRow, Incomplete, OTHER_READER, Quantiles, ReaderReport, Report, hist_rows,
         },
-        stacks::{StackRow, top_sites},
+        stacks::{StackRow, by_holder, top_sites},
     },
     outcome::Outcome,
     snapshot::Counters,
@@ -184,7 +184,40 @@ pub fn summary(elapsed_s: f64, r: &Report, total: &Counters) -> String {
     }
     if let Some(rows) = &r.stacks {
         out += &stack_sites(rows);
+        out += &holders(rows);
     }
+    out
+}
+
+/// Holder rows shown; JSON's `stacks` has every row's holder.
+const HOLDERS_SHOWN: usize = 10;
+
+/// `--stacks`: lock waits by who held the lock for writing as each began, per waiter.
+pub fn holders(rows: &[StackRow]) -> String {
+    let all = by_holder(rows);
+    let mut out = format!(
+        "exec_update_lock waits by holder ({} of {}; the write section open as each wait began)\n",
+        all.len().min(HOLDERS_SHOWN),
+        all.len()
+    );
+    let mut columns = Columns::new(&[
+        ("waiter", 12, Align::Left),
+        ("holder", 28, Align::Left),
+        ("waits", 9, Align::Right),
+        ("wait us", 11, Align::Right),
+    ])
+    .indented("  ");
+    for (who, holder, counts) in all.iter().take(HOLDERS_SHOWN) {
+        columns.row(&[
+            who.clone(),
+            holder
+                .as_ref()
+                .map_or_else(|| "(none open)".to_owned(), ToString::to_string),
+            counts.count.to_string(),
+            format!("{:.1}", counts.time_ns as f64 / 1e3),
+        ]);
+    }
+    out += &columns.render();
     out
 }
 
