@@ -189,60 +189,50 @@ pub fn summary(elapsed_s: f64, r: &Report, total: &Counters) -> String {
     out
 }
 
-/// Holder rows shown; JSON's `stacks` has every row's holder.
-const HOLDERS_SHOWN: usize = 10;
+/// Rows shown by each waits table; JSON's `stacks` has every row, `report --folded` every
+/// stack.
+const WAITS_SHOWN: usize = 10;
 
 /// `--stacks`: lock waits by who held the lock for writing as each began, per waiter.
 pub fn holders(rows: &[StackRow]) -> String {
-    let all = by_holder(rows);
-    let mut out = format!(
-        "exec_update_lock waits by holder ({} of {}; the write section open as each wait began)\n",
-        all.len().min(HOLDERS_SHOWN),
-        all.len()
-    );
-    let mut columns = Columns::new(&[
-        ("waiter", 12, Align::Left),
-        ("holder", 28, Align::Left),
-        ("waits", 9, Align::Right),
-        ("wait us", 11, Align::Right),
-    ])
-    .indented("  ");
-    for (who, holder, counts) in all.iter().take(HOLDERS_SHOWN) {
-        columns.row(&[
-            who.clone(),
-            holder
-                .as_ref()
-                .map_or_else(|| "(none open)".to_owned(), ToString::to_string),
-            counts.count.to_string(),
-            format!("{:.1}", counts.time_ns as f64 / 1e3),
-        ]);
-    }
-    out += &columns.render();
-    out
+    let all: Vec<_> = by_holder(rows)
+        .into_iter()
+        .map(|(who, holder, counts)| {
+            let holder = holder.map_or_else(|| "(none open)".to_owned(), |h| h.to_string());
+            (who, holder, counts.count, counts.time_ns)
+        })
+        .collect();
+    waits_table("holder", "the write section open as each wait began", &all)
 }
-
-/// Call sites shown by the stacks table; `report --folded` has every stack.
-const STACK_SITES_SHOWN: usize = 10;
 
 /// `--stacks`: the call sites with the most exec_update_lock waits, from the waits' stacks.
 pub fn stack_sites(rows: &[StackRow]) -> String {
-    let all = top_sites(rows, usize::MAX);
+    waits_table(
+        "call site",
+        "all stacks: report --folded",
+        &top_sites(rows, usize::MAX),
+    )
+}
+
+/// The first `WAITS_SHOWN` of `all` (waiter, what the waits are kept by, waits, wait ns),
+/// titled by that column (`by`) and a note.
+fn waits_table(by: &'static str, note: &str, all: &[(String, String, u64, u64)]) -> String {
     let mut out = format!(
-        "exec_update_lock waits by call site ({} of {}; all stacks: report --folded)\n",
-        all.len().min(STACK_SITES_SHOWN),
+        "exec_update_lock waits by {by} ({} of {}; {note})\n",
+        all.len().min(WAITS_SHOWN),
         all.len()
     );
     let mut columns = Columns::new(&[
         ("waiter", 12, Align::Left),
-        ("call site", 28, Align::Left),
+        (by, 28, Align::Left),
         ("waits", 9, Align::Right),
         ("wait us", 11, Align::Right),
     ])
     .indented("  ");
-    for (who, site, waits, ns) in all.iter().take(STACK_SITES_SHOWN) {
+    for (who, key, waits, ns) in all.iter().take(WAITS_SHOWN) {
         columns.row(&[
             who.clone(),
-            site.clone(),
+            key.clone(),
             waits.to_string(),
             format!("{:.1}", *ns as f64 / 1e3),
         ]);
